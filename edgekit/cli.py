@@ -1,0 +1,305 @@
+"""The `edgekit` command. Thin: each subcommand parses options and calls one library function."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgekit.errors import EdgekitError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="edgekit: torch -> ONNX -> (compressed) ONNX -> TVM artifact, validated against onnxruntime at every step.",
+)
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+ShapeOpt = Annotated[
+    Optional[list[str]], typer.Option("--input-shape", help="Fix input shapes: 1,3,224,224 or NAME=1,3,224,224 (repeatable).")
+]
+
+
+def handle_errors(fn):
+    """User mistakes are one line and exit 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgekitError as exc:
+            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+            if exc.hint:
+                err.print(f"[dim]hint: {exc.hint}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def emit_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2e}"
+
+
+def print_validation(report, title: str) -> None:
+    table = Table(title=title)
+    for col in ("output", "max abs", "max rel", "ok"):
+        table.add_column(col)
+    for o in report.outputs:
+        table.add_row(o.name, _fmt(o.max_abs), _fmt(o.max_rel), "[green]yes[/]" if o.ok else "[red]NO[/]")
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def models(json_out: JsonOpt = False) -> None:
+    """List the model zoo."""
+    from edgekit.zoo import zoo_info
+
+    rows = zoo_info()
+    if json_out:
+        return emit_json({"models": rows})
+    table = Table(title="edgekit model zoo")
+    for col in ("name", "input shape", "weights", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], "×".join(map(str, r["input_shape"])), r["weights"], r["description"])
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def targets(json_out: JsonOpt = False) -> None:
+    """List compilation targets (files in targets/)."""
+    from edgekit.targets import list_targets
+
+    specs = list_targets()
+    if json_out:
+        return emit_json({"targets": [t.to_json() | {"runs_on_host": t.runs_on_host} for t in specs]})
+    table = Table(title="edgekit targets")
+    for col in ("name", "aliases", "tvm target", "runs here", "description"):
+        table.add_column(col)
+    for t in specs:
+        table.add_row(t.name, ", ".join(t.aliases), json.dumps(t.tvm), "yes" if t.runs_on_host else "no", t.description)
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def export(
+    model: Annotated[str, typer.Argument(help="Zoo name (see `edgekit models`) or path/to/file.py:factory.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .onnx path.")],
+    input_shape: Annotated[Optional[str], typer.Option("--input-shape", help="e.g. 1,3,224,224 (default: the model's).")] = None,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Leave the batch dimension symbolic.")] = False,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 18).")] = 18,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="A state_dict to load (torch.load weights_only).")] = None,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export a torch model to checked, simplified ONNX and check it against torch.
+
+    Example: edgekit export resnet18 -o resnet18.onnx
+    """
+    from edgekit.export import export_model
+    from edgekit.graph import parse_shape
+    from edgekit.progress import stderr
+
+    shape = parse_shape(input_shape) if input_shape else None
+    with stderr.status(f"exporting {model}…"):
+        result = export_model(model, output, shape, opset, dynamic_batch, weights, force)
+    if json_out:
+        return emit_json(result.to_json())
+    out.print(f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {result.nodes} nodes, opset {result.opset}, input {result.input_shape})")
+    print_validation(result.check, "onnxruntime vs torch")
+
+
+@app.command("compile")
+@handle_errors
+def compile_cmd(
+    model: Annotated[Path, typer.Argument(help="Input .onnx file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Artifact directory to write.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name or .toml (see `edgekit targets`).")] = "x86_64",
+    input_shape: ShapeOpt = None,
+    no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the check against onnxruntime.")] = False,
+    inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of validation inputs (default: random).")] = None,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compile ONNX with TVM into an artifact directory, validated against onnxruntime.
+
+    Example: edgekit compile model.onnx --target x86_64 -o artifact/
+    """
+    from edgekit.compiler.build import compile_onnx
+    from edgekit.graph import parse_input_shapes
+
+    result = compile_onnx(model, output, target, parse_input_shapes(input_shape), force, not no_validate, inputs, quiet=json_out)
+    if json_out:
+        emit_json(result.to_json())
+    else:
+        out.print(f"wrote {result.artifact} (target {result.meta['target']['name']}, build {result.meta['build']['seconds']:.1f}s)")
+        if result.validation is not None:
+            print_validation(result.validation, "TVM vs onnxruntime")
+        elif result.meta["validation"]:
+            out.print(result.meta["validation"].get("skipped", ""))
+    if result.validation is not None and not result.validation.ok:
+        err.print("[bold red]error:[/] the compiled model does not match onnxruntime within tolerance")
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def validate(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory.")],
+    model: Annotated[Optional[Path], typer.Argument(help="Reference .onnx (default: the artifact's source).")] = None,
+    inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of inputs (default: random).")] = None,
+    atol: Annotated[Optional[float], typer.Option("--atol")] = None,
+    rtol: Annotated[Optional[float], typer.Option("--rtol")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run the artifact and onnxruntime on the same inputs; exit 1 if they disagree.
+
+    Example: edgekit validate artifact/ model.onnx --inputs data.npz
+    """
+    from edgekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, validate_artifact
+
+    report = validate_artifact(artifact, model, inputs, DEFAULT_ATOL if atol is None else atol, DEFAULT_RTOL if rtol is None else rtol)
+    if json_out:
+        emit_json(report.to_json())
+    else:
+        print_validation(report, "TVM vs onnxruntime")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def run(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory.")],
+    input_file: Annotated[Path, typer.Option("--input", "-i", help=".npy (single input) or .npz (named inputs).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help=".npy (first output) or .npz (all outputs).")],
+    threads: Annotated[int, typer.Option("--threads")] = 0,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a compiled artifact on inputs from a file.
+
+    Example: edgekit run artifact/ --input x.npy -o y.npy
+    """
+    import numpy as np
+
+    from edgekit.fileio import atomic_file, check_output_path
+    from edgekit.runtime import load
+
+    check_output_path(output, force, (input_file,))
+    compiled = load(artifact, threads)
+    if not input_file.exists():
+        raise EdgekitError(f"{input_file}: no such file")
+    try:
+        loaded = np.load(input_file)
+    except Exception:
+        raise EdgekitError(f"{input_file} is not a .npy/.npz file") from None
+    feeds = dict(loaded) if not isinstance(loaded, np.ndarray) else {compiled.inputs[0].name: loaded}
+    outputs = compiled.run(feeds)
+    with atomic_file(output) as tmp:
+        with open(tmp, "wb") as fh:
+            if output.suffix == ".npz":
+                np.savez(fh, **outputs)
+            else:
+                np.save(fh, next(iter(outputs.values())))
+    summary = {"output": str(output), "outputs": [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in outputs.items()]}
+    if json_out:
+        return emit_json(summary)
+    for o in summary["outputs"]:
+        out.print(f"{o['name']}: {o['dtype']}{o['shape']} -> {output}")
+
+
+def print_bench(report) -> None:
+    table = Table(title=f"bench {report.model}")
+    for col in ("runtime", "target", "threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "vs ort", "peak RSS MB", "size MB"):
+        table.add_column(col, justify="right")
+    for r in report.runs:
+        ratio = report.ratio(r.runtime)
+        table.add_row(
+            r.runtime, r.target, str(r.threads), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.mean_ms:.3f}",
+            f"{ratio:.2f}×" if ratio else "-", f"{r.peak_rss_mb:.0f}", f"{r.size_bytes / 1e6:.2f}",
+        )
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def bench(
+    model: Annotated[Path, typer.Argument(help=".onnx file or artifact directory.")],
+    runtimes: Annotated[str, typer.Option("--runtimes", help="Comma-separated: ort,tvm.")] = "ort,tvm",
+    target: Annotated[str, typer.Option("--target", "-t", help="Target when compiling an .onnx for tvm.")] = "x86_64",
+    threads: Annotated[int, typer.Option("--threads", help="Threads for every runtime (0 = all cores).")] = 0,
+    warmup: Annotated[int, typer.Option("--warmup")] = 5,
+    repeat: Annotated[int, typer.Option("--repeat")] = 50,
+    rounds: Annotated[int, typer.Option("--rounds", help="Alternate runtime order this many times.")] = 2,
+    input_shape: ShapeOpt = None,
+    onnx_model: Annotated[Optional[Path], typer.Option("--onnx", help="Reference ONNX when MODEL is an artifact.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG bar chart.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Latency (p50/p90/p99/mean), peak RSS and size per runtime, each in its own process.
+
+    Example: edgekit bench resnet18.onnx --runtimes ort,tvm --threads 2
+    """
+    from edgekit.bench import bench as run_bench, plot as plot_bench
+    from edgekit.graph import parse_input_shapes
+
+    names = tuple(r.strip() for r in runtimes.split(",") if r.strip())
+    report = run_bench(model, names, threads, warmup, repeat, rounds, target, parse_input_shapes(input_shape), onnx_model, quiet=json_out)
+    if plot:
+        plot_bench(report, plot)
+    if json_out:
+        return emit_json(report.to_json())
+    print_bench(report)
+
+
+@app.command()
+@handle_errors
+def demo(
+    model: Annotated[str, typer.Option("--model", help="Zoo model to run end to end.")] = "digits_cnn",
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where to write the ONNX, artifact and report.")] = Path("out/demo"),
+    target: Annotated[str, typer.Option("--target", "-t")] = "x86_64",
+    repeat: Annotated[int, typer.Option("--repeat")] = 200,
+    json_out: JsonOpt = False,
+) -> None:
+    """The whole pipeline on a bundled model: export -> compile -> validate -> accuracy -> bench."""
+    from edgekit.pipeline import run_demo
+
+    report = run_demo(model, workdir, target, repeat, quiet=json_out)
+    if json_out:
+        return emit_json(report)
+    table = Table(title=f"edgekit demo: {model} on {target}")
+    for col in ("stage", "result"):
+        table.add_column(col)
+    for stage, result in report["table"]:
+        table.add_row(stage, result)
+    out.print(table)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

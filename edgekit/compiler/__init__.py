@@ -1,0 +1,1 @@
+"""ONNX -> TVM Relax -> deployable artifact."""

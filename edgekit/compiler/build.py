@@ -1,0 +1,115 @@
+"""Stage 3: ONNX -> Relax -> relax.build for a target -> artifact directory (written atomically).
+
+The artifact: model.so (TVM executable for the target), meta.json (inputs/outputs, target, source sha256,
+validation vs onnxruntime, build time), bundle.npz (sample inputs and onnxruntime's outputs for them).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit import __version__
+from edgekit.compiler.frontend import to_relax
+from edgekit.errors import EdgekitError
+from edgekit.export import ort_session, simplify
+from edgekit.fileio import atomic_dir, check_output_path, sha256_of
+from edgekit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
+from edgekit.progress import steps
+from edgekit.runtime import BUNDLE, LIBRARY, META, load
+from edgekit.targets import TargetSpec, load_target
+from edgekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, ValidationReport, compare_samples, load_inputs_npz
+
+
+@dataclass
+class CompileResult:
+    artifact: Path
+    meta: dict
+    validation: ValidationReport | None
+
+    def to_json(self) -> dict:
+        return {"artifact": str(self.artifact), **self.meta}
+
+
+def build_module(mod, target: TargetSpec):
+    import tvm
+    from tvm import relax
+
+    try:
+        return relax.build(mod, target=target.tvm_target())
+    except tvm.error.TVMError as exc:
+        first = (str(exc).strip().splitlines() or ["?"])[-1][:300]
+        raise EdgekitError(f"TVM could not build the model for {target.name}: {first}") from None
+
+
+def compile_onnx(
+    onnx_path: Path,
+    out: Path,
+    target: str = "x86_64",
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    force: bool = False,
+    validate: bool = True,
+    inputs: Path | None = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    quiet: bool = False,
+) -> CompileResult:
+    onnx_path = Path(onnx_path)
+    spec = load_target(target)
+    check_output_path(out, force, (onnx_path,))
+    with steps(quiet) as step:
+        step("loading ONNX")
+        model = load_onnx(onnx_path)
+        in_specs = resolve_input_specs(model, input_shapes or {})
+        out_specs = graph_outputs(model)
+        step("simplifying with fixed shapes (onnxsim)")
+        simplified, did_simplify = simplify(model, {s.name: list(s.shape) for s in in_specs})
+        step("importing into TVM Relax")
+        mod = to_relax(simplified, in_specs)
+        step(f"building for {spec.name}")
+        t0 = time.perf_counter()
+        executable = build_module(mod, spec)
+        build_s = time.perf_counter() - t0
+        cc = spec.compiler()
+        with atomic_dir(out) as tmp:
+            step("linking model.so")
+            executable.export_library(str(tmp / LIBRARY), cc=cc)
+            meta = {
+                "edgekit_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "source": {"path": str(onnx_path.resolve()), "sha256": sha256_of(onnx_path), "size_bytes": onnx_path.stat().st_size},
+                "target": spec.to_json() | {"runs_on_host": spec.runs_on_host},
+                "inputs": [s.to_json() for s in in_specs],
+                "outputs": [s.to_json() for s in out_specs],
+                "passes": _passes_applied(model),
+                "build": {"seconds": round(build_s, 3), "onnxsim": did_simplify, "schedules": "tvm default"},
+                "library": {"file": LIBRARY, "size_bytes": (tmp / LIBRARY).stat().st_size},
+                "validation": None,
+            }
+            (tmp / META).write_text(json.dumps(meta, indent=2))
+            report = None
+            if validate and spec.runs_on_host:
+                step("validating against onnxruntime")
+                samples = load_inputs_npz(inputs, in_specs) if inputs else [random_inputs(in_specs)]
+                session = ort_session(onnx_path)
+                report = compare_samples(samples, session, load(tmp), atol, rtol)
+                meta["validation"] = report.to_json() | {"samples": len(samples)}
+                _write_bundle(tmp / BUNDLE, samples[0], session)
+            elif validate:
+                meta["validation"] = {"ok": None, "skipped": f"{spec.name} artifacts cannot run on this host; validate on the device"}
+            (tmp / META).write_text(json.dumps(meta, indent=2))
+    return CompileResult(out, meta, report)
+
+
+def _passes_applied(model) -> list[str]:
+    props = {p.key: p.value for p in model.metadata_props}
+    return [p for p in props.get("edgekit.passes", "").split(",") if p]
+
+
+def _write_bundle(path: Path, feeds: dict[str, np.ndarray], session) -> None:
+    outputs = session.run(None, feeds)
+    names = [o.name for o in session.get_outputs()]
+    np.savez(path, **{f"input:{k}": v for k, v in feeds.items()}, **{f"output:{n}": o for n, o in zip(names, outputs)})

@@ -1,0 +1,158 @@
+"""Small helpers over onnx.ModelProto: safe loading, input/output specs, shape overrides."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+
+from edgekit.errors import EdgekitError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | str, ...]  # str = symbolic (dynamic) dim
+    dtype: str  # numpy dtype name
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) and d > 0 for d in self.shape)
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"shape": list(self.shape)}
+
+
+def load_onnx(path: Path | str) -> onnx.ModelProto:
+    """Load and check an ONNX file, turning every way it can be bad into one clear EdgekitError."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgekitError(f"{path}: no such file", "check the path")
+    if path.is_dir():
+        raise EdgekitError(f"{path} is a directory, not an .onnx file")
+    if path.stat().st_size == 0:
+        raise EdgekitError(f"{path} is empty", "re-export the model")
+    try:
+        model = onnx.load(str(path))
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise EdgekitError(
+            f"{path} is not a readable ONNX model (corrupt or truncated: {type(exc).__name__})",
+            "re-export or re-download it",
+        ) from None
+    if model.ir_version == 0 or not model.graph.node or not model.opset_import:
+        raise EdgekitError(f"{path} is not an ONNX model (no graph found)", "pass a .onnx file written by an ONNX exporter")
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise EdgekitError(f"{path} fails onnx.checker: {first}", "the file is corrupt or was written by a broken exporter") from None
+    return model
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> tuple[int | str, ...]:
+    dims: list[int | str] = []
+    for i, d in enumerate(value_info.type.tensor_type.shape.dim):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or f"?{i}")
+    return tuple(dims)
+
+
+def _spec(value_info: onnx.ValueInfoProto) -> TensorSpec:
+    elem = value_info.type.tensor_type.elem_type
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).name if elem else "float32"
+    return TensorSpec(value_info.name, _dims(value_info), dtype)
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """Real inputs only: older exporters also list initializers as graph inputs."""
+    init_names = {t.name for t in model.graph.initializer}
+    return [_spec(vi) for vi in model.graph.input if vi.name not in init_names]
+
+
+def graph_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    return [_spec(vi) for vi in model.graph.output]
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        raise EdgekitError(f"bad shape '{text}'", "write it as comma-separated integers, e.g. 1,3,224,224") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise EdgekitError(f"bad shape '{text}'", "every dimension must be a positive integer")
+    return dims
+
+
+def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """`--input-shape name=1,3,224,224` (repeatable) or a bare `1,3,224,224` for a single-input model (key '')."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items or []:
+        for part in item.split(";"):
+            if not part.strip():
+                continue
+            name, _, dims = part.rpartition("=")
+            shapes[name.strip()] = parse_shape(dims)
+    return shapes
+
+
+def resolve_input_specs(model: onnx.ModelProto, overrides: dict[str, tuple[int, ...]]) -> list[TensorSpec]:
+    """Fix every input shape: static dims from the model, dynamic ones from --input-shape, else a clear error."""
+    inputs = graph_inputs(model)
+    if "" in overrides:
+        if len(inputs) != 1:
+            raise EdgekitError(
+                f"the model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); a bare --input-shape is ambiguous",
+                "write --input-shape NAME=1,3,224,224 for each input",
+            )
+        overrides = {inputs[0].name: overrides[""]}
+    unknown = set(overrides) - {i.name for i in inputs}
+    if unknown:
+        raise EdgekitError(
+            f"--input-shape names unknown input(s) {sorted(unknown)}",
+            f"the model's inputs are: {', '.join(i.name for i in inputs)}",
+        )
+    resolved = []
+    for spec in inputs:
+        if spec.name in overrides:
+            shape = overrides[spec.name]
+            if len(shape) != len(spec.shape):
+                raise EdgekitError(f"--input-shape for '{spec.name}' has rank {len(shape)}, the model expects rank {len(spec.shape)}")
+            for given, declared in zip(shape, spec.shape):
+                if isinstance(declared, int) and declared != given:
+                    raise EdgekitError(f"--input-shape for '{spec.name}' is {list(shape)}, but the model fixes it to {list(spec.shape)}")
+            resolved.append(TensorSpec(spec.name, tuple(shape), spec.dtype))
+        elif spec.is_static:
+            resolved.append(spec)
+        else:
+            example = ",".join(str(d) if isinstance(d, int) else "1" for d in spec.shape)
+            raise EdgekitError(
+                f"input '{spec.name}' has dynamic shape {list(spec.shape)}",
+                f"pass --input-shape {spec.name}={example}",
+            )
+    return resolved
+
+
+def random_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
+    """Reproducible test inputs: N(0,1) floats, small non-negative ints, random bools."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        shape = [int(d) for d in spec.shape]
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            raise EdgekitError(f"input '{spec.name}' has dtype {dtype}, which edgekit cannot generate test data for", "pass --inputs data.npz")
+    return feeds
+
+
+def model_size_bytes(model: onnx.ModelProto) -> int:
+    return model.ByteSize()

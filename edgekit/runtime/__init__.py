@@ -1,0 +1,105 @@
+"""Load and run a compiled artifact (model.so + meta.json). Needs only TVM's runtime, not the compiler.
+
+    import edgekit
+    model = edgekit.load("artifact/")
+    logits, = model(x)                 # positional, in input order
+    outs = model.run({"input": x})     # {output name: array}
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.graph import TensorSpec
+
+META = "meta.json"
+LIBRARY = "model.so"
+BUNDLE = "bundle.npz"
+
+
+def read_meta(artifact_dir: Path | str) -> dict:
+    artifact_dir = Path(artifact_dir)
+    meta_path = artifact_dir / META
+    if not artifact_dir.is_dir() or not meta_path.exists():
+        raise EdgekitError(f"{artifact_dir} is not an edgekit artifact (no {META})", "create one with `edgekit compile model.onnx -o DIR`")
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        raise EdgekitError(f"{meta_path} is corrupt", "re-run edgekit compile") from None
+
+
+def _specs(items: list[dict]) -> list[TensorSpec]:
+    return [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in items]
+
+
+def set_threads(threads: int) -> None:
+    """TVM reads TVM_NUM_THREADS when its thread pool starts (the first parallel call)."""
+    if threads > 0:
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+
+
+class CompiledModel:
+    def __init__(self, artifact_dir: Path | str, threads: int = 0) -> None:
+        self.path = Path(artifact_dir)
+        self.meta = read_meta(self.path)
+        self.inputs = _specs(self.meta["inputs"])
+        self.outputs = _specs(self.meta["outputs"])
+        if not self.meta["target"].get("runs_on_host", True):
+            raise EdgekitError(
+                f"{self.path} was built for {self.meta['target']['name']} and cannot run on this machine",
+                "run it on the device or under its emulator (edgekit bench --target ...)",
+            )
+        set_threads(threads)
+        import tvm
+        from tvm import relax
+
+        try:
+            lib = tvm.runtime.load_module(str(self.path / LIBRARY))
+        except Exception as exc:
+            raise EdgekitError(f"cannot load {self.path / LIBRARY}: {str(exc).splitlines()[0][:200]}", "re-run edgekit compile") from None
+        self._tvm = tvm
+        self._vm = relax.VirtualMachine(lib, tvm.cpu())
+        self._main = self._vm["main"]  # look the function up once: a lookup costs ~10 µs
+
+    def source_onnx(self) -> Path:
+        path = Path(self.meta["source"]["path"])
+        if not path.exists():
+            raise EdgekitError(f"the artifact's source ONNX {path} is gone", "pass the ONNX file explicitly")
+        return path
+
+    def _check(self, spec: TensorSpec, value: np.ndarray) -> np.ndarray:
+        arr = np.ascontiguousarray(value, dtype=spec.dtype)
+        if tuple(arr.shape) != tuple(spec.shape):
+            raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}")
+        return arr
+
+    def prepare(self, feeds: dict[str, np.ndarray]) -> list:
+        """Convert inputs to TVM tensors once (benchmarks time the model, not the copy)."""
+        missing = [s.name for s in self.inputs if s.name not in feeds]
+        if missing:
+            raise EdgekitError(f"missing input(s) {missing}", f"the artifact takes: {', '.join(s.name for s in self.inputs)}")
+        return [self._tvm.runtime.tensor(self._check(s, feeds[s.name])) for s in self.inputs]
+
+    def invoke(self, prepared: list):
+        return self._main(*prepared)
+
+    def _to_numpy(self, result) -> list[np.ndarray]:
+        if hasattr(result, "numpy"):
+            return [result.numpy()]
+        return [r.numpy() for r in result]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = self._to_numpy(self.invoke(self.prepare(feeds)))
+        return {spec.name: arr for spec, arr in zip(self.outputs, arrays)}
+
+    def __call__(self, *args: np.ndarray, **kwargs: np.ndarray) -> list[np.ndarray]:
+        feeds = dict(zip((s.name for s in self.inputs), args)) | kwargs
+        return list(self.run(feeds).values())
+
+
+def load(artifact_dir: Path | str, threads: int = 0) -> CompiledModel:
+    return CompiledModel(artifact_dir, threads)

@@ -1,0 +1,160 @@
+"""Numerical equivalence checks. The one place that knows tolerances.
+
+Errors are reported per output as
+  max_abs = max |actual - reference|
+  max_rel = max_abs / max |reference|      (relative to the output's scale, not per element:
+                                            per-element ratios explode near zero and mean nothing)
+An output passes when max_abs <= atol + rtol * max |reference|.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# fp32 models compiled by TVM vs onnxruntime: different summation order only.
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-5
+
+
+@dataclass
+class OutputError:
+    name: str
+    max_abs: float
+    max_rel: float
+    scale: float
+    ok: bool
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "max_abs": self.max_abs, "max_rel": self.max_rel, "scale": self.scale, "ok": self.ok}
+
+
+@dataclass
+class ValidationReport:
+    reference_name: str
+    actual_name: str
+    atol: float
+    rtol: float
+    outputs: list[OutputError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outputs)
+
+    @property
+    def max_abs(self) -> float:
+        return max((o.max_abs for o in self.outputs), default=0.0)
+
+    @property
+    def max_rel(self) -> float:
+        return max((o.max_rel for o in self.outputs), default=0.0)
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "reference": self.reference_name,
+            "actual": self.actual_name,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "outputs": [o.to_json() for o in self.outputs],
+        }
+
+
+def compare_outputs(
+    reference: dict[str, np.ndarray],
+    actual: dict[str, np.ndarray],
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    reference_name: str = "onnxruntime",
+    actual_name: str = "tvm",
+) -> ValidationReport:
+    report = ValidationReport(reference_name, actual_name, atol, rtol)
+    for name, ref in reference.items():
+        ref = np.asarray(ref)
+        got = np.asarray(actual[name])
+        if got.shape != ref.shape:
+            report.outputs.append(OutputError(name, float("inf"), float("inf"), 0.0, False))
+            continue
+        if ref.dtype == bool or ref.dtype.kind in "iu":
+            diff = np.abs(got.astype(np.int64) - ref.astype(np.int64))
+            ref_f = ref.astype(np.float64)
+        else:
+            diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+            ref_f = ref.astype(np.float64)
+        max_abs = float(np.nanmax(diff)) if diff.size else 0.0
+        if np.isnan(diff).any():
+            max_abs = float("inf")
+        scale = float(np.max(np.abs(ref_f))) if ref_f.size else 0.0
+        max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+        report.outputs.append(OutputError(name, max_abs, max_rel, scale, max_abs <= atol + rtol * scale))
+    return report
+
+
+def load_inputs_npz(path: Path, specs) -> list[dict[str, np.ndarray]]:
+    """Inputs for validation from an .npz: arrays named like the model inputs; a leading extra axis means several samples."""
+    from edgekit.errors import EdgekitError
+
+    if not Path(path).exists():
+        raise EdgekitError(f"{path}: no such file")
+    try:
+        data = dict(np.load(path))
+    except Exception:
+        raise EdgekitError(f"{path} is not a readable .npz file", "write it with numpy.savez(path, input=array)") from None
+    if len(specs) == 1 and specs[0].name not in data and len(data) == 1:
+        data = {specs[0].name: next(iter(data.values()))}
+    samples: list[dict[str, np.ndarray]] = []
+    for spec in specs:
+        if spec.name not in data:
+            raise EdgekitError(f"{path} has no array for input '{spec.name}'", f"it holds: {', '.join(data) or 'nothing'}")
+        arr = data[spec.name].astype(spec.dtype, copy=False)
+        shape = tuple(int(d) for d in spec.shape)
+        if arr.shape == shape:
+            batch = [arr]
+        elif arr.shape[1:] == shape:
+            batch = list(arr)
+        else:
+            raise EdgekitError(f"{path}: input '{spec.name}' has shape {list(arr.shape)}, expected {list(shape)} (or N×{list(shape)})")
+        for i, sample in enumerate(batch):
+            if i == len(samples):
+                samples.append({})
+            samples[i][spec.name] = np.ascontiguousarray(sample)
+    return samples
+
+
+def validate_artifact(
+    artifact_dir: Path,
+    onnx_path: Path | None = None,
+    inputs: Path | None = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    seed: int = 0,
+) -> ValidationReport:
+    """Run the compiled artifact and onnxruntime on the same inputs; errors are the worst over all samples."""
+    from edgekit.export import ort_session
+    from edgekit.graph import random_inputs
+    from edgekit.runtime import load
+
+    compiled = load(artifact_dir)
+    onnx_path = Path(onnx_path) if onnx_path else compiled.source_onnx()
+    from edgekit.graph import load_onnx
+
+    load_onnx(onnx_path)  # clear error if it is not a valid model
+    session = ort_session(onnx_path)
+    samples = load_inputs_npz(inputs, compiled.inputs) if inputs else [random_inputs(compiled.inputs, seed)]
+    return compare_samples(samples, session, compiled, atol, rtol)
+
+
+def compare_samples(samples, session, compiled, atol: float, rtol: float) -> ValidationReport:
+    worst: ValidationReport | None = None
+    out_names = [o.name for o in compiled.outputs]
+    for feeds in samples:
+        ref = dict(zip(out_names, session.run(out_names, feeds)))
+        got = compiled.run(feeds)
+        report = compare_outputs(ref, got, atol, rtol)
+        if worst is None:
+            worst = report
+        else:
+            worst.outputs = [a if a.max_abs >= b.max_abs else b for a, b in zip(worst.outputs, report.outputs)]
+    assert worst is not None
+    return worst

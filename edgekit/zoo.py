@@ -1,0 +1,99 @@
+"""The model zoo (files in models/) and user models given as `path/to/file.py:factory`.
+
+A zoo file defines `create() -> nn.Module`, `INPUT_SHAPE`, `DESCRIPTION` and `WEIGHTS` (a state_dict
+file name in models/, or None for random init). Both zoo and user models are loaded by path, so the
+zoo needs no package of its own and users' files work exactly like ours.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from edgekit.errors import EdgekitError
+from edgekit.paths import MODELS_DIR
+
+ZOO = ("digits_cnn", "resnet18", "mobilenetv2", "vit_tiny")
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    module: "torch.nn.Module"  # noqa: F821 - torch is imported lazily
+    input_shape: tuple[int, ...] | None
+    description: str
+    weights: Path | None
+
+
+def _import_file(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"edgekit_user_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise EdgekitError(f"cannot import {path}", "pass a .py file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # user code: report it in one line, it is not edgekit's bug
+        raise EdgekitError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def zoo_info() -> list[dict]:
+    rows = []
+    for name in ZOO:
+        mod = _import_file(MODELS_DIR / f"{name}.py")
+        weights = getattr(mod, "WEIGHTS", None)
+        rows.append(
+            {
+                "name": name,
+                "input_shape": list(mod.INPUT_SHAPE),
+                "weights": "trained" if weights else "random init",
+                "description": mod.DESCRIPTION,
+            }
+        )
+    return rows
+
+
+def _load_weights(module, path: Path) -> None:
+    import torch
+
+    if not path.exists():
+        raise EdgekitError(f"weights file {path} is missing", "retrain with python models/train_digits.py")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EdgekitError(f"cannot load weights {path}: {type(exc).__name__}", "the file is corrupt or not a state_dict") from None
+    module.load_state_dict(state)
+
+
+def load_model(ref: str, weights: Path | None = None) -> LoadedModel:
+    """`ref` is a zoo name or `file.py:factory` (factory() returns an nn.Module)."""
+    if ref in ZOO:
+        mod = _import_file(MODELS_DIR / f"{ref}.py")
+        module = mod.create()
+        weights = weights or (MODELS_DIR / mod.WEIGHTS if getattr(mod, "WEIGHTS", None) else None)
+        shape, desc, name = tuple(mod.INPUT_SHAPE), mod.DESCRIPTION, ref
+    elif ":" in ref and ref.rsplit(":", 1)[0].endswith(".py"):
+        file, factory_name = ref.rsplit(":", 1)
+        path = Path(file)
+        if not path.exists():
+            raise EdgekitError(f"{path}: no such file")
+        mod = _import_file(path)
+        factory = getattr(mod, factory_name, None)
+        if not callable(factory):
+            raise EdgekitError(f"{path} has no callable '{factory_name}'")
+        module = factory()
+        shape = tuple(getattr(mod, "INPUT_SHAPE", ())) or None
+        desc, name = f"user model {ref}", path.stem
+    else:
+        raise EdgekitError(f"unknown model '{ref}'", f"use a zoo model ({', '.join(ZOO)}) or path/to/file.py:factory")
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise EdgekitError(f"{ref} did not return a torch.nn.Module (got {type(module).__name__})")
+    if weights is not None:
+        _load_weights(module, Path(weights))
+    module.eval()
+    return LoadedModel(name, module, shape, desc, Path(weights) if weights else None)
