@@ -1,6 +1,7 @@
 """Small helpers over onnx.ModelProto: safe loading, input/output specs, shape overrides."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def graph_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
 
 def parse_shape(text: str) -> tuple[int, ...]:
     try:
-        dims = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
+        dims = tuple(int(x) for x in re.split(r"[,x]", text.strip()))
     except ValueError:
         raise EdgekitError(f"bad shape '{text}'", "write it as comma-separated integers, e.g. 1,3,224,224") from None
     if not dims or any(d <= 0 for d in dims):

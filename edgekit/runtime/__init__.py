@@ -55,14 +55,14 @@ class CompiledModel:
             )
         set_threads(threads)
         import tvm
-        from tvm import relax
+        from tvm.runtime.vm import VirtualMachine  # runtime-only: works without libtvm_compiler
 
         try:
             lib = tvm.runtime.load_module(str(self.path / LIBRARY))
         except Exception as exc:
             raise EdgekitError(f"cannot load {self.path / LIBRARY}: {str(exc).splitlines()[0][:200]}", "re-run edgekit compile") from None
         self._tvm = tvm
-        self._vm = relax.VirtualMachine(lib, tvm.cpu())
+        self._vm = VirtualMachine(lib, tvm.cpu())
         self._main = self._vm["main"]  # look the function up once: a lookup costs ~10 µs
 
     def source_onnx(self) -> Path:
