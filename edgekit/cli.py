@@ -92,10 +92,11 @@ def targets(json_out: JsonOpt = False) -> None:
     if json_out:
         return emit_json({"targets": [t.to_json() | {"runs_on_host": t.runs_on_host} for t in specs]})
     table = Table(title="edgekit targets")
-    for col in ("name", "aliases", "tvm target", "runs here", "description"):
+    for col in ("name", "aliases", "cpu", "runs here", "description"):
         table.add_column(col)
     for t in specs:
-        table.add_row(t.name, ", ".join(t.aliases), json.dumps(t.tvm), "yes" if t.runs_on_host else "no", t.description)
+        cpu = " ".join([t.tvm.get("mtriple", ""), t.tvm.get("mcpu", ""), *t.tvm.get("mattr", [])]).strip()
+        table.add_row(t.name, ", ".join(t.aliases), cpu, t.runnable_here, t.description)
     out.print(table)
 
 
@@ -203,10 +204,10 @@ def run(
     import numpy as np
 
     from edgekit.fileio import atomic_file, check_output_path
-    from edgekit.runtime import load
+    from edgekit.runners import open_runner
 
     check_output_path(output, force, (input_file,))
-    compiled = load(artifact, threads)
+    compiled = open_runner(artifact, threads)
     if not input_file.exists():
         raise EdgekitError(f"{input_file}: no such file")
     try:

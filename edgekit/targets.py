@@ -34,6 +34,10 @@ class TargetSpec:
     threads: int = 0
     simd_bits: int = 0
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    link_options: tuple[str, ...] = field(default_factory=tuple)
+    qemu: str | None = None  # user-mode emulator for runner "qemu"
+    qemu_sysroot: str | None = None  # the target's libc (-L for qemu)
+    runtime_platform: str | None = None  # pip --platform tag of wheels carrying this arch's TVM runtime
 
     @property
     def arch(self) -> str:
@@ -42,6 +46,18 @@ class TargetSpec:
     @property
     def runs_on_host(self) -> bool:
         return self.tvm.get("kind") == "llvm" and self.arch == _HOST_ARCH.get(platform.machine().lower(), "")
+
+    @property
+    def elf_machine(self) -> int:
+        """e_machine of the shared objects this target must produce (checked after linking)."""
+        return {"x86_64": 62, "aarch64": 183}.get(self.arch, 40 if self.arch.startswith("arm") else 0)
+
+    @property
+    def runnable_here(self) -> str:
+        """How this host can execute the target's artifacts: 'native', 'emulated' or 'no'."""
+        if self.runs_on_host:
+            return "native"
+        return "emulated" if self.runner == "qemu" else "no"
 
     def tvm_target(self):
         import tvm
@@ -70,6 +86,10 @@ class TargetSpec:
             "runner": self.runner,
             "threads": self.threads,
             "aliases": list(self.aliases),
+            "runnable_here": self.runnable_here,
+            "qemu": self.qemu,
+            "qemu_sysroot": self.qemu_sysroot,
+            "runtime_platform": self.runtime_platform,
         }
 
 
@@ -90,6 +110,10 @@ def _parse(path: Path) -> TargetSpec:
             threads=int(runner.get("threads", 0)),
             simd_bits=int(runner.get("simd_bits", 0)),
             aliases=tuple(raw.get("aliases", ())),
+            link_options=tuple(toolchain.get("link_options", ())),
+            qemu=runner.get("qemu"),
+            qemu_sysroot=runner.get("qemu_sysroot"),
+            runtime_platform=runner.get("runtime_platform"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EdgekitError(f"target file {path} is missing or has a bad field: {exc}", "see targets/x86_64.toml for the format") from None

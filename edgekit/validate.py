@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.errors import EdgekitError
+
 # fp32 models compiled by TVM vs onnxruntime: different summation order only.
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-5
@@ -93,8 +95,6 @@ def compare_outputs(
 
 def load_inputs_npz(path: Path, specs) -> list[dict[str, np.ndarray]]:
     """Inputs for validation from an .npz: arrays named like the model inputs; a leading extra axis means several samples."""
-    from edgekit.errors import EdgekitError
-
     if not Path(path).exists():
         raise EdgekitError(f"{path}: no such file")
     try:
@@ -133,10 +133,15 @@ def validate_artifact(
     """Run the compiled artifact and onnxruntime on the same inputs; errors are the worst over all samples."""
     from edgekit.export import ort_session
     from edgekit.graph import random_inputs
-    from edgekit.runtime import load
+    from edgekit.runners import open_runner
+    from edgekit.runtime import read_meta
 
-    compiled = load(artifact_dir)
-    onnx_path = Path(onnx_path) if onnx_path else compiled.source_onnx()
+    compiled = open_runner(artifact_dir)
+    if onnx_path is None:
+        onnx_path = Path(read_meta(artifact_dir)["source"]["path"])
+        if not onnx_path.exists():
+            raise EdgekitError(f"the artifact's source ONNX {onnx_path} is gone", "pass the ONNX file explicitly")
+    onnx_path = Path(onnx_path)
     from edgekit.graph import load_onnx
 
     load_onnx(onnx_path)  # clear error if it is not a valid model

@@ -19,7 +19,8 @@ from edgekit.export import ort_session, simplify
 from edgekit.fileio import atomic_dir, check_output_path, sha256_of
 from edgekit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
 from edgekit.progress import steps
-from edgekit.runtime import BUNDLE, LIBRARY, META, load
+from edgekit.runners import open_runner
+from edgekit.runtime import BUNDLE, LIBRARY, META
 from edgekit.targets import TargetSpec, load_target
 from edgekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, ValidationReport, compare_samples, load_inputs_npz
 
@@ -76,7 +77,7 @@ def compile_onnx(
         cc = spec.compiler()
         with atomic_dir(out) as tmp:
             step("linking model.so")
-            executable.export_library(str(tmp / LIBRARY), cc=cc)
+            _link(executable, tmp / LIBRARY, cc, spec)
             meta = {
                 "edgekit_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -91,17 +92,32 @@ def compile_onnx(
             }
             (tmp / META).write_text(json.dumps(meta, indent=2))
             report = None
-            if validate and spec.runs_on_host:
-                step("validating against onnxruntime")
+            if validate and spec.runnable_here != "no":
+                step(f"validating against onnxruntime ({spec.runnable_here})")
                 samples = load_inputs_npz(inputs, in_specs) if inputs else [random_inputs(in_specs)]
                 session = ort_session(onnx_path)
-                report = compare_samples(samples, session, load(tmp), atol, rtol)
-                meta["validation"] = report.to_json() | {"samples": len(samples)}
+                report = compare_samples(samples, session, open_runner(tmp), atol, rtol)
+                meta["validation"] = report.to_json() | {"samples": len(samples), "executed": spec.runnable_here}
                 _write_bundle(tmp / BUNDLE, samples[0], session)
             elif validate:
-                meta["validation"] = {"ok": None, "skipped": f"{spec.name} artifacts cannot run on this host; validate on the device"}
+                meta["validation"] = {
+                    "ok": None,
+                    "skipped": f"{spec.name} artifacts can neither run nor be emulated here; validate on the board (edgekit validate over --rpc)",
+                }
             (tmp / META).write_text(json.dumps(meta, indent=2))
     return CompileResult(out, meta, report)
+
+
+def _link(executable, path: Path, cc: str, spec: TargetSpec) -> None:
+    """Link model.so with the target's compiler, then check it really is an ELF for the target's CPU."""
+    try:
+        executable.export_library(str(path), cc=cc, options=list(spec.link_options))
+    except Exception as exc:
+        raise EdgekitError(f"linking model.so with {Path(cc).name} failed: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}") from None
+    header = path.read_bytes()[:20]
+    machine = int.from_bytes(header[18:20], "little")
+    if header[:4] != b"\x7fELF" or machine != spec.elf_machine:
+        raise EdgekitError(f"{path.name} is not an ELF shared object for {spec.arch} (e_machine {machine})", "check the target's cc in its .toml")
 
 
 def _passes_applied(model) -> list[str]:

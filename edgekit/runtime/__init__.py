@@ -65,12 +65,6 @@ class CompiledModel:
         self._vm = VirtualMachine(lib, tvm.cpu())
         self._main = self._vm["main"]  # look the function up once: a lookup costs ~10 µs
 
-    def source_onnx(self) -> Path:
-        path = Path(self.meta["source"]["path"])
-        if not path.exists():
-            raise EdgekitError(f"the artifact's source ONNX {path} is gone", "pass the ONNX file explicitly")
-        return path
-
     def _check(self, spec: TensorSpec, value: np.ndarray) -> np.ndarray:
         arr = np.ascontiguousarray(value, dtype=spec.dtype)
         if tuple(arr.shape) != tuple(spec.shape):

@@ -1,0 +1,466 @@
+"""edgekit's default CPU schedules: fast untuned TVM builds for x86-64 / AArch64.
+
+TVM 0.27's default CPU pipeline applies no schedule at all (every op is a naive single-threaded loop).
+``build_cpu`` lowers a Relax module in NHWC, fuses ops as usual, then gives every fused PrimFunc a
+hand-written rule picked by inspecting its sblocks:
+
+  conv2d-nhwc-regblock    dense conv (any stride/padding/kernel): register tile of output pixels x channel lanes
+  conv2d-nhwc-depthwise   the same tile shape for depthwise conv (vector over channels, no broadcast)
+  dense                   matmul/Gemm/batched matmul: register tile of rows x output-feature lanes
+  dlight-reduction        softmax / layer norm (dlight's CPU Reduction rule: rows in parallel)
+  reduction-vec           pooling / mean over non-innermost axes: channels vectorized, rows in parallel
+  injective               elementwise / transpose / reshape chains: inlined, parallel + vectorized
+  fallback-parallel       anything else or a rule that raised: outer loops parallel, inner loop vectorized
+  none                    left as TVM emitted it (only when even the fallback failed)
+
+Every rule runs inside try/except and falls back, so a rule failure never breaks a build.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+
+import tvm
+from tvm import relax
+from tvm.s_tir import Schedule
+
+# Below this many output elements an op runs single-threaded: waking the thread pool costs more.
+PARALLEL_MIN_ELEMS = 4096
+# Below this many multiply-adds a conv/matmul runs single-threaded.
+PARALLEL_MIN_MACS = 200_000
+LANES = 16  # fp32 lanes of one AVX-512 register (LLVM splits wider vectors, and narrows on AVX2/NEON)
+MAX_ACC_VECTORS = 24  # accumulator registers a register tile may use (32 zmm: leave room for operands)
+
+Report = dict[str, str]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public entry points
+# ----------------------------------------------------------------------------------------------------------
+
+def build_cpu(mod: tvm.IRModule, target: tvm.target.Target, threads_hint: int = 0) -> tuple[tvm.runtime.Executable, Report]:
+    """Lower a Relax IRModule imported by tvm.relax.frontend.onnx.from_onnx(..., keep_params_in_input=False)
+    with edgekit's default CPU schedules and build it. Returns the executable (like relax.build) and a report
+    mapping each PrimFunc name -> the rule applied (e.g. "conv2d-nhwc-regblock", "dense", "fallback: ...")."""
+    mod, report = schedule_cpu(mod, target, threads_hint)
+    return relax.build(mod, target=target), report
+
+
+def schedule_cpu(mod: tvm.IRModule, target: tvm.target.Target, threads_hint: int = 0) -> tuple[tvm.IRModule, Report]:
+    """The Relax passes and per-PrimFunc schedules of build_cpu, without code generation."""
+    threads = threads_hint or int(os.environ.get("TVM_NUM_THREADS", 0)) or os.cpu_count() or 1
+    report: Report = {}
+    with target:  # dlight rules read the target (vector width) from the context
+        mod = _prepare_relax(mod)
+        for gv, func in list(mod.functions.items()):
+            if isinstance(func, tvm.tirx.PrimFunc):
+                new_func, rule = schedule_prim_func(func, threads)
+                mod[gv] = new_func
+                report[gv.name_hint] = rule
+    return mod, report
+
+
+def _prepare_relax(mod: tvm.IRModule) -> tvm.IRModule:
+    """NHWC convs (channels innermost = vector lanes), Clip as Relax ops so it fuses, then legalize + fuse."""
+    seq = tvm.transform.Sequential([
+        relax.transform.FoldConstant(),
+        _ScalarMinMaxToRelax,
+        relax.transform.DeadCodeElimination(),
+        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
+        relax.get_pipeline("zero"),  # LegalizeOps, FoldConstant (transposes the weights), FuseOps, FuseTIR
+    ])
+    return seq(mod)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Relax rewrite: the ONNX importer emits Clip (ReLU6) as call_tir(maximum/minimum, (x, scalar)). Opaque
+# call_tirs block ConvertLayout (NCHW<->NHWC transposes around every ReLU6) and conv epilogue fusion.
+# ----------------------------------------------------------------------------------------------------------
+
+@relax.expr_functor.mutator
+class _MinMaxMutator(relax.PyExprMutator):
+    """call_tir(maximum, (x, lo)) -> clip(x, lo, inf); call_tir(minimum, (that, hi)) -> clip(x, lo, hi)."""
+
+    def __init__(self, mod: tvm.IRModule) -> None:
+        super().__init__(mod)
+        self.mod_ = mod
+        self._call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    def _match(self, expr: relax.Expr) -> tuple[str, relax.Expr, float] | None:
+        """(kind, x, bound) when expr is call_tir of an elementwise max/min of x and a scalar constant."""
+        if not isinstance(expr, relax.Call) or not expr.op.same_as(self._call_tir):
+            return None
+        if not isinstance(expr.args[0], tvm.ir.GlobalVar) or not isinstance(expr.args[1], relax.Tuple):
+            return None
+        fields = expr.args[1].fields
+        if len(fields) != 2 or not isinstance(fields[1], tvm.ir.expr.Constant) or getattr(fields[1].ty, "ndim", -1) != 0:
+            return None
+        kind = _scalar_minmax_kind(self.mod_[expr.args[0]])
+        return None if kind is None else (kind, fields[0], float(fields[1].value.numpy()))
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102
+        m = self._match(call)
+        if m is None:
+            return self.visit_expr_post_order(call)
+        kind, x, bound = m
+        lo, hi = (bound, math.inf) if kind == "max" else (-math.inf, bound)
+        if kind == "min" and isinstance(x, relax.Var):  # min(max(y, lo), hi): one clip of y
+            inner = self._match(self.lookup_binding(x)) if self.lookup_binding(x) is not None else None
+            if inner is not None and inner[0] == "max":
+                x, lo = inner[1], inner[2]
+        dtype = call.ty.dtype if hasattr(call.ty, "dtype") else "float32"
+        return relax.op.clip(self.visit_expr(x), relax.prim_value(tvm.tirx.FloatImm(dtype, lo)),
+                             relax.prim_value(tvm.tirx.FloatImm(dtype, hi)))
+
+
+def _scalar_minmax_kind(func: tvm.tirx.PrimFunc) -> str | None:
+    """'max'/'min' if func is one elementwise T.max/T.min block of a tensor and a 0-d buffer (else None)."""
+    try:
+        sch = Schedule(func)
+        blocks = _blocks(sch)
+    except Exception:  # noqa: BLE001 - not a schedulable PrimFunc: leave the call alone
+        return None
+    if len(blocks) != 1 or _iter_kinds(sch, blocks[0]).strip("S"):
+        return None
+    value = sch.get(blocks[0]).body.value
+    kind = {tvm.tirx.Max: "max", tvm.tirx.Min: "min"}.get(type(value))
+    if kind is None or not _is_load(value.b) or len(value.b.indices) != 0:
+        return None
+    return kind
+
+
+@tvm.transform.module_pass(opt_level=0, name="ScalarMinMaxToRelax")
+def _ScalarMinMaxToRelax(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:  # noqa: N802
+    try:
+        mutator = _MinMaxMutator(mod)
+        out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        for gv, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function):
+                out[gv] = mutator.visit_expr(func)
+        return out
+    except Exception:  # noqa: BLE001 - an optimization only: keep the module as imported
+        return mod
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Dispatcher
+# ----------------------------------------------------------------------------------------------------------
+
+Rule = Callable[[Schedule, int], str]
+
+
+def schedule_prim_func(func: tvm.tirx.PrimFunc, threads: int) -> tuple[tvm.tirx.PrimFunc, str]:
+    """Pick a rule by the PrimFunc's sblocks, apply it; on any failure use the safe fallback."""
+    try:
+        rule = _pick_rule(Schedule(func))
+    except Exception as exc:  # noqa: BLE001
+        rule, why = _fallback, f"{type(exc).__name__}"
+    else:
+        why = ""
+    if rule is not _fallback:
+        sch = Schedule(func)
+        try:
+            name = rule(sch, threads)
+            return sch.mod["main"], name
+        except Exception as exc:  # noqa: BLE001 - a rule bug must never break the build
+            why = f"{rule.__name__} failed: {_first_line(exc)}"
+    sch = Schedule(func)
+    try:
+        _fallback(sch, threads)
+        return sch.mod["main"], f"fallback-parallel ({why})" if why else "fallback-parallel"
+    except Exception as exc:  # noqa: BLE001
+        return func, f"none ({why}; fallback failed: {_first_line(exc)})"
+
+
+def _pick_rule(sch: Schedule) -> Rule:
+    blocks = _blocks(sch)
+    reductions = [b for b in blocks if "R" in _iter_kinds(sch, b)]
+    if not reductions:
+        return _injective
+    names = {sch.get(b).name_hint for b in reductions}
+    if len(reductions) == 1:
+        name = next(iter(names))
+        if name == "conv2d_nhwc":
+            return _conv_nhwc
+        if name == "group_conv2d_nhwc":
+            return _conv_nhwc_depthwise
+        if _is_matmul(sch, reductions[0]):
+            return _dense
+        if not _reduces_innermost(sch, reductions[0]):
+            return _reduction_vec
+    return _dlight_reduction
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rules (each returns its report name)
+# ----------------------------------------------------------------------------------------------------------
+
+def _conv_nhwc(sch: Schedule, threads: int) -> str:
+    """Dense NHWC conv: (n, h, co/V, w/R, kh, kw, ci, R, V) with an R x V accumulator tile in registers."""
+    conv = _single_reduction(sch)
+    n, h, w, co, kh, kw, ci = sch.get_loops(conv)
+    vec = _pick_lanes(_extent(sch, co), prefer=(32, 48, 64, 16, 24, 8))
+    row = _largest_divisor(_extent(sch, w), max(1, min(14, MAX_ACC_VECTORS // math.ceil(vec / LANES))))
+    _regblock(sch, conv, outer=[n, h], row=(w, row), col=(co, vec), red=[kh, kw, ci], threads=threads)
+    return "conv2d-nhwc-regblock"
+
+
+def _conv_nhwc_depthwise(sch: Schedule, threads: int) -> str:
+    """Depthwise (or grouped) NHWC conv: channels are both the reduction's and the output's vector lanes."""
+    conv = _single_reduction(sch)
+    n, h, w, co, kh, kw, ci = sch.get_loops(conv)
+    vec = _pick_lanes(_extent(sch, co), prefer=(32, 16, 48, 64, 24, 8))
+    row = _largest_divisor(_extent(sch, w), max(1, min(8, MAX_ACC_VECTORS // math.ceil(vec / LANES))))
+    _regblock(sch, conv, outer=[n, h], row=(w, row), col=(co, vec), red=[kh, kw, ci], threads=threads)
+    return "conv2d-nhwc-depthwise" if _extent(sch, ci) == 1 else "conv2d-nhwc-grouped"
+
+
+def _dense(sch: Schedule, threads: int) -> str:
+    """(batch.., M, N, K) matmul: (batch, M/R, N/V, K, R, V) with an R x V accumulator tile in registers."""
+    mm = _single_reduction(sch)
+    *batch, i, j, k = sch.get_loops(mm)
+    vec = _pick_lanes(_extent(sch, j), prefer=(64, 32, 48, 16, 40, 24, 8))
+    row = _largest_divisor(_extent(sch, i), max(1, min(8, MAX_ACC_VECTORS // math.ceil(vec / LANES))))
+    _regblock(sch, mm, outer=list(batch), row=(i, row), col=(j, vec), red=[k], threads=threads)
+    return "dense"
+
+
+def _regblock(sch: Schedule, red_block, outer: list, row: tuple, col: tuple, red: list, threads: int) -> None:
+    """Shared register-tiling core of the conv and dense rules.
+
+    Loop nest: parallel(outer.., col_o) > row_o > red.. > row_i (unrolled) > col_i (vector lanes).
+    Each red step broadcasts one input per row and loads V contiguous weights (NHWC/HWIO, K x N layouts),
+    so the accumulator tile stays in registers for the whole reduction; the fused epilogue (bias, residual,
+    ReLU/Clip, GELU...) is applied when the tile is stored.
+    """
+    macs = _block_work(sch, red_block)
+    _inline_pad(sch, red_block)
+    _inline_elementwise(sch, keep={red_block})
+    for blk in _other_spatial(sch, red_block):  # padding stages left over: their own parallel nests
+        _par_vec(sch, blk, threads)
+    (row_loop, row_f), (col_loop, col_f) = row, col
+    row_o, row_i = sch.split(row_loop, [None, row_f])
+    col_o, col_i = sch.split(col_loop, [None, col_f])
+    sch.reorder(*outer, col_o, row_o, *red, row_i, col_i)
+    store = sch.cache_write(red_block, 0, "local")
+    _reverse_inline_epilogue(sch, store)
+    sch.reverse_compute_at(store, row_o, preserve_unit_loops=True)
+    par = sch.fuse(*outer, col_o) if outer else col_o
+    if threads > 1 and macs >= PARALLEL_MIN_MACS:
+        sch.parallel(par)
+    _vectorize_lanes(sch, col_i, unroll_outer=True)
+    sch.unroll(row_i)
+    *_, s_row, s_col = sch.get_loops(store)
+    _vectorize_lanes(sch, s_col, unroll_outer=False)
+    sch.decompose_reduction(red_block, red[0])  # last: parallel/vectorize first, or the init nest breaks them
+
+
+def _dlight_reduction(sch: Schedule, threads: int) -> str:
+    """Softmax / layer norm: dlight's CPU Reduction rule (rows in parallel, all stages per row)."""
+    from tvm.s_tir import dlight
+
+    target = tvm.target.Target.current(allow_none=True) or tvm.target.Target({"kind": "llvm"})
+    new = dlight.cpu.Reduction().apply(sch.mod["main"], target, False)
+    if new is None:
+        raise ValueError("dlight Reduction does not apply")
+    sch.mod["main"] = new.mod["main"]  # type: ignore[index]
+    return "dlight-reduction"
+
+
+def _reduction_vec(sch: Schedule, threads: int) -> str:
+    """Pooling / mean over non-innermost axes: innermost spatial axis (channels in NHWC) moved inside the
+    reduction and vectorized, leading spatial axes in parallel."""
+    _inline_pad(sch, _single_reduction(sch))
+    _inline_elementwise(sch, keep=set())
+    red = _single_reduction(sch)
+    for blk in _other_spatial(sch, red):
+        _par_vec(sch, blk, threads)
+    kinds = _iter_kinds(sch, red)
+    loops = sch.get_loops(red)
+    spatial, reduce_ = loops[: kinds.index("R")], loops[kinds.index("R"):]
+    c_o, c_i = sch.split(spatial[-1], [None, _pick_lanes(_extent(sch, spatial[-1]), prefer=(32, 16, 64, 8))])
+    sch.reorder(*spatial[:-1], c_o, *reduce_, c_i)
+    par = sch.fuse(*spatial[:-1], c_o)
+    if threads > 1 and _block_work(sch, red) >= PARALLEL_MIN_ELEMS * 8:
+        sch.parallel(par)
+    _vectorize_lanes(sch, c_i, unroll_outer=False)
+    sch.decompose_reduction(red, reduce_[0])
+    return "reduction-vec"
+
+
+def _injective(sch: Schedule, threads: int) -> str:
+    """Elementwise / layout chains: inline into the outputs, then parallel + vectorize each output."""
+    _inline_elementwise(sch, keep=set())
+    for blk in _blocks(sch):
+        _par_vec(sch, blk, threads)
+    return "injective"
+
+
+def _fallback(sch: Schedule, threads: int) -> str:
+    """Safe default for anything: per block, leading spatial loops in parallel, innermost spatial vectorized."""
+    for blk in _blocks(sch):
+        kinds = _iter_kinds(sch, blk)
+        loops = sch.get_loops(blk)
+        if len(loops) != len(kinds):
+            continue  # loops do not map 1:1 onto block iters: leave it alone
+        lead = len(kinds) - len(kinds.lstrip("S"))
+        if "R" not in kinds:
+            _par_vec(sch, blk, threads)
+        elif lead and threads > 1 and _block_work(sch, blk) >= PARALLEL_MIN_ELEMS:
+            sch.parallel(sch.fuse(*loops[:lead]) if lead > 1 else loops[0])
+    return "fallback-parallel"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small scheduling helpers
+# ----------------------------------------------------------------------------------------------------------
+
+def _par_vec(sch: Schedule, blk, threads: int) -> None:
+    """Spatial block: vectorize the innermost loop (split to lanes when long), fuse the rest, parallel."""
+    loops = sch.get_loops(blk)
+    if not loops:
+        return
+    total = math.prod(_extent(sch, lp) for lp in loops)
+    inner = loops[-1]
+    n_inner = _extent(sch, inner)
+    outer = list(loops[:-1])
+    if n_inner > 4 * LANES:
+        f = _pick_lanes(n_inner, prefer=(64, 32, 16, 8))
+        if n_inner % f == 0:
+            o, inner = sch.split(inner, [None, f])
+            outer.append(o)
+    if _extent(sch, inner) > 1:
+        sch.vectorize(inner)
+    if outer and threads > 1 and total >= PARALLEL_MIN_ELEMS:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+
+
+def _vectorize_lanes(sch: Schedule, loop, unroll_outer: bool) -> None:
+    """Vectorize a lane loop; loops longer than one register are split so each piece is one register."""
+    n = _extent(sch, loop)
+    if n > LANES and n % LANES == 0:
+        o, loop = sch.split(loop, [None, LANES])
+        if unroll_outer:
+            sch.unroll(o)
+    if n > 1:
+        sch.vectorize(loop)
+
+
+def _inline_pad(sch: Schedule, red_block) -> None:
+    """Inline a producer that is a plain copy (padding 0 or the identity 'pad' of a 1x1 conv)."""
+    for prod in sch.get_producers(red_block):
+        body = sch.get(prod).body
+        if isinstance(body, tvm.tirx.BufferStore) and _is_load(body.value):
+            sch.compute_inline(prod)
+
+
+def _inline_elementwise(sch: Schedule, keep: set) -> None:
+    """compute_inline every spatial non-output block into its consumers (epilogue chains collapse to one)."""
+    keep_names = {sch.get(b).name_hint for b in keep}
+    progress = True
+    while progress:
+        progress = False
+        outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
+        for blk in _blocks(sch):
+            name = sch.get(blk).name_hint
+            if name in keep_names or name in outputs or "R" in _iter_kinds(sch, blk) or name.startswith("pad"):
+                continue
+            if not all("R" not in _iter_kinds(sch, c) for c in sch.get_consumers(blk)):
+                continue  # never inline into the reduction (e.g. a transpose feeding a matmul stays a stage)
+            try:
+                sch.compute_inline(blk)
+                progress = True
+                break
+            except tvm.error.TVMError:
+                continue
+
+
+def _reverse_inline_epilogue(sch: Schedule, store) -> None:
+    """Fold the single-consumer chain after the accumulator store (bias, residual add, activation) into it."""
+    while True:
+        consumers = sch.get_consumers(store)
+        if len(consumers) != 1:
+            return
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except tvm.error.TVMError:
+            return
+
+
+def _other_spatial(sch: Schedule, red_block) -> list:
+    """Spatial blocks other than red_block, each still in its own root-level loop nest (call before tiling)."""
+    name = sch.get(red_block).name_hint
+    return [b for b in _blocks(sch) if sch.get(b).name_hint != name and "R" not in _iter_kinds(sch, b)]
+
+
+def _blocks(sch: Schedule) -> list:
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def _iter_kinds(sch: Schedule, blk) -> str:
+    """'S' per data-parallel block iter, 'R' per reduction iter, 'O' otherwise (e.g. 'SSSSRRR' for conv)."""
+    return "".join({0: "S", 2: "R"}.get(int(iv.iter_type), "O") for iv in sch.get(blk).iter_vars)
+
+
+def _single_reduction(sch: Schedule):
+    reds = [b for b in _blocks(sch) if "R" in _iter_kinds(sch, b)]
+    if len(reds) != 1:
+        raise ValueError(f"expected one reduction block, found {len(reds)}")
+    return reds[0]
+
+
+def _is_matmul(sch: Schedule, blk) -> bool:
+    """S..SSR block whose output's last index is the last spatial iter and one input is indexed [.., k, j]."""
+    block = sch.get(blk)
+    kinds = _iter_kinds(sch, blk)
+    if not kinds.endswith("SSR") or kinds.count("R") != 1 or len(block.reads) < 2:
+        return False
+    j, k = block.iter_vars[-2].var, block.iter_vars[-1].var
+    def last_is(region, var) -> bool:
+        return len(region.region) >= 2 and _uses_only(region.region[-1].min, var)
+    return any(last_is(r, j) for r in block.reads) and any(last_is(r, k) for r in block.reads)
+
+
+def _reduces_innermost(sch: Schedule, blk) -> bool:
+    """True when the reduction runs over the input's innermost (contiguous) axis (softmax, layer norm)."""
+    block = sch.get(blk)
+    red_vars = [iv.var for iv, kd in zip(block.iter_vars, _iter_kinds(sch, blk)) if kd == "R"]
+    return any(r.region and any(_uses_only(r.region[-1].min, v) for v in red_vars) for r in block.reads)
+
+
+def _uses_only(expr, var) -> bool:
+    used = tvm.tirx.analysis.undefined_vars(expr)
+    return bool(used) and all(u.same_as(var) for u in used)
+
+
+def _is_load(obj) -> bool:
+    # tvm.tirx.BufferLoad is a constructor function in TVM 0.27 (the node class is ir.TensorLoad): duck-type.
+    return (hasattr(obj, "buffer") or hasattr(obj, "source")) and hasattr(obj, "indices")
+
+
+def _block_work(sch: Schedule, blk) -> int:
+    return math.prod(int(iv.dom.extent) for iv in sch.get(blk).iter_vars)
+
+
+def _extent(sch: Schedule, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _pick_lanes(n: int, prefer: Sequence[int]) -> int:
+    """A vector width that divides n: the first preferred one, else n itself when short, else a divisor."""
+    for f in prefer:
+        if n % f == 0:
+            return f
+    if n <= 5 * LANES:
+        return n
+    return _largest_divisor(n, 4 * LANES)
+
+
+def _largest_divisor(n: int, cap: int) -> int:
+    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:160]

@@ -1,0 +1,31 @@
+"""Runners: where an artifact executes. One interface (inputs, outputs, run(feeds) -> {name: array}):
+
+- local: this machine, through the Python runtime (edgekit.runtime.CompiledModel);
+- qemu:  user-mode emulation of another CPU (aarch64), through the C++ runner and that arch's TVM runtime;
+  timings from it are labelled "emulated" and say nothing about the real board;
+- rpc:   a TVM RPC server on the board (edgekit.runners.rpc).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+from edgekit.runtime import read_meta
+
+
+def open_runner(artifact_dir: Path | str, threads: int = 0):
+    """The runner that can execute this artifact here: local if the CPU matches, else its emulator."""
+    meta = read_meta(artifact_dir)
+    target = meta["target"]
+    if target.get("runs_on_host"):
+        from edgekit.runtime import load
+
+        return load(artifact_dir, threads)
+    if target.get("runner") == "qemu":
+        from edgekit.runners.qemu import QemuRunner
+
+        return QemuRunner(Path(artifact_dir), meta, threads)
+    raise EdgekitError(
+        f"{artifact_dir} targets {target['name']}, which this machine can neither run nor emulate",
+        "run it on the board: start `edgekit rpc server` there and pass --rpc HOST:PORT",
+    )
