@@ -31,7 +31,7 @@ class BenchRun:
     p90_ms: float
     p99_ms: float
     mean_ms: float
-    peak_rss_mb: float
+    peak_rss_mb: float | None  # None where it cannot be observed (over RPC)
     size_bytes: int
     threads: int
     samples: int
@@ -82,8 +82,12 @@ def bench(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     onnx_path: Path | None = None,
     quiet: bool = False,
+    device: dict | None = None,
 ) -> BenchReport:
-    """Bench an .onnx (compiling it for TVM into a temp artifact if asked) or an artifact directory."""
+    """Bench an .onnx (compiling it for TVM into a temp artifact if asked) or an artifact directory.
+
+    `device` ({"rpc": "host:port"} or {"tracker": ..., "key": ...}) times TVM on a board over RPC;
+    without it, artifacts for another CPU run under their emulator and are labelled so."""
     from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
     from edgekit.runtime import LIBRARY, read_meta
 
@@ -115,18 +119,18 @@ def bench(
         np.savez(inputs, **random_inputs(specs))
         sizes = {"ort": onnx_path.stat().st_size}
         targets = {"ort": "cpu"}
-        emulator = None
+        remote = None  # a runner outside this process: the board over RPC, or an emulator
         if artifact is not None:
             sizes["tvm"] = (artifact / LIBRARY).stat().st_size
             targets["tvm"] = meta["target"]["name"]
-            if not meta["target"].get("runs_on_host", True):
+            if device or not meta["target"].get("runs_on_host", True):
                 from edgekit.runners import open_runner
 
-                emulator = open_runner(artifact, threads)  # raises if the target can't even be emulated
-                targets["tvm"] += " (emulated)"
+                remote = open_runner(artifact, threads, **(device or {}))  # raises if it can't run anywhere
+                targets["tvm"] += f" (rpc {device.get('rpc') or device.get('key')})" if device else " (emulated)"
         per_round = max(1, repeat // rounds)
         samples: dict[str, list[float]] = {r: [] for r in runtimes}
-        rss: dict[str, float] = {r: 0.0 for r in runtimes}
+        rss: dict[str, float | None] = {r: 0.0 for r in runtimes}
         from edgekit.progress import stderr
 
         with stderr.status("benchmarking…") as status:
@@ -136,14 +140,14 @@ def bench(
                     if not quiet:
                         status.update(f"benchmarking {rt} (round {rnd + 1}/{rounds}, {threads} threads)…")
                     path = artifact if rt == "tvm" else onnx_path
-                    if rt == "tvm" and emulator is not None:  # already its own process: the emulator
-                        times, peak = emulator.time(dict(np.load(inputs)), warmup, per_round)
+                    if rt == "tvm" and remote is not None:
+                        times, peak = remote.time(dict(np.load(inputs)), warmup, per_round)
                         out = {"times_ms": times, "peak_rss_mb": peak}
                     else:
                         job = {"runtime": rt, "model": str(path), "inputs": str(inputs), "threads": threads, "warmup": warmup, "repeat": per_round}
                         out = _run_worker(job)
                     samples[rt].extend(out["times_ms"])
-                    rss[rt] = max(rss[rt], out["peak_rss_mb"])
+                    rss[rt] = None if out["peak_rss_mb"] is None else max(rss[rt] or 0.0, out["peak_rss_mb"])
     runs = []
     for rt in runtimes:
         t = np.asarray(samples[rt])

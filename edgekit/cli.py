@@ -29,6 +29,11 @@ ShapeOpt = Annotated[
 ]
 
 
+RpcOpt = Annotated[Optional[str], typer.Option("--rpc", help="Run on a board: TVM RPC server HOST:PORT.")]
+TrackerOpt = Annotated[Optional[str], typer.Option("--tracker", help="TVM RPC tracker HOST:PORT (with --key).")]
+KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Device key registered with the tracker.")]
+
+
 def handle_errors(fn):
     """User mistakes are one line and exit 2, never a traceback."""
 
@@ -170,15 +175,21 @@ def validate(
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of inputs (default: random).")] = None,
     atol: Annotated[Optional[float], typer.Option("--atol")] = None,
     rtol: Annotated[Optional[float], typer.Option("--rtol")] = None,
+    rpc: RpcOpt = None,
+    tracker: TrackerOpt = None,
+    key: KeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run the artifact and onnxruntime on the same inputs; exit 1 if they disagree.
+    """Run the artifact (here, emulated, or on a board over RPC) and onnxruntime on the same inputs; exit 1 if they disagree.
 
     Example: edgekit validate artifact/ model.onnx --inputs data.npz
     """
     from edgekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, validate_artifact
 
-    report = validate_artifact(artifact, model, inputs, DEFAULT_ATOL if atol is None else atol, DEFAULT_RTOL if rtol is None else rtol)
+    device = {"rpc": rpc, "tracker": tracker, "key": key} if (rpc or tracker) else None
+    report = validate_artifact(
+        artifact, model, inputs, DEFAULT_ATOL if atol is None else atol, DEFAULT_RTOL if rtol is None else rtol, device=device
+    )
     if json_out:
         emit_json(report.to_json())
     else:
@@ -194,10 +205,13 @@ def run(
     input_file: Annotated[Path, typer.Option("--input", "-i", help=".npy (single input) or .npz (named inputs).")],
     output: Annotated[Path, typer.Option("-o", "--output", help=".npy (first output) or .npz (all outputs).")],
     threads: Annotated[int, typer.Option("--threads")] = 0,
+    rpc: RpcOpt = None,
+    tracker: TrackerOpt = None,
+    key: KeyOpt = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run a compiled artifact on inputs from a file.
+    """Run a compiled artifact on inputs from a file (here, emulated, or on a board over RPC).
 
     Example: edgekit run artifact/ --input x.npy -o y.npy
     """
@@ -207,7 +221,7 @@ def run(
     from edgekit.runners import open_runner
 
     check_output_path(output, force, (input_file,))
-    compiled = open_runner(artifact, threads)
+    compiled = open_runner(artifact, threads, rpc, tracker, key)
     if not input_file.exists():
         raise EdgekitError(f"{input_file}: no such file")
     try:
@@ -237,7 +251,7 @@ def print_bench(report) -> None:
         ratio = report.ratio(r.runtime)
         table.add_row(
             r.runtime, r.target, str(r.threads), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.mean_ms:.3f}",
-            f"{ratio:.2f}×" if ratio else "-", f"{r.peak_rss_mb:.0f}", f"{r.size_bytes / 1e6:.2f}",
+            f"{ratio:.2f}×" if ratio else "-", "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}", f"{r.size_bytes / 1e6:.2f}",
         )
     out.print(table)
 
@@ -255,6 +269,9 @@ def bench(
     input_shape: ShapeOpt = None,
     onnx_model: Annotated[Optional[Path], typer.Option("--onnx", help="Reference ONNX when MODEL is an artifact.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG bar chart.")] = None,
+    rpc: RpcOpt = None,
+    tracker: TrackerOpt = None,
+    key: KeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Latency (p50/p90/p99/mean), peak RSS and size per runtime, each in its own process.
@@ -265,7 +282,10 @@ def bench(
     from edgekit.graph import parse_input_shapes
 
     names = tuple(r.strip() for r in runtimes.split(",") if r.strip())
-    report = run_bench(model, names, threads, warmup, repeat, rounds, target, parse_input_shapes(input_shape), onnx_model, quiet=json_out)
+    device = {"rpc": rpc, "tracker": tracker, "key": key} if (rpc or tracker) else None
+    report = run_bench(
+        model, names, threads, warmup, repeat, rounds, target, parse_input_shapes(input_shape), onnx_model, quiet=json_out, device=device
+    )
     if plot:
         plot_bench(report, plot)
     if json_out:
@@ -296,6 +316,50 @@ def demo(
     out.print(table)
     if not report["ok"]:
         raise typer.Exit(1)
+
+
+rpc_app = typer.Typer(help="TVM RPC server / tracker, for running and timing artifacts on boards.", no_args_is_help=True)
+app.add_typer(rpc_app, name="rpc")
+
+
+@rpc_app.command("server")
+@handle_errors
+def rpc_server(
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 to accept other machines.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 9090,
+    key: Annotated[str, typer.Option("--key", help="Device key, e.g. rpi4.")] = "",
+    tracker: TrackerOpt = None,
+    threads: Annotated[int, typer.Option("--threads", help="TVM threads on this device (0 = all cores).")] = 0,
+) -> None:
+    """Serve this machine as a device (run it on the board). Example: edgekit rpc server --host 0.0.0.0 --key rpi4"""
+    from edgekit.runners.rpc import serve
+
+    serve(host, port, key, tracker, threads)
+
+
+@rpc_app.command("tracker")
+@handle_errors
+def rpc_tracker(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 9190,
+) -> None:
+    """Run a tracker that boards register with and clients request by key."""
+    from edgekit.runners.rpc import run_tracker
+
+    run_tracker(host, port)
+
+
+@rpc_app.command("status")
+@handle_errors
+def rpc_status(tracker: Annotated[str, typer.Option("--tracker", help="HOST:PORT")] = "127.0.0.1:9190", json_out: JsonOpt = False) -> None:
+    """Devices registered with a tracker, by key."""
+    from edgekit.runners.rpc import tracker_summary
+
+    summary = tracker_summary(tracker)
+    if json_out:
+        return emit_json(summary)
+    for q in summary.get("queue_info", {}).items():
+        out.print(f"{q[0]}: free {q[1].get('free')}, pending {q[1].get('pending')}")
 
 
 def main() -> None:

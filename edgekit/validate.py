@@ -129,6 +129,7 @@ def validate_artifact(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     seed: int = 0,
+    device: dict | None = None,
 ) -> ValidationReport:
     """Run the compiled artifact and onnxruntime on the same inputs; errors are the worst over all samples."""
     from edgekit.export import ort_session
@@ -136,7 +137,7 @@ def validate_artifact(
     from edgekit.runners import open_runner
     from edgekit.runtime import read_meta
 
-    compiled = open_runner(artifact_dir)
+    compiled = open_runner(artifact_dir, **(device or {}))
     if onnx_path is None:
         onnx_path = Path(read_meta(artifact_dir)["source"]["path"])
         if not onnx_path.exists():

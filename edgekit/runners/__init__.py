@@ -13,10 +13,15 @@ from edgekit.errors import EdgekitError
 from edgekit.runtime import read_meta
 
 
-def open_runner(artifact_dir: Path | str, threads: int = 0):
-    """The runner that can execute this artifact here: local if the CPU matches, else its emulator."""
+def open_runner(artifact_dir: Path | str, threads: int = 0, rpc: str | None = None, tracker: str | None = None, key: str | None = None):
+    """The runner for this artifact: the board if --rpc/--tracker is given, else local if the CPU matches,
+    else the target's emulator."""
     meta = read_meta(artifact_dir)
     target = meta["target"]
+    if rpc or tracker:
+        from edgekit.runners.rpc import RpcRunner, connect
+
+        return RpcRunner(Path(artifact_dir), connect(rpc, tracker, key))
     if target.get("runs_on_host"):
         from edgekit.runtime import load
 

@@ -68,6 +68,8 @@ def _prepare_relax(mod: tvm.IRModule) -> tvm.IRModule:
         _ScalarMinMaxToRelax,
         relax.transform.DeadCodeElimination(),
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
+        _CancelPermutes,
+        relax.transform.DeadCodeElimination(),
         relax.get_pipeline("zero"),  # LegalizeOps, FoldConstant (transposes the weights), FuseOps, FuseTIR
     ])
     return seq(mod)
@@ -104,14 +106,47 @@ class _MinMaxMutator(relax.PyExprMutator):
         if m is None:
             return self.visit_expr_post_order(call)
         kind, x, bound = m
+        x = self.visit_expr(x)
         lo, hi = (bound, math.inf) if kind == "max" else (-math.inf, bound)
-        if kind == "min" and isinstance(x, relax.Var):  # min(max(y, lo), hi): one clip of y
-            inner = self._match(self.lookup_binding(x)) if self.lookup_binding(x) is not None else None
-            if inner is not None and inner[0] == "max":
-                x, lo = inner[1], inner[2]
+        inner = _binding_of(self, x, "relax.clip")
+        if kind == "min" and inner is not None and math.isinf(_prim_float(inner.args[2])):
+            x, lo = inner.args[0], _prim_float(inner.args[1])  # min(max(y, lo), hi) = one clip of y
         dtype = call.ty.dtype if hasattr(call.ty, "dtype") else "float32"
-        return relax.op.clip(self.visit_expr(x), relax.prim_value(tvm.tirx.FloatImm(dtype, lo)),
-                             relax.prim_value(tvm.tirx.FloatImm(dtype, hi)))
+        return relax.op.clip(x, relax.prim_value(tvm.tirx.FloatImm(dtype, lo)), relax.prim_value(tvm.tirx.FloatImm(dtype, hi)))
+
+
+@relax.expr_functor.mutator
+class _CancelPermuteAroundClip(relax.PyExprMutator):
+    """permute(clip(permute(x, p)), q) with q undoing p -> clip(x): ConvertLayout has no layout rule for clip,
+    so without this every ReLU6 of an NHWC network is wrapped in two full transposes."""
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102
+        call = self.visit_expr_post_order(call)
+        if not call.op.same_as(tvm.ir.Op.get("relax.permute_dims")):
+            return call
+        clip = _binding_of(self, call.args[0], "relax.clip")
+        first = _binding_of(self, clip.args[0], "relax.permute_dims") if clip is not None else None
+        if first is None or first.attrs.axes is None or call.attrs.axes is None:
+            return call
+        p, q = [int(a) for a in first.attrs.axes], [int(a) for a in call.attrs.axes]
+        if len(p) != len(q) or any(p[q[i]] != i for i in range(len(q))):
+            return call
+        return relax.op.clip(first.args[0], clip.args[1], clip.args[2])
+
+
+def _prim_float(prim_value: relax.Expr) -> float:
+    value = prim_value.value
+    return float(getattr(value, "value", value))
+
+
+def _binding_of(mutator: relax.PyExprMutator, expr: relax.Expr, op_name: str) -> relax.Call | None:
+    """The call bound to var `expr` if it is a call of op_name (else None)."""
+    if not isinstance(expr, relax.Var):
+        return None
+    value = mutator.lookup_binding(expr)
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == op_name:
+        return value
+    return None
 
 
 def _scalar_minmax_kind(func: tvm.tirx.PrimFunc) -> str | None:
@@ -130,17 +165,26 @@ def _scalar_minmax_kind(func: tvm.tirx.PrimFunc) -> str | None:
     return kind
 
 
-@tvm.transform.module_pass(opt_level=0, name="ScalarMinMaxToRelax")
-def _ScalarMinMaxToRelax(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:  # noqa: N802
-    try:
-        mutator = _MinMaxMutator(mod)
-        out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-        for gv, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                out[gv] = mutator.visit_expr(func)
-        return out
-    except Exception:  # noqa: BLE001 - an optimization only: keep the module as imported
-        return mod
+def _relax_rewrite(mutator_cls: type, name: str) -> tvm.transform.Pass:
+    """Run a PyExprMutator over every Relax function; on any error keep the module (optimization only)."""
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        try:
+            mutator = mutator_cls(mod)
+            out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+            for gv, func in list(mod.functions.items()):
+                if isinstance(func, relax.Function):
+                    out[gv] = mutator.visit_expr(func)
+            return out
+        except Exception:  # noqa: BLE001
+            return mod
+
+    return _pass
+
+
+_ScalarMinMaxToRelax = _relax_rewrite(_MinMaxMutator, "ScalarMinMaxToClip")
+_CancelPermutes = _relax_rewrite(_CancelPermuteAroundClip, "CancelPermuteAroundClip")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -207,8 +251,11 @@ def _conv_nhwc(sch: Schedule, threads: int) -> str:
 
 
 def _conv_nhwc_depthwise(sch: Schedule, threads: int) -> str:
-    """Depthwise (or grouped) NHWC conv: channels are both the reduction's and the output's vector lanes."""
+    """Depthwise (or grouped) NHWC conv: channels are both the reduction's and the output's vector lanes.
+    Depthwise is memory-bound, so the zero padding is inlined (a bounds check per tap, no padded copy)."""
     conv = _single_reduction(sch)
+    for prod in sch.get_producers(conv):
+        sch.compute_inline(prod)
     n, h, w, co, kh, kw, ci = sch.get_loops(conv)
     vec = _pick_lanes(_extent(sch, co), prefer=(32, 16, 48, 64, 24, 8))
     row = _largest_divisor(_extent(sch, w), max(1, min(8, MAX_ACC_VECTORS // math.ceil(vec / LANES))))
@@ -229,7 +276,7 @@ def _dense(sch: Schedule, threads: int) -> str:
 def _regblock(sch: Schedule, red_block, outer: list, row: tuple, col: tuple, red: list, threads: int) -> None:
     """Shared register-tiling core of the conv and dense rules.
 
-    Loop nest: parallel(outer.., col_o) > row_o > red.. > row_i (unrolled) > col_i (vector lanes).
+    Loop nest: parallel(col_o, outer..) > row_o > red.. > row_i (unrolled) > col_i (vector lanes).
     Each red step broadcasts one input per row and loads V contiguous weights (NHWC/HWIO, K x N layouts),
     so the accumulator tile stays in registers for the whole reduction; the fused epilogue (bias, residual,
     ReLU/Clip, GELU...) is applied when the tile is stored.
@@ -242,11 +289,18 @@ def _regblock(sch: Schedule, red_block, outer: list, row: tuple, col: tuple, red
     (row_loop, row_f), (col_loop, col_f) = row, col
     row_o, row_i = sch.split(row_loop, [None, row_f])
     col_o, col_i = sch.split(col_loop, [None, col_f])
-    sch.reorder(*outer, col_o, row_o, *red, row_i, col_i)
+    # col_o outermost: each thread's contiguous chunk of the parallel loop reuses one weight tile
+    # (kh*kw*ci*V floats) for all output rows, instead of streaming every weight tile from L3 per row.
+    sch.reorder(col_o, *outer, row_o, *red, row_i, col_i)
+    if _extent(sch, red[-1]) % 4 == 0 and _extent(sch, red[-1]) > 4:
+        # 4 reduction steps per loop trip, unrolled: fewer loop-carried branches between the FMA groups
+        red_o, red_i = sch.split(red[-1], [None, 4])
+        sch.reorder(red_o, red_i, row_i)
+        sch.unroll(red_i)
     store = sch.cache_write(red_block, 0, "local")
     _reverse_inline_epilogue(sch, store)
     sch.reverse_compute_at(store, row_o, preserve_unit_loops=True)
-    par = sch.fuse(*outer, col_o) if outer else col_o
+    par = sch.fuse(col_o, *outer) if outer else col_o
     if threads > 1 and macs >= PARALLEL_MIN_MACS:
         sch.parallel(par)
     _vectorize_lanes(sch, col_i, unroll_outer=True)
@@ -317,32 +371,34 @@ def _fallback(sch: Schedule, threads: int) -> str:
 # ----------------------------------------------------------------------------------------------------------
 
 def _par_vec(sch: Schedule, blk, threads: int) -> None:
-    """Spatial block: vectorize the innermost loop (split to lanes when long), fuse the rest, parallel."""
+    """Spatial block: vectorize the innermost loop in register-sized pieces; parallel over just enough
+    leading loops (fused) to feed the threads, so the inner loops keep simple contiguous indexing."""
     loops = sch.get_loops(blk)
     if not loops:
         return
     total = math.prod(_extent(sch, lp) for lp in loops)
-    inner = loops[-1]
-    n_inner = _extent(sch, inner)
-    outer = list(loops[:-1])
-    if n_inner > 4 * LANES:
-        f = _pick_lanes(n_inner, prefer=(64, 32, 16, 8))
-        if n_inner % f == 0:
-            o, inner = sch.split(inner, [None, f])
-            outer.append(o)
-    if _extent(sch, inner) > 1:
-        sch.vectorize(inner)
-    if outer and threads > 1 and total >= PARALLEL_MIN_ELEMS:
-        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+    _vectorize_lanes(sch, loops[-1], unroll_outer=_extent(sch, loops[-1]) <= 4 * LANES)
+    if len(loops) < 2 or threads <= 1 or total < PARALLEL_MIN_ELEMS:
+        return
+    lead, n = [], 1
+    for lp in loops[:-1]:
+        lead.append(lp)
+        n *= _extent(sch, lp)
+        if n >= 8 * threads:
+            break
+    sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
 
 
 def _vectorize_lanes(sch: Schedule, loop, unroll_outer: bool) -> None:
-    """Vectorize a lane loop; loops longer than one register are split so each piece is one register."""
+    """Vectorize a lane loop in pieces of at most one register (e.g. 24 -> 3 x 8): odd-width LLVM vectors
+    such as <24 x float> compile to slow code, so wide loops are split by their largest divisor <= 16."""
     n = _extent(sch, loop)
-    if n > LANES and n % LANES == 0:
-        o, loop = sch.split(loop, [None, LANES])
-        if unroll_outer:
-            sch.unroll(o)
+    if n > LANES:
+        piece = max((d for d in range(4, LANES + 1) if n % d == 0), key=lambda d: (d % 8 == 0, d % 4 == 0, d), default=1)
+        if piece >= 4:
+            o, loop = sch.split(loop, [None, piece])
+            if unroll_outer:
+                sch.unroll(o)
     if n > 1:
         sch.vectorize(loop)
 

@@ -1,0 +1,167 @@
+"""Run an artifact on a board through TVM's own RPC (server on the board, optional tracker).
+
+edgekit adds only what TVM's RPC lacks for this job: fast, clear errors for unreachable hosts, unique
+upload names (re-uploading a name can crash a server child), and the Relax VM's stateful calls
+(set_input / invoke_stateful / get_outputs), because tuple returns do not cross RPC.
+"""
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.graph import TensorSpec
+from edgekit.runtime import LIBRARY, read_meta
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise EdgekitError(f"bad {what} address '{text}'", "write it as HOST:PORT, e.g. 192.168.1.20:9090")
+    return host, int(port)
+
+
+def _check_reachable(host: str, port: int, what: str) -> None:
+    """TVM retries unreachable hosts for a minute; fail in seconds with a useful line instead."""
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        hint = (
+            "start one with `edgekit rpc tracker --host 0.0.0.0 --port 9190`"
+            if what == "tracker"
+            else "on the board run `edgekit rpc server --host 0.0.0.0 --port 9090` (or TVM's python -m tvm.exec.rpc_server)"
+        )
+        raise EdgekitError(f"cannot reach the RPC {what} at {host}:{port} ({exc.strerror or type(exc).__name__})", hint) from None
+
+
+def connect(rpc: str | None = None, tracker: str | None = None, key: str | None = None, timeout_s: int = 120):
+    from tvm import rpc as tvm_rpc
+
+    if tracker:
+        if not key:
+            raise EdgekitError("--tracker needs --key (the device key the board registered with)")
+        host, port = parse_address(tracker, "tracker")
+        _check_reachable(host, port, "tracker")
+        client = tvm_rpc.connect_tracker(host, port)
+        keys = sorted(client.summary().get("queue_info", {}))
+        if key not in keys:  # a request for an unknown key would block forever
+            raise EdgekitError(
+                f"no device with key '{key}' is registered at the tracker {tracker}",
+                f"registered keys: {', '.join(keys) or 'none'}; start one with `edgekit rpc server --tracker {tracker} --key {key}`",
+            )
+        try:
+            return client.request(key, priority=1, session_timeout=timeout_s, max_retry=2)
+        except Exception as exc:
+            raise EdgekitError(
+                f"the tracker at {tracker} gave no device for key '{key}': {str(exc).splitlines()[0][:150]}",
+                "check `edgekit rpc status --tracker HOST:PORT` for registered keys",
+            ) from None
+    if not rpc:
+        raise EdgekitError("no device given", "pass --rpc HOST:PORT or --tracker HOST:PORT --key KEY")
+    host, port = parse_address(rpc, "server")
+    _check_reachable(host, port, "server")
+    try:
+        return tvm_rpc.connect(host, port, key=key or "", session_timeout=timeout_s)
+    except Exception as exc:
+        raise EdgekitError(
+            f"RPC handshake with {rpc} failed: {str(exc).splitlines()[0][:150]}",
+            "a server registered with a tracker only serves through it: use --tracker HOST:PORT --key KEY",
+        ) from None
+
+
+class RpcRunner:
+    label = "rpc"
+
+    def __init__(self, artifact_dir: Path, session) -> None:
+        from tvm.runtime.vm import VirtualMachine
+
+        self.path = Path(artifact_dir)
+        self.meta = read_meta(self.path)
+        self.inputs = [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in self.meta["inputs"]]
+        self.outputs = [TensorSpec(o["name"], tuple(o["shape"]), o["dtype"]) for o in self.meta["outputs"]]
+        self.session = session
+        remote_name = f"edgekit-{uuid.uuid4().hex[:12]}.so"  # unique: re-uploading a name can crash the server child
+        try:
+            session.upload(str(self.path / LIBRARY), remote_name)
+            self.device = session.cpu()
+            self.vm = VirtualMachine(session.load_module(remote_name), self.device)
+        except Exception as exc:
+            raise EdgekitError(
+                f"the device could not load {LIBRARY}: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}",
+                f"was the artifact compiled for this board? it targets {self.meta['target']['name']}",
+            ) from None
+
+    def _set_inputs(self, feeds: dict[str, np.ndarray]) -> None:
+        import tvm
+
+        arrays = []
+        for spec in self.inputs:
+            arr = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
+            if tuple(arr.shape) != tuple(spec.shape):
+                raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}")
+            arrays.append(tvm.runtime.tensor(arr, self.device))
+        self.vm.set_input("main", *arrays)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._set_inputs(feeds)
+        self.vm.invoke_stateful("main")
+        result = self.vm.get_outputs("main")
+        arrays = [result.numpy()] if hasattr(result, "numpy") else [r.numpy() for r in result]
+        return {spec.name: arr for spec, arr in zip(self.outputs, arrays)}
+
+    def time(self, feeds: dict[str, np.ndarray], warmup: int, repeat: int) -> tuple[list[float], float | None]:
+        """Timed on the device by TVM's time evaluator (one call per sample); memory is not observable over RPC."""
+        self._set_inputs(feeds)
+        for _ in range(warmup):
+            self.vm.invoke_stateful("main")
+        evaluator = self.vm.time_evaluator("invoke_stateful", self.device, number=1, repeat=repeat)
+        return [t * 1e3 for t in evaluator("main").results], None
+
+
+def serve(host: str, port: int, key: str, tracker: str | None, threads: int) -> None:
+    """Run a TVM RPC server in the foreground until interrupted."""
+    import os
+
+    from tvm import rpc as tvm_rpc
+
+    if threads:
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+    tracker_addr = parse_address(tracker, "tracker") if tracker else None
+    if tracker_addr:
+        _check_reachable(*tracker_addr, "tracker")
+    server = tvm_rpc.Server(host=host, port=port, port_end=port + 1, key=key, tracker_addr=tracker_addr, silent=True)
+    print(f"edgekit rpc server listening on {host}:{server.port} (key '{key}'{', tracker ' + tracker if tracker else ''})", flush=True)
+    _block(server)
+
+
+def run_tracker(host: str, port: int) -> None:
+    from tvm.rpc.tracker import Tracker
+
+    tracker = Tracker(host=host, port=port, port_end=port + 1, silent=True)
+    print(f"edgekit rpc tracker listening on {host}:{tracker.port}", flush=True)
+    _block(tracker)
+
+
+def _block(proc_owner) -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc_owner.terminate()
+
+
+def tracker_summary(tracker: str) -> dict:
+    from tvm import rpc as tvm_rpc
+
+    host, port = parse_address(tracker, "tracker")
+    _check_reachable(host, port, "tracker")
+    return tvm_rpc.connect_tracker(host, port).summary()
