@@ -25,6 +25,7 @@ RUNTIMES = ("ort", "tvm")
 
 @dataclass
 class BenchRun:
+    model: str
     runtime: str
     target: str
     p50_ms: float
@@ -152,21 +153,36 @@ def bench(
     for rt in runtimes:
         t = np.asarray(samples[rt])
         p50, p90, p99 = np.percentile(t, [50, 90, 99])
-        runs.append(BenchRun(rt, targets[rt], float(p50), float(p90), float(p99), float(t.mean()), rss[rt], sizes[rt], threads, len(t)))
+        runs.append(BenchRun(model_path.name, rt, targets[rt], float(p50), float(p90), float(p99), float(t.mean()), rss[rt], sizes[rt], threads, len(t)))
     return BenchReport(str(model_path), runs)
 
 
+def merge(reports: list[BenchReport]) -> BenchReport:
+    """Several models (fp32, int8, 1-bit, pruned variants...) in one table and one JSON `runs` list."""
+    return BenchReport(", ".join(r.model for r in reports), [run for r in reports for run in r.runs])
+
+
 def plot(report: BenchReport, path: Path) -> None:
+    """Grouped bars: p50 latency per model, one bar per runtime, whisker to p90."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3))
-    names = [r.runtime for r in report.runs]
-    ax.bar(names, [r.p50_ms for r in report.runs], yerr=[[0] * len(names), [r.p90_ms - r.p50_ms for r in report.runs]], capsize=4)
-    ax.set_ylabel("latency p50 (ms), bar to p90")
-    ax.set_title(Path(report.model).name)
+    models = list(dict.fromkeys(r.model for r in report.runs))
+    runtimes = list(dict.fromkeys(r.runtime for r in report.runs))
+    width = 0.8 / len(runtimes)
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(models) + 2), 3.2))
+    for i, rt in enumerate(runtimes):
+        runs = {r.model: r for r in report.runs if r.runtime == rt}
+        xs = [m + (i - (len(runtimes) - 1) / 2) * width for m in range(len(models))]
+        p50 = [runs[m].p50_ms if m in runs else 0 for m in models]
+        p90 = [runs[m].p90_ms - runs[m].p50_ms if m in runs else 0 for m in models]
+        label = f"{rt} ({next(iter(runs.values())).target})" if runs else rt
+        ax.bar(xs, p50, width, yerr=[[0] * len(models), p90], capsize=3, label=label)
+    ax.set_xticks(range(len(models)), models, rotation=15, fontsize=8)
+    ax.set_ylabel("latency p50 (ms), whisker p90")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

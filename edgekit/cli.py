@@ -244,13 +244,14 @@ def run(
 
 
 def print_bench(report) -> None:
-    table = Table(title=f"bench {report.model}")
-    for col in ("runtime", "target", "threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "vs ort", "peak RSS MB", "size MB"):
+    table = Table(title="edgekit bench (p50/p90/p99 over all rounds; each runtime in its own process)")
+    for col in ("model", "runtime", "target", "thr", "p50 ms", "p90 ms", "p99 ms", "mean ms", "vs ort", "RSS MB", "size MB"):
         table.add_column(col, justify="right")
+    ort_p50 = {r.model: r.p50_ms for r in report.runs if r.runtime == "ort"}
     for r in report.runs:
-        ratio = report.ratio(r.runtime)
+        ratio = r.p50_ms / ort_p50[r.model] if r.model in ort_p50 else None
         table.add_row(
-            r.runtime, r.target, str(r.threads), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.mean_ms:.3f}",
+            r.model, r.runtime, r.target, str(r.threads), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.mean_ms:.3f}",
             f"{ratio:.2f}×" if ratio else "-", "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}", f"{r.size_bytes / 1e6:.2f}",
         )
     out.print(table)
@@ -259,7 +260,7 @@ def print_bench(report) -> None:
 @app.command()
 @handle_errors
 def bench(
-    model: Annotated[Path, typer.Argument(help=".onnx file or artifact directory.")],
+    models: Annotated[list[Path], typer.Argument(help=".onnx files or artifact directories (e.g. fp32 and compressed variants).")],
     runtimes: Annotated[str, typer.Option("--runtimes", help="Comma-separated: ort,tvm.")] = "ort,tvm",
     target: Annotated[str, typer.Option("--target", "-t", help="Target when compiling an .onnx for tvm.")] = "x86_64",
     threads: Annotated[int, typer.Option("--threads", help="Threads for every runtime (0 = all cores).")] = 0,
@@ -278,13 +279,14 @@ def bench(
 
     Example: edgekit bench resnet18.onnx --runtimes ort,tvm --threads 2
     """
-    from edgekit.bench import bench as run_bench, plot as plot_bench
+    from edgekit.bench import bench as run_bench, merge, plot as plot_bench
     from edgekit.graph import parse_input_shapes
 
     names = tuple(r.strip() for r in runtimes.split(",") if r.strip())
     device = {"rpc": rpc, "tracker": tracker, "key": key} if (rpc or tracker) else None
-    report = run_bench(
-        model, names, threads, warmup, repeat, rounds, target, parse_input_shapes(input_shape), onnx_model, quiet=json_out, device=device
+    shapes = parse_input_shapes(input_shape)
+    report = merge(
+        [run_bench(m, names, threads, warmup, repeat, rounds, target, shapes, onnx_model, quiet=json_out, device=device) for m in models]
     )
     if plot:
         plot_bench(report, plot)
