@@ -134,6 +134,60 @@ def export(
     print_validation(result.check, "onnxruntime vs torch")
 
 
+@app.command()
+@handle_errors
+def compress(
+    model: Annotated[Path, typer.Argument(help="Input .onnx (fp32).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .onnx.")],
+    bits: Annotated[int, typer.Option("--bits", help="8, 4, 2 (quantize) or 1 (binarize).")] = 8,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="int8 dynamic quantization (Gemm/MatMul-heavy models).")] = False,
+    weight_only: Annotated[bool, typer.Option("--weight-only", help="Quantize weights only (implied below 8 bits).")] = False,
+    calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration data: data.npz, 'digits' or 'random'.")] = None,
+    method: Annotated[str, typer.Option("--method", help="Calibration: minmax, percentile, entropy.")] = "minmax",
+    block_size: Annotated[int, typer.Option("--block-size", help="Weight-only: one scale per block of N (0 = per channel).")] = 0,
+    keep: Annotated[Optional[str], typer.Option("--keep", help="Layers kept at 8 bits (1-bit: float): first,last,NAME,GLOB or 'none'.")] = None,
+    layer_bits: Annotated[Optional[list[str]], typer.Option("--layer-bits", help="GLOB=BITS per layer name (repeatable).")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="1-bit: weights (BWN) or xnor (binary activations too).")] = "weights",
+    eval_set: Annotated[Optional[str], typer.Option("--eval", help="Report accuracy on a labelled set: digits.")] = None,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Quantize (8/4/2-bit) or binarize (1-bit) an ONNX model; standard ONNX out, runs in onnxruntime.
+
+    Example: edgekit compress model.onnx --bits 4 -o model.q4.onnx --eval digits
+    """
+    from edgekit.compress import CompressOptions, compress_file
+    from edgekit.progress import stderr
+
+    keep_t = None if keep is None else tuple(k.strip() for k in keep.split(",") if k.strip() and k.strip() != "none")
+    per_layer = {}
+    for item in layer_bits or []:
+        pattern, _, b = item.rpartition("=")
+        if not pattern or not b.isdigit():
+            raise EdgekitError(f"bad --layer-bits '{item}'", "write GLOB=BITS, e.g. 'layer4*=8'")
+        per_layer[pattern] = int(b)
+    opts = CompressOptions(bits=bits, dynamic=dynamic, method=method, calib=calib, block_size=block_size, keep=keep_t,
+                           layer_bits=per_layer, weight_only=weight_only, binarize_mode=mode)
+    with stderr.status(f"compressing to {bits} bit…"):
+        result = compress_file(model, output, opts, force, eval_set)
+    if json_out:
+        return emit_json(result)
+    out.print(f"wrote {output}: {result.get('mode', result['pass'])}; file {result['file_bytes_before'] / 1e6:.2f} → "
+              f"{result['file_bytes_after'] / 1e6:.2f} MB ({result['file_ratio']:.2f}×), weights {result['weight_ratio']:.2f}× smaller")
+    table = Table(title="per layer")
+    for col in ("layer", "op", "bits", "weight kB before", "after", "SQNR dB"):
+        table.add_column(col)
+    for l in result["layers"]:
+        sq = l["sqnr_db"]
+        table.add_row(l["name"], l["op"], str(l["bits"] or "float"), f"{l['weight_bytes_before'] / 1e3:.1f}",
+                      f"{l['weight_bytes_after'] / 1e3:.1f}", "-" if sq is None else f"{sq:.1f}")
+    out.print(table)
+    if "accuracy" in result:
+        a = result["accuracy"]
+        out.print(f"digits accuracy ({a['samples']} test images): fp32 ORT {a['fp32_ort']:.2%} | {bits}-bit ORT {a['compressed_ort']:.2%} | "
+                  f"{bits}-bit TVM {a['compressed_tvm']:.2%}  (drop {a['drop_pt']:.2f} pt)")
+
+
 @app.command("compile")
 @handle_errors
 def compile_cmd(

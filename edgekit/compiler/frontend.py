@@ -25,11 +25,34 @@ def check_supported(model: onnx.ModelProto) -> None:
             )
 
 
+def widen_subbyte_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """INT4/INT2 initializers -> INT8 with the same values (a copy).
+
+    TVM's importer copies initializers byte for byte and rejects packed sub-byte tensors
+    ("TensorCopyFromBytes: size mismatch"). DequantizeLinear gives the same result on the wider
+    container, so this changes storage inside the build only, never the arithmetic.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    subbyte = {TensorProto.INT4, TensorProto.INT2, TensorProto.UINT4, TensorProto.UINT2}
+    if not any(t.data_type in subbyte for t in model.graph.initializer):
+        return model
+    widened = onnx.ModelProto()
+    widened.CopyFrom(model)
+    for i, t in enumerate(widened.graph.initializer):
+        if t.data_type in subbyte:
+            signed = t.data_type in (TensorProto.INT4, TensorProto.INT2)
+            values = numpy_helper.to_array(t).astype("int8" if signed else "uint8")
+            widened.graph.initializer[i].CopyFrom(numpy_helper.from_array(values, t.name))
+    return widened
+
+
 def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
     """Import into a Relax IRModule with weights bound as constants (so they are folded into the build)."""
     from tvm.relax.frontend.onnx import from_onnx
 
     check_supported(model)
+    model = widen_subbyte_initializers(model)
     shape_dict = {s.name: [int(d) for d in s.shape] for s in inputs}
     dtype_dict = {s.name: s.dtype for s in inputs}
     try:

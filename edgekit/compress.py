@@ -1,0 +1,122 @@
+"""Stage 2: ONNX in -> compression passes -> ONNX out (written atomically), with a report and,
+on a labelled set, the accuracy of fp32 vs compressed in onnxruntime and in TVM."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_file, check_output_path
+from edgekit.graph import TensorSpec, load_onnx, random_inputs, resolve_input_specs
+from edgekit.passes import PassReport
+from edgekit.passes.quantize import QuantizeConfig, check_bits, check_not_quantized
+
+EVAL_SETS = ("digits",)
+
+
+@dataclass
+class CompressOptions:
+    bits: int = 8
+    dynamic: bool = False
+    method: str = "minmax"
+    calib: str | None = None  # .npz path, "digits" or "random"
+    calib_samples: int = 256
+    block_size: int = 0
+    keep: tuple[str, ...] | None = None
+    layer_bits: dict[str, int] | None = None
+    weight_only: bool = False
+    binarize_mode: str = "weights"  # bits == 1: "weights" (BWN) or "xnor"
+    scale_activations: bool = False
+
+
+def calibration_samples(source: str | None, specs: list[TensorSpec], count: int) -> list[dict[str, np.ndarray]] | None:
+    if source is None:
+        return None
+    if source == "random":
+        return [random_inputs(specs, seed=i) for i in range(min(count, 32))]
+    if source == "digits":
+        from edgekit.datasets import load_digits_split
+
+        shape = tuple(int(d) for d in specs[0].shape)
+        if len(specs) != 1 or shape[1:] != (1, 8, 8):
+            raise EdgekitError(f"--calib digits needs a model with one input of shape N×1×8×8, not {[list(s.shape) for s in specs]}")
+        x = load_digits_split().x_train[: count - count % shape[0]]
+        return [{specs[0].name: x[i : i + shape[0]]} for i in range(0, len(x), shape[0])]
+    from edgekit.validate import load_inputs_npz
+
+    return load_inputs_npz(Path(source), specs)[:count]
+
+
+def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[TensorSpec]) -> tuple[onnx.ModelProto, PassReport]:
+    check_bits(opts.bits)
+    check_not_quantized(model)
+    if opts.bits == 1:
+        from edgekit.passes import binarize
+
+        cfg = binarize.BinarizeConfig(mode=opts.binarize_mode, scale_activations=opts.scale_activations)
+        if opts.keep is not None:
+            cfg.keep = opts.keep
+        return binarize.run(model, cfg)
+    from edgekit.passes import quantize
+
+    calib = None
+    if opts.bits == 8 and not opts.dynamic and not opts.weight_only:
+        calib = calibration_samples(opts.calib, specs, opts.calib_samples)
+    cfg = QuantizeConfig(
+        bits=opts.bits, weight_only=opts.weight_only, dynamic=opts.dynamic, method=opts.method, block_size=opts.block_size,
+        keep=opts.keep, layer_bits=opts.layer_bits or {}, calibration=calib,
+    )
+    return quantize.run(model, cfg)
+
+
+def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = "x86_64") -> dict:
+    """Digits test accuracy: fp32 in ORT, compressed in ORT and in TVM (compiled here), and torch fp32 if known."""
+    from edgekit.compiler.build import compile_onnx
+    from edgekit.datasets import accuracy, load_digits_split
+    from edgekit.export import ort_session
+    from edgekit.runtime import load
+
+    split = load_digits_split()
+    spec = resolve_input_specs(load_onnx(compressed_path), {})[0]
+    batch = int(spec.shape[0])
+    n = len(split.x_test) - len(split.x_test) % batch
+    chunks = [split.x_test[i : i + batch] for i in range(0, n, batch)]
+
+    def ort_logits(path: Path) -> np.ndarray:
+        session = ort_session(path)
+        return np.concatenate([session.run(None, {spec.name: c})[0] for c in chunks])
+
+    result = {"samples": n, "fp32_ort": accuracy(ort_logits(fp32_path), split.y_test[:n])}
+    compressed = ort_logits(compressed_path)
+    result["compressed_ort"] = accuracy(compressed, split.y_test[:n])
+    with tempfile.TemporaryDirectory() as tmp:
+        art = compile_onnx(compressed_path, Path(tmp) / "art", target, quiet=True)
+        model = load(Path(tmp) / "art")
+        tvm_logits = np.concatenate([model(c)[0] for c in chunks])
+    result["compressed_tvm"] = accuracy(tvm_logits, split.y_test[:n])
+    result["tvm_vs_ort_max_abs"] = float(np.abs(tvm_logits - compressed).max())
+    result["tvm_validation_ok"] = bool(art.validation is None or art.validation.ok)
+    result["drop_pt"] = 100 * (result["fp32_ort"] - result["compressed_ort"])
+    return result
+
+
+def compress_file(src: Path, out: Path, opts: CompressOptions, force: bool = False, eval_set: str | None = None) -> dict:
+    src = Path(src)
+    check_output_path(out, force, (src,))
+    if eval_set and eval_set not in EVAL_SETS:
+        raise EdgekitError(f"unknown evaluation set '{eval_set}'", f"choose from {', '.join(EVAL_SETS)}")
+    model = load_onnx(src)
+    specs = resolve_input_specs(model, {})
+    compressed, report = apply_passes(model, opts, specs)
+    with atomic_file(out) as tmp:
+        onnx.save(compressed, str(tmp))
+    result = report.to_json() | {"input": str(src), "output": str(out), "file_bytes_before": src.stat().st_size,
+                                  "file_bytes_after": out.stat().st_size}
+    result["file_ratio"] = result["file_bytes_before"] / result["file_bytes_after"]
+    if eval_set == "digits":
+        result["accuracy"] = evaluate_digits(src, out)
+    return result

@@ -1,0 +1,244 @@
+"""Quantization passes: int8 static QDQ (calibrated), int8 dynamic, and int8/int4/int2 weight-only.
+
+int8 activations+weights are onnxruntime.quantization's job (QDQ, per-channel S8 weights, U8 activations:
+the fast U8S8 path in ORT); edgekit adds layer selection, reporting and checks around it. Weight-only
+int4/int2 is edgekit's own, because ORT's tools have no per-layer int2 and no MSE-searched scales:
+weights become INT4/INT2 initializers behind a DequantizeLinear (opset 21 for int4, 25 for int2),
+per output channel or blocked along the reduction axis (`block_size`).
+"""
+from __future__ import annotations
+
+import fnmatch
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.errors import EdgekitError
+from edgekit.passes import LayerReport, PassReport, passes_applied, record_pass
+
+WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+                 "DynamicQuantizeLinear", "QGemm"}
+SUPPORTED_BITS = (1, 2, 4, 8)
+_ONNX_TYPE = {8: TensorProto.INT8, 4: TensorProto.INT4, 2: TensorProto.INT2}
+_OPSET_FOR_BITS = {8: 21, 4: 21, 2: 25}  # DequantizeLinear with blocks: 21; INT2: 25
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
+@dataclass
+class QuantizeConfig:
+    bits: int = 8
+    weight_only: bool = False  # implied for bits < 8
+    dynamic: bool = False  # int8 dynamic (activations quantized at run time): for Gemm/MatMul-heavy models
+    method: str = "minmax"  # calibration: minmax | percentile | entropy
+    per_channel: bool = True
+    block_size: int = 0  # weight-only: 0 = one scale per output channel, else per block of the reduction axis
+    keep: tuple[str, ...] | None = None  # layers left at 8 bits ("first", "last", names or globs); default by bits
+    layer_bits: dict[str, int] = field(default_factory=dict)  # glob on node name -> bits, overrides --bits
+    calibration: list[dict[str, np.ndarray]] | None = None
+
+
+@dataclass
+class WeightLayer:
+    node: onnx.NodeProto
+    weight: np.ndarray
+    axis: int  # output-channel axis of the weight
+    init_name: str
+
+
+def check_bits(bits: int) -> None:
+    if bits not in SUPPORTED_BITS:
+        raise EdgekitError(f"--bits {bits} is not supported", "choose 8, 4, 2 (quantization) or 1 (binarization)")
+
+
+def check_not_quantized(model: onnx.ModelProto) -> None:
+    done = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS]
+    if done or passes_applied(model):
+        what = f"node '{done[0].name}' is {done[0].op_type}" if done else f"passes already applied: {', '.join(passes_applied(model))}"
+        raise EdgekitError(f"the model is already quantized ({what})", "compress the fp32 model instead")
+
+
+def weight_layers(model: onnx.ModelProto) -> list[WeightLayer]:
+    """Conv/Gemm/MatMul nodes whose weight is a float initializer, in graph order."""
+    inits = {t.name: t for t in model.graph.initializer}
+    layers = []
+    for node in model.graph.node:
+        if node.op_type not in WEIGHT_OPS or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        init = inits[node.input[1]]
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        w = numpy_helper.to_array(init)
+        if node.op_type == "Conv":
+            axis = 0
+        elif node.op_type == "Gemm":
+            axis = 0 if any(a.name == "transB" and a.i == 1 for a in node.attribute) else 1
+        else:  # MatMul(x, W[K, N]): output features on the last axis
+            axis = w.ndim - 1
+        layers.append(WeightLayer(node, w, axis, init.name))
+    return layers
+
+
+def resolve_bits(layers: list[WeightLayer], cfg: QuantizeConfig) -> dict[str, int]:
+    """Bits per layer name: --bits, then keep (first/last stay at 8), then --layer-bits patterns."""
+    keep = cfg.keep if cfg.keep is not None else (("first", "last") if cfg.bits < 8 else ())
+    chosen: dict[str, int] = {}
+    for i, layer in enumerate(layers):
+        name = layer.node.name
+        bits = cfg.bits
+        if ("first" in keep and i == 0) or ("last" in keep and i == len(layers) - 1) or any(fnmatch.fnmatch(name, k) for k in keep):
+            bits = 8
+        for pattern, pattern_bits in cfg.layer_bits.items():
+            if fnmatch.fnmatch(name, pattern):
+                check_bits(pattern_bits)
+                bits = pattern_bits
+        chosen[name] = bits
+    return chosen
+
+
+def sqnr_db(w: np.ndarray, w_hat: np.ndarray) -> float:
+    noise = float(np.sum((w.astype(np.float64) - w_hat) ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(w.astype(np.float64) ** 2)) / noise)
+
+
+def _blocks(w: np.ndarray, axis: int, block_size: int) -> np.ndarray:
+    """View as [channels, groups, elements]: one scale per (channel, group)."""
+    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    if block_size <= 0:
+        return moved[:, None, :]
+    return moved.reshape(moved.shape[0], -1, block_size)
+
+
+def quantize_symmetric(w: np.ndarray, bits: int, axis: int, block_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (or per-block) symmetric integers q and scales s with w ≈ q·s, zero point 0.
+
+    The scale is chosen per group by a small grid search minimising ‖w − q·s‖² over clipping ratios
+    (max-abs scaling wastes most of the 4 or 2-bit range on rare outliers).
+    """
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    g = _blocks(w, axis, block_size).astype(np.float64)
+    amax = np.abs(g).max(axis=2, keepdims=True)
+    amax[amax == 0] = 1.0
+    best_err = np.full(amax.shape, np.inf)
+    best_scale = amax / max(qmax, 1)
+    for ratio in np.linspace(0.3, 1.0, 36) if bits < 8 else (1.0,):
+        scale = amax * ratio / max(qmax, 1)
+        q = np.clip(np.round(g / scale), qmin, qmax)
+        err = ((q * scale - g) ** 2).sum(axis=2, keepdims=True)
+        better = err < best_err
+        best_err, best_scale = np.where(better, err, best_err), np.where(better, scale, best_scale)
+    q = np.clip(np.round(g / best_scale), qmin, qmax)
+    return q, best_scale[..., 0].astype(np.float32)
+
+
+def _restore(q: np.ndarray, w: np.ndarray, axis: int) -> np.ndarray:
+    moved_shape = (w.shape[axis],) + tuple(np.delete(w.shape, axis))
+    return np.moveaxis(q.reshape(moved_shape), 0, axis)
+
+
+def _weight_only(model: onnx.ModelProto, layers: list[WeightLayer], bits_by_layer: dict[str, int], block_size: int, report: PassReport) -> None:
+    """Replace each float weight with INTn initializer -> DequantizeLinear (in place on `model`, a copy)."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    new_nodes = []
+    for layer in layers:
+        bits = bits_by_layer[layer.node.name]
+        w, axis = layer.weight, layer.axis
+        reduction = int(np.prod(w.shape) // w.shape[axis])
+        blocked = block_size > 0 and axis == 0 and reduction % block_size == 0 and w.ndim == 2
+        q, scale = quantize_symmetric(w, bits, axis, block_size if blocked else 0)
+        w_hat = _restore((q * scale[..., None]).reshape(q.shape[0], -1), w, axis)
+        q_arr = _restore(q.reshape(q.shape[0], -1), w, axis).astype(np.int8)
+        base = layer.init_name
+        graph.initializer.remove(inits[base])
+        q_init = helper.make_tensor(f"{base}.q{bits}", _ONNX_TYPE[bits], q_arr.shape, q_arr.flatten().tolist())
+        if blocked:  # scales shaped like the weight with the blocked axis shrunk
+            scale_arr = scale.reshape(w.shape[0], -1)
+            dq_attrs = {"axis": 1, "block_size": block_size}
+        else:
+            scale_arr = scale.reshape(-1)
+            dq_attrs = {"axis": axis}
+        graph.initializer.extend([q_init, numpy_helper.from_array(scale_arr, f"{base}.scale")])
+        new_nodes.append(helper.make_node("DequantizeLinear", [q_init.name, f"{base}.scale"], [base], name=f"quantize/{layer.node.name}/dq", **dq_attrs))
+        report.layers.append(
+            LayerReport(layer.node.name, layer.node.op_type, bits, w.nbytes, (q_arr.size * bits + 7) // 8 + scale_arr.nbytes, sqnr_db(w, w_hat))
+        )
+    # DQ nodes produce the old weight names, so consumers are untouched; put them first to keep topological order
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(new_nodes + nodes)
+
+
+class _Reader:
+    """onnxruntime.quantization.CalibrationDataReader over a list of feed dicts."""
+
+    def __init__(self, samples: list[dict[str, np.ndarray]]) -> None:
+        self._it = iter(samples)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def _ort_int8(model: onnx.ModelProto, layers: list[WeightLayer], bits_by_layer: dict[str, int], cfg: QuantizeConfig, report: PassReport) -> onnx.ModelProto:
+    from onnxruntime import quantization as q
+
+    exclude = [name for name, b in bits_by_layer.items() if b > 8]
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, dst = Path(tmp) / "in.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, src)
+        q.quant_pre_process(str(src), str(pre), skip_optimization=False, skip_symbolic_shape=True)
+        if cfg.dynamic:
+            q.quantize_dynamic(str(pre), str(dst), per_channel=cfg.per_channel, weight_type=q.QuantType.QInt8, nodes_to_exclude=exclude)
+        else:
+            if not cfg.calibration:
+                raise EdgekitError("int8 static quantization needs calibration data", "pass --calib data.npz (or --calib digits), or use --dynamic")
+            method = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile, "entropy": q.CalibrationMethod.Entropy}
+            q.quantize_static(
+                str(pre), str(dst), _Reader(cfg.calibration), quant_format=q.QuantFormat.QDQ, per_channel=cfg.per_channel,
+                activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8, calibrate_method=method[cfg.method],
+                nodes_to_exclude=exclude, extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+        out = onnx.load(str(dst))
+    inits = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    for layer in layers:
+        qname, sname = f"{layer.init_name}_quantized", f"{layer.init_name}_scale"
+        if qname not in inits:
+            report.layers.append(LayerReport(layer.node.name, layer.node.op_type, None, layer.weight.nbytes, layer.weight.nbytes, None, "kept float"))
+            continue
+        scale = inits[sname].reshape([-1 if i == layer.axis else 1 for i in range(layer.weight.ndim)]) if inits[sname].size > 1 else inits[sname]
+        w_hat = inits[qname].astype(np.float32) * scale
+        report.layers.append(LayerReport(layer.node.name, layer.node.op_type, 8, layer.weight.nbytes, inits[qname].nbytes + inits[sname].nbytes, sqnr_db(layer.weight, w_hat)))
+    return out
+
+
+def run(model: onnx.ModelProto, cfg: QuantizeConfig) -> tuple[onnx.ModelProto, PassReport]:
+    check_bits(cfg.bits)
+    if cfg.bits == 1:
+        raise EdgekitError("1-bit is binarization, not quantization", "use edgekit.passes.binarize (compress --bits 1)")
+    if cfg.method not in CALIBRATION_METHODS:
+        raise EdgekitError(f"unknown calibration method '{cfg.method}'", f"choose from {', '.join(CALIBRATION_METHODS)}")
+    check_not_quantized(model)
+    layers = weight_layers(model)
+    if not layers:
+        raise EdgekitError("the model has no Conv/Gemm/MatMul layer with float weights to quantize")
+    bits_by_layer = resolve_bits(layers, cfg)
+    report = PassReport("quantize", model.ByteSize(), 0, extra={"bits": cfg.bits, "mode": ""})
+    if cfg.bits == 8 and not cfg.weight_only and all(b == 8 for b in bits_by_layer.values()):
+        out = _ort_int8(model, layers, bits_by_layer, cfg, report)
+        report.extra["mode"] = "int8 dynamic" if cfg.dynamic else f"int8 static QDQ U8S8 ({cfg.method})"
+    else:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        opset = max(_OPSET_FOR_BITS[b] for b in bits_by_layer.values())
+        _weight_only(out, layers, bits_by_layer, cfg.block_size, report)
+        for imp in out.opset_import:
+            if imp.domain in ("", "ai.onnx"):
+                imp.version = max(imp.version, opset)
+        report.extra["mode"] = f"weight-only int{cfg.bits}" + (f" blocks of {cfg.block_size}" if cfg.block_size else " per-channel")
+    record_pass(out, f"quantize{cfg.bits}")
+    report.size_after = out.ByteSize()
+    return out, report
