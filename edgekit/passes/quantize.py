@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -24,7 +25,7 @@ WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
                  "DynamicQuantizeLinear", "QGemm"}
 SUPPORTED_BITS = (1, 2, 4, 8)
-_ONNX_TYPE = {8: TensorProto.INT8, 4: TensorProto.INT4, 2: TensorProto.INT2}
+_ML_DTYPE = {8: np.int8, 4: ml_dtypes.int4, 2: ml_dtypes.int2}
 _OPSET_FOR_BITS = {8: 21, 4: 21, 2: 25}  # DequantizeLinear with blocks: 21; INT2: 25
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
@@ -155,7 +156,8 @@ def _weight_only(model: onnx.ModelProto, layers: list[WeightLayer], bits_by_laye
         q_arr = _restore(q.reshape(q.shape[0], -1), w, axis).astype(np.int8)
         base = layer.init_name
         graph.initializer.remove(inits[base])
-        q_init = helper.make_tensor(f"{base}.q{bits}", _ONNX_TYPE[bits], q_arr.shape, q_arr.flatten().tolist())
+        # packed raw storage (2 or 4 values per byte); a plain int list would cost 4 bytes per value
+        q_init = numpy_helper.from_array(q_arr.astype(_ML_DTYPE[bits]), f"{base}.q{bits}")
         if blocked:  # scales shaped like the weight with the blocked axis shrunk
             scale_arr = scale.reshape(w.shape[0], -1)
             dq_attrs = {"axis": 1, "block_size": block_size}
