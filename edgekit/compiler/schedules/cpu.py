@@ -297,6 +297,7 @@ def _regblock(sch: Schedule, red_block, outer: list, row: tuple, col: tuple, red
         red_o, red_i = sch.split(red[-1], [None, 4])
         sch.reorder(red_o, red_i, row_i)
         sch.unroll(red_i)
+        red = [*red[:-1], red_o]
     store = sch.cache_write(red_block, 0, "local")
     _reverse_inline_epilogue(sch, store)
     sch.reverse_compute_at(store, row_o, preserve_unit_loops=True)
