@@ -20,7 +20,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 
-RUNTIMES = ("ort", "tvm")
+RUNTIMES = ("ort", "tvm", "openvino")  # openvino: optional peer (pip install openvino), reads the same ONNX
 
 
 @dataclass
@@ -119,7 +119,8 @@ def bench(
         inputs = tmp / "inputs.npz"
         np.savez(inputs, **random_inputs(specs))
         sizes = {"ort": onnx_path.stat().st_size}
-        targets = {"ort": "cpu"}
+        targets = {"ort": "cpu", "openvino": "cpu f32"}
+        sizes["openvino"] = sizes["ort"]
         remote = None  # a runner outside this process: the board over RPC, or an emulator
         if artifact is not None:
             sizes["tvm"] = (artifact / LIBRARY).stat().st_size
@@ -140,7 +141,7 @@ def bench(
                 for rt in order:
                     if not quiet:
                         status.update(f"benchmarking {rt} (round {rnd + 1}/{rounds}, {threads} threads)…")
-                    path = artifact if rt == "tvm" else onnx_path
+                    path = artifact if rt == "tvm" else onnx_path  # ort and openvino read the same ONNX
                     if rt == "tvm" and remote is not None:
                         times, peak = remote.time(dict(np.load(inputs)), warmup, per_round)
                         out = {"times_ms": times, "peak_rss_mb": peak}
@@ -204,7 +205,9 @@ def _time_calls(fn, warmup: int, repeat: int) -> list[float]:
 
 def _worker(job: dict) -> dict:
     feeds = dict(np.load(job["inputs"]))
-    if job["runtime"] == "ort":
+    if job["runtime"] == "openvino":
+        fn = _openvino_call(job, feeds)
+    elif job["runtime"] == "ort":
         from edgekit.export import ort_session
 
         session = ort_session(job["model"], threads=job["threads"])
@@ -225,6 +228,18 @@ def _worker(job: dict) -> dict:
 
     times = _time_calls(fn, job["warmup"], job["repeat"])
     return {"times_ms": times, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _openvino_call(job: dict, feeds: dict[str, np.ndarray]):
+    try:
+        import openvino as ov
+    except ImportError:
+        raise EdgekitError("the openvino runtime is not installed", "pip install openvino") from None
+    # f32 explicitly: OpenVINO's default on AVX-512 CPUs is bf16, which would not be a like-for-like comparison
+    config = {"INFERENCE_NUM_THREADS": job["threads"], "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    compiled = ov.Core().compile_model(job["model"], "CPU", config)
+    request = compiled.create_infer_request()
+    return lambda: request.infer(feeds)
 
 
 def _peak_rss_mb() -> float:

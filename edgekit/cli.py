@@ -196,6 +196,8 @@ def compile_cmd(
     target: Annotated[str, typer.Option("--target", "-t", help="Target name or .toml (see `edgekit targets`).")] = "x86_64",
     input_shape: ShapeOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the check against onnxruntime.")] = False,
+    schedules: Annotated[str, typer.Option("--schedules", help="default (edgekit CPU rules) or none (TVM's bare loops).")] = "default",
+    threads: Annotated[int, typer.Option("--threads", help="Threads the schedules plan for (1 = no parallel loops; 0 = target's).")] = 0,
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of validation inputs (default: random).")] = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
@@ -207,11 +209,19 @@ def compile_cmd(
     from edgekit.compiler.build import compile_onnx
     from edgekit.graph import parse_input_shapes
 
-    result = compile_onnx(model, output, target, parse_input_shapes(input_shape), force, not no_validate, inputs, quiet=json_out)
+    result = compile_onnx(
+        model, output, target, parse_input_shapes(input_shape), force, not no_validate, inputs, quiet=json_out, schedules=schedules, threads=threads
+    )
     if json_out:
         emit_json(result.to_json())
     else:
-        out.print(f"wrote {result.artifact} (target {result.meta['target']['name']}, build {result.meta['build']['seconds']:.1f}s)")
+        build = result.meta["build"]
+        out.print(f"wrote {result.artifact} (target {result.meta['target']['name']}, build {build['seconds']:.1f}s)")
+        if build["rules"]:
+            out.print("schedules: " + ", ".join(f"{rule} ×{n}" for rule, n in build["rules"].items()))
+        for fn, rule in build["rule_per_function"].items():
+            if rule.startswith(("fallback", "none")) and "(" in rule:
+                out.print(f"[yellow]  {fn}: {rule}[/]")
         if result.validation is not None:
             print_validation(result.validation, "TVM vs onnxruntime")
         elif result.meta["validation"]:

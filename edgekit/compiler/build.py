@@ -35,15 +35,35 @@ class CompileResult:
         return {"artifact": str(self.artifact), **self.meta}
 
 
-def build_module(mod, target: TargetSpec):
+SCHEDULES = ("default", "none")
+
+
+def build_module(mod, target: TargetSpec, schedules: str = "default", threads: int = 0) -> tuple[object, dict[str, str]]:
+    """relax.build with edgekit's default CPU schedules ("default"), or TVM's bare pipeline ("none": naive
+    single-threaded loops, kept as the honest baseline). Returns (executable, {PrimFunc: rule applied})."""
     import tvm
     from tvm import relax
 
+    from edgekit.compiler.schedules import build_cpu
+
+    if schedules not in SCHEDULES:
+        raise EdgekitError(f"unknown --schedules '{schedules}'", f"choose from {', '.join(SCHEDULES)}")
     try:
-        return relax.build(mod, target=target.tvm_target())
+        if schedules == "default" and target.tvm.get("kind") == "llvm":
+            return build_cpu(mod, target.tvm_target(), threads_hint=threads or target.threads)
+        return relax.build(mod, target=target.tvm_target()), {}
     except tvm.error.TVMError as exc:
         first = (str(exc).strip().splitlines() or ["?"])[-1][:300]
         raise EdgekitError(f"TVM could not build the model for {target.name}: {first}") from None
+
+
+def summarize_rules(rules: dict[str, str]) -> dict[str, int]:
+    """How many fused functions got each rule ("fallback-parallel (why)" counts as fallback-parallel)."""
+    counts: dict[str, int] = {}
+    for rule in rules.values():
+        key = rule.split(" (")[0]
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def compile_onnx(
@@ -57,6 +77,8 @@ def compile_onnx(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     quiet: bool = False,
+    schedules: str = "default",
+    threads: int = 0,
 ) -> CompileResult:
     onnx_path = Path(onnx_path)
     spec = load_target(target)
@@ -70,9 +92,9 @@ def compile_onnx(
         simplified, did_simplify = simplify(model, {s.name: list(s.shape) for s in in_specs})
         step("importing into TVM Relax")
         mod = to_relax(simplified, in_specs)
-        step(f"building for {spec.name}")
+        step(f"scheduling and building for {spec.name}")
         t0 = time.perf_counter()
-        executable = build_module(mod, spec)
+        executable, rules = build_module(mod, spec, schedules, threads)
         build_s = time.perf_counter() - t0
         cc = spec.compiler()
         with atomic_dir(out) as tmp:
@@ -86,7 +108,13 @@ def compile_onnx(
                 "inputs": [s.to_json() for s in in_specs],
                 "outputs": [s.to_json() for s in out_specs],
                 "passes": _passes_applied(model),
-                "build": {"seconds": round(build_s, 3), "onnxsim": did_simplify, "schedules": "tvm default"},
+                "build": {
+                    "seconds": round(build_s, 3),
+                    "onnxsim": did_simplify,
+                    "schedules": "edgekit-default" if rules else "tvm-bare",
+                    "rules": summarize_rules(rules),
+                    "rule_per_function": rules,
+                },
                 "library": {"file": LIBRARY, "size_bytes": (tmp / LIBRARY).stat().st_size},
                 "validation": None,
             }

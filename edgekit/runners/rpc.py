@@ -150,6 +150,11 @@ def run_tracker(host: str, port: int) -> None:
 
 
 def _block(proc_owner) -> None:
+    """Wait until interrupted or terminated, then stop TVM's worker process (it would outlive us)."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM must run the finally below too
     try:
         while True:
             time.sleep(3600)
