@@ -98,7 +98,12 @@ def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = "x86_6
         model = load(Path(tmp) / "art")
         tvm_logits = np.concatenate([model(c)[0] for c in chunks])
     result["compressed_tvm"] = accuracy(tvm_logits, split.y_test[:n])
-    result["tvm_vs_ort_max_abs"] = float(np.abs(tvm_logits - compressed).max())
+    from edgekit.validate import compare_outputs, tolerances_for
+
+    agree = compare_outputs({"logits": compressed}, {"logits": tvm_logits}, *tolerances_for(load_onnx(compressed_path)))
+    result["tvm_vs_ort_max_abs"] = agree.max_abs
+    result["tvm_vs_ort_max_rel"] = agree.max_rel
+    result["tvm_vs_ort_ok"] = agree.ok
     result["tvm_validation_ok"] = bool(art.validation is None or art.validation.ok)
     result["drop_pt"] = 100 * (result["fp32_ort"] - result["compressed_ort"])
     return result

@@ -29,7 +29,11 @@ def digits_accuracy(model_ref: str, onnx_path: Path, artifact: Path) -> dict:
     compiled = load(artifact)
     ort_logits = np.concatenate([session.run(None, {INPUT_NAME: x[None]})[0] for x in split.x_test])
     tvm_logits = np.concatenate([compiled(x[None])[0] for x in split.x_test])
-    agree = compare_outputs({"logits": ort_logits}, {"logits": tvm_logits})
+    from edgekit.graph import load_onnx
+    from edgekit.validate import tolerances_for
+
+    atol, rtol = tolerances_for(load_onnx(onnx_path))
+    agree = compare_outputs({"logits": ort_logits}, {"logits": tvm_logits}, atol, rtol)
     return {
         "samples": len(split.y_test),
         "torch": accuracy(torch_logits, split.y_test),
@@ -41,35 +45,48 @@ def digits_accuracy(model_ref: str, onnx_path: Path, artifact: Path) -> dict:
     }
 
 
-def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: bool = False) -> dict:
+def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: bool = False, bits: int = 8) -> dict:
+    """fp32 and a compressed variant, both compiled, validated, measured for accuracy and benchmarked."""
+    from edgekit.compress import CompressOptions, compress_file
+
     workdir.mkdir(parents=True, exist_ok=True)
-    onnx_path, artifact = workdir / f"{model_ref}.onnx", workdir / f"{model_ref}.{target}"
+    onnx_path = workdir / f"{model_ref}.onnx"
     exported = export_model(model_ref, onnx_path, force=True)
-    compiled = compile_onnx(onnx_path, artifact, target, force=True, quiet=quiet)
-    table = [
-        ("export", f"{onnx_path} ({exported.size_bytes / 1e3:.0f} kB, {exported.nodes} nodes); ORT vs torch max abs {exported.check.max_abs:.1e}"),
-        ("compile", f"{artifact} for {target} in {compiled.meta['build']['seconds']:.1f}s"),
-    ]
-    ok = exported.check.ok and (compiled.validation is None or compiled.validation.ok)
-    if compiled.validation is not None:
-        table.append(("validate (random input)", f"TVM vs ORT max abs {compiled.validation.max_abs:.1e} -> {'ok' if compiled.validation.ok else 'FAIL'}"))
-    report: dict = {"model": model_ref, "target": target, "export": exported.to_json(), "compile": compiled.meta}
-    if model_ref == "digits_cnn":
-        acc = digits_accuracy(model_ref, onnx_path, artifact)
-        report["accuracy"] = acc
-        ok = ok and acc["tvm_vs_ort_ok"] and acc["predictions_identical"]
-        table.append(
-            (
-                f"digits test accuracy ({acc['samples']} images)",
-                f"torch {acc['torch']:.2%} | ORT {acc['onnxruntime']:.2%} | TVM {acc['tvm']:.2%}; TVM vs ORT max abs {acc['tvm_vs_ort_max_abs']:.1e}",
-            )
-        )
-    bench_report = bench(artifact, ("ort", "tvm"), repeat=repeat, quiet=quiet)
+    table = [("export", f"{onnx_path} ({exported.size_bytes / 1e3:.0f} kB, {exported.nodes} nodes); ORT vs torch max abs {exported.check.max_abs:.1e}")]
+    ok = exported.check.ok
+    is_digits = model_ref == "digits_cnn"
+    q_path = workdir / f"{model_ref}.int{bits}.onnx"
+    compressed = compress_file(onnx_path, q_path, CompressOptions(bits=bits, calib="digits" if is_digits else "random"), force=True)
+    table.append((f"compress int{bits}", f"{q_path}: {compressed['mode']}, weights {compressed['weight_ratio']:.2f}× smaller, file {compressed['file_ratio']:.2f}×"))
+    report: dict = {"model": model_ref, "target": target, "export": exported.to_json(), "compress": compressed, "variants": {}}
+    artifacts = {}
+    for variant, path in (("fp32", onnx_path), (f"int{bits}", q_path)):
+        art = workdir / f"{path.stem}.{target}"
+        compiled = compile_onnx(path, art, target, force=True, quiet=quiet)
+        artifacts[variant] = art
+        rules = ", ".join(f"{k} ×{v}" for k, v in compiled.meta["build"]["rules"].items())
+        table.append((f"compile {variant}", f"{art} in {compiled.meta['build']['seconds']:.1f}s ({rules})"))
+        if compiled.validation is not None:
+            ok = ok and compiled.validation.ok
+            table.append((f"validate {variant}", f"TVM vs ORT max abs {compiled.validation.max_abs:.1e} -> {'ok' if compiled.validation.ok else 'FAIL'}"))
+        variant_report: dict = {"compile": compiled.meta}
+        if is_digits:
+            acc = digits_accuracy(model_ref, path, art)
+            variant_report["accuracy"] = acc
+            ok = ok and acc["predictions_identical"] and acc["tvm_vs_ort_ok"]
+            torch_part = f"torch fp32 {acc['torch']:.2%} | " if variant == "fp32" else ""
+            table.append((f"digits accuracy {variant} ({acc['samples']} test images)",
+                          f"{torch_part}ORT {acc['onnxruntime']:.2%} | TVM {acc['tvm']:.2%}; TVM vs ORT max abs {acc['tvm_vs_ort_max_abs']:.1e}"))
+        report["variants"][variant] = variant_report
+    from edgekit.bench import merge
+
+    bench_report = merge([bench(artifacts[v], ("ort", "tvm"), repeat=repeat, quiet=quiet) for v in artifacts])
     plot(bench_report, workdir / "bench.png")
     report["bench"] = bench_report.to_json()
+    ort_fp32 = next(r.p50_ms for r in bench_report.runs if r.runtime == "ort")
     for run in bench_report.runs:
-        ratio = bench_report.ratio(run.runtime)
-        table.append((f"bench {run.runtime}", f"p50 {run.p50_ms:.3f} ms ({ratio:.2f}× ORT), peak RSS {run.peak_rss_mb:.0f} MB, {run.size_bytes / 1e3:.0f} kB"))
+        table.append((f"bench {run.model} {run.runtime}",
+                      f"p50 {run.p50_ms:.3f} ms ({run.p50_ms / ort_fp32:.2f}× ORT fp32), peak RSS {run.peak_rss_mb:.0f} MB, {run.size_bytes / 1e3:.0f} kB"))
     report["ok"], report["table"] = ok, table
     with atomic_file(workdir / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=str))

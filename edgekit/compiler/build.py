@@ -22,7 +22,7 @@ from edgekit.progress import steps
 from edgekit.runners import open_runner
 from edgekit.runtime import BUNDLE, LIBRARY, META
 from edgekit.targets import TargetSpec, load_target
-from edgekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, ValidationReport, compare_samples, load_inputs_npz
+from edgekit.validate import ValidationReport, compare_samples, load_inputs_npz, tolerances_for
 
 
 @dataclass
@@ -74,8 +74,8 @@ def compile_onnx(
     force: bool = False,
     validate: bool = True,
     inputs: Path | None = None,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
+    atol: float | None = None,
+    rtol: float | None = None,
     quiet: bool = False,
     schedules: str = "default",
     threads: int = 0,
@@ -87,6 +87,9 @@ def compile_onnx(
         step("loading ONNX")
         model = load_onnx(onnx_path)
         in_specs = resolve_input_specs(model, input_shapes or {})
+        default_atol, default_rtol = tolerances_for(model)
+        atol = default_atol if atol is None else atol
+        rtol = default_rtol if rtol is None else rtol
         out_specs = graph_outputs(model)
         step("simplifying with fixed shapes (onnxsim)")
         simplified, did_simplify = simplify(model, {s.name: list(s.shape) for s in in_specs})
