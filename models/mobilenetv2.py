@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgekit.zoo import calibrate_batchnorm
+
 DESCRIPTION = "MobileNetV2 1.0 (torchvision layout, 1000 classes), random init, BN stats calibrated"
 INPUT_SHAPE: tuple[int, ...] = (1, 3, 224, 224)
 WEIGHTS: str | None = None
@@ -108,32 +110,10 @@ class MobileNetV2(nn.Module):
         return self.classifier(x)
 
 
-def _calibrate_batchnorm(model: nn.Module, batch_size: int = 8) -> None:
-    """Replace the identity BN running stats (mean 0, var 1) with stats of real activations.
-
-    With torchvision's init and untouched running stats, eval-mode activations shrink
-    ~10x every few blocks (logits ~1e-9), which makes numeric parity checks vacuous,
-    and every BN is an identity, so BN folding is a no-op that cannot catch bugs. One train-mode
-    pass over seeded N(0, 1) noise (i.e. normalised-image statistics) fixes both; the
-    learnable weights keep their torchvision init. Uses the global RNG, so call it
-    inside create()'s fork_rng block.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average: running stats = exact batch stats
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(batch_size, *INPUT_SHAPE[1:]))
-    for bn in bns:
-        bn.momentum = 0.1  # PyTorch default, so later fine-tuning behaves normally
-    model.eval()
-
-
 def create() -> nn.Module:
     """Randomly initialised model in eval mode; init is seeded without touching global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = MobileNetV2()
-        _calibrate_batchnorm(model)
+        calibrate_batchnorm(model, INPUT_SHAPE)
     return model.eval()
