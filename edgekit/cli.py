@@ -188,6 +188,39 @@ def compress(
                   f"{bits}-bit TVM {a['compressed_tvm']:.2%}  (drop {a['drop_pt']:.2f} pt)")
 
 
+@app.command()
+@handle_errors
+def finetune(
+    model: Annotated[str, typer.Argument(help="Zoo name or path/to/file.py:factory (a digits model, N×1×8×8).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .onnx (packed).")],
+    bits: Annotated[int, typer.Option("--bits", help="1 (binary), 2 or 4 (quantization-aware).")] = 1,
+    mode: Annotated[str, typer.Option("--mode", help="1-bit: weights (BWN) or xnor.")] = "weights",
+    binarizer: Annotated[str, typer.Option("--binarizer", help="1-bit: ste_sign or biper.")] = "ste_sign",
+    epochs: Annotated[int, typer.Option("--epochs")] = 20,
+    lr: Annotated[float, typer.Option("--lr")] = 2e-3,
+    distill: Annotated[float, typer.Option("--distill", help="Weight of distillation from the fp32 model (0 = none).")] = 0.5,
+    keep: Annotated[str, typer.Option("--keep", help="Layers kept in higher precision: first,last,GLOB or 'none'.")] = "first,last",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Binarization- or quantization-aware finetuning on the digits task, with distillation; writes packed ONNX.
+
+    Example: edgekit finetune digits_cnn --bits 1 --mode weights --binarizer biper -o digits.bwn.onnx
+    """
+    from edgekit.finetune import finetune_to_onnx
+    from edgekit.progress import stderr
+
+    keep_t = tuple(k.strip() for k in keep.split(",") if k.strip() and k.strip() != "none")
+    with stderr.status(f"finetuning {model} to {bits} bit ({epochs} epochs)…"):
+        result = finetune_to_onnx(model, output, bits, mode, binarizer, epochs, lr, distill, keep_t, seed, force)
+    if json_out:
+        return emit_json(result)
+    a = result["accuracy"]
+    out.print(f"wrote {output}: {result['mode']}; weights {result['weight_ratio']:.1f}× smaller, file {result['ratio']:.1f}×")
+    out.print(f"digits accuracy: torch fp32 {a['torch_fp32']:.2%} | finetuned torch {a['torch_finetuned']:.2%} | ONNX in onnxruntime {a['onnxruntime']:.2%}")
+
+
 @app.command("compile")
 @handle_errors
 def compile_cmd(

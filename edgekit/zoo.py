@@ -15,7 +15,7 @@ from types import ModuleType
 from edgekit.errors import EdgekitError
 from edgekit.paths import MODELS_DIR
 
-ZOO = ("digits_cnn", "resnet18", "mobilenetv2", "vit_tiny")
+ZOO = ("digits_cnn", "binary_digits", "resnet18", "mobilenetv2", "vit_tiny")
 
 
 @dataclass

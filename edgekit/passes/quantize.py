@@ -126,7 +126,9 @@ def quantize_symmetric(w: np.ndarray, bits: int, axis: int, block_size: int = 0)
     amax[amax == 0] = 1.0
     best_err = np.full(amax.shape, np.inf)
     best_scale = amax / max(qmax, 1)
-    for ratio in np.linspace(0.3, 1.0, 36) if bits < 8 else (1.0,):
+    # qmax/|qmin| (0.875 for int4, 0.5 for int2) is the ratio at which weights already on a grid (QAT) come back exact
+    ratios = np.append(np.linspace(0.3, 1.0, 36), qmax / -qmin) if bits < 8 else (1.0,)
+    for ratio in ratios:
         scale = amax * ratio / max(qmax, 1)
         q = np.clip(np.round(g / scale), qmin, qmax)
         err = ((q * scale - g) ** 2).sum(axis=2, keepdims=True)

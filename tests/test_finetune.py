@@ -1,0 +1,124 @@
+"""Binarization-aware training: quantizer values and gradients, binary layers, torch == ORT after packing."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.datasets import load_digits_split
+from edgekit.export import ort_session
+from edgekit.finetune import (BinaryConv2d, BinaryLinear, binarize_module, evaluate, export_binarized, finetune,
+                              fold_binary, get_binarizer)
+from edgekit.paths import MODELS_DIR
+from edgekit.zoo import load_model
+
+
+def _grad(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.clone().requires_grad_(True)
+    y = fn(x)
+    y.sum().backward()
+    return y.detach(), x.grad
+
+
+def test_ste_sign_values_and_clipped_gradient():
+    x = torch.tensor([-2.0, -1.0, -0.3, 0.0, 0.4, 1.0, 1.5])
+    y, g = _grad(get_binarizer("ste_sign"), x)
+    assert y.tolist() == [-1, -1, -1, 1, 1, 1, 1]  # sign(0) = +1
+    assert g.tolist() == [0, 1, 1, 1, 1, 1, 0]  # straight through inside |x| <= 1
+
+
+def test_biper_square_wave_forward_sine_gradient():
+    omega = 20.0
+    x = torch.linspace(-0.5, 0.5, 101)
+    y, g = _grad(get_binarizer("biper", omega=omega), x)
+    s = torch.sin(omega * x)
+    assert torch.equal(y, torch.where(s >= 0, 1.0, -1.0))
+    torch.testing.assert_close(g, omega * torch.cos(omega * x))
+    assert y[50] == 1 and y[torch.argmin((x - 0.2).abs())] == -1  # 0.2 > π/20: periodic flip, not sign(x)
+
+
+def test_get_binarizer_rejects_unknown_name():
+    with pytest.raises(ValueError, match="unknown binarizer 'sgn'"):
+        get_binarizer("sgn")
+
+
+def _digits_cnn() -> torch.nn.Module:
+    return load_model("digits_cnn").module
+
+
+@pytest.mark.parametrize("binarizer", ["ste_sign", "biper"])
+def test_binarize_module_keeps_first_last_and_state_dict(binarizer):
+    src = _digits_cnn()
+    model = binarize_module(src, mode="xnor", binarizer=binarizer)
+    kinds = [type(m).__name__ for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert kinds == ["Conv2d", "BinaryConv2d", "BinaryConv2d", "Linear"]
+    assert model.state_dict().keys() == src.state_dict().keys()  # checkpoints stay interchangeable
+    conv = model.features[1][0]
+    wb = conv.binary_weight().detach()
+    alpha = conv.weight.detach().abs().mean(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(wb.abs(), alpha.expand_as(wb), rtol=0, atol=0)  # every row is exactly ±α_o
+    # warm start: biper's first forward keeps the pretrained signs (ste_sign trivially does)
+    assert torch.equal(wb >= 0, src.features[1][0].weight >= 0)
+
+
+def test_xnor_layer_binarizes_its_input():
+    conv = binarize_module(torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Conv2d(3, 3, 1),
+                                               torch.nn.Conv2d(3, 1, 1)), mode="xnor")[1].eval()
+    assert isinstance(conv, BinaryConv2d) and conv.binarize_input
+    x = torch.randn(1, 3, 4, 4)
+    ref = torch.nn.functional.conv2d(torch.where(x >= 0, 1.0, -1.0), conv.binary_weight(), conv.bias)
+    torch.testing.assert_close(conv(x), ref)
+
+
+def _load_zoo_file(name: str):
+    spec = importlib.util.spec_from_file_location(f"test_{name}", MODELS_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("mode,binarizer", [("weights", "ste_sign"), ("xnor", "biper")])
+def test_torch_binary_model_equals_ort_of_packed_onnx(mode, binarizer):
+    if mode == "weights":  # BWN of the trained digits CNN (a BN after each binary conv gets folded in)
+        teacher = _digits_cnn()
+        student = binarize_module(teacher, mode="weights", binarizer=binarizer)
+    else:
+        teacher, student = None, _load_zoo_file("binary_digits").create_trainable(binarizer, mode)
+    result = finetune(student, teacher, epochs=2, seed=0)
+    onnx_model, report = export_binarized(result.model)
+    assert [l.bits for l in report.layers] == [None] + [1] * (len(report.layers) - 2) + [None]
+    assert all(l.note.startswith("lossless") for l in report.layers if l.bits == 1)
+    x = load_digits_split().x_test[:16]
+    session = ort_session(onnx_model)
+    got = np.concatenate([session.run(None, {"input": x[i : i + 1]})[0] for i in range(len(x))])
+    with torch.no_grad():
+        ref = result.model(torch.from_numpy(x)).numpy()
+        folded = fold_binary(result.model).eval()(torch.from_numpy(x)).numpy()
+    assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+    np.testing.assert_array_equal(folded, ref)
+
+
+def test_finetune_is_seeded():
+    model = binarize_module(_digits_cnn(), mode="weights")
+    a = finetune(binarize_module(_digits_cnn(), mode="weights"), epochs=1, seed=3)
+    b = finetune(model, epochs=1, seed=3)
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert a.test_accuracy == b.test_accuracy
+
+
+def test_shipped_binary_digits_model():
+    mod = _load_zoo_file("binary_digits")
+    assert mod.MODE == "xnor" and mod.BINARIZER in ("ste_sign", "biper")
+    model = mod.create()
+    model.load_state_dict(torch.load(MODELS_DIR / mod.WEIGHTS, map_location="cpu", weights_only=True))
+    split = load_digits_split()
+    assert evaluate(model, split.x_test, split.y_test) >= 0.9911 - 0.06  # within 6 pt of the fp32 CNN
+    binary = [m for m in model.modules() if type(m).__name__ == "SignInputConv2d"]
+    assert len(binary) == 3
+    for conv in binary:  # shipped folded: each output channel is ±α_o
+        w = conv.weight.detach().flatten(1)
+        assert torch.equal(w.abs(), w.abs()[:, :1].expand_as(w))
+    assert (MODELS_DIR / mod.WEIGHTS).stat().st_size < 1_000_000
