@@ -231,6 +231,7 @@ def compile_cmd(
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the check against onnxruntime.")] = False,
     schedules: Annotated[str, typer.Option("--schedules", help="default (edgekit CPU rules) or none (TVM's bare loops).")] = "default",
     threads: Annotated[int, typer.Option("--threads", help="Threads the schedules plan for (1 = no parallel loops; 0 = target's).")] = 0,
+    no_xnor: Annotated[bool, typer.Option("--no-xnor", help="Keep binary layers as float convs (for comparisons).")] = False,
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of validation inputs (default: random).")] = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
@@ -243,7 +244,8 @@ def compile_cmd(
     from edgekit.graph import parse_input_shapes
 
     result = compile_onnx(
-        model, output, target, parse_input_shapes(input_shape), force, not no_validate, inputs, quiet=json_out, schedules=schedules, threads=threads
+        model, output, target, parse_input_shapes(input_shape), force, not no_validate, inputs, quiet=json_out, schedules=schedules, threads=threads,
+        xnor=not no_xnor,
     )
     if json_out:
         emit_json(result.to_json())

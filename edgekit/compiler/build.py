@@ -18,6 +18,7 @@ from edgekit.errors import EdgekitError
 from edgekit.export import ort_session, simplify
 from edgekit.fileio import atomic_dir, check_output_path, sha256_of
 from edgekit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
+from edgekit.passes import passes_applied
 from edgekit.progress import steps
 from edgekit.runners import open_runner
 from edgekit.runtime import BUNDLE, LIBRARY, META
@@ -38,7 +39,9 @@ class CompileResult:
 SCHEDULES = ("default", "none")
 
 
-def build_module(mod, target: TargetSpec, schedules: str = "default", threads: int = 0) -> tuple[object, dict[str, str]]:
+def build_module(
+    mod, target: TargetSpec, schedules: str = "default", threads: int = 0, tuning: Path | dict | None = None
+) -> tuple[object, dict[str, str]]:
     """relax.build with edgekit's default CPU schedules ("default"), or TVM's bare pipeline ("none": naive
     single-threaded loops, kept as the honest baseline). Returns (executable, {PrimFunc: rule applied})."""
     import tvm
@@ -50,11 +53,31 @@ def build_module(mod, target: TargetSpec, schedules: str = "default", threads: i
         raise EdgekitError(f"unknown --schedules '{schedules}'", f"choose from {', '.join(SCHEDULES)}")
     try:
         if schedules == "default" and target.tvm.get("kind") == "llvm":
-            return build_cpu(mod, target.tvm_target(), threads_hint=threads or target.threads)
+            extra = {"tuning": tuning} if tuning is not None else {}
+            return build_cpu(mod, target.tvm_target(), threads_hint=threads or target.threads, **extra)
         return relax.build(mod, target=target.tvm_target()), {}
     except tvm.error.TVMError as exc:
         first = (str(exc).strip().splitlines() or ["?"])[-1][:300]
         raise EdgekitError(f"TVM could not build the model for {target.name}: {first}") from None
+
+
+KERNEL_PREFIXES = ("xnor_", "pack_")  # edgekit's hand-written TIR kernels (edgekit/kernels), already scheduled
+
+
+def has_binary_activations(model) -> bool:
+    """Where(GreaterOrEqual(x, 0), ...): how edgekit (and its exporter) writes sign activations."""
+    produced_by = {out: node.op_type for node in model.graph.node for out in node.output}
+    return any(n.op_type == "Where" and produced_by.get(n.input[0]) == "GreaterOrEqual" for n in model.graph.node)
+
+
+def lower_binary(mod, target: TargetSpec) -> tuple[object, list[dict]]:
+    """Fold the packed-bit unpack subgraphs to ±alpha constants, then swap binary layers for XNOR kernels."""
+    from tvm import relax
+
+    from edgekit.compiler.lower.binary import lower_binary_layers
+
+    mod = relax.transform.FoldConstant()(mod)
+    return lower_binary_layers(mod, target.tvm_target())
 
 
 def summarize_rules(rules: dict[str, str]) -> dict[str, int]:
@@ -79,6 +102,8 @@ def compile_onnx(
     quiet: bool = False,
     schedules: str = "default",
     threads: int = 0,
+    tuning: Path | dict | None = None,
+    xnor: bool = True,
 ) -> CompileResult:
     onnx_path = Path(onnx_path)
     spec = load_target(target)
@@ -95,9 +120,14 @@ def compile_onnx(
         simplified, did_simplify = simplify(model, {s.name: list(s.shape) for s in in_specs})
         step("importing into TVM Relax")
         mod = to_relax(simplified, in_specs)
+        lowered: list[dict] = []
+        if xnor and has_binary_activations(model) and spec.tvm.get("kind") == "llvm":
+            step("lowering binary layers to XNOR-popcount kernels")
+            mod, lowered = lower_binary(mod, spec)
         step(f"scheduling and building for {spec.name}")
         t0 = time.perf_counter()
-        executable, rules = build_module(mod, spec, schedules, threads)
+        executable, rules = build_module(mod, spec, schedules, threads, tuning)
+        rules = {fn: ("xnor-popcount kernel" if fn.startswith(KERNEL_PREFIXES) else rule) for fn, rule in rules.items()}
         build_s = time.perf_counter() - t0
         cc = spec.compiler()
         with atomic_dir(out) as tmp:
@@ -110,13 +140,14 @@ def compile_onnx(
                 "target": spec.to_json() | {"runs_on_host": spec.runs_on_host},
                 "inputs": [s.to_json() for s in in_specs],
                 "outputs": [s.to_json() for s in out_specs],
-                "passes": _passes_applied(model),
+                "passes": passes_applied(model),
                 "build": {
                     "seconds": round(build_s, 3),
                     "onnxsim": did_simplify,
                     "schedules": "edgekit-default" if rules else "tvm-bare",
                     "rules": summarize_rules(rules),
                     "rule_per_function": rules,
+                    "binary_layers": lowered,
                 },
                 "library": {"file": LIBRARY, "size_bytes": (tmp / LIBRARY).stat().st_size},
                 "validation": None,
@@ -149,11 +180,6 @@ def _link(executable, path: Path, cc: str, spec: TargetSpec) -> None:
     machine = int.from_bytes(header[18:20], "little")
     if header[:4] != b"\x7fELF" or machine != spec.elf_machine:
         raise EdgekitError(f"{path.name} is not an ELF shared object for {spec.arch} (e_machine {machine})", "check the target's cc in its .toml")
-
-
-def _passes_applied(model) -> list[str]:
-    props = {p.key: p.value for p in model.metadata_props}
-    return [p for p in props.get("edgekit.passes", "").split(",") if p]
 
 
 def _write_bundle(path: Path, feeds: dict[str, np.ndarray], session) -> None:
