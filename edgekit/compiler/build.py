@@ -40,10 +40,11 @@ SCHEDULES = ("default", "none")
 
 
 def build_module(
-    mod, target: TargetSpec, schedules: str = "default", threads: int = 0, tuning: Path | dict | None = None
-) -> tuple[object, dict[str, str]]:
+    mod, target: TargetSpec, schedules: str = "default", threads: int = 0, tuning: Path | dict | None = None, int8: bool = False
+) -> tuple[object, dict[str, str], list[dict]]:
     """relax.build with edgekit's default CPU schedules ("default"), or TVM's bare pipeline ("none": naive
-    single-threaded loops, kept as the honest baseline). Returns (executable, {PrimFunc: rule applied})."""
+    single-threaded loops, kept as the honest baseline). Returns (executable, {PrimFunc: rule applied}, per-layer int8 lowering report).
+    int8: the model has quantized activations (QDQ): lower them to integer conv/matmul kernels first."""
     import tvm
     from tvm import relax
 
@@ -52,11 +53,18 @@ def build_module(
     if schedules not in SCHEDULES:
         raise EdgekitError(f"unknown --schedules '{schedules}'", f"choose from {', '.join(SCHEDULES)}")
     try:
+        if schedules == "default" and target.tvm.get("kind") == "llvm" and int8:
+            from edgekit.compiler.schedules.int8 import build_int8
+
+            executable, rules, layers = build_int8(mod, target.tvm_target(), threads or target.threads)
+            return executable, rules, layers
         if schedules == "default" and target.tvm.get("kind") == "llvm":
             extra = {"tuning": tuning} if tuning is not None else {}
-            return build_cpu(mod, target.tvm_target(), threads_hint=threads or target.threads, **extra)
-        return relax.build(mod, target=target.tvm_target()), {}
-    except tvm.error.TVMError as exc:
+            return (*build_cpu(mod, target.tvm_target(), threads_hint=threads or target.threads, **extra), [])
+        return relax.build(mod, target=target.tvm_target()), {}, []
+    except EdgekitError:
+        raise
+    except Exception as exc:  # TVM 0.27 raises plain RuntimeError/ValueError/InternalError subclasses (no TVMError)
         first = (str(exc).strip().splitlines() or ["?"])[-1][:300]
         raise EdgekitError(f"TVM could not build the model for {target.name}: {first}") from None
 
@@ -126,7 +134,8 @@ def compile_onnx(
             mod, lowered = lower_binary(mod, spec)
         step(f"scheduling and building for {spec.name}")
         t0 = time.perf_counter()
-        executable, rules = build_module(mod, spec, schedules, threads, tuning)
+        has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+        executable, rules, int8_layers = build_module(mod, spec, schedules, threads, tuning, int8=has_qdq)
         rules = {fn: ("xnor-popcount kernel" if fn.startswith(KERNEL_PREFIXES) else rule) for fn, rule in rules.items()}
         build_s = time.perf_counter() - t0
         cc = spec.compiler()
@@ -148,6 +157,7 @@ def compile_onnx(
                     "rules": summarize_rules(rules),
                     "rule_per_function": rules,
                     "binary_layers": lowered,
+                    "int8_layers": int8_layers,
                 },
                 "library": {"file": LIBRARY, "size_bytes": (tmp / LIBRARY).stat().st_size},
                 "validation": None,
