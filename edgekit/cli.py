@@ -221,6 +221,41 @@ def finetune(
     out.print(f"digits accuracy: torch fp32 {a['torch_fp32']:.2%} | finetuned torch {a['torch_finetuned']:.2%} | ONNX in onnxruntime {a['onnxruntime']:.2%}")
 
 
+@app.command()
+@handle_errors
+def tune(
+    model: Annotated[Path, typer.Argument(help="Input .onnx file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Tuning directory (writes DIR/<target>/<model>.json) or a .json file.")] = Path("tuning"),
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name or .toml (must run on this machine).")] = "x86_64",
+    trials: Annotated[int, typer.Option("--trials", help="Knob settings timed per task, besides the default.")] = 16,
+    threads: Annotated[int, typer.Option("--threads", help="Threads to tune for (0 = target's / all cores).")] = 0,
+    budget: Annotated[Optional[float], typer.Option("--budget", help="Seconds for this model (resumable: run again to continue).")] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the end-to-end default-vs-tuned benchmark.")] = False,
+    input_shape: ShapeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Tune edgekit's CPU schedule knobs per conv/dense task; compile with --tuning to use the database.
+
+    Example: edgekit tune model.onnx --target x86_64 --trials 16 -o tuning/ && edgekit compile model.onnx --tuning tuning/ -o art/
+    """
+    from edgekit.compiler.tune import tune_model
+    from edgekit.graph import parse_input_shapes
+
+    report = tune_model(model, target, output, trials_per_task=trials, threads=threads, budget_s=budget,
+                        input_shapes=parse_input_shapes(input_shape), progress=not json_out, verify=not no_verify)
+    if json_out:
+        emit_json(report)
+        return
+    out.print(f"wrote {report['database']}: {report['tuned']}/{report['tasks']} tasks tuned "
+              f"({report['timed']} timed now, {report['resumed']} resumed, {report['seconds']:.0f}s)")
+    if report["budget_exhausted"]:
+        out.print("[yellow]budget used up: run the same command again to continue[/]")
+    e2e = report.get("end_to_end")
+    if e2e:
+        verdict = "kept" if e2e["accepted"] else "rejected (default schedules kept)"
+        out.print(f"end to end ({e2e['threads']} threads): default {e2e['default_ms']:.3f} ms, tuned {e2e['tuned_ms']:.3f} ms, x{e2e['speedup']:.2f} - {verdict}")
+
+
 @app.command("compile")
 @handle_errors
 def compile_cmd(
@@ -232,6 +267,7 @@ def compile_cmd(
     schedules: Annotated[str, typer.Option("--schedules", help="default (edgekit CPU rules) or none (TVM's bare loops).")] = "default",
     threads: Annotated[int, typer.Option("--threads", help="Threads the schedules plan for (1 = no parallel loops; 0 = target's).")] = 0,
     no_xnor: Annotated[bool, typer.Option("--no-xnor", help="Keep binary layers as float convs (for comparisons).")] = False,
+    tuning: Annotated[Optional[Path], typer.Option("--tuning", help="Tuning database from `edgekit tune` (a .json or a directory, e.g. tuning/).")] = None,
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of validation inputs (default: random).")] = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
@@ -245,7 +281,7 @@ def compile_cmd(
 
     result = compile_onnx(
         model, output, target, parse_input_shapes(input_shape), force, not no_validate, inputs, quiet=json_out, schedules=schedules, threads=threads,
-        xnor=not no_xnor,
+        xnor=not no_xnor, tuning=tuning,
     )
     if json_out:
         emit_json(result.to_json())
@@ -254,6 +290,9 @@ def compile_cmd(
         out.print(f"wrote {result.artifact} (target {result.meta['target']['name']}, build {build['seconds']:.1f}s)")
         if build["rules"]:
             out.print("schedules: " + ", ".join(f"{rule} ×{n}" for rule, n in build["rules"].items()))
+        if tuning is not None:
+            tuned = sum("(tuned:" in r for r in build["rule_per_function"].values())
+            out.print(f"tuning: {tuned} function(s) use tuned knobs from {tuning}")
         for fn, rule in build["rule_per_function"].items():
             if rule.startswith(("fallback", "none")) and "(" in rule:
                 out.print(f"[yellow]  {fn}: {rule}[/]")

@@ -14,54 +14,147 @@ hand-written rule picked by inspecting its sblocks:
   none                    left as TVM emitted it (only when even the fallback failed)
 
 Every rule runs inside try/except and falls back, so a rule failure never breaks a build.
+
+The three register-tiling rules have knobs (tile rows, lanes, reduction unroll, parallel loop, loop order; see
+KNOB_NAMES). Their defaults are the heuristics below, sized to the target's vector registers (AVX-512 or
+AVX2); `edgekit tune` (edgekit.compiler.tune) times other settings per fused PrimFunc and `tuning=` applies
+the winners, keyed by the PrimFunc's structural hash. Transcendentals (erf, exp, tanh, softmax) use TVM's
+vectorizable fast_* approximations (FAST_MATH; max error ~1e-7 on the zoo).
 """
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import tvm
 from tvm import relax
 from tvm.s_tir import Schedule
 
+# TVM's thread pool splits each parallel loop statically over the threads and joins it with a barrier. On a
+# quiet machine that costs microseconds; when another process holds a core, a descheduled worker makes the
+# barrier wait a scheduler time slice (ms), once per parallel op. Measured (2-core znver4, 2 threads):
+# ViT-tiny at load ~3, every op >= 200k MACs parallel 1.55x ORT, single-threaded 1.11x; MobileNetV2 with one
+# busy-loop process beside it 22-152 ms at 2 threads vs 8.2 ms at 1 thread (4.6 ms quiet). Small models (below
+# SMALL_MODEL_MACS) therefore get no parallel loops at all; bigger ones keep per-op thresholds (raising these
+# to 2M MACs / 64k elements cost MobileNetV2 14% on a lightly loaded machine and did not cure the heavily
+# loaded case: that needs fewer threads at run time, TVM_NUM_THREADS=1 / --threads 1).
 # Below this many output elements an op runs single-threaded: waking the thread pool costs more.
 PARALLEL_MIN_ELEMS = 4096
 # Below this many multiply-adds a conv/matmul runs single-threaded.
 PARALLEL_MIN_MACS = 200_000
+# A model doing fewer multiply-adds than this in all its convs/matmuls runs single-threaded throughout.
+SMALL_MODEL_MACS = 30_000_000
 LANES = 16  # fp32 lanes of one AVX-512 register (LLVM splits wider vectors, and narrows on AVX2/NEON)
+FAST_MATH = True  # see _FastMath
 MAX_ACC_VECTORS = 24  # accumulator registers a register tile may use (32 zmm: leave room for operands)
 
 Report = dict[str, str]
+Knobs = dict[str, object]
+Tuning = Mapping[str, Knobs] | str | Path | None
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Public entry points
 # ----------------------------------------------------------------------------------------------------------
 
-def build_cpu(mod: tvm.IRModule, target: tvm.target.Target, threads_hint: int = 0) -> tuple[tvm.runtime.Executable, Report]:
+def build_cpu(
+    mod: tvm.IRModule, target: tvm.target.Target, threads_hint: int = 0, tuning: Tuning = None
+) -> tuple[tvm.runtime.Executable, Report]:
     """Lower a Relax IRModule imported by tvm.relax.frontend.onnx.from_onnx(..., keep_params_in_input=False)
     with edgekit's default CPU schedules and build it. Returns the executable (like relax.build) and a report
-    mapping each PrimFunc name -> the rule applied (e.g. "conv2d-nhwc-regblock", "dense", "fallback: ...")."""
-    mod, report = schedule_cpu(mod, target, threads_hint)
+    mapping each PrimFunc name -> the rule applied (e.g. "conv2d-nhwc-regblock", "dense", "fallback: ...").
+    `tuning`: a database written by `edgekit tune` (a .json file or a directory of them) or a
+    {task key: knobs} mapping; matching PrimFuncs get the tuned knobs ("... (tuned: vec=16,row=7,...)")."""
+    mod, report = schedule_cpu(mod, target, threads_hint, tuning)
     return relax.build(mod, target=target), report
 
 
-def schedule_cpu(mod: tvm.IRModule, target: tvm.target.Target, threads_hint: int = 0) -> tuple[tvm.IRModule, Report]:
+def schedule_cpu(
+    mod: tvm.IRModule, target: tvm.target.Target, threads_hint: int = 0, tuning: Tuning = None
+) -> tuple[tvm.IRModule, Report]:
     """The Relax passes and per-PrimFunc schedules of build_cpu, without code generation."""
-    threads = threads_hint or int(os.environ.get("TVM_NUM_THREADS", 0)) or os.cpu_count() or 1
+    threads = threads_hint or int(os.environ.get("TVM_NUM_THREADS", 0)) or _cpu_count()
+    if tuning is not None and not isinstance(tuning, Mapping):
+        from edgekit.compiler.tune import load_database
+
+        tuning = load_database(tuning, target)
     report: Report = {}
     with target:  # dlight rules read the target (vector width) from the context
-        mod = _prepare_relax(mod)
+        mod = prepare_relax(mod)
+        threads = effective_threads(mod, threads)
         for gv, func in list(mod.functions.items()):
             if isinstance(func, tvm.tirx.PrimFunc):
-                new_func, rule = schedule_prim_func(func, threads)
+                knobs = tuning.get(task_key(func, target)) if tuning else None
+                new_func, rule = schedule_prim_func(func, threads, knobs)
                 mod[gv] = new_func
                 report[gv.name_hint] = rule
     return mod, report
 
 
-def _prepare_relax(mod: tvm.IRModule) -> tvm.IRModule:
+def effective_threads(mod: tvm.IRModule, threads: int) -> int:
+    """`threads`, or 1 for a small model (see SMALL_MODEL_MACS): its ops are too short to amortize a
+    thread-pool barrier each, and under machine load those barriers dominate (ViT-tiny, digits CNN)."""
+    if threads <= 1:
+        return threads
+    try:
+        total = model_macs(mod)
+    except Exception:  # noqa: BLE001 - an estimate only
+        return threads
+    return 1 if total < SMALL_MODEL_MACS else threads
+
+
+def model_macs(mod: tvm.IRModule) -> int:
+    """Multiply-adds of the prepared module's conv/matmul PrimFuncs, times how often main calls each."""
+    calls = call_counts(mod)
+    total = 0
+    for gv, func in mod.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            try:
+                sch = Schedule(func)
+                if _pick_rule(sch) in _TILE_RULES:
+                    total += _block_work(sch, _single_reduction(sch)) * max(1, calls.get(gv.name_hint, 1))
+            except Exception:  # noqa: BLE001
+                continue
+    return total
+
+
+def call_counts(mod: tvm.IRModule) -> dict[str, int]:
+    """How often the Relax functions call each PrimFunc (identical layers share one PrimFunc)."""
+    counts: dict[str, int] = {}
+
+    @relax.expr_functor.visitor
+    class _Count(relax.PyExprVisitor):
+        def visit_call_(self, call: relax.Call) -> None:  # noqa: D102
+            for arg in call.args:
+                if isinstance(arg, tvm.ir.GlobalVar):
+                    counts[arg.name_hint] = counts.get(arg.name_hint, 0) + 1
+            super().visit_call_(call)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            _Count().visit_expr(func)
+    return counts
+
+
+def task_key(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> str:
+    """Tuning-database key of a fused PrimFunc (before scheduling): its structural hash. Identical convs of a
+    model share one key; the target is recorded once per database (see edgekit.compiler.tune)."""
+    import tvm_ffi
+
+    return f"{tvm_ffi.structural_hash(func) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _prepare_relax(mod: tvm.IRModule) -> tvm.IRModule:  # kept for callers of the old private name
+    return prepare_relax(mod)
+
+
+def prepare_relax(mod: tvm.IRModule) -> tvm.IRModule:
     """NHWC convs (channels innermost = vector lanes), Clip as Relax ops so it fuses, then legalize + fuse."""
     seq = tvm.transform.Sequential([
         relax.transform.FoldConstant(),
@@ -70,6 +163,7 @@ def _prepare_relax(mod: tvm.IRModule) -> tvm.IRModule:
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
         _CancelPermutes,
         relax.transform.DeadCodeElimination(),
+        *([_FastMath] if FAST_MATH else []),
         relax.get_pipeline("zero"),  # LegalizeOps, FoldConstant (transposes the weights), FuseOps, FuseTIR
     ])
     return seq(mod)
@@ -184,6 +278,16 @@ def _relax_rewrite(mutator_cls: type, name: str) -> tvm.transform.Pass:
 
 
 _ScalarMinMaxToRelax = _relax_rewrite(_MinMaxMutator, "ScalarMinMaxToClip")
+
+
+@tvm.transform.module_pass(opt_level=0, name="EdgekitFastMath")
+def _FastMath(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    """erf / exp / tanh / softmax -> TVM's vectorizable polynomial versions (topi.fast_*). libm's erff/expf
+    are scalar calls: GELU's erf alone was 40% of the small ViT. On any error keep the module."""
+    try:
+        return relax.transform.FastMathTransform()(mod)
+    except Exception:  # noqa: BLE001
+        return mod
 _CancelPermutes = _relax_rewrite(_CancelPermuteAroundClip, "CancelPermuteAroundClip")
 
 
@@ -194,8 +298,10 @@ _CancelPermutes = _relax_rewrite(_CancelPermuteAroundClip, "CancelPermuteAroundC
 Rule = Callable[[Schedule, int], str]
 
 
-def schedule_prim_func(func: tvm.tirx.PrimFunc, threads: int) -> tuple[tvm.tirx.PrimFunc, str]:
-    """Pick a rule by the PrimFunc's sblocks, apply it; on any failure use the safe fallback."""
+def schedule_prim_func(func: tvm.tirx.PrimFunc, threads: int, knobs: Knobs | None = None) -> tuple[tvm.tirx.PrimFunc, str]:
+    """Pick a rule by the PrimFunc's sblocks, apply it; on any failure use the safe fallback.
+    `knobs` (from a tuning database) override the register-tiling rules' heuristic choices; if the rule
+    fails with them, it is retried with its defaults (a stale database never breaks a build)."""
     try:
         rule = _pick_rule(Schedule(func))
     except Exception as exc:  # noqa: BLE001
@@ -203,10 +309,17 @@ def schedule_prim_func(func: tvm.tirx.PrimFunc, threads: int) -> tuple[tvm.tirx.
     else:
         why = ""
     if rule is not _fallback:
+        if knobs and rule in _TILE_RULES:
+            sch = Schedule(func)
+            try:
+                name = rule(sch, threads, knobs=knobs)
+                return sch.mod["main"], f"{name} (tuned: {format_knobs(knobs)})"
+            except Exception as exc:  # noqa: BLE001
+                why = f"tuned knobs failed: {_first_line(exc)}"
         sch = Schedule(func)
         try:
             name = rule(sch, threads)
-            return sch.mod["main"], name
+            return sch.mod["main"], f"{name} ({why})" if why else name
         except Exception as exc:  # noqa: BLE001 - a rule bug must never break the build
             why = f"{rule.__name__} failed: {_first_line(exc)}"
     sch = Schedule(func)
@@ -215,6 +328,10 @@ def schedule_prim_func(func: tvm.tirx.PrimFunc, threads: int) -> tuple[tvm.tirx.
         return sch.mod["main"], f"fallback-parallel ({why})" if why else "fallback-parallel"
     except Exception as exc:  # noqa: BLE001
         return func, f"none ({why}; fallback failed: {_first_line(exc)})"
+
+
+def format_knobs(knobs: Knobs) -> str:
+    return ",".join(f"{k}={knobs[k]}" for k in sorted(knobs))
 
 
 def _pick_rule(sch: Schedule) -> Rule:
@@ -237,73 +354,201 @@ def _pick_rule(sch: Schedule) -> Rule:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Knobs of the register-tiling rules (conv, depthwise, dense). The defaults are the untuned heuristics;
+# edgekit.compiler.tune times other settings per fused PrimFunc and stores winners in a database.
+#   vec    output-channel / output-feature lanes of the register tile (divides that axis)
+#   row    register-tile rows: output pixels along W (conv) or matmul rows M (dense); divides that axis
+#   red    innermost reduction axis (ci / k) split by this and unrolled (1 = not split)
+#   par    "outer": parallel over fused (col_o, outer...); "outer+row": also the tile-row loop (more, smaller
+#          chunks: helps when col_o x outer is smaller than the thread count); "none": single-threaded
+#   order  "col": col_o outermost (a thread's chunk reuses one weight tile); "outer": outer loops first
+# ----------------------------------------------------------------------------------------------------------
+
+KNOB_NAMES = ("vec", "row", "red", "par", "order")
+
+
+def _tile_dims(sch: Schedule, rule: Rule) -> dict[str, int]:
+    red_block = _single_reduction(sch)
+    loops = sch.get_loops(red_block)
+    macs = _block_work(sch, red_block)
+    if rule is _dense:
+        *batch, i, j, k = loops
+        return {"row_n": _extent(sch, i), "col_n": _extent(sch, j), "red_n": _extent(sch, k), "macs": macs, "outer": len(batch)}
+    n, h, w, co, kh, kw, ci = loops
+    return {"row_n": _extent(sch, w), "col_n": _extent(sch, co), "red_n": _extent(sch, ci), "macs": macs, "outer": 2}
+
+
+_VEC_PREFER = {
+    "conv": (32, 48, 64, 16, 24, 8),
+    "depthwise": (32, 16, 48, 64, 24, 8),
+    "dense": (64, 32, 48, 16, 40, 24, 8),
+}
+_ROW_CAP = {"conv": 14, "depthwise": 8, "dense": 8}
+
+
+def _simd() -> tuple[int, int]:
+    """(fp32 lanes per vector register, accumulator registers a tile may use) for the current target.
+    AVX-512 (and anything not known to be narrower): 16 lanes, 24 of 32 zmm. AVX2-only x86 (the x86_64
+    target is x86-64-v3): 8 lanes and 16 ymm registers, so at most 12 accumulators or the tile spills."""
+    target = tvm.target.Target.current(allow_none=True)
+    if target is None:
+        return LANES, MAX_ACC_VECTORS
+    key = str(target)
+    if key not in _SIMD_CACHE:
+        simd = (LANES, MAX_ACC_VECTORS)
+        try:
+            mtriple = str(target.attrs.get("mtriple", "")) if hasattr(target, "attrs") else ""
+            is_x86 = mtriple.startswith("x86_64") or (not mtriple and tvm.target.codegen.target_has_features("sse2", target))
+            if is_x86 and not tvm.target.codegen.target_has_features("avx512f", target):
+                simd = (8, 12)
+        except Exception:  # noqa: BLE001 - unknown: keep the AVX-512 assumptions
+            pass
+        _SIMD_CACHE[key] = simd
+    return _SIMD_CACHE[key]
+
+
+_SIMD_CACHE: dict[str, tuple[int, int]] = {}
+
+
+def _pick_tile(kind: str, dims: dict[str, int]) -> tuple[int, int]:
+    lanes, budget = _simd()
+    cap = _ROW_CAP[kind]
+    if (lanes, budget) == (LANES, MAX_ACC_VECTORS):  # the AVX-512 heuristic, as measured (ResNet-18 1.13x ORT)
+        vec = _pick_lanes(dims["col_n"], prefer=_VEC_PREFER[kind])
+        return vec, _largest_divisor(dims["row_n"], max(1, min(cap, budget // math.ceil(vec / lanes))))
+    # narrower SIMD: the (vec, row) tile that fits the accumulator budget with the most FMAs per load
+    # (row*nv FMAs per nv weight loads + row broadcasts); ties go to the preference order
+    best, best_score = None, -1.0
+    prefer = [v for v in _VEC_PREFER[kind] if dims["col_n"] % v == 0] or [_pick_lanes(dims["col_n"], _VEC_PREFER[kind])]
+    for vec in prefer:
+        nv = math.ceil(vec / lanes)
+        row = _largest_divisor(dims["row_n"], max(1, min(cap, budget // nv)))
+        score = row * nv / (row + nv) if row * nv <= budget else 0.0
+        if score > best_score + 1e-9:
+            best, best_score = (vec, row), score
+    return best
+
+
+def _default_knobs(kind: str, dims: dict[str, int], threads: int) -> Knobs:
+    vec, row = _pick_tile(kind, dims)
+    red = 4 if kind != "depthwise" and dims["red_n"] % 4 == 0 and dims["red_n"] > 4 else 1
+    par = "outer" if threads > 1 and dims["macs"] >= PARALLEL_MIN_MACS else "none"
+    return {"vec": vec, "row": row, "red": red, "par": par, "order": "col"}
+
+
+def _knob_space(kind: str, dims: dict[str, int], threads: int) -> dict[str, list]:
+    default = _default_knobs(kind, dims, threads)
+    col_n, row_n, red_n = dims["col_n"], dims["row_n"], dims["red_n"]
+    vecs = sorted({v for v in range(4, 129) if col_n % v == 0 and (v % 4 == 0 or v == col_n or v < LANES)} | {default["vec"]})
+    rows = sorted({r for r in range(1, 17) if row_n % r == 0} | {default["row"]})
+    reds = [1] if kind == "depthwise" else sorted({u for u in (1, 2, 4, 8) if red_n % u == 0 and red_n > u} | {1, default["red"]})
+    # "none" only for small tasks, where waking the thread pool is the question: for big ones a
+    # single-threaded win only means another process held the other core while tuning (machine load)
+    pars = ["none"] if threads <= 1 else ["outer", "outer+row"] + (["none"] if dims["macs"] < 16 * PARALLEL_MIN_MACS else [])
+    orders = ["col", "outer"] if dims["outer"] else ["col"]
+    return {"vec": vecs, "row": rows, "red": reds, "par": pars, "order": orders}
+
+
+def tunable_space(func: tvm.tirx.PrimFunc, threads: int) -> tuple[str, Knobs, dict[str, list], dict[str, int]] | None:
+    """(rule name, default knobs, knob space, dims) of a PrimFunc whose rule has knobs, else None."""
+    try:
+        sch = Schedule(func)
+        rule = _pick_rule(sch)
+        if rule not in _TILE_RULES:
+            return None
+        kind = _TILE_RULES[rule]
+        dims = _tile_dims(sch, rule)
+    except Exception:  # noqa: BLE001 - not tunable
+        return None
+    return kind, _default_knobs(kind, dims, threads), _knob_space(kind, dims, threads), dims
+
+
+def _resolve(kind: str, dims: dict[str, int], threads: int, knobs: Knobs | None) -> Knobs:
+    out = _default_knobs(kind, dims, threads)
+    if knobs:
+        unknown = set(knobs) - set(KNOB_NAMES)
+        if unknown:
+            raise ValueError(f"unknown knobs {sorted(unknown)}")
+        out.update(knobs)
+    if threads <= 1:
+        out["par"] = "none"  # a database tuned for more threads, compiled for one (or a small model)
+    if dims["col_n"] % int(out["vec"]) or dims["row_n"] % int(out["row"]) or (int(out["red"]) > 1 and dims["red_n"] % int(out["red"])):
+        raise ValueError(f"knobs {format_knobs(out)} do not divide the loop extents")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Rules (each returns its report name)
 # ----------------------------------------------------------------------------------------------------------
 
-def _conv_nhwc(sch: Schedule, threads: int) -> str:
+def _conv_nhwc(sch: Schedule, threads: int, knobs: Knobs | None = None) -> str:
     """Dense NHWC conv: (n, h, co/V, w/R, kh, kw, ci, R, V) with an R x V accumulator tile in registers."""
     conv = _single_reduction(sch)
+    k = _resolve("conv", _tile_dims(sch, _conv_nhwc), threads, knobs)
     n, h, w, co, kh, kw, ci = sch.get_loops(conv)
-    vec = _pick_lanes(_extent(sch, co), prefer=(32, 48, 64, 16, 24, 8))
-    row = _largest_divisor(_extent(sch, w), max(1, min(14, MAX_ACC_VECTORS // math.ceil(vec / LANES))))
-    _regblock(sch, conv, outer=[n, h], row=(w, row), col=(co, vec), red=[kh, kw, ci], threads=threads)
+    _regblock(sch, conv, outer=[n, h], row=(w, k["row"]), col=(co, k["vec"]), red=[kh, kw, ci], knobs=k)
     return "conv2d-nhwc-regblock"
 
 
-def _conv_nhwc_depthwise(sch: Schedule, threads: int) -> str:
+def _conv_nhwc_depthwise(sch: Schedule, threads: int, knobs: Knobs | None = None) -> str:
     """Depthwise (or grouped) NHWC conv: channels are both the reduction's and the output's vector lanes.
     Depthwise is memory-bound, so the zero padding is inlined (a bounds check per tap, no padded copy)."""
     conv = _single_reduction(sch)
+    k = _resolve("depthwise", _tile_dims(sch, _conv_nhwc_depthwise), threads, knobs)
     for prod in sch.get_producers(conv):
         sch.compute_inline(prod)
     n, h, w, co, kh, kw, ci = sch.get_loops(conv)
-    vec = _pick_lanes(_extent(sch, co), prefer=(32, 16, 48, 64, 24, 8))
-    row = _largest_divisor(_extent(sch, w), max(1, min(8, MAX_ACC_VECTORS // math.ceil(vec / LANES))))
-    _regblock(sch, conv, outer=[n, h], row=(w, row), col=(co, vec), red=[kh, kw, ci], threads=threads)
+    _regblock(sch, conv, outer=[n, h], row=(w, k["row"]), col=(co, k["vec"]), red=[kh, kw, ci], knobs=k)
     return "conv2d-nhwc-depthwise" if _extent(sch, ci) == 1 else "conv2d-nhwc-grouped"
 
 
-def _dense(sch: Schedule, threads: int) -> str:
+def _dense(sch: Schedule, threads: int, knobs: Knobs | None = None) -> str:
     """(batch.., M, N, K) matmul: (batch, M/R, N/V, K, R, V) with an R x V accumulator tile in registers."""
     mm = _single_reduction(sch)
+    kn = _resolve("dense", _tile_dims(sch, _dense), threads, knobs)
     *batch, i, j, k = sch.get_loops(mm)
-    vec = _pick_lanes(_extent(sch, j), prefer=(64, 32, 48, 16, 40, 24, 8))
-    row = _largest_divisor(_extent(sch, i), max(1, min(8, MAX_ACC_VECTORS // math.ceil(vec / LANES))))
-    _regblock(sch, mm, outer=list(batch), row=(i, row), col=(j, vec), red=[k], threads=threads)
+    _regblock(sch, mm, outer=list(batch), row=(i, kn["row"]), col=(j, kn["vec"]), red=[k], knobs=kn)
     return "dense"
 
 
-def _regblock(sch: Schedule, red_block, outer: list, row: tuple, col: tuple, red: list, threads: int) -> None:
+_TILE_RULES: dict[Rule, str] = {_conv_nhwc: "conv", _conv_nhwc_depthwise: "depthwise", _dense: "dense"}
+
+
+def _regblock(sch: Schedule, red_block, outer: list, row: tuple, col: tuple, red: list, knobs: Knobs) -> None:
     """Shared register-tiling core of the conv and dense rules.
 
     Loop nest: parallel(col_o, outer..) > row_o > red.. > row_i (unrolled) > col_i (vector lanes).
     Each red step broadcasts one input per row and loads V contiguous weights (NHWC/HWIO, K x N layouts),
     so the accumulator tile stays in registers for the whole reduction; the fused epilogue (bias, residual,
-    ReLU/Clip, GELU...) is applied when the tile is stored.
+    ReLU/Clip, GELU...) is applied when the tile is stored. `knobs` (see _default_knobs) pick the tile
+    shape, the reduction unroll, the parallel loop and the loop order.
     """
-    macs = _block_work(sch, red_block)
+    threads = 2 if knobs["par"] != "none" else 1  # only parallel-or-not matters to the helpers below
     _inline_pad(sch, red_block)
     _inline_elementwise(sch, keep={red_block})
     for blk in _other_spatial(sch, red_block):  # padding stages left over: their own parallel nests
         _par_vec(sch, blk, threads)
     (row_loop, row_f), (col_loop, col_f) = row, col
-    row_o, row_i = sch.split(row_loop, [None, row_f])
-    col_o, col_i = sch.split(col_loop, [None, col_f])
-    # col_o outermost: each thread's contiguous chunk of the parallel loop reuses one weight tile
-    # (kh*kw*ci*V floats) for all output rows, instead of streaming every weight tile from L3 per row.
-    sch.reorder(col_o, *outer, row_o, *red, row_i, col_i)
-    if _extent(sch, red[-1]) % 4 == 0 and _extent(sch, red[-1]) > 4:
-        # 4 reduction steps per loop trip, unrolled: fewer loop-carried branches between the FMA groups
-        red_o, red_i = sch.split(red[-1], [None, 4])
+    row_o, row_i = sch.split(row_loop, [None, int(row_f)])
+    col_o, col_i = sch.split(col_loop, [None, int(col_f)])
+    # col_o outermost (order "col"): each thread's contiguous chunk of the parallel loop reuses one weight
+    # tile (kh*kw*ci*V floats) for all output rows, instead of streaming every weight tile from L3 per row.
+    head = [col_o, *outer] if knobs["order"] == "col" else [*outer, col_o]
+    sch.reorder(*head, row_o, *red, row_i, col_i)
+    unroll = int(knobs["red"])
+    if unroll > 1 and _extent(sch, red[-1]) % unroll == 0 and _extent(sch, red[-1]) > unroll:
+        # `unroll` reduction steps per loop trip, unrolled: fewer loop-carried branches between the FMA groups
+        red_o, red_i = sch.split(red[-1], [None, unroll])
         sch.reorder(red_o, red_i, row_i)
         sch.unroll(red_i)
         red = [*red[:-1], red_o]
     store = sch.cache_write(red_block, 0, "local")
     _reverse_inline_epilogue(sch, store)
     sch.reverse_compute_at(store, row_o, preserve_unit_loops=True)
-    par = sch.fuse(col_o, *outer) if outer else col_o
-    if threads > 1 and macs >= PARALLEL_MIN_MACS:
-        sch.parallel(par)
+    if knobs["par"] == "outer+row":
+        sch.parallel(sch.fuse(*head, row_o))
+    elif knobs["par"] == "outer":
+        sch.parallel(sch.fuse(*head) if len(head) > 1 else head[0])
     _vectorize_lanes(sch, col_i, unroll_outer=True)
     sch.unroll(row_i)
     *_, s_row, s_col = sch.get_loops(store)
@@ -316,7 +561,16 @@ def _dlight_reduction(sch: Schedule, threads: int) -> str:
     from tvm.s_tir import dlight
 
     target = tvm.target.Target.current(allow_none=True) or tvm.target.Target({"kind": "llvm"})
-    new = dlight.cpu.Reduction().apply(sch.mod["main"], target, False)
+    work = max(_block_work(sch, b) for b in _blocks(sch))
+    if threads > 1 and work >= PARALLEL_MIN_ELEMS * 8:
+        new = dlight.cpu.Reduction().apply(sch.mod["main"], target, False)
+    else:  # the same rule without its parallel loop (small rows: a thread-pool barrier costs more)
+        parallel = Schedule.parallel
+        Schedule.parallel = lambda self, loop: None  # type: ignore[method-assign]
+        try:
+            new = dlight.cpu.Reduction().apply(sch.mod["main"], target, False)
+        finally:
+            Schedule.parallel = parallel  # type: ignore[method-assign]
     if new is None:
         raise ValueError("dlight Reduction does not apply")
     sch.mod["main"] = new.mod["main"]  # type: ignore[index]

@@ -1,0 +1,411 @@
+"""`edgekit tune`: a fast search over the knobs of edgekit's own CPU schedule rules, per fused PrimFunc.
+
+Not MetaSchedule (35-60 s per task per iteration here): each task is one fused conv / depthwise / dense
+PrimFunc of the model, scheduled by edgekit.compiler.schedules.cpu with a handful of knob settings
+(register tile rows and lanes, reduction unroll, parallel loop, loop order). Every candidate is built on
+its own, checked against the default schedule's output, and timed with TVM's time_evaluator in interleaved
+rounds (default and candidates alternate, medians), so machine load hits all of them alike. A setting is
+kept only when it beats the default by `min_gain` in the timing rounds *and* in a confirmation run; the
+whole tuned model is then benchmarked against the default build side by side (each in its own process)
+and tuned entries are dropped if the model did not get faster: a tuned model is never slower than the
+default schedules (within measurement noise).
+
+Database (JSON, one file per model: <out_dir>/<target name>/<model>.json), rewritten after every task:
+
+    {"format": "edgekit-tuning", "version": 1, "target": "<tvm target JSON>", "target_name": "x86_64",
+     "threads": 2, "model": "resnet18.onnx", "model_sha256": "...",
+     "tasks": {"<structural hash>": {"name": "fused_conv2d_add_relu", "rule": "conv", "count": 2,
+               "macs": 115605504, "default": {...knobs}, "default_us": 612.3,
+               "knobs": {...} | null, "best_us": 540.1, "gain": 0.118, "trials": 16,
+               "candidates": [[{...knobs}, us], ...]}},
+     "end_to_end": {"default_ms": ..., "tuned_ms": ..., "speedup": ..., "accepted": true}}
+
+`knobs: null` means "the default was best" (the task is done and is not re-timed on resume).
+compile --tuning loads every *.json under a directory (or one file) whose "target" matches.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+FORMAT = "edgekit-tuning"
+VERSION = 1
+MIN_GAIN = 0.03  # a tuned setting must beat the default by 3% (per task and end to end)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Database
+# ----------------------------------------------------------------------------------------------------------
+
+def target_string(target) -> str:
+    return str(target)
+
+
+def load_database(path: str | Path, target=None) -> dict[str, dict]:
+    """{task key: knobs} from one database file or every *.json under a directory (recursively).
+    With `target`, only databases built for that exact TVM target are used. Entries without knobs
+    (the default was best) are left out."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgekitError(f"tuning database {path} does not exist", "create it with `edgekit tune model.onnx -o tuning/`")
+    files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+    want = target_string(target) if target is not None else None
+    out: dict[str, dict] = {}
+    for file in files:
+        try:
+            db = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise EdgekitError(f"tuning database {file} is not valid JSON", "re-run edgekit tune") from None
+        if not isinstance(db, dict) or db.get("format") != FORMAT:
+            continue
+        if want is not None and db.get("target") != want:
+            continue
+        for key, task in db.get("tasks", {}).items():
+            if task.get("knobs"):
+                out[key] = dict(task["knobs"])
+    return out
+
+
+def _read_db(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        db = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return db if isinstance(db, dict) and db.get("format") == FORMAT and db.get("version") == VERSION else None
+
+
+def _write_db(path: Path, db: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(db, indent=1, sort_keys=False))
+    os.replace(tmp, path)  # atomic: an interrupted run leaves the last complete database
+
+
+def database_path(out_dir: Path, target_name: str, model_path: Path) -> Path:
+    out_dir = Path(out_dir)
+    if out_dir.suffix == ".json":
+        return out_dir
+    return out_dir / target_name / f"{Path(model_path).stem}.json"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tasks
+# ----------------------------------------------------------------------------------------------------------
+
+def extract_tasks(onnx_path: Path, spec, input_shapes=None):
+    """(prepared Relax module, [task dicts]) for the tunable fused PrimFuncs of the model, biggest first."""
+    import tvm
+
+    from edgekit.compiler.frontend import to_relax
+    from edgekit.compiler.schedules.cpu import call_counts, prepare_relax, task_key
+    from edgekit.export import simplify
+    from edgekit.graph import load_onnx, resolve_input_specs
+
+    model = load_onnx(onnx_path)
+    in_specs = resolve_input_specs(model, input_shapes or {})
+    simplified, _ = simplify(model, {s.name: list(s.shape) for s in in_specs})
+    mod = to_relax(simplified, in_specs)
+    target = spec.tvm_target()
+    with target:
+        mod = prepare_relax(mod)
+    calls = call_counts(mod)
+    tasks: dict[str, dict] = {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            key = task_key(func, target)
+            n = max(1, calls.get(gv.name_hint, 1))
+            if key in tasks:
+                tasks[key]["count"] += n
+            else:
+                tasks[key] = {"key": key, "name": gv.name_hint, "func": func, "count": n}
+    return mod, list(tasks.values())
+
+
+def _candidates(default: dict, space: dict[str, list], n: int, seed: str) -> list[dict]:
+    """Up to n knob settings other than the default: every single-knob change first (nearest the heuristic),
+    then random combinations. Deterministic per task."""
+    rng = random.Random(seed)
+    single = [dict(default, **{k: v}) for k, vals in space.items() for v in vals if v != default[k]]
+    rng.shuffle(single)
+    out: list[dict] = []
+    seen = {json.dumps(default, sort_keys=True)}
+    for c in single:
+        key = json.dumps(c, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    # random combinations fill in beyond the first n//2 single changes
+    out = out[: max(n // 2, n - 64)] if len(out) > n else out
+    tries = 0
+    while len(out) < n and tries < 50 * n:
+        tries += 1
+        c = {k: rng.choice(vals) for k, vals in space.items()}
+        key = json.dumps(c, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out[:n]
+
+
+def _random_args(func) -> list:
+    import tvm
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    rng = np.random.default_rng(0)
+    args = []
+    for info in ArgInfo.from_prim_func(func):
+        shape = [int(d) for d in info.shape]
+        args.append(tvm.runtime.tensor(rng.standard_normal(shape).astype(info.dtype) if "float" in info.dtype else np.zeros(shape, info.dtype)))
+    return args
+
+
+def _build_one(func, target):
+    import tvm
+
+    exe = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+    return exe.mod
+
+
+class _Timer:
+    """Interleaved timing of several compiled PrimFuncs on the same arguments."""
+
+    def __init__(self, func, target_seconds: float = 2e-3) -> None:
+        import tvm
+
+        self._tvm = tvm
+        self.args = _random_args(func)
+        self.target_seconds = target_seconds
+        self.number = 1
+
+    def calibrate(self, mod) -> float:
+        ev = mod.time_evaluator("main", self._tvm.cpu(), number=3, repeat=3)
+        t = float(np.median(ev(*self.args).results))
+        self.number = int(min(2000, max(1, self.target_seconds / max(t, 1e-7))))
+        return t
+
+    def once(self, mod) -> float:
+        ev = mod.time_evaluator("main", self._tvm.cpu(), number=self.number, repeat=1)
+        return float(ev(*self.args).mean)
+
+    def outputs(self, mod) -> list[np.ndarray]:
+        mod["main"](*self.args)
+        return [a.numpy().copy() for a in self.args]
+
+
+def _time_rounds(timer: _Timer, mods: dict[int, object], rounds: int, samples: dict[int, list[float]], rng: random.Random) -> None:
+    for _ in range(rounds):
+        order = list(mods)
+        rng.shuffle(order)
+        for i in order:
+            samples[i].append(timer.once(mods[i]))
+
+
+def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | None, min_gain: float = MIN_GAIN, on_step=None) -> dict:
+    """Time the default and up to `trials` knob settings of one task. Returns its database entry."""
+    from edgekit.compiler.schedules.cpu import schedule_prim_func, tunable_space
+
+    target = spec.tvm_target()
+    with target:  # the defaults depend on the target's vector width
+        kind, default, space, dims = tunable_space(task["func"], threads)
+    entry = {"name": task["name"], "rule": kind, "count": task["count"], "macs": dims["macs"], "threads": threads,
+             "default": default, "knobs": None, "default_us": None, "best_us": None, "gain": 0.0, "trials": 0, "candidates": []}
+    cands = [default] + _candidates(default, space, trials, task["key"])
+    mods: dict[int, object] = {}
+    knobs_of: dict[int, dict] = {}
+    with target:
+        timer = _Timer(task["func"])
+        ref = None
+        for i, knobs in enumerate(cands):
+            if deadline is not None and i > 0 and time.monotonic() > deadline:
+                break
+            try:
+                sched, rule = schedule_prim_func(task["func"], threads, None if i == 0 else knobs)
+                if i > 0 and "(tuned" not in rule:
+                    continue  # these knobs failed and the rule fell back to its defaults: nothing new to time
+                mod = _build_one(sched, target)
+                outs = timer.outputs(mod)
+            except Exception:  # noqa: BLE001 - an invalid setting is skipped, not fatal
+                continue
+            if i == 0:
+                ref = outs
+                timer.calibrate(mod)
+            elif not all(np.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(outs, ref)):
+                continue  # must compute the same thing as the default schedule
+            mods[i], knobs_of[i] = mod, knobs
+            if on_step:
+                on_step()
+    if not mods or 0 not in mods:
+        return entry
+    rng = random.Random(task["key"])
+    samples: dict[int, list[float]] = {i: [] for i in mods}
+    _time_rounds(timer, mods, 5, samples, rng)
+    med = {i: float(np.median(v)) for i, v in samples.items()}
+    best = min(med, key=med.get)
+    if best != 0 and med[best] < med[0] * (1 - min_gain):
+        # confirm: default and the winner alone, more rounds (a lucky sample under load is not a win)
+        _time_rounds(timer, {0: mods[0], best: mods[best]}, 7, samples, rng)
+        med[0], med[best] = float(np.median(samples[0])), float(np.median(samples[best]))
+    entry["default_us"] = round(med[0] * 1e6, 3)
+    entry["trials"] = len(mods) - 1
+    entry["candidates"] = [[knobs_of[i], round(med[i] * 1e6, 3)] for i in sorted(mods, key=med.get)][:8]
+    if best != 0 and med[best] < med[0] * (1 - min_gain):
+        entry.update(knobs=knobs_of[best], best_us=round(med[best] * 1e6, 3), gain=round(1 - med[best] / med[0], 4))
+    else:
+        entry["best_us"] = entry["default_us"]
+    return entry
+
+
+# ----------------------------------------------------------------------------------------------------------
+# End-to-end check: the whole model, default vs tuned, each timed in its own process, alternating
+# ----------------------------------------------------------------------------------------------------------
+
+def _bench_pair(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, dict], threads: int, input_shapes, rounds: int = 6) -> dict:
+    from edgekit.bench import _run_worker
+    from edgekit.compiler.build import compile_onnx
+    from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
+        tmp = Path(tmpdir)
+        arts = {
+            "default": compile_onnx(onnx_path, tmp / "default", spec_name, input_shapes, validate=False, quiet=True, threads=threads).artifact,
+            "tuned": compile_onnx(onnx_path, tmp / "tuned", spec_name, input_shapes, validate=False, quiet=True, threads=threads, tuning=dict(db_tasks)).artifact,
+        }
+        inputs = tmp / "inputs.npz"
+        np.savez(inputs, **random_inputs(resolve_input_specs(load_onnx(onnx_path), input_shapes or {})))
+        probe = _run_worker({"runtime": "tvm", "model": str(arts["default"]), "inputs": str(inputs), "threads": threads, "warmup": 2, "repeat": 5})
+        per_call = max(float(np.median(probe["times_ms"])), 1e-3)
+        repeat = int(min(200, max(5, 300.0 / per_call)))  # ~0.3 s of calls per round and variant
+        times: dict[str, list[float]] = {"default": [], "tuned": []}
+        for rnd in range(rounds):
+            for name in (("default", "tuned") if rnd % 2 == 0 else ("tuned", "default")):
+                out = _run_worker({"runtime": "tvm", "model": str(arts[name]), "inputs": str(inputs), "threads": threads, "warmup": 3, "repeat": repeat})
+                times[name].extend(out["times_ms"])
+    d, t = float(np.median(times["default"])), float(np.median(times["tuned"]))
+    return {"default_ms": round(d, 4), "tuned_ms": round(t, 4), "speedup": round(d / t, 4), "samples": len(times["tuned"]), "threads": threads}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------------------------
+
+def tune_model(
+    onnx_path: Path | str,
+    target_name: str = "x86_64",
+    out_dir: Path | str = Path("tuning"),
+    trials_per_task: int = 16,
+    threads: int = 0,
+    budget_s: float | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    progress: bool = True,
+    verify: bool = True,
+    min_gain: float = MIN_GAIN,
+) -> dict:
+    """Tune the conv / depthwise / dense tasks of a model; write <out_dir>/<target>/<model>.json after every
+    task (resumable: tasks already in the database are not re-timed). Returns a report dict."""
+    from edgekit.bench import default_threads
+    from edgekit.fileio import sha256_of
+    from edgekit.targets import load_target
+
+    t_start = time.monotonic()
+    deadline = t_start + budget_s if budget_s else None
+    onnx_path = Path(onnx_path)
+    spec = load_target(target_name)
+    if spec.tvm.get("kind") != "llvm" or not spec.runs_on_host:
+        raise EdgekitError(f"edgekit tune times candidates on this machine: target {spec.name} does not run here",
+                           "tune on the board itself, or for a host target (x86_64, x86_64-avx512)")
+    if trials_per_task < 0:
+        raise EdgekitError("--trials must be >= 0")
+    threads = threads or spec.threads or default_threads()
+    os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts (first parallel call)
+    db_path = database_path(Path(out_dir), spec.name, onnx_path)
+    target = spec.tvm_target()
+    sha = sha256_of(onnx_path)
+    db = _read_db(db_path)
+    if db is not None and (db.get("target") != target_string(target) or db.get("model_sha256") != sha):
+        db = None  # another target or another model under the same name: start over
+    if db is None:
+        db = {"format": FORMAT, "version": VERSION, "target": target_string(target), "target_name": spec.name, "threads": threads,
+              "model": onnx_path.name, "model_sha256": sha, "tasks": {}, "end_to_end": None}
+
+    from edgekit.compiler.schedules.cpu import effective_threads, tunable_space
+
+    prepared, all_tasks = extract_tasks(onnx_path, spec, input_shapes)
+    sched_threads = effective_threads(prepared, threads)  # what schedule_cpu will use (1 for small models)
+    tunable = []
+    for task in all_tasks:
+        with target:
+            space = tunable_space(task["func"], sched_threads)
+        if space is not None:
+            task["macs"] = space[3]["macs"]
+            tunable.append(task)
+    tunable.sort(key=lambda t: -t["macs"] * t["count"])  # biggest share of the model's work first
+    todo = [t for t in tunable if t["key"] not in db["tasks"]]
+    resumed = len(tunable) - len(todo)
+    report = {"model": str(onnx_path), "database": str(db_path), "target": spec.name, "threads": threads, "schedule_threads": sched_threads,
+              "tasks": len(tunable), "resumed": resumed, "timed": 0, "tuned": 0, "budget_exhausted": False}
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from edgekit.progress import stderr
+
+    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    with Progress(*columns, console=stderr, disable=not progress, transient=False) as bar:
+        overall = bar.add_task(f"tuning {onnx_path.name}", total=len(tunable), completed=resumed, status=f"[dim]{resumed} resumed[/]")
+        for task in todo:
+            if deadline is not None and time.monotonic() > deadline:
+                report["budget_exhausted"] = True
+                break
+            sub = bar.add_task(f"  {task['name'][:40]}", total=trials_per_task + 1, status="")
+            entry = tune_task(task, spec, sched_threads, trials_per_task, deadline, min_gain, on_step=lambda s=sub: bar.advance(s))
+            bar.remove_task(sub)
+            db["tasks"][task["key"]] = entry
+            db["end_to_end"] = None  # the set of tuned tasks changed: re-verify
+            _write_db(db_path, db)
+            report["timed"] += 1
+            gain = f"[green]-{entry['gain'] * 100:.0f}%[/]" if entry["knobs"] else "[dim]default kept[/]"
+            bar.update(overall, advance=1, status=f"{task['name'][:28]} {gain}")
+        tuned = {k: v["knobs"] for k, v in db["tasks"].items() if v.get("knobs")}
+        if verify and tuned and db.get("end_to_end") is None:
+            bar.update(overall, status="verifying end to end (default vs tuned)…")
+            db["end_to_end"] = _verify(onnx_path, spec.name, db, threads, input_shapes, min_gain)
+            _write_db(db_path, db)
+    report["tuned"] = sum(1 for v in db["tasks"].values() if v.get("knobs"))
+    report["end_to_end"] = db.get("end_to_end")
+    report["seconds"] = round(time.monotonic() - t_start, 1)
+    report["task_gains"] = {v["name"]: v["gain"] for v in db["tasks"].values() if v.get("knobs")}
+    return report
+
+
+def _verify(onnx_path: Path, spec_name: str, db: dict, threads: int, input_shapes, min_gain: float) -> dict:
+    """Whole model, default vs tuned. If the tuned build is not faster, keep only the big per-task wins and
+    check again; if it still is not faster, disable every tuned entry (their knobs move to "rejected")."""
+    tasks = db["tasks"]
+    tuned = {k: v["knobs"] for k, v in tasks.items() if v.get("knobs")}
+    result = _bench_pair(onnx_path, spec_name, tuned, threads, input_shapes)
+    result["accepted"] = result["speedup"] >= 1.0
+    if not result["accepted"]:
+        strong = {k: v["knobs"] for k, v in tasks.items() if v.get("knobs") and v["gain"] >= 0.10}
+        if strong and len(strong) < len(tuned):
+            retry = _bench_pair(onnx_path, spec_name, strong, threads, input_shapes)
+            if retry["speedup"] >= 1.0:
+                for k, v in tasks.items():
+                    if v.get("knobs") and k not in strong:
+                        v["rejected"], v["knobs"] = v["knobs"], None
+                return retry | {"accepted": True, "note": "kept only tasks with >= 10% gain", "first_try": result}
+        for v in tasks.values():
+            if v.get("knobs"):
+                v["rejected"], v["knobs"] = v["knobs"], None
+        result["note"] = "tuned model was not faster end to end: all tuned entries disabled (default schedules)"
+    return result

@@ -1,0 +1,110 @@
+"""edgekit tune: a small real tuning run on the digits CNN, resume, and compile with the database."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgekit.compiler.build import compile_onnx
+from edgekit.compiler.tune import FORMAT, load_database, tune_model
+from edgekit.errors import EdgekitError
+
+TRIALS = 3
+
+
+@pytest.fixture(scope="module")
+def tuned(digits_onnx, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("tuning")
+    report = tune_model(digits_onnx, "x86_64", out, trials_per_task=TRIALS, threads=2, progress=False, verify=False)
+    return out, report
+
+
+def test_tuning_writes_a_database(tuned, digits_onnx):
+    out, report = tuned
+    db_path = out / "x86_64" / "digits_cnn.json"
+    assert Path(report["database"]) == db_path and db_path.exists()
+    db = json.loads(db_path.read_text())
+    assert db["format"] == FORMAT and db["target_name"] == "x86_64" and db["threads"] == 2
+    # 3 convs + the classifier matmul are tunable; everything else keeps its rule
+    assert report["tasks"] == 4 and report["timed"] == 4 and report["resumed"] == 0
+    assert set(db["tasks"]) and all(len(k) == 16 for k in db["tasks"])
+    for task in db["tasks"].values():
+        assert task["rule"] in ("conv", "dense", "depthwise")
+        assert task["default_us"] > 0 and 1 <= task["trials"] <= TRIALS
+        assert set(task["default"]) == {"vec", "row", "red", "par", "order"}
+        if task["knobs"]:
+            assert task["best_us"] < task["default_us"]
+
+
+def test_second_run_resumes_without_retiming(tuned, digits_onnx, monkeypatch):
+    out, _ = tuned
+    import edgekit.compiler.tune as tune
+
+    def boom(*_a, **_k):
+        raise AssertionError("a task already in the database was timed again")
+
+    monkeypatch.setattr(tune, "tune_task", boom)
+    report = tune_model(digits_onnx, "x86_64", out, trials_per_task=TRIALS, threads=2, progress=False, verify=False)
+    assert report["resumed"] == 4 and report["timed"] == 0
+
+
+def test_compile_applies_the_database(tuned, digits_onnx, tmp_path):
+    out, _ = tuned
+    db = json.loads((out / "x86_64" / "digits_cnn.json").read_text())
+    db_knobs = load_database(out)
+    # force one task tuned (a deterministic check, whatever this machine's timings picked)
+    key, task = next(iter(db["tasks"].items()))
+    forced = dict(task["default"], red=1, par="none")
+    knobs = dict(db_knobs, **{key: forced})
+    result = compile_onnx(digits_onnx, tmp_path / "art", "x86_64", quiet=True, threads=2, tuning=knobs)
+    assert result.validation is not None and result.validation.ok
+    rules = result.meta["build"]["rule_per_function"]
+    tuned_rules = [r for r in rules.values() if "(tuned:" in r]
+    assert len(tuned_rules) == len(knobs)
+    assert any("par=none" in r and "red=1" in r for r in tuned_rules)
+    # a directory database works the same way
+    again = compile_onnx(digits_onnx, tmp_path / "art2", "x86_64", quiet=True, threads=2, tuning=out)
+    assert again.validation.ok
+    assert sum("(tuned:" in r for r in again.meta["build"]["rule_per_function"].values()) == len(db_knobs)
+
+
+def test_stale_or_foreign_database_is_harmless(tuned, digits_onnx, tmp_path):
+    out, _ = tuned
+    key = next(iter(json.loads((out / "x86_64" / "digits_cnn.json").read_text())["tasks"]))
+    bad = {key: {"vec": 7, "row": 3, "red": 1, "par": "none", "order": "col"}}  # does not divide the loops
+    result = compile_onnx(digits_onnx, tmp_path / "art", "x86_64", quiet=True, tuning=bad)
+    assert result.validation.ok
+    assert any("tuned knobs failed" in r for r in result.meta["build"]["rule_per_function"].values())
+    # a database for another target is ignored
+    import tvm
+
+    assert load_database(out, tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})) == {}
+    with pytest.raises(EdgekitError):
+        load_database(tmp_path / "missing")
+
+
+def test_register_tile_fits_the_target_registers():
+    import math
+
+    import tvm
+
+    from edgekit.compiler.schedules.cpu import _pick_tile
+
+    shapes = [(112, 64), (56, 64), (28, 128), (14, 256), (7, 512), (56, 144), (7, 960)]
+    with tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"}):  # AVX2: 16 ymm
+        for w, c in shapes:
+            vec, row = _pick_tile("conv", {"row_n": w, "col_n": c})
+            assert c % vec == 0 and w % row == 0 and row * math.ceil(vec / 8) <= 12
+    with tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4"}):  # AVX-512: as before
+        assert _pick_tile("conv", {"row_n": 56, "col_n": 64}) == (32, 8)
+
+
+def test_small_models_are_scheduled_single_threaded(digits_onnx):
+    from edgekit.compiler.schedules.cpu import effective_threads, model_macs
+    from edgekit.compiler.tune import extract_tasks
+    from edgekit.targets import load_target
+
+    mod, tasks = extract_tasks(digits_onnx, load_target("x86_64"))
+    assert 0 < model_macs(mod) < 30_000_000
+    assert effective_threads(mod, 2) == 1 and effective_threads(mod, 1) == 1
