@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--target", default="x86_64")
     ap.add_argument("--no-bare", action="store_true", help="skip timing TVM without schedules")
+    ap.add_argument("--tuning", type=Path, help="tuning database dir (e.g. tuning/): adds a tuned TVM column")
     ap.add_argument("--quick", action="store_true", help="few repeats, for CI: checks the script, not the numbers")
     args = ap.parse_args()
     repeat, rounds = (4, 2) if args.quick else (args.repeat, args.rounds)
@@ -50,6 +51,12 @@ def main() -> None:
             if "openvino" in p50:
                 row["openvino_over_ort"] = p50["openvino"] / p50["ort"]
                 row["tvm_over_openvino"] = p50["tvm"] / p50["openvino"]
+            if args.tuning:
+                compile_onnx(onnx_path, tmp / f"{name}.tuned", args.target, quiet=True, threads=args.threads, tuning=args.tuning)
+                tuned = bench(tmp / f"{name}.tuned", ("ort", "tvm"), threads=args.threads, warmup=3, repeat=repeat, rounds=rounds, quiet=True)
+                row["tvm_tuned_over_ort"] = tuned.runs[1].p50_ms / tuned.runs[0].p50_ms
+                if "openvino" in p50:
+                    row["tvm_tuned_over_openvino"] = row["tvm_tuned_over_ort"] / row["openvino_over_ort"]
             if not args.no_bare and not args.quick:
                 compile_onnx(onnx_path, tmp / f"{name}.bare", args.target, quiet=True, schedules="none")
                 bare = bench(tmp / f"{name}.bare", ("ort", "tvm"), threads=args.threads, warmup=1, repeat=4, rounds=2, quiet=True)
@@ -57,11 +64,12 @@ def main() -> None:
             rows.append(row)
             extra = f"  OpenVINO/ORT {row['openvino_over_ort']:.2f}x  TVM/OpenVINO {row['tvm_over_openvino']:.2f}x" if "openvino" in p50 else ""
             bare_s = f"  bare TVM/ORT {row['tvm_bare_over_ort']:.1f}x" if "tvm_bare_over_ort" in row else ""
+            bare_s += f"  tuned TVM/ORT {row['tvm_tuned_over_ort']:.2f}x" if "tvm_tuned_over_ort" in row else ""
             print(f"{name:12s} ORT {p50['ort']:8.3f} ms  TVM {p50['tvm']:8.3f} ms  TVM/ORT {row['tvm_over_ort']:.2f}x{extra}{bare_s}  "
                   f"compile {row['compile_s']:.1f}s  max|err| {row['max_abs_vs_ort']:.1e}", flush=True)
     if not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "cpu_vs_ort.json").write_text(json.dumps(rows, indent=2))
+        (RESULTS / f"cpu_vs_ort.{args.target}.json").write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
