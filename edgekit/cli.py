@@ -232,9 +232,12 @@ def tune(
     budget: Annotated[Optional[float], typer.Option("--budget", help="Seconds for this model (resumable: run again to continue).")] = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the end-to-end default-vs-tuned benchmark.")] = False,
     input_shape: ShapeOpt = None,
+    rpc: RpcOpt = None,
+    tracker: TrackerOpt = None,
+    key: KeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Tune edgekit's CPU schedule knobs per conv/dense task; compile with --tuning to use the database.
+    """Tune edgekit's CPU schedule knobs (here, or on a board over RPC) per conv/dense task; compile with --tuning to use the database.
 
     Example: edgekit tune model.onnx --target x86_64 --trials 16 -o tuning/ && edgekit compile model.onnx --tuning tuning/ -o art/
     """
@@ -242,7 +245,8 @@ def tune(
     from edgekit.graph import parse_input_shapes
 
     report = tune_model(model, target, output, trials_per_task=trials, threads=threads, budget_s=budget,
-                        input_shapes=parse_input_shapes(input_shape), progress=not json_out, verify=not no_verify)
+                        input_shapes=parse_input_shapes(input_shape), progress=not json_out, verify=not no_verify,
+                        device={"rpc": rpc, "tracker": tracker, "key": key} if (rpc or tracker) else None)
     if json_out:
         emit_json(report)
         return

@@ -69,3 +69,17 @@ def test_unreachable_and_unknown_key(rpc_devices, digits_artifact, cli):
     assert_one_line_error(res, "no device with key 'jetson'")
     assert "loopback" in res.stderr
     assert_one_line_error(cli("validate", digits_artifact, "--rpc", "nohostport"), "bad server address")
+
+
+def test_tune_over_rpc_writes_a_database_compile_uses(rpc_devices, digits_onnx, cli, tmp_path):
+    """Candidates built here, uploaded and timed on the 'board' (the loopback server) through the tracker."""
+    res = cli("tune", digits_onnx, "--tracker", rpc_devices["tracker"], "--key", "loopback", "--trials", "2",
+              "-o", tmp_path / "tuning", "--json")
+    assert res.exit_code == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["tasks"] > 0 and report["timed"] == report["tasks"]
+    db = json.loads(open(report["database"]).read())
+    assert all(entry["default_us"] > 0 for entry in db["tasks"].values())  # timed remotely
+    assert db["end_to_end"] is None or db["end_to_end"].get("device") == "rpc"
+    res = cli("compile", digits_onnx, "-o", tmp_path / "art", "--tuning", tmp_path / "tuning", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["validation"]["ok"]

@@ -170,32 +170,51 @@ def _random_args(func) -> list:
     return args
 
 
-def _build_one(func, target):
+def _build_one(func, target, keep_executable: bool = False):
     import tvm
 
     exe = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
-    return exe.mod
+    return exe if keep_executable else exe.mod
+
+
+class RemoteDevice:
+    """Candidates built for the board, uploaded over TVM RPC and timed there (`edgekit tune --rpc/--tracker`)."""
+
+    def __init__(self, session, spec) -> None:
+        self.session, self.spec, self.dev = session, spec, session.cpu()
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgekit-tune-rpc-")
+
+    def build(self, func, target):
+        import uuid
+
+        exe = _build_one(func, target, keep_executable=True)
+        name = f"tune-{uuid.uuid4().hex[:12]}.so"  # unique: re-uploading a name can crash the server child
+        path = Path(self._tmp.name) / name
+        exe.export_library(str(path), cc=self.spec.compiler(), options=list(self.spec.link_options))
+        self.session.upload(str(path), name)
+        return self.session.load_module(name)
 
 
 class _Timer:
-    """Interleaved timing of several compiled PrimFuncs on the same arguments."""
+    """Interleaved timing of several compiled PrimFuncs on the same arguments (here, or on a board)."""
 
-    def __init__(self, func, target_seconds: float = 2e-3) -> None:
+    def __init__(self, func, target_seconds: float = 2e-3, device: RemoteDevice | None = None) -> None:
         import tvm
 
         self._tvm = tvm
-        self.args = _random_args(func)
+        self.dev = device.dev if device else tvm.cpu()
+        self.args = [tvm.runtime.tensor(a.numpy(), self.dev) for a in _random_args(func)] if device else _random_args(func)
         self.target_seconds = target_seconds
         self.number = 1
 
     def calibrate(self, mod) -> float:
-        ev = mod.time_evaluator("main", self._tvm.cpu(), number=3, repeat=3)
+        ev = mod.time_evaluator("main", self.dev, number=3, repeat=3)
         t = float(np.median(ev(*self.args).results))
         self.number = int(min(2000, max(1, self.target_seconds / max(t, 1e-7))))
         return t
 
     def once(self, mod) -> float:
-        ev = mod.time_evaluator("main", self._tvm.cpu(), number=self.number, repeat=1)
+        ev = mod.time_evaluator("main", self.dev, number=self.number, repeat=1)
         return float(ev(*self.args).mean)
 
     def outputs(self, mod) -> list[np.ndarray]:
@@ -211,7 +230,8 @@ def _time_rounds(timer: _Timer, mods: dict[int, object], rounds: int, samples: d
             samples[i].append(timer.once(mods[i]))
 
 
-def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | None, min_gain: float = MIN_GAIN, on_step=None) -> dict:
+def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | None, min_gain: float = MIN_GAIN, on_step=None,
+              device: RemoteDevice | None = None) -> dict:
     """Time the default and up to `trials` knob settings of one task. Returns its database entry."""
     from edgekit.compiler.schedules.cpu import schedule_prim_func, tunable_space
 
@@ -224,7 +244,7 @@ def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | Non
     mods: dict[int, object] = {}
     knobs_of: dict[int, dict] = {}
     with target:
-        timer = _Timer(task["func"])
+        timer = _Timer(task["func"], device=device)
         ref = None
         for i, knobs in enumerate(cands):
             if deadline is not None and i > 0 and time.monotonic() > deadline:
@@ -233,7 +253,7 @@ def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | Non
                 sched, rule = schedule_prim_func(task["func"], threads, None if i == 0 else knobs)
                 if i > 0 and "(tuned" not in rule:
                     continue  # these knobs failed and the rule fell back to its defaults: nothing new to time
-                mod = _build_one(sched, target)
+                mod = device.build(sched, target) if device else _build_one(sched, target)
                 outs = timer.outputs(mod)
             except Exception:  # noqa: BLE001 - an invalid setting is skipped, not fatal
                 continue
@@ -270,7 +290,10 @@ def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | Non
 # End-to-end check: the whole model, default vs tuned, each timed in its own process, alternating
 # ----------------------------------------------------------------------------------------------------------
 
-def _bench_pair(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, dict], threads: int, input_shapes, rounds: int = 6) -> dict:
+def _bench_pair(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, dict], threads: int, input_shapes, rounds: int = 6,
+                device: RemoteDevice | None = None) -> dict:
+    if device is not None:
+        return _bench_pair_remote(onnx_path, spec_name, db_tasks, threads, input_shapes, rounds, device)
     from edgekit.bench import _run_worker
     from edgekit.compiler.build import compile_onnx
     from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
@@ -295,6 +318,30 @@ def _bench_pair(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, dict], t
     return {"default_ms": round(d, 4), "tuned_ms": round(t, 4), "speedup": round(d / t, 4), "samples": len(times["tuned"]), "threads": threads}
 
 
+def _bench_pair_remote(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, dict], threads: int, input_shapes, rounds: int,
+                       device: RemoteDevice) -> dict:
+    """The same comparison on the board: both whole-model artifacts uploaded, timed alternately over RPC."""
+    from edgekit.compiler.build import compile_onnx
+    from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
+    from edgekit.runners.rpc import RpcRunner
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
+        tmp = Path(tmpdir)
+        runners = {
+            name: RpcRunner(compile_onnx(onnx_path, tmp / name, spec_name, input_shapes, validate=False, quiet=True, threads=threads,
+                                         tuning=dict(db_tasks) if name == "tuned" else None).artifact, device.session)
+            for name in ("default", "tuned")
+        }
+        feeds = random_inputs(resolve_input_specs(load_onnx(onnx_path), input_shapes or {}))
+        times: dict[str, list[float]] = {"default": [], "tuned": []}
+        for rnd in range(rounds):
+            for name in (("default", "tuned") if rnd % 2 == 0 else ("tuned", "default")):
+                times[name].extend(runners[name].time(feeds, 2, 10)[0])
+    d, t = float(np.median(times["default"])), float(np.median(times["tuned"]))
+    return {"default_ms": round(d, 4), "tuned_ms": round(t, 4), "speedup": round(d / t, 4), "samples": len(times["tuned"]), "threads": threads,
+            "device": "rpc"}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------------------------
@@ -310,6 +357,7 @@ def tune_model(
     progress: bool = True,
     verify: bool = True,
     min_gain: float = MIN_GAIN,
+    device: dict | None = None,
 ) -> dict:
     """Tune the conv / depthwise / dense tasks of a model; write <out_dir>/<target>/<model>.json after every
     task (resumable: tasks already in the database are not re-timed). Returns a report dict."""
@@ -321,9 +369,14 @@ def tune_model(
     deadline = t_start + budget_s if budget_s else None
     onnx_path = Path(onnx_path)
     spec = load_target(target_name)
-    if spec.tvm.get("kind") != "llvm" or not spec.runs_on_host:
-        raise EdgekitError(f"edgekit tune times candidates on this machine: target {spec.name} does not run here",
-                           "tune on the board itself, or for a host target (x86_64, x86_64-avx512)")
+    remote = None
+    if device:  # candidates are timed on the board over TVM RPC (--rpc / --tracker --key)
+        from edgekit.runners.rpc import connect
+
+        remote = RemoteDevice(connect(**device), spec)
+    elif spec.tvm.get("kind") != "llvm" or not spec.runs_on_host:
+        raise EdgekitError(f"target {spec.name} does not run on this machine, so its candidates cannot be timed here",
+                           "tune on the board over RPC: edgekit tune ... --tracker HOST:PORT --key KEY (or --rpc HOST:PORT)")
     if trials_per_task < 0:
         raise EdgekitError("--trials must be >= 0")
     threads = threads or spec.threads or default_threads()
@@ -368,7 +421,7 @@ def tune_model(
                 report["budget_exhausted"] = True
                 break
             sub = bar.add_task(f"  {task['name'][:40]}", total=trials_per_task + 1, status="")
-            entry = tune_task(task, spec, sched_threads, trials_per_task, deadline, min_gain, on_step=lambda s=sub: bar.advance(s))
+            entry = tune_task(task, spec, sched_threads, trials_per_task, deadline, min_gain, on_step=lambda s=sub: bar.advance(s), device=remote)
             bar.remove_task(sub)
             db["tasks"][task["key"]] = entry
             db["end_to_end"] = None  # the set of tuned tasks changed: re-verify
@@ -379,7 +432,7 @@ def tune_model(
         tuned = {k: v["knobs"] for k, v in db["tasks"].items() if v.get("knobs")}
         if verify and tuned and db.get("end_to_end") is None:
             bar.update(overall, status="verifying end to end (default vs tuned)…")
-            db["end_to_end"] = _verify(onnx_path, spec.name, db, threads, input_shapes, min_gain)
+            db["end_to_end"] = _verify(onnx_path, spec.name, db, threads, input_shapes, min_gain, remote)
             _write_db(db_path, db)
     report["tuned"] = sum(1 for v in db["tasks"].values() if v.get("knobs"))
     report["end_to_end"] = db.get("end_to_end")
@@ -388,17 +441,17 @@ def tune_model(
     return report
 
 
-def _verify(onnx_path: Path, spec_name: str, db: dict, threads: int, input_shapes, min_gain: float) -> dict:
+def _verify(onnx_path: Path, spec_name: str, db: dict, threads: int, input_shapes, min_gain: float, device: RemoteDevice | None = None) -> dict:
     """Whole model, default vs tuned. If the tuned build is not faster, keep only the big per-task wins and
     check again; if it still is not faster, disable every tuned entry (their knobs move to "rejected")."""
     tasks = db["tasks"]
     tuned = {k: v["knobs"] for k, v in tasks.items() if v.get("knobs")}
-    result = _bench_pair(onnx_path, spec_name, tuned, threads, input_shapes)
+    result = _bench_pair(onnx_path, spec_name, tuned, threads, input_shapes, device=device)
     result["accepted"] = result["speedup"] >= 1.0
     if not result["accepted"]:
         strong = {k: v["knobs"] for k, v in tasks.items() if v.get("knobs") and v["gain"] >= 0.10}
         if strong and len(strong) < len(tuned):
-            retry = _bench_pair(onnx_path, spec_name, strong, threads, input_shapes)
+            retry = _bench_pair(onnx_path, spec_name, strong, threads, input_shapes, device=device)
             if retry["speedup"] >= 1.0:
                 for k, v in tasks.items():
                     if v.get("knobs") and k not in strong:
