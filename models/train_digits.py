@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from edgekit.datasets import accuracy, load_digits_split
+from edgekit.finetune import random_shift  # ±1 px shifts: a cheap, label-preserving augmentation
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -35,25 +36,6 @@ def _load_model_module() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Translate each image by an integer offset in [-max_shift, max_shift]^2, zero-filled.
-
-    Handwritten digits are not perfectly centred, so small translations are a cheap,
-    label-preserving augmentation for a 1.3k-image training set.
-    """
-    n, _, h, w = x.shape
-    k = 2 * max_shift + 1
-    padded = F.pad(x, (max_shift,) * 4)
-    offsets = torch.randint(0, k, (n, 2), generator=gen)
-    out = torch.empty_like(x)
-    for dy in range(k):
-        for dx in range(k):
-            sel = (offsets[:, 0] == dy) & (offsets[:, 1] == dx)
-            if sel.any():
-                out[sel] = padded[sel, :, dy : dy + h, dx : dx + w]
-    return out
 
 
 @torch.no_grad()
