@@ -135,3 +135,24 @@ def test_dynamic_batch_export(tmp_path):
     assert dim.dim_param and not dim.dim_value
     art = compile_onnx(path, tmp_path / "art", "x86_64", input_shapes={"input": (4, 1, 8, 8)}, quiet=True)
     assert art.validation.ok
+
+
+def test_conv_transpose_after_conv_compiles(tmp_path):
+    """Regression: NHWC layout conversion used to reach ConvTranspose (no NHWC legalization in TVM) and the
+    build failed in VM codegen. Detector heads (DBNet/PP-OCR det) upsample this way."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, n)
+             for n, s in (("w1", (8, 3, 3, 3)), ("wt", (8, 4, 2, 2)))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c"], name="conv", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("ConvTranspose", ["r", "wt"], ["y"], name="up", strides=[2, 2]),
+    ]
+    graph = helper.make_graph(nodes, "det_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 32, 32])], inits)
+    path = tmp_path / "head.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    result = compile_onnx(path, tmp_path / "art", "x86_64", quiet=True)
+    assert result.validation.ok and result.validation.max_abs <= 1e-4

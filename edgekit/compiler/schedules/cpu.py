@@ -160,7 +160,9 @@ def prepare_relax(mod: tvm.IRModule) -> tvm.IRModule:
         relax.transform.FoldConstant(),
         _ScalarMinMaxToRelax,
         relax.transform.DeadCodeElimination(),
-        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
+        # conv2d_transpose pinned to NCHW: ConvertLayout would otherwise carry NHWC into it, and TVM has no
+        # NHWC legalization for it (the op then reaches VM codegen un-lowered: "cannot emit this Relax operator")
+        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}),
         _CancelPermutes,
         relax.transform.DeadCodeElimination(),
         *([_FastMath] if FAST_MATH else []),
