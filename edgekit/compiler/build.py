@@ -69,9 +69,6 @@ def build_module(
         raise EdgekitError(f"TVM could not build the model for {target.name}: {first}") from None
 
 
-KERNEL_PREFIXES = ("xnor_", "pack_")  # edgekit's hand-written TIR kernels (edgekit/kernels), already scheduled
-
-
 def has_binary_activations(model) -> bool:
     """Where(GreaterOrEqual(x, 0), ...): how edgekit (and its exporter) writes sign activations."""
     produced_by = {out: node.op_type for node in model.graph.node for out in node.output}
@@ -136,7 +133,6 @@ def compile_onnx(
         t0 = time.perf_counter()
         has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
         executable, rules, int8_layers = build_module(mod, spec, schedules, threads, tuning, int8=has_qdq)
-        rules = {fn: ("xnor-popcount kernel" if fn.startswith(KERNEL_PREFIXES) else rule) for fn, rule in rules.items()}
         build_s = time.perf_counter() - t0
         cc = spec.compiler()
         with atomic_dir(out) as tmp:

@@ -205,7 +205,7 @@ class _MinMaxMutator(relax.PyExprMutator):
         kind, x, bound = m
         x = self.visit_expr(x)
         lo, hi = (bound, math.inf) if kind == "max" else (-math.inf, bound)
-        inner = _binding_of(self, x, "relax.clip")
+        inner = binding_of(self, x, "relax.clip")
         if kind == "min" and inner is not None and math.isinf(_prim_float(inner.args[2])):
             x, lo = inner.args[0], _prim_float(inner.args[1])  # min(max(y, lo), hi) = one clip of y
         dtype = call.ty.dtype if hasattr(call.ty, "dtype") else "float32"
@@ -221,8 +221,8 @@ class _CancelPermuteAroundClip(relax.PyExprMutator):
         call = self.visit_expr_post_order(call)
         if not call.op.same_as(tvm.ir.Op.get("relax.permute_dims")):
             return call
-        clip = _binding_of(self, call.args[0], "relax.clip")
-        first = _binding_of(self, clip.args[0], "relax.permute_dims") if clip is not None else None
+        clip = binding_of(self, call.args[0], "relax.clip")
+        first = binding_of(self, clip.args[0], "relax.permute_dims") if clip is not None else None
         if first is None or first.attrs.axes is None or call.attrs.axes is None:
             return call
         p, q = [int(a) for a in first.attrs.axes], [int(a) for a in call.attrs.axes]
@@ -236,7 +236,7 @@ def _prim_float(prim_value: relax.Expr) -> float:
     return float(getattr(value, "value", value))
 
 
-def _binding_of(mutator: relax.PyExprMutator, expr: relax.Expr, op_name: str) -> relax.Call | None:
+def binding_of(mutator: relax.PyExprMutator, expr: relax.Expr, op_name: str) -> relax.Call | None:
     """The call bound to var `expr` if it is a call of op_name (else None)."""
     if not isinstance(expr, relax.Var):
         return None
@@ -337,6 +337,8 @@ def schedule_prim_func(func: tvm.tirx.PrimFunc, threads: int, knobs: Knobs | Non
     """Pick a rule by the PrimFunc's sblocks, apply it; on any failure use the safe fallback.
     `knobs` (from a tuning database) override the register-tiling rules' heuristic choices; if the rule
     fails with them, it is retried with its defaults (a stale database never breaks a build)."""
+    if func.attrs is not None and "edgekit.kernel" in func.attrs:
+        return func, "xnor-popcount kernel"  # edgekit/kernels: hand-written TIR, already scheduled
     try:
         rule = _pick_rule(Schedule(func))
     except Exception as exc:  # noqa: BLE001

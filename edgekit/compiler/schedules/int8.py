@@ -184,28 +184,21 @@ class _PackInt8Conv(relax.PyExprMutator):
         NHWC->NCHW permute before that pad."""
         if any(conv_pads):
             return x, tuple(conv_pads), 0  # the conv's own padding is zeros
-        perm = self._bound(x, "relax.permute_dims")
-        pad = self._bound(perm.args[0], "relax.nn.pad") if perm is not None else None
+        perm = cpu.binding_of(self, x, "relax.permute_dims")
+        pad = cpu.binding_of(self, perm.args[0], "relax.nn.pad") if perm is not None else None
         if pad is None or [int(v) for v in perm.attrs.axes] != [0, 2, 3, 1] or pad.attrs.pad_mode != "constant":
             return x, (0, 0, 0, 0), 0
         w = [int(v) for v in pad.attrs.pad_width]  # NCHW: (before, after) per axis
         if any(w[:4]):
             return x, None, 0
         value = float(pad.attrs.pad_value)
-        inner = self._bound(pad.args[0], "relax.permute_dims")
+        inner = cpu.binding_of(self, pad.args[0], "relax.permute_dims")
         if inner is not None and [int(v) for v in inner.attrs.axes] == [0, 3, 1, 2]:
             y = inner.args[0]
         else:
             y = self.builder.normalize(relax.op.permute_dims(pad.args[0], [0, 2, 3, 1]))
         return y, (w[4], w[6], w[5], w[7]), int(value)
 
-    def _bound(self, expr: relax.Expr, op_name: str) -> relax.Call | None:
-        if not isinstance(expr, relax.Var):
-            return None
-        value = self.lookup_binding(expr)
-        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == op_name:
-            return value
-        return None
 
 
 @tvm.transform.module_pass(opt_level=0, name="PackInt8Conv")
