@@ -53,6 +53,11 @@ def handle_errors(fn):
     return wrapper
 
 
+def parse_keep(text: str) -> tuple[str, ...]:
+    """--keep first,last,GLOB (or 'none') -> the layer selectors kept at higher precision."""
+    return tuple(k.strip() for k in text.split(",") if k.strip() and k.strip() != "none")
+
+
 def emit_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
 
@@ -159,7 +164,7 @@ def compress(
     from edgekit.compress import CompressOptions, compress_file
     from edgekit.progress import stderr
 
-    keep_t = None if keep is None else tuple(k.strip() for k in keep.split(",") if k.strip() and k.strip() != "none")
+    keep_t = None if keep is None else parse_keep(keep)
     per_layer = {}
     for item in layer_bits or []:
         pattern, _, b = item.rpartition("=")
@@ -211,7 +216,7 @@ def finetune(
     from edgekit.finetune import finetune_to_onnx
     from edgekit.progress import stderr
 
-    keep_t = tuple(k.strip() for k in keep.split(",") if k.strip() and k.strip() != "none")
+    keep_t = parse_keep(keep)
     with stderr.status(f"finetuning {model} to {bits} bit ({epochs} epochs)…"):
         result = finetune_to_onnx(model, output, bits, mode, binarizer, epochs, lr, distill, keep_t, seed, force)
     if json_out:

@@ -81,7 +81,8 @@ def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = "x86_6
     from edgekit.runtime import load
 
     split = load_digits_split()
-    spec = resolve_input_specs(load_onnx(compressed_path), {})[0]
+    compressed_model = load_onnx(compressed_path)
+    spec = resolve_input_specs(compressed_model, {})[0]
     batch = int(spec.shape[0])
     n = len(split.x_test) - len(split.x_test) % batch
     chunks = [split.x_test[i : i + batch] for i in range(0, n, batch)]
@@ -100,7 +101,7 @@ def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = "x86_6
     result["compressed_tvm"] = accuracy(tvm_logits, split.y_test[:n])
     from edgekit.validate import compare_outputs, tolerances_for
 
-    agree = compare_outputs({"logits": compressed}, {"logits": tvm_logits}, *tolerances_for(load_onnx(compressed_path)))
+    agree = compare_outputs({"logits": compressed}, {"logits": tvm_logits}, *tolerances_for(compressed_model))
     result["tvm_vs_ort_max_abs"] = agree.max_abs
     result["tvm_vs_ort_max_rel"] = agree.max_rel
     result["tvm_vs_ort_ok"] = agree.ok

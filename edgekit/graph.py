@@ -153,7 +153,3 @@ def random_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarra
         else:
             raise EdgekitError(f"input '{spec.name}' has dtype {dtype}, which edgekit cannot generate test data for", "pass --inputs data.npz")
     return feeds
-
-
-def model_size_bytes(model: onnx.ModelProto) -> int:
-    return model.ByteSize()
