@@ -21,6 +21,7 @@ from tvm import relax
 from edgekit.compiler.lower import lower_binary_layers
 from edgekit.compiler.lower.binary import binary_alpha
 from edgekit.kernels import binary as kb
+from edgekit.kernels import binary_flat as kf
 
 ZNVER4 = {"kind": "llvm", "mcpu": "znver4"}
 X86_V3 = {"kind": "llvm", "mcpu": "x86-64-v3"}  # AVX2, no vector popcount instruction
@@ -61,16 +62,23 @@ def _float_epilogue(rng: np.random.Generator, channels: int) -> tuple[np.ndarray
 # Conv kernels
 # ----------------------------------------------------------------------------------------------------------
 
-def run_conv(spec: kb.ConvSpec, target: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(kernel output, expected) for random float inputs/weights (exact zeros included in x)."""
+def run_conv(spec: kb.ConvSpec, target: str, seed: int = 0, flat: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel output, expected) for random float inputs/weights (exact zeros included in x); `flat` runs the
+    stride-1 flat-plane kernel (binary_flat) instead of the row kernel."""
     rng = np.random.default_rng(seed)
     isa = kb.isa_for_target(_target(target))
-    ex = _compile({"pack": kb.conv_pack_func(spec), "conv": kb.conv_func(spec, isa)}, target)
+    if flat:
+        ex = _compile({"pack": kf.shifted_pack_func(spec), "conv": kf.conv_func(spec, isa)}, target)
+    else:
+        ex = _compile({"pack": kb.conv_pack_func(spec), "conv": kb.conv_func(spec, isa)}, target)
     x = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width)).astype(np.float32)
     x[x < -1.5] = 0.0  # sign(0) must be +1 (x >= 0)
     w = rng.standard_normal((spec.out_channels, spec.in_channels, spec.kernel, spec.kernel)).astype(np.float32)
     bits, base = kb.conv_weights(w, spec)
-    packed = _t(np.full(spec.packed_shape, 0xDEADBEEF, dtype=np.uint64))  # garbage: pack must overwrite all
+    if flat:
+        base = kf.epilogue_terms(base)
+    shape = kf.shifted_shape(spec) if flat else spec.packed_shape
+    packed = _t(np.full(shape, 0xDEADBEEF, dtype=np.uint64))  # garbage: pack must overwrite all
     out = _t(np.zeros(spec.out_shape, spec.epilogue))
     ex.mod["pack"](_t(x), packed)
     ref = kb.conv_reference(x, w, spec.stride, spec.pad)
@@ -91,6 +99,47 @@ def test_conv_int32_bit_exact_avx512(c, o, stride, pad, k):
     spec = kb.ConvSpec(1, c, 9, 7, o, k, stride, pad, "int32")
     got, ref = run_conv(spec, "znver4", seed=c * 7 + o)
     np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.skipif(not _host_has_vpopcntdq(), reason="host CPU lacks AVX-512 VPOPCNTDQ")
+@pytest.mark.parametrize("c,o,pad,k,h,w", [(c, o, p, k, h, w) for c in (3, 100, 256) for o in (8, 96) for p in (0, 1)
+                                           for k in (1, 3) for h, w in ((9, 7), (14, 14))])
+def test_flat_conv_int32_bit_exact_avx512(c, o, pad, k, h, w):
+    spec = kb.ConvSpec(1, c, h, w, o, k, 1, pad, "int32")
+    got, ref = run_conv(spec, "znver4", seed=c + o + h, flat=True)
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("spec", [
+    kb.ConvSpec(2, 70, 14, 14, 40, 3, 1, 1, "int32"),   # batch 2
+    kb.ConvSpec(1, 64, 2, 5, 8, 3, 1, 1, "int32"),      # two output rows: every lane is in the first or last row
+    kb.ConvSpec(1, 130, 5, 6, 24, 1, 1, 1, "int32"),    # 1x1 pad 1: the whole output border is zero
+    kb.ConvSpec(1, 64, 28, 28, 16, 3, 1, 1, "float32"), # float epilogue, plane a multiple of the tile
+])
+def test_flat_conv_edge_shapes_x86_v3(spec):
+    got, ref = run_conv(spec, "v3", flat=True)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-5)
+
+
+def test_flat_kernel_is_chosen_where_rows_waste_lanes():
+    lanes = kb.AVX512.lanes
+    assert kf.applies(kb.ConvSpec(1, 256, 14, 14, 256, 3, 1, 1), lanes)     # 14-wide rows: 16 lanes for 14
+    assert not kf.applies(kb.ConvSpec(1, 64, 56, 56, 64, 3, 1, 1), lanes)  # 56 = 7 x 8: no waste
+    assert not kf.applies(kb.ConvSpec(1, 64, 28, 28, 64, 3, 2, 1), lanes)  # stride 2
+    assert not kf.applies(kb.ConvSpec(1, 64, 2, 2, 64, 3, 1, 1), lanes)    # plane smaller than a tile
+
+
+def test_flat_epilogue_terms_rebuild_the_border_table():
+    """Summing the additive terms for a lane's (first/last row, first/last col) flags gives base[o, rc, cc]."""
+    spec = kb.ConvSpec(1, 5, 4, 4, 3, 3, 1, 1, "int32")
+    _, base = kb.conv_weights(np.random.default_rng(2).standard_normal((3, 5, 3, 3)), spec)
+    t = kf.epilogue_terms(base).astype(np.int64)
+    for rc in (0, 1, 2):
+        for cc in (0, 1, 2):
+            fr, lr, fc, lc = rc == 1, rc == 2, cc == 1, cc == 2
+            value = t[:, 0] + fr * t[:, 1] + lr * t[:, 2] + fc * t[:, 3] + lc * t[:, 4] + \
+                fr * fc * t[:, 5] + fr * lc * t[:, 6] + lr * fc * t[:, 7] + lr * lc * t[:, 8]
+            np.testing.assert_array_equal(value, base[:, rc, cc])
 
 
 @pytest.mark.parametrize("spec", [
@@ -176,9 +225,10 @@ def test_dense_x86_v3_and_float_epilogue(n, k, o):
 def test_aarch64_asm_uses_neon_cnt():
     spec_c = kb.ConvSpec(1, 64, 8, 8, 16, 3, 1, 1, "int32")
     spec_d = kb.DenseSpec(1, 256, 64, "int32")
-    ex = _compile({"conv": kb.conv_func(spec_c, kb.NEON), "dense": kb.dense_func(spec_d, kb.NEON)}, "aarch64")
-    asm = ex.mod.inspect_source("asm")
-    assert re.search(r"\bcnt\s+v\d+\.16b", asm), "no NEON popcount (cnt v.16b) in the aarch64 code"
+    for name, func in {"conv": kb.conv_func(spec_c, kb.NEON), "flat_conv": kf.conv_func(spec_c, kb.NEON),
+                       "dense": kb.dense_func(spec_d, kb.NEON)}.items():
+        asm = _compile({name: func}, "aarch64").mod.inspect_source("asm")
+        assert re.search(r"\bcnt\s+v\d+\.16b", asm), f"no NEON popcount (cnt v.16b) in the aarch64 {name} code"
 
 
 # ----------------------------------------------------------------------------------------------------------

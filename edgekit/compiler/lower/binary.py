@@ -22,6 +22,7 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
 from edgekit.kernels import binary as kb
+from edgekit.kernels import binary_flat as kf
 
 # |W[o]| may differ from alpha_o by this much (relative) and still count as binary: unpacking computes
 # (2b - 1) * alpha in fp32, which is exact, so this only absorbs graphs that stored alpha per element.
@@ -127,14 +128,21 @@ def _key(prefix: str, spec, isa: kb.Isa | None = None) -> str:
 
 def emit_binary_conv(kernels: _KernelTable, x: relax.Expr, spec: kb.ConvSpec, weight: np.ndarray, alpha: np.ndarray,
                      bias: np.ndarray, isa: kb.Isa) -> relax.Expr:
-    """call_tir(pack) -> call_tir(conv) with the weights packed now."""
-    # the packing depends on the input and the packed layout only (not on O or the epilogue)
-    pack_key = "xnor_conv_pack_" + "_".join(map(str, (*spec.packed_shape, spec.in_channels, spec.height, spec.width)))
-    pack = kernels.get(pack_key, lambda: kb.conv_pack_func(spec))
-    conv = kernels.get(_key("xnor_conv", spec, isa), lambda: kb.conv_func(spec, isa))
+    """call_tir(pack) -> call_tir(conv) with the weights packed now: the flat-plane kernel (binary_flat) where
+    the row kernel would waste vector lanes on narrow rows, the row kernel otherwise."""
     bits, base = kb.conv_weights(weight, spec)
-    packed = relax.call_tir(pack, [x], relax.TensorType(spec.packed_shape, "uint64"))
-    args = [packed, relax.const(bits, "uint64"), relax.const(base, "int32"), relax.const(alpha), relax.const(bias)]
+    if kf.applies(spec, isa.lanes):
+        packed_shape, make_pack, make_conv = kf.shifted_shape(spec), kf.shifted_pack_func, kf.conv_func
+        table, prefix = kf.epilogue_terms(base), "xnor_conv_flat"
+    else:
+        packed_shape, make_pack, make_conv = spec.packed_shape, kb.conv_pack_func, kb.conv_func
+        table, prefix = base, "xnor_conv"
+    # the packing depends on the input and the packed layout only (not on O or the epilogue)
+    pack_key = f"{prefix}_pack_" + "_".join(map(str, (*packed_shape, spec.in_channels, spec.height, spec.width, spec.pad)))
+    pack = kernels.get(pack_key, lambda: make_pack(spec))
+    conv = kernels.get(_key(prefix, spec, isa), lambda: make_conv(spec, isa))
+    packed = relax.call_tir(pack, [x], relax.TensorType(packed_shape, "uint64"))
+    args = [packed, relax.const(bits, "uint64"), relax.const(table, "int32"), relax.const(alpha), relax.const(bias)]
     return relax.call_tir(conv, args, relax.TensorType(spec.out_shape, "float32"))
 
 
