@@ -579,7 +579,9 @@ def _regblock(sch: Schedule, red_block, outer: list, row: tuple, col: tuple, red
         sch.reorder(red_o, red_i, row_i)
         sch.unroll(red_i)
         red = [*red[:-1], red_o]
-    store = sch.cache_write(red_block, 0, "local")
+    # "global", not "local": TVM 0.27 puts a "local" tile in the heap workspace (alloc/free per row tile);
+    # a "global" one under 1 KiB goes on the stack (see edgekit/kernels/binary.py; ResNet-18 -2.5 %)
+    store = sch.cache_write(red_block, 0, "global")
     _reverse_inline_epilogue(sch, store)
     sch.reverse_compute_at(store, row_o, preserve_unit_loops=True)
     if knobs["par"] == "outer+row":

@@ -36,7 +36,7 @@ Report = dict[str, str]
 
 
 # ----------------------------------------------------------------------------------------------------------
-# VNNI tensor intrinsic on a register-tile (local) accumulator (fixed copy of tvm.s_tir.tensor_intrin.x86.VNNI_DOT_16x4_INTRIN: with LLVM 22 the
+# VNNI tensor intrinsic on a register-tile accumulator (scope "global" = stack, see cpu.py) (fixed copy of tvm.s_tir.tensor_intrin.x86.VNNI_DOT_16x4_INTRIN: with LLVM 22 the
 # intrinsic takes <64 x i8> operands, the shipped one passes <16 x i32> and fails LLVM verification)
 # ----------------------------------------------------------------------------------------------------------
 
@@ -47,7 +47,7 @@ VNNI_INTRIN = "edgekit_dot_16x4_u8i8i32_vnni"
 def _dot_16x4_desc(
     A: T.Buffer((4,), "uint8", offset_factor=1),
     B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+    C: T.Buffer((16,), "int32", offset_factor=1, scope="global"),
 ) -> None:
     with T.sblock("root"):
         T.reads(C[0:16], A[0:4], B[0:16, 0:4])
@@ -63,7 +63,7 @@ def _dot_16x4_desc(
 def _dot_16x4_vnni(
     A: T.Buffer((4,), "uint8", offset_factor=1),
     B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+    C: T.Buffer((16,), "int32", offset_factor=1, scope="global"),
 ) -> None:
     with T.sblock("root"):
         T.reads(C[0:16], A[0:4], B[0:16, 0:4])
@@ -245,7 +245,7 @@ def _conv_u8s8(sch: Schedule, threads: int, vnni: bool) -> None:
     wo, wi = sch.split(w, [None, row])
     # VNNI: (16 lanes, 4 channels) is the intrinsic's shape; without it, 4 channels outside 16 int32 lanes
     sch.reorder(oo, n, h, wo, rh, rw, rc, wi, *((oi, rk) if vnni else (rk, oi)))
-    store = sch.cache_write(conv, 0, "local")
+    store = sch.cache_write(conv, 0, "global")  # stack, not heap workspace: see cpu.py's _regblock
     _fuse_epilogue(sch, store)
     sch.reverse_compute_at(store, wo, preserve_unit_loops=True)
     par = sch.fuse(oo, n, h)
