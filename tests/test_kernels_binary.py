@@ -391,6 +391,7 @@ def test_lowered_model_runs_on_aarch64_under_qemu(tmp_path):
     model = binary_model()
     mod, report = lower_binary_layers(_import(model), spec.tvm_target())
     assert [r["status"] for r in report] == ["lowered", "lowered"]
+    assert any(gv.name_hint.startswith("xnor_conv_flat") for gv in mod.functions)  # 6x6 plane: the flat NEON kernel
     ex = relax.build(mod, target=spec.tvm_target())
     ex.export_library(str(tmp_path / "model.so"), cc=spec.compiler())
     meta = {"target": spec.to_json(), "inputs": [{"name": "x", "shape": list(IN_SHAPE), "dtype": "float32"}],
