@@ -402,6 +402,7 @@ def _pick_rule(sch: Schedule) -> Rule:
 # ----------------------------------------------------------------------------------------------------------
 
 KNOB_NAMES = ("vec", "row", "red", "par", "order")
+COL_ORDER_MIN_WEIGHT_BYTES = 8 << 20
 
 
 def _tile_dims(sch: Schedule, rule: Rule) -> dict[str, int]:
@@ -412,7 +413,9 @@ def _tile_dims(sch: Schedule, rule: Rule) -> dict[str, int]:
         *batch, i, j, k = loops
         return {"row_n": _extent(sch, i), "col_n": _extent(sch, j), "red_n": _extent(sch, k), "macs": macs, "outer": len(batch)}
     n, h, w, co, kh, kw, ci = loops
-    return {"row_n": _extent(sch, w), "col_n": _extent(sch, co), "red_n": _extent(sch, ci), "macs": macs, "outer": 2}
+    weight_bytes = 4 * _extent(sch, co) * _extent(sch, kh) * _extent(sch, kw) * _extent(sch, ci)
+    return {"row_n": _extent(sch, w), "col_n": _extent(sch, co), "red_n": _extent(sch, ci), "macs": macs, "outer": 2,
+            "weight_bytes": weight_bytes}
 
 
 _VEC_PREFER = {
@@ -420,7 +423,9 @@ _VEC_PREFER = {
     "depthwise": (32, 16, 48, 64, 24, 8),
     "dense": (64, 32, 48, 16, 40, 24, 8),
 }
-_ROW_CAP = {"conv": 14, "depthwise": 8, "dense": 8}
+# depthwise: no input reuse across a row tile (every tap is its own load), so short tiles win; the MobileNetV2
+# tuning runs picked rows of 2-4 over 8 on 6 of 10 depthwise layers (e.g. 112x112x32: 53 vs 66 us)
+_ROW_CAP = {"conv": 14, "depthwise": 4, "dense": 8}
 
 
 def _simd() -> tuple[int, int]:
@@ -452,7 +457,10 @@ def _pick_tile(kind: str, dims: dict[str, int]) -> tuple[int, int]:
     cap = _ROW_CAP[kind]
     if (lanes, budget) == (LANES, MAX_ACC_VECTORS):  # the AVX-512 heuristic, as measured (ResNet-18 1.13x ORT)
         vec = _pick_lanes(dims["col_n"], prefer=_VEC_PREFER[kind])
-        return vec, _largest_divisor(dims["row_n"], max(1, min(cap, budget // math.ceil(vec / lanes))))
+        row = _largest_divisor(dims["row_n"], max(1, min(cap, budget // math.ceil(vec / lanes))))
+        if kind == "depthwise" and row == 1 and dims["row_n"] <= 8:
+            row = dims["row_n"]  # 7-wide rows: one tile of 7 beats 7 tiles of 1 (MobileNetV2 tuning runs)
+        return vec, row
     # narrower SIMD: the (vec, row) tile that fits the accumulator budget with the most FMAs per load
     # (row*nv FMAs per nv weight loads + row broadcasts); ties go to the preference order
     best, best_score = None, -1.0
@@ -470,7 +478,11 @@ def _default_knobs(kind: str, dims: dict[str, int], threads: int) -> Knobs:
     vec, row = _pick_tile(kind, dims)
     red = 4 if kind != "depthwise" and dims["red_n"] % 4 == 0 and dims["red_n"] > 4 else 1
     par = "outer" if threads > 1 and dims["macs"] >= PARALLEL_MIN_MACS else "none"
-    return {"vec": vec, "row": row, "red": red, "par": par, "order": "col"}
+    # "col" (weight tile outermost) pays only when the weights dwarf the caches (ResNet-18's last stage, 9.4 MB):
+    # elsewhere it makes each thread sweep the whole output once per weight tile, re-fetching every output
+    # line from L3/DRAM (MobileNetV2's 56x56x144 expansion conv: 358 us "col" vs 134 us tuned "outer")
+    order = "col" if kind == "conv" and dims.get("weight_bytes", 0) > COL_ORDER_MIN_WEIGHT_BYTES else "outer"
+    return {"vec": vec, "row": row, "red": red, "par": par, "order": order}
 
 
 def _knob_space(kind: str, dims: dict[str, int], threads: int) -> dict[str, list]:
