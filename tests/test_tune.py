@@ -108,3 +108,30 @@ def test_small_models_are_scheduled_single_threaded(digits_onnx):
     mod, tasks = extract_tasks(digits_onnx, load_target("x86_64"))
     assert 0 < model_macs(mod) < 30_000_000
     assert effective_threads(mod, 2) == 1 and effective_threads(mod, 1) == 1
+
+
+def test_tasks_are_timed_with_cold_argument_sets(digits_onnx):
+    """Each timed call uses the next of several argument copies (> L3 in total), like a layer in a whole model."""
+    from edgekit.compiler.tune import COLD_BYTES, _build_one, _Timer, extract_tasks
+    from edgekit.targets import load_target
+
+    spec = load_target("x86_64")
+    _, tasks = extract_tasks(digits_onnx, spec)
+    func = tasks[0]["func"]
+    timer = _Timer(func)
+    nbytes = sum(a.numpy().nbytes for a in timer.args)
+    assert len(timer.sets) == min(16, -(-COLD_BYTES // nbytes)) > 1
+    assert len({id(a) for s in timer.sets for a in s}) == len(timer.sets) * len(timer.args)  # distinct buffers
+    mod = _build_one(func, spec.tvm_target())
+    timer.calibrate(mod)
+    timer.number = 3
+    assert timer.once(mod) > 0 and timer._next == 3  # three calls, three argument sets
+
+
+def test_default_loop_order_follows_weight_size():
+    from edgekit.compiler.schedules.cpu import COL_ORDER_MIN_WEIGHT_BYTES, _default_knobs
+
+    dims = {"row_n": 14, "col_n": 256, "red_n": 256, "macs": 10**8, "outer": 2}
+    assert _default_knobs("conv", dict(dims, weight_bytes=COL_ORDER_MIN_WEIGHT_BYTES + 4), 2)["order"] == "col"
+    assert _default_knobs("conv", dict(dims, weight_bytes=64 * 1024), 2)["order"] == "outer"
+    assert _default_knobs("depthwise", dict(dims, weight_bytes=1 << 30), 2)["order"] == "outer"

@@ -27,7 +27,8 @@ TERMS = ("const", "first_row", "last_row", "first_col", "last_col", "fr_fc", "fr
 
 
 def applies(spec: ConvSpec, lanes: int) -> bool:
-    """Use the flat kernel where the row kernel would waste lanes (stride 1, planes at least 2x2)."""
+    """Use the flat kernel where the row kernel would waste > 5 % of its lanes. Needs stride 1, at least two output
+    rows and columns (a lane is never both first and last row) and a plane of at least one tile."""
     plane = spec.out_h * spec.out_w
     wt = flat_tile(spec, lanes)
     if spec.stride != 1 or spec.out_h < 2 or spec.out_w < 2 or plane < wt:

@@ -402,7 +402,7 @@ def _pick_rule(sch: Schedule) -> Rule:
 # ----------------------------------------------------------------------------------------------------------
 
 KNOB_NAMES = ("vec", "row", "red", "par", "order")
-COL_ORDER_MIN_WEIGHT_BYTES = 8 << 20
+COL_ORDER_MIN_WEIGHT_BYTES = 2 << 20
 
 
 def _tile_dims(sch: Schedule, rule: Rule) -> dict[str, int]:
@@ -478,9 +478,10 @@ def _default_knobs(kind: str, dims: dict[str, int], threads: int) -> Knobs:
     vec, row = _pick_tile(kind, dims)
     red = 4 if kind != "depthwise" and dims["red_n"] % 4 == 0 and dims["red_n"] > 4 else 1
     par = "outer" if threads > 1 and dims["macs"] >= PARALLEL_MIN_MACS else "none"
-    # "col" (weight tile outermost) pays only when the weights dwarf the caches (ResNet-18's last stage, 9.4 MB):
-    # elsewhere it makes each thread sweep the whole output once per weight tile, re-fetching every output
-    # line from L3/DRAM (MobileNetV2's 56x56x144 expansion conv: 358 us "col" vs 134 us tuned "outer")
+    # "col" (weight tile outermost) streams the weights once; "outer" streams them once per output row tile
+    # but writes each output line once. Weights over ~2 L2s: "col" (cold-cache tuning of ResNet-18: 2.4 MB
+    # layer3 conv 11 % faster, 4.7 MB stride-2 conv 25 %); small weights and big outputs: "outer"
+    # (MobileNetV2's 56x56x144 expansion conv, 14 KB of weights: 358 us "col" vs 134 us "outer")
     order = "col" if kind == "conv" and dims.get("weight_bytes", 0) > COL_ORDER_MIN_WEIGHT_BYTES else "outer"
     return {"vec": vec, "row": row, "red": red, "par": par, "order": order}
 
