@@ -135,3 +135,30 @@ def test_default_loop_order_follows_weight_size():
     assert _default_knobs("conv", dict(dims, weight_bytes=COL_ORDER_MIN_WEIGHT_BYTES + 4), 2)["order"] == "col"
     assert _default_knobs("conv", dict(dims, weight_bytes=64 * 1024), 2)["order"] == "outer"
     assert _default_knobs("depthwise", dict(dims, weight_bytes=1 << 30), 2)["order"] == "outer"
+
+
+def test_conv_weights_are_prepacked_once_at_compile_time(digits_onnx):
+    """Each conv reads its weights as [O/V, kh, kw, I, V] constants: the re-layout ran at compile time
+    (no call left in main whose inputs are all constants), and the scheduled model still matches ORT."""
+    import tvm
+    from tvm import relax
+
+    from edgekit.compiler.frontend import to_relax
+    from edgekit.compiler.schedules.cpu import schedule_cpu
+    from edgekit.graph import load_onnx, resolve_input_specs
+    from edgekit.targets import load_target
+
+    model = load_onnx(digits_onnx)
+    mod, report = schedule_cpu(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64").tvm_target(), 2)
+    convs = [name for name, rule in report.items() if rule.startswith("conv2d-nhwc-regblock")]
+    assert convs
+    calls: list[relax.Call] = []
+    relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call) and e.op.name == "relax.call_tir" else None)
+    def const_ndim(expr) -> int | None:  # TVM 0.27 folds constants to GenericConst(.value)
+        value = getattr(expr, "value", None) if "Const" in type(expr).__name__ else None
+        return value.numpy().ndim if value is not None else None
+
+    packed = [c for c in calls if any(const_ndim(a) == 5 for a in c.args[1].fields)]
+    assert len(packed) == len(convs)
+    assert not any(c.args[1].fields and all(const_ndim(a) is not None for a in c.args[1].fields) for c in calls)
+    assert not any(isinstance(f, tvm.tirx.PrimFunc) and "meta_schedule.layout_rewrite_preproc" in str(f) for f in mod.functions.values())

@@ -254,7 +254,7 @@ def _time_rounds(timer: _Timer, mods: dict[int, object], rounds: int, samples: d
 def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | None, min_gain: float = MIN_GAIN, on_step=None,
               device: RemoteDevice | None = None) -> dict:
     """Time the default and up to `trials` knob settings of one task. Returns its database entry."""
-    from edgekit.compiler.schedules.cpu import schedule_prim_func, tunable_space
+    from edgekit.compiler.schedules.cpu import PREPACK_WEIGHTS, schedule_prim_func, tunable_space
 
     target = spec.tvm_target()
     with target:  # the defaults depend on the target's vector width
@@ -264,28 +264,34 @@ def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | Non
     cands = [default] + _candidates(default, space, trials, task["key"])
     mods: dict[int, object] = {}
     knobs_of: dict[int, dict] = {}
-    with target:
-        timer = _Timer(task["func"], device=device)
-        ref = None
-        for i, knobs in enumerate(cands):
-            if deadline is not None and i > 0 and time.monotonic() > deadline:
-                break
-            try:
-                sched, rule = schedule_prim_func(task["func"], threads, None if i == 0 else knobs)
-                if i > 0 and "(tuned" not in rule:
-                    continue  # these knobs failed and the rule fell back to its defaults: nothing new to time
-                mod = device.build(sched, target) if device else _build_one(sched, target)
-                outs = timer.outputs(mod)
-            except Exception:  # noqa: BLE001 - an invalid setting is skipped, not fatal
-                continue
-            if i == 0:
-                ref = outs
-                timer.calibrate(mod)
-            elif not all(np.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(outs, ref)):
-                continue  # must compute the same thing as the default schedule
-            mods[i], knobs_of[i] = mod, knobs
-            if on_step:
-                on_step()
+    # candidates share one argument set in the original weight layout, and a lone PrimFunc would re-layout
+    # its weights on every call: time them without the compile-time weight prepacking
+    prepack = PREPACK_WEIGHTS.set(False)
+    try:
+        with target:
+            timer = _Timer(task["func"], device=device)
+            ref = None
+            for i, knobs in enumerate(cands):
+                if deadline is not None and i > 0 and time.monotonic() > deadline:
+                    break
+                try:
+                    sched, rule = schedule_prim_func(task["func"], threads, None if i == 0 else knobs)
+                    if i > 0 and "(tuned" not in rule:
+                        continue  # these knobs failed and the rule fell back to its defaults: nothing new to time
+                    mod = device.build(sched, target) if device else _build_one(sched, target)
+                    outs = timer.outputs(mod)
+                except Exception:  # noqa: BLE001 - an invalid setting is skipped, not fatal
+                    continue
+                if i == 0:
+                    ref = outs
+                    timer.calibrate(mod)
+                elif not all(np.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(outs, ref)):
+                    continue  # must compute the same thing as the default schedule
+                mods[i], knobs_of[i] = mod, knobs
+                if on_step:
+                    on_step()
+    finally:
+        PREPACK_WEIGHTS.reset(prepack)
     if not mods or 0 not in mods:
         return entry
     rng = random.Random(task["key"])
