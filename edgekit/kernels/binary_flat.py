@@ -143,8 +143,8 @@ def conv_func(spec: ConvSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
             n = T.meta_var(job // (n_ob * n_t))
             o0 = T.meta_var(T.min(job // n_t % n_ob * ob, o_ - ob))
             q0 = T.meta_var(T.min(job % n_t * wt, plane - wt))
-            # two accumulator buffers of <= 8 x 8 int64: TVM puts a local buffer of 1 KiB or more in the heap
-            # workspace (an alloc/free call per job) instead of on the stack, where LLVM keeps it in registers
+            # two accumulator halves: one 16 x 8 int64 tile is exactly 1 KiB, and TVM stack-allocates (and LLVM
+            # keeps in registers) only buffers under 1 KiB; a larger one is a heap alloc/free per job (binary.py)
             lo = T.alloc_buffer((ob_lo, wt), "int64", scope="global")
             hi = T.alloc_buffer((ob_hi, wt), "int64", scope="global")
             for i in T.unroll(ob_lo):
@@ -164,6 +164,8 @@ def conv_func(spec: ConvSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
                             for w in T.vectorized(wt):
                                 hi[i, w] = hi[i, w] + T.Cast("int64", T.popcount(
                                     s[n, kw, cw, q0 + kh * wo + w] ^ wb[o0 + ob_lo + i, kh, kw, cw]))
+            # two copies of the store on purpose: a branch per tile lets interior tiles (21 of 25 at 14x14) skip the
+            # row-border terms (a select would evaluate them for every tile)
             if q0 < wo or q0 + wt > (ho - 1) * wo:  # the tile holds first- or last-row lanes
                 for i in range(ob_lo):
                     for w in T.vectorized(wt):
