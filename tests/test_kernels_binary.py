@@ -400,3 +400,20 @@ def test_lowered_model_runs_on_aarch64_under_qemu(tmp_path):
     x = _input()
     got = QemuRunner(tmp_path, meta, threads=2).run({"x": x})["y"]
     np.testing.assert_allclose(got, _ort(model, x), rtol=1e-5, atol=1e-4)
+
+
+def test_binary_digits_compiles_with_float_and_binary_layers(tmp_path):
+    """The whole pipeline on one module holding edgekit's popcount kernels next to scheduled float convs whose
+    weights are prepacked (the layout-rewrite split must leave the hand-written kernels alone)."""
+    from edgekit.compiler.build import compile_onnx
+    from edgekit.compress import CompressOptions, compress_file
+    from edgekit.export import export_model
+
+    fp32, packed = tmp_path / "binary_digits.onnx", tmp_path / "binary_digits.1bit.onnx"
+    export_model("binary_digits", fp32)
+    compress_file(fp32, packed, CompressOptions(bits=1, binarize_mode="xnor"))
+    result = compile_onnx(packed, tmp_path / "art", "x86_64", quiet=True)
+    rules = list(result.meta["build"]["rule_per_function"].values())
+    assert any(r == "xnor-popcount kernel" for r in rules), rules
+    assert any(r.startswith("conv2d-nhwc-regblock") for r in rules), rules
+    assert result.validation.ok and result.validation.max_abs <= 1e-4

@@ -94,10 +94,27 @@ def schedule_cpu(
                 new_func, rule = schedule_prim_func(func, threads, knobs)
                 mod[gv] = new_func
                 report[gv.name_hint] = rule
-        # weight re-layouts marked by _prepack_weights: own PrimFuncs, then computed now on the constants
-        mod = relax.transform.SplitLayoutRewritePreproc()(mod)
-        mod = relax.transform.FoldConstant()(mod)
+        mod = _fold_weight_prepacks(mod)
     return mod, report
+
+
+def _fold_weight_prepacks(mod: tvm.IRModule) -> tvm.IRModule:
+    """Weight re-layouts marked by _prepack_weights become their own PrimFuncs (SplitLayoutRewritePreproc),
+    which FoldConstant then runs once on the constant weights. The split pass aborts on PrimFuncs without
+    sblocks (edgekit's hand-written kernels), so it sees only the marked ones; the rest are put back."""
+    marked = {gv for gv, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc) and _has_prepack(func)}
+    if not marked:
+        return mod
+    others = {gv: func for gv, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc) and gv not in marked}
+    split = relax.transform.SplitLayoutRewritePreproc()(
+        tvm.IRModule({gv: func for gv, func in mod.functions.items() if gv not in others}, attrs=mod.attrs))
+    for gv, func in others.items():
+        split.update_func(gv, func)
+    return relax.transform.FoldConstant()(split)
+
+
+def _has_prepack(func: tvm.tirx.PrimFunc) -> bool:
+    return "meta_schedule.layout_rewrite_preproc" in func.script()
 
 
 def effective_threads(mod: tvm.IRModule, threads: int) -> int:
