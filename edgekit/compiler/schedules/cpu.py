@@ -110,7 +110,10 @@ def _fold_weight_prepacks(mod: tvm.IRModule) -> tvm.IRModule:
         tvm.IRModule({gv: func for gv, func in mod.functions.items() if gv not in others}, attrs=mod.attrs))
     for gv, func in others.items():
         split.update_func(gv, func)
-    return relax.transform.FoldConstant()(split)
+    # the split leaves the original PrimFuncs behind, and FoldConstant the re-layout ones: drop what main no
+    # longer calls, or relax.build compiles every conv twice
+    entries = [gv.name_hint for gv, func in split.functions.items() if isinstance(func, relax.Function)]
+    return relax.transform.DeadCodeElimination(entries)(relax.transform.FoldConstant()(split))
 
 
 def _has_prepack(func: tvm.tirx.PrimFunc) -> bool:
