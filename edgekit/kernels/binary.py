@@ -234,8 +234,14 @@ class ConvTiling:
     wt: int  # output columns per register tile (vector lanes, a power-of-two multiple of the ISA's lanes)
 
 
+def vector_tile(extent: int, lanes: int) -> int:
+    """Output positions one register tile covers along `extent`: one zmm of uint64 on AVX-512, up to four
+    vectors on narrower ISAs (shared by the row kernel and binary_flat)."""
+    return _pow2_tile(extent, lanes, 8 if lanes >= 8 else 4 * lanes)
+
+
 def conv_tiling(spec: ConvSpec, isa: Isa) -> ConvTiling:
-    wt = _pow2_tile(spec.out_w, isa.lanes, 8 if isa.lanes >= 8 else 4 * isa.lanes)
+    wt = vector_tile(spec.out_w, isa.lanes)
     nvec = wt // isa.lanes
     # 8 measured best on Zen 4 (115 vs 124 us at 16); the int64 tile must stay under STACK_BYTES
     ob = max(1, min(spec.out_channels, isa.acc_regs // nvec, 8, (STACK_BYTES - 1) // (wt * 8)))

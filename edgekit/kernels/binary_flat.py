@@ -20,10 +20,12 @@ import numpy as np
 import tvm
 from tvm.script import tirx as T
 
-from edgekit.kernels.binary import AVX512, WORD, ConvSpec, Isa, _drop_params, _last_has_border, _pow2_tile, _root_block
+from edgekit.kernels.binary import (AVX512, WORD, ConvSpec, Isa, _drop_params, _last_has_border, _pow2_tile, _root_block,
+                                    vector_tile)
 
 # coefficient columns of the epilogue table, in this order
 TERMS = ("const", "first_row", "last_row", "first_col", "last_col", "fr_fc", "fr_lc", "lr_fc", "lr_lc")
+_TERM = {name: i for i, name in enumerate(TERMS)}
 
 
 def applies(spec: ConvSpec, lanes: int) -> bool:
@@ -34,13 +36,13 @@ def applies(spec: ConvSpec, lanes: int) -> bool:
     if spec.stride != 1 or spec.out_h < 2 or spec.out_w < 2 or plane < wt:
         return False
     flat_lanes = -(-plane // wt) * wt
-    row_wt = _pow2_tile(spec.out_w, lanes, 8 if lanes >= 8 else 4 * lanes)
+    row_wt = vector_tile(spec.out_w, lanes)  # the row kernel's tile (binary.conv_tiling)
     row_lanes = spec.out_h * max(1, -(-spec.out_w // row_wt)) * row_wt
     return row_lanes > 1.05 * flat_lanes
 
 
 def flat_tile(spec: ConvSpec, lanes: int) -> int:
-    return _pow2_tile(spec.out_h * spec.out_w, lanes, 8 if lanes >= 8 else 4 * lanes)
+    return vector_tile(spec.out_h * spec.out_w, lanes)
 
 
 def shifted_shape(spec: ConvSpec) -> tuple[int, int, int, int]:
@@ -122,15 +124,17 @@ def conv_func(spec: ConvSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
         """(K + border correction of position q, channel o) - 2 * popcounts, then the float epilogue. The border
         correction (TERMS order) is a sum of masked adds; `rows` says the tile may hold first/last-row lanes."""
         row, col = q // wo, q % wo
-        value = terms[o, 0]
+        value = terms[o, _TERM["const"]]
         if first:
-            value = value + T.Select(col == 0, terms[o, 3], 0)
+            value = value + T.Select(col == 0, terms[o, _TERM["first_col"]], 0)
         if last_col:
-            value = value + T.Select(col == wo - 1, terms[o, 4], 0)
-        for flag, on, t_row, t_first, t_last in ((first, row == 0, 1, 5, 6), (last_row, row == ho - 1, 2, 7, 8)):
+            value = value + T.Select(col == wo - 1, terms[o, _TERM["last_col"]], 0)
+        for flag, on, edge, at_first_col, at_last_col in ((first, row == 0, "first_row", "fr_fc", "fr_lc"),
+                                                          (last_row, row == ho - 1, "last_row", "lr_fc", "lr_lc")):
             if rows and flag:
-                corner = T.Select(col == 0, terms[o, t_first], T.Select(col == wo - 1, terms[o, t_last], 0))
-                value = value + T.Select(on, terms[o, t_row] + corner, 0)
+                corner = T.Select(col == 0, terms[o, _TERM[at_first_col]],
+                                  T.Select(col == wo - 1, terms[o, _TERM[at_last_col]], 0))
+                value = value + T.Select(on, terms[o, _TERM[edge]] + corner, 0)
         dot = T.Cast(out_dtype, value - T.Cast("int32", acc) * 2)
         return dot * alpha[o] + bias[o] if float_out else dot
 
