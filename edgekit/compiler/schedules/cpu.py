@@ -584,7 +584,6 @@ def _prepack_weights(sch: Schedule, conv, hwio: tuple[int, ...], vec: int) -> No
     sch.transform_layout(conv, ("read", index), lambda kh, kw, ci, co: (co // vec, kh, kw, ci, co % vec))
 
 
-
 def _conv_nhwc_depthwise(sch: Schedule, threads: int, knobs: Knobs | None = None) -> str:
     """Depthwise (or grouped) NHWC conv: channels are both the reduction's and the output's vector lanes.
     Depthwise is memory-bound, so the zero padding is inlined (a bounds check per tap, no padded copy)."""
