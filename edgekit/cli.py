@@ -277,6 +277,7 @@ def compile_cmd(
     threads: Annotated[int, typer.Option("--threads", help="Threads the schedules plan for (1 = no parallel loops; 0 = target's).")] = 0,
     no_xnor: Annotated[bool, typer.Option("--no-xnor", help="Keep binary layers as float convs (for comparisons).")] = False,
     tuning: Annotated[Optional[Path], typer.Option("--tuning", help="Tuning database from `edgekit tune` (a .json or a directory, e.g. tuning/).")] = None,
+    no_winograd: Annotated[bool, typer.Option("--no-winograd", help="Direct 3x3 convs only (Winograd F(4,3) is faster but stores 4x their weights).")] = False,
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of validation inputs (default: random).")] = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
@@ -290,7 +291,7 @@ def compile_cmd(
 
     result = compile_onnx(
         model, output, target, parse_input_shapes(input_shape), force, not no_validate, inputs, quiet=json_out, schedules=schedules, threads=threads,
-        xnor=not no_xnor, tuning=tuning,
+        xnor=not no_xnor, tuning=tuning, winograd=not no_winograd,
     )
     if json_out:
         emit_json(result.to_json())

@@ -33,6 +33,8 @@ import tvm
 from tvm import relax
 from tvm.s_tir import Schedule
 
+from edgekit.compiler.schedules import winograd
+
 # TVM's thread pool splits each parallel loop statically over the threads and joins it with a barrier. On a
 # quiet machine that costs microseconds; when another process holds a core, a descheduled worker makes the
 # barrier wait a scheduler time slice (ms), once per parallel op. Measured (2-core znver4, 2 threads):
@@ -193,6 +195,7 @@ def prepare_relax(mod: tvm.IRModule) -> tvm.IRModule:
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}),
         _CancelPermutes,
         relax.transform.DeadCodeElimination(),
+        *([relax.transform.FoldConstant(), _WinogradConvs] if winograd.ENABLED.get() else []),
         *([_FastMath] if FAST_MATH else []),
         relax.get_pipeline("zero"),  # LegalizeOps, FoldConstant (transposes the weights), FuseOps, FuseTIR
     ])
@@ -300,6 +303,9 @@ def _relax_rewrite(mutator_cls: type, name: str) -> tvm.transform.Pass:
             for gv, func in list(mod.functions.items()):
                 if isinstance(func, relax.Function):
                     out[gv] = mutator.visit_expr(func)
+            for gv, func in mutator.builder_.get().functions.items():  # PrimFuncs the mutator emitted (emit_te)
+                if isinstance(func, tvm.tirx.PrimFunc) and gv not in out.functions:
+                    out[gv] = func
             return out
         except Exception:  # noqa: BLE001
             return mod
@@ -351,6 +357,7 @@ class _ConvTransposeAsConv(relax.PyExprMutator):
 
 
 _ConvTransposeToConv = _relax_rewrite(_ConvTransposeAsConv, "ConvTransposeAsConv")
+_WinogradConvs = _relax_rewrite(winograd.WinogradConv, "WinogradConv")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -400,6 +407,11 @@ def format_knobs(knobs: Knobs) -> str:
 
 def _pick_rule(sch: Schedule) -> Rule:
     blocks = _blocks(sch)
+    names = {sch.get(b).name_hint for b in blocks}
+    if winograd.INPUT_BLOCK in names:
+        return _winograd_input
+    if winograd.OUTPUT_BLOCK in names:
+        return _winograd_output
     reductions = [b for b in blocks if "R" in _iter_kinds(sch, b)]
     if not reductions:
         return _injective
@@ -650,6 +662,50 @@ def _regblock(sch: Schedule, red_block, outer: list, row: tuple, col: tuple, red
     *_, s_row, s_col = sch.get_loops(store)
     _vectorize_lanes(sch, s_col, unroll_outer=False)
     sch.decompose_reduction(red_block, red[0])  # last: parallel/vectorize first, or the init nest breaks them
+
+
+def _winograd_input(sch: Schedule, threads: int) -> str:
+    """V[e, p, c]: per tile p and channel vector, all 36 positions e unrolled (their Select chain folds to
+    one explicit sum each, and the 36 loads of the 6x6 input tile are shared between them)."""
+    blk = sch.get_sblock(winograd.INPUT_BLOCK)
+    e, p, c = sch.get_loops(blk)
+    a, b = sch.split(e, [None, winograd.ALPHA])
+    c_o, c_i = sch.split(c, [None, _pick_lanes(_extent(sch, c), prefer=(16, 8))])
+    sch.reorder(p, c_o, a, b, c_i)
+    if threads > 1 and _block_work(sch, blk) >= PARALLEL_MIN_ELEMS:
+        sch.parallel(sch.fuse(p, c_o))
+    rows = sch.get_sblock(winograd.INPUT_ROWS_BLOCK)
+    # one row a of T per a-iteration: 6 x 16 floats, a stack buffer (a whole 6x6 tile would be heap scratch)
+    sch.compute_at(rows, a, preserve_unit_loops=True)
+    *_, j, _p, rc = sch.get_loops(rows)
+    for loop in (a, b, j):
+        sch.unroll(loop)
+    sch.vectorize(c_i)
+    sch.vectorize(rc)
+    return "winograd-input"
+
+
+def _winograd_output(sch: Schedule, threads: int) -> str:
+    """y[n, h, w, k] with the bias / residual / activation epilogue: the output transform is inlined into
+    the epilogue, h and w split into 4x4 tiles whose 16 positions are unrolled (Select folds per position)."""
+    rows = sch.get_sblock(winograd.OUTPUT_ROWS_BLOCK)
+    _inline_elementwise(sch, keep={rows})
+    (blk,) = [b for b in _blocks(sch) if sch.get(b).name_hint != winograd.OUTPUT_ROWS_BLOCK]
+    n, h, w, k = sch.get_loops(blk)
+    h_o, h_i = sch.split(h, [None, winograd.TILE])
+    w_o, w_i = sch.split(w, [None, winograd.TILE])
+    k_o, k_i = sch.split(k, [None, _pick_lanes(_extent(sch, k), prefer=(16, 8))])
+    sch.reorder(n, h_o, w_o, k_o, h_i, w_i, k_i)
+    if threads > 1 and _block_work(sch, blk) >= PARALLEL_MIN_ELEMS:
+        sch.parallel(sch.fuse(n, h_o, w_o))
+    # one row r of S = A^T M per output row of the tile: 6 x 16 floats on the stack
+    sch.compute_at(rows, h_i, preserve_unit_loops=True)
+    *_, c, _p, rk = sch.get_loops(rows)
+    for loop in (h_i, w_i, c):
+        sch.unroll(loop)
+    sch.vectorize(k_i)
+    sch.vectorize(rk)
+    return "winograd-output"
 
 
 def _dlight_reduction(sch: Schedule, threads: int) -> str:
