@@ -52,6 +52,7 @@ SMALL_MODEL_MACS = 30_000_000
 # Conv weights re-laid out for streaming (see _prepack_weights). Off while `edgekit tune` times candidates: each
 # candidate's packed layout would differ, and inside a lone PrimFunc the re-layout would run on every call.
 PREPACK_WEIGHTS: contextvars.ContextVar[bool] = contextvars.ContextVar("edgekit_prepack_weights", default=True)
+CONST_PARAMS_ATTR = "edgekit.const_params"  # PrimFunc attr set by schedule_cpu: indices of constant parameters
 LANES = 16  # fp32 lanes of one AVX-512 register (LLVM splits wider vectors, and narrows on AVX2/NEON)
 FAST_MATH = True  # see _FastMath
 MAX_ACC_VECTORS = 24  # accumulator registers a register tile may use (32 zmm: leave room for operands)
@@ -90,9 +91,12 @@ def schedule_cpu(
     with target:  # dlight rules read the target (vector width) from the context
         mod = prepare_relax(mod)
         threads = effective_threads(mod, threads)
+        constants = constant_params(mod)
         for gv, func in list(mod.functions.items()):
             if isinstance(func, tvm.tirx.PrimFunc):
                 knobs = tuning.get(task_key(func, target)) if tuning else None
+                if constants.get(gv.name_hint):
+                    func = func.with_attr(CONST_PARAMS_ATTR, sorted(constants[gv.name_hint]))
                 new_func, rule = schedule_prim_func(func, threads, knobs)
                 mod[gv] = new_func
                 report[gv.name_hint] = rule
@@ -147,6 +151,24 @@ def model_macs(mod: tvm.IRModule) -> int:
             except Exception:  # noqa: BLE001
                 continue
     return total
+
+
+def constant_params(mod: tvm.IRModule) -> dict[str, set[int]]:
+    """Per PrimFunc, the parameters that every call_tir in main passes a constant (weights): only these may
+    be re-laid out at compile time (a re-layout of a runtime input would run on every call)."""
+    seen: dict[str, set[int]] = {}
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call) and expr.op.same_as(call_tir) and isinstance(expr.args[0], tvm.ir.GlobalVar):
+            consts = {i for i, arg in enumerate(expr.args[1].fields) if isinstance(arg, tvm.ir.expr.Constant)}
+            name = expr.args[0].name_hint
+            seen[name] = seen[name] & consts if name in seen else consts
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return seen
 
 
 def call_counts(mod: tvm.IRModule) -> dict[str, int]:
@@ -614,7 +636,27 @@ def _dense(sch: Schedule, threads: int, knobs: Knobs | None = None) -> str:
     kn = _resolve("dense", _tile_dims(sch, _dense), threads, knobs)
     *batch, i, j, k = sch.get_loops(mm)
     _regblock(sch, mm, outer=list(batch), row=(i, kn["row"]), col=(j, kn["vec"]), red=[k], knobs=kn)
+    if PREPACK_WEIGHTS.get():
+        _prepack_dense_weights(sch, mm, int(kn["vec"]))
     return "dense"
+
+
+def _prepack_dense_weights(sch: Schedule, mm, vec: int) -> None:
+    """Constant [.., K, N] matmul weights -> [.., N/V, K, V]: the V lanes each reduction step reads are the
+    next V floats of one stream (see _prepack_weights). For a classifier GEMV (1280 -> 1000) the [K, N]
+    layout read 160 B every 4 KB."""
+    func = sch.mod["main"]
+    constant = [func.params[i] for i in (func.attrs or {}).get(CONST_PARAMS_ATTR, [])]
+    block = sch.get(mm)
+    j, k = block.iter_vars[-2].var, block.iter_vars[-1].var
+    for index, region in enumerate(block.reads):
+        last_two = region.region[-2:]
+        if len(last_two) == 2 and _uses_only(last_two[0].min, k) and _uses_only(last_two[1].min, j) \
+                and any(p.same_as(region.source) for p in constant) and int(region.source.shape[-1]) % vec == 0:
+            copy = sch.cache_read(mm, index, "global")
+            sch.annotate(copy, "meta_schedule.layout_rewrite_preproc", True)
+            sch.transform_layout(mm, ("read", index), lambda *ix: (*ix[:-2], ix[-1] // vec, ix[-2], ix[-1] % vec))
+            return
 
 
 _TILE_RULES: dict[Rule, str] = {_conv_nhwc: "conv", _conv_nhwc_depthwise: "depthwise", _dense: "dense"}
