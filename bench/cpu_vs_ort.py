@@ -3,7 +3,8 @@
     python bench/cpu_vs_ort.py [--models digits_cnn,resnet18] [--threads 2] [--repeat 40] [--rounds 4] [--quick]
 
 Same thread count for every runtime; each runtime in its own process, order alternated between rounds
-(edgekit.bench). OpenVINO runs if `pip install openvino` is present. The bare TVM build (no schedules)
+(edgekit.bench). OpenVINO runs if `pip install openvino` is present. Models with Winograd convs are also
+timed with direct convs only (`compile --no-winograd`). The bare TVM build (no schedules)
 is timed with few repeats: it is 10-100x slower. Writes bench/results/cpu_vs_ort.{json,md}.
 Ratios are what to compare; absolute times on a shared 2-core machine are noisy.
 """
@@ -57,6 +58,10 @@ def main() -> None:
                 row["tvm_tuned_over_ort"] = tuned.runs[1].p50_ms / tuned.runs[0].p50_ms
                 if "openvino" in p50:
                     row["tvm_tuned_over_openvino"] = row["tvm_tuned_over_ort"] / row["openvino_over_ort"]
+            if any("winograd" in rule for rule in compiled.meta["build"]["rules"]):  # the same build with direct convs only
+                compile_onnx(onnx_path, tmp / f"{name}.direct", args.target, quiet=True, threads=args.threads, winograd=False)
+                direct = bench(tmp / f"{name}.direct", ("ort", "tvm"), threads=args.threads, warmup=3, repeat=repeat, rounds=rounds, quiet=True)
+                row["tvm_direct_over_ort"] = direct.runs[1].p50_ms / direct.runs[0].p50_ms
             if not args.no_bare and not args.quick:
                 compile_onnx(onnx_path, tmp / f"{name}.bare", args.target, quiet=True, schedules="none")
                 bare = bench(tmp / f"{name}.bare", ("ort", "tvm"), threads=args.threads, warmup=1, repeat=4, rounds=2, quiet=True)
@@ -65,6 +70,7 @@ def main() -> None:
             extra = f"  OpenVINO/ORT {row['openvino_over_ort']:.2f}x  TVM/OpenVINO {row['tvm_over_openvino']:.2f}x" if "openvino" in p50 else ""
             bare_s = f"  bare TVM/ORT {row['tvm_bare_over_ort']:.1f}x" if "tvm_bare_over_ort" in row else ""
             bare_s += f"  tuned TVM/ORT {row['tvm_tuned_over_ort']:.2f}x" if "tvm_tuned_over_ort" in row else ""
+            bare_s += f"  direct-conv TVM/ORT {row['tvm_direct_over_ort']:.2f}x" if "tvm_direct_over_ort" in row else ""
             print(f"{name:12s} ORT {p50['ort']:8.3f} ms  TVM {p50['tvm']:8.3f} ms  TVM/ORT {row['tvm_over_ort']:.2f}x{extra}{bare_s}  "
                   f"compile {row['compile_s']:.1f}s  max|err| {row['max_abs_vs_ort']:.1e}", flush=True)
     if not args.quick:

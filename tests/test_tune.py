@@ -163,3 +163,39 @@ def test_conv_weights_are_prepacked_once_at_compile_time(digits_onnx):
     assert not any(c.args[1].fields and all(const_ndim(a) is not None for a in c.args[1].fields) for c in calls)
     left = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and "meta_schedule.layout_rewrite_preproc" in str(f)]
     assert not left, (left, report)
+
+
+def test_constant_matmul_weights_are_prepacked_and_activations_are_not(tmp_path):
+    """Gemm with constant weights reads them as [N/V, K, V] (re-laid out at compile time); a MatMul of two
+    activations (attention's Q x K^T) must not be re-laid out, or the copy would run on every call."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((64, 96)).astype(np.float32), "w")
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], transB=1),                 # [8, 96] @ W^T -> [8, 64]
+             helper.make_node("Transpose", ["h"], ["ht"], perm=[1, 0]),
+             helper.make_node("MatMul", ["h", "ht"], ["y"])]                        # activations only
+    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 96])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 8])], [w])
+    path = tmp_path / "mm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    result = compile_onnx(path, tmp_path / "art", "x86_64", quiet=True)
+    assert result.validation.ok and result.validation.max_abs <= 1e-4
+
+    from edgekit.compiler.frontend import to_relax
+    from edgekit.compiler.schedules.cpu import constant_params, prepare_relax
+    from edgekit.graph import load_onnx, resolve_input_specs
+    from edgekit.targets import load_target
+
+    model = load_onnx(path)
+    with load_target("x86_64").tvm_target():
+        mod = prepare_relax(to_relax(model, resolve_input_specs(model, {})))
+    constants = {name: idx for name, idx in constant_params(mod).items() if "matmul" in name}
+    assert sorted(map(sorted, constants.values())) == [[], [1]], constants  # the Gemm's weights, nothing of the MatMul
+    from edgekit.compiler.schedules.cpu import schedule_cpu
+
+    scheduled, _ = schedule_cpu(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64").tvm_target(), 2)
+    matmuls = [gv.name_hint for gv in scheduled.functions if "matmul" in gv.name_hint]
+    assert sum(name.endswith("_prepacked") for name in matmuls) == 1, matmuls

@@ -707,8 +707,9 @@ def _regblock(sch: Schedule, red_block, outer: list, row: tuple, col: tuple, red
 
 
 def _winograd_input(sch: Schedule, threads: int) -> str:
-    """V[e, p, c]: per tile p and channel vector, all 36 positions e unrolled (their Select chain folds to
-    one explicit sum each, and the 36 loads of the 6x6 input tile are shared between them)."""
+    """V[e = (a, b), p, c]: per tile p and channel vector, for each row a of B^T d (6 vectors, computed in
+    place from the input with the zero padding as bounds checks), its 6 columns b; a, b and the taps are
+    unrolled, so every Select chain folds to one explicit sum."""
     blk = sch.get_sblock(winograd.INPUT_BLOCK)
     e, p, c = sch.get_loops(blk)
     a, b = sch.split(e, [None, winograd.ALPHA])

@@ -8,9 +8,9 @@ transforms and ~1e-6 relative fp32 error. The conv becomes three Relax calls:
     M[e, p, k] = sum_c V[e, p, c] U[e, c, k]     36 batched GEMMs; U = G g G^T folded at compile time
     y[n, h, w, k] = (A^T M_p A)[h % 4, w % 4]    output transform, fused with bias / residual / ReLU
 
-The transforms are explicit sums over the nonzero matrix entries (no multiplies by 0 or 1), picked per
-position by a Select chain that collapses once the position loops are unrolled (winograd_input/_output rules
-in cpu.py). The GEMM is an ordinary batched matmul and gets the `dense` rule. The matrices are the standard
+Each transform is separable (rows, then columns: B^T d then (B^T d) B) and written as explicit sums over the
+nonzero matrix entries (no multiplies by 0 or 1), picked per position by a Select chain that collapses once
+the position loops are unrolled (the winograd-input / winograd-output rules in cpu.py). The GEMM is an ordinary batched matmul and gets the `dense` rule. The matrices are the standard
 ones for interpolation points 0, +-1, +-2 (Lavin & Gray, "Fast Algorithms for Convolutional Neural
 Networks", 2015); test_winograd checks them against a direct convolution.
 """
@@ -29,12 +29,13 @@ INPUT_BLOCK = "winograd_input"
 INPUT_ROWS_BLOCK = "winograd_input_rows"
 OUTPUT_BLOCK = "winograd_output"
 OUTPUT_ROWS_BLOCK = "winograd_output_rows"
-# Winograd pays where the GEMM has enough tiles to stream U (36/9 = 4x the conv weights) through once:
-# ResNet-18's 14x14x256 convs (16 tiles) measured <MEASURE>; its 7x7x512 ones (4 tiles) would read 37 MB of U.
+# Winograd pays where the GEMM has enough tiles (rows) per streamed U (36/9 = 4x the conv's weights): with
+# ResNet-18's 14x14x256 convs (16 tiles) the whole model ran 0.68x ORT, without them 0.72-0.77x; its 7x7x512
+# ones (4 tiles) would stream 37 MB of U per conv for 4 rows of GEMM.
 MIN_TILES = 16
 MIN_CHANNELS = 16
 GEMM_ROWS = 6  # the dense rule's AVX-512 tile: 6 rows x 64 lanes = 24 accumulator registers
-OPAQUE_PATTERN = 8  # relax.transform's OpPatternKind.kOpaque
+OUT_ELEMWISE_FUSABLE, OPAQUE = 4, 8  # relax's OpPatternKind (kOutEWiseFusable, kOpaque)
 ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("edgekit_winograd", default=True)
 
 B_T = [[4, 0, -5, 0, 1, 0],
@@ -64,25 +65,15 @@ def transform_weights(hwio: np.ndarray) -> np.ndarray:
 
 def _linear(coefs: list, load, dtype: str) -> tvm.tirx.PrimExpr:
     """sum_i coefs[i] * load(i) over the nonzero coefficients, without multiplies by +-1."""
-    return _bilinear([coefs], 0, 0, lambda _i, j: load(j), dtype, single=True)
-
-
-def _bilinear(rows: list[list], r: int, s: int, load, dtype: str, single: bool = False) -> tvm.tirx.PrimExpr:
-    """sum_ij rows[r][i] * rows[s][j] * load(i, j) over the nonzero coefficients, without multiplies by +-1
-    (single: the row factor is 1, i.e. sum_j rows[s][j] * load(0, j))."""
     total = None
-    for i, ci in enumerate([1] if single else rows[r]):
-        for j, cj in enumerate(rows[s]):
-            coef = ci * cj
-            if coef == 0:
-                continue
-            term = load(i, j)
-            if abs(coef) != 1:
-                term = term * tvm.tirx.const(float(abs(coef)), dtype)
-            if total is None:
-                total = -term if coef < 0 else term
-            else:
-                total = total - term if coef < 0 else total + term
+    for i, coef in enumerate(coefs):
+        if coef == 0:
+            continue
+        term = load(i) if abs(coef) == 1 else load(i) * tvm.tirx.const(float(abs(coef)), dtype)
+        if total is None:
+            total = -term if coef < 0 else term
+        else:
+            total = total - term if coef < 0 else total + term
     return total
 
 
@@ -179,18 +170,15 @@ class WinogradConv(relax.PyExprMutator):
         pad_top, pad_left = int(call.attrs.padding[0]), int(call.attrs.padding[1])
         n, oh, ow, _ = (int(d) for d in call.ty.shape)
         u = relax.const(transform_weights(w.value.numpy()))
-        v = self.builder_.emit(self._opaque_te(input_transform, x, pad_top, pad_left, oh, ow))
+        # FuseOps patterns: TE would make both transforms "injective". Then the input transform absorbs the
+        # previous conv's bias/ReLU (run 9/4 times per pixel on the overlapping tiles) and the output transform
+        # fuses with any injective consumer (a detector's resize + concat of four branches). Opaque input and a
+        # conv-like output transform (only elementwise consumers fuse) keep each epilogue in the output transform.
+        v = self.builder_.emit(self._call_te(input_transform, INPUT_BLOCK, OPAQUE, x, pad_top, pad_left, oh, ow))
         mm = self.builder_.emit(relax.op.matmul(v, u))
         # returned, not emitted: a var-to-var binding in between would stop FuseOps fusing the epilogue
-        return self.builder_.call_te(output_transform, mm, n, oh, ow, primfunc_name_hint="winograd_output")
+        return self._call_te(output_transform, OUTPUT_BLOCK, OUT_ELEMWISE_FUSABLE, mm, n, oh, ow)
 
-    def _opaque_te(self, fte, x: relax.Expr, *args) -> relax.Call:
-        """call_tir of fte's PrimFunc marked opaque to FuseOps. Left injective, the input transform absorbs the
-        previous conv's bias/ReLU (FuseOps' choice), which then run 9/4 times per pixel on the overlapping
-        tiles, and the output transform is left with a bare store; opaque, the epilogue fuses into the output
-        transform instead."""
-        data = te.placeholder(tuple(int(d) for d in x.ty.shape), x.ty.dtype, name="x")
-        out = fte(data, *args)
-        func = te.create_prim_func([data, out]).without_attr("global_symbol").with_attr("op_pattern", OPAQUE_PATTERN)
-        gv = self.builder_.add_func(func, INPUT_BLOCK)
-        return relax.call_tir(gv, (x,), relax.TensorType(tuple(int(d) for d in out.shape), out.dtype))
+    def _call_te(self, fte, name: str, op_pattern: int, x: relax.Expr, *args) -> relax.Call:
+        """call_tir of the PrimFunc of fte(x, *args), with its FuseOps pattern set (AnnotateTIROpPattern keeps it)."""
+        return self.builder_.call_te(fte, x, *args, primfunc_name_hint=name, primfunc_attrs={"op_pattern": op_pattern})
