@@ -717,20 +717,14 @@ def _winograd_input(sch: Schedule, threads: int) -> str:
     sch.reorder(p, c_o, a, b, c_i)
     if threads > 1 and _block_work(sch, blk) >= PARALLEL_MIN_ELEMS:
         sch.parallel(sch.fuse(p, c_o))
-    rows = sch.get_sblock(winograd.INPUT_ROWS_BLOCK)
-    # one row a of T per a-iteration: 6 x 16 floats, a stack buffer (a whole 6x6 tile would be heap scratch)
-    sch.compute_at(rows, a, preserve_unit_loops=True)
-    *_, j, _p, rc = sch.get_loops(rows)
-    for loop in (a, b, j):
-        sch.unroll(loop)
-    sch.vectorize(c_i)
-    sch.vectorize(rc)
+    _winograd_first_pass_at(sch, sch.get_sblock(winograd.INPUT_ROWS_BLOCK), at=a, unroll=(a, b), lanes=c_i)
     return "winograd-input"
 
 
 def _winograd_output(sch: Schedule, threads: int) -> str:
-    """y[n, h, w, k] with the bias / residual / activation epilogue: the output transform is inlined into
-    the epilogue, h and w split into 4x4 tiles whose 16 positions are unrolled (Select folds per position)."""
+    """y[n, h, w, k] with the bias / residual / activation epilogue: h and w split into 4x4 tiles whose 16
+    positions are unrolled; the second pass of the output transform (S A) is inlined into the epilogue, the
+    first (S = A^T M) computed per output row of the tile."""
     rows = sch.get_sblock(winograd.OUTPUT_ROWS_BLOCK)
     _inline_elementwise(sch, keep={rows})
     (blk,) = [b for b in _blocks(sch) if sch.get(b).name_hint != winograd.OUTPUT_ROWS_BLOCK]
@@ -741,14 +735,20 @@ def _winograd_output(sch: Schedule, threads: int) -> str:
     sch.reorder(n, h_o, w_o, k_o, h_i, w_i, k_i)
     if threads > 1 and _block_work(sch, blk) >= PARALLEL_MIN_ELEMS:
         sch.parallel(sch.fuse(n, h_o, w_o))
-    # one row r of S = A^T M per output row of the tile: 6 x 16 floats on the stack
-    sch.compute_at(rows, h_i, preserve_unit_loops=True)
-    *_, c, _p, rk = sch.get_loops(rows)
-    for loop in (h_i, w_i, c):
-        sch.unroll(loop)
-    sch.vectorize(k_i)
-    sch.vectorize(rk)
+    _winograd_first_pass_at(sch, rows, at=h_i, unroll=(h_i, w_i), lanes=k_i)
     return "winograd-output"
+
+
+def _winograd_first_pass_at(sch: Schedule, rows, at, unroll: tuple, lanes) -> None:
+    """Compute one row of a transform's first pass (6 channel vectors: a stack buffer; a whole 6x6 tile would
+    be heap scratch, see _regblock) inside loop `at`; unroll the position loops and its 6 taps so every Select
+    chain folds; vectorize the channel lanes of both passes."""
+    sch.compute_at(rows, at, preserve_unit_loops=True)
+    *_, taps, _tile, row_lanes = sch.get_loops(rows)
+    for loop in (*unroll, taps):
+        sch.unroll(loop)
+    sch.vectorize(lanes)
+    sch.vectorize(row_lanes)
 
 
 def _dlight_reduction(sch: Schedule, threads: int) -> str:
