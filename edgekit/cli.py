@@ -312,6 +312,8 @@ def compile_cmd(
             out.print(result.meta["validation"].get("skipped", ""))
     if result.validation is not None and not result.validation.ok:
         err.print("[bold red]error:[/] the compiled model does not match onnxruntime within tolerance")
+        if any(rule.startswith("winograd") for rule in result.meta["build"]["rules"]):
+            err.print("hint: Winograd convs add fp32 rounding error; compare with --no-winograd")
         raise typer.Exit(1)
 
 

@@ -87,3 +87,13 @@ def test_winograd_can_be_turned_off(tmp_path, cli):
     build = json.loads(res.stdout)["build"]
     rules = build["rule_per_function"].values()
     assert build["winograd"] is False and "conv2d-nhwc-regblock" in rules and not any("winograd" in r for r in rules)
+
+
+def test_failed_validation_points_at_no_winograd(tmp_path, cli, monkeypatch):
+    """With zero tolerance the Winograd build (not bit-exact) fails validation: exit 1 and a hint to compare."""
+    import edgekit.compiler.build as build
+
+    monkeypatch.setattr(build, "tolerances_for", lambda model: (0.0, 0.0))
+    res = cli("compile", _conv_model(tmp_path / "conv.onnx"), "-o", tmp_path / "art")
+    assert res.exit_code == 1
+    assert "--no-winograd" in res.stderr
