@@ -100,11 +100,11 @@ def schedule_cpu(
                 new_func, rule = schedule_prim_func(func, threads, knobs)
                 mod[gv] = new_func
                 report[gv.name_hint] = rule
-        mod = _fold_weight_prepacks(mod)
+        mod = fold_weight_prepacks(mod)
     return mod, report
 
 
-def _fold_weight_prepacks(mod: tvm.IRModule) -> tvm.IRModule:
+def fold_weight_prepacks(mod: tvm.IRModule) -> tvm.IRModule:
     """Weight re-layouts marked by _prepack_weights become their own PrimFuncs (SplitLayoutRewritePreproc),
     which FoldConstant then runs once on the constant weights. The split pass aborts on PrimFuncs without
     sblocks (edgekit's hand-written kernels), so it sees only the marked ones; the rest are put back."""
