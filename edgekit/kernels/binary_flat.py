@@ -138,6 +138,16 @@ def conv_func(spec: ConvSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
         dot = T.Cast(out_dtype, value - T.Cast("int32", acc) * 2)
         return dot * alpha[o] + bias[o] if float_out else dot
 
+    @T.macro
+    def store(flat, terms, alpha, bias, n, o0, q0, lo, hi, rows: bool):
+        """Both accumulator halves -> out, through result(); `rows`: the tile may hold first/last-row lanes."""
+        for i in range(ob_lo):
+            for w in T.vectorized(wt):
+                flat[n, o0 + i, q0 + w] = result(terms, alpha, bias, o0 + i, q0 + w, lo[i, w], rows)
+        for i in range(ob - ob_lo):
+            for w in T.vectorized(wt):
+                flat[n, o0 + ob_lo + i, q0 + w] = result(terms, alpha, bias, o0 + ob_lo + i, q0 + w, hi[i, w], rows)
+
     @T.prim_func
     def conv(s: T.Buffer(s_shape, "uint64"), wb: T.Buffer(w_shape, "uint64"), terms: T.Buffer((o_, 9), "int32"),
              alpha: T.Buffer((o_,), "float32"), bias: T.Buffer((o_,), "float32"), out: T.Buffer(out_shape, out_dtype)):
@@ -168,21 +178,11 @@ def conv_func(spec: ConvSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
                             for w in T.vectorized(wt):
                                 hi[i, w] = hi[i, w] + T.Cast("int64", T.popcount(
                                     s[n, kw, cw, q0 + kh * wo + w] ^ wb[o0 + ob_lo + i, kh, kw, cw]))
-            # two copies of the store on purpose: a branch per tile lets interior tiles (21 of 25 at 14x14) skip the
+            # the store twice on purpose: a branch per tile lets interior tiles (21 of 25 at 14x14) skip the
             # row-border terms (a select would evaluate them for every tile)
             if q0 < wo or q0 + wt > (ho - 1) * wo:  # the tile holds first- or last-row lanes
-                for i in range(ob_lo):
-                    for w in T.vectorized(wt):
-                        flat[n, o0 + i, q0 + w] = result(terms, alpha, bias, o0 + i, q0 + w, lo[i, w], True)
-                for i in range(ob - ob_lo):
-                    for w in T.vectorized(wt):
-                        flat[n, o0 + ob_lo + i, q0 + w] = result(terms, alpha, bias, o0 + ob_lo + i, q0 + w, hi[i, w], True)
+                store(flat, terms, alpha, bias, n, o0, q0, lo, hi, True)
             else:
-                for i in range(ob_lo):
-                    for w in T.vectorized(wt):
-                        flat[n, o0 + i, q0 + w] = result(terms, alpha, bias, o0 + i, q0 + w, lo[i, w], False)
-                for i in range(ob - ob_lo):
-                    for w in T.vectorized(wt):
-                        flat[n, o0 + ob_lo + i, q0 + w] = result(terms, alpha, bias, o0 + ob_lo + i, q0 + w, hi[i, w], False)
+                store(flat, terms, alpha, bias, n, o0, q0, lo, hi, False)
 
     return _root_block(conv if float_out else _drop_params(conv, ("alpha", "bias")))
