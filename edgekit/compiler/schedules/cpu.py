@@ -52,7 +52,7 @@ SMALL_MODEL_MACS = 30_000_000
 # Conv weights re-laid out for streaming (see _prepack_weights). Off while `edgekit tune` times candidates: each
 # candidate's packed layout would differ, and inside a lone PrimFunc the re-layout would run on every call.
 PREPACK_WEIGHTS: contextvars.ContextVar[bool] = contextvars.ContextVar("edgekit_prepack_weights", default=True)
-CONST_PARAMS_ATTR = "edgekit.const_params"  # PrimFunc attr set by schedule_cpu: indices of constant parameters
+CONST_PARAMS_ATTR = "edgekit.const_params"  # PrimFunc attr set by schedule_prim_func: indices of constant parameters
 LANES = 16  # fp32 lanes of one AVX-512 register (LLVM splits wider vectors, and narrows on AVX2/NEON)
 FAST_MATH = True  # see _FastMath
 MAX_ACC_VECTORS = 24  # accumulator registers a register tile may use (32 zmm: leave room for operands)
@@ -95,9 +95,7 @@ def schedule_cpu(
         for gv, func in list(mod.functions.items()):
             if isinstance(func, tvm.tirx.PrimFunc):
                 knobs = tuning.get(task_key(func, target)) if tuning else None
-                if constants.get(gv.name_hint):
-                    func = func.with_attr(CONST_PARAMS_ATTR, sorted(constants[gv.name_hint]))
-                new_func, rule = schedule_prim_func(func, threads, knobs)
+                new_func, rule = schedule_prim_func(func, threads, knobs, constants.get(gv.name_hint, ()))
                 mod[gv] = new_func
                 report[gv.name_hint] = rule
         mod = fold_weight_prepacks(mod)
@@ -389,12 +387,17 @@ _WinogradConvs = _relax_rewrite(winograd.WinogradConv, "WinogradConv")
 Rule = Callable[[Schedule, int], str]
 
 
-def schedule_prim_func(func: tvm.tirx.PrimFunc, threads: int, knobs: Knobs | None = None) -> tuple[tvm.tirx.PrimFunc, str]:
+def schedule_prim_func(func: tvm.tirx.PrimFunc, threads: int, knobs: Knobs | None = None,
+                       constant_params: Sequence[int] = ()) -> tuple[tvm.tirx.PrimFunc, str]:
     """Pick a rule by the PrimFunc's sblocks, apply it; on any failure use the safe fallback.
     `knobs` (from a tuning database) override the register-tiling rules' heuristic choices; if the rule
-    fails with them, it is retried with its defaults (a stale database never breaks a build)."""
+    fails with them, it is retried with its defaults (a stale database never breaks a build).
+    `constant_params`: parameters every caller passes a constant (see constant_params()); only their
+    layouts may be rewritten at compile time."""
     if func.attrs is not None and "edgekit.kernel" in func.attrs:
         return func, "xnor-popcount kernel"  # edgekit/kernels: hand-written TIR, already scheduled
+    if constant_params:
+        func = func.with_attr(CONST_PARAMS_ATTR, sorted(constant_params))
     try:
         rule = _pick_rule(Schedule(func))
     except Exception as exc:  # noqa: BLE001
@@ -610,12 +613,22 @@ def _prepack_weights(sch: Schedule, conv, hwio: tuple[int, ...], vec: int) -> No
     prefetcher cannot follow: ResNet-18's last-stage convs ran at 70 % of FMA peak with weights from memory.
     The re-layout is a copy block marked as TVM's layout-rewrite preprocessing; schedule_cpu splits it out
     (SplitLayoutRewritePreproc) and FoldConstant runs it once at compile time on the constant weights."""
-    params = sch.mod["main"].params
-    index = next(i for i, region in enumerate(sch.get(conv).reads)
-                 if tuple(int(d) for d in region.source.shape) == hwio and any(p.same_as(region.source) for p in params))
-    copy = sch.cache_read(conv, index, "global")
-    sch.annotate(copy, "meta_schedule.layout_rewrite_preproc", True)
-    sch.transform_layout(conv, ("read", index), lambda kh, kw, ci, co: (co // vec, kh, kw, ci, co % vec))
+    _relayout_constant_read(sch, conv, lambda region: tuple(int(d) for d in region.source.shape) == hwio,
+                            lambda kh, kw, ci, co: (co // vec, kh, kw, ci, co % vec))
+
+
+def _relayout_constant_read(sch: Schedule, block, matches: Callable, layout: Callable) -> None:
+    """The first read of `block` from a constant parameter (CONST_PARAMS_ATTR) for which matches(region) holds:
+    re-laid out by `layout` in a copy block marked as layout-rewrite preprocessing, which fold_weight_prepacks
+    runs once at compile time. None found (weights computed at run time): the layout stays, no per-call copy."""
+    func = sch.mod["main"]
+    constant = [func.params[i] for i in (func.attrs or {}).get(CONST_PARAMS_ATTR, [])]
+    for index, region in enumerate(sch.get(block).reads):
+        if any(p.same_as(region.source) for p in constant) and matches(region):
+            copy = sch.cache_read(block, index, "global")
+            sch.annotate(copy, "meta_schedule.layout_rewrite_preproc", True)
+            sch.transform_layout(block, ("read", index), layout)
+            return
 
 
 def _conv_nhwc_depthwise(sch: Schedule, threads: int, knobs: Knobs | None = None) -> str:
@@ -645,18 +658,15 @@ def _prepack_dense_weights(sch: Schedule, mm, vec: int) -> None:
     """Constant [.., K, N] matmul weights -> [.., N/V, K, V]: the V lanes each reduction step reads are the
     next V floats of one stream (see _prepack_weights). For a classifier GEMV (1280 -> 1000) the [K, N]
     layout read 160 B every 4 KB."""
-    func = sch.mod["main"]
-    constant = [func.params[i] for i in (func.attrs or {}).get(CONST_PARAMS_ATTR, [])]
     block = sch.get(mm)
     j, k = block.iter_vars[-2].var, block.iter_vars[-1].var
-    for index, region in enumerate(block.reads):
+
+    def is_k_by_n(region) -> bool:
         last_two = region.region[-2:]
-        if len(last_two) == 2 and _uses_only(last_two[0].min, k) and _uses_only(last_two[1].min, j) \
-                and any(p.same_as(region.source) for p in constant) and int(region.source.shape[-1]) % vec == 0:
-            copy = sch.cache_read(mm, index, "global")
-            sch.annotate(copy, "meta_schedule.layout_rewrite_preproc", True)
-            sch.transform_layout(mm, ("read", index), lambda *ix: (*ix[:-2], ix[-1] // vec, ix[-2], ix[-1] % vec))
-            return
+        return len(last_two) == 2 and _uses_only(last_two[0].min, k) and _uses_only(last_two[1].min, j) \
+            and int(region.source.shape[-1]) % vec == 0
+
+    _relayout_constant_read(sch, mm, is_k_by_n, lambda *ix: (*ix[:-2], ix[-1] // vec, ix[-2], ix[-1] % vec))
 
 
 _TILE_RULES: dict[Rule, str] = {_conv_nhwc: "conv", _conv_nhwc_depthwise: "depthwise", _dense: "dense"}

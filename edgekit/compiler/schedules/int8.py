@@ -338,9 +338,8 @@ def schedule_int8(mod: tvm.IRModule, target: tvm.target.Target, threads: int = 0
             if not isinstance(func, tvm.tirx.PrimFunc):
                 continue
             done = schedule_int8_prim_func(func, target, threads)
-            if done is None and constants.get(gv.name_hint):
-                func = func.with_attr(cpu.CONST_PARAMS_ATTR, sorted(constants[gv.name_hint]))
-            mod[gv], report[gv.name_hint] = done if done is not None else cpu.schedule_prim_func(func, threads)
+            mod[gv], report[gv.name_hint] = done if done is not None else \
+                cpu.schedule_prim_func(func, threads, constant_params=constants.get(gv.name_hint, ()))
         # float layers left in a quantized model got the fp32 rules' weight re-layouts: fold them at compile
         # time, as build_cpu does (unfolded, each call would copy its weights first)
         mod = cpu.fold_weight_prepacks(mod)
