@@ -52,20 +52,18 @@ def main() -> None:
             if "openvino" in p50:
                 row["openvino_over_ort"] = p50["openvino"] / p50["ort"]
                 row["tvm_over_openvino"] = p50["tvm"] / p50["openvino"]
+            timing = {"threads": args.threads, "repeat": repeat, "rounds": rounds}
             if args.tuning:
-                compile_onnx(onnx_path, tmp / f"{name}.tuned", args.target, quiet=True, threads=args.threads, tuning=args.tuning)
-                tuned = bench(tmp / f"{name}.tuned", ("ort", "tvm"), threads=args.threads, warmup=3, repeat=repeat, rounds=rounds, quiet=True)
-                row["tvm_tuned_over_ort"] = tuned.runs[1].p50_ms / tuned.runs[0].p50_ms
+                row["tvm_tuned_over_ort"] = _tvm_over_ort(onnx_path, tmp / f"{name}.tuned", args.target, timing,
+                                                          threads=args.threads, tuning=args.tuning)
                 if "openvino" in p50:
                     row["tvm_tuned_over_openvino"] = row["tvm_tuned_over_ort"] / row["openvino_over_ort"]
             if any("winograd" in rule for rule in compiled.meta["build"]["rules"]):  # the same build with direct convs only
-                compile_onnx(onnx_path, tmp / f"{name}.direct", args.target, quiet=True, threads=args.threads, winograd=False)
-                direct = bench(tmp / f"{name}.direct", ("ort", "tvm"), threads=args.threads, warmup=3, repeat=repeat, rounds=rounds, quiet=True)
-                row["tvm_direct_over_ort"] = direct.runs[1].p50_ms / direct.runs[0].p50_ms
-            if not args.no_bare and not args.quick:
-                compile_onnx(onnx_path, tmp / f"{name}.bare", args.target, quiet=True, schedules="none")
-                bare = bench(tmp / f"{name}.bare", ("ort", "tvm"), threads=args.threads, warmup=1, repeat=4, rounds=2, quiet=True)
-                row["tvm_bare_over_ort"] = bare.runs[1].p50_ms / bare.runs[0].p50_ms
+                row["tvm_direct_over_ort"] = _tvm_over_ort(onnx_path, tmp / f"{name}.direct", args.target, timing,
+                                                           threads=args.threads, winograd=False)
+            if not args.no_bare and not args.quick:  # 10-100x slower: few repeats
+                row["tvm_bare_over_ort"] = _tvm_over_ort(onnx_path, tmp / f"{name}.bare", args.target,
+                                                         dict(timing, warmup=1, repeat=4, rounds=2), schedules="none")
             rows.append(row)
             extra = f"  OpenVINO/ORT {row['openvino_over_ort']:.2f}x  TVM/OpenVINO {row['tvm_over_openvino']:.2f}x" if "openvino" in p50 else ""
             bare_s = f"  bare TVM/ORT {row['tvm_bare_over_ort']:.1f}x" if "tvm_bare_over_ort" in row else ""
@@ -76,6 +74,14 @@ def main() -> None:
     if not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"cpu_vs_ort.{args.target}.json").write_text(json.dumps(rows, indent=2))
+
+
+def _tvm_over_ort(onnx_path: Path, art: Path, target: str, timing: dict, **compile_kwargs) -> float:
+    """Compile one more variant of the model, then TVM p50 / ORT p50 timed side by side (edgekit.bench)."""
+    compile_onnx(onnx_path, art, target, quiet=True, **compile_kwargs)
+    report = bench(art, ("ort", "tvm"), quiet=True, **{"warmup": 3, **timing})
+    p50 = {r.runtime: r.p50_ms for r in report.runs}
+    return p50["tvm"] / p50["ort"]
 
 
 if __name__ == "__main__":
