@@ -278,6 +278,7 @@ def compile_cmd(
     no_xnor: Annotated[bool, typer.Option("--no-xnor", help="Keep binary layers as float convs (for comparisons).")] = False,
     tuning: Annotated[Optional[Path], typer.Option("--tuning", help="Tuning database from `edgekit tune` (a .json or a directory, e.g. tuning/).")] = None,
     no_winograd: Annotated[bool, typer.Option("--no-winograd", help="Direct 3x3 convs only (Winograd F(4,3) is faster but stores 4x their weights).")] = False,
+    no_fuse_blocks: Annotated[bool, typer.Option("--no-fuse-blocks", help="Run inverted-residual blocks (1x1 -> depthwise -> 1x1) as three ops, not one fused kernel.")] = False,
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of validation inputs (default: random).")] = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
@@ -291,7 +292,7 @@ def compile_cmd(
 
     result = compile_onnx(
         model, output, target, parse_input_shapes(input_shape), force, not no_validate, inputs, quiet=json_out, schedules=schedules, threads=threads,
-        xnor=not no_xnor, tuning=tuning, winograd=not no_winograd,
+        xnor=not no_xnor, tuning=tuning, winograd=not no_winograd, fuse_blocks=not no_fuse_blocks,
     )
     if json_out:
         emit_json(result.to_json())
@@ -312,8 +313,11 @@ def compile_cmd(
             out.print(result.meta["validation"].get("skipped", ""))
     if result.validation is not None and not result.validation.ok:
         err.print("[bold red]error:[/] the compiled model does not match onnxruntime within tolerance")
-        if any(rule.startswith("winograd") for rule in result.meta["build"]["rules"]):
+        rules = result.meta["build"]["rules"]
+        if any(rule.startswith("winograd") for rule in rules):
             err.print("hint: Winograd convs add fp32 rounding error; compare with --no-winograd")
+        if "mbconv kernel" in rules:
+            err.print("hint: to rule out the fused inverted-residual kernels, compare with --no-fuse-blocks")
         raise typer.Exit(1)
 
 

@@ -71,16 +71,20 @@ def build_module(
 
 
 @contextmanager
-def winograd_convs(enabled: bool):
-    """Winograd F(4x4, 3x3) for the stride-1 3x3 convs that qualify (edgekit.compiler.schedules.winograd), or
-    direct convs only (model.so 1.6x smaller for ResNet-18: Winograd keeps 36 weights per 9)."""
-    from edgekit.compiler.schedules import winograd
+def cpu_rewrites(winograd: bool, fuse_blocks: bool):
+    """Switch the CPU build's Relax rewrites for this build: Winograd F(4x4, 3x3) for the stride-1 3x3 convs
+    that qualify (edgekit.compiler.schedules.winograd; off: direct convs only, model.so 1.6x smaller for
+    ResNet-18, Winograd keeps 36 weights per 9), and inverted-residual blocks as one fused kernel
+    (edgekit.compiler.schedules.inverted_residual)."""
+    from edgekit.compiler.schedules import inverted_residual, winograd as wino
 
-    token = winograd.ENABLED.set(enabled)
+    tokens = [(wino.ENABLED, wino.ENABLED.set(winograd)),
+              (inverted_residual.ENABLED, inverted_residual.ENABLED.set(fuse_blocks))]
     try:
         yield
     finally:
-        winograd.ENABLED.reset(token)
+        for var, token in reversed(tokens):
+            var.reset(token)
 
 
 def has_binary_activations(model) -> bool:
@@ -124,6 +128,7 @@ def compile_onnx(
     tuning: Path | dict | None = None,
     xnor: bool = True,
     winograd: bool = True,
+    fuse_blocks: bool = True,
 ) -> CompileResult:
     onnx_path = Path(onnx_path)
     spec = load_target(target)
@@ -147,7 +152,7 @@ def compile_onnx(
         step(f"scheduling and building for {spec.name}")
         t0 = time.perf_counter()
         has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-        with winograd_convs(winograd):
+        with cpu_rewrites(winograd, fuse_blocks):
             executable, rules, int8_layers = build_module(mod, spec, schedules, threads, tuning, int8=has_qdq)
         build_s = time.perf_counter() - t0
         cc = spec.compiler()
@@ -168,6 +173,7 @@ def compile_onnx(
                     "schedules": "edgekit-default" if rules else "tvm-bare",
                     "rules": summarize_rules(rules),
                     "winograd": winograd,
+                    "fused_blocks": fuse_blocks,
                     "rule_per_function": rules,
                     "binary_layers": lowered,
                     "int8_layers": int8_layers,

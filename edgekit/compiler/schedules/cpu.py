@@ -33,7 +33,7 @@ import tvm
 from tvm import relax
 from tvm.s_tir import Schedule
 
-from edgekit.compiler.schedules import winograd
+from edgekit.compiler.schedules import inverted_residual, winograd
 
 # TVM's thread pool splits each parallel loop statically over the threads and joins it with a barrier. On a
 # quiet machine that costs microseconds; when another process holds a core, a descheduled worker makes the
@@ -89,7 +89,11 @@ def schedule_cpu(
         tuning = load_database(tuning, target)
     report: Report = {}
     with target:  # dlight rules read the target (vector width) from the context
-        mod = prepare_relax(mod)
+        bands = inverted_residual.BANDS.set(threads)  # the fused blocks' kernel splits rows over the threads
+        try:
+            mod = prepare_relax(mod)
+        finally:
+            inverted_residual.BANDS.reset(bands)
         threads = effective_threads(mod, threads)
         constants = constant_params(mod)
         for gv, func in list(mod.functions.items()):
@@ -215,7 +219,9 @@ def prepare_relax(mod: tvm.IRModule) -> tvm.IRModule:
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}),
         _CancelPermutes,
         relax.transform.DeadCodeElimination(),
-        *([relax.transform.FoldConstant(), _WinogradConvs] if winograd.ENABLED.get() else []),
+        relax.transform.FoldConstant(),
+        *([_FuseInvertedResiduals, relax.transform.DeadCodeElimination()] if inverted_residual.ENABLED.get() else []),
+        *([_WinogradConvs] if winograd.ENABLED.get() else []),
         *([_FastMath] if FAST_MATH else []),
         relax.get_pipeline("zero"),  # LegalizeOps, FoldConstant (transposes the weights), FuseOps, FuseTIR
     ])
@@ -378,6 +384,7 @@ class _ConvTransposeAsConv(relax.PyExprMutator):
 
 _ConvTransposeToConv = _relax_rewrite(_ConvTransposeAsConv, "ConvTransposeAsConv")
 _WinogradConvs = _relax_rewrite(winograd.WinogradConv, "WinogradConv")
+_FuseInvertedResiduals = _relax_rewrite(inverted_residual.InvertedResidualFusion, "FuseInvertedResiduals")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -395,7 +402,8 @@ def schedule_prim_func(func: tvm.tirx.PrimFunc, threads: int, knobs: Knobs | Non
     `constant_params`: parameters every caller passes a constant (see constant_params()); only their
     layouts may be rewritten at compile time."""
     if func.attrs is not None and "edgekit.kernel" in func.attrs:
-        return func, "xnor-popcount kernel"  # edgekit/kernels: hand-written TIR, already scheduled
+        kernel = str(func.attrs["edgekit.kernel"])  # edgekit/kernels: hand-written TIR, already scheduled
+        return func, "mbconv kernel" if kernel == "mbconv" else "xnor-popcount kernel"
     if constant_params:
         func = func.with_attr(CONST_PARAMS_ATTR, sorted(constant_params))
     try:

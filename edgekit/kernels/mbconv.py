@@ -1,0 +1,262 @@
+"""Fused inverted-residual block (MobileNetV2's "MBConv"): 1x1 expansion -> 3x3 depthwise -> 1x1 projection
+in one kernel, so the expanded tensor never reaches memory.
+
+Run as three fused ops, each expansion writes a tensor 4-6x the size of the block's input (MobileNetV2's
+112x112x96 is 4.8 MB), which the depthwise conv reads back from L3/DRAM and writes again at the same size for
+the projection. On this machine that made the depthwise convs memory-bound: 157 us in the model against 48 us
+with warm caches for the 112x112x96 stride-2 layer (see #4's notes). FuseOps never fuses two convs, and
+TVM's schedule primitives cannot express a per-thread line buffer without recomputing halo rows, so this is
+hand-written TIR (like edgekit/kernels/binary.py).
+
+Per thread: a contiguous band of output rows. For each output row, the expanded input rows it needs that the
+previous row did not (1 for stride 1, 2 for stride 2; 3 at the band's first row) are computed into a ring
+buffer of three rows (zero columns at both ends = the depthwise padding), the depthwise row goes to a
+scratch row, and the projection GEMM reads that and writes the output row (+ bias, + residual). Every
+buffer a row touches stays in L1/L2.
+
+Register tiles: R pixels x V channels per GEMM/depthwise step, V = NV vector registers of the target's
+lanes. Tiles overlap at the far edge of a row (start = min(t * R, width - R)) instead of being masked; the
+recomputed pixels store identical values.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm.script import tirx as T
+
+from edgekit.kernels.binary import STACK_BYTES, _root_block
+
+KERNEL = 3  # depthwise kernel size (pad 1); the only one MobileNetV2-style blocks use
+ACC_REGS_AVX512, ACC_REGS_NARROW = 24, 12
+
+
+@dataclass(frozen=True)
+class MBConvSpec:
+    batch: int
+    height: int
+    width: int
+    in_channels: int
+    expand_channels: int  # 0: no expansion conv (MobileNetV2's first block: depthwise -> projection)
+    out_channels: int
+    stride: int  # depthwise stride, 1 or 2
+    residual: bool  # add the block input to the output (stride 1, in == out channels)
+    expand_clip: tuple[float, float] = (0.0, 6.0)  # activation after expansion / depthwise (ReLU6)
+    dw_clip: tuple[float, float] = (0.0, 6.0)
+
+    def __post_init__(self) -> None:
+        if self.stride not in (1, 2):
+            raise ValueError(f"depthwise stride {self.stride}: 1 or 2 only")
+        if self.residual and (self.stride != 1 or self.in_channels != self.out_channels):
+            raise ValueError("a residual needs stride 1 and as many output channels as input channels")
+
+    @property
+    def mid_channels(self) -> int:
+        return self.expand_channels or self.in_channels
+
+    @property
+    def out_h(self) -> int:
+        return (self.height - 1) // self.stride + 1
+
+    @property
+    def out_w(self) -> int:
+        return (self.width - 1) // self.stride + 1
+
+
+@dataclass(frozen=True)
+class Tile:
+    rows: int  # pixels (unrolled)
+    nv: int  # vector registers across channels
+    lanes: int
+
+    @property
+    def vec(self) -> int:
+        return self.nv * self.lanes
+
+
+def pick_tile(width: int, channels: int, lanes: int, acc_regs: int, row_cap: int) -> Tile:
+    """The widest channel vector (up to 4 registers) dividing `channels`, then as many pixel rows as the
+    accumulator budget, the 1 KiB stack limit (see binary.STACK_BYTES) and the row width allow."""
+    if channels % lanes:
+        lanes = math.gcd(channels, lanes)  # e.g. 24 channels on AVX-512: 8-lane (ymm) vectors
+    nv = next(n for n in (2, 1) if channels % (n * lanes) == 0)
+    rows = max(1, min(width, row_cap, acc_regs // nv, (STACK_BYTES - 1) // (4 * nv * lanes)))
+    return Tile(rows, nv, lanes)
+
+
+def mbconv_func(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX512, bands: int = 1) -> tvm.tirx.PrimFunc:
+    """The fused block for NHWC float32. Parameters (x, [we, be,] wd, bd, wp, bp, out): see pack_weights.
+    `bands`: parallel jobs per image (the thread count; each recomputes up to 2 expanded rows at its start)."""
+    n_, h_, w_, ci_, cm_, co_, s = (spec.batch, spec.height, spec.width, spec.in_channels, spec.mid_channels,
+                                    spec.out_channels, spec.stride)
+    ho, wo = spec.out_h, spec.out_w
+    expand = spec.expand_channels > 0
+    et = pick_tile(w_, cm_, lanes, acc_regs, 14)
+    dt = pick_tile(wo, cm_, lanes, acc_regs, 4)
+    pt = pick_tile(wo, co_, lanes, acc_regs, 14)
+    bands = max(1, min(bands, ho))
+    band = -(-ho // bands)
+    elo, ehi = spec.expand_clip
+    dlo, dhi = spec.dw_clip
+    residual = spec.residual
+    wpad = w_ + 2
+    we_shape = (cm_ // et.vec if expand else 1, ci_, et.vec)  # no expansion: a 1-row dummy
+
+    def clip(v, lo: float, hi: float):
+        v = T.max(v, T.float32(lo)) if math.isfinite(lo) else v
+        return T.min(v, T.float32(hi)) if math.isfinite(hi) else v
+
+    @T.macro
+    def expand_row(x, we, be, ring, n, ih, slot):
+        # ring[slot, 1 + w, :] = act(x[n, ih, w, :] @ we + be): register tiles of et.rows pixels x et.vec channels
+        for cb in range(cm_ // et.vec):
+            for t in range(-(-w_ // et.rows)):
+                acc = T.alloc_buffer((et.rows, et.vec), "float32", scope="global")
+                for i in T.unroll(et.rows):
+                    for j in T.unroll(et.nv):
+                        for v in T.vectorized(et.lanes):
+                            acc[i, j * et.lanes + v] = be[cb * et.vec + j * et.lanes + v]
+                for k in range(ci_):
+                    for i in T.unroll(et.rows):
+                        for j in T.unroll(et.nv):
+                            for v in T.vectorized(et.lanes):
+                                acc[i, j * et.lanes + v] = acc[i, j * et.lanes + v] + x[
+                                    n, ih, T.min(t * et.rows, w_ - et.rows) + i, k] * we[cb, k, j * et.lanes + v]
+                for i in T.unroll(et.rows):
+                    for j in T.unroll(et.nv):
+                        for v in T.vectorized(et.lanes):
+                            ring[slot, 1 + T.min(t * et.rows, w_ - et.rows) + i, cb * et.vec + j * et.lanes + v] = \
+                                clip(acc[i, j * et.lanes + v], elo, ehi)
+
+    @T.macro
+    def copy_row(x, ring, n, ih, slot):
+        for w in range(w_):
+            for c in T.vectorized(cm_):
+                ring[slot, 1 + w, c] = x[n, ih, w, c]
+
+    @T.prim_func
+    def mbconv(x: T.Buffer((n_, h_, w_, ci_), "float32"),
+               we: T.Buffer(we_shape, "float32"), be: T.Buffer((cm_,), "float32"),
+               wd: T.Buffer((KERNEL * KERNEL, cm_), "float32"), bd: T.Buffer((cm_,), "float32"),
+               wp: T.Buffer((co_ // pt.vec, cm_, pt.vec), "float32"), bp: T.Buffer((co_,), "float32"),
+               out: T.Buffer((n_, ho, wo, co_), "float32")):
+        T.func_attr({"tirx.noalias": True, "edgekit.kernel": "mbconv"})
+        for job in T.parallel(n_ * bands):
+            n = T.meta_var(job // bands)
+            r0 = T.meta_var(job % bands * band)
+            ring = T.alloc_buffer((3, wpad, cm_), "float32", scope="global")
+            mid = T.alloc_buffer((wo, cm_), "float32", scope="global")
+            for slot in range(3):
+                for c in T.vectorized(cm_):
+                    ring[slot, 0, c] = T.float32(0)
+                    ring[slot, wpad - 1, c] = T.float32(0)
+            for r in range(T.min(band, ho - r0)):
+                # expanded input rows oh*s - 1 + kh: the band's first row needs all three, later rows only
+                # the ones the previous row did not (the ring slot of row ih is ih mod 3)
+                for kh in range(KERNEL):
+                    if r == 0 or kh >= KERNEL - s:
+                        ih = T.meta_var((r0 + r) * s - 1 + kh)
+                        if ih < 0 or ih >= h_:
+                            for w in range(wpad):
+                                for c in T.vectorized(cm_):
+                                    ring[(ih + 3) % 3, w, c] = T.float32(0)
+                        else:
+                            if expand:
+                                expand_row(x, we, be, ring, n, ih, ih % 3)
+                            else:
+                                copy_row(x, ring, n, ih, ih % 3)
+                # depthwise row -> mid
+                for cb in range(cm_ // dt.vec):
+                    for t in range(-(-wo // dt.rows)):
+                        dacc = T.alloc_buffer((dt.rows, dt.vec), "float32", scope="global")
+                        for i in T.unroll(dt.rows):
+                            for j in T.unroll(dt.nv):
+                                for v in T.vectorized(dt.lanes):
+                                    dacc[i, j * dt.lanes + v] = bd[cb * dt.vec + j * dt.lanes + v]
+                        for kh in T.unroll(KERNEL):
+                            for kw in T.unroll(KERNEL):
+                                for i in T.unroll(dt.rows):
+                                    for j in T.unroll(dt.nv):
+                                        for v in T.vectorized(dt.lanes):
+                                            dacc[i, j * dt.lanes + v] = dacc[i, j * dt.lanes + v] + ring[
+                                                ((r0 + r) * s + 2 + kh) % 3,
+                                                (T.min(t * dt.rows, wo - dt.rows) + i) * s + kw,
+                                                cb * dt.vec + j * dt.lanes + v] * wd[kh * KERNEL + kw, cb * dt.vec + j * dt.lanes + v]
+                        for i in T.unroll(dt.rows):
+                            for j in T.unroll(dt.nv):
+                                for v in T.vectorized(dt.lanes):
+                                    mid[T.min(t * dt.rows, wo - dt.rows) + i, cb * dt.vec + j * dt.lanes + v] = \
+                                        clip(dacc[i, j * dt.lanes + v], dlo, dhi)
+                # projection row -> out (+ bias, + residual)
+                for cb in range(co_ // pt.vec):
+                    for t in range(-(-wo // pt.rows)):
+                        pacc = T.alloc_buffer((pt.rows, pt.vec), "float32", scope="global")
+                        for i in T.unroll(pt.rows):
+                            for j in T.unroll(pt.nv):
+                                for v in T.vectorized(pt.lanes):
+                                    pacc[i, j * pt.lanes + v] = bp[cb * pt.vec + j * pt.lanes + v]
+                        for k in range(cm_):
+                            for i in T.unroll(pt.rows):
+                                for j in T.unroll(pt.nv):
+                                    for v in T.vectorized(pt.lanes):
+                                        pacc[i, j * pt.lanes + v] = pacc[i, j * pt.lanes + v] + mid[
+                                            T.min(t * pt.rows, wo - pt.rows) + i, k] * wp[cb, k, j * pt.lanes + v]
+                        # the residual branch is outside the vector loops: an `if` inside one scalarizes it
+                        if residual:
+                            for i in T.unroll(pt.rows):
+                                for j in T.unroll(pt.nv):
+                                    for v in T.vectorized(pt.lanes):
+                                        out[n, r0 + r, T.min(t * pt.rows, wo - pt.rows) + i, cb * pt.vec + j * pt.lanes + v] = \
+                                            pacc[i, j * pt.lanes + v] + x[n, r0 + r, T.min(t * pt.rows, wo - pt.rows) + i,
+                                                                          cb * pt.vec + j * pt.lanes + v]
+                        else:
+                            for i in T.unroll(pt.rows):
+                                for j in T.unroll(pt.nv):
+                                    for v in T.vectorized(pt.lanes):
+                                        out[n, r0 + r, T.min(t * pt.rows, wo - pt.rows) + i, cb * pt.vec + j * pt.lanes + v] = \
+                                            pacc[i, j * pt.lanes + v]
+
+    return _root_block(mbconv)
+
+
+def tiles(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX512) -> tuple[Tile, Tile, Tile]:
+    """(expansion, depthwise, projection) register tiles mbconv_func uses for this spec."""
+    cm = spec.mid_channels
+    return (pick_tile(spec.width, cm, lanes, acc_regs, 14), pick_tile(spec.out_w, cm, lanes, acc_regs, 4),
+            pick_tile(spec.out_w, spec.out_channels, lanes, acc_regs, 14))
+
+
+def pack_weights(spec: MBConvSpec, w_expand: np.ndarray | None, w_dw: np.ndarray, w_project: np.ndarray,
+                 lanes: int = 16, acc_regs: int = ACC_REGS_AVX512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HWIO weights (1x1xCIxCM, 3x3x1xCM, 1x1xCMxCO) -> the kernel's layouts: we [CM/V, CI, V] (the V lanes
+    of a reduction step contiguous), wd [9, CM], wp [CO/V, CM, V]. No expansion: we is a 1x1x1 dummy."""
+    et, _, pt = tiles(spec, lanes, acc_regs)
+    cm, co = spec.mid_channels, spec.out_channels
+    if w_expand is None:
+        we = np.zeros((1, spec.in_channels, et.vec), np.float32)
+    else:
+        we = w_expand.reshape(spec.in_channels, cm // et.vec, et.vec).transpose(1, 0, 2)
+    wd = w_dw.reshape(KERNEL * KERNEL, cm)
+    wp = w_project.reshape(cm, co // pt.vec, pt.vec).transpose(1, 0, 2)
+    return tuple(np.ascontiguousarray(a, dtype=np.float32) for a in (we, wd, wp))
+
+
+def mbconv_reference(spec: MBConvSpec, x: np.ndarray, w_expand, b_expand, w_dw, b_dw, w_project, b_project) -> np.ndarray:
+    """NumPy reference on HWIO weights (the test oracle)."""
+    h = x.astype(np.float64)
+    if w_expand is not None:
+        h = np.clip(h @ w_expand.reshape(spec.in_channels, -1) + b_expand, *spec.expand_clip)
+    n, hh, ww, c = h.shape
+    p = np.zeros((n, hh + 2, ww + 2, c))
+    p[:, 1:-1, 1:-1] = h
+    s, ho, wo = spec.stride, spec.out_h, spec.out_w
+    d = np.zeros((n, ho, wo, c))
+    for kh in range(KERNEL):
+        for kw in range(KERNEL):
+            d += p[:, kh:kh + s * (ho - 1) + 1:s, kw:kw + s * (wo - 1) + 1:s] * w_dw[kh, kw, 0]
+    d = np.clip(d + b_dw, *spec.dw_clip)
+    y = d @ w_project.reshape(c, -1) + b_project
+    if spec.residual:
+        y = y + x
+    return y.astype(np.float32)

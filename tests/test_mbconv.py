@@ -1,0 +1,151 @@
+"""Fused inverted-residual blocks: the kernel (edgekit.kernels.mbconv) against a NumPy reference, and the Relax
+rewrite (edgekit.compiler.schedules.inverted_residual) end to end against onnxruntime."""
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.compiler.build import compile_onnx
+from edgekit.compiler.schedules import inverted_residual
+from edgekit.kernels import mbconv
+
+TARGETS = {"avx512": ({"kind": "llvm", "mcpu": "znver4"}, 16, 24), "avx2": ({"kind": "llvm", "mcpu": "x86-64-v3"}, 8, 12)}
+
+
+def _weights(spec: mbconv.MBConvSpec, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    cm, ci, co = spec.mid_channels, spec.in_channels, spec.out_channels
+    w_e = (rng.standard_normal((1, 1, ci, cm)) / np.sqrt(ci)).astype(np.float32) if spec.expand_channels else None
+    return (w_e, (rng.standard_normal(cm) * 0.5).astype(np.float32), (rng.standard_normal((3, 3, 1, cm)) / 2).astype(np.float32),
+            (rng.standard_normal(cm) * 0.5).astype(np.float32), (rng.standard_normal((1, 1, cm, co)) / np.sqrt(cm)).astype(np.float32),
+            rng.standard_normal(co).astype(np.float32))
+
+
+@pytest.mark.parametrize("isa", sorted(TARGETS))
+@pytest.mark.parametrize("spec,bands", [
+    (mbconv.MBConvSpec(1, 16, 16, 8, 32, 8, 1, True), 2),             # residual, stride 1
+    (mbconv.MBConvSpec(1, 15, 13, 8, 48, 24, 2, False), 2),           # odd sizes, stride 2, 24 output channels
+    (mbconv.MBConvSpec(2, 9, 7, 32, 0, 24, 1, False), 3),             # no expansion, batch 2, 3 bands
+    (mbconv.MBConvSpec(1, 7, 5, 4, 24, 40, 2, False), 1),             # width below the register tile, 1 band
+    (mbconv.MBConvSpec(1, 6, 6, 16, 64, 16, 1, True, (0.0, np.inf), (0.0, np.inf)), 4),  # ReLU; more bands than rows/2
+])
+def test_kernel_matches_reference(spec, bands, isa):
+    target, lanes, acc = TARGETS[isa]
+    w_e, b_e, w_d, b_d, w_p, b_p = _weights(spec)
+    x = np.random.default_rng(1).standard_normal((spec.batch, spec.height, spec.width, spec.in_channels)).astype(np.float32)
+    want = mbconv.mbconv_reference(spec, x, w_e, b_e, w_d, b_d, w_p, b_p)
+    we, wd, wp = mbconv.pack_weights(spec, w_e, w_d, w_p, lanes, acc)
+    func = mbconv.mbconv_func(spec, lanes, acc, bands).with_attr("global_symbol", "main")
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
+    if isa == "avx512" and "avx512f" not in open("/proc/cpuinfo").read():
+        pytest.skip("host has no AVX-512")
+    b_e = b_e if w_e is not None else np.zeros(spec.mid_channels, np.float32)
+    args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in (x, we, b_e, wd, b_d, wp, b_p)]
+    out = tvm.runtime.tensor(np.full(want.shape, np.nan, np.float32))
+    lib["main"](*args, out)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_spec_rejects_what_the_kernel_cannot_do():
+    with pytest.raises(ValueError, match="stride"):
+        mbconv.MBConvSpec(1, 8, 8, 8, 16, 8, 3, False)
+    with pytest.raises(ValueError, match="residual"):
+        mbconv.MBConvSpec(1, 8, 8, 8, 16, 12, 1, True)
+
+
+def _block_model(path, n=1, c=16, expand=64, out=16, h=12, w=12, stride=1, residual=True, act="Clip", dw_kernel=3,
+                 dilation=1, expanded_is_output=False, seed=0):
+    """[Conv1x1 -> act] -> depthwise Conv -> act -> Conv1x1 [-> Add(x)], in ONNX; `expand=0`: no expansion."""
+    rng = np.random.default_rng(seed)
+    cm = expand or c
+    inits, nodes = [], []
+
+    def conv(name, inp, w, group=1, **attrs):
+        inits.extend([numpy_helper.from_array(w.astype(np.float32), f"{name}_w"),
+                      numpy_helper.from_array((rng.standard_normal(w.shape[0]) * 0.3).astype(np.float32), f"{name}_b")])
+        nodes.append(helper.make_node("Conv", [inp, f"{name}_w", f"{name}_b"], [name], group=group, **attrs))
+        return name
+
+    def activation(inp):
+        name = inp + "_act"
+        if act == "Clip":
+            nodes.append(helper.make_node("Clip", [inp, "lo", "hi"], [name]))
+        else:
+            nodes.append(helper.make_node("Relu", [inp], [name]))
+        return name
+
+    inits += [numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    e = activation(conv("expand", "x", rng.standard_normal((cm, c, 1, 1)) / np.sqrt(c))) if expand else "x"
+    pad = dilation * (dw_kernel // 2)
+    d = activation(conv("dw", e, rng.standard_normal((cm, 1, dw_kernel, dw_kernel)) / 2, group=cm, strides=[stride] * 2,
+                        pads=[pad] * 4, dilations=[dilation] * 2))
+    y = conv("project", d, rng.standard_normal((out, cm, 1, 1)) / np.sqrt(cm))
+    if residual:
+        nodes.append(helper.make_node("Add", [y, "x"], ["y"]))
+        y = "y"
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+    outputs = [helper.make_tensor_value_info(y, TensorProto.FLOAT, [n, out, oh, ow])]
+    if expanded_is_output:
+        outputs.append(helper.make_tensor_value_info(e, TensorProto.FLOAT, [n, cm, h, w]))
+    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c, h, w])], outputs, inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture
+def any_size(monkeypatch):
+    """Fuse blocks of any size (the default threshold wants an expanded tensor of 512 KB)."""
+    monkeypatch.setattr(inverted_residual, "MIN_EXPANDED_BYTES", 0)
+
+
+def _compile(tmp_path, path, target="x86_64", **kw):
+    result = compile_onnx(path, tmp_path / "art", target, quiet=True, threads=2, **kw)
+    assert result.validation.ok and result.validation.max_abs <= 1e-4, result.validation.to_json()
+    return result.meta["build"]["rule_per_function"]
+
+
+@pytest.mark.parametrize("block", [
+    dict(),                                                   # MobileNetV2's stride-1 block with residual
+    dict(stride=2, residual=False, out=24, h=13, w=11),       # stride 2, odd input
+    dict(expand=0, residual=False, out=8, n=2),               # first block: depthwise -> projection, batch 2
+    dict(act="Relu", c=8, out=8, expand=24),                  # ReLU instead of ReLU6
+])
+def test_fused_blocks_match_onnxruntime(tmp_path, any_size, block):
+    rules = _compile(tmp_path, _block_model(tmp_path / "block.onnx", **block))
+    assert list(rules.values()).count("mbconv kernel") == 1, rules
+    assert not any(r.startswith("conv2d") for r in rules.values()), rules  # no conv left outside the kernel
+
+
+def test_big_blocks_fuse_by_default_and_can_be_switched_off(tmp_path):
+    path = _block_model(tmp_path / "block.onnx", c=24, expand=144, out=24, h=32, w=32)  # 32x32x144: 590 KB
+    assert "mbconv kernel" in _compile(tmp_path, path).values()
+    rules = _compile(tmp_path, path, force=True, fuse_blocks=False)
+    assert "mbconv kernel" not in rules.values() and "conv2d-nhwc-depthwise" in rules.values(), rules
+
+
+def test_expansion_used_elsewhere_stays_a_conv(tmp_path, any_size):
+    """The expanded tensor is also a model output: only depthwise -> projection fuse, reading it."""
+    rules = _compile(tmp_path, _block_model(tmp_path / "block.onnx", expanded_is_output=True))
+    assert list(rules.values()).count("mbconv kernel") == 1 and "conv2d-nhwc-regblock" in rules.values(), rules
+
+
+@pytest.mark.parametrize("why,block", [
+    ("small map (fits the caches)", dict(h=8, w=8)),
+    ("5x5 depthwise", dict(dw_kernel=5)),
+    ("dilated depthwise", dict(dilation=2)),
+])
+def test_fusion_only_where_it_applies(tmp_path, monkeypatch, why, block):
+    if why != "small map (fits the caches)":
+        monkeypatch.setattr(inverted_residual, "MIN_EXPANDED_BYTES", 0)
+    rules = _compile(tmp_path, _block_model(tmp_path / "block.onnx", **block))
+    assert "mbconv kernel" not in rules.values(), why
+
+
+@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")),
+                    reason="needs g++-aarch64-linux-gnu and qemu-user")
+def test_fused_block_on_aarch64_matches_onnxruntime(tmp_path, any_size):
+    rules = _compile(tmp_path, _block_model(tmp_path / "block.onnx", stride=2, residual=False, out=24, h=9, w=9), target="aarch64")
+    assert "mbconv kernel" in rules.values(), rules
