@@ -199,3 +199,26 @@ def test_constant_matmul_weights_are_prepacked_and_activations_are_not(tmp_path)
     scheduled, _ = schedule_cpu(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64").tvm_target(), 2)
     matmuls = [gv.name_hint for gv in scheduled.functions if "matmul" in gv.name_hint]
     assert sum(name.endswith("_prepacked") for name in matmuls) == 1, matmuls
+
+
+def test_global_average_pool_reduces_nhwc_without_transposing_the_map(tmp_path):
+    """Conv -> Clip (ReLU6) -> GlobalAveragePool: the mean runs on the NHWC map (channels as lanes), the clip
+    fuses into the conv, and only the pooled 1x1xC result is transposed (not the whole map)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((32, 8, 1, 1)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Clip", ["c", "lo", "hi"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["y"])]
+    graph = helper.make_graph(nodes, "gap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])], inits)
+    path = tmp_path / "gap.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    result = compile_onnx(path, tmp_path / "art", "x86_64", quiet=True)
+    assert result.validation.ok and result.validation.max_abs <= 1e-5, result.validation.to_json()
+    rules = result.meta["build"]["rule_per_function"]
+    assert rules.get("mean") == "reduction-vec", rules
+    assert any(name.startswith("fused_conv2d") and "clip" in name for name in rules), rules  # ReLU6 in the conv
