@@ -881,7 +881,12 @@ def _par_vec(sch: Schedule, blk, threads: int) -> None:
     if not loops:
         return
     total = math.prod(_extent(sch, lp) for lp in loops)
-    _vectorize_lanes(sch, loops[-1], unroll_outer=_extent(sch, loops[-1]) <= 4 * LANES)
+    if _extent(sch, loops[-1]) < 4:
+        # e.g. the NCHW -> NHWC transpose of an RGB input: 3 lanes gathered from 3 planes per pixel. Unrolled,
+        # LLVM vectorizes the loop above it (MobileNetV2's 224x224 input 32 -> 6 us, 640x640 121 -> 56 us)
+        sch.unroll(loops[-1])
+    else:
+        _vectorize_lanes(sch, loops[-1], unroll_outer=_extent(sch, loops[-1]) <= 4 * LANES)
     if len(loops) < 2 or threads <= 1 or total < PARALLEL_MIN_ELEMS:
         return
     lead, n = [], 1
