@@ -222,3 +222,28 @@ def test_global_average_pool_reduces_nhwc_without_transposing_the_map(tmp_path):
     rules = result.meta["build"]["rule_per_function"]
     assert rules.get("mean") == "reduction-vec", rules
     assert any(name.startswith("fused_conv2d") and "clip" in name for name in rules), rules  # ReLU6 in the conv
+
+
+@pytest.mark.parametrize("activation", ["HardSwish", "Clip"])
+def test_clip_activations_stay_nhwc_between_convs(tmp_path, activation):
+    """Conv -> HardSwish / ReLU6 -> Conv: the activation fuses into the first conv's epilogue in NHWC; no
+    NCHW<->NHWC transpose pair around it (TVM has no layout rule for clip; edgekit registers one)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 8, 3, 3)).astype(np.float32) * 0.3, "w1"),
+             numpy_helper.from_array(rng.standard_normal((8, 16, 1, 1)).astype(np.float32) * 0.3, "w2"),
+             numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    act = helper.make_node("HardSwish", ["a"], ["h"]) if activation == "HardSwish" else helper.make_node("Clip", ["a", "lo", "hi"], ["h"])
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]), act, helper.make_node("Conv", ["h", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "act", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    path = tmp_path / "act.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    result = compile_onnx(path, tmp_path / "art", "x86_64", quiet=True)
+    assert result.validation.ok and result.validation.max_abs <= 1e-4, result.validation.to_json()
+    names = list(result.meta["build"]["rule_per_function"])
+    assert sum("transpose" in name for name in names) == 2, names  # the input's and the output's only
+    assert any(name.startswith("fused_conv2d") and "clip" in name for name in names), names

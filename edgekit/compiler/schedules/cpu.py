@@ -207,8 +207,19 @@ def _prepare_relax(mod: tvm.IRModule) -> tvm.IRModule:  # kept for callers of th
     return prepare_relax(mod)
 
 
+def _clip_keeps_layout() -> None:
+    """Give relax.clip the layout rule of the unary elementwise ops (it is elementwise; its bounds are scalars).
+    TVM 0.27 registers none, so ConvertLayout put every clip of an NHWC network back in NCHW between two full
+    transposes: ReLU6 (edgekit used to cancel those pairs with a rewrite) and Hardswish x * clip(x + 3, 0, 6)
+    / 6, whose transposes took ~1.8 ms of the 640x640 detector (now fused into the conv epilogues)."""
+    clip = tvm.ir.Op.get("relax.clip")
+    if clip.get_attr("FRelaxInferLayout") is None:
+        clip.set_attr("FRelaxInferLayout", tvm.ir.Op.get("relax.nn.relu").get_attr("FRelaxInferLayout"))
+
+
 def prepare_relax(mod: tvm.IRModule) -> tvm.IRModule:
     """NHWC convs (channels innermost = vector lanes), Clip as Relax ops so it fuses, then legalize + fuse."""
+    _clip_keeps_layout()
     seq = tvm.transform.Sequential([
         relax.transform.FoldConstant(),
         _ScalarMinMaxToRelax,
@@ -217,7 +228,6 @@ def prepare_relax(mod: tvm.IRModule) -> tvm.IRModule:
         # conv2d_transpose pinned to NCHW: ConvertLayout would otherwise carry NHWC into it, and TVM has no
         # NHWC legalization for it (the op then reaches VM codegen un-lowered: "cannot emit this Relax operator")
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}),
-        _CancelPermutes,
         _MeanBeforePermutes,
         relax.transform.DeadCodeElimination(),
         relax.transform.FoldConstant(),
@@ -267,25 +277,6 @@ class _MinMaxMutator(relax.PyExprMutator):
             x, lo = inner.args[0], _prim_float(inner.args[1])  # min(max(y, lo), hi) = one clip of y
         dtype = call.ty.dtype if hasattr(call.ty, "dtype") else "float32"
         return relax.op.clip(x, relax.prim_value(tvm.tirx.FloatImm(dtype, lo)), relax.prim_value(tvm.tirx.FloatImm(dtype, hi)))
-
-
-@relax.expr_functor.mutator
-class _CancelPermuteAroundClip(relax.PyExprMutator):
-    """permute(clip(permute(x, p)), q) with q undoing p -> clip(x): ConvertLayout has no layout rule for clip,
-    so without this every ReLU6 of an NHWC network is wrapped in two full transposes."""
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102
-        call = self.visit_expr_post_order(call)
-        if not call.op.same_as(tvm.ir.Op.get("relax.permute_dims")):
-            return call
-        clip = binding_of(self, call.args[0], "relax.clip")
-        first = binding_of(self, clip.args[0], "relax.permute_dims") if clip is not None else None
-        if first is None or first.attrs.axes is None or call.attrs.axes is None:
-            return call
-        p, q = [int(a) for a in first.attrs.axes], [int(a) for a in call.attrs.axes]
-        if len(p) != len(q) or any(p[q[i]] != i for i in range(len(q))):
-            return call
-        return relax.op.clip(first.args[0], clip.args[1], clip.args[2])
 
 
 @relax.expr_functor.mutator
@@ -374,7 +365,6 @@ def _FastMath(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModul
         return relax.transform.FastMathTransform()(mod)
     except Exception:  # noqa: BLE001
         return mod
-_CancelPermutes = _relax_rewrite(_CancelPermuteAroundClip, "CancelPermuteAroundClip")
 _MeanBeforePermutes = _relax_rewrite(_MeanBeforePermute, "MeanBeforePermute")
 
 
