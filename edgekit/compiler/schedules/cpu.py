@@ -567,8 +567,11 @@ def _pick_tile(kind: str, dims: dict[str, int]) -> tuple[int, int]:
     prefer = [v for v in _VEC_PREFER[kind] if dims["col_n"] % v == 0] or [_pick_lanes(dims["col_n"], _VEC_PREFER[kind])]
     for vec in prefer:
         nv = math.ceil(vec / lanes)
-        row = _largest_divisor(dims["row_n"], max(1, min(cap, budget // nv)))
-        score = row * nv / (row + nv) if row * nv <= budget else 0.0
+        # LLVM loads the tile's nv weight vectors once per step and keeps them for all rows: accumulators +
+        # weights + the broadcast must fit the 16 registers, or it spills (48 lanes x 2 rows on AVX2 did)
+        registers = budget + 4
+        row = _largest_divisor(dims["row_n"], max(1, min(cap, budget // nv, (registers - nv - 1) // nv)))
+        score = row * nv / (row + nv) if row * nv + nv + 1 <= registers else 0.0
         if score > best_score + 1e-9:
             best, best_score = (vec, row), score
     return best
