@@ -518,7 +518,8 @@ _ROW_CAP = {"conv": 14, "depthwise": 4, "dense": 8}
 def _simd() -> tuple[int, int]:
     """(fp32 lanes per vector register, accumulator registers a tile may use) for the current target.
     AVX-512 (and anything not known to be narrower): 16 lanes, 24 of 32 zmm. AVX2-only x86 (the x86_64
-    target is x86-64-v3): 8 lanes and 16 ymm registers, so at most 12 accumulators or the tile spills."""
+    target is x86-64-v3): 8 lanes and 16 ymm registers, so at most 12 accumulators or the tile spills.
+    AArch64 NEON: 4 lanes, 32 q registers; ARMv7 NEON: 4 lanes, 16 q registers."""
     target = tvm.target.Target.current(allow_none=True)
     if target is None:
         return LANES, MAX_ACC_VECTORS
@@ -527,6 +528,10 @@ def _simd() -> tuple[int, int]:
         simd = (LANES, MAX_ACC_VECTORS)
         try:
             mtriple = str(target.attrs.get("mtriple", "")) if hasattr(target, "attrs") else ""
+            if mtriple.startswith(("aarch64", "arm64")):
+                simd = (4, 24)  # NEON: 32 q registers. With AVX-512's 16-lane tiles every FMA spilled (ldr/fmla/str)
+            elif mtriple.startswith(("arm", "thumb")):
+                simd = (4, 12)  # ARMv7 NEON: 16 q registers
             is_x86 = mtriple.startswith("x86_64") or (not mtriple and tvm.target.codegen.target_has_features("sse2", target))
             if is_x86 and not tvm.target.codegen.target_has_features("avx512f", target):
                 simd = (8, 12)
