@@ -110,21 +110,25 @@ def mbconv_func(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX5
         return T.min(v, T.float32(hi)) if math.isfinite(hi) else v
 
     @T.macro
+    def gemm_tile(acc, tl, bias, a, a0, a1, px0, k_n, w, cb):
+        # acc[i, :] = bias + sum_k a[a0, a1, px0 + i, k] * w[cb, k, :]: one register tile of the 1x1 convs
+        for i in T.unroll(tl.rows):
+            for j in T.unroll(tl.nv):
+                for v in T.vectorized(tl.lanes):
+                    acc[i, j * tl.lanes + v] = bias[cb * tl.vec + j * tl.lanes + v]
+        for k in range(k_n):
+            for i in T.unroll(tl.rows):
+                for j in T.unroll(tl.nv):
+                    for v in T.vectorized(tl.lanes):
+                        acc[i, j * tl.lanes + v] = acc[i, j * tl.lanes + v] + a[a0, a1, px0 + i, k] * w[cb, k, j * tl.lanes + v]
+
+    @T.macro
     def expand_row(x, we, be, ring, n, ih, slot):
         # ring[slot, 1 + w, :] = act(x[n, ih, w, :] @ we + be): register tiles of et.rows pixels x et.vec channels
         for cb in range(cm_ // et.vec):
             for t in range(-(-w_ // et.rows)):
                 acc = T.alloc_buffer((et.rows, et.vec), "float32", scope="global")
-                for i in T.unroll(et.rows):
-                    for j in T.unroll(et.nv):
-                        for v in T.vectorized(et.lanes):
-                            acc[i, j * et.lanes + v] = be[cb * et.vec + j * et.lanes + v]
-                for k in range(ci_):
-                    for i in T.unroll(et.rows):
-                        for j in T.unroll(et.nv):
-                            for v in T.vectorized(et.lanes):
-                                acc[i, j * et.lanes + v] = acc[i, j * et.lanes + v] + x[
-                                    n, ih, T.min(t * et.rows, w_ - et.rows) + i, k] * we[cb, k, j * et.lanes + v]
+                gemm_tile(acc, et, be, x, n, ih, T.min(t * et.rows, w_ - et.rows), ci_, we, cb)
                 for i in T.unroll(et.rows):
                     for j in T.unroll(et.nv):
                         for v in T.vectorized(et.lanes):
@@ -148,7 +152,7 @@ def mbconv_func(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX5
             n = T.meta_var(job // bands)
             r0 = T.meta_var(job % bands * band)
             ring = T.alloc_buffer((3, wpad, cm_), "float32", scope="global")
-            mid = T.alloc_buffer((wo, cm_), "float32", scope="global")
+            mid = T.alloc_buffer((1, 1, wo, cm_), "float32", scope="global")  # 4-D like x, for gemm_tile
             for slot in range(3):
                 for c in T.vectorized(cm_):
                     ring[slot, 0, c] = T.float32(0)
@@ -188,22 +192,13 @@ def mbconv_func(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX5
                         for i in T.unroll(dt.rows):
                             for j in T.unroll(dt.nv):
                                 for v in T.vectorized(dt.lanes):
-                                    mid[T.min(t * dt.rows, wo - dt.rows) + i, cb * dt.vec + j * dt.lanes + v] = \
+                                    mid[0, 0, T.min(t * dt.rows, wo - dt.rows) + i, cb * dt.vec + j * dt.lanes + v] = \
                                         clip(dacc[i, j * dt.lanes + v], dlo, dhi)
                 # projection row -> out (+ bias, + residual)
                 for cb in range(co_ // pt.vec):
                     for t in range(-(-wo // pt.rows)):
                         pacc = T.alloc_buffer((pt.rows, pt.vec), "float32", scope="global")
-                        for i in T.unroll(pt.rows):
-                            for j in T.unroll(pt.nv):
-                                for v in T.vectorized(pt.lanes):
-                                    pacc[i, j * pt.lanes + v] = bp[cb * pt.vec + j * pt.lanes + v]
-                        for k in range(cm_):
-                            for i in T.unroll(pt.rows):
-                                for j in T.unroll(pt.nv):
-                                    for v in T.vectorized(pt.lanes):
-                                        pacc[i, j * pt.lanes + v] = pacc[i, j * pt.lanes + v] + mid[
-                                            T.min(t * pt.rows, wo - pt.rows) + i, k] * wp[cb, k, j * pt.lanes + v]
+                        gemm_tile(pacc, pt, bp, mid, 0, 0, T.min(t * pt.rows, wo - pt.rows), cm_, wp, cb)
                         # the residual branch is outside the vector loops: an `if` inside one scalarizes it
                         if residual:
                             for i in T.unroll(pt.rows):
