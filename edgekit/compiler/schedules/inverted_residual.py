@@ -147,19 +147,6 @@ def _use_counts(func: relax.Function) -> dict:
     return counts
 
 
-def _simd_for_target() -> tuple[int, int]:
-    """(fp32 lanes, accumulator registers) for the kernel's register tiles on the current target."""
-    from edgekit.compiler.schedules.cpu import _simd
-
-    target = tvm.target.Target.current(allow_none=True)
-    triple = str(target.attrs.get("mtriple", "") or "") if target is not None else ""
-    if triple.startswith(("aarch64", "arm64")):
-        return 4, 24  # 32 q registers
-    if triple.startswith(("arm", "thumb")):
-        return 4, 10  # 16 q registers
-    return _simd()
-
-
 @relax.expr_functor.mutator
 class InvertedResidualFusion(relax.PyExprMutator):
     """add(conv1x1(act(dw(act(conv1x1(x))))), bias) [+ x] -> call_tir(mbconv kernel)."""
@@ -168,20 +155,23 @@ class InvertedResidualFusion(relax.PyExprMutator):
         super().__init__(mod)
         self._var2val: dict = {}
         self._uses: dict = {}
-        self._skip: set = set()  # projection adds that a residual add will fuse
+        self._residual_blocks: dict = {}  # residual add (the Call) -> its block, matched once per function
+        self._fused_into_residual: set = set()  # projection adds those residual adds replace
 
     def visit_function_(self, func: relax.Function) -> relax.Expr:  # noqa: D102
         self._var2val = dict(relax.analysis.get_var2val(func))
         self._uses = _use_counts(func)
-        self._skip = set()
+        self._residual_blocks, self._fused_into_residual = {}, set()
         for value in self._var2val.values():
             found = self._match_residual(value)
             if found is not None:
-                self._skip.add(found[0])
+                projection_add, block = found
+                self._residual_blocks[value] = block
+                self._fused_into_residual.add(projection_add)
         return super().visit_function_(func)
 
     def _match_residual(self, call) -> tuple[relax.Call, _Block] | None:
-        """add(projection, x) where projection's block reads x: (the projection add, the block)."""
+        """add(projection, x) where projection's block reads x: (the projection add, its block marked residual)."""
         if _call_of(call, {}, "relax.add") is None:
             return None
         for p, other in (call.args, call.args[::-1]):
@@ -191,26 +181,25 @@ class InvertedResidualFusion(relax.PyExprMutator):
             block = match_block(inner, self._var2val, self._uses)
             s = block.spec if block is not None else None
             if block is not None and block.x.same_as(other) and s.stride == 1 and s.in_channels == s.out_channels:
+                block.spec = dataclasses.replace(s, residual=True)
                 return inner, block
         return None
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102
         if not ENABLED.get() or _call_of(call, {}, "relax.add") is None:
             return self.visit_expr_post_order(call)
-        residual = self._match_residual(call)
-        if residual is not None:
-            block = residual[1]
-            block.spec = dataclasses.replace(block.spec, residual=True)
-            return self._kernel_call(block)
-        if not any(call.same_as(s) for s in self._skip):
+        block = self._residual_blocks.get(call)  # Calls hash by identity: the bindings' own nodes
+        if block is None and call not in self._fused_into_residual:
             block = match_block(call, self._var2val, self._uses)
-            if block is not None:
-                return self._kernel_call(block)
+        if block is not None:
+            return self._kernel_call(block)
         return self.visit_expr_post_order(call)
 
     def _kernel_call(self, block: _Block) -> relax.Call:
         spec = block.spec
-        lanes, acc_regs = _simd_for_target()
+        from edgekit.compiler.schedules.cpu import _simd
+
+        lanes, acc_regs = _simd()  # the target's vector width and registers, as for every other rule
         # private (no global_symbol): TVMScript names every PrimFunc "mbconv", and relax.build needs unique symbols
         func = mbconv.mbconv_func(spec, lanes, acc_regs, BANDS.get()).without_attr("global_symbol").with_attr("op_pattern", OPAQUE)
         w_e, b_e, w_d, b_d, w_p, b_p = block.weights
