@@ -29,7 +29,7 @@ from tvm.script import tirx as T
 from edgekit.kernels.binary import STACK_BYTES, _root_block
 
 KERNEL = 3  # depthwise kernel size (pad 1); the only one MobileNetV2-style blocks use
-ACC_REGS_AVX512, ACC_REGS_NARROW = 24, 12
+ACC_REGS_AVX512 = 24
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def pick_tile(width: int, channels: int, lanes: int, acc_regs: int, row_cap: int
 
 def mbconv_func(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX512, bands: int = 1,
                 tiling: tuple[Tile, Tile, Tile] | None = None) -> tvm.tirx.PrimFunc:
-    """The fused block for NHWC float32. Parameters (x, [we, be,] wd, bd, wp, bp, out): see pack_weights.
+    """The fused block for NHWC float32. Parameters (x, we, be, wd, bd, wp, bp, out): see pack_weights.
     `bands`: parallel jobs per image (the thread count; each recomputes up to 2 expanded rows at its start)."""
     n_, h_, w_, ci_, cm_, co_, s = (spec.batch, spec.height, spec.width, spec.in_channels, spec.mid_channels,
                                     spec.out_channels, spec.stride)
@@ -228,7 +228,7 @@ def pack_weights(spec: MBConvSpec, w_expand: np.ndarray | None, w_dw: np.ndarray
                  lanes: int = 16, acc_regs: int = ACC_REGS_AVX512,
                  tiling: tuple[Tile, Tile, Tile] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """HWIO weights (1x1xCIxCM, 3x3x1xCM, 1x1xCMxCO) -> the kernel's layouts: we [CM/V, CI, V] (the V lanes
-    of a reduction step contiguous), wd [9, CM], wp [CO/V, CM, V]. No expansion: we is a 1x1x1 dummy."""
+    of a reduction step contiguous), wd [9, CM], wp [CO/V, CM, V]. No expansion: we is a zero [1, CI, V] dummy."""
     et, _, pt = tiling or tiles(spec, lanes, acc_regs)
     cm, co = spec.mid_channels, spec.out_channels
     if w_expand is None:
