@@ -1,5 +1,6 @@
 """Fused inverted-residual blocks: the kernel (edgekit.kernels.mbconv) against a NumPy reference, and the Relax
 rewrite (edgekit.compiler.schedules.inverted_residual) end to end against onnxruntime."""
+import json
 import shutil
 
 import numpy as np
@@ -119,11 +120,25 @@ def test_fused_blocks_match_onnxruntime(tmp_path, any_size, block):
     assert not any(r.startswith("conv2d") for r in rules.values()), rules  # no conv left outside the kernel
 
 
-def test_big_blocks_fuse_by_default_and_can_be_switched_off(tmp_path):
+def test_big_blocks_fuse_by_default_and_can_be_switched_off(tmp_path, cli):
     path = _block_model(tmp_path / "block.onnx", c=24, expand=144, out=24, h=32, w=32)  # 32x32x144: 590 KB
     assert "mbconv kernel" in _compile(tmp_path, path).values()
-    rules = _compile(tmp_path, path, force=True, fuse_blocks=False)
-    assert "mbconv kernel" not in rules.values() and "conv2d-nhwc-depthwise" in rules.values(), rules
+    res = cli("compile", path, "-o", tmp_path / "art2", "--no-fuse-blocks", "--json")
+    assert res.exit_code == 0, res.stderr
+    build = json.loads(res.stdout)["build"]
+    rules = build["rule_per_function"].values()
+    assert build["fused_blocks"] is False and "mbconv kernel" not in rules and "conv2d-nhwc-depthwise" in rules, rules
+
+
+def test_failed_validation_points_at_no_fuse_blocks(tmp_path, cli, monkeypatch):
+    """With zero tolerance the fused build (summation order differs) fails validation: exit 1 and a hint."""
+    import edgekit.compiler.build as build
+
+    monkeypatch.setattr(build, "tolerances_for", lambda model: (0.0, 0.0))
+    path = _block_model(tmp_path / "block.onnx", c=24, expand=144, out=24, h=32, w=32)
+    res = cli("compile", path, "-o", tmp_path / "art")
+    assert res.exit_code == 1
+    assert "--no-fuse-blocks" in res.stderr
 
 
 def test_expansion_used_elsewhere_stays_a_conv(tmp_path, any_size):
