@@ -374,7 +374,7 @@ def run(
     from edgekit.fileio import atomic_file, check_output_path
     from edgekit.runners import open_runner
 
-    check_output_path(output, force, (input_file,))
+    check_output_path(output, force, (input_file, artifact), kind="npy")
     compiled = open_runner(artifact, threads, rpc, tracker, key)
     if not input_file.exists():
         raise EdgekitError(f"{input_file}: no such file")

@@ -112,7 +112,8 @@ def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = "x86_6
 
 def compress_file(src: Path, out: Path, opts: CompressOptions, force: bool = False, eval_set: str | None = None) -> dict:
     src = Path(src)
-    check_output_path(out, force, (src,))
+    calib_file = Path(opts.calib) if opts.calib not in (None, "digits", "random") else None
+    check_output_path(out, force, (src, calib_file), kind="onnx")
     if eval_set and eval_set not in EVAL_SETS:
         raise EdgekitError(f"unknown evaluation set '{eval_set}'", f"choose from {', '.join(EVAL_SETS)}")
     model = load_onnx(src)

@@ -124,7 +124,7 @@ def export_model(
 
     if opset < MIN_OPSET:
         raise EdgekitError(f"opset {opset} is too old", f"edgekit needs opset >= {MIN_OPSET}")
-    check_output_path(out, force)
+    check_output_path(out, force, (weights,), kind="onnx")
     loaded = load_model(ref, weights)
     shape = input_shape or loaded.input_shape
     if not shape:

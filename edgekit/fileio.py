@@ -1,4 +1,10 @@
-"""Atomic writes: outputs appear whole or not at all; inputs are never overwritten."""
+"""Atomic writes: outputs appear whole or not at all; inputs are never overwritten.
+
+Output safety lives here and only here: `check_output_path` decides whether a path may be (re)written,
+`atomic_file` / `atomic_dir` write it. `--force` replaces only an output edgekit itself wrote (an artifact
+directory holding only artifact files, an ONNX file, a NumPy file), never a directory that contains an
+input, the working directory, $HOME or /.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -8,17 +14,72 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from edgekit.errors import EdgekitError
 
+OutputKind = Literal["artifact", "onnx", "npy", "file"]
 
-def check_output_path(out: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
-    """Refuse to clobber an existing output unless --force, and never write over an input."""
+# What `compile` writes into an artifact directory (edgekit.runtime names them; kept here as plain strings so
+# this module stays a leaf). A directory holding anything else is not ours to replace.
+ARTIFACT_FILES = frozenset({"model.so", "meta.json", "bundle.npz", "tuning.json"})
+_NPY_MAGIC = (b"\x93NUMPY", b"PK\x03\x04")
+
+
+def _protected_dirs() -> list[Path]:
+    return [Path("/"), Path.cwd().resolve(), Path.home().resolve()]
+
+
+def _is_edgekit_output(out: Path, kind: OutputKind) -> str | None:
+    """None if `out` is an existing output of this kind that --force may replace, else why not."""
+    if kind == "artifact":
+        if not out.is_dir():
+            return "it is not a directory"
+        names = {p.name for p in out.iterdir()}
+        if "meta.json" not in names:
+            return "it is a directory without meta.json, not an edgekit artifact"
+        foreign = sorted(names - ARTIFACT_FILES)
+        if foreign:
+            return f"it holds files edgekit did not write ({', '.join(foreign[:3])}{'...' if len(foreign) > 3 else ''})"
+        return None
+    if out.is_dir():
+        return "it is a directory"
+    if kind == "onnx":
+        # a serialized ModelProto starts with its field 1, ir_version, a varint: tag byte 0x08
+        with open(out, "rb") as fh:
+            if fh.read(1) != b"\x08":
+                return "it is not an ONNX file"
+    if kind == "npy":
+        with open(out, "rb") as fh:
+            head = fh.read(6)
+        if head and not head.startswith(_NPY_MAGIC):
+            return "it is not a .npy/.npz file"
+    return None
+
+
+def check_output_path(out: Path, force: bool, inputs: tuple[Path | None, ...] = (), kind: OutputKind = "file") -> None:
+    """Refuse an output path that would overwrite or delete anything but an earlier edgekit output of the same
+    kind (and that only with --force): never an input, a directory containing an input, ., $HOME or /."""
+    target = Path(out).resolve()
+    for protected in _protected_dirs():
+        if target == protected or target in protected.parents:
+            raise EdgekitError(f"output {out} is {'the working directory' if target == Path.cwd().resolve() else 'a protected directory'} ({target})",
+                               "write to a new path, e.g. -o out/model")
     for src in inputs:
-        if src.exists() and out.exists() and out.resolve() == src.resolve():
+        if src is None:
+            continue
+        src_path = Path(src).resolve()
+        if src_path == target:
             raise EdgekitError(f"output {out} is the input file", "choose another output path; inputs are never overwritten")
-    if out.exists() and not force:
+        if target in src_path.parents:
+            raise EdgekitError(f"output {out} contains the input {src}", "choose an output path outside the input's directory; inputs are never overwritten")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
         raise EdgekitError(f"output {out} already exists", "pass --force to replace it")
+    why = _is_edgekit_output(out, kind)
+    if why is not None:
+        raise EdgekitError(f"refusing to replace {out}: {why}", "--force replaces only an earlier edgekit output of the same kind; choose a new path")
 
 
 @contextlib.contextmanager
@@ -43,8 +104,9 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     try:
         yield tmp
         if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            # a fresh empty directory to move the old output onto (rename may replace an empty directory),
+            # so no existing path of the user's is ever the one removed
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
             os.replace(out, old)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)

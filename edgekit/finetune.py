@@ -539,7 +539,7 @@ def finetune_to_onnx(
 
     if bits not in (1, 2, 4):
         raise EdgekitError(f"--bits {bits} is not trainable here", "finetune handles 1 (binary), 2 and 4 bits; 8 bits needs no training")
-    check_output_path(out, force)
+    check_output_path(out, force, kind="onnx")
     loaded = load_model(ref)
     if loaded.input_shape is not None and tuple(loaded.input_shape)[1:] != (1, 8, 8):
         raise EdgekitError(f"{ref} takes {list(loaded.input_shape)}; finetuning runs on the digits task (N×1×8×8)")

@@ -132,7 +132,7 @@ def compile_onnx(
 ) -> CompileResult:
     onnx_path = Path(onnx_path)
     spec = load_target(target)
-    check_output_path(out, force, (onnx_path,))
+    check_output_path(out, force, (onnx_path, inputs, tuning if isinstance(tuning, Path) else None), kind="artifact")
     with steps(quiet) as step:
         step("loading ONNX")
         model = load_onnx(onnx_path)

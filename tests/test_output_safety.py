@@ -1,0 +1,104 @@
+"""Output safety: --force replaces only an earlier edgekit output of the same kind; nothing that contains an
+input, no directory holding other files, never ., $HOME or /. Inputs stay byte-identical."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_dir, check_output_path
+from test_errors import assert_one_line_error
+
+
+def _snapshot(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_compile_force_into_the_inputs_directory_deletes_nothing(cli, digits_onnx, tmp_path):
+    """The reported data loss: `compile nest/model.onnx -o nest --force` deleted the model and notes.txt."""
+    nest = tmp_path / "nest"
+    nest.mkdir()
+    shutil.copy(digits_onnx, nest / "model.onnx")
+    (nest / "notes.txt").write_text("mine")
+    before = _snapshot(nest)
+    assert_one_line_error(cli("compile", nest / "model.onnx", "-o", nest, "--force"), "contains the input")
+    assert _snapshot(nest) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nest"]  # no temp dir left beside it
+
+
+def test_force_refuses_a_directory_that_is_not_an_artifact(cli, digits_onnx, tmp_path):
+    target = tmp_path / "photos"
+    target.mkdir()
+    (target / "cat.jpg").write_bytes(b"\xff\xd8")
+    assert_one_line_error(cli("compile", digits_onnx, "-o", target, "--force"), "without meta.json")
+    assert (target / "cat.jpg").read_bytes() == b"\xff\xd8"
+
+
+def test_force_refuses_an_artifact_holding_foreign_files(cli, digits_artifact, digits_onnx, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(digits_artifact, art)
+    (art / "notes.txt").write_text("mine")
+    assert_one_line_error(cli("compile", digits_onnx, "-o", art, "--force"), "did not write", "notes.txt")
+    assert (art / "notes.txt").read_text() == "mine"
+
+
+def test_force_replaces_an_earlier_artifact(cli, digits_artifact, digits_onnx, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(digits_artifact, art)
+    (art / "meta.json").write_text('{"stale": true}')
+    result = cli("compile", digits_onnx, "-o", art, "--force", "--no-validate", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "stale" not in (art / "meta.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # the old copy and the temp dir are gone
+
+
+@pytest.mark.parametrize("where", ["cwd", "home", "root"])
+def test_protected_directories_are_never_outputs(where, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    path = {"cwd": tmp_path / ".", "home": tmp_path / "home", "root": tmp_path.anchor}[where]
+    with pytest.raises(EdgekitError, match="directory"):
+        check_output_path(type(tmp_path)(path), force=True, kind="artifact")
+
+
+def test_force_refuses_a_non_onnx_file_as_onnx_output(cli, digits_onnx, tmp_path):
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("not a model")
+    assert_one_line_error(cli("compress", digits_onnx, "--bits", "4", "-o", notes, "--force"), "not an ONNX file")
+    assert notes.read_text() == "not a model"
+
+
+def test_force_replaces_an_earlier_onnx_output(cli, digits_onnx, tmp_path):
+    out = tmp_path / "d4.onnx"
+    shutil.copy(digits_onnx, out)
+    result = cli("compress", digits_onnx, "--bits", "4", "-o", out, "--force", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert out.read_bytes() != digits_onnx.read_bytes()
+
+
+def test_compress_output_may_not_be_the_calibration_file(cli, digits_onnx, tmp_path):
+    import numpy as np
+
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=np.zeros((4, 1, 1, 8, 8), np.float32))
+    before = calib.read_bytes()
+    assert_one_line_error(cli("compress", digits_onnx, "--bits", "8", "--calib", calib, "-o", calib, "--force"), "is the input")
+    assert calib.read_bytes() == before
+
+
+def test_atomic_dir_leaves_a_users_dot_old_alone(tmp_path):
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "meta.json").write_text("{}")
+    users = tmp_path / ".art.old"  # the name the swap used to rmtree
+    users.mkdir()
+    (users / "keep").write_text("mine")
+    with atomic_dir(out) as tmp:
+        (tmp / "meta.json").write_text('{"new": 1}')
+    assert (users / "keep").read_text() == "mine"
+    assert (out / "meta.json").read_text() == '{"new": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".art.old", "art"]
+    assert not os.path.exists(out / "keep")
