@@ -29,7 +29,8 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = {"conv": (1, 256, 14, 14), "dense": (1, 4096)}
 RUNTIMES = ("xnor", "tvm-sched", "ort", "tvm-default")
-TARGET = {"kind": "llvm", "mcpu": "znver4"}
+# this machine's own CPU (LLVM host detection: AVX-512 VPOPCNTDQ where present, else AVX2), never a hard-coded model
+TARGET = "host"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -83,21 +84,24 @@ def _tvm_vm(op: str, kind: str, threads: int):
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    target = tvm.target.Target(TARGET)
+    from edgekit.targets import load_target
+
+    target = load_target(TARGET).tvm_target()
     model = binary_model(op) if kind == "xnor" else fp32_model(op)
     mod = relax.transform.FoldConstant()(from_onnx(model, shape_dict={"x": list(SHAPES[op])}, keep_params_in_input=False))
     note = ""
     if kind == "xnor":
-        from edgekit.compiler.lower import lower_binary_layers
+        from edgekit.compiler.relax_passes.binary import lower_binary_layers
 
         mod, report = lower_binary_layers(mod, target)
         assert [r["status"] for r in report] == ["lowered"], report
         ex = relax.build(mod, target=target)
     elif kind == "tvm-sched":
+        from edgekit.compiler.options import BuildOptions
         from edgekit.compiler.schedules.cpu import build_cpu
 
-        ex, rules = build_cpu(mod, target, threads)
-        note = ",".join(sorted(set(rules.values())))
+        ex, rules = build_cpu(mod, target, BuildOptions(threads=threads))
+        note = ",".join(sorted({r.rule for r in rules.values()}))
     else:
         ex = relax.build(mod, target=target)
     vm = relax.VirtualMachine(ex, tvm.cpu())

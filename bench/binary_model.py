@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edgekit.bench import bench, merge
 from edgekit.compiler.build import compile_onnx
+from edgekit.compiler.options import BuildOptions
 from edgekit.compress import CompressOptions, compress_file
 from edgekit.export import export_model
 
@@ -41,7 +42,7 @@ def main() -> None:
             arts = {}
             for label, src, xnor in (("fp32", fp32, False), ("1-bit xnor", binary, True)):  # fp32: float convs even for ±α weights
                 art = tmp / f"{name}.{label.replace(' ', '_')}.art"
-                result = compile_onnx(src, art, args.target, quiet=True, threads=args.threads, xnor=xnor)
+                result = compile_onnx(src, art, args.target, BuildOptions(threads=args.threads, xnor=xnor), quiet=True)
                 assert result.validation.ok, (name, label, result.validation.to_json())
                 arts[label] = art
             report = merge([bench(a, ("ort", "tvm"), threads=args.threads, warmup=3, repeat=repeat, rounds=2, quiet=True) for a in arts.values()])

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from edgekit.bench import bench
 from edgekit.compiler.build import compile_onnx
+from edgekit.compiler.options import BuildOptions
+from edgekit.compiler.tuning.db import load_database
+from edgekit.targets import load_target
 from edgekit.export import export_model
 from edgekit.zoo import ZOO
 
@@ -43,7 +46,7 @@ def main() -> None:
         for name in args.models.split(","):
             onnx_path = tmp / f"{name}.onnx"
             export_model(name, onnx_path)
-            compiled = compile_onnx(onnx_path, tmp / f"{name}.art", args.target, quiet=True, threads=args.threads)
+            compiled = compile_onnx(onnx_path, tmp / f"{name}.art", args.target, BuildOptions(threads=args.threads), quiet=True)
             report = bench(tmp / f"{name}.art", runtimes, threads=args.threads, warmup=3, repeat=repeat, rounds=rounds, quiet=True)
             p50 = {r.runtime: r.p50_ms for r in report.runs}
             row = {"model": name, "threads": args.threads, **{f"{k}_p50_ms": v for k, v in p50.items()},
@@ -54,16 +57,17 @@ def main() -> None:
                 row["tvm_over_openvino"] = p50["tvm"] / p50["openvino"]
             timing = {"threads": args.threads, "repeat": repeat, "rounds": rounds}
             if args.tuning:
+                database = load_database(args.tuning, load_target(args.target).tvm_target())
                 row["tvm_tuned_over_ort"] = _tvm_over_ort(onnx_path, tmp / f"{name}.tuned", args.target, timing,
-                                                          threads=args.threads, tuning=args.tuning)
+                                                          BuildOptions(threads=args.threads, tuning=database))
                 if "openvino" in p50:
                     row["tvm_tuned_over_openvino"] = row["tvm_tuned_over_ort"] / row["openvino_over_ort"]
             if any("winograd" in rule for rule in compiled.meta["build"]["rules"]):  # the same build with direct convs only
                 row["tvm_direct_over_ort"] = _tvm_over_ort(onnx_path, tmp / f"{name}.direct", args.target, timing,
-                                                           threads=args.threads, winograd=False)
+                                                           BuildOptions(threads=args.threads, winograd=False))
             if not args.no_bare and not args.quick:  # 10-100x slower: few repeats
                 row["tvm_bare_over_ort"] = _tvm_over_ort(onnx_path, tmp / f"{name}.bare", args.target,
-                                                         dict(timing, warmup=1, repeat=4, rounds=2), schedules="none")
+                                                         dict(timing, warmup=1, repeat=4, rounds=2), BuildOptions(schedules="none"))
             rows.append(row)
             extra = f"  OpenVINO/ORT {row['openvino_over_ort']:.2f}x  TVM/OpenVINO {row['tvm_over_openvino']:.2f}x" if "openvino" in p50 else ""
             bare_s = f"  bare TVM/ORT {row['tvm_bare_over_ort']:.1f}x" if "tvm_bare_over_ort" in row else ""
@@ -76,9 +80,9 @@ def main() -> None:
         (RESULTS / f"cpu_vs_ort.{args.target}.json").write_text(json.dumps(rows, indent=2))
 
 
-def _tvm_over_ort(onnx_path: Path, art: Path, target: str, timing: dict, **compile_kwargs) -> float:
+def _tvm_over_ort(onnx_path: Path, art: Path, target: str, timing: dict, opts: BuildOptions) -> float:
     """Compile one more variant of the model, then TVM p50 / ORT p50 timed side by side (edgekit.bench)."""
-    compile_onnx(onnx_path, art, target, quiet=True, **compile_kwargs)
+    compile_onnx(onnx_path, art, target, opts, quiet=True)
     report = bench(art, ("ort", "tvm"), quiet=True, **{"warmup": 3, **timing})
     p50 = {r.runtime: r.p50_ms for r in report.runs}
     return p50["tvm"] / p50["ort"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgekit.bench import bench
 from edgekit.compiler.build import compile_onnx
+from edgekit.compiler.options import BuildOptions
 from edgekit.export import export_model
 
 HERE = Path(__file__).parent
@@ -37,7 +38,7 @@ def main() -> None:
         onnx_path = tmp / "dbnet_like.onnx"
         export_model(MODEL, onnx_path)
         start = time.perf_counter()
-        compiled = compile_onnx(onnx_path, tmp / "art", args.target, quiet=True, threads=args.threads)
+        compiled = compile_onnx(onnx_path, tmp / "art", args.target, BuildOptions(threads=args.threads), quiet=True)
         wall = time.perf_counter() - start
         report = bench(tmp / "art", runtimes, threads=args.threads, warmup=3, repeat=args.repeat, rounds=args.rounds, quiet=True)
     p50 = {r.runtime: r.p50_ms for r in report.runs}

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgekit.bench import bench
 from edgekit.compiler.build import compile_onnx
+from edgekit.compiler.options import BuildOptions
 from edgekit.compress import CompressOptions, compress_file
 from edgekit.export import export_model
 
@@ -57,7 +58,7 @@ def main() -> None:
         tvm_rows = {}
         for name in ("fp32", "int8"):
             src = big if name == "fp32" else tmp / f"{args.model}.int8.onnx"
-            art = compile_onnx(src, tmp / f"art.{name}", args.target, quiet=True, threads=args.threads)
+            art = compile_onnx(src, tmp / f"art.{name}", args.target, BuildOptions(threads=args.threads), quiet=True)
             tvm_rows[name] = bench(tmp / f"art.{name}", ("tvm",), threads=args.threads, warmup=2, repeat=repeat, quiet=True).runs[0].p50_ms
             tvm_rows[name + "_max_abs_vs_ort"] = art.validation.max_abs
     base = rows[0]["ort_p50_ms"]

@@ -1,24 +1,18 @@
 """Latency, memory and size of a model in each runtime, side by side.
 
-Each runtime is timed in its own worker process (`python -m edgekit.bench`), and the order of the
-runtimes alternates between rounds: in one process an idle runtime's threads compete for the cores
-(ORT ResNet-18 measured 30.6 ms that way vs 7.9 ms alone on a 2-core machine).
+Each runtime is timed in its own worker process (edgekit.measure), and the order of the runtimes alternates
+between rounds.
 """
 from __future__ import annotations
 
-import json
-import os
-import resource
-import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.measure import default_threads, run_worker
 
 RUNTIMES = ("ort", "tvm", "openvino")  # openvino: optional peer (pip install openvino), reads the same ONNX
 
@@ -50,22 +44,6 @@ class BenchReport:
         return {"model": self.model, "runs": [r.to_json() for r in self.runs]}
 
 
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _run_worker(job: dict) -> dict:
-    env = dict(os.environ)
-    if job["runtime"] == "tvm":
-        env["TVM_NUM_THREADS"] = str(job["threads"])
-        env["TVM_USE_RUNTIME_LIB"] = "1"  # what a deployed app loads: libtvm_runtime (3 MB), not the 260 MB compiler
-    proc = subprocess.run([sys.executable, "-m", "edgekit.bench", json.dumps(job)], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
-        raise EdgekitError(f"the {job['runtime']} benchmark worker failed: {tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def bench(
     model_path: Path,
     runtimes: tuple[str, ...] = RUNTIMES,
@@ -91,7 +69,7 @@ def bench(
     if unknown or not runtimes:
         raise EdgekitError(f"unknown runtime(s) {sorted(unknown) or '(none)'}", f"choose from {', '.join(RUNTIMES)}")
     if repeat < 1 or warmup < 0 or rounds < 1:
-        raise EdgekitError("--repeat and --rounds must be >= 1 and --warmup >= 0")
+        raise EdgekitError("--repeat and --rounds must be >= 1 and --warmup >= 0", "e.g. --repeat 50 --rounds 2 --warmup 5")
     threads = threads or default_threads()
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -108,7 +86,7 @@ def bench(
             from edgekit.compiler.build import compile_onnx
 
             artifact = tmp / "artifact"
-            result = compile_onnx(onnx_path, artifact, target, input_shapes, validate=True, quiet=quiet)
+            result = compile_onnx(onnx_path, artifact, target, input_shapes=input_shapes, validate=True, quiet=quiet)
             meta = result.meta
         inputs = tmp / "inputs.npz"
         np.savez(inputs, **random_inputs(specs))
@@ -119,7 +97,13 @@ def bench(
         if artifact is not None:
             sizes["tvm"] = (artifact / LIBRARY).stat().st_size
             targets["tvm"] = meta["target"]["name"]
-            if device or not meta["target"].get("runs_on_host", True):
+            from edgekit.runtime import refuse_if_not_runnable
+            from edgekit.targets import TargetCaps, artifact_caps
+
+            native = artifact_caps(meta["target"]).arch == TargetCaps.host().arch
+            if native and not device:
+                refuse_if_not_runnable(artifact, meta["target"])  # a SIGILL in the worker would say nothing
+            if device or not native:
                 from edgekit.runners import open_runner
 
                 remote = open_runner(artifact, threads, **(device or {}))  # raises if it can't run anywhere
@@ -141,7 +125,7 @@ def bench(
                         out = {"times_ms": times, "peak_rss_mb": peak}
                     else:
                         job = {"runtime": rt, "model": str(path), "inputs": str(inputs), "threads": threads, "warmup": warmup, "repeat": per_round}
-                        out = _run_worker(job)
+                        out = run_worker(job)
                     samples[rt].extend(out["times_ms"])
                     rss[rt] = None if out["peak_rss_mb"] is None else max(rss[rt] or 0.0, out["peak_rss_mb"])
     runs = []
@@ -181,72 +165,3 @@ def plot(report: BenchReport, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-# ---- worker side: one runtime per process ---------------------------------------------------------
-
-
-def _time_calls(fn, warmup: int, repeat: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def _worker(job: dict) -> dict:
-    feeds = dict(np.load(job["inputs"]))
-    if job["runtime"] == "openvino":
-        fn = _openvino_call(job, feeds)
-    elif job["runtime"] == "ort":
-        from edgekit.export import ort_session
-
-        session = ort_session(job["model"], threads=job["threads"])
-        names = [o.name for o in session.get_outputs()]
-        fn = lambda: session.run(names, feeds)  # noqa: E731
-    else:
-        # `import tvm` pulls in torch (tvm_ffi's DLPack hooks) for ~250 MB; a deployed runtime has no torch
-        sys.modules.setdefault("torch", None)
-        from edgekit.runtime import load
-
-        model = load(job["model"], threads=job["threads"])
-        prepared = model.prepare(feeds)
-        # the VM runs CPU kernels synchronously: when invoke returns, the outputs are computed
-        fn = lambda: model.invoke(prepared)  # noqa: E731
-
-    times = _time_calls(fn, job["warmup"], job["repeat"])
-    return {"times_ms": times, "peak_rss_mb": _peak_rss_mb()}
-
-
-def _openvino_call(job: dict, feeds: dict[str, np.ndarray]):
-    try:
-        import openvino as ov
-    except ImportError:
-        raise EdgekitError("the openvino runtime is not installed", "pip install openvino") from None
-    # f32 explicitly: OpenVINO's default on AVX-512 CPUs is bf16, which would not be a like-for-like comparison
-    config = {"INFERENCE_NUM_THREADS": job["threads"], "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    compiled = ov.Core().compile_model(job["model"], "CPU", config)
-    request = compiled.create_infer_request()
-    return lambda: request.infer(feeds)
-
-
-def _peak_rss_mb() -> float:
-    """VmHWM of this process. Not getrusage's ru_maxrss: Linux carries that over exec from the parent."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-if __name__ == "__main__":
-    try:
-        print(json.dumps(_worker(json.loads(sys.argv[1]))))
-    except EdgekitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)

@@ -1,16 +1,16 @@
 """The `edgekit` command. Thin: each subcommand parses options and calls one library function."""
 from __future__ import annotations
 
-import functools
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from edgekit.cli_support import (
+    ForceOpt, JsonOpt, KeyOpt, RpcOpt, ShapeOpt, TrackerOpt, emit_json, err, handle_errors, out, parse_keep, print_bench,
+    print_validation,
+)
 from edgekit.errors import EdgekitError
 
 app = typer.Typer(
@@ -19,60 +19,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="edgekit: torch -> ONNX -> (compressed) ONNX -> TVM artifact, validated against onnxruntime at every step.",
 )
-out = Console()
-err = Console(stderr=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
-ShapeOpt = Annotated[
-    Optional[list[str]], typer.Option("--input-shape", help="Fix input shapes: 1,3,224,224 or NAME=1,3,224,224 (repeatable).")
-]
-
-
-RpcOpt = Annotated[Optional[str], typer.Option("--rpc", help="Run on a board: TVM RPC server HOST:PORT.")]
-TrackerOpt = Annotated[Optional[str], typer.Option("--tracker", help="TVM RPC tracker HOST:PORT (with --key).")]
-KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Device key registered with the tracker.")]
-
-
-def handle_errors(fn):
-    """User mistakes are one line and exit 2, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except EdgekitError as exc:
-            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-            if exc.hint:
-                err.print(f"[dim]hint: {exc.hint}[/]", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def parse_keep(text: str) -> tuple[str, ...]:
-    """--keep first,last,GLOB (or 'none') -> the layer selectors kept at higher precision."""
-    return tuple(k.strip() for k in text.split(",") if k.strip() and k.strip() != "none")
-
-
-def emit_json(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.2e}"
-
-
-def print_validation(report, title: str) -> None:
-    table = Table(title=title)
-    for col in ("output", "max abs", "max rel", "ok"):
-        table.add_column(col)
-    for o in report.outputs:
-        table.add_row(o.name, _fmt(o.max_abs), _fmt(o.max_rel), "[green]yes[/]" if o.ok else "[red]NO[/]")
-    out.print(table)
 
 
 @app.command()
@@ -100,13 +46,14 @@ def targets(json_out: JsonOpt = False) -> None:
 
     specs = list_targets()
     if json_out:
-        return emit_json({"targets": [t.to_json() | {"runs_on_host": t.runs_on_host} for t in specs]})
+        return emit_json({"targets": [t.to_json() | {"runs_on_host": t.runs_on_host, "missing_on_host": t.missing_on_host} for t in specs]})
     table = Table(title="edgekit targets")
     for col in ("name", "aliases", "cpu", "runs here", "description"):
         table.add_column(col)
     for t in specs:
         cpu = " ".join([t.tvm.get("mtriple", ""), t.tvm.get("mcpu", ""), *t.tvm.get("mattr", [])]).strip()
-        table.add_row(t.name, ", ".join(t.aliases), cpu, t.runnable_here, t.description)
+        here = t.runnable_here if t.runnable_here != "no" or not t.missing_on_host else f"no (needs {', '.join(t.missing_on_host)})"
+        table.add_row(t.name, ", ".join(t.aliases), cpu, here, t.description)
     out.print(table)
 
 
@@ -154,6 +101,8 @@ def compress(
     layer_bits: Annotated[Optional[list[str]], typer.Option("--layer-bits", help="GLOB=BITS per layer name (repeatable).")] = None,
     mode: Annotated[str, typer.Option("--mode", help="1-bit: weights (BWN) or xnor (binary activations too).")] = "weights",
     eval_set: Annotated[Optional[str], typer.Option("--eval", help="Report accuracy on a labelled set: digits.")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="int8: pick the weight format exact on this target and this machine "
+                                                  "(7-bit weights where onnxruntime lacks VNNI). Default: this machine.")] = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -172,7 +121,7 @@ def compress(
             raise EdgekitError(f"bad --layer-bits '{item}'", "write GLOB=BITS, e.g. 'layer4*=8'")
         per_layer[pattern] = int(b)
     opts = CompressOptions(bits=bits, dynamic=dynamic, method=method, calib=calib, block_size=block_size, keep=keep_t,
-                           layer_bits=per_layer, weight_only=weight_only, binarize_mode=mode)
+                           layer_bits=per_layer, weight_only=weight_only, binarize_mode=mode, target=target)
     with stderr.status(f"compressing to {bits} bit…"):
         result = compress_file(model, output, opts, force, eval_set)
     if json_out:
@@ -246,7 +195,7 @@ def tune(
 
     Example: edgekit tune model.onnx --target x86_64 --trials 16 -o tuning/ && edgekit compile model.onnx --tuning tuning/ -o art/
     """
-    from edgekit.compiler.tune import tune_model
+    from edgekit.compiler.tuning.search import tune_model
     from edgekit.graph import parse_input_shapes
 
     report = tune_model(model, target, output, trials_per_task=trials, threads=threads, budget_s=budget,
@@ -288,12 +237,16 @@ def compile_cmd(
     Example: edgekit compile model.onnx --target x86_64 -o artifact/
     """
     from edgekit.compiler.build import compile_onnx
+    from edgekit.compiler.options import BuildOptions
+    from edgekit.compiler.tuning.db import load_database
     from edgekit.graph import parse_input_shapes
+    from edgekit.targets import load_target
 
-    result = compile_onnx(
-        model, output, target, parse_input_shapes(input_shape), force, not no_validate, inputs, quiet=json_out, schedules=schedules, threads=threads,
-        xnor=not no_xnor, tuning=tuning, winograd=not no_winograd, fuse_blocks=not no_fuse_blocks,
-    )
+    database = load_database(tuning, load_target(target).tvm_target()) if tuning is not None else {}
+    opts = BuildOptions(schedules=schedules, threads=threads, tuning=database, xnor=not no_xnor, winograd=not no_winograd,
+                        fuse_blocks=not no_fuse_blocks)
+    result = compile_onnx(model, output, target, opts, input_shapes=parse_input_shapes(input_shape), force=force,
+                          validate=not no_validate, inputs=inputs, quiet=json_out)
     if json_out:
         emit_json(result.to_json())
     else:
@@ -302,11 +255,11 @@ def compile_cmd(
         if build["rules"]:
             out.print("schedules: " + ", ".join(f"{rule} ×{n}" for rule, n in build["rules"].items()))
         if tuning is not None:
-            tuned = sum("(tuned:" in r for r in build["rule_per_function"].values())
+            tuned = sum(bool(r["knobs"]) for r in build["rule_details"].values())
             out.print(f"tuning: {tuned} function(s) use tuned knobs from {tuning}")
-        for fn, rule in build["rule_per_function"].items():
-            if rule.startswith(("fallback", "none")) and "(" in rule:
-                out.print(f"[yellow]  {fn}: {rule}[/]")
+        for fn, r in build["rule_details"].items():
+            if r["fallback_reason"]:
+                out.print(f"[yellow]  {fn}: {r['rule']} ({r['fallback_reason']})[/]")
         if result.validation is not None:
             print_validation(result.validation, "TVM vs onnxruntime")
         elif result.meta["validation"]:
@@ -377,11 +330,11 @@ def run(
     check_output_path(output, force, (input_file, artifact), kind="npy")
     compiled = open_runner(artifact, threads, rpc, tracker, key)
     if not input_file.exists():
-        raise EdgekitError(f"{input_file}: no such file")
+        raise EdgekitError(f"{input_file}: no such file", "check the path; --input takes a .npy (one input) or .npz (named inputs)")
     try:
         loaded = np.load(input_file)
     except Exception:
-        raise EdgekitError(f"{input_file} is not a .npy/.npz file") from None
+        raise EdgekitError(f"{input_file} is not a .npy/.npz file", "write it with numpy.save / numpy.savez") from None
     feeds = dict(loaded) if not isinstance(loaded, np.ndarray) else {compiled.inputs[0].name: loaded}
     outputs = compiled.run(feeds)
     with atomic_file(output) as tmp:
@@ -395,20 +348,6 @@ def run(
         return emit_json(summary)
     for o in summary["outputs"]:
         out.print(f"{o['name']}: {o['dtype']}{o['shape']} -> {output}")
-
-
-def print_bench(report) -> None:
-    table = Table(title="edgekit bench (p50/p90/p99 over all rounds; each runtime in its own process)")
-    for col in ("model", "runtime", "target", "thr", "p50 ms", "p90 ms", "p99 ms", "mean ms", "vs ort", "RSS MB", "size MB"):
-        table.add_column(col, justify="right")
-    ort_p50 = {r.model: r.p50_ms for r in report.runs if r.runtime == "ort"}
-    for r in report.runs:
-        ratio = r.p50_ms / ort_p50[r.model] if r.model in ort_p50 else None
-        table.add_row(
-            r.model, r.runtime, r.target, str(r.threads), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.mean_ms:.3f}",
-            f"{ratio:.2f}×" if ratio else "-", "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}", f"{r.size_bytes / 1e6:.2f}",
-        )
-    out.print(table)
 
 
 @app.command()
@@ -474,48 +413,9 @@ def demo(
         raise typer.Exit(1)
 
 
-rpc_app = typer.Typer(help="TVM RPC server / tracker, for running and timing artifacts on boards.", no_args_is_help=True)
+from edgekit.cli_rpc import rpc_app  # noqa: E402 - after `app`, which it does not need
+
 app.add_typer(rpc_app, name="rpc")
-
-
-@rpc_app.command("server")
-@handle_errors
-def rpc_server(
-    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 to accept other machines.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 9090,
-    key: Annotated[str, typer.Option("--key", help="Device key, e.g. rpi4.")] = "",
-    tracker: TrackerOpt = None,
-    threads: Annotated[int, typer.Option("--threads", help="TVM threads on this device (0 = all cores).")] = 0,
-) -> None:
-    """Serve this machine as a device (run it on the board). Example: edgekit rpc server --host 0.0.0.0 --key rpi4"""
-    from edgekit.runners.rpc import serve
-
-    serve(host, port, key, tracker, threads)
-
-
-@rpc_app.command("tracker")
-@handle_errors
-def rpc_tracker(
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 9190,
-) -> None:
-    """Run a tracker that boards register with and clients request by key."""
-    from edgekit.runners.rpc import run_tracker
-
-    run_tracker(host, port)
-
-
-@rpc_app.command("status")
-@handle_errors
-def rpc_status(tracker: Annotated[str, typer.Option("--tracker", help="HOST:PORT")] = "127.0.0.1:9190", json_out: JsonOpt = False) -> None:
-    """Devices registered with a tracker, by key."""
-    from edgekit.runners.rpc import tracker_summary
-
-    summary = tracker_summary(tracker)
-    if json_out:
-        return emit_json(summary)
-    for q in summary.get("queue_info", {}).items():
-        out.print(f"{q[0]}: free {q[1].get('free')}, pending {q[1].get('pending')}")
 
 
 def main() -> None:

@@ -31,6 +31,17 @@ class CompressOptions:
     weight_only: bool = False
     binarize_mode: str = "weights"  # bits == 1: "weights" (BWN) or "xnor"
     scale_activations: bool = False
+    target: str | None = None  # int8: the target whose (and this host's) onnxruntime kernels must be exact
+
+
+def reduce_range_for(target: str | None) -> bool:
+    """7-bit int8 weights when onnxruntime would saturate full-range ones on the target or on this machine
+    (where compile validates against onnxruntime)."""
+    from edgekit.passes.quantize import needs_reduce_range
+    from edgekit.targets import TargetCaps, load_target
+
+    caps = [TargetCaps.host()] + ([load_target(target).caps()] if target else [])
+    return any(needs_reduce_range(c) for c in caps)
 
 
 def calibration_samples(source: str | None, specs: list[TensorSpec], count: int) -> list[dict[str, np.ndarray]] | None:
@@ -43,12 +54,15 @@ def calibration_samples(source: str | None, specs: list[TensorSpec], count: int)
 
         shape = tuple(int(d) for d in specs[0].shape)
         if len(specs) != 1 or shape[1:] != (1, 8, 8):
-            raise EdgekitError(f"--calib digits needs a model with one input of shape N×1×8×8, not {[list(s.shape) for s in specs]}")
+            raise EdgekitError(f"--calib digits needs a model with one input of shape N×1×8×8, not {[list(s.shape) for s in specs]}", "pass --calib data.npz with arrays named like the inputs, or --calib random")
         x = load_digits_split().x_train[: count - count % shape[0]]
         return [{specs[0].name: x[i : i + shape[0]]} for i in range(0, len(x), shape[0])]
+    from edgekit.checks import check_calibration
     from edgekit.validate import load_inputs_npz
 
-    return load_inputs_npz(Path(source), specs)[:count]
+    samples = load_inputs_npz(Path(source), specs)[:count]
+    check_calibration(samples, source)
+    return samples
 
 
 def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[TensorSpec]) -> tuple[onnx.ModelProto, PassReport]:
@@ -68,7 +82,7 @@ def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[Tens
         calib = calibration_samples(opts.calib, specs, opts.calib_samples)
     cfg = QuantizeConfig(
         bits=opts.bits, weight_only=opts.weight_only, dynamic=opts.dynamic, method=opts.method, block_size=opts.block_size,
-        keep=opts.keep, layer_bits=opts.layer_bits or {}, calibration=calib,
+        keep=opts.keep, layer_bits=opts.layer_bits or {}, calibration=calib, reduce_range=reduce_range_for(opts.target),
     )
     return quantize.run(model, cfg)
 
@@ -77,7 +91,7 @@ def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = "x86_6
     """Digits test accuracy: fp32 in ORT, compressed in ORT and in TVM (compiled here), and torch fp32 if known."""
     from edgekit.compiler.build import compile_onnx
     from edgekit.datasets import accuracy, load_digits_split
-    from edgekit.export import ort_session
+    from edgekit.onnxtools import ort_session
     from edgekit.runtime import load
 
     split = load_digits_split()

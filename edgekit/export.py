@@ -1,11 +1,6 @@
 """Stage 1: torch nn.Module -> checked, simplified ONNX, with its error vs torch recorded in the file."""
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +9,7 @@ import onnx
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_file, check_output_path
+from edgekit.onnxtools import ort_session, quiet, simplify
 from edgekit.validate import compare_outputs, ValidationReport
 from edgekit.zoo import load_model
 
@@ -46,23 +42,14 @@ class ExportResult:
         }
 
 
-@contextlib.contextmanager
-def _quiet():
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
-    """torch.onnx prints progress on stdout, which would corrupt `--json` output: send it to stderr's void."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
-
-
-def _torch_to_onnx(module, example, opset: int, dynamic_batch: bool) -> onnx.ModelProto:
+def torch_to_onnx(module, example, opset: int, dynamic_batch: bool) -> onnx.ModelProto:
     import torch
 
     dynamic_shapes = None
     if dynamic_batch:
         dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},)
     try:
-        with _quiet():
+        with quiet():
             program = torch.onnx.export(
                 module,
                 (example,),
@@ -83,31 +70,6 @@ def _torch_to_onnx(module, example, opset: int, dynamic_batch: bool) -> onnx.Mod
             node.output[:] = [OUTPUT_NAME if o == old else o for o in node.output]
         model.graph.output[0].name = OUTPUT_NAME
     return model
-
-
-def simplify(model: onnx.ModelProto, fixed_shapes: dict[str, list[int]] | None) -> tuple[onnx.ModelProto, bool]:
-    """onnxsim with fixed shapes (TVM's importer needs Shape->Reshape chains folded). Returns (model, ok)."""
-    import onnxsim
-
-    try:
-        with _quiet():
-            simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=fixed_shapes or None)
-    except Exception as exc:  # onnxsim is an optimisation: say it did not apply, keep the exact export
-        print(f"warning: onnxsim could not simplify the model ({type(exc).__name__}); keeping it as exported", file=sys.stderr)
-        return model, False
-    return (simplified, True) if ok else (model, False)
-
-
-def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
 def export_model(
@@ -132,12 +94,12 @@ def export_model(
     example = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
     with torch.no_grad():
         expected = loaded.module(example)
-    model = _torch_to_onnx(loaded.module, example, opset, dynamic_batch)
+    model = torch_to_onnx(loaded.module, example, opset, dynamic_batch)
     model, simplified = simplify(model, None if dynamic_batch else {INPUT_NAME: list(shape)})
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise EdgekitError(f"the exported ONNX fails onnx.checker: {str(exc).splitlines()[0][:200]}") from None
+        raise EdgekitError(f"the exported ONNX fails onnx.checker: {str(exc).splitlines()[0][:200]}", "try another --opset, or report the model (a torch exporter bug)") from None
 
     outputs = expected if isinstance(expected, (tuple, list)) else (expected,)
     session = ort_session(model)

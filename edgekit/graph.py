@@ -9,6 +9,9 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
+from onnx.external_data_helper import load_external_data_for_model
+
+from edgekit.checks import MAX_ELEMENTS, check_element_counts, check_external_data, check_ops_known, check_opsets
 from edgekit.errors import EdgekitError
 
 
@@ -32,21 +35,28 @@ def load_onnx(path: Path | str) -> onnx.ModelProto:
     if not path.exists():
         raise EdgekitError(f"{path}: no such file", "check the path")
     if path.is_dir():
-        raise EdgekitError(f"{path} is a directory, not an .onnx file")
+        raise EdgekitError(f"{path} is a directory, not an .onnx file", "pass the .onnx file itself")
     if path.stat().st_size == 0:
         raise EdgekitError(f"{path} is empty", "re-export the model")
     try:
-        model = onnx.load(str(path))
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError, UnicodeDecodeError) as exc:
         raise EdgekitError(
             f"{path} is not a readable ONNX model (corrupt or truncated: {type(exc).__name__})",
             "re-export or re-download it",
         ) from None
     if model.ir_version == 0 or not model.graph.node or not model.opset_import:
         raise EdgekitError(f"{path} is not an ONNX model (no graph found)", "pass a .onnx file written by an ONNX exporter")
+    check_external_data(model, path)
+    try:
+        load_external_data_for_model(model, str(path.resolve().parent))
+    except (OSError, ValueError, DecodeError) as exc:
+        raise EdgekitError(f"{path}: its external data cannot be read ({type(exc).__name__})", "copy the .data file(s) next to the .onnx file") from None
+    check_opsets(model, path)
+    check_ops_known(model)
     try:
         onnx.checker.check_model(model, full_check=False)
-    except onnx.checker.ValidationError as exc:
+    except (onnx.checker.ValidationError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
         raise EdgekitError(f"{path} fails onnx.checker: {first}", "the file is corrupt or was written by a broken exporter") from None
     return model
@@ -100,8 +110,9 @@ def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def resolve_input_specs(model: onnx.ModelProto, overrides: dict[str, tuple[int, ...]]) -> list[TensorSpec]:
-    """Fix every input shape: static dims from the model, dynamic ones from --input-shape, else a clear error."""
+def resolve_input_specs(model: onnx.ModelProto, overrides: dict[str, tuple[int, ...]], max_elements: int = MAX_ELEMENTS) -> list[TensorSpec]:
+    """Fix every input shape: static dims from the model, dynamic ones from --input-shape, else a clear error;
+    no input over `max_elements` elements (a 1x3x100000x100000 input would allocate 112 GiB)."""
     inputs = graph_inputs(model)
     if "" in overrides:
         if len(inputs) != 1:
@@ -121,10 +132,10 @@ def resolve_input_specs(model: onnx.ModelProto, overrides: dict[str, tuple[int, 
         if spec.name in overrides:
             shape = overrides[spec.name]
             if len(shape) != len(spec.shape):
-                raise EdgekitError(f"--input-shape for '{spec.name}' has rank {len(shape)}, the model expects rank {len(spec.shape)}")
+                raise EdgekitError(f"--input-shape for '{spec.name}' has rank {len(shape)}, the model expects rank {len(spec.shape)}", "give one number per dimension of that input")
             for given, declared in zip(shape, spec.shape):
                 if isinstance(declared, int) and declared != given:
-                    raise EdgekitError(f"--input-shape for '{spec.name}' is {list(shape)}, but the model fixes it to {list(spec.shape)}")
+                    raise EdgekitError(f"--input-shape for '{spec.name}' is {list(shape)}, but the model fixes it to {list(spec.shape)}", "only dynamic (named) dimensions can be set with --input-shape")
             resolved.append(TensorSpec(spec.name, tuple(shape), spec.dtype))
         elif spec.is_static:
             resolved.append(spec)
@@ -134,6 +145,7 @@ def resolve_input_specs(model: onnx.ModelProto, overrides: dict[str, tuple[int, 
                 f"input '{spec.name}' has dynamic shape {list(spec.shape)}",
                 f"pass --input-shape {spec.name}={example}",
             )
+    check_element_counts(resolved, max_elements)
     return resolved
 
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from edgekit.bench import bench, plot
 from edgekit.compiler.build import compile_onnx
-from edgekit.export import INPUT_NAME, export_model, ort_session
+from edgekit.export import INPUT_NAME, export_model
+from edgekit.onnxtools import ort_session
 from edgekit.fileio import atomic_file
 from edgekit.runtime import load
 from edgekit.validate import compare_outputs
@@ -56,7 +57,7 @@ def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: boo
     ok = exported.check.ok
     is_digits = model_ref == "digits_cnn"
     q_path = workdir / f"{model_ref}.int{bits}.onnx"
-    compressed = compress_file(onnx_path, q_path, CompressOptions(bits=bits, calib="digits" if is_digits else "random"), force=True)
+    compressed = compress_file(onnx_path, q_path, CompressOptions(bits=bits, calib="digits" if is_digits else "random", target=target), force=True)
     table.append((f"compress int{bits}", f"{q_path}: {compressed['mode']}, weights {compressed['weight_ratio']:.2f}× smaller, file {compressed['file_ratio']:.2f}×"))
     report: dict = {"model": model_ref, "target": target, "export": exported.to_json(), "compress": compressed, "variants": {}}
     artifacts = {}

@@ -28,3 +28,9 @@ def steps(quiet: bool = False) -> Iterator[Callable[[str], None]]:
         yield step
         if state["msg"]:
             stderr.print(f"[green]✓[/] {state['msg']} [dim]({time.perf_counter() - state['t']:.1f}s)[/]")
+
+
+def warn(msg: str, quiet: bool = False) -> None:
+    """One `warning:` line on stderr (also recorded in the output's metadata by the caller)."""
+    if not quiet:
+        stderr.print(f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True)

@@ -22,6 +22,160 @@ from edgekit.paths import TARGETS_DIR
 
 _HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
+# The instruction-set features edgekit's rules, kernels and the "can this CPU run it?" check care about, by
+# LLVM's names. /proc/cpuinfo spells some differently (the map below); the rest match.
+CHECKED_FEATURES = {
+    "x86_64": ("sse4.2", "avx", "avx2", "fma", "f16c", "bmi", "bmi2", "popcnt", "avx512f", "avx512bw", "avx512dq",
+               "avx512vl", "avx512cd", "avx512vnni", "avx512vpopcntdq", "avx512bitalg", "avx512vbmi", "avx512vbmi2",
+               "avx512bf16", "avx512fp16", "avxvnni"),
+    "aarch64": ("neon", "dotprod", "i8mm", "fullfp16", "sve", "sve2"),
+    "armv7": ("neon", "vfp4", "dotprod"),
+}
+_CPUINFO_NAMES = {"sse4_2": "sse4.2", "bmi1": "bmi", "avx512_vnni": "avx512vnni", "avx512_vpopcntdq": "avx512vpopcntdq",
+                  "avx512_bitalg": "avx512bitalg", "avx512_vbmi2": "avx512vbmi2", "avx512_bf16": "avx512bf16",
+                  "avx512_fp16": "avx512fp16", "avx_vnni": "avxvnni", "asimd": "neon", "asimddp": "dotprod",
+                  "asimdhp": "fullfp16", "vfpv4": "vfp4"}
+
+
+def _arch_of(triple: str) -> str:
+    head = triple.split("-")[0]
+    if head in ("aarch64", "arm64"):
+        return "aarch64"
+    if head.startswith(("arm", "thumb")):
+        return "armv7"
+    return "x86_64" if head in ("x86_64", "amd64") else head
+
+
+@dataclass(frozen=True)
+class TargetCaps:
+    """What a CPU can execute: the one answer for rules, kernel generators and "can this machine run this
+    artifact?". Built from a TVM target (LLVM's view of its mcpu/mattr) or from the host (/proc/cpuinfo)."""
+
+    arch: str  # "x86_64" | "aarch64" | "armv7"
+    features: frozenset[str]
+
+    @property
+    def simd_bits(self) -> int:
+        if self.arch == "x86_64":
+            return 512 if "avx512f" in self.features else 256 if "avx2" in self.features else 128
+        return 128 if "neon" in self.features else 0
+
+    @property
+    def fp32_lanes(self) -> int:
+        return max(1, self.simd_bits // 32)
+
+    @property
+    def vector_registers(self) -> int:
+        """Architectural vector registers (zmm0-31, ymm0-15, AArch64 v0-31, ARMv7 q0-15)."""
+        if self.arch == "x86_64":
+            return 32 if "avx512f" in self.features else 16
+        return 32 if self.arch == "aarch64" else 16
+
+    @property
+    def has_avx512(self) -> bool:
+        return "avx512f" in self.features
+
+    @property
+    def has_vnni(self) -> bool:
+        """AVX-512 VNNI: vpdpbusd on zmm (the int8 dot-product rule)."""
+        return "avx512vnni" in self.features
+
+    @property
+    def has_vpopcntdq(self) -> bool:
+        return "avx512vpopcntdq" in self.features
+
+    @property
+    def has_neon(self) -> bool:
+        return "neon" in self.features
+
+    @property
+    def has_dotprod(self) -> bool:
+        return "dotprod" in self.features
+
+    def missing(self, required: "TargetCaps") -> list[str]:
+        """Features `required` uses that this CPU lacks (the architecture first, if it differs)."""
+        if required.arch != self.arch:
+            return [required.arch]
+        return sorted(required.features - self.features)
+
+    def to_json(self) -> dict:
+        return {"arch": self.arch, "features": sorted(self.features), "simd_bits": self.simd_bits}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TargetCaps":
+        return cls(str(data["arch"]), frozenset(data["features"]))
+
+    @classmethod
+    def from_tvm(cls, target) -> "TargetCaps":
+        """LLVM's features of a TVM llvm target (its mcpu plus mattr), restricted to CHECKED_FEATURES."""
+        key = str(target)
+        if key not in _CAPS_CACHE:
+            _CAPS_CACHE[key] = _caps_from_llvm(target)
+        return _CAPS_CACHE[key]
+
+    @classmethod
+    def host(cls) -> "TargetCaps":
+        """This machine's CPU, from the kernel's view (/proc/cpuinfo flags on x86, HWCAP names on ARM)."""
+        global _HOST_CAPS
+        if _HOST_CAPS is None:
+            _HOST_CAPS = _host_caps()
+        return _HOST_CAPS
+
+
+def artifact_caps(target_json: dict) -> TargetCaps:
+    """The capabilities an artifact's code needs, from its meta.json "target" entry (recorded at compile time;
+    artifacts older than that record are re-derived from their TVM target)."""
+    if "caps" in target_json:
+        return TargetCaps.from_json(target_json["caps"])
+    try:  # needs TVM's compiler library (LLVM), which a runtime-only install lacks
+        import tvm
+
+        config = dict(target_json["tvm"])
+        if config.get("mcpu") == "native":
+            config["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
+        return TargetCaps.from_tvm(tvm.target.Target(config))
+    except (ImportError, AttributeError, KeyError, TypeError):
+        raise EdgekitError("the artifact's meta.json does not say which CPU features it needs",
+                           "re-run edgekit compile (artifacts from older edgekit versions lack the record)") from None
+
+
+def missing_here(target_json: dict) -> list[str]:
+    """What this machine lacks to run an artifact natively ([] = it can)."""
+    return TargetCaps.host().missing(artifact_caps(target_json))
+
+
+_CAPS_CACHE: dict[str, TargetCaps] = {}
+_HOST_CAPS: TargetCaps | None = None
+
+
+def _caps_from_llvm(target) -> TargetCaps:
+    import tvm
+
+    if str(target.kind.name) != "llvm":
+        return TargetCaps(str(target.kind.name), frozenset())
+    triple = str(target.attrs.get("mtriple", "") or "") or f"{platform.machine()}-linux-gnu"
+    arch = _arch_of(triple)
+    has = tvm.target.codegen.target_has_features
+    return TargetCaps(arch, frozenset(f for f in CHECKED_FEATURES.get(arch, ()) if has(f, target)))
+
+
+def _host_caps() -> TargetCaps:
+    arch = _HOST_ARCH.get(platform.machine().lower(), platform.machine().lower())
+    if arch.startswith("arm"):
+        arch = "armv7"
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                flags.update(value.split())
+    except OSError:  # not Linux: claim nothing, so nothing is run that might need a feature
+        pass
+    names = {_CPUINFO_NAMES.get(f, f) for f in flags}
+    if arch == "aarch64":
+        names.add("neon")  # Advanced SIMD is mandatory in ARMv8-A
+    return TargetCaps(arch, frozenset(f for f in CHECKED_FEATURES.get(arch, ()) if f in names))
+
 
 @dataclass(frozen=True)
 class TargetSpec:
@@ -52,12 +206,27 @@ class TargetSpec:
         """e_machine of the shared objects this target must produce (checked after linking)."""
         return {"x86_64": 62, "aarch64": 183}.get(self.arch, 40 if self.arch.startswith("arm") else 0)
 
+    def caps(self) -> TargetCaps:
+        return TargetCaps.from_tvm(self.tvm_target())
+
+    @property
+    def missing_on_host(self) -> list[str]:
+        """Features this target's code uses that the host CPU lacks ([] when it can run natively)."""
+        return TargetCaps.host().missing(self.caps()) if self.runs_on_host else []
+
     @property
     def runnable_here(self) -> str:
-        """How this host can execute the target's artifacts: 'native', 'emulated' or 'no'."""
+        """How this host can execute the target's artifacts: 'native', 'emulated' or 'no'.
+        qemu-user emulates its default CPU ("max"), which has every feature edgekit's ARM targets use."""
         if self.runs_on_host:
-            return "native"
+            return "no" if self.missing_on_host else "native"
         return "emulated" if self.runner == "qemu" else "no"
+
+    @property
+    def why_not_runnable(self) -> str:
+        if self.runs_on_host and self.missing_on_host:
+            return f"this CPU lacks {', '.join(self.missing_on_host)}"
+        return "" if self.runnable_here != "no" else f"{self.name} artifacts can neither run nor be emulated here"
 
     def tvm_target(self):
         import tvm
@@ -87,6 +256,7 @@ class TargetSpec:
             "threads": self.threads,
             "aliases": list(self.aliases),
             "runnable_here": self.runnable_here,
+            "caps": self.caps().to_json(),
             "qemu": self.qemu,
             "qemu_sysroot": self.qemu_sysroot,
             "runtime_platform": self.runtime_platform,
@@ -97,7 +267,7 @@ def _parse(path: Path) -> TargetSpec:
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise EdgekitError(f"target file {path} is not valid TOML: {exc}") from None
+        raise EdgekitError(f"target file {path} is not valid TOML: {exc}", "see targets/x86_64.toml for the format") from None
     try:
         toolchain, runner = raw.get("toolchain", {}), raw.get("runner", {})
         return TargetSpec(
@@ -128,7 +298,7 @@ def load_target(name: str) -> TargetSpec:
     if name.endswith(".toml"):
         path = Path(name)
         if not path.exists():
-            raise EdgekitError(f"target file {path}: no such file")
+            raise EdgekitError(f"target file {path}: no such file", "check the path, or pass a target name (edgekit targets lists them)")
         return _parse(path)
     for spec in list_targets():
         if name == spec.name or name in spec.aliases:

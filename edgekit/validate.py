@@ -107,26 +107,30 @@ def compare_outputs(
 
 def load_inputs_npz(path: Path, specs) -> list[dict[str, np.ndarray]]:
     """Inputs for validation from an .npz: arrays named like the model inputs; a leading extra axis means several samples."""
-    if not Path(path).exists():
-        raise EdgekitError(f"{path}: no such file")
-    try:
-        data = dict(np.load(path))
-    except Exception:
-        raise EdgekitError(f"{path} is not a readable .npz file", "write it with numpy.savez(path, input=array)") from None
+    from edgekit.checks import check_array, load_arrays
+
+    data = load_arrays(Path(path))
+    for name, arr in data.items():
+        check_array(name or "(array)", arr, str(path))
     if len(specs) == 1 and specs[0].name not in data and len(data) == 1:
         data = {specs[0].name: next(iter(data.values()))}
     samples: list[dict[str, np.ndarray]] = []
     for spec in specs:
+        if spec.name in data and data[spec.name].size == 0:
+            raise EdgekitError(f"{path}: array '{spec.name}' is empty", "save at least one sample")
         if spec.name not in data:
             raise EdgekitError(f"{path} has no array for input '{spec.name}'", f"it holds: {', '.join(data) or 'nothing'}")
-        arr = data[spec.name].astype(spec.dtype, copy=False)
+        arr = data[spec.name]
+        if np.dtype(spec.dtype).kind in "iu" and arr.dtype.kind == "f":
+            raise EdgekitError(f"{path}: input '{spec.name}' is {spec.dtype} in the model, the file holds {arr.dtype}", "save it as integers")
+        arr = arr.astype(spec.dtype, copy=False)
         shape = tuple(int(d) for d in spec.shape)
         if arr.shape == shape:
             batch = [arr]
         elif arr.shape[1:] == shape:
             batch = list(arr)
         else:
-            raise EdgekitError(f"{path}: input '{spec.name}' has shape {list(arr.shape)}, expected {list(shape)} (or N×{list(shape)})")
+            raise EdgekitError(f"{path}: input '{spec.name}' has shape {list(arr.shape)}, expected {list(shape)} (or N×{list(shape)})", "save arrays of the model input shape, or N of them stacked on a leading axis")
         for i, sample in enumerate(batch):
             if i == len(samples):
                 samples.append({})
@@ -144,7 +148,7 @@ def validate_artifact(
     device: dict | None = None,
 ) -> ValidationReport:
     """Run the compiled artifact and onnxruntime on the same inputs; errors are the worst over all samples."""
-    from edgekit.export import ort_session
+    from edgekit.onnxtools import ort_session
     from edgekit.graph import random_inputs
     from edgekit.runners import open_runner
     from edgekit.runtime import read_meta
@@ -157,7 +161,9 @@ def validate_artifact(
     onnx_path = Path(onnx_path)
     from edgekit.graph import load_onnx
 
-    default_atol, default_rtol = tolerances_for(load_onnx(onnx_path))  # also: a clear error if it is not a valid model
+    model = load_onnx(onnx_path)  # also: a clear error if it is not a valid model
+    check_same_interface(model, compiled, onnx_path)
+    default_atol, default_rtol = tolerances_for(model)
     atol = default_atol if atol is None else atol
     rtol = default_rtol if rtol is None else rtol
     session = ort_session(onnx_path)
@@ -165,11 +171,32 @@ def validate_artifact(
     return compare_samples(samples, session, compiled, atol, rtol)
 
 
+def check_same_interface(model, compiled, onnx_path: Path) -> None:
+    """The reference model must take and return what the artifact does (same names; shapes where the model fixes them)."""
+    from edgekit.graph import graph_inputs, graph_outputs
+
+    def describe(specs) -> str:
+        return ", ".join(f"{s.name} {s.dtype}{list(s.shape)}" for s in specs)
+
+    for kind, ref, art in (("inputs", graph_inputs(model), compiled.inputs), ("outputs", graph_outputs(model), compiled.outputs)):
+        same = len(ref) == len(art) and all(
+            r.name == a.name and r.dtype == a.dtype and len(r.shape) == len(a.shape)
+            and all(not isinstance(d, int) or d == int(e) for d, e in zip(r.shape, a.shape)) for r, a in zip(ref, art))
+        if not same:
+            raise EdgekitError(f"{onnx_path} does not match the artifact's {kind}: the model has {describe(ref) or 'none'}, "
+                               f"the artifact {describe(art)}", "validate the artifact against the model it was compiled from")
+
+
 def compare_samples(samples, session, compiled, atol: float, rtol: float) -> ValidationReport:
     worst: ValidationReport | None = None
     out_names = [o.name for o in compiled.outputs]
     for feeds in samples:
-        ref = dict(zip(out_names, session.run(out_names, feeds)))
+        try:
+            ref = dict(zip(out_names, session.run(out_names, feeds)))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's pybind errors reach the user as one line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+            raise EdgekitError(f"onnxruntime could not run the reference model on these inputs: {first}",
+                               "check the inputs' names, shapes and dtypes against the model") from None
         got = compiled.run(feeds)
         report = compare_outputs(ref, got, atol, rtol)
         if worst is None:

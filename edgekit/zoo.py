@@ -36,7 +36,7 @@ def _import_file(path: Path) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # user code: report it in one line, it is not edgekit's bug
-        raise EdgekitError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
+        raise EdgekitError(f"importing {path} failed: {type(exc).__name__}: {exc}", "run the file with python to see the error; it must define the factory function") from None
     return module
 
 
@@ -79,11 +79,11 @@ def load_model(ref: str, weights: Path | None = None) -> LoadedModel:
         file, factory_name = ref.rsplit(":", 1)
         path = Path(file)
         if not path.exists():
-            raise EdgekitError(f"{path}: no such file")
+            raise EdgekitError(f"{path}: no such file", "write MODEL as path/to/file.py:factory or a zoo name (edgekit models)")
         mod = _import_file(path)
         factory = getattr(mod, factory_name, None)
         if not callable(factory):
-            raise EdgekitError(f"{path} has no callable '{factory_name}'")
+            raise EdgekitError(f"{path} has no callable '{factory_name}'", "write MODEL as path/to/file.py:factory, naming a function that returns an nn.Module")
         module = factory()
         shape = tuple(getattr(mod, "INPUT_SHAPE", ())) or None
         desc, name = f"user model {ref}", path.stem
@@ -92,7 +92,7 @@ def load_model(ref: str, weights: Path | None = None) -> LoadedModel:
     import torch
 
     if not isinstance(module, torch.nn.Module):
-        raise EdgekitError(f"{ref} did not return a torch.nn.Module (got {type(module).__name__})")
+        raise EdgekitError(f"{ref} did not return a torch.nn.Module (got {type(module).__name__})", "the factory must return an nn.Module instance")
     if weights is not None:
         _load_weights(module, Path(weights))
     module.eval()

@@ -10,6 +10,33 @@ from typer.testing import CliRunner
 
 from edgekit.cli import app
 
+# One TVM target per x86 ISA edgekit has code paths for. Tests run each one the host CPU can execute and
+# skip (with the missing features named) the others: never a hard-coded CPU model.
+X86_TARGETS = {
+    "avx512": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni", "+avx512vpopcntdq"]},
+    "avx2": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"},  # AVX2 + FMA, no VNNI, no vector popcount
+}
+
+
+def host_lacks(target: dict) -> list[str]:
+    """Features `target`'s code uses that this CPU does not have ([] = it can run it)."""
+    import tvm
+
+    from edgekit.targets import TargetCaps
+
+    return TargetCaps.host().missing(TargetCaps.from_tvm(tvm.target.Target(target)))
+
+
+def skip_unless_host_runs(target: dict) -> None:
+    missing = host_lacks(target)
+    if missing:
+        pytest.skip(f"host CPU lacks {', '.join(missing)}")
+
+
+def best_host_x86() -> dict:
+    """The widest x86 ISA target this host executes (AVX-512 where present, else AVX2)."""
+    return next(t for t in X86_TARGETS.values() if not host_lacks(t))
+
 
 class Cli:
     """Run `edgekit ...` in-process; returns click's Result (exit_code, stdout, stderr)."""

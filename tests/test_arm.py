@@ -7,7 +7,6 @@ import shutil
 import pytest
 
 from edgekit.compiler.build import compile_onnx
-from edgekit.errors import EdgekitError
 from edgekit.export import export_model
 from test_errors import assert_one_line_error
 
@@ -61,7 +60,7 @@ def test_armv7_cross_compiles_to_32bit_arm_elf(digits_onnx, tmp_path, cli):
     res = cli("compile", digits_onnx, "--target", "rpi3", "-o", tmp_path / "art", "--json")
     assert res.exit_code == 0, res.stderr
     meta = json.loads(res.stdout)
-    assert meta["validation"]["ok"] is None and "validate on the board" in meta["validation"]["skipped"]
+    assert meta["validation"]["ok"] is None and "validate on the target" in meta["validation"]["skipped"]
     assert elf_header(tmp_path / "art" / "model.so") == {"bits": 32, "machine": 40}
     assert_one_line_error(cli("validate", tmp_path / "art", digits_onnx), "neither run nor emulate")
 

@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.datasets import load_digits_split
 from edgekit.errors import EdgekitError
-from edgekit.export import export_model, ort_session
+from edgekit.export import export_model
+from edgekit.onnxtools import ort_session
 from edgekit.passes import passes_applied
 from edgekit.passes.binarize import BinarizeConfig, pack_signs, run, unpack_signs
 from conftest import third_party_cnn

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from edgekit.datasets import load_digits_split
-from edgekit.export import ort_session
-from edgekit.finetune import (BinaryConv2d, BinaryLinear, binarize_module, evaluate, export_binarized, finetune,
+from edgekit.onnxtools import ort_session
+from edgekit.finetune import (BinaryConv2d, binarize_module, evaluate, export_binarized, finetune,
                               fold_binary, get_binarizer)
 from edgekit.paths import MODELS_DIR
 from edgekit.zoo import load_model

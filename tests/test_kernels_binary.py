@@ -1,4 +1,4 @@
-"""XNOR-popcount kernels (edgekit.kernels.binary) and their Relax lowering (edgekit.compiler.lower.binary).
+"""XNOR-popcount kernels (edgekit.kernels.binary) and their Relax lowering (edgekit.compiler.relax_passes.binary).
 
 Kernels are checked bit-exact against a numpy integer reference (the fp32 conv of ±1 values is exact in
 integers); the lowering against onnxruntime on an ONNX model in edgekit's binarized representation.
@@ -9,7 +9,6 @@ import functools
 import json
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,13 +17,13 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
-from edgekit.compiler.lower import lower_binary_layers
-from edgekit.compiler.lower.binary import binary_alpha
+from edgekit.compiler.relax_passes.binary import binary_alpha, lower_binary_layers
 from edgekit.kernels import binary as kb
 from edgekit.kernels import binary_flat as kf
 
-ZNVER4 = {"kind": "llvm", "mcpu": "znver4"}
-X86_V3 = {"kind": "llvm", "mcpu": "x86-64-v3"}  # AVX2, no vector popcount instruction
+from conftest import X86_TARGETS, skip_unless_host_runs
+
+X86_V3 = X86_TARGETS["avx2"]  # AVX2, no vector popcount instruction
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
 
 needs_aarch64 = pytest.mark.skipif(
@@ -33,16 +32,9 @@ needs_aarch64 = pytest.mark.skipif(
 )
 
 
-def _host_has_vpopcntdq() -> bool:
-    try:
-        return "avx512_vpopcntdq" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 @functools.lru_cache(maxsize=None)
 def _target(kind: str) -> tvm.target.Target:
-    return tvm.target.Target({"znver4": ZNVER4, "v3": X86_V3, "aarch64": AARCH64}[kind])
+    return tvm.target.Target({"avx512": X86_TARGETS["avx512"], "avx2": X86_V3, "v3": X86_V3, "aarch64": AARCH64}[kind])
 
 
 def _compile(funcs: dict[str, tvm.tirx.PrimFunc], target: str):
@@ -93,20 +85,22 @@ def run_conv(spec: kb.ConvSpec, target: str, seed: int = 0, flat: bool = False) 
 CONV_GRID = [(c, o, s, p, k) for c in (3, 64, 100, 256) for o in (8, 64, 96) for s in (1, 2) for p in (0, 1) for k in (1, 3)]
 
 
-@pytest.mark.skipif(not _host_has_vpopcntdq(), reason="host CPU lacks AVX-512 VPOPCNTDQ")
+@pytest.mark.parametrize("isa", sorted(X86_TARGETS))
 @pytest.mark.parametrize("c,o,stride,pad,k", CONV_GRID)
-def test_conv_int32_bit_exact_avx512(c, o, stride, pad, k):
+def test_conv_int32_bit_exact(c, o, stride, pad, k, isa):
+    skip_unless_host_runs(X86_TARGETS[isa])
     spec = kb.ConvSpec(1, c, 9, 7, o, k, stride, pad, "int32")
-    got, ref = run_conv(spec, "znver4", seed=c * 7 + o)
+    got, ref = run_conv(spec, isa, seed=c * 7 + o)
     np.testing.assert_array_equal(got, ref)
 
 
-@pytest.mark.skipif(not _host_has_vpopcntdq(), reason="host CPU lacks AVX-512 VPOPCNTDQ")
+@pytest.mark.parametrize("isa", sorted(X86_TARGETS))
 @pytest.mark.parametrize("c,o,pad,k,h,w", [(c, o, p, k, h, w) for c in (3, 100, 256) for o in (8, 96) for p in (0, 1)
                                            for k in (1, 3) for h, w in ((9, 7), (14, 14))])
-def test_flat_conv_int32_bit_exact_avx512(c, o, pad, k, h, w):
+def test_flat_conv_int32_bit_exact(c, o, pad, k, h, w, isa):
+    skip_unless_host_runs(X86_TARGETS[isa])
     spec = kb.ConvSpec(1, c, h, w, o, k, 1, pad, "int32")
-    got, ref = run_conv(spec, "znver4", seed=c + o + h, flat=True)
+    got, ref = run_conv(spec, isa, seed=c + o + h, flat=True)
     np.testing.assert_array_equal(got, ref)
 
 
@@ -203,10 +197,11 @@ def run_dense(spec: kb.DenseSpec, target: str, seed: int = 0) -> tuple[np.ndarra
 DENSE_GRID = [(n, k, o) for n in (1, 3, 6) for k in (3, 64, 100, 256, 1000) for o in (8, 33, 64, 96)]
 
 
-@pytest.mark.skipif(not _host_has_vpopcntdq(), reason="host CPU lacks AVX-512 VPOPCNTDQ")
+@pytest.mark.parametrize("isa", sorted(X86_TARGETS))
 @pytest.mark.parametrize("n,k,o", DENSE_GRID)
-def test_dense_int32_bit_exact_avx512(n, k, o):
-    got, ref = run_dense(kb.DenseSpec(n, k, o, "int32"), "znver4", seed=k + o)
+def test_dense_int32_bit_exact(n, k, o, isa):
+    skip_unless_host_runs(X86_TARGETS[isa])
+    got, ref = run_dense(kb.DenseSpec(n, k, o, "int32"), isa, seed=k + o)
     np.testing.assert_array_equal(got, ref)
 
 

@@ -8,17 +8,19 @@ import pytest
 import tvm
 from tvm import relax
 
-from conftest import third_party_cnn
+from conftest import X86_TARGETS, best_host_x86, skip_unless_host_runs, third_party_cnn
 from edgekit.compiler.frontend import to_relax
-from edgekit.compiler.lower.qdq import lower_qdq
-from edgekit.compiler.schedules.int8 import build_int8, has_vnni, prepare_int8
+from edgekit.compiler.options import BuildOptions
+from edgekit.compiler.relax_passes.qdq import lower_qdq
+from edgekit.compiler.schedules.int8 import build_int8, prepare_int8
 from edgekit.compress import calibration_samples
-from edgekit.export import export_model, ort_session
+from edgekit.export import export_model
+from edgekit.onnxtools import ort_session
 from edgekit.graph import random_inputs, resolve_input_specs
 from edgekit.passes.quantize import QuantizeConfig, run
 
-ZNVER4 = {"kind": "llvm", "mcpu": "znver4"}  # AVX-512 VNNI: the vpdpbusd rule
-X86_V3 = {"kind": "llvm", "mcpu": "x86-64-v3"}  # no VNNI: the plain vectorized rule (runs on any AVX2 host)
+AVX512_VNNI = X86_TARGETS["avx512"]  # the vpdpbusd rule
+X86_V3 = X86_TARGETS["avx2"]  # no VNNI: the plain vectorized rule (runs on any AVX2 host)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,8 @@ def _import(model: onnx.ModelProto) -> tvm.IRModule:
 
 
 def _run_both(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], target: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-    ex, rules, _ = build_int8(_import(model), tvm.target.Target(target), threads=2)
+    ex, results, _ = build_int8(_import(model), tvm.target.Target(target), BuildOptions(threads=2))
+    rules = {name: r.rule for name, r in results.items()}
     vm = relax.VirtualMachine(ex, tvm.cpu())
     session = ort_session(model)
     ours = np.stack([vm["main"](*[tvm.runtime.tensor(v) for v in s.values()]).numpy() for s in samples])
@@ -89,11 +92,9 @@ def test_digits_prepared_module_runs_packed_int_convs(digits_int8):
     assert "conv2d_nhwc(" not in text and '"float32") * T.Cast("float32"' not in text
 
 
-@pytest.mark.parametrize("target,rule", [(ZNVER4, "conv2d-u8s8-vnni"), (X86_V3, "conv2d-u8s8-vec")])
+@pytest.mark.parametrize("target,rule", [(AVX512_VNNI, "conv2d-u8s8-vnni"), (X86_V3, "conv2d-u8s8-vec")])
 def test_digits_bit_exact_vs_onnxruntime(digits_int8, target, rule):
-    host = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
-    if rule.endswith("vnni") and not has_vnni(host):
-        pytest.skip("host has no AVX-512 VNNI")
+    skip_unless_host_runs(target)
     ours, ref, rules = _run_both(*digits_int8, target)
     assert sum(r == rule for r in rules.values()) == 3, rules
     np.testing.assert_array_equal(ours, ref)  # outputs are dequantized uint8: any one-step slip would show
@@ -107,7 +108,7 @@ def test_third_party_cnn_grouped_depthwise_residual(cnn_int8):
     assert [r["status"] for r in report] == ["lowered"] * 5, report
     assert sorted(r["detail"].split(" in ")[0] for r in report if r["op"] == "conv2d") == [
         "conv2d 3x3 s1 g16 16->16", "conv2d 3x3 s1 g4 16->16", "conv2d 3x3 s2 g1 3->16"]
-    ours, ref, _ = _run_both(*cnn_int8, ZNVER4)
+    ours, ref, _ = _run_both(*cnn_int8, best_host_x86())
     np.testing.assert_array_equal(ours, ref)
 
 
@@ -115,7 +116,7 @@ def test_quantized_softmax_within_one_step():
     """ORT runs DQ -> Softmax -> Q as QLinearSoftmax (uint8 lookup table); TVM keeps it as float softmax
     between DQ and Q. Measured: ~12% of the probabilities one output step (1/255) apart, never more."""
     q, samples = _quantize_cnn(third_party_cnn(batch=2))
-    ours, ref, _ = _run_both(q, samples, ZNVER4)
+    ours, ref, _ = _run_both(q, samples, best_host_x86())
     step = 1 / 255
     assert np.abs(ours - ref).max() <= step * 1.001
     assert np.mean(np.abs(ours - ref) > step / 2) < 0.3
@@ -144,8 +145,12 @@ def test_float_layers_of_a_quantized_model_fold_their_weight_relayout(tmp_path):
         def get_next(self):
             return next(samples, None)
 
+    from edgekit.passes.quantize import needs_reduce_range
+    from edgekit.targets import TargetCaps
+
+    # 7-bit weights where this host's onnxruntime (the reference) would saturate full-range ones
     quantization.quantize_static(str(path), str(qpath), Reader(), quant_format=quantization.QuantFormat.QDQ,
-                                 per_channel=True, activation_type=quantization.QuantType.QUInt8,
+                                 per_channel=True, reduce_range=needs_reduce_range(TargetCaps.host()), activation_type=quantization.QuantType.QUInt8,
                                  weight_type=quantization.QuantType.QInt8, nodes_to_exclude=["node_Conv_55"])
     q = onnx.load(str(qpath))
     result = compile_onnx(qpath, tmp_path / "art", "x86_64", quiet=True)
@@ -158,6 +163,6 @@ def test_float_layers_of_a_quantized_model_fold_their_weight_relayout(tmp_path):
     from edgekit.compiler.frontend import to_relax
     from edgekit.compiler.schedules.int8 import schedule_int8
 
-    mod, _, _ = schedule_int8(to_relax(q, resolve_input_specs(q, {})), tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"}), 2)
+    mod, _, _ = schedule_int8(to_relax(q, resolve_input_specs(q, {})), tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"}), BuildOptions(threads=2))
     left = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and "layout_rewrite_preproc" in f.script()]
     assert not left, left

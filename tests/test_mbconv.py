@@ -1,5 +1,5 @@
 """Fused inverted-residual blocks: the kernel (edgekit.kernels.mbconv) against a NumPy reference, and the Relax
-rewrite (edgekit.compiler.schedules.inverted_residual) end to end against onnxruntime."""
+rewrite (edgekit.compiler.relax_passes.inverted_residual) end to end against onnxruntime."""
 import json
 import shutil
 
@@ -9,11 +9,13 @@ import pytest
 import tvm
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import X86_TARGETS, skip_unless_host_runs
 from edgekit.compiler.build import compile_onnx
-from edgekit.compiler.schedules import inverted_residual
+from edgekit.compiler.options import BuildOptions
+from edgekit.compiler.relax_passes import inverted_residual
 from edgekit.kernels import mbconv
 
-TARGETS = {"avx512": ({"kind": "llvm", "mcpu": "znver4"}, 16, 24), "avx2": ({"kind": "llvm", "mcpu": "x86-64-v3"}, 8, 12)}
+TARGETS = {"avx512": (X86_TARGETS["avx512"], 16, 24), "avx2": (X86_TARGETS["avx2"], 8, 12)}
 
 
 def _weights(spec: mbconv.MBConvSpec, seed: int = 0):
@@ -41,8 +43,7 @@ def test_kernel_matches_reference(spec, bands, isa):
     we, wd, wp = mbconv.pack_weights(spec, w_e, w_d, w_p, lanes, acc)
     func = mbconv.mbconv_func(spec, lanes, acc, bands).with_attr("global_symbol", "main")
     lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
-    if isa == "avx512" and "avx512f" not in open("/proc/cpuinfo").read():
-        pytest.skip("host has no AVX-512")
+    skip_unless_host_runs(target)
     b_e = b_e if w_e is not None else np.zeros(spec.mid_channels, np.float32)
     args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in (x, we, b_e, wd, b_d, wp, b_p)]
     out = tvm.runtime.tensor(np.full(want.shape, np.nan, np.float32))
@@ -103,7 +104,7 @@ def any_size(monkeypatch):
 
 
 def _compile(tmp_path, path, target="x86_64", **kw):
-    result = compile_onnx(path, tmp_path / "art", target, quiet=True, threads=2, **kw)
+    result = compile_onnx(path, tmp_path / "art", target, BuildOptions(threads=2, **kw), quiet=True)
     assert result.validation.ok and result.validation.max_abs <= 1e-4, result.validation.to_json()
     return result.meta["build"]["rule_per_function"]
 

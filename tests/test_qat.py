@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import torch
 
 from edgekit.finetune import fake_quant, fold_quant, quantize_module
@@ -23,11 +22,11 @@ def test_fake_quant_grid_and_gradients():
 
 def test_fold_quant_is_lossless_through_the_onnx_pass(tmp_path):
     """Folded QAT weights sit exactly on each channel's grid: the ONNX int2 pass must find it (SQNR = inf)."""
-    from edgekit.export import _torch_to_onnx
+    from edgekit.export import torch_to_onnx
     from edgekit.passes.quantize import QuantizeConfig, run
 
     model = quantize_module(load_model("digits_cnn").module, bits=2)
-    graph = _torch_to_onnx(fold_quant(model), torch.zeros(1, 1, 8, 8), 18, dynamic_batch=False)
+    graph = torch_to_onnx(fold_quant(model), torch.zeros(1, 1, 8, 8), 18, dynamic_batch=False)
     _, report = run(graph, QuantizeConfig(bits=2))
     two_bit = [l for l in report.layers if l.bits == 2]
     assert two_bit and all(l.sqnr_db == float("inf") for l in two_bit)

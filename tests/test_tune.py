@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from edgekit.compiler.build import compile_onnx
-from edgekit.compiler.tune import FORMAT, load_database, tune_model
+from edgekit.compiler.options import BuildOptions
+from edgekit.compiler.tuning.db import FORMAT, load_database
+from edgekit.compiler.tuning.search import tune_model
 from edgekit.errors import EdgekitError
 
 TRIALS = 3
@@ -39,7 +41,7 @@ def test_tuning_writes_a_database(tuned, digits_onnx):
 
 def test_second_run_resumes_without_retiming(tuned, digits_onnx, monkeypatch):
     out, _ = tuned
-    import edgekit.compiler.tune as tune
+    import edgekit.compiler.tuning.search as tune
 
     def boom(*_a, **_k):
         raise AssertionError("a task already in the database was timed again")
@@ -57,25 +59,28 @@ def test_compile_applies_the_database(tuned, digits_onnx, tmp_path):
     key, task = next(iter(db["tasks"].items()))
     forced = dict(task["default"], red=1, par="none")
     knobs = dict(db_knobs, **{key: forced})
-    result = compile_onnx(digits_onnx, tmp_path / "art", "x86_64", quiet=True, threads=2, tuning=knobs)
+    result = compile_onnx(digits_onnx, tmp_path / "art", "x86_64", BuildOptions(threads=2, tuning=knobs), quiet=True)
     assert result.validation is not None and result.validation.ok
-    rules = result.meta["build"]["rule_per_function"]
-    tuned_rules = [r for r in rules.values() if "(tuned:" in r]
+    tuned_rules = [r["knobs"] for r in result.meta["build"]["rule_details"].values() if r["knobs"]]
     assert len(tuned_rules) == len(knobs)
-    assert any("par=none" in r and "red=1" in r for r in tuned_rules)
-    # a directory database works the same way
-    again = compile_onnx(digits_onnx, tmp_path / "art2", "x86_64", quiet=True, threads=2, tuning=out)
+    assert any(k["par"] == "none" and k["red"] == 1 for k in tuned_rules)
+    # a directory database loads the same way (compile --tuning DIR)
+    from edgekit.targets import load_target
+
+    from_dir = load_database(out, load_target("x86_64").tvm_target())
+    assert from_dir == db_knobs
+    again = compile_onnx(digits_onnx, tmp_path / "art2", "x86_64", BuildOptions(threads=2, tuning=from_dir), quiet=True)
     assert again.validation.ok
-    assert sum("(tuned:" in r for r in again.meta["build"]["rule_per_function"].values()) == len(db_knobs)
+    assert sum(bool(r["knobs"]) for r in again.meta["build"]["rule_details"].values()) == len(db_knobs)
 
 
 def test_stale_or_foreign_database_is_harmless(tuned, digits_onnx, tmp_path):
     out, _ = tuned
     key = next(iter(json.loads((out / "x86_64" / "digits_cnn.json").read_text())["tasks"]))
     bad = {key: {"vec": 7, "row": 3, "red": 1, "par": "none", "order": "col"}}  # does not divide the loops
-    result = compile_onnx(digits_onnx, tmp_path / "art", "x86_64", quiet=True, tuning=bad)
+    result = compile_onnx(digits_onnx, tmp_path / "art", "x86_64", BuildOptions(tuning=bad), quiet=True)
     assert result.validation.ok
-    assert any("tuned knobs failed" in r for r in result.meta["build"]["rule_per_function"].values())
+    assert any("tuned knobs failed" in r["fallback_reason"] for r in result.meta["build"]["rule_details"].values())
     # a database for another target is ignored
     import tvm
 
@@ -89,20 +94,21 @@ def test_register_tile_fits_the_target_registers():
 
     import tvm
 
-    from edgekit.compiler.schedules.cpu import _pick_tile
+    from edgekit.compiler.schedules.tiles import pick_tile
+    from edgekit.targets import TargetCaps
 
     shapes = [(112, 64), (56, 64), (28, 128), (14, 256), (7, 512), (56, 144), (7, 960)]
-    with tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"}):  # AVX2: 16 ymm
-        for w, c in shapes:
-            vec, row = _pick_tile("conv", {"row_n": w, "col_n": c})
-            assert c % vec == 0 and w % row == 0 and row * math.ceil(vec / 8) <= 12
-    with tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4"}):  # AVX-512: as before
-        assert _pick_tile("conv", {"row_n": 56, "col_n": 64}) == (32, 8)
+    avx2 = TargetCaps.from_tvm(tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"}))  # 16 ymm
+    for w, c in shapes:
+        vec, row = pick_tile("conv", {"row_n": w, "col_n": c}, avx2)
+        assert c % vec == 0 and w % row == 0 and row * math.ceil(vec / 8) <= 12
+    avx512 = TargetCaps.from_tvm(tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4"}))
+    assert pick_tile("conv", {"row_n": 56, "col_n": 64}, avx512) == (32, 8)
 
 
 def test_small_models_are_scheduled_single_threaded(digits_onnx):
-    from edgekit.compiler.schedules.cpu import effective_threads, model_macs
-    from edgekit.compiler.tune import extract_tasks
+    from edgekit.compiler.schedules.analysis import effective_threads, model_macs
+    from edgekit.compiler.tuning.search import extract_tasks
     from edgekit.targets import load_target
 
     mod, tasks = extract_tasks(digits_onnx, load_target("x86_64"))
@@ -112,7 +118,7 @@ def test_small_models_are_scheduled_single_threaded(digits_onnx):
 
 def test_tasks_are_timed_with_cold_argument_sets(digits_onnx):
     """Each timed call uses the next of several argument copies (> L3 in total), like a layer in a whole model."""
-    from edgekit.compiler.tune import COLD_BYTES, _build_one, _Timer, extract_tasks
+    from edgekit.compiler.tuning.search import COLD_BYTES, _build_one, _Timer, extract_tasks
     from edgekit.targets import load_target
 
     spec = load_target("x86_64")
@@ -129,12 +135,14 @@ def test_tasks_are_timed_with_cold_argument_sets(digits_onnx):
 
 
 def test_default_loop_order_follows_weight_size():
-    from edgekit.compiler.schedules.cpu import COL_ORDER_MIN_WEIGHT_BYTES, _default_knobs
+    from edgekit.compiler.schedules.tiles import COL_ORDER_MIN_WEIGHT_BYTES, default_knobs
+    from edgekit.targets import load_target
 
+    caps = load_target("x86_64-avx512").caps()
     dims = {"row_n": 14, "col_n": 256, "red_n": 256, "macs": 10**8, "outer": 2}
-    assert _default_knobs("conv", dict(dims, weight_bytes=COL_ORDER_MIN_WEIGHT_BYTES + 4), 2)["order"] == "col"
-    assert _default_knobs("conv", dict(dims, weight_bytes=64 * 1024), 2)["order"] == "outer"
-    assert _default_knobs("depthwise", dict(dims, weight_bytes=1 << 30), 2)["order"] == "outer"
+    assert default_knobs("conv", dict(dims, weight_bytes=COL_ORDER_MIN_WEIGHT_BYTES + 4), 2, caps)["order"] == "col"
+    assert default_knobs("conv", dict(dims, weight_bytes=64 * 1024), 2, caps)["order"] == "outer"
+    assert default_knobs("depthwise", dict(dims, weight_bytes=1 << 30), 2, caps)["order"] == "outer"
 
 
 def test_conv_weights_are_prepacked_once_at_compile_time(digits_onnx):
@@ -149,8 +157,8 @@ def test_conv_weights_are_prepacked_once_at_compile_time(digits_onnx):
     from edgekit.targets import load_target
 
     model = load_onnx(digits_onnx)
-    mod, report = schedule_cpu(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64").tvm_target(), 2)
-    convs = [name for name, rule in report.items() if rule.startswith("conv2d-nhwc-regblock")]
+    mod, report = schedule_cpu(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64").tvm_target(), BuildOptions(threads=2))
+    convs = [name for name, r in report.items() if r.rule == "conv2d-nhwc-regblock"]
     assert convs
     calls: list[relax.Call] = []
     relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call) and e.op.name == "relax.call_tir" else None)
@@ -185,18 +193,18 @@ def test_constant_matmul_weights_are_prepacked_and_activations_are_not(tmp_path)
     assert result.validation.ok and result.validation.max_abs <= 1e-4
 
     from edgekit.compiler.frontend import to_relax
-    from edgekit.compiler.schedules.cpu import constant_params, prepare_relax
+    from edgekit.compiler.pipeline import prepare_fp32
+    from edgekit.compiler.schedules.analysis import constant_params
     from edgekit.graph import load_onnx, resolve_input_specs
     from edgekit.targets import load_target
 
     model = load_onnx(path)
-    with load_target("x86_64").tvm_target():
-        mod = prepare_relax(to_relax(model, resolve_input_specs(model, {})))
+    mod = prepare_fp32(to_relax(model, resolve_input_specs(model, {})), BuildOptions(), load_target("x86_64").caps(), 2)
     constants = {name: idx for name, idx in constant_params(mod).items() if "matmul" in name}
     assert sorted(map(sorted, constants.values())) == [[], [1]], constants  # the Gemm's weights, nothing of the MatMul
     from edgekit.compiler.schedules.cpu import schedule_cpu
 
-    scheduled, _ = schedule_cpu(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64").tvm_target(), 2)
+    scheduled, _ = schedule_cpu(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64").tvm_target(), BuildOptions(threads=2))
     matmuls = [gv.name_hint for gv in scheduled.functions if "matmul" in gv.name_hint]
     assert sum(name.endswith("_prepacked") for name in matmuls) == 1, matmuls
 

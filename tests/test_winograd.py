@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.compiler.build import compile_onnx
-from edgekit.compiler.schedules import winograd
+from edgekit.compiler.relax_passes import winograd
 
 
 def test_transforms_reproduce_a_direct_correlation():

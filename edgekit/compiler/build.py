@@ -14,17 +14,24 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
+from edgekit.checks import index_bounds
 from edgekit.compiler.frontend import to_relax
+from edgekit.compiler.options import BuildOptions
+from edgekit.compiler.pipeline import lower_binary
+from edgekit.compiler.schedules.base import RuleResult
 from edgekit.errors import EdgekitError
-from edgekit.export import ort_session, simplify
+from edgekit.onnxtools import ort_session, simplify
 from edgekit.fileio import atomic_dir, check_output_path, sha256_of
 from edgekit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
 from edgekit.passes import passes_applied
-from edgekit.progress import steps
+from edgekit.progress import steps, warn
 from edgekit.runners import open_runner
 from edgekit.runtime import BUNDLE, LIBRARY, META
 from edgekit.targets import TargetSpec, load_target
 from edgekit.validate import ValidationReport, compare_samples, load_inputs_npz, tolerances_for
+
+
+META_SCHEMA_VERSION = 2  # 2: rule_details (tuned knobs, fallback reasons), target caps, warnings, options
 
 
 @dataclass
@@ -37,54 +44,43 @@ class CompileResult:
         return {"artifact": str(self.artifact), **self.meta}
 
 
-SCHEDULES = ("default", "none")
-
-
-def build_module(
-    mod, target: TargetSpec, schedules: str = "default", threads: int = 0, tuning: Path | dict | None = None, int8: bool = False
-) -> tuple[object, dict[str, str], list[dict]]:
-    """relax.build with edgekit's default CPU schedules ("default"), or TVM's bare pipeline ("none": naive
-    single-threaded loops, kept as the honest baseline). Returns (executable, {PrimFunc: rule applied}, per-layer int8 lowering report).
+def build_module(mod, target: TargetSpec, opts: BuildOptions, int8: bool = False, log: list | None = None
+                 ) -> tuple[object, dict[str, RuleResult], list[dict]]:
+    """relax.build with edgekit's schedules (or TVM's bare pipeline for schedules="none": naive single-threaded
+    loops, kept as the honest baseline). Returns (executable, {PrimFunc: RuleResult}, int8 per-layer report).
     int8: the model has quantized activations (QDQ): lower them to integer conv/matmul kernels first."""
-    import tvm
     from tvm import relax
 
-    from edgekit.compiler.schedules import build_cpu
+    mod, rules, layers = schedule_module(mod, target, opts, int8, log)
+    with _tvm_errors(target):
+        return relax.build(mod, target=target.tvm_target()), rules, layers
 
-    if schedules not in SCHEDULES:
-        raise EdgekitError(f"unknown --schedules '{schedules}'", f"choose from {', '.join(SCHEDULES)}")
-    try:
-        if schedules == "default" and target.tvm.get("kind") == "llvm" and int8:
-            from edgekit.compiler.schedules.int8 import build_int8
 
-            executable, rules, layers = build_int8(mod, target.tvm_target(), threads or target.threads)
-            return executable, rules, layers
-        if schedules == "default" and target.tvm.get("kind") == "llvm":
-            extra = {"tuning": tuning} if tuning is not None else {}
-            return (*build_cpu(mod, target.tvm_target(), threads_hint=threads or target.threads, **extra), [])
-        return relax.build(mod, target=target.tvm_target()), {}, []
-    except EdgekitError:
-        raise
-    except Exception as exc:  # TVM 0.27 raises plain RuntimeError/ValueError/InternalError subclasses (no TVMError)
-        first = (str(exc).strip().splitlines() or ["?"])[-1][:300]
-        raise EdgekitError(f"TVM could not build the model for {target.name}: {first}") from None
+def schedule_module(mod, target: TargetSpec, opts: BuildOptions, int8: bool = False, log: list | None = None
+                    ) -> tuple[object, dict[str, RuleResult], list[dict]]:
+    """Everything build_module does before code generation: the Relax passes and every PrimFunc's schedule."""
+    from edgekit.compiler.schedules.cpu import schedule_cpu
+    from edgekit.compiler.schedules.int8 import schedule_int8
+
+    opts = opts.replace(threads=opts.threads or target.threads)
+    with _tvm_errors(target):
+        if opts.schedules != "default" or target.tvm.get("kind") != "llvm":
+            return mod, {}, []
+        if int8 and opts.int8:
+            return schedule_int8(mod, target.tvm_target(), opts)
+        return (*schedule_cpu(mod, target.tvm_target(), opts, log), [])
 
 
 @contextmanager
-def cpu_rewrites(winograd: bool, fuse_blocks: bool):
-    """Switch the CPU build's Relax rewrites for this build: Winograd F(4x4, 3x3) for the stride-1 3x3 convs
-    that qualify (edgekit.compiler.schedules.winograd; off: direct convs only, model.so 1.6x smaller for
-    ResNet-18, Winograd keeps 36 weights per 9), and inverted-residual blocks as one fused kernel
-    (edgekit.compiler.schedules.inverted_residual)."""
-    from edgekit.compiler.schedules import inverted_residual, winograd as wino
-
-    tokens = [(wino.ENABLED, wino.ENABLED.set(winograd)),
-              (inverted_residual.ENABLED, inverted_residual.ENABLED.set(fuse_blocks))]
+def _tvm_errors(target: TargetSpec):
+    """TVM 0.27 raises plain RuntimeError/ValueError/InternalError subclasses (no TVMError): one user-facing line."""
     try:
         yield
-    finally:
-        for var, token in reversed(tokens):
-            var.reset(token)
+    except EdgekitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported to the user as one line
+        first = (str(exc).strip().splitlines() or ["?"])[-1][:300]
+        raise EdgekitError(f"TVM could not build the model for {target.name}: {first}", "try --schedules none to tell an edgekit rule from a TVM limitation, and report the model") from None
 
 
 def has_binary_activations(model) -> bool:
@@ -93,22 +89,24 @@ def has_binary_activations(model) -> bool:
     return any(n.op_type == "Where" and produced_by.get(n.input[0]) == "GreaterOrEqual" for n in model.graph.node)
 
 
-def lower_binary(mod, target: TargetSpec) -> tuple[object, list[dict]]:
-    """Fold the packed-bit unpack subgraphs to ±alpha constants, then swap binary layers for XNOR kernels."""
-    from tvm import relax
+def int8_format_warning(model, spec: TargetSpec) -> str | None:
+    """Full-range int8 weights saturate in onnxruntime's kernels on x86 without VNNI (here or on the target)."""
+    from edgekit.passes.quantize import INT8_FORMAT_KEY, needs_reduce_range
+    from edgekit.targets import TargetCaps
 
-    from edgekit.compiler.lower.binary import lower_binary_layers
+    fmt = {p.key: p.value for p in model.metadata_props}.get(INT8_FORMAT_KEY, "u8s8")
+    where = [name for name, caps in (("this machine", TargetCaps.host()), (spec.name, spec.caps())) if needs_reduce_range(caps)]
+    if fmt == "u8s7" or not where:
+        return None
+    return (f"this int8 model has full-range 8-bit weights, which onnxruntime saturates on {' and '.join(where)} (no VNNI): "
+            f"its results there are not exact integer math; re-quantize with `edgekit compress --bits 8 --target {spec.name}`")
 
-    mod = relax.transform.FoldConstant()(mod)
-    return lower_binary_layers(mod, target.tvm_target())
 
-
-def summarize_rules(rules: dict[str, str]) -> dict[str, int]:
-    """How many fused functions got each rule ("fallback-parallel (why)" counts as fallback-parallel)."""
+def summarize_rules(rules: dict[str, RuleResult]) -> dict[str, int]:
+    """How many fused functions got each rule."""
     counts: dict[str, int] = {}
-    for rule in rules.values():
-        key = rule.split(" (")[0]
-        counts[key] = counts.get(key, 0) + 1
+    for result in rules.values():
+        counts[result.rule] = counts.get(result.rule, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
@@ -116,6 +114,8 @@ def compile_onnx(
     onnx_path: Path,
     out: Path,
     target: str = "x86_64",
+    opts: BuildOptions | None = None,
+    *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     force: bool = False,
     validate: bool = True,
@@ -123,16 +123,12 @@ def compile_onnx(
     atol: float | None = None,
     rtol: float | None = None,
     quiet: bool = False,
-    schedules: str = "default",
-    threads: int = 0,
-    tuning: Path | dict | None = None,
-    xnor: bool = True,
-    winograd: bool = True,
-    fuse_blocks: bool = True,
 ) -> CompileResult:
-    onnx_path = Path(onnx_path)
+    """ONNX file -> artifact directory for `target`, built with `opts`, validated against onnxruntime when this
+    machine can run (or emulate) the target."""
+    onnx_path, opts = Path(onnx_path), opts or BuildOptions()
     spec = load_target(target)
-    check_output_path(out, force, (onnx_path, inputs, tuning if isinstance(tuning, Path) else None), kind="artifact")
+    check_output_path(out, force, (onnx_path, inputs), kind="artifact")
     with steps(quiet) as step:
         step("loading ONNX")
         model = load_onnx(onnx_path)
@@ -140,47 +136,27 @@ def compile_onnx(
         default_atol, default_rtol = tolerances_for(model)
         atol = default_atol if atol is None else atol
         rtol = default_rtol if rtol is None else rtol
-        out_specs = graph_outputs(model)
-        step("simplifying with fixed shapes (onnxsim)")
-        simplified, did_simplify = simplify(model, {s.name: list(s.shape) for s in in_specs})
-        step("importing into TVM Relax")
-        mod = to_relax(simplified, in_specs)
-        lowered: list[dict] = []
-        if xnor and has_binary_activations(model) and spec.tvm.get("kind") == "llvm":
-            step("lowering binary layers to XNOR-popcount kernels")
-            mod, lowered = lower_binary(mod, spec)
+        did_simplify, mod, lowered = _import(model, in_specs, spec, opts.xnor, step)
         step(f"scheduling and building for {spec.name}")
         t0 = time.perf_counter()
         has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-        with cpu_rewrites(winograd, fuse_blocks):
-            executable, rules, int8_layers = build_module(mod, spec, schedules, threads, tuning, int8=has_qdq)
-        build_s = time.perf_counter() - t0
+        build_warnings = [w for w in [int8_format_warning(model, spec)] if has_qdq and w]
+        skipped: list[dict] = []
+        executable, rules, int8_layers = build_module(mod, spec, opts, int8=has_qdq, log=skipped)
+        build_warnings += [f"rewrite {s['pass']} skipped: {s['skipped']}" for s in skipped]
+        for w in build_warnings:
+            warn(w, quiet)
+        build = {"seconds": round(time.perf_counter() - t0, 3), "onnxsim": did_simplify, "options": opts.to_json(),
+                 "schedules": "edgekit-default" if rules else "tvm-bare", "rules": summarize_rules(rules),
+                 "winograd": opts.winograd, "fused_blocks": opts.fuse_blocks,
+                 "rule_per_function": {name: r.rule for name, r in rules.items()},
+                 "rule_details": {name: r.to_json() for name, r in rules.items() if r.knobs or r.fallback_reason},
+                 "binary_layers": lowered, "int8_layers": int8_layers, "rewrites_skipped": skipped}
         cc = spec.compiler()
         with atomic_dir(out) as tmp:
             step("linking model.so")
             _link(executable, tmp / LIBRARY, cc, spec)
-            meta = {
-                "edgekit_version": __version__,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "source": {"path": str(onnx_path.resolve()), "sha256": sha256_of(onnx_path), "size_bytes": onnx_path.stat().st_size},
-                "target": spec.to_json() | {"runs_on_host": spec.runs_on_host},
-                "inputs": [s.to_json() for s in in_specs],
-                "outputs": [s.to_json() for s in out_specs],
-                "passes": passes_applied(model),
-                "build": {
-                    "seconds": round(build_s, 3),
-                    "onnxsim": did_simplify,
-                    "schedules": "edgekit-default" if rules else "tvm-bare",
-                    "rules": summarize_rules(rules),
-                    "winograd": winograd,
-                    "fused_blocks": fuse_blocks,
-                    "rule_per_function": rules,
-                    "binary_layers": lowered,
-                    "int8_layers": int8_layers,
-                },
-                "library": {"file": LIBRARY, "size_bytes": (tmp / LIBRARY).stat().st_size},
-                "validation": None,
-            }
+            meta = _meta(onnx_path, spec, in_specs, model, build, tmp, build_warnings)
             (tmp / META).write_text(json.dumps(meta, indent=2))
             report = None
             if validate and spec.runnable_here != "no":
@@ -191,12 +167,56 @@ def compile_onnx(
                 meta["validation"] = report.to_json() | {"samples": len(samples), "executed": spec.runnable_here}
                 _write_bundle(tmp / BUNDLE, samples[0], session)
             elif validate:
-                meta["validation"] = {
-                    "ok": None,
-                    "skipped": f"{spec.name} artifacts can neither run nor be emulated here; validate on the board (edgekit validate over --rpc)",
-                }
+                skipped_why = f"not validated here: {spec.why_not_runnable}; validate on the target with `edgekit validate` or over --rpc"
+                warn(skipped_why, quiet)
+                meta["warnings"].append(skipped_why)
+                meta["validation"] = {"ok": None, "skipped": skipped_why}
             (tmp / META).write_text(json.dumps(meta, indent=2))
     return CompileResult(out, meta, report)
+
+
+def _meta(onnx_path: Path, spec: TargetSpec, in_specs, model, build: dict, tmp: Path, build_warnings: list[str]) -> dict:
+    return {
+        "schema_version": META_SCHEMA_VERSION,
+        "edgekit_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source": {"path": str(onnx_path.resolve()), "sha256": sha256_of(onnx_path), "size_bytes": onnx_path.stat().st_size},
+        "target": spec.to_json() | {"runs_on_host": spec.runs_on_host},
+        "inputs": [s.to_json() for s in in_specs],
+        "outputs": [s.to_json() for s in graph_outputs(model)],
+        "passes": passes_applied(model),
+        "index_inputs": index_bounds(model),
+        "build": build,
+        "library": {"file": LIBRARY, "size_bytes": (tmp / LIBRARY).stat().st_size},
+        "validation": None,
+        "warnings": build_warnings,
+    }
+
+
+def _import(model, in_specs, spec: TargetSpec, xnor: bool, step) -> tuple[bool, object, list[dict]]:
+    """ONNX -> (onnxsim with fixed shapes) -> Relax, binary layers swapped for XNOR kernels where they qualify."""
+    step("simplifying with fixed shapes (onnxsim)")
+    simplified, did_simplify = simplify(model, {s.name: list(s.shape) for s in in_specs})
+    step("importing into TVM Relax")
+    mod = to_relax(simplified, in_specs)
+    lowered: list[dict] = []
+    if xnor and has_binary_activations(model) and spec.tvm.get("kind") == "llvm":
+        step("lowering binary layers to XNOR-popcount kernels")
+        with _tvm_errors(spec):
+            mod, lowered = lower_binary(mod, spec.tvm_target())
+    return did_simplify, mod, lowered
+
+
+def scheduled_module(onnx_path: Path, target: str, threads: int = 2) -> tuple[object, dict[str, str]]:
+    """The scheduled IRModule compile would hand to relax.build, and its rule per PrimFunc (for structural
+    comparisons of compiler changes: bench/structure_fingerprint.py). Default build options."""
+    spec = load_target(target)
+    model = load_onnx(Path(onnx_path))
+    in_specs = resolve_input_specs(model, {})
+    _, mod, _ = _import(model, in_specs, spec, True, lambda _msg: None)
+    has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    mod, rules, _ = schedule_module(mod, spec, BuildOptions(threads=threads), int8=has_qdq)
+    return mod, {name: r.rule for name, r in rules.items()}
 
 
 def _link(executable, path: Path, cc: str, spec: TargetSpec) -> None:
@@ -204,7 +224,7 @@ def _link(executable, path: Path, cc: str, spec: TargetSpec) -> None:
     try:
         executable.export_library(str(path), cc=cc, options=list(spec.link_options))
     except Exception as exc:
-        raise EdgekitError(f"linking model.so with {Path(cc).name} failed: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}") from None
+        raise EdgekitError(f"linking model.so with {Path(cc).name} failed: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}", "check the cc of the target file and the free disk space") from None
     header = path.read_bytes()[:20]
     machine = int.from_bytes(header[18:20], "little")
     if header[:4] != b"\x7fELF" or machine != spec.elf_machine:

@@ -36,6 +36,8 @@ import numpy as np
 import tvm
 from tvm.script import tirx as T
 
+from edgekit.targets import TargetCaps
+
 WORD = 64
 STACK_BYTES = 1024  # scratch buffers must stay below this to be stack (register) allocated
 EPILOGUES = ("int32", "float32")
@@ -59,15 +61,10 @@ NEON = Isa("neon", 2, 16)  # 32 q registers (24 accumulators spilled); popcount 
 
 def isa_for_target(target: tvm.target.Target) -> Isa:
     """Pick the kernel tiling for a TVM llvm target (dict-form targets, as edgekit's targets/*.toml give)."""
-    triple = str(target.attrs.get("mtriple", "") or "")
-    if triple.startswith(("aarch64", "arm64")):
+    caps = TargetCaps.from_tvm(target)
+    if caps.arch in ("aarch64", "armv7"):
         return NEON
-    mcpu = str(target.attrs.get("mcpu", "") or "")
-    mattr = [str(a) for a in (target.attrs.get("mattr", None) or [])]
-    if mcpu in ("znver4", "znver5", "x86-64-v4", "icelake-server", "sapphirerapids", "icelake-client", "tigerlake") \
-            or "+avx512f" in mattr:
-        return AVX512
-    return AVX2
+    return AVX512 if caps.has_avx512 else AVX2
 
 
 def words(k: int) -> int:

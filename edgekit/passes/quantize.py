@@ -8,6 +8,7 @@ per output channel or blocked along the reduction axis (`block_size`).
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import tempfile
 from dataclasses import dataclass, field
@@ -41,6 +42,20 @@ class QuantizeConfig:
     keep: tuple[str, ...] | None = None  # layers left at 8 bits ("first", "last", names or globs); default by bits
     layer_bits: dict[str, int] = field(default_factory=dict)  # glob on node name -> bits, overrides --bits
     calibration: list[dict[str, np.ndarray]] | None = None
+    # int8: 7-bit weights (onnxruntime's reduce_range), exact on CPUs whose ORT kernels saturate; None = decide
+    # for this machine (see needs_reduce_range)
+    reduce_range: bool | None = None
+
+
+INT8_FORMAT_KEY = "edgekit.int8.format"  # metadata_props: "u8s8" (full-range weights) or "u8s7" (reduce_range)
+
+
+def needs_reduce_range(caps) -> bool:
+    """onnxruntime's x86 U8S8 kernels without VNNI add u8 x s8 pairs into int16 with saturation (vpmaddubsw),
+    so full-range weights give inexact sums; 7-bit weights cannot saturate (2 x 255 x 64 < 2^15). ORT's own
+    quantization docs recommend reduce_range there. VNNI (vpdpbusd, AVX-VNNI) and ARM kernels accumulate in
+    int32 exactly."""
+    return caps.arch == "x86_64" and not (caps.has_vnni or "avxvnni" in caps.features)
 
 
 @dataclass
@@ -187,22 +202,46 @@ class _Reader:
         return next(self._it, None)
 
 
+@contextlib.contextmanager
+def _quantizer_errors():
+    """onnxruntime's quantizer runs the model (calibration) and re-checks it: its failures reach the user as one line."""
+    try:
+        yield
+    except EdgekitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported to the user
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first.split(" failed:", 1)[-1].strip()[:240]
+        raise EdgekitError(f"onnxruntime's int8 quantizer failed on the model: {first}",
+                           "the model must run in onnxruntime with float inputs; check it with `edgekit validate` first") from None
+
+
+def _reduce_range(cfg: QuantizeConfig) -> bool:
+    if cfg.reduce_range is not None:
+        return cfg.reduce_range
+    from edgekit.targets import TargetCaps
+
+    return needs_reduce_range(TargetCaps.host())
+
+
 def _ort_int8(model: onnx.ModelProto, layers: list[WeightLayer], bits_by_layer: dict[str, int], cfg: QuantizeConfig, report: PassReport) -> onnx.ModelProto:
     from onnxruntime import quantization as q
 
     exclude = [name for name, b in bits_by_layer.items() if b > 8]
-    with tempfile.TemporaryDirectory() as tmp:
+    reduce_range = _reduce_range(cfg)
+    with tempfile.TemporaryDirectory() as tmp, _quantizer_errors():
         src, pre, dst = Path(tmp) / "in.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, src)
         q.quant_pre_process(str(src), str(pre), skip_optimization=False, skip_symbolic_shape=True)
         if cfg.dynamic:
-            q.quantize_dynamic(str(pre), str(dst), per_channel=cfg.per_channel, weight_type=q.QuantType.QInt8, nodes_to_exclude=exclude)
+            q.quantize_dynamic(str(pre), str(dst), per_channel=cfg.per_channel, reduce_range=reduce_range,
+                               weight_type=q.QuantType.QInt8, nodes_to_exclude=exclude)
         else:
             if not cfg.calibration:
                 raise EdgekitError("int8 static quantization needs calibration data", "pass --calib data.npz (or --calib digits), or use --dynamic")
             method = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile, "entropy": q.CalibrationMethod.Entropy}
             q.quantize_static(
-                str(pre), str(dst), _Reader(cfg.calibration), quant_format=q.QuantFormat.QDQ, per_channel=cfg.per_channel,
+                str(pre), str(dst), _Reader(cfg.calibration), quant_format=q.QuantFormat.QDQ, per_channel=cfg.per_channel, reduce_range=reduce_range,
                 activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8, calibrate_method=method[cfg.method],
                 nodes_to_exclude=exclude, extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
@@ -228,12 +267,16 @@ def run(model: onnx.ModelProto, cfg: QuantizeConfig) -> tuple[onnx.ModelProto, P
     check_not_quantized(model)
     layers = weight_layers(model)
     if not layers:
-        raise EdgekitError("the model has no Conv/Gemm/MatMul layer with float weights to quantize")
+        raise EdgekitError("the model has no Conv/Gemm/MatMul layer with float weights to quantize", "quantization needs weight layers; compile the model as fp32")
     bits_by_layer = resolve_bits(layers, cfg)
     report = PassReport("quantize", model.ByteSize(), 0, extra={"bits": cfg.bits, "mode": ""})
     if cfg.bits == 8 and not cfg.weight_only and all(b == 8 for b in bits_by_layer.values()):
         out = _ort_int8(model, layers, bits_by_layer, cfg, report)
-        report.extra["mode"] = "int8 dynamic" if cfg.dynamic else f"int8 static QDQ U8S8 ({cfg.method})"
+        fmt = "u8s7" if _reduce_range(cfg) else "u8s8"
+        out.metadata_props.add(key=INT8_FORMAT_KEY, value=fmt)
+        report.extra["int8_format"] = fmt
+        weights = "7-bit weights, reduce_range" if fmt == "u8s7" else "full-range weights"
+        report.extra["mode"] = ("int8 dynamic" if cfg.dynamic else f"int8 static QDQ U8S8 ({cfg.method})") + f", {weights}"
     else:
         out = onnx.ModelProto()
         out.CopyFrom(model)

@@ -22,14 +22,16 @@ def open_runner(artifact_dir: Path | str, threads: int = 0, rpc: str | None = No
         from edgekit.runners.rpc import RpcRunner, connect
 
         return RpcRunner(Path(artifact_dir), connect(rpc, tracker, key))
-    if target.get("runs_on_host"):
-        from edgekit.runtime import load
-
-        return load(artifact_dir, threads)
     if target.get("runner") == "qemu":
         from edgekit.runners.qemu import QemuRunner
 
         return QemuRunner(Path(artifact_dir), meta, threads)
+    from edgekit.targets import TargetCaps, artifact_caps
+
+    if artifact_caps(target).arch == TargetCaps.host().arch:
+        from edgekit.runtime import load
+
+        return load(artifact_dir, threads)  # refuses, with the missing features, if this CPU lacks any
     raise EdgekitError(
         f"{artifact_dir} targets {target['name']}, which this machine can neither run nor emulate",
         "run it on the board: start `edgekit rpc server` there and pass --rpc HOST:PORT",

@@ -77,7 +77,7 @@ def ensure_guest_runtime(target: dict) -> Path:
                "-Wl,-rpath,$ORIGIN/lib", "-o", str(tmp / "edgekit_run")]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise EdgekitError(f"building the {platform} runner failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}")
+            raise EdgekitError(f"building the {platform} runner failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}", "check the cross compiler (apt-get install -y g++-aarch64-linux-gnu)")
     return root
 
 
@@ -106,7 +106,7 @@ class QemuRunner:
             for i, spec in enumerate(self.inputs):
                 arr = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
                 if tuple(arr.shape) != tuple(spec.shape):
-                    raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}")
+                    raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}", "recompile with --input-shape for this shape, or reshape the input")
                 arr.tofile(io / f"input_{i}.bin")
                 code, bits = _dl_type(arr.dtype)
                 lines.append(f"input_{i}.bin {code} {bits} {arr.ndim} {' '.join(map(str, arr.shape))}")
@@ -117,7 +117,7 @@ class QemuRunner:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             stdout, stderr = proc.stdout, proc.stderr
             if proc.returncode != 0:
-                raise EdgekitError(f"the artifact failed under {Path(self.qemu).name}: {(stderr.strip().splitlines() or ['?'])[-1][:200]}")
+                raise EdgekitError(f"the artifact failed under {Path(self.qemu).name}: {(stderr.strip().splitlines() or ['?'])[-1][:200]}", "validate the same model on the x86_64 target to tell a model problem from an emulator one")
             report = json.loads(stdout.strip().splitlines()[-1])
             outputs = {}
             for spec, line in zip(self.outputs, (io / "outputs.txt").read_text().splitlines()):

@@ -6,6 +6,8 @@ upload names (re-uploading a name can crash a server child), and the Relax VM's 
 """
 from __future__ import annotations
 
+import errno
+import signal
 import socket
 import time
 import uuid
@@ -46,7 +48,7 @@ def connect(rpc: str | None = None, tracker: str | None = None, key: str | None 
 
     if tracker:
         if not key:
-            raise EdgekitError("--tracker needs --key (the device key the board registered with)")
+            raise EdgekitError("--tracker needs --key (the device key the board registered with)", "e.g. --tracker HOST:9190 --key rpi4")
         host, port = parse_address(tracker, "tracker")
         _check_reachable(host, port, "tracker")
         client = tvm_rpc.connect_tracker(host, port)
@@ -105,7 +107,7 @@ class RpcRunner:
         for spec in self.inputs:
             arr = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
             if tuple(arr.shape) != tuple(spec.shape):
-                raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}")
+                raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}", "recompile with --input-shape for this shape, or reshape the input")
             arrays.append(tvm.runtime.tensor(arr, self.device))
         self.vm.set_input("main", *arrays)
 
@@ -125,37 +127,79 @@ class RpcRunner:
         return [t * 1e3 for t in evaluator("main").results], None
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_listen(host: str, port: int, key: str, what: str) -> None:
+    """Refuse what would expose this machine or fail later inside TVM: a port outside 1-65535 (0 would make TVM
+    pick one that nobody is told), a port in use, or a non-loopback interface without a --key (the server runs
+    any library it is sent: exposed, it must at least not be the default, anonymous device)."""
+    if not 1 <= port <= 65535:
+        raise EdgekitError(f"--port {port} is not a TCP port", "choose one in 1-65535, e.g. 9090")
+    if host not in LOOPBACK and what == "server" and not key:
+        raise EdgekitError(f"--host {host} exposes this machine's RPC server, which runs any library it receives, and no --key is set",
+                           "pass --key NAME (the device key clients ask for), and expose it only on a trusted network")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = "is already in use" if exc.errno in (errno.EADDRINUSE,) else f"cannot be bound ({exc.strerror})"
+            raise EdgekitError(f"{host}:{port} {why}", "choose another --port or stop the process that holds it") from None
+
+
 def serve(host: str, port: int, key: str, tracker: str | None, threads: int) -> None:
     """Run a TVM RPC server in the foreground until interrupted."""
-    import os
-
     from tvm import rpc as tvm_rpc
 
-    if threads:
-        os.environ["TVM_NUM_THREADS"] = str(threads)
+    from edgekit.progress import warn
+    from edgekit.runtime import set_threads
+
+    check_listen(host, port, key, "server")
+    if host not in LOOPBACK:
+        warn(f"the RPC server listens on {host}:{port}: anyone who can reach it can run code on this machine")
+    set_threads(threads)
     tracker_addr = parse_address(tracker, "tracker") if tracker else None
     if tracker_addr:
         _check_reachable(*tracker_addr, "tracker")
-    server = tvm_rpc.Server(host=host, port=port, port_end=port + 1, key=key, tracker_addr=tracker_addr, silent=True)
+    with _deferred_signals() as pending:  # a SIGTERM/SIGINT while TVM starts its worker must still stop the worker
+        server = tvm_rpc.Server(host=host, port=port, port_end=port + 1, key=key, tracker_addr=tracker_addr, silent=True)
     print(f"edgekit rpc server listening on {host}:{server.port} (key '{key}'{', tracker ' + tracker if tracker else ''})", flush=True)
-    _block(server)
+    _block(server, pending)
 
 
 def run_tracker(host: str, port: int) -> None:
     from tvm.rpc.tracker import Tracker
 
-    tracker = Tracker(host=host, port=port, port_end=port + 1, silent=True)
+    check_listen(host, port, "", "tracker")
+    with _deferred_signals() as pending:
+        tracker = Tracker(host=host, port=port, port_end=port + 1, silent=True)
     print(f"edgekit rpc tracker listening on {host}:{tracker.port}", flush=True)
-    _block(tracker)
+    _block(tracker, pending)
 
 
-def _block(proc_owner) -> None:
+class _deferred_signals:
+    """While TVM starts its worker process, SIGINT/SIGTERM are only recorded (a handler that raised there would
+    leave the just-started worker orphaned and listening); _block acts on them once the worker is known."""
+
+    def __enter__(self) -> list[int]:
+        self.pending: list[int] = []
+        self.previous = {sig: signal.signal(sig, lambda signum, _frame: self.pending.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self.pending
+
+    def __exit__(self, *exc) -> None:
+        def stop(*_):
+            raise KeyboardInterrupt
+
+        for sig in self.previous:
+            signal.signal(sig, stop)  # from here on both end _block's loop, which stops the worker
+
+
+def _block(proc_owner, pending: list[int]) -> None:
     """Wait until interrupted or terminated, then stop TVM's worker process (it would outlive us)."""
-    import signal
-    import sys
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM must run the finally below too
     try:
+        if pending:
+            raise KeyboardInterrupt
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -32,6 +32,32 @@ def read_meta(artifact_dir: Path | str) -> dict:
         raise EdgekitError(f"{meta_path} is corrupt", "re-run edgekit compile") from None
 
 
+def refuse_if_not_runnable(artifact_dir: Path, target: dict) -> None:
+    """Never execute code this CPU cannot run (an AVX-512 artifact on an AVX2 host dies of SIGILL)."""
+    from edgekit.targets import missing_here
+
+    missing = missing_here(target)
+    if missing:
+        what = f"it is built for {missing[0]}" if missing[0] in ("aarch64", "armv7", "x86_64") else f"this CPU lacks {', '.join(missing)}"
+        raise EdgekitError(
+            f"{artifact_dir} targets {target.get('name', '?')} and cannot run on this machine: {what}",
+            "run it on a machine that has them, under its emulator, or on the board over --rpc",
+        )
+
+
+def check_index_inputs(feeds: dict[str, np.ndarray], bounds: dict[str, int]) -> None:
+    """Integer inputs that index a dimension of known size (meta.json "index_inputs", from edgekit.checks) must
+    be in range: compiled code does not bounds-check a gather, and an out-of-range index reads past a buffer."""
+    for name, size in bounds.items():
+        arr = np.asarray(feeds.get(name, ()))
+        if arr.size == 0 or arr.dtype.kind not in "iu":
+            continue
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < -size or hi >= size:
+            raise EdgekitError(f"input '{name}' indexes a dimension of size {size}, but holds values {lo}..{hi}",
+                               f"index values must be in [{-size}, {size - 1}]")
+
+
 def _specs(items: list[dict]) -> list[TensorSpec]:
     return [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in items]
 
@@ -48,11 +74,7 @@ class CompiledModel:
         self.meta = read_meta(self.path)
         self.inputs = _specs(self.meta["inputs"])
         self.outputs = _specs(self.meta["outputs"])
-        if not self.meta["target"].get("runs_on_host", True):
-            raise EdgekitError(
-                f"{self.path} was built for {self.meta['target']['name']} and cannot run on this machine",
-                "run it on the device or under its emulator (edgekit bench --target ...)",
-            )
+        refuse_if_not_runnable(self.path, self.meta["target"])
         set_threads(threads)
         import tvm
         from tvm.runtime.vm import VirtualMachine  # runtime-only: works without libtvm_compiler
@@ -66,9 +88,11 @@ class CompiledModel:
         self._main = self._vm["main"]  # look the function up once: a lookup costs ~10 µs
 
     def _check(self, spec: TensorSpec, value: np.ndarray) -> np.ndarray:
+        if np.asarray(value).dtype.kind not in "biuf":
+            raise EdgekitError(f"input '{spec.name}' has dtype {np.asarray(value).dtype}, the artifact takes {spec.dtype}", "convert the array to the dtype the artifact was compiled for")
         arr = np.ascontiguousarray(value, dtype=spec.dtype)
         if tuple(arr.shape) != tuple(spec.shape):
-            raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}")
+            raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}", "recompile with --input-shape for this shape, or reshape the input")
         return arr
 
     def prepare(self, feeds: dict[str, np.ndarray]) -> list:
@@ -76,6 +100,7 @@ class CompiledModel:
         missing = [s.name for s in self.inputs if s.name not in feeds]
         if missing:
             raise EdgekitError(f"missing input(s) {missing}", f"the artifact takes: {', '.join(s.name for s in self.inputs)}")
+        check_index_inputs(feeds, self.meta.get("index_inputs", {}))
         return [self._tvm.runtime.tensor(self._check(s, feeds[s.name])) for s in self.inputs]
 
     def invoke(self, prepared: list):

@@ -1,6 +1,1 @@
-"""Default (untuned) TVM schedules per target family."""
-from __future__ import annotations
-
-from edgekit.compiler.schedules.cpu import build_cpu, schedule_cpu
-
-__all__ = ["build_cpu", "schedule_cpu"]
+"""Schedule rules (one per file, dlight-style classes), the dispatcher that picks them, and the CPU build drivers."""

@@ -10,7 +10,6 @@ with act = Clip (ReLU6) or ReLU and every intermediate used once. Applied only w
 big enough to leave the caches (MIN_EXPANDED_BYTES): there the three separate ops are memory-bound, while
 for small late-stage maps the kernel's per-band recompute of 2 expanded rows would cost more than it saves.
 """
-import contextvars
 import dataclasses
 import math
 
@@ -24,8 +23,6 @@ from edgekit.kernels import mbconv
 # 28x28x192 (600 KB) measured faster fused (333 vs 385 us, 102 vs 111 us per block on 2 Zen 4 cores); at
 # 14x14 the band recompute would add 14 % to the expansion.
 MIN_EXPANDED_BYTES = 512 << 10
-ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("edgekit_fuse_inverted_residual", default=True)
-BANDS: contextvars.ContextVar[int] = contextvars.ContextVar("edgekit_mbconv_bands", default=1)
 OPAQUE = 8  # relax OpPatternKind: FuseOps fuses nothing into the kernel
 
 
@@ -151,8 +148,11 @@ def _use_counts(func: relax.Function) -> dict:
 class InvertedResidualFusion(relax.PyExprMutator):
     """add(conv1x1(act(dw(act(conv1x1(x))))), bias) [+ x] -> call_tir(mbconv kernel)."""
 
-    def __init__(self, mod: tvm.IRModule) -> None:
+    def __init__(self, mod: tvm.IRModule, lanes: int, acc_regs: int, bands: int) -> None:
+        """lanes / acc_regs: the target's fp32 vector width and accumulator budget (schedules.tiles.simd);
+        bands: row bands of the kernel, one per thread the build is planned for."""
         super().__init__(mod)
+        self._lanes, self._acc_regs, self._bands = lanes, acc_regs, bands
         self._var2val: dict = {}
         self._uses: dict = {}
         self._residual_blocks: dict = {}  # residual add (the Call) -> its block, matched once per function
@@ -186,7 +186,7 @@ class InvertedResidualFusion(relax.PyExprMutator):
         return None
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102
-        if not ENABLED.get() or _call_of(call, {}, "relax.add") is None:
+        if _call_of(call, {}, "relax.add") is None:
             return self.visit_expr_post_order(call)
         block = self._residual_blocks.get(call)  # Calls hash by identity: the bindings' own nodes
         if block is None and call not in self._fused_into_residual:
@@ -197,11 +197,9 @@ class InvertedResidualFusion(relax.PyExprMutator):
 
     def _kernel_call(self, block: _Block) -> relax.Call:
         spec = block.spec
-        from edgekit.compiler.schedules.cpu import _simd
-
-        lanes, acc_regs = _simd()  # the target's vector width and registers, as for every other rule
+        lanes, acc_regs = self._lanes, self._acc_regs
         # private (no global_symbol): TVMScript names every PrimFunc "mbconv", and relax.build needs unique symbols
-        func = mbconv.mbconv_func(spec, lanes, acc_regs, BANDS.get()).without_attr("global_symbol").with_attr("op_pattern", OPAQUE)
+        func = mbconv.mbconv_func(spec, lanes, acc_regs, self._bands).without_attr("global_symbol").with_attr("op_pattern", OPAQUE)
         w_e, b_e, w_d, b_d, w_p, b_p = block.weights
         we, wd, wp = mbconv.pack_weights(spec, w_e, w_d, w_p, lanes, acc_regs)
         b_e = np.zeros(spec.mid_channels, np.float32) if b_e is None else b_e

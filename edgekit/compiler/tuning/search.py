@@ -10,23 +10,11 @@ whole tuned model is then benchmarked against the default build side by side (ea
 and tuned entries are dropped if the model did not get faster: a tuned model is never slower than the
 default schedules (within measurement noise).
 
-Database (JSON, one file per model: <out_dir>/<target name>/<model>.json), rewritten after every task:
-
-    {"format": "edgekit-tuning", "version": 1, "target": "<tvm target JSON>", "target_name": "x86_64",
-     "threads": 2, "model": "resnet18.onnx", "model_sha256": "...",
-     "tasks": {"<structural hash>": {"name": "fused_conv2d_add_relu", "rule": "conv", "count": 2,
-               "macs": 115605504, "default": {...knobs}, "default_us": 612.3,
-               "knobs": {...} | null, "best_us": 540.1, "gain": 0.118, "trials": 16,
-               "candidates": [[{...knobs}, us], ...]}},
-     "end_to_end": {"default_ms": ..., "tuned_ms": ..., "speedup": ..., "accepted": true}}
-
-`knobs: null` means "the default was best" (the task is done and is not re-timed on resume).
-compile --tuning loads every *.json under a directory (or one file) whose "target" matches.
+The database format is in tuning/db.py.
 """
 from __future__ import annotations
 
 import json
-import os
 import random
 import tempfile
 import time
@@ -35,68 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.compiler.tuning.db import FORMAT, VERSION, read_db, write_db, database_path, target_string
 from edgekit.errors import EdgekitError
 
-FORMAT = "edgekit-tuning"
-VERSION = 1
 MIN_GAIN = 0.03  # a tuned setting must beat the default by 3% (per task and end to end)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Database
-# ----------------------------------------------------------------------------------------------------------
-
-def target_string(target) -> str:
-    return str(target)
-
-
-def load_database(path: str | Path, target=None) -> dict[str, dict]:
-    """{task key: knobs} from one database file or every *.json under a directory (recursively).
-    With `target`, only databases built for that exact TVM target are used. Entries without knobs
-    (the default was best) are left out."""
-    path = Path(path)
-    if not path.exists():
-        raise EdgekitError(f"tuning database {path} does not exist", "create it with `edgekit tune model.onnx -o tuning/`")
-    files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
-    want = target_string(target) if target is not None else None
-    out: dict[str, dict] = {}
-    for file in files:
-        try:
-            db = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise EdgekitError(f"tuning database {file} is not valid JSON", "re-run edgekit tune") from None
-        if not isinstance(db, dict) or db.get("format") != FORMAT:
-            continue
-        if want is not None and db.get("target") != want:
-            continue
-        for key, task in db.get("tasks", {}).items():
-            if task.get("knobs"):
-                out[key] = dict(task["knobs"])
-    return out
-
-
-def _read_db(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        db = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-    return db if isinstance(db, dict) and db.get("format") == FORMAT and db.get("version") == VERSION else None
-
-
-def _write_db(path: Path, db: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(db, indent=1, sort_keys=False))
-    os.replace(tmp, path)  # atomic: an interrupted run leaves the last complete database
-
-
-def database_path(out_dir: Path, target_name: str, model_path: Path) -> Path:
-    out_dir = Path(out_dir)
-    if out_dir.suffix == ".json":
-        return out_dir
-    return out_dir / target_name / f"{Path(model_path).stem}.json"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -108,8 +38,10 @@ def extract_tasks(onnx_path: Path, spec, input_shapes=None):
     import tvm
 
     from edgekit.compiler.frontend import to_relax
-    from edgekit.compiler.schedules.cpu import call_counts, prepare_relax, task_key
-    from edgekit.export import simplify
+    from edgekit.compiler.options import BuildOptions
+    from edgekit.compiler.pipeline import prepare_fp32
+    from edgekit.compiler.schedules.analysis import call_counts, task_key
+    from edgekit.onnxtools import simplify
     from edgekit.graph import load_onnx, resolve_input_specs
 
     model = load_onnx(onnx_path)
@@ -117,8 +49,7 @@ def extract_tasks(onnx_path: Path, spec, input_shapes=None):
     simplified, _ = simplify(model, {s.name: list(s.shape) for s in in_specs})
     mod = to_relax(simplified, in_specs)
     target = spec.tvm_target()
-    with target:
-        mod = prepare_relax(mod)
+    mod = prepare_fp32(mod, BuildOptions(), spec.caps(), threads=1)
     calls = call_counts(mod)
     tasks: dict[str, dict] = {}
     for gv, func in mod.functions.items():
@@ -254,44 +185,40 @@ def _time_rounds(timer: _Timer, mods: dict[int, object], rounds: int, samples: d
 def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | None, min_gain: float = MIN_GAIN, on_step=None,
               device: RemoteDevice | None = None) -> dict:
     """Time the default and up to `trials` knob settings of one task. Returns its database entry."""
-    from edgekit.compiler.schedules.cpu import PREPACK_WEIGHTS, schedule_prim_func, tunable_space
+    from edgekit.compiler.schedules.base import RuleContext
+    from edgekit.compiler.schedules.dispatch import schedule_prim_func, tunable_space
 
     target = spec.tvm_target()
-    with target:  # the defaults depend on the target's vector width
-        kind, default, space, dims = tunable_space(task["func"], threads)
+    # candidates share one argument set in the original weight layout, and a lone PrimFunc would re-layout
+    # its weights on every call: time them without the compile-time weight prepacking
+    ctx = RuleContext.for_target(target, threads, prepack=False)
+    kind, default, space, dims = tunable_space(task["func"], ctx)  # the defaults depend on the target's vector width
     entry = {"name": task["name"], "rule": kind, "count": task["count"], "macs": dims["macs"], "threads": threads,
              "default": default, "knobs": None, "default_us": None, "best_us": None, "gain": 0.0, "trials": 0, "candidates": []}
     cands = [default] + _candidates(default, space, trials, task["key"])
     mods: dict[int, object] = {}
     knobs_of: dict[int, dict] = {}
-    # candidates share one argument set in the original weight layout, and a lone PrimFunc would re-layout
-    # its weights on every call: time them without the compile-time weight prepacking
-    prepack = PREPACK_WEIGHTS.set(False)
-    try:
-        with target:
-            timer = _Timer(task["func"], device=device)
-            ref = None
-            for i, knobs in enumerate(cands):
-                if deadline is not None and i > 0 and time.monotonic() > deadline:
-                    break
-                try:
-                    sched, rule = schedule_prim_func(task["func"], threads, None if i == 0 else knobs)
-                    if i > 0 and "(tuned" not in rule:
-                        continue  # these knobs failed and the rule fell back to its defaults: nothing new to time
-                    mod = device.build(sched, target) if device else _build_one(sched, target)
-                    outs = timer.outputs(mod)
-                except Exception:  # noqa: BLE001 - an invalid setting is skipped, not fatal
-                    continue
-                if i == 0:
-                    ref = outs
-                    timer.calibrate(mod)
-                elif not all(np.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(outs, ref)):
-                    continue  # must compute the same thing as the default schedule
-                mods[i], knobs_of[i] = mod, knobs
-                if on_step:
-                    on_step()
-    finally:
-        PREPACK_WEIGHTS.reset(prepack)
+    timer = _Timer(task["func"], device=device)
+    ref = None
+    for i, knobs in enumerate(cands):
+        if deadline is not None and i > 0 and time.monotonic() > deadline:
+            break
+        try:
+            sched, result = schedule_prim_func(task["func"], ctx, None if i == 0 else knobs)
+            if i > 0 and result.knobs is None:
+                continue  # these knobs failed and the rule fell back to its defaults: nothing new to time
+            mod = device.build(sched, target) if device else _build_one(sched, target)
+            outs = timer.outputs(mod)
+        except Exception:  # noqa: BLE001 - an invalid setting is skipped, not fatal
+            continue
+        if i == 0:
+            ref = outs
+            timer.calibrate(mod)
+        elif not all(np.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(outs, ref)):
+            continue  # must compute the same thing as the default schedule
+        mods[i], knobs_of[i] = mod, knobs
+        if on_step:
+            on_step()
     if not mods or 0 not in mods:
         return entry
     rng = random.Random(task["key"])
@@ -321,25 +248,27 @@ def _bench_pair(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, dict], t
                 device: RemoteDevice | None = None) -> dict:
     if device is not None:
         return _bench_pair_remote(onnx_path, spec_name, db_tasks, threads, input_shapes, rounds, device)
-    from edgekit.bench import _run_worker
     from edgekit.compiler.build import compile_onnx
+    from edgekit.compiler.options import BuildOptions
+    from edgekit.measure import run_worker
     from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
 
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
         tmp = Path(tmpdir)
         arts = {
-            "default": compile_onnx(onnx_path, tmp / "default", spec_name, input_shapes, validate=False, quiet=True, threads=threads).artifact,
-            "tuned": compile_onnx(onnx_path, tmp / "tuned", spec_name, input_shapes, validate=False, quiet=True, threads=threads, tuning=dict(db_tasks)).artifact,
+            name: compile_onnx(onnx_path, tmp / name, spec_name, BuildOptions(threads=threads, tuning=dict(db_tasks) if name == "tuned" else {}),
+                               input_shapes=input_shapes, validate=False, quiet=True).artifact
+            for name in ("default", "tuned")
         }
         inputs = tmp / "inputs.npz"
         np.savez(inputs, **random_inputs(resolve_input_specs(load_onnx(onnx_path), input_shapes or {})))
-        probe = _run_worker({"runtime": "tvm", "model": str(arts["default"]), "inputs": str(inputs), "threads": threads, "warmup": 2, "repeat": 5})
+        probe = run_worker({"runtime": "tvm", "model": str(arts["default"]), "inputs": str(inputs), "threads": threads, "warmup": 2, "repeat": 5})
         per_call = max(float(np.median(probe["times_ms"])), 1e-3)
         repeat = int(min(200, max(5, 300.0 / per_call)))  # ~0.3 s of calls per round and variant
         times: dict[str, list[float]] = {"default": [], "tuned": []}
         for rnd in range(rounds):
             for name in (("default", "tuned") if rnd % 2 == 0 else ("tuned", "default")):
-                out = _run_worker({"runtime": "tvm", "model": str(arts[name]), "inputs": str(inputs), "threads": threads, "warmup": 3, "repeat": repeat})
+                out = run_worker({"runtime": "tvm", "model": str(arts[name]), "inputs": str(inputs), "threads": threads, "warmup": 3, "repeat": repeat})
                 times[name].extend(out["times_ms"])
     d, t = float(np.median(times["default"])), float(np.median(times["tuned"]))
     return {"default_ms": round(d, 4), "tuned_ms": round(t, 4), "speedup": round(d / t, 4), "samples": len(times["tuned"]), "threads": threads}
@@ -349,14 +278,15 @@ def _bench_pair_remote(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, d
                        device: RemoteDevice) -> dict:
     """The same comparison on the board: both whole-model artifacts uploaded, timed alternately over RPC."""
     from edgekit.compiler.build import compile_onnx
+    from edgekit.compiler.options import BuildOptions
     from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
     from edgekit.runners.rpc import RpcRunner
 
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
         tmp = Path(tmpdir)
         runners = {
-            name: RpcRunner(compile_onnx(onnx_path, tmp / name, spec_name, input_shapes, validate=False, quiet=True, threads=threads,
-                                         tuning=dict(db_tasks) if name == "tuned" else None).artifact, device.session)
+            name: RpcRunner(compile_onnx(onnx_path, tmp / name, spec_name, BuildOptions(threads=threads, tuning=dict(db_tasks) if name == "tuned" else {}),
+                                         input_shapes=input_shapes, validate=False, quiet=True).artifact, device.session)
             for name in ("default", "tuned")
         }
         feeds = random_inputs(resolve_input_specs(load_onnx(onnx_path), input_shapes or {}))
@@ -388,7 +318,8 @@ def tune_model(
 ) -> dict:
     """Tune the conv / depthwise / dense tasks of a model; write <out_dir>/<target>/<model>.json after every
     task (resumable: tasks already in the database are not re-timed). Returns a report dict."""
-    from edgekit.bench import default_threads
+    from edgekit.measure import default_threads
+    from edgekit.runtime import set_threads
     from edgekit.fileio import sha256_of
     from edgekit.targets import load_target
 
@@ -401,31 +332,32 @@ def tune_model(
         from edgekit.runners.rpc import connect
 
         remote = RemoteDevice(connect(**device), spec)
-    elif spec.tvm.get("kind") != "llvm" or not spec.runs_on_host:
-        raise EdgekitError(f"target {spec.name} does not run on this machine, so its candidates cannot be timed here",
+    elif spec.tvm.get("kind") != "llvm" or spec.runnable_here != "native":
+        raise EdgekitError(f"target {spec.name} does not run on this machine ({spec.why_not_runnable or 'not native'}), so its candidates cannot be timed here",
                            "tune on the board over RPC: edgekit tune ... --tracker HOST:PORT --key KEY (or --rpc HOST:PORT)")
     if trials_per_task < 0:
-        raise EdgekitError("--trials must be >= 0")
+        raise EdgekitError("--trials must be >= 0", "e.g. --trials 16")
     threads = threads or spec.threads or default_threads()
-    os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts (first parallel call)
+    set_threads(threads)  # this process times the candidates: TVM's thread pool reads it at its first parallel call
     db_path = database_path(Path(out_dir), spec.name, onnx_path)
     target = spec.tvm_target()
     sha = sha256_of(onnx_path)
-    db = _read_db(db_path)
+    db = read_db(db_path)
     if db is not None and (db.get("target") != target_string(target) or db.get("model_sha256") != sha):
         db = None  # another target or another model under the same name: start over
     if db is None:
         db = {"format": FORMAT, "version": VERSION, "target": target_string(target), "target_name": spec.name, "threads": threads,
               "model": onnx_path.name, "model_sha256": sha, "tasks": {}, "end_to_end": None}
 
-    from edgekit.compiler.schedules.cpu import effective_threads, tunable_space
+    from edgekit.compiler.schedules.analysis import effective_threads
+    from edgekit.compiler.schedules.base import RuleContext
+    from edgekit.compiler.schedules.dispatch import tunable_space
 
     prepared, all_tasks = extract_tasks(onnx_path, spec, input_shapes)
     sched_threads = effective_threads(prepared, threads)  # what schedule_cpu will use (1 for small models)
     tunable = []
     for task in all_tasks:
-        with target:
-            space = tunable_space(task["func"], sched_threads)
+        space = tunable_space(task["func"], RuleContext.for_target(target, sched_threads))
         if space is not None:
             task["macs"] = space[3]["macs"]
             tunable.append(task)
@@ -452,7 +384,7 @@ def tune_model(
             bar.remove_task(sub)
             db["tasks"][task["key"]] = entry
             db["end_to_end"] = None  # the set of tuned tasks changed: re-verify
-            _write_db(db_path, db)
+            write_db(db_path, db)
             report["timed"] += 1
             gain = f"[green]-{entry['gain'] * 100:.0f}%[/]" if entry["knobs"] else "[dim]default kept[/]"
             bar.update(overall, advance=1, status=f"{task['name'][:28]} {gain}")
@@ -460,7 +392,7 @@ def tune_model(
         if verify and tuned and db.get("end_to_end") is None:
             bar.update(overall, status="verifying end to end (default vs tuned)…")
             db["end_to_end"] = _verify(onnx_path, spec.name, db, threads, input_shapes, min_gain, remote)
-            _write_db(db_path, db)
+            write_db(db_path, db)
     report["tuned"] = sum(1 for v in db["tasks"].values() if v.get("knobs"))
     report["end_to_end"] = db.get("end_to_end")
     report["seconds"] = round(time.monotonic() - t_start, 1)

@@ -1,0 +1,171 @@
+"""What every `edgekit` command shares: the consoles, the option types, JSON output, and the one error boundary.
+
+Exit codes (README "Errors"): 0 ok, 1 validation failed, 2 user error (`error:` + `hint:`), 3 internal error
+(a bug: the traceback is saved to a file whose path is printed), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from edgekit.errors import EdgekitError
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output (only one edgekit wrote).")]
+ShapeOpt = Annotated[
+    Optional[list[str]], typer.Option("--input-shape", help="Fix input shapes: 1,3,224,224 or NAME=1,3,224,224 (repeatable).")
+]
+RpcOpt = Annotated[Optional[str], typer.Option("--rpc", help="Run on a board: TVM RPC server HOST:PORT.")]
+TrackerOpt = Annotated[Optional[str], typer.Option("--tracker", help="TVM RPC tracker HOST:PORT (with --key).")]
+KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Device key registered with the tracker.")]
+
+EXIT_USER, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM = 2, 3, 130, 143
+_OS_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
+              errno.EACCES: "permission denied", errno.EPERM: "operation not permitted", errno.EDQUOT: "disk quota exceeded",
+              errno.ENAMETOOLONG: "file name too long", errno.EISDIR: "it is a directory", errno.ENOTDIR: "not a directory"}
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt so that `finally` blocks remove temp outputs."""
+
+
+def _on_sigterm(_signum, _frame) -> None:
+    raise Terminated()
+
+
+def user_error(message: str, hint: str | None = None, code: int = EXIT_USER) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+    err.print(f"[dim]hint: {escape(hint or f'see `edgekit {command} --help` for the options and an example')}[/]", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _os_error(exc: OSError) -> None:
+    what = _OS_ERRORS.get(exc.errno or -1, exc.strerror or type(exc).__name__)
+    where = exc.filename or "?"
+    user_error(f"{where}: {what}", "free space, fix permissions or choose another output path (-o)")
+
+
+def _internal_error(exc: BaseException) -> None:
+    """A bug, not a user mistake: one line naming the exception and a file with the whole traceback."""
+    fd, path = tempfile.mkstemp(prefix=f"edgekit-crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"edgekit {' '.join(sys.argv[1:])}\n\n")
+        traceback.print_exception(exc, file=fh)
+    name = type(exc).__name__
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    err.print(f"[bold red]internal error:[/] {escape(name)}: {escape(first)}", highlight=False, soft_wrap=True)
+    err.print(f"[dim]hint: this is a bug in edgekit; the traceback is in {path} (please attach it to a report)[/]", highlight=False,
+              soft_wrap=True)
+    raise typer.Exit(EXIT_INTERNAL)
+
+
+def handle_errors(fn):
+    """The one error boundary of every command: user mistakes are one line + hint and exit 2; OSErrors name the
+    path (exit 2); interrupts exit 130/143 after `finally` blocks removed partial outputs; anything else is a
+    bug: exit 3 with the traceback saved to a file."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+        try:
+            return fn(*args, **kwargs)
+        except EdgekitError as exc:
+            user_error(exc.message, exc.hint, exc.exit_code)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(EXIT_SIGINT) from None
+        except Terminated:
+            err.print("terminated")
+            raise typer.Exit(EXIT_SIGTERM) from None
+        except OSError as exc:
+            _os_error(exc)
+        except MemoryError:
+            user_error("out of memory", "use smaller input shapes (--input-shape) or a machine with more memory")
+        except Exception as exc:  # noqa: BLE001 - the boundary: reported as an internal error with its traceback
+            interrupted = interrupt_behind(exc)
+            if interrupted is not None:
+                err.print("interrupted")
+                raise typer.Exit(interrupted) from None
+            _internal_error(exc)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
+
+
+def interrupt_behind(exc: BaseException) -> int | None:
+    """TVM turns a KeyboardInterrupt raised inside its callbacks into a RuntimeError: find it in the chain or
+    the message (exit 130), so Ctrl-C is never reported as a build failure."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return EXIT_SIGINT
+        if isinstance(seen, Terminated):
+            return EXIT_SIGTERM
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    if "KeyboardInterrupt" in text:
+        return EXIT_SIGINT
+    return EXIT_SIGTERM if "Terminated" in text else None
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def parse_keep(text: str) -> tuple[str, ...]:
+    """--keep first,last,GLOB (or 'none') -> the layer selectors kept at higher precision."""
+    return tuple(k.strip() for k in text.split(",") if k.strip() and k.strip() != "none")
+
+
+def emit_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+
+
+def print_validation(report, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("output", "max abs", "max rel", "ok"):
+        table.add_column(col)
+    for o in report.outputs:
+        table.add_row(o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}", "[green]yes[/]" if o.ok else "[red]NO[/]")
+    out.print(table)
+
+
+def print_bench(report) -> None:
+    from rich.table import Table
+
+    table = Table(title="edgekit bench (p50/p90/p99 over all rounds; each runtime in its own process)")
+    for col in ("model", "runtime", "target", "thr", "p50 ms", "p90 ms", "p99 ms", "mean ms", "vs ort", "RSS MB", "size MB"):
+        table.add_column(col, justify="right")
+    ort_p50 = {r.model: r.p50_ms for r in report.runs if r.runtime == "ort"}
+    for r in report.runs:
+        ratio = r.p50_ms / ort_p50[r.model] if r.model in ort_p50 else None
+        table.add_row(
+            r.model, r.runtime, r.target, str(r.threads), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.mean_ms:.3f}",
+            f"{ratio:.2f}×" if ratio else "-", "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}", f"{r.size_bytes / 1e6:.2f}",
+        )
+    out.print(table)
+

@@ -1,0 +1,60 @@
+"""Relax rewrites, one per file; compiler/pipeline.py lists them in order for fp32, int8 and binary builds.
+
+A rewrite is a PyExprMutator run over every Relax function by `mutator_pass`. A rewrite that fails does not
+pass silently: it raises, or, where the pipeline gives it a log, the failure is recorded there as skipped
+(with the reason) and the build goes on without that optimization; the log reaches meta.json and the console.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tvm
+from tvm import relax
+
+RewriteLog = list  # [{"pass": name, "skipped": reason}]
+
+
+def mutator_pass(make_mutator: Callable[[tvm.IRModule], relax.PyExprMutator], name: str,
+                 log: RewriteLog | None = None) -> tvm.transform.Pass:
+    """A module pass running make_mutator(mod) over every Relax function (PrimFuncs the mutator emits are
+    copied into the result)."""
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        try:
+            mutator = make_mutator(mod)
+            out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+            for gv, func in list(mod.functions.items()):
+                if isinstance(func, relax.Function):
+                    out[gv] = mutator.visit_expr(func)
+            for gv, func in mutator.builder_.get().functions.items():  # PrimFuncs the mutator emitted (emit_te)
+                if isinstance(func, tvm.tirx.PrimFunc) and gv not in out.functions:
+                    out[gv] = func
+            return out
+        except Exception as exc:  # noqa: BLE001 - recorded as skipped (meta.json, console) or raised
+            if log is None:
+                raise
+            log.append({"pass": name, "skipped": first_line(exc)})
+            return mod
+
+    return _pass
+
+
+def binding_of(mutator: relax.PyExprMutator, expr: relax.Expr, op_name: str) -> relax.Call | None:
+    """The call bound to var `expr` if it is a call of op_name (else None)."""
+    if not isinstance(expr, relax.Var):
+        return None
+    value = mutator.lookup_binding(expr)
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == op_name:
+        return value
+    return None
+
+
+def prim_float(prim_value: relax.Expr) -> float:
+    value = prim_value.value
+    return float(getattr(value, "value", value))
+
+
+def first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:200]

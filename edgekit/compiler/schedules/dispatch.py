@@ -1,0 +1,90 @@
+"""The dispatcher: every fused PrimFunc gets the first rule in RULES that applies; a rule that fails is
+replaced by the fallback, and the reason is recorded in the RuleResult (and so in meta.json).
+
+Adding a rule: write a `Rule` subclass in its own file (see base.py), put an instance in RULES below, in
+priority order. int8 builds put their integer-conv rule in front (schedules/int8.py).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tvm
+from tvm.s_tir import Schedule
+
+from edgekit.compiler.schedules.base import CONST_PARAMS_ATTR, Knobs, Rule, RuleContext, RuleResult
+from edgekit.compiler.schedules.conv import ConvNHWC
+from edgekit.compiler.schedules.dense import Dense
+from edgekit.compiler.schedules.depthwise import DepthwiseConv
+from edgekit.compiler.schedules.dlight_reduction import DlightReduction
+from edgekit.compiler.schedules.fallback import Fallback
+from edgekit.compiler.schedules.injective import Injective
+from edgekit.compiler.schedules.reduction import ReductionVec
+from edgekit.compiler.schedules.tiles import default_knobs, format_knobs, knob_space, tile_dims
+from edgekit.compiler.schedules.tir import first_line
+from edgekit.compiler.schedules.winograd import WinogradInput, WinogradOutput
+
+RULES: list[Rule] = [WinogradInput(), WinogradOutput(), Injective(), ConvNHWC(), DepthwiseConv(), Dense(), ReductionVec(),
+                     DlightReduction()]
+FALLBACK = Fallback()
+KERNEL_ATTR = "edgekit.kernel"  # hand-written TIR (edgekit/kernels): already scheduled
+
+
+def pick_rule(sch: Schedule, ctx: RuleContext, rules: Sequence[Rule] = RULES) -> Rule:
+    return next((r for r in rules if r.applies(sch, ctx)), FALLBACK)
+
+
+def schedule_prim_func(func: tvm.tirx.PrimFunc, ctx: RuleContext, knobs: Knobs | None = None,
+                       constant_params: Sequence[int] = (), rules: Sequence[Rule] = RULES) -> tuple[tvm.tirx.PrimFunc, RuleResult]:
+    """Apply the first applicable rule. `knobs` (from a tuning database) override a tunable rule's defaults; if
+    the rule fails with them it is retried with its defaults (a stale database never breaks a build).
+    `constant_params`: parameters every caller passes a constant; only their layouts may change at compile time."""
+    if func.attrs is not None and KERNEL_ATTR in func.attrs:
+        kernel = str(func.attrs[KERNEL_ATTR])
+        return func, RuleResult("mbconv kernel" if kernel == "mbconv" else "xnor-popcount kernel")
+    try:
+        rule = pick_rule(Schedule(func), ctx, rules)
+        why = ""
+    except Exception as exc:  # noqa: BLE001 - reported: the fallback's RuleResult carries the reason
+        rule, why = FALLBACK, f"{type(exc).__name__}"
+    if constant_params and rule.marks_constant_params:
+        func = func.with_attr(CONST_PARAMS_ATTR, sorted(constant_params))
+    if rule is not FALLBACK:
+        if knobs and rule.knob_kind:
+            sch = Schedule(func)
+            try:
+                name = rule.apply(sch, ctx, knobs)  # before reading sch.mod: apply schedules it in place
+                return sch.mod["main"], RuleResult(name, dict(knobs))
+            except Exception as exc:  # noqa: BLE001 - reported in the RuleResult
+                why = f"tuned knobs failed: {first_line(exc)}"
+        sch = Schedule(func)
+        try:
+            name = rule.apply(sch, ctx)
+            return sch.mod["main"], RuleResult(name, None, why)
+        except Exception as exc:  # noqa: BLE001 - a rule bug must never break the build: reported in the RuleResult
+            why = f"{type(rule).__name__} failed: {first_line(exc)}"
+    sch = Schedule(func)
+    try:
+        FALLBACK.apply(sch, ctx)
+        return sch.mod["main"], RuleResult(FALLBACK.name, None, why)
+    except Exception as exc:  # noqa: BLE001 - reported in the RuleResult
+        return func, RuleResult("none", None, f"{why}; fallback failed: {first_line(exc)}".lstrip("; "))
+
+
+def tunable_space(func: tvm.tirx.PrimFunc, ctx: RuleContext) -> tuple[str, Knobs, dict[str, list], dict[str, int]] | None:
+    """(knob kind, default knobs, knob space, dims) of a PrimFunc whose rule has knobs, else None."""
+    try:
+        sch = Schedule(func)
+        kind = pick_rule(sch, ctx).knob_kind
+        if kind is None:
+            return None
+        dims = tile_dims(sch, kind)
+    except Exception:  # noqa: BLE001 - not a schedulable PrimFunc: not tunable (the tuner reports the task list)
+        return None
+    if kind == "dense" and dims["row_n"] == 1:
+        # a GEMV streams each weight once: the tuner's cold-cache timing (weights from DRAM) picked 8 lanes for
+        # MobileNetV2's classifier (-20 % there), which ran 20-40 % slower inside the model than the default
+        return None
+    return kind, default_knobs(kind, dims, ctx.threads, ctx.caps), knob_space(kind, dims, ctx.threads, ctx.caps), dims
+
+
+__all__ = ["RULES", "FALLBACK", "pick_rule", "schedule_prim_func", "tunable_space", "format_knobs"]

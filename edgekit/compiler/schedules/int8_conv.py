@@ -1,0 +1,140 @@
+"""uint8 x int8 -> int32 convolution (the packed-weight kernel of relax_passes/pack_int8_convs.py):
+
+  conv2d-u8s8-vnni     output row tile x 16 int32 lanes, AVX-512 VNNI `vpdpbusd` over 4 input channels per step
+  conv2d-u8s8-vec      same nest without VNNI (x86-64-v3, AArch64): 16 int32 lanes, correct, not tuned
+"""
+from __future__ import annotations
+
+from tvm.s_tir import Schedule, TensorIntrin
+from tvm.script import tirx as T
+
+from edgekit.compiler.relax_passes.pack_int8_convs import CONV_BLOCK, LANES_I32, PAD_BLOCK
+from edgekit.compiler.schedules.base import Knobs, Rule, RuleContext
+from edgekit.compiler.schedules.tir import PARALLEL_MIN_ELEMS, PARALLEL_MIN_MACS, block_names, block_work, blocks, extent
+
+MAX_ROW = 14  # output pixels per register tile (accumulators: MAX_ROW zmm)
+# ----------------------------------------------------------------------------------------------------------
+# VNNI tensor intrinsic on a register-tile accumulator (scope "global" = stack, see cpu.py) (fixed copy of tvm.s_tir.tensor_intrin.x86.VNNI_DOT_16x4_INTRIN: with LLVM 22 the
+# intrinsic takes <64 x i8> operands, the shipped one passes <16 x i32> and fails LLVM verification)
+# ----------------------------------------------------------------------------------------------------------
+
+VNNI_INTRIN = "edgekit_dot_16x4_u8i8i32_vnni"
+
+
+@T.prim_func(s_tir=True)
+def _dot_16x4_desc(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((16, 4), "int8", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1, scope="global"),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _dot_16x4_vnni(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((16, 4), "int8", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1, scope="global"),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+        a_u8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64")
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+            C.vload([0], dtype="int32x16"),
+            a_u8x64,
+            B.vload([0, 0], dtype="int8x64"),
+            dtype="int32x16",
+        )
+
+
+def _register_intrin() -> None:
+    if TensorIntrin.get(VNNI_INTRIN, allow_missing=True) is None:
+        TensorIntrin.register(VNNI_INTRIN, _dot_16x4_desc, _dot_16x4_vnni)
+
+
+class Int8Conv(Rule):
+    name = "conv2d-u8s8"
+    marks_constant_params = False  # weights are packed by relax_passes/pack_int8_convs
+
+    def applies(self, sch: Schedule, ctx: RuleContext) -> bool:
+        return CONV_BLOCK in block_names(sch)
+
+    def apply(self, sch: Schedule, ctx: RuleContext, knobs: Knobs | None = None) -> str:
+        vnni = ctx.caps.has_vnni
+        _conv_u8s8(sch, ctx.threads, vnni)
+        return "conv2d-u8s8-vnni" if vnni else "conv2d-u8s8-vec"
+
+
+def _conv_u8s8(sch: Schedule, threads: int, vnni: bool) -> None:
+    """(co/16, n, h, w/R) parallel > kh, kw, ci/4 > R (unrolled) > [16 lanes x 4 channels] (vpdpbusd)."""
+    conv = sch.get_sblock(CONV_BLOCK)
+    macs = block_work(sch, conv)
+    for blk in blocks(sch):
+        if sch.get(blk).name_hint == PAD_BLOCK:
+            _pad_stage(sch, blk, threads)
+    n, h, w, o, rh, rw, rc, rk = sch.get_loops(conv)
+    row = max(d for d in range(1, min(MAX_ROW, extent(sch, w)) + 1) if extent(sch, w) % d == 0)
+    oo, oi = sch.split(o, [None, LANES_I32])
+    wo, wi = sch.split(w, [None, row])
+    # VNNI: (16 lanes, 4 channels) is the intrinsic's shape; without it, 4 channels outside 16 int32 lanes
+    sch.reorder(oo, n, h, wo, rh, rw, rc, wi, *((oi, rk) if vnni else (rk, oi)))
+    store = sch.cache_write(conv, 0, "global")  # stack, not heap workspace: see cpu.py's _regblock
+    _fuse_epilogue(sch, store)
+    sch.reverse_compute_at(store, wo, preserve_unit_loops=True)
+    par = sch.fuse(oo, n, h)
+    if threads > 1 and macs >= PARALLEL_MIN_MACS:
+        sch.parallel(par)
+    sch.unroll(wi)
+    *_, s_col = sch.get_loops(store)
+    sch.vectorize(s_col)
+    if not vnni:  # vectorize before decompose_reduction (after it the update block is no reduction)
+        sch.unroll(rk)
+        sch.vectorize(oi)
+    init = sch.decompose_reduction(conv, rh)
+    sch.vectorize(sch.get_loops(init)[-1])
+    if vnni:  # tensorize the update block after decompose_reduction: the intrinsic has no init
+        _register_intrin()
+        sch.tensorize(oi, VNNI_INTRIN)
+
+
+def _fuse_epilogue(sch: Schedule, store) -> None:
+    """Requantize (+ residual dequantize/add/quantize) chain -> one elementwise block -> into the tile store."""
+    keep = {CONV_BLOCK, PAD_BLOCK, sch.get(store).name_hint}
+    progress = True
+    while progress:  # inline producers first: a multi-input chain cannot be reverse-inlined block by block
+        progress = False
+        outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
+        for blk in blocks(sch):
+            if sch.get(blk).name_hint in keep | outputs:
+                continue
+            try:
+                sch.compute_inline(blk)
+                progress = True
+                break
+            except Exception:  # noqa: BLE001 - not inlinable (e.g. reads the store twice): leave it
+                continue
+    while len(consumers := sch.get_consumers(store)) == 1:
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:  # noqa: BLE001
+            return
+
+
+def _pad_stage(sch: Schedule, blk, threads: int) -> None:
+    """The zero-point padding copy: rows in parallel, channels vectorized."""
+    n, h, w, c = sch.get_loops(blk)
+    if extent(sch, c) >= 16 and extent(sch, c) % 16 == 0:
+        _, ci = sch.split(c, [None, 16])
+        sch.vectorize(ci)
+    if threads > 1 and block_work(sch, blk) >= PARALLEL_MIN_ELEMS:
+        sch.parallel(sch.fuse(n, h))

@@ -1,0 +1,94 @@
+"""Export of a trained (binary or low-bit) torch model to packed standard ONNX."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekit.training.layers import weight_layers, binarize_module, binary_layer_names, fold_binary, fold_quant, model_mode, quantize_module
+from edgekit.training.loop import evaluate, finetune
+
+def export_binarized(
+    model: nn.Module, out: Path | None = None, input_shape: tuple[int, ...] = (1, 1, 8, 8), opset: int = 18
+):
+    """Fold the binary model, export it to ONNX and pack it with the binarize pass (lossless: see module doc).
+
+    Returns (onnx.ModelProto, PassReport); writes `out` when given. Layers that are float in torch are
+    kept float in ONNX by their weight names (the exporter keeps torch parameter names).
+    """
+    import onnx
+
+    from edgekit.export import INPUT_NAME, torch_to_onnx
+    from edgekit.onnxtools import simplify
+    from edgekit.passes import binarize
+
+    folded, mode = fold_binary(model).eval(), model_mode(model)
+    binary = set(binary_layer_names(model))  # from the unfolded model: folded BWN layers are plain Conv2d
+    float_weights = tuple(f"{n}.weight" for n, _ in weight_layers(model) if n not in binary)
+    example = torch.zeros(input_shape)
+    graph = torch_to_onnx(folded, example, opset, dynamic_batch=False)
+    graph, _ = simplify(graph, {INPUT_NAME: list(input_shape)})  # before packing: onnxsim would unpack bits
+    packed, report = binarize.run(graph, binarize.BinarizeConfig(mode=mode, keep=float_weights))
+    if out is not None:
+        onnx.save(packed, str(out))
+    return packed, report
+
+
+def finetune_to_onnx(
+    ref: str,
+    out: Path,
+    bits: int,
+    mode: str = "weights",
+    binarizer: str = "ste_sign",
+    epochs: int = 20,
+    lr: float = 2e-3,
+    distill_weight: float = 0.5,
+    keep: tuple[str, ...] = ("first", "last"),
+    seed: int = 0,
+    force: bool = False,
+) -> dict:
+    """Zoo or user model (`file.py:factory`) -> 1/2/4-bit-aware finetuning on digits with KD from its fp32
+    self -> packed standard ONNX. Returns accuracies (torch fp32, torch finetuned, onnxruntime) and sizes."""
+    from edgekit.datasets import load_digits_split
+    from edgekit.errors import EdgekitError
+    from edgekit.export import INPUT_NAME, torch_to_onnx
+    from edgekit.onnxtools import ort_session, simplify
+    from edgekit.fileio import atomic_file, check_output_path
+    from edgekit.passes.quantize import QuantizeConfig, run as quantize_run
+    from edgekit.zoo import load_model
+
+    if bits not in (1, 2, 4):
+        raise EdgekitError(f"--bits {bits} is not trainable here", "finetune handles 1 (binary), 2 and 4 bits; 8 bits needs no training")
+    check_output_path(out, force, kind="onnx")
+    loaded = load_model(ref)
+    if loaded.input_shape is not None and tuple(loaded.input_shape)[1:] != (1, 8, 8):
+        raise EdgekitError(f"{ref} takes {list(loaded.input_shape)}; finetuning runs on the digits task (N×1×8×8)", "finetune trains on scikit-learn digits: pass a model taking N×1×8×8")
+    teacher = loaded.module.eval()
+    split = load_digits_split()
+    fp32_acc = evaluate(teacher, split.x_test, split.y_test)
+    if bits == 1:
+        student = binarize_module(teacher, mode=mode, binarizer=binarizer, keep=keep)
+    else:
+        student = quantize_module(teacher, bits, keep=keep)
+    result = finetune(student, teacher=teacher, epochs=epochs, lr=lr, distill_weight=distill_weight, seed=seed)
+    if bits == 1:
+        model, report = export_binarized(result.model)
+    else:
+        graph = torch_to_onnx(fold_quant(result.model), torch.zeros(1, 1, 8, 8), 18, dynamic_batch=False)
+        graph, _ = simplify(graph, {INPUT_NAME: [1, 1, 8, 8]})
+        model, report = quantize_run(graph, QuantizeConfig(bits=bits, keep=("first", "last") if keep else ()))
+    with atomic_file(out) as tmp:
+        import onnx
+
+        onnx.save(model, str(tmp))
+    session = ort_session(out)
+    logits = np.concatenate([session.run(None, {INPUT_NAME: x[None]})[0] for x in split.x_test])
+    return {
+        **{k: v for k, v in report.to_json().items() if k != "layers"},
+        "model": ref, "output": str(out), "bits": bits, "mode": f"{mode} ({binarizer})" if bits == 1 else f"weight-only int{bits} QAT (LSQ)",
+        "epochs": epochs, "seconds": result.seconds,
+        "accuracy": {"torch_fp32": fp32_acc, "torch_finetuned": result.test_accuracy,
+                     "onnxruntime": float((logits.argmax(1) == split.y_test).mean())},
+    }
