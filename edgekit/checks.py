@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,8 @@ def check_ops_known(model: onnx.ModelProto) -> None:
     onnx.defs also knows); custom-domain ops cannot be compiled: name the first such node."""
     functions = {(f.domain, f.name) for f in model.functions}
     for node in model.graph.node:
+        if not isinstance(node.op_type, str) or not isinstance(node.domain, str):  # invalid UTF-8 in the protobuf
+            raise EdgekitError(f"node '{node.name!s:.60}' has a corrupt op type or domain", "the file is damaged: re-export it")
         if (node.domain, node.op_type) in functions:
             continue
         if not onnx.defs.has(node.op_type, node.domain or ""):
@@ -105,7 +108,7 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         if "pickle" in str(exc).lower():
             raise EdgekitError(f"{path} holds pickled objects, which edgekit never loads", "save plain numeric arrays with numpy.savez") from None
         raise EdgekitError(f"{path} is not a readable .npy/.npz file", "write it with numpy.save / numpy.savez") from None
-    except (OSError, EOFError, KeyError, TypeError) as exc:
+    except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as exc:
         raise EdgekitError(f"{path} is not a readable .npy/.npz file ({type(exc).__name__})", "write it with numpy.save / numpy.savez") from None
     for name, arr in arrays.items():
         check_array(name or "(array)", arr, str(path), finite=False)

@@ -12,7 +12,7 @@ from conftest import X86_TARGETS, best_host_x86, skip_unless_host_runs, third_pa
 from edgekit.compiler.frontend import to_relax
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.relax_passes.qdq import lower_qdq
-from edgekit.compiler.schedules.int8 import build_int8, prepare_int8
+from edgekit.compiler.schedules.int8 import build_int8, prepare_int8, schedule_int8
 from edgekit.compress import calibration_samples
 from edgekit.export import export_model
 from edgekit.onnxtools import ort_session
@@ -88,13 +88,16 @@ def test_digits_layers_lowered_to_integer_ops(digits_int8):
 def test_digits_prepared_module_runs_packed_int_convs(digits_int8):
     mod, _ = prepare_int8(_import(digits_int8[0]))
     text = mod.script()
-    assert text.count('sblock("conv2d_nhwc_u8s8"') == 3  # three distinct conv shapes, each a packed u8s8 kernel
+    assert text.count('sblock("conv2d_nhwc_u8s') == 3  # three distinct conv shapes, each a packed u8s8 (or 7-bit u8s7) kernel
     assert "conv2d_nhwc(" not in text and '"float32") * T.Cast("float32"' not in text
 
 
-@pytest.mark.parametrize("target,rule", [(AVX512_VNNI, "conv2d-u8s8-vnni"), (X86_V3, "conv2d-u8s8-vec")])
+@pytest.mark.parametrize("target,rule", [(AVX512_VNNI, "conv2d-u8s8-vnni"), (X86_V3, "avx2")])
 def test_digits_bit_exact_vs_onnxruntime(digits_int8, target, rule):
     skip_unless_host_runs(target)
+    if rule == "avx2":  # 7-bit weights (reduce_range, chosen on hosts without VNNI) take vpmaddubsw; full-range ones cannot
+        seven_bit = {p.key: p.value for p in digits_int8[0].metadata_props}.get("edgekit.int8.format") == "u8s7"
+        rule = "conv2d-u8s7-avx2" if seven_bit else "conv2d-u8s8-vec"
     ours, ref, rules = _run_both(*digits_int8, target)
     assert sum(r == rule for r in rules.values()) == 3, rules
     np.testing.assert_array_equal(ours, ref)  # outputs are dequantized uint8: any one-step slip would show
@@ -155,7 +158,7 @@ def test_float_layers_of_a_quantized_model_fold_their_weight_relayout(tmp_path):
     q = onnx.load(str(qpath))
     result = compile_onnx(qpath, tmp_path / "art", "x86_64", quiet=True)
     rules = result.meta["build"]["rules"]
-    assert rules.get("conv2d-nhwc-regblock") == 1 and sum(r.startswith("conv2d-u8s8") for r in rules) == 1, rules
+    assert rules.get("conv2d-nhwc-regblock") == 1 and sum(r.startswith("conv2d-u8s") for r in rules) == 1, rules
     # within one int8 output step: the float conv's sums round differently from ORT's near a requantization
     # boundary (measured 1.2 % of the output scale, one step; the default int8 tolerance is 1 %)
     assert result.validation.outputs[0].max_rel <= 0.02, result.validation.to_json()
@@ -166,3 +169,27 @@ def test_float_layers_of_a_quantized_model_fold_their_weight_relayout(tmp_path):
     mod, _, _ = schedule_int8(to_relax(q, resolve_input_specs(q, {})), tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"}), BuildOptions(threads=2))
     left = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and "layout_rewrite_preproc" in f.script()]
     assert not left, left
+
+
+def test_seven_bit_weights_take_the_avx2_dot_product(tmp_path):
+    """reduce_range (7-bit) weights on AVX2 without VNNI: the conv kernels are tensorized with vpmaddubsw +
+    vpmaddwd (exact for |w| <= 64) and match onnxruntime bit for bit; full-range weights never take this path."""
+    path = tmp_path / "digits_cnn.onnx"
+    export_model("digits_cnn", path)
+    model = onnx.load(str(path))
+    specs = resolve_input_specs(model, {})
+    q, _ = run(model, QuantizeConfig(bits=8, calibration=calibration_samples("digits", specs, 64), reduce_range=True))
+    assert {p.key: p.value for p in q.metadata_props}["edgekit.int8.format"] == "u8s7"
+    samples = calibration_samples("digits", specs, 96)[64:]
+    skip_unless_host_runs(X86_V3)
+    ours, ref, rules = _run_both(q, samples, X86_V3)
+    assert sum(r == "conv2d-u8s7-avx2" for r in rules.values()) == 3, rules
+    np.testing.assert_array_equal(ours, ref)
+    mod, _, _ = schedule_int8(_import(q), tvm.target.Target(X86_V3), BuildOptions(threads=1))
+    convs = {gv.name_hint: f.with_attr("global_symbol", gv.name_hint) for gv, f in mod.functions.items()
+             if isinstance(f, tvm.tirx.PrimFunc) and "conv2d_u8s8" in gv.name_hint}
+    asm = tvm.compile(tvm.IRModule(convs), target=tvm.target.Target(X86_V3)).mod.inspect_source("asm")
+    assert "vpmaddubsw" in asm and "vpmaddwd" in asm
+    full, _ = run(model, QuantizeConfig(bits=8, calibration=calibration_samples("digits", specs, 64), reduce_range=False))
+    _, full_rules, _ = schedule_int8(_import(full), tvm.target.Target(X86_V3), BuildOptions(threads=1))
+    assert not any(r.rule == "conv2d-u8s7-avx2" for r in full_rules.values())

@@ -13,6 +13,10 @@ from tvm import relax, te, tirx
 from edgekit.compiler.relax_passes import binding_of
 
 CONV_BLOCK = "conv2d_nhwc_u8s8"
+# the same conv whose weights all fit 7 bits (|w| <= 64, e.g. quantized with reduce_range): a pair of u8 x s7
+# products fits int16 (2 x 255 x 64 < 2^15), so AVX2's vpmaddubsw is exact on it (see schedules/int8_conv.py)
+CONV_BLOCK_7BIT = "conv2d_nhwc_u8s7"
+CONV_BLOCKS = (CONV_BLOCK, CONV_BLOCK_7BIT)
 PAD_BLOCK = "pad_u8"
 LANES_I32 = 16  # int32 lanes of one zmm = output channels per vpdpbusd
 DOT_K = 4  # input channels summed per lane by vpdpbusd
@@ -31,7 +35,7 @@ def pack_weights(w_hwio: np.ndarray) -> np.ndarray:
 
 
 def conv2d_u8s8_te(x: te.Tensor, wp: te.Tensor, strides: tuple[int, int], pads: tuple[int, int, int, int],
-                   dilation: tuple[int, int], pad_value: int) -> te.Tensor:
+                   dilation: tuple[int, int], pad_value: int, block_name: str = CONV_BLOCK) -> te.Tensor:
     """NHWC uint8 x packed int8 -> NHWC int32. Spatial padding uses pad_value (the input zero point);
     the channel padding to a multiple of 4 meets zero weights, so its value does not matter."""
     n, h, w, c = (int(d) for d in x.shape)
@@ -57,7 +61,7 @@ def conv2d_u8s8_te(x: te.Tensor, wp: te.Tensor, strides: tuple[int, int], pads: 
             * wp[o // LANES_I32, rh, rw, rc, o % LANES_I32, rk].astype("int32"),
             axis=[rh, rw, rc, rk],
         ),
-        name=CONV_BLOCK,
+        name=block_name,
     )
 
 
@@ -100,7 +104,8 @@ class PackInt8Conv(relax.PyExprMutator):
         wp = pack_weights(w)
         # call_te: placeholders take the Relax (int64) shapes, as legalized PrimFuncs do (FuseTIR needs them equal);
         # add_func reuses a structurally equal PrimFunc, so repeated layer shapes share one kernel
-        return self.builder.call_te(conv2d_u8s8_te, x, relax.const(wp, "int8"), strides, pads, dilation, pad_value,
+        block = CONV_BLOCK_7BIT if int(np.abs(w.astype(np.int32)).max(initial=0)) <= 64 else CONV_BLOCK
+        return self.builder.call_te(conv2d_u8s8_te, x, relax.const(wp, "int8"), strides, pads, dilation, pad_value, block,
                                     primfunc_name_hint="conv2d_u8s8")
 
     def _unpad(self, x: relax.Expr, conv_pads: list[int]) -> tuple[relax.Expr, tuple[int, ...] | None, int]:

@@ -1,14 +1,16 @@
 """uint8 x int8 -> int32 convolution (the packed-weight kernel of relax_passes/pack_int8_convs.py):
 
   conv2d-u8s8-vnni     output row tile x 16 int32 lanes, AVX-512 VNNI `vpdpbusd` over 4 input channels per step
-  conv2d-u8s8-vec      same nest without VNNI (x86-64-v3, AArch64): 16 int32 lanes, correct, not tuned
+  conv2d-u8s7-avx2     the same nest on AVX2 without VNNI, for 7-bit weights: `vpmaddubsw` (u8 x s8 pairs -> s16,
+                       exact when |w| <= 64) + `vpmaddwd` by ones (-> s32) + `vpaddd`, two ymm halves per 16 lanes
+  conv2d-u8s8-vec      same nest otherwise (full-range weights without VNNI, AArch64): widening vector code
 """
 from __future__ import annotations
 
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
-from edgekit.compiler.relax_passes.pack_int8_convs import CONV_BLOCK, LANES_I32, PAD_BLOCK
+from edgekit.compiler.relax_passes.pack_int8_convs import CONV_BLOCK_7BIT, CONV_BLOCKS, LANES_I32, PAD_BLOCK
 from edgekit.compiler.schedules.base import Knobs, Rule, RuleContext
 from edgekit.compiler.schedules.tir import PARALLEL_MIN_ELEMS, PARALLEL_MIN_MACS, block_names, block_work, blocks, extent
 
@@ -57,9 +59,36 @@ def _dot_16x4_vnni(
         )
 
 
+AVX2_INTRIN = "edgekit_dot_16x4_u8i7i32_avx2"
+
+
+@T.prim_func(s_tir=True)
+def _dot_16x4_avx2(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((16, 4), "int8", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1, scope="global"),
+) -> None:
+    """vpdpbusd's sum on AVX2: per 8-lane half, pmaddubsw(a x4 broadcast, w) adds adjacent u8 x s8 products into
+    int16 (exact only for |w| <= 64: the rule applies it to 7-bit weights only), pmaddwd by ones adds the two
+    int16 of each lane into int32."""
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+        a_u8x32 = T.reinterpret(T.broadcast(a_i32, 8), dtype="uint8x32")
+        ones = T.broadcast(T.int16(1), 16)
+        for half in T.unroll(2):
+            pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), a_u8x32,
+                                            B.vload([half * 8, 0], dtype="int8x32"), dtype="int16x16")
+            C[T.ramp(half * 8, 1, 8)] = C.vload([half * 8], dtype="int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, ones, dtype="int32x8")
+
+
 def _register_intrin() -> None:
     if TensorIntrin.get(VNNI_INTRIN, allow_missing=True) is None:
         TensorIntrin.register(VNNI_INTRIN, _dot_16x4_desc, _dot_16x4_vnni)
+    if TensorIntrin.get(AVX2_INTRIN, allow_missing=True) is None:
+        TensorIntrin.register(AVX2_INTRIN, _dot_16x4_desc, _dot_16x4_avx2)
 
 
 class Int8Conv(Rule):
@@ -67,17 +96,24 @@ class Int8Conv(Rule):
     marks_constant_params = False  # weights are packed by relax_passes/pack_int8_convs
 
     def applies(self, sch: Schedule, ctx: RuleContext) -> bool:
-        return CONV_BLOCK in block_names(sch)
+        return bool(block_names(sch) & set(CONV_BLOCKS))
 
     def apply(self, sch: Schedule, ctx: RuleContext, knobs: Knobs | None = None) -> str:
-        vnni = ctx.caps.has_vnni
-        _conv_u8s8(sch, ctx.threads, vnni)
-        return "conv2d-u8s8-vnni" if vnni else "conv2d-u8s8-vec"
+        block = next(b for b in CONV_BLOCKS if b in block_names(sch))
+        if ctx.caps.has_vnni:
+            intrin, name = VNNI_INTRIN, "conv2d-u8s8-vnni"
+        elif block == CONV_BLOCK_7BIT and "avx2" in ctx.caps.features:
+            intrin, name = AVX2_INTRIN, "conv2d-u8s7-avx2"
+        else:
+            intrin, name = None, "conv2d-u8s8-vec"
+        _conv_u8s8(sch, block, ctx.threads, intrin)
+        return name
 
 
-def _conv_u8s8(sch: Schedule, threads: int, vnni: bool) -> None:
-    """(co/16, n, h, w/R) parallel > kh, kw, ci/4 > R (unrolled) > [16 lanes x 4 channels] (vpdpbusd)."""
-    conv = sch.get_sblock(CONV_BLOCK)
+def _conv_u8s8(sch: Schedule, block: str, threads: int, intrin: str | None) -> None:
+    """(co/16, n, h, w/R) parallel > kh, kw, ci/4 > R (unrolled) > [16 lanes x 4 channels] (a dot-product intrinsic)."""
+    vnni = intrin is not None  # (either intrinsic has the 16 x 4 shape)
+    conv = sch.get_sblock(block)
     macs = block_work(sch, conv)
     for blk in blocks(sch):
         if sch.get(blk).name_hint == PAD_BLOCK:
@@ -89,7 +125,7 @@ def _conv_u8s8(sch: Schedule, threads: int, vnni: bool) -> None:
     # VNNI: (16 lanes, 4 channels) is the intrinsic's shape; without it, 4 channels outside 16 int32 lanes
     sch.reorder(oo, n, h, wo, rh, rw, rc, wi, *((oi, rk) if vnni else (rk, oi)))
     store = sch.cache_write(conv, 0, "global")  # stack, not heap workspace: see cpu.py's _regblock
-    _fuse_epilogue(sch, store)
+    _fuse_epilogue(sch, store, block)
     sch.reverse_compute_at(store, wo, preserve_unit_loops=True)
     par = sch.fuse(oo, n, h)
     if threads > 1 and macs >= PARALLEL_MIN_MACS:
@@ -104,12 +140,12 @@ def _conv_u8s8(sch: Schedule, threads: int, vnni: bool) -> None:
     sch.vectorize(sch.get_loops(init)[-1])
     if vnni:  # tensorize the update block after decompose_reduction: the intrinsic has no init
         _register_intrin()
-        sch.tensorize(oi, VNNI_INTRIN)
+        sch.tensorize(oi, intrin)
 
 
-def _fuse_epilogue(sch: Schedule, store) -> None:
+def _fuse_epilogue(sch: Schedule, store, block: str) -> None:
     """Requantize (+ residual dequantize/add/quantize) chain -> one elementwise block -> into the tile store."""
-    keep = {CONV_BLOCK, PAD_BLOCK, sch.get(store).name_hint}
+    keep = {block, PAD_BLOCK, sch.get(store).name_hint}
     progress = True
     while progress:  # inline producers first: a multi-input chain cannot be reverse-inlined block by block
         progress = False
