@@ -41,7 +41,9 @@ class BenchReport:
     runs: list[BenchRun]
 
     def to_json(self) -> dict:
-        return {"model": self.model, "runs": [r.to_json() for r in self.runs]}
+        from edgekit.targets import host_description
+
+        return {"model": self.model, "host": host_description(), "runs": [r.to_json() for r in self.runs]}
 
 
 def bench(

@@ -30,6 +30,8 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing out
 ShapeOpt = Annotated[
     Optional[list[str]], typer.Option("--input-shape", help="Fix input shapes: 1,3,224,224 or NAME=1,3,224,224 (repeatable).")
 ]
+MaxElementsOpt = Annotated[int, typer.Option("--max-elements", help="Refuse inputs with more elements than this (guards against "
+                                              "shapes that would allocate hundreds of GiB).")]
 RpcOpt = Annotated[Optional[str], typer.Option("--rpc", help="Run on a board: TVM RPC server HOST:PORT.")]
 TrackerOpt = Annotated[Optional[str], typer.Option("--tracker", help="TVM RPC tracker HOST:PORT (with --key).")]
 KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Device key registered with the tracker.")]

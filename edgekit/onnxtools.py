@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
+import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -24,16 +27,34 @@ def quiet():
 
 
 def simplify(model: onnx.ModelProto, fixed_shapes: dict[str, list[int]] | None) -> tuple[onnx.ModelProto, bool]:
-    """onnxsim with fixed shapes (TVM's importer needs Shape->Reshape chains folded). Returns (model, ok)."""
+    """onnxsim with fixed shapes (TVM's importer needs Shape->Reshape chains folded). Returns (model, ok).
+
+    onnxsim is native code that can die of a signal on a malformed graph (SIGFPE seen on a fuzzed model), so it
+    runs in a child process: a crash there is one error line here, never the end of this process."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-onnxsim-") as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, str(src))
+        proc = subprocess.run([sys.executable, "-m", "edgekit.onnxtools", str(src), str(dst), json.dumps(fixed_shapes or {})],
+                              capture_output=True, text=True)
+        if proc.returncode < 0:
+            raise EdgekitError(f"onnxsim crashed (signal {-proc.returncode}) simplifying the model: its shapes or attributes are "
+                               "inconsistent", "check the model with onnx.checker.check_model(model, full_check=True)")
+        if proc.returncode != 0 or not dst.exists():  # onnxsim is an optimisation: say it did not apply, keep the export
+            why = (proc.stderr.strip().splitlines() or ["?"])[-1][:160]
+            print(f"warning: onnxsim could not simplify the model ({why}); keeping it as exported", file=sys.stderr)
+            return model, False
+        return onnx.load(str(dst)), True
+
+
+def _simplify_child(src: str, dst: str, shapes_json: str) -> int:
     import onnxsim
 
-    try:
-        with quiet():
-            simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=fixed_shapes or None)
-    except Exception as exc:  # onnxsim is an optimisation: say it did not apply, keep the exact export
-        print(f"warning: onnxsim could not simplify the model ({type(exc).__name__}); keeping it as exported", file=sys.stderr)
-        return model, False
-    return (simplified, True) if ok else (model, False)
+    shapes = json.loads(shapes_json) or None
+    with quiet():
+        simplified, ok = onnxsim.simplify(onnx.load(src), overwrite_input_shapes=shapes)
+    if ok:
+        onnx.save(simplified, dst)
+    return 0
 
 
 def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0):
@@ -52,3 +73,7 @@ def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         first = first.split(" failed:", 1)[-1].strip()[:240]
         raise EdgekitError(f"onnxruntime cannot load {what}: {first}", "onnxruntime is the reference: the model must run there first") from None
+
+
+if __name__ == "__main__":
+    sys.exit(_simplify_child(*sys.argv[1:4]))

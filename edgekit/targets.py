@@ -122,6 +122,22 @@ class TargetCaps:
         return _HOST_CAPS
 
 
+def host_description() -> dict:
+    """Which CPU a measurement came from: model name, cores, and the ISA features edgekit checks."""
+    import os
+
+    name = ""
+    try:
+        name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith(("model name", "Model", "Hardware"))), "")
+    except OSError:
+        pass
+    caps = TargetCaps.host()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": name or platform.processor() or platform.machine(), "cores": cores, "arch": caps.arch,
+            "features": sorted(caps.features), "simd_bits": caps.simd_bits}
+
+
 def artifact_caps(target_json: dict) -> TargetCaps:
     """The capabilities an artifact's code needs, from its meta.json "target" entry (recorded at compile time;
     artifacts older than that record are re-derived from their TVM target)."""

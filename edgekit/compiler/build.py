@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
-from edgekit.checks import index_bounds
+from edgekit.checks import MAX_ELEMENTS, index_bounds
 from edgekit.compiler.frontend import to_relax
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.pipeline import lower_binary
@@ -123,6 +123,7 @@ def compile_onnx(
     atol: float | None = None,
     rtol: float | None = None,
     quiet: bool = False,
+    max_elements: int = MAX_ELEMENTS,
 ) -> CompileResult:
     """ONNX file -> artifact directory for `target`, built with `opts`, validated against onnxruntime when this
     machine can run (or emulate) the target."""
@@ -132,7 +133,7 @@ def compile_onnx(
     with steps(quiet) as step:
         step("loading ONNX")
         model = load_onnx(onnx_path)
-        in_specs = resolve_input_specs(model, input_shapes or {})
+        in_specs = resolve_input_specs(model, input_shapes or {}, max_elements)
         default_atol, default_rtol = tolerances_for(model)
         atol = default_atol if atol is None else atol
         rtol = default_rtol if rtol is None else rtol
