@@ -98,18 +98,7 @@ def bench(
         remote = None  # a runner outside this process: the board over RPC, or an emulator
         if artifact is not None:
             sizes["tvm"] = (artifact / LIBRARY).stat().st_size
-            targets["tvm"] = meta["target"]["name"]
-            from edgekit.runtime import refuse_if_not_runnable
-            from edgekit.targets import TargetCaps, artifact_caps
-
-            native = artifact_caps(meta["target"]).arch == TargetCaps.host().arch
-            if native and not device:
-                refuse_if_not_runnable(artifact, meta["target"])  # a SIGILL in the worker would say nothing
-            if device or not native:
-                from edgekit.runners import open_runner
-
-                remote = open_runner(artifact, threads, **(device or {}))  # raises if it can't run anywhere
-                targets["tvm"] += f" (rpc {device.get('rpc') or device.get('key')})" if device else " (emulated)"
+            targets["tvm"], remote = _tvm_runner(artifact, meta, threads, device)
         per_round = max(1, repeat // rounds)
         samples: dict[str, list[float]] = {r: [] for r in runtimes}
         rss: dict[str, float | None] = {r: 0.0 for r in runtimes}
@@ -136,6 +125,24 @@ def bench(
         p50, p90, p99 = np.percentile(t, [50, 90, 99])
         runs.append(BenchRun(model_path.name, rt, targets[rt], float(p50), float(p90), float(p99), float(t.mean()), rss[rt], sizes[rt], threads, len(t)))
     return BenchReport(str(model_path), runs)
+
+
+def _tvm_runner(artifact: Path, meta: dict, threads: int, device: dict | None):
+    """(label, remote runner or None) for timing an artifact: natively in a worker process when this CPU can run
+    it (refused first if it lacks a feature: a SIGILL in the worker would say nothing), else on the board over
+    RPC or under the target's emulator."""
+    from edgekit.runtime import refuse_if_not_runnable
+    from edgekit.targets import TargetCaps, artifact_caps
+
+    label = meta["target"]["name"]
+    native = artifact_caps(meta["target"]).arch == TargetCaps.host().arch
+    if native and not device:
+        refuse_if_not_runnable(artifact, meta["target"])
+        return label, None
+    from edgekit.runners import open_runner
+
+    remote = open_runner(artifact, threads, **(device or {}))  # raises if it can't run anywhere
+    return label + (f" (rpc {device.get('rpc') or device.get('key')})" if device else " (emulated)"), remote
 
 
 def merge(reports: list[BenchReport]) -> BenchReport:

@@ -81,6 +81,19 @@ def test_no_module_is_too_long():
     assert not long, long
 
 
+KERNEL_BUILDERS = {("kernels/mbconv.py", "mbconv_func"), ("kernels/binary_flat.py", "conv_func")}  # one generated kernel each
+
+
+def test_no_function_is_too_long():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 80:
+                if (str(path.relative_to(PACKAGE)), node.name) not in KERNEL_BUILDERS:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.name}")
+    assert not long, long
+
+
 def test_a_new_rule_is_picked_up_from_the_list(monkeypatch):
     """Adding a schedule rule = one class + one line in dispatch.RULES: a toy rule for the injective case wins
     over the built-in one once it is ahead of it in the list."""
@@ -174,3 +187,13 @@ def test_build_options_are_explicit():
 
     with pytest.raises(EdgekitError):
         BuildOptions(schedules="fastest")
+
+
+def test_runners_share_one_interface(digits_artifact):
+    from edgekit.runners import Runner, open_runner
+    from edgekit.runners.qemu import QemuRunner
+    from edgekit.runners.rpc import RpcRunner
+
+    assert isinstance(open_runner(digits_artifact), Runner)
+    for cls in (QemuRunner, RpcRunner):
+        assert callable(getattr(cls, "run", None)), cls

@@ -8,12 +8,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.runtime import read_meta
 
 
-def open_runner(artifact_dir: Path | str, threads: int = 0, rpc: str | None = None, tracker: str | None = None, key: str | None = None):
+@runtime_checkable
+class Runner(Protocol):
+    """What every runner offers (edgekit.runtime.CompiledModel, QemuRunner, RpcRunner): the artifact's input and
+    output specs, and run(feeds) -> {output name: array}."""
+
+    inputs: list
+    outputs: list
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def open_runner(artifact_dir: Path | str, threads: int = 0, rpc: str | None = None, tracker: str | None = None,
+                key: str | None = None) -> Runner:
     """The runner for this artifact: the board if --rpc/--tracker is given, else local if the CPU matches,
     else the target's emulator."""
     meta = read_meta(artifact_dir)

@@ -303,6 +303,39 @@ def _bench_pair_remote(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, d
 # Driver
 # ----------------------------------------------------------------------------------------------------------
 
+def _tunable_tasks(onnx_path: Path, spec, target, threads: int, input_shapes) -> tuple[list[dict], int]:
+    """The model's tasks whose rule has knobs, biggest share of the work first, and the threads schedule_cpu will
+    plan them for (1 for small models)."""
+    from edgekit.compiler.schedules.analysis import effective_threads
+    from edgekit.compiler.schedules.base import RuleContext
+    from edgekit.compiler.schedules.dispatch import tunable_space
+
+    prepared, all_tasks = extract_tasks(onnx_path, spec, input_shapes)
+    sched_threads = effective_threads(prepared, threads)
+    tunable = []
+    for task in all_tasks:
+        space = tunable_space(task["func"], RuleContext.for_target(target, sched_threads))
+        if space is not None:
+            task["macs"] = space[3]["macs"]
+            tunable.append(task)
+    tunable.sort(key=lambda t: -t["macs"] * t["count"])
+    return tunable, sched_threads
+
+
+def _open_db(db_path: Path, onnx_path: Path, spec, target, threads: int) -> dict:
+    """The database to resume, or a new one if there is none for this exact target and model file."""
+    from edgekit.fileio import sha256_of
+
+    sha = sha256_of(onnx_path)
+    db = read_db(db_path)
+    if db is not None and (db.get("target") != target_string(target) or db.get("model_sha256") != sha):
+        db = None  # another target or another model under the same name: start over
+    if db is None:
+        db = {"format": FORMAT, "version": VERSION, "target": target_string(target), "target_name": spec.name, "threads": threads,
+              "model": onnx_path.name, "model_sha256": sha, "tasks": {}, "end_to_end": None}
+    return db
+
+
 def tune_model(
     onnx_path: Path | str,
     target_name: str = "x86_64",
@@ -320,7 +353,6 @@ def tune_model(
     task (resumable: tasks already in the database are not re-timed). Returns a report dict."""
     from edgekit.measure import default_threads
     from edgekit.runtime import set_threads
-    from edgekit.fileio import sha256_of
     from edgekit.targets import load_target
 
     t_start = time.monotonic()
@@ -341,27 +373,8 @@ def tune_model(
     set_threads(threads)  # this process times the candidates: TVM's thread pool reads it at its first parallel call
     db_path = database_path(Path(out_dir), spec.name, onnx_path)
     target = spec.tvm_target()
-    sha = sha256_of(onnx_path)
-    db = read_db(db_path)
-    if db is not None and (db.get("target") != target_string(target) or db.get("model_sha256") != sha):
-        db = None  # another target or another model under the same name: start over
-    if db is None:
-        db = {"format": FORMAT, "version": VERSION, "target": target_string(target), "target_name": spec.name, "threads": threads,
-              "model": onnx_path.name, "model_sha256": sha, "tasks": {}, "end_to_end": None}
-
-    from edgekit.compiler.schedules.analysis import effective_threads
-    from edgekit.compiler.schedules.base import RuleContext
-    from edgekit.compiler.schedules.dispatch import tunable_space
-
-    prepared, all_tasks = extract_tasks(onnx_path, spec, input_shapes)
-    sched_threads = effective_threads(prepared, threads)  # what schedule_cpu will use (1 for small models)
-    tunable = []
-    for task in all_tasks:
-        space = tunable_space(task["func"], RuleContext.for_target(target, sched_threads))
-        if space is not None:
-            task["macs"] = space[3]["macs"]
-            tunable.append(task)
-    tunable.sort(key=lambda t: -t["macs"] * t["count"])  # biggest share of the model's work first
+    db = _open_db(db_path, onnx_path, spec, target, threads)
+    tunable, sched_threads = _tunable_tasks(onnx_path, spec, target, threads, input_shapes)
     todo = [t for t in tunable if t["key"] not in db["tasks"]]
     resumed = len(tunable) - len(todo)
     report = {"model": str(onnx_path), "database": str(db_path), "target": spec.name, "threads": threads, "schedule_threads": sched_threads,
