@@ -150,3 +150,24 @@ def check_calibration(samples: list[dict[str, np.ndarray]], where: str) -> None:
             raise EdgekitError(f"{where}: input '{name}' has an extreme value {float(arr[np.argmax(np.abs(arr))]):.3g} "
                                f"(median magnitude {float(np.median(mags)):.3g}): int8 scales would collapse",
                                "remove outliers from the calibration data")
+
+
+def check_initializers(model: onnx.ModelProto) -> None:
+    """Every weight holds as many values as its dims say (a flipped bit in a dim leaves the data the old size)."""
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.HasField("raw_data"):
+            continue
+        if any(d < 0 for d in tensor.dims):
+            raise EdgekitError(f"initializer '{tensor.name}' has a negative dimension {list(tensor.dims)}", "the file is damaged: re-export it")
+        try:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            raise EdgekitError(f"initializer '{tensor.name}' has an unknown data type {tensor.data_type}", "the file is damaged: re-export it") from None
+        bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}.get(tensor.data_type)
+        need = math.ceil(math.prod(tensor.dims) * bits / 8) if bits else math.prod(tensor.dims) * itemsize
+        if tensor.data_type in (onnx.TensorProto.STRING,) or getattr(onnx.TensorProto, "INT2", -1) == tensor.data_type \
+                or getattr(onnx.TensorProto, "UINT2", -1) == tensor.data_type:
+            continue
+        if len(tensor.raw_data) != need:
+            raise EdgekitError(f"initializer '{tensor.name}' has {len(tensor.raw_data)} bytes of data for dims {list(tensor.dims)} "
+                               f"({need} expected)", "the file is damaged or truncated: re-export it")

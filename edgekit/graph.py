@@ -11,7 +11,7 @@ from google.protobuf.message import DecodeError
 
 from onnx.external_data_helper import load_external_data_for_model
 
-from edgekit.checks import MAX_ELEMENTS, check_element_counts, check_external_data, check_ops_known, check_opsets
+from edgekit.checks import MAX_ELEMENTS, check_element_counts, check_external_data, check_initializers, check_ops_known, check_opsets
 from edgekit.errors import EdgekitError
 
 
@@ -54,6 +54,7 @@ def load_onnx(path: Path | str) -> onnx.ModelProto:
         raise EdgekitError(f"{path}: its external data cannot be read ({type(exc).__name__})", "copy the .data file(s) next to the .onnx file") from None
     check_opsets(model, path)
     check_ops_known(model)
+    check_initializers(model)
     try:
         onnx.checker.check_model(model, full_check=False)
     except (onnx.checker.ValidationError, ValueError, TypeError) as exc:
