@@ -181,7 +181,10 @@ def main() -> None:
             _print_row(row, runtimes)
     if not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "binary.json").write_text(json.dumps(rows, indent=2))
+        from edgekit.targets import TargetCaps, host_description
+
+        isa = "x86_64-avx512" if TargetCaps.host().has_avx512 else f"{TargetCaps.host().arch}-avx2" if "avx2" in TargetCaps.host().features else TargetCaps.host().arch
+        (RESULTS / f"binary.{isa}.json").write_text(json.dumps({"host": host_description(), "rows": rows}, indent=2))
 
 
 def _print_row(row: dict, runtimes: list[str]) -> None:
