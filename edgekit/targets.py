@@ -6,6 +6,8 @@ Users add a target by adding a file; `--target path/to/file.toml` works too.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import shutil
 import sys
@@ -250,7 +252,21 @@ class TargetSpec:
         config = dict(self.tvm)
         if config.get("mcpu") == "native":
             config["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
-        return tvm.target.Target(config)
+        try:
+            with _native_stderr_silenced():  # LLVM prints its own complaint about an unknown mcpu on fd 2
+                target = tvm.target.Target(config)
+        except Exception as exc:  # noqa: BLE001 - TVM's ValueError/TypeError on a malformed target dict, reported
+            raise EdgekitError(f"target {self.name}: TVM rejects its [tvm] table: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}",
+                               "see targets/x86_64.toml for the format") from None
+        mcpu = config.get("mcpu")
+        if mcpu and target.kind.name == "llvm":
+            with _native_stderr_silenced():
+                known = set(tvm.target.codegen.llvm_get_cpu_archlist(target))
+        if mcpu and target.kind.name == "llvm" and mcpu not in known:
+            # LLVM would print an error, fall back to a generic CPU and build slow code with exit 0
+            raise EdgekitError(f"target {self.name}: LLVM does not know the CPU '{mcpu}' for {config.get('mtriple', 'this triple')}",
+                               "use a name from `llc -mcpu=help`, e.g. x86-64-v3, znver4, cortex-a72")
+        return target
 
     def compiler(self) -> str:
         """The C++ compiler that links model.so; a clear error naming the apt package if it is absent."""
@@ -279,10 +295,24 @@ class TargetSpec:
         }
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _parse(path: Path) -> TargetSpec:
     try:
         raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise EdgekitError(f"target file {path} is not valid TOML: {exc}", "see targets/x86_64.toml for the format") from None
     try:
         toolchain, runner = raw.get("toolchain", {}), raw.get("runner", {})

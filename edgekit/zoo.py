@@ -65,7 +65,13 @@ def _load_weights(module, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise EdgekitError(f"cannot load weights {path}: {type(exc).__name__}", "the file is corrupt or not a state_dict") from None
-    module.load_state_dict(state)
+    if not isinstance(state, dict):
+        raise EdgekitError(f"weights {path} are not a state_dict (got {type(state).__name__})", "save model.state_dict() with torch.save")
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:  # missing / unexpected keys, shape mismatches
+        first = (str(exc).strip().splitlines() or ["?"])
+        raise EdgekitError(f"weights {path} do not fit the model: {' '.join(first)[:240]}", "pass the state_dict saved from this model") from None
 
 
 def load_model(ref: str, weights: Path | None = None) -> LoadedModel:
@@ -84,7 +90,10 @@ def load_model(ref: str, weights: Path | None = None) -> LoadedModel:
         factory = getattr(mod, factory_name, None)
         if not callable(factory):
             raise EdgekitError(f"{path} has no callable '{factory_name}'", "write MODEL as path/to/file.py:factory, naming a function that returns an nn.Module")
-        module = factory()
+        try:
+            module = factory()
+        except Exception as exc:  # noqa: BLE001 - the user's code failed: one line naming it, not an edgekit bug
+            raise EdgekitError(f"{ref}() raised {type(exc).__name__}: {str(exc)[:200]}", "run the factory in python to debug it") from None
         shape = tuple(getattr(mod, "INPUT_SHAPE", ())) or None
         desc, name = f"user model {ref}", path.stem
     else:

@@ -129,6 +129,7 @@ def compile_onnx(
     machine can run (or emulate) the target."""
     onnx_path, opts = Path(onnx_path), opts or BuildOptions()
     spec = load_target(target)
+    spec.tvm_target()  # a bad [tvm] table (unknown mcpu...) fails here, before any work
     check_output_path(out, force, (onnx_path, inputs), kind="artifact")
     with steps(quiet) as step:
         step("loading ONNX")
