@@ -216,6 +216,17 @@ def _quantizer_errors():
                            "the model must run in onnxruntime with float inputs; check it with `edgekit validate` first") from None
 
 
+def _int8_sqnr(layer: WeightLayer, q: np.ndarray, scale: np.ndarray) -> float | None:
+    """Weight SQNR of onnxruntime's per-channel result; None when its scales run along another axis than the one
+    edgekit reads from the node (a Gemm whose transB disagrees with its weight's shape)."""
+    axes = [i for i, n in enumerate(q.shape) if n == scale.size] if scale.size > 1 else [None]
+    axis = layer.axis if layer.axis in axes else (axes[0] if axes else -1)
+    if axis == -1 or q.shape != layer.weight.shape:
+        return None
+    s = scale if axis is None else scale.reshape([-1 if i == axis else 1 for i in range(q.ndim)])
+    return sqnr_db(layer.weight, q.astype(np.float32) * s)
+
+
 def _reduce_range(cfg: QuantizeConfig) -> bool:
     if cfg.reduce_range is not None:
         return cfg.reduce_range
@@ -229,6 +240,9 @@ def _ort_int8(model: onnx.ModelProto, layers: list[WeightLayer], bits_by_layer: 
 
     exclude = [name for name, b in bits_by_layer.items() if b > 8]
     reduce_range = _reduce_range(cfg)
+    from edgekit.onnxtools import ort_session
+
+    ort_session(model)  # a model onnxruntime cannot load is one error line here, not a traceback from its quantizer
     with tempfile.TemporaryDirectory() as tmp, _quantizer_errors():
         src, pre, dst = Path(tmp) / "in.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, src)
@@ -252,9 +266,8 @@ def _ort_int8(model: onnx.ModelProto, layers: list[WeightLayer], bits_by_layer: 
         if qname not in inits:
             report.layers.append(LayerReport(layer.node.name, layer.node.op_type, None, layer.weight.nbytes, layer.weight.nbytes, None, "kept float"))
             continue
-        scale = inits[sname].reshape([-1 if i == layer.axis else 1 for i in range(layer.weight.ndim)]) if inits[sname].size > 1 else inits[sname]
-        w_hat = inits[qname].astype(np.float32) * scale
-        report.layers.append(LayerReport(layer.node.name, layer.node.op_type, 8, layer.weight.nbytes, inits[qname].nbytes + inits[sname].nbytes, sqnr_db(layer.weight, w_hat)))
+        report.layers.append(LayerReport(layer.node.name, layer.node.op_type, 8, layer.weight.nbytes, inits[qname].nbytes + inits[sname].nbytes,
+                                         _int8_sqnr(layer, inits[qname], inits[sname])))
     return out
 
 
