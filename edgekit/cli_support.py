@@ -50,7 +50,14 @@ def _on_sigterm(_signum, _frame) -> None:
     raise Terminated()
 
 
+def one_line(text: str) -> str:
+    """Names from a file (node, tensor, path) may hold newlines or control bytes: show them escaped, so an error
+    stays one line that a script can parse."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def user_error(message: str, hint: str | None = None, code: int = EXIT_USER) -> None:
+    message, hint = one_line(message), one_line(hint) if hint else hint
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
     err.print(f"[dim]hint: {escape(hint or f'see `edgekit {command} --help` for the options and an example')}[/]", highlight=False, soft_wrap=True)
@@ -70,7 +77,7 @@ def _internal_error(exc: BaseException) -> None:
         fh.write(f"edgekit {' '.join(sys.argv[1:])}\n\n")
         traceback.print_exception(exc, file=fh)
     name = type(exc).__name__
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    first = one_line((str(exc).strip().splitlines() or [""])[0][:200])
     err.print(f"[bold red]internal error:[/] {escape(name)}: {escape(first)}", highlight=False, soft_wrap=True)
     err.print(f"[dim]hint: this is a bug in edgekit; the traceback is in {path} (please attach it to a report)[/]", highlight=False,
               soft_wrap=True)
