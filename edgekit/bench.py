@@ -78,7 +78,9 @@ def bench(
         if model_path.is_dir():
             artifact = model_path
             meta = read_meta(artifact)
-            onnx_path = Path(onnx_path or meta["source"]["path"])
+            onnx_path = Path(onnx_path or meta.source_path or "")
+            if not onnx_path.is_file():
+                raise EdgekitError(f"the artifact's source ONNX {onnx_path} is gone", "pass the ONNX file with --onnx")
         else:
             artifact, meta = None, None
             onnx_path = model_path
@@ -89,7 +91,7 @@ def bench(
 
             artifact = tmp / "artifact"
             result = compile_onnx(onnx_path, artifact, target, input_shapes=input_shapes, validate=True, quiet=quiet)
-            meta = result.meta
+            meta = read_meta(artifact)
         inputs = tmp / "inputs.npz"
         np.savez(inputs, **random_inputs(specs))
         sizes = {"ort": onnx_path.stat().st_size}
@@ -127,17 +129,17 @@ def bench(
     return BenchReport(str(model_path), runs)
 
 
-def _tvm_runner(artifact: Path, meta: dict, threads: int, device: dict | None):
+def _tvm_runner(artifact: Path, meta, threads: int, device: dict | None):
     """(label, remote runner or None) for timing an artifact: natively in a worker process when this CPU can run
     it (refused first if it lacks a feature: a SIGILL in the worker would say nothing), else on the board over
     RPC or under the target's emulator."""
     from edgekit.runtime import refuse_if_not_runnable
     from edgekit.targets import TargetCaps, artifact_caps
 
-    label = meta["target"]["name"]
-    native = artifact_caps(meta["target"]).arch == TargetCaps.host().arch
+    label = meta.target["name"]
+    native = artifact_caps(meta.target).arch == TargetCaps.host().arch
     if native and not device:
-        refuse_if_not_runnable(artifact, meta["target"])
+        refuse_if_not_runnable(artifact, meta.target)
         return label, None
     from edgekit.runners import open_runner
 

@@ -155,8 +155,8 @@ def validate_artifact(
 
     compiled = open_runner(artifact_dir, **(device or {}))
     if onnx_path is None:
-        onnx_path = Path(read_meta(artifact_dir)["source"]["path"])
-        if not onnx_path.exists():
+        onnx_path = read_meta(artifact_dir).source_path or Path("")
+        if not onnx_path.is_file():
             raise EdgekitError(f"the artifact's source ONNX {onnx_path} is gone", "pass the ONNX file explicitly")
     onnx_path = Path(onnx_path)
     from edgekit.graph import load_onnx

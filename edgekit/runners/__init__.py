@@ -32,7 +32,7 @@ def open_runner(artifact_dir: Path | str, threads: int = 0, rpc: str | None = No
     """The runner for this artifact: the board if --rpc/--tracker is given, else local if the CPU matches,
     else the target's emulator."""
     meta = read_meta(artifact_dir)
-    target = meta["target"]
+    target = meta.target
     if rpc or tracker:
         from edgekit.runners.rpc import RpcRunner, connect
 

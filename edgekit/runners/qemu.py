@@ -22,8 +22,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_dir
-from edgekit.graph import TensorSpec
-from edgekit.runtime import LIBRARY
+from edgekit.runtime import LIBRARY, ArtifactMeta
 
 RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runtime" / "cpp" / "edgekit_run.cc"
 # (wheel, file inside it) for the two libraries the guest needs
@@ -88,13 +87,12 @@ def _dl_type(dtype: np.dtype) -> tuple[int, int]:
 class QemuRunner:
     label = "emulated"
 
-    def __init__(self, artifact_dir: Path, meta: dict, threads: int = 0) -> None:
+    def __init__(self, artifact_dir: Path, meta: ArtifactMeta, threads: int = 0) -> None:
         self.path = artifact_dir
         self.meta = meta
-        self.target = meta["target"]
+        self.target = meta.target
         self.threads = threads
-        self.inputs = [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in meta["inputs"]]
-        self.outputs = [TensorSpec(o["name"], tuple(o["shape"]), o["dtype"]) for o in meta["outputs"]]
+        self.inputs, self.outputs = meta.inputs, meta.outputs
         self.qemu = _require_tool(self.target["qemu"], "qemu-user")
         self.guest = ensure_guest_runtime(self.target)
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.graph import TensorSpec
 from edgekit.runtime import LIBRARY, read_meta
 
 CONNECT_TIMEOUT_S = 5.0
@@ -86,8 +85,7 @@ class RpcRunner:
 
         self.path = Path(artifact_dir)
         self.meta = read_meta(self.path)
-        self.inputs = [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in self.meta["inputs"]]
-        self.outputs = [TensorSpec(o["name"], tuple(o["shape"]), o["dtype"]) for o in self.meta["outputs"]]
+        self.inputs, self.outputs = self.meta.inputs, self.meta.outputs
         self.session = session
         remote_name = f"edgekit-{uuid.uuid4().hex[:12]}.so"  # unique: re-uploading a name can crash the server child
         try:
@@ -97,7 +95,7 @@ class RpcRunner:
         except Exception as exc:
             raise EdgekitError(
                 f"the device could not load {LIBRARY}: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}",
-                f"was the artifact compiled for this board? it targets {self.meta['target']['name']}",
+                f"was the artifact compiled for this board? it targets {self.meta.target['name']}",
             ) from None
 
     def _set_inputs(self, feeds: dict[str, np.ndarray]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,41 @@ LIBRARY = "model.so"
 BUNDLE = "bundle.npz"
 
 
-def read_meta(artifact_dir: Path | str) -> dict:
+@dataclass(frozen=True)
+class ArtifactMeta:
+    """meta.json as read back by the runtime, the runners, bench and validate: the fields they use, typed and
+    checked once (a missing or malformed field is one error line), plus the whole document in `raw`."""
+
+    schema_version: int
+    target: dict
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    source_path: Path | None
+    index_inputs: dict[str, int]
+    validation: dict | None
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: object, where: Path) -> "ArtifactMeta":
+        try:
+            assert isinstance(data, dict)
+            return cls(int(data.get("schema_version", 1)), dict(data["target"]), _specs(data["inputs"]), _specs(data["outputs"]),
+                       Path(data["source"]["path"]) if data.get("source", {}).get("path") else None,
+                       {str(k): int(v) for k, v in data.get("index_inputs", {}).items()}, data.get("validation"), data)
+        except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise EdgekitError(f"{where} is not a valid edgekit meta.json (bad or missing {exc})", "re-run edgekit compile") from None
+
+
+def read_meta(artifact_dir: Path | str) -> ArtifactMeta:
     artifact_dir = Path(artifact_dir)
     meta_path = artifact_dir / META
     if not artifact_dir.is_dir() or not meta_path.exists():
         raise EdgekitError(f"{artifact_dir} is not an edgekit artifact (no {META})", "create one with `edgekit compile model.onnx -o DIR`")
     try:
-        return json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
+        data = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise EdgekitError(f"{meta_path} is corrupt", "re-run edgekit compile") from None
+    return ArtifactMeta.from_json(data, meta_path)
 
 
 def refuse_if_not_runnable(artifact_dir: Path, target: dict) -> None:
@@ -72,9 +99,8 @@ class CompiledModel:
     def __init__(self, artifact_dir: Path | str, threads: int = 0) -> None:
         self.path = Path(artifact_dir)
         self.meta = read_meta(self.path)
-        self.inputs = _specs(self.meta["inputs"])
-        self.outputs = _specs(self.meta["outputs"])
-        refuse_if_not_runnable(self.path, self.meta["target"])
+        self.inputs, self.outputs = self.meta.inputs, self.meta.outputs
+        refuse_if_not_runnable(self.path, self.meta.target)
         set_threads(threads)
         import tvm
         from tvm.runtime.vm import VirtualMachine  # runtime-only: works without libtvm_compiler
@@ -100,7 +126,7 @@ class CompiledModel:
         missing = [s.name for s in self.inputs if s.name not in feeds]
         if missing:
             raise EdgekitError(f"missing input(s) {missing}", f"the artifact takes: {', '.join(s.name for s in self.inputs)}")
-        check_index_inputs(feeds, self.meta.get("index_inputs", {}))
+        check_index_inputs(feeds, self.meta.index_inputs)
         return [self._tvm.runtime.tensor(self._check(s, feeds[s.name])) for s in self.inputs]
 
     def invoke(self, prepared: list):
