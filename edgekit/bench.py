@@ -75,15 +75,7 @@ def bench(
     threads = threads or default_threads()
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        if model_path.is_dir():
-            artifact = model_path
-            meta = read_meta(artifact)
-            onnx_path = Path(onnx_path or meta.source_path or "")
-            if not onnx_path.is_file():
-                raise EdgekitError(f"the artifact's source ONNX {onnx_path} is gone", "pass the ONNX file with --onnx")
-        else:
-            artifact, meta = None, None
-            onnx_path = model_path
+        artifact, meta, onnx_path = _resolve(model_path, onnx_path)
         model = load_onnx(onnx_path)
         specs = resolve_input_specs(model, input_shapes or {})
         if "tvm" in runtimes and artifact is None:
@@ -127,6 +119,19 @@ def bench(
         p50, p90, p99 = np.percentile(t, [50, 90, 99])
         runs.append(BenchRun(model_path.name, rt, targets[rt], float(p50), float(p90), float(p99), float(t.mean()), rss[rt], sizes[rt], threads, len(t)))
     return BenchReport(str(model_path), runs)
+
+
+def _resolve(model_path: Path, onnx_path: Path | None):
+    """(artifact dir or None, its meta or None, the ONNX that onnxruntime and OpenVINO run)."""
+    from edgekit.runtime import read_meta
+
+    if not model_path.is_dir():
+        return None, None, model_path
+    meta = read_meta(model_path)
+    onnx_path = Path(onnx_path or meta.source_path or "")
+    if not onnx_path.is_file():
+        raise EdgekitError(f"the artifact's source ONNX {onnx_path} is gone", "pass the ONNX file with --onnx")
+    return model_path, meta, onnx_path
 
 
 def _tvm_runner(artifact: Path, meta, threads: int, device: dict | None):
