@@ -393,7 +393,9 @@ def test_lowered_model_runs_on_aarch64_under_qemu(tmp_path):
             "outputs": [{"name": "y", "shape": [1, 10], "dtype": "float32"}]}
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     x = _input()
-    got = QemuRunner(tmp_path, meta, threads=2).run({"x": x})["y"]
+    from edgekit.runtime import read_meta
+
+    got = QemuRunner(tmp_path, read_meta(tmp_path), threads=2).run({"x": x})["y"]
     np.testing.assert_allclose(got, _ort(model, x), rtol=1e-5, atol=1e-4)
 
 
