@@ -57,6 +57,12 @@ def _simplify_child(src: str, dst: str, shapes_json: str) -> int:
     return 0
 
 
+def ort_error_line(exc: BaseException) -> str:
+    """onnxruntime's message without its "Load model from /tmp/... failed:" prefix, first line, bounded."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first.split(" failed:", 1)[-1].strip()[:240]
+
+
 def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0):
     import onnxruntime as ort
 
@@ -70,8 +76,7 @@ def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0):
         return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's pybind errors (Fail, InvalidGraph, ...) reach the user as one line
         what = "the model" if isinstance(model, onnx.ModelProto) else str(model)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        first = first.split(" failed:", 1)[-1].strip()[:240]
+        first = ort_error_line(exc)
         raise EdgekitError(f"onnxruntime cannot load {what}: {first}", "onnxruntime is the reference: the model must run there first") from None
 
 

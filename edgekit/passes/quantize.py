@@ -210,9 +210,9 @@ def _quantizer_errors():
     except EdgekitError:
         raise
     except Exception as exc:  # noqa: BLE001 - reported to the user
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        first = first.split(" failed:", 1)[-1].strip()[:240]
-        raise EdgekitError(f"onnxruntime's int8 quantizer failed on the model: {first}",
+        from edgekit.onnxtools import ort_error_line
+
+        raise EdgekitError(f"onnxruntime's int8 quantizer failed on the model: {ort_error_line(exc)}",
                            "the model must run in onnxruntime with float inputs; check it with `edgekit validate` first") from None
 
 
