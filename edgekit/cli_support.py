@@ -9,7 +9,6 @@ import errno
 import functools
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -20,7 +19,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from edgekit import interrupts
 from edgekit.errors import EdgekitError
+from edgekit.interrupts import Terminated
 
 out = Console()
 err = Console(stderr=True)
@@ -40,14 +41,6 @@ EXIT_USER, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM = 2, 3, 130, 143
 _OS_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
               errno.EACCES: "permission denied", errno.EPERM: "operation not permitted", errno.EDQUOT: "disk quota exceeded",
               errno.ENAMETOOLONG: "file name too long", errno.EISDIR: "it is a directory", errno.ENOTDIR: "not a directory"}
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread like KeyboardInterrupt so that `finally` blocks remove temp outputs."""
-
-
-def _on_sigterm(_signum, _frame) -> None:
-    raise Terminated()
 
 
 def one_line(text: str) -> str:
@@ -91,34 +84,32 @@ def handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
-        try:
-            return fn(*args, **kwargs)
-        except EdgekitError as exc:
-            user_error(exc.message, exc.hint, exc.exit_code)
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(EXIT_SIGINT) from None
-        except Terminated:
-            err.print("terminated")
-            raise typer.Exit(EXIT_SIGTERM) from None
-        except OSError as exc:
-            _os_error(exc)
-        except MemoryError:
-            user_error("out of memory", "use smaller input shapes (--input-shape) or a machine with more memory")
-        except Exception as exc:  # noqa: BLE001 - the boundary: reported as an internal error with its traceback
-            interrupted = interrupt_behind(exc)
-            if interrupted is not None:
-                err.print("interrupted")
-                raise typer.Exit(interrupted) from None
-            _internal_error(exc)
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        with interrupts.handled():
+            try:
+                return fn(*args, **kwargs)
+            except (typer.Exit, typer.Abort, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the boundary: every exception is mapped to an exit code
+                _report(exc)
 
     return wrapper
+
+
+def _report(exc: BaseException) -> None:
+    # a signal first: whatever TVM (or an error path after it) made of the interrupt, it is an interrupt
+    interrupted = interrupts.pending_exit_code() or interrupt_behind(exc)
+    if interrupted is not None:
+        err.print("terminated" if interrupted == EXIT_SIGTERM else "interrupted")
+        raise typer.Exit(interrupted) from None
+    if isinstance(exc, EdgekitError):
+        user_error(exc.message, exc.hint, exc.exit_code)
+    if isinstance(exc, OSError):
+        _os_error(exc)
+    if isinstance(exc, MemoryError):
+        user_error("out of memory", "use smaller input shapes (--input-shape) or a machine with more memory")
+    if not isinstance(exc, Exception):
+        raise exc  # GeneratorExit and the like: not ours to map
+    _internal_error(exc)
 
 
 def interrupt_behind(exc: BaseException) -> int | None:
@@ -126,21 +117,15 @@ def interrupt_behind(exc: BaseException) -> int | None:
     the message (exit 130), so Ctrl-C is never reported as a build failure."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, KeyboardInterrupt):
-            return EXIT_SIGINT
         if isinstance(seen, Terminated):
             return EXIT_SIGTERM
+        if isinstance(seen, KeyboardInterrupt):
+            return EXIT_SIGINT
         seen = seen.__cause__ or seen.__context__
     text = str(exc)
     if "KeyboardInterrupt" in text:
         return EXIT_SIGINT
     return EXIT_SIGTERM if "Terminated" in text else None
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def parse_keep(text: str) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+from edgekit import interrupts
 from edgekit.errors import EdgekitError
 
 OutputKind = Literal["artifact", "onnx", "npy", "file"]
@@ -23,6 +24,7 @@ OutputKind = Literal["artifact", "onnx", "npy", "file"]
 # What `compile` writes into an artifact directory (edgekit.runtime names them; kept here as plain strings so
 # this module stays a leaf). A directory holding anything else is not ours to replace.
 ARTIFACT_FILES = frozenset({"model.so", "meta.json", "bundle.npz", "tuning.json"})
+_SLACK = 8 << 20  # bytes an output needs beyond twice its inputs (code, metadata, the temp copy's slack)
 _NPY_MAGIC = (b"\x93NUMPY", b"PK\x03\x04")
 
 
@@ -73,6 +75,7 @@ def check_output_path(out: Path, force: bool, inputs: tuple[Path | None, ...] = 
             raise EdgekitError(f"output {out} is the input file", "choose another output path; inputs are never overwritten")
         if target in src_path.parents:
             raise EdgekitError(f"output {out} contains the input {src}", "choose an output path outside the input's directory; inputs are never overwritten")
+    check_writable(out, 2 * sum(Path(p).stat().st_size for p in inputs if p is not None and Path(p).is_file()) + _SLACK)
     if not out.exists() and not out.is_symlink():
         return
     if not force:
@@ -80,6 +83,25 @@ def check_output_path(out: Path, force: bool, inputs: tuple[Path | None, ...] = 
     why = _is_edgekit_output(out, kind)
     if why is not None:
         raise EdgekitError(f"refusing to replace {out}: {why}", "--force replaces only an earlier edgekit output of the same kind; choose a new path")
+
+
+def check_writable(out: Path, need_bytes: int) -> None:
+    """Before any long work: the output's directory (its nearest existing ancestor, as it is created on write)
+    must be writable and hold about `need_bytes`, so a read-only or full disk fails in the first second, not
+    after the build. The estimate is deliberately rough (twice the inputs); ENOSPC later is still reported."""
+    place = Path(out).resolve().parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise EdgekitError(f"cannot create {out}: {place} is not a directory", "choose another output path (-o)")
+    if not os.access(place, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+        raise EdgekitError(f"cannot write to {place}: {'the file system is read-only' if read_only else 'permission denied'}",
+                           "choose another output path (-o)")
+    free = shutil.disk_usage(place).free
+    if free < need_bytes:
+        raise EdgekitError(f"{place} has {free / 1e6:.1f} MB free; writing {out.name} needs about {need_bytes / 1e6:.0f} MB",
+                           "free space or choose an output path on another disk (-o)")
 
 
 @contextlib.contextmanager
@@ -91,6 +113,7 @@ def atomic_file(out: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        interrupts.check()  # never commit an output whose writing a signal interrupted
         os.replace(tmp_path, out)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -103,6 +126,7 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         yield tmp
+        interrupts.check()
         if out.exists():
             # a fresh empty directory to move the old output onto (rename may replace an empty directory),
             # so no existing path of the user's is ever the one removed

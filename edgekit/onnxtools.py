@@ -14,6 +14,7 @@ from pathlib import Path
 
 import onnx
 
+from edgekit import interrupts
 from edgekit.errors import EdgekitError
 
 
@@ -75,6 +76,7 @@ def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0):
     try:
         return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's pybind errors (Fail, InvalidGraph, ...) reach the user as one line
+        interrupts.check()
         what = "the model" if isinstance(model, onnx.ModelProto) else str(model)
         first = ort_error_line(exc)
         raise EdgekitError(f"onnxruntime cannot load {what}: {first}", "onnxruntime is the reference: the model must run there first") from None

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 
 from rich.console import Console
 
+from edgekit import interrupts
+
 stderr = Console(stderr=True)
 
 
@@ -14,12 +16,13 @@ stderr = Console(stderr=True)
 def steps(quiet: bool = False) -> Iterator[Callable[[str], None]]:
     """A spinner naming the current step; each finished step is printed with its duration."""
     if quiet:
-        yield lambda _msg: None
+        yield lambda _msg: interrupts.check()
         return
     state = {"msg": None, "t": time.perf_counter()}
     with stderr.status("") as status:
 
         def step(msg: str) -> None:
+            interrupts.check()  # a signal TVM swallowed during the last step stops the command here
             if state["msg"]:
                 stderr.print(f"[green]✓[/] {state['msg']} [dim]({time.perf_counter() - state['t']:.1f}s)[/]")
             state["msg"], state["t"] = msg, time.perf_counter()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit import interrupts
 from edgekit.errors import EdgekitError
 
 # fp32 models compiled by TVM vs onnxruntime: different summation order only.
@@ -148,8 +149,8 @@ def validate_artifact(
     device: dict | None = None,
 ) -> ValidationReport:
     """Run the compiled artifact and onnxruntime on the same inputs; errors are the worst over all samples."""
-    from edgekit.onnxtools import ort_session
     from edgekit.graph import random_inputs
+    from edgekit.onnxtools import ort_session
     from edgekit.runners import open_runner
     from edgekit.runtime import read_meta
 
@@ -194,6 +195,7 @@ def compare_samples(samples, session, compiled, atol: float, rtol: float) -> Val
         try:
             ref = dict(zip(out_names, session.run(out_names, feeds)))
         except Exception as exc:  # noqa: BLE001 - onnxruntime's pybind errors reach the user as one line
+            interrupts.check()
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
             raise EdgekitError(f"onnxruntime could not run the reference model on these inputs: {first}",
                                "check the inputs' names, shapes and dtypes against the model") from None

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -137,3 +143,83 @@ def test_rpc_listen_checks():
 
 def test_validate_against_a_model_with_other_inputs(cli, digits_artifact, tiny):
     assert_one_line_error(cli("validate", digits_artifact, tiny), "does not match the artifact's inputs")
+
+
+@pytest.fixture(scope="module")
+def mobilenet_onnx(tmp_path_factory):
+    from edgekit.export import export_model
+
+    path = tmp_path_factory.mktemp("mbv2") / "mb.onnx"
+    export_model("mobilenetv2", path)
+    return path
+
+
+def _children_running(needle: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmd and "pytest" not in cmd:
+            found.append(cmd)
+    return found
+
+
+@pytest.mark.parametrize("signum,when", [(signal.SIGINT, "onnxsim"), (signal.SIGINT, 0.5), (signal.SIGINT, 6.0),
+                                         (signal.SIGTERM, 3.0)])
+def test_a_real_signal_during_the_build_stops_it(mobilenet_onnx, tmp_path, signum, when):
+    """A real signal, not a mocked exception: during onnxsim's child process, the Relax passes, the schedule
+    rules or LLVM codegen (the delays after import land in different phases; whichever one it hits, the
+    command must stop within seconds with 130/143, no output, no temp dir, no child process left)."""
+    model = tmp_path / "mb.onnx"
+    shutil.copy(mobilenet_onnx, model)
+    before = model.read_bytes()
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "compile", str(model), "-o", str(tmp_path / "art")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if when == "onnxsim":
+        deadline = time.monotonic() + 60
+        while not _children_running("-m edgekit.onnxtools") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    else:
+        for line in proc.stderr:  # wait until the build proper starts: the line after the Relax import
+            if "importing into TVM Relax" in line:
+                break
+        time.sleep(when)
+    assert proc.poll() is None, "the compile ended before the signal: the test model builds too fast"
+    proc.send_signal(signum)
+    sent = time.monotonic()
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signum, rest
+    assert time.monotonic() - sent < 10, "the build ran on after the signal"
+    assert ("terminated" if signum == signal.SIGTERM else "interrupted") in rest and "Traceback" not in rest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mb.onnx"] and model.read_bytes() == before
+    time.sleep(0.5)
+    assert not _children_running("-m edgekit."), "a child process outlived the command"
+
+
+@pytest.mark.parametrize("command", ["compile", "compress"])
+def test_full_or_read_only_disk_is_refused_before_any_work(cli, tiny, tmp_path, monkeypatch, command):
+    import os as os_module
+    from collections import namedtuple
+
+    import edgekit.compiler.build as build
+    import edgekit.compress as compress
+    import edgekit.fileio as fileio
+
+    def no_work(*_a, **_k):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(build, "load_onnx", no_work)
+    monkeypatch.setattr(compress, "load_onnx", no_work)
+    args = [command, tiny, "-o", tmp_path / "sub" / "out"] + (["--bits", "8"] if command == "compress" else [])
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 1000, 1000))
+    assert_one_line_error(cli(*args), "MB free", str(tmp_path))
+    monkeypatch.undo()
+    monkeypatch.setattr(build, "load_onnx", no_work)
+    monkeypatch.setattr(compress, "load_onnx", no_work)
+    monkeypatch.setattr(fileio.os, "access", lambda _p, mode, **_k: not mode & os_module.W_OK)  # a read-only mount (even to root)
+    monkeypatch.setattr(fileio.os, "statvfs", lambda _p: type("vfs", (), {"f_flag": os_module.ST_RDONLY})())
+    assert_one_line_error(cli(*args), "read-only", str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]

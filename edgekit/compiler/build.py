@@ -13,23 +13,27 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit import __version__
+from edgekit import __version__, interrupts
 from edgekit.checks import MAX_ELEMENTS, index_bounds
 from edgekit.compiler.frontend import to_relax
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.pipeline import lower_binary
 from edgekit.compiler.schedules.base import RuleResult
 from edgekit.errors import EdgekitError
-from edgekit.onnxtools import ort_session, simplify
 from edgekit.fileio import atomic_dir, check_output_path, sha256_of
 from edgekit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
+from edgekit.onnxtools import ort_session, simplify
 from edgekit.passes import passes_applied
 from edgekit.progress import steps, warn
 from edgekit.runners import open_runner
 from edgekit.runtime import BUNDLE, LIBRARY, META
 from edgekit.targets import TargetSpec, load_target
-from edgekit.validate import ValidationReport, compare_samples, load_inputs_npz, tolerances_for
-
+from edgekit.validate import (
+    ValidationReport,
+    compare_samples,
+    load_inputs_npz,
+    tolerances_for,
+)
 
 META_SCHEMA_VERSION = 2  # 2: rule_details (tuned knobs, fallback reasons), target caps, warnings, options
 
@@ -79,6 +83,7 @@ def _tvm_errors(target: TargetSpec):
     except EdgekitError:
         raise
     except Exception as exc:  # noqa: BLE001 - reported to the user as one line
+        interrupts.check()
         first = (str(exc).strip().splitlines() or ["?"])[-1][:300]
         raise EdgekitError(f"TVM could not build the model for {target.name}: {first}", "try --schedules none to tell an edgekit rule from a TVM limitation, and report the model") from None
 
@@ -226,6 +231,7 @@ def _link(executable, path: Path, cc: str, spec: TargetSpec) -> None:
     try:
         executable.export_library(str(path), cc=cc, options=list(spec.link_options))
     except Exception as exc:
+        interrupts.check()
         raise EdgekitError(f"linking model.so with {Path(cc).name} failed: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}", "check the cc of the target file and the free disk space") from None
     header = path.read_bytes()[:20]
     machine = int.from_bytes(header[18:20], "little")

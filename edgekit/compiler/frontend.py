@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import onnx
 
+from edgekit import interrupts
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
 
@@ -58,5 +59,6 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
     try:
         return from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
     except Exception as exc:
+        interrupts.check()
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
         raise EdgekitError(f"TVM could not import the model: {first}", "run `edgekit export`/onnxsim with fixed shapes first, or report the op") from None

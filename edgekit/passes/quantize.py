@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekit import interrupts
 from edgekit.errors import EdgekitError
 from edgekit.passes import LayerReport, PassReport, passes_applied, record_pass
 
@@ -210,6 +211,7 @@ def _quantizer_errors():
     except EdgekitError:
         raise
     except Exception as exc:  # noqa: BLE001 - reported to the user
+        interrupts.check()
         from edgekit.onnxtools import ort_error_line
 
         raise EdgekitError(f"onnxruntime's int8 quantizer failed on the model: {ort_error_line(exc)}",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit import interrupts
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
 
@@ -103,11 +104,14 @@ class CompiledModel:
         refuse_if_not_runnable(self.path, self.meta.target)
         set_threads(threads)
         import tvm
-        from tvm.runtime.vm import VirtualMachine  # runtime-only: works without libtvm_compiler
+        from tvm.runtime.vm import (
+            VirtualMachine,  # runtime-only: works without libtvm_compiler
+        )
 
         try:
             lib = tvm.runtime.load_module(str(self.path / LIBRARY))
         except Exception as exc:
+            interrupts.check()
             raise EdgekitError(f"cannot load {self.path / LIBRARY}: {str(exc).splitlines()[0][:200]}", "re-run edgekit compile") from None
         self._tvm = tvm
         self._vm = VirtualMachine(lib, tvm.cpu())

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import tvm
 from tvm import relax
 
+from edgekit import interrupts
+
 RewriteLog = list  # [{"pass": name, "skipped": reason}]
 
 
@@ -32,6 +34,7 @@ def mutator_pass(make_mutator: Callable[[tvm.IRModule], relax.PyExprMutator], na
                     out[gv] = func
             return out
         except Exception as exc:  # noqa: BLE001 - recorded as skipped (meta.json, console) or raised
+            interrupts.check()
             if log is None:
                 raise
             log.append({"pass": name, "skipped": first_line(exc)})

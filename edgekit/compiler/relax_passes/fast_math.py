@@ -5,6 +5,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from edgekit import interrupts
 from edgekit.compiler.relax_passes import RewriteLog, first_line
 
 
@@ -14,6 +15,7 @@ def fast_math(log: RewriteLog | None = None) -> tvm.transform.Pass:
         try:
             return relax.transform.FastMathTransform()(mod)
         except Exception as exc:  # noqa: BLE001 - recorded as skipped (meta.json, console) or raised
+            interrupts.check()
             if log is None:
                 raise
             log.append({"pass": "EdgekitFastMath", "skipped": first_line(exc)})

@@ -9,6 +9,7 @@ import tvm
 from tvm import relax
 from tvm.s_tir import Schedule
 
+from edgekit import interrupts
 from edgekit.compiler.relax_passes import binding_of, prim_float
 from edgekit.compiler.schedules.tir import blocks, is_load, iter_kinds
 
@@ -54,6 +55,7 @@ def scalar_minmax_kind(func: tvm.tirx.PrimFunc) -> str | None:
         sch = Schedule(func)
         found = blocks(sch)
     except Exception:  # noqa: BLE001 - a probe: a PrimFunc TVM cannot schedule is not the pattern, the call stays
+        interrupts.check()
         return None
     if len(found) != 1 or iter_kinds(sch, found[0]).strip("S"):
         return None

@@ -8,6 +8,7 @@ import tvm
 from tvm import relax
 from tvm.s_tir import Schedule
 
+from edgekit import interrupts
 from edgekit.compiler.schedules.dispatch import pick_rule
 from edgekit.compiler.schedules.tir import block_work, single_reduction
 
@@ -42,6 +43,7 @@ def effective_threads(mod: tvm.IRModule, threads: int) -> int:
     try:
         total = model_macs(mod)
     except Exception:  # noqa: BLE001 - an estimate only: without it every op keeps its own threshold
+        interrupts.check()
         return threads
     return 1 if total < SMALL_MODEL_MACS else threads
 
@@ -56,6 +58,7 @@ def model_macs(mod: tvm.IRModule) -> int:
                 if pick_rule(sch, None).knob_kind is not None:
                     total += block_work(sch, single_reduction(sch)) * max(1, calls.get(gv.name_hint, 1))
             except Exception:  # noqa: BLE001
+                interrupts.check()
                 continue
     return total
 

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 import tvm
 from tvm.s_tir import Schedule
 
-from edgekit.compiler.schedules.base import CONST_PARAMS_ATTR, Knobs, Rule, RuleContext, RuleResult
+from edgekit import interrupts
+from edgekit.compiler.schedules.base import (
+    CONST_PARAMS_ATTR,
+    Knobs,
+    Rule,
+    RuleContext,
+    RuleResult,
+)
 from edgekit.compiler.schedules.conv import ConvNHWC
 from edgekit.compiler.schedules.dense import Dense
 from edgekit.compiler.schedules.depthwise import DepthwiseConv
@@ -19,7 +26,12 @@ from edgekit.compiler.schedules.dlight_reduction import DlightReduction
 from edgekit.compiler.schedules.fallback import Fallback
 from edgekit.compiler.schedules.injective import Injective
 from edgekit.compiler.schedules.reduction import ReductionVec
-from edgekit.compiler.schedules.tiles import default_knobs, format_knobs, knob_space, tile_dims
+from edgekit.compiler.schedules.tiles import (
+    default_knobs,
+    format_knobs,
+    knob_space,
+    tile_dims,
+)
 from edgekit.compiler.schedules.tir import first_line
 from edgekit.compiler.schedules.winograd import WinogradInput, WinogradOutput
 
@@ -45,6 +57,7 @@ def schedule_prim_func(func: tvm.tirx.PrimFunc, ctx: RuleContext, knobs: Knobs |
         rule = pick_rule(Schedule(func), ctx, rules)
         why = ""
     except Exception as exc:  # noqa: BLE001 - reported: the fallback's RuleResult carries the reason
+        interrupts.check()
         rule, why = FALLBACK, f"{type(exc).__name__}"
     if constant_params and rule.marks_constant_params:
         func = func.with_attr(CONST_PARAMS_ATTR, sorted(constant_params))
@@ -55,18 +68,21 @@ def schedule_prim_func(func: tvm.tirx.PrimFunc, ctx: RuleContext, knobs: Knobs |
                 name = rule.apply(sch, ctx, knobs)  # before reading sch.mod: apply schedules it in place
                 return sch.mod["main"], RuleResult(name, dict(knobs))
             except Exception as exc:  # noqa: BLE001 - reported in the RuleResult
+                interrupts.check()
                 why = f"tuned knobs failed: {first_line(exc)}"
         sch = Schedule(func)
         try:
             name = rule.apply(sch, ctx)
             return sch.mod["main"], RuleResult(name, None, why)
         except Exception as exc:  # noqa: BLE001 - a rule bug must never break the build: reported in the RuleResult
+            interrupts.check()
             why = f"{type(rule).__name__} failed: {first_line(exc)}"
     sch = Schedule(func)
     try:
         FALLBACK.apply(sch, ctx)
         return sch.mod["main"], RuleResult(FALLBACK.name, None, why)
     except Exception as exc:  # noqa: BLE001 - reported in the RuleResult
+        interrupts.check()
         return func, RuleResult("none", None, f"{why}; fallback failed: {first_line(exc)}".lstrip("; "))
 
 
@@ -79,6 +95,7 @@ def tunable_space(func: tvm.tirx.PrimFunc, ctx: RuleContext) -> tuple[str, Knobs
             return None
         dims = tile_dims(sch, kind)
     except Exception:  # noqa: BLE001 - not a schedulable PrimFunc: not tunable (the tuner reports the task list)
+        interrupts.check()
         return None
     if kind == "dense" and dims["row_n"] == 1:
         # a GEMV streams each weight once: the tuner's cold-cache timing (weights from DRAM) picked 8 lanes for

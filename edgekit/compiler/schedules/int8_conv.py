@@ -10,9 +10,22 @@ from __future__ import annotations
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
-from edgekit.compiler.relax_passes.pack_int8_convs import CONV_BLOCK_7BIT, CONV_BLOCKS, LANES_I32, PAD_BLOCK
+from edgekit import interrupts
+from edgekit.compiler.relax_passes.pack_int8_convs import (
+    CONV_BLOCK_7BIT,
+    CONV_BLOCKS,
+    LANES_I32,
+    PAD_BLOCK,
+)
 from edgekit.compiler.schedules.base import Knobs, Rule, RuleContext
-from edgekit.compiler.schedules.tir import PARALLEL_MIN_ELEMS, PARALLEL_MIN_MACS, block_names, block_work, blocks, extent
+from edgekit.compiler.schedules.tir import (
+    PARALLEL_MIN_ELEMS,
+    PARALLEL_MIN_MACS,
+    block_names,
+    block_work,
+    blocks,
+    extent,
+)
 
 MAX_ROW = 14  # output pixels per register tile (accumulators: MAX_ROW zmm)
 # ----------------------------------------------------------------------------------------------------------
@@ -158,11 +171,13 @@ def _fuse_epilogue(sch: Schedule, store, block: str) -> None:
                 progress = True
                 break
             except Exception:  # noqa: BLE001 - not inlinable (e.g. reads the store twice): leave it
+                interrupts.check()
                 continue
     while len(consumers := sch.get_consumers(store)) == 1:
         try:
             sch.reverse_compute_inline(consumers[0])
         except Exception:  # noqa: BLE001
+            interrupts.check()
             return
 
 

@@ -23,7 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.compiler.tuning.db import FORMAT, VERSION, read_db, write_db, database_path, target_string
+from edgekit import interrupts
+from edgekit.compiler.tuning.db import (
+    FORMAT,
+    VERSION,
+    database_path,
+    read_db,
+    target_string,
+    write_db,
+)
 from edgekit.errors import EdgekitError
 
 MIN_GAIN = 0.03  # a tuned setting must beat the default by 3% (per task and end to end)
@@ -41,8 +49,8 @@ def extract_tasks(onnx_path: Path, spec, input_shapes=None):
     from edgekit.compiler.options import BuildOptions
     from edgekit.compiler.pipeline import prepare_fp32
     from edgekit.compiler.schedules.analysis import call_counts, task_key
-    from edgekit.onnxtools import simplify
     from edgekit.graph import load_onnx, resolve_input_specs
+    from edgekit.onnxtools import simplify
 
     model = load_onnx(onnx_path)
     in_specs = resolve_input_specs(model, input_shapes or {})
@@ -210,6 +218,7 @@ def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | Non
             mod = device.build(sched, target) if device else _build_one(sched, target)
             outs = timer.outputs(mod)
         except Exception:  # noqa: BLE001 - an invalid setting is skipped, not fatal
+            interrupts.check()
             continue
         if i == 0:
             ref = outs
@@ -250,8 +259,8 @@ def _bench_pair(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, dict], t
         return _bench_pair_remote(onnx_path, spec_name, db_tasks, threads, input_shapes, rounds, device)
     from edgekit.compiler.build import compile_onnx
     from edgekit.compiler.options import BuildOptions
-    from edgekit.measure import run_worker
     from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
+    from edgekit.measure import run_worker
 
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
         tmp = Path(tmpdir)
@@ -380,7 +389,14 @@ def tune_model(
     report = {"model": str(onnx_path), "database": str(db_path), "target": spec.name, "threads": threads, "schedule_threads": sched_threads,
               "tasks": len(tunable), "resumed": resumed, "timed": 0, "tuned": 0, "budget_exhausted": False}
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from edgekit.progress import stderr
 
