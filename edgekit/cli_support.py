@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from edgekit import interrupts
+import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 from edgekit.interrupts import Terminated
 

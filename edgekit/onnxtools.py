@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-from edgekit import interrupts
+import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 from rich.console import Console
 
-from edgekit import interrupts
+import edgekit.interrupts as interrupts
 
 stderr = Console(stderr=True)
 

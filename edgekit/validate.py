@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit import interrupts
+import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 
 # fp32 models compiled by TVM vs onnxruntime: different summation order only.

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit import __version__, interrupts
+import edgekit.interrupts as interrupts
+from edgekit import __version__
 from edgekit.checks import MAX_ELEMENTS, index_bounds
 from edgekit.compiler.frontend import to_relax
 from edgekit.compiler.options import BuildOptions

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import onnx
 
-from edgekit import interrupts
+import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
 

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit import interrupts
+import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 from edgekit.passes import LayerReport, PassReport, passes_applied, record_pass
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit import interrupts
+import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import tvm
 from tvm import relax
 
-from edgekit import interrupts
+import edgekit.interrupts as interrupts
 
 RewriteLog = list  # [{"pass": name, "skipped": reason}]
 

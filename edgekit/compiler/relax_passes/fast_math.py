@@ -5,7 +5,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from edgekit import interrupts
+import edgekit.interrupts as interrupts
 from edgekit.compiler.relax_passes import RewriteLog, first_line
 
 

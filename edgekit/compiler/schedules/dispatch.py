@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import tvm
 from tvm.s_tir import Schedule
 
-from edgekit import interrupts
+import edgekit.interrupts as interrupts
 from edgekit.compiler.schedules.base import (
     CONST_PARAMS_ATTR,
     Knobs,

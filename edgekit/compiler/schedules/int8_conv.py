@@ -10,7 +10,7 @@ from __future__ import annotations
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
-from edgekit import interrupts
+import edgekit.interrupts as interrupts
 from edgekit.compiler.relax_passes.pack_int8_convs import (
     CONV_BLOCK_7BIT,
     CONV_BLOCKS,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit import interrupts
+import edgekit.interrupts as interrupts
 from edgekit.compiler.tuning.db import (
     FORMAT,
     VERSION,
@@ -389,14 +389,7 @@ def tune_model(
     report = {"model": str(onnx_path), "database": str(db_path), "target": spec.name, "threads": threads, "schedule_threads": sched_threads,
               "tasks": len(tunable), "resumed": resumed, "timed": 0, "tuned": 0, "budget_exhausted": False}
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from edgekit.progress import stderr
 
