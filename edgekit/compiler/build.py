@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 import edgekit.interrupts as interrupts
 from edgekit import __version__
@@ -133,7 +134,7 @@ def compile_onnx(
 ) -> CompileResult:
     """ONNX file -> artifact directory for `target`, built with `opts`, validated against onnxruntime when this
     machine can run (or emulate) the target."""
-    onnx_path, opts = Path(onnx_path), opts or BuildOptions()
+    onnx_path, out, opts = Path(onnx_path), Path(out), opts or BuildOptions()
     spec = load_target(target)
     spec.tvm_target()  # a bad [tvm] table (unknown mcpu...) fails here, before any work
     check_output_path(out, force, (onnx_path, inputs), kind="artifact")
@@ -144,7 +145,7 @@ def compile_onnx(
         default_atol, default_rtol = tolerances_for(model)
         atol = default_atol if atol is None else atol
         rtol = default_rtol if rtol is None else rtol
-        did_simplify, mod, lowered = _import(model, in_specs, spec, opts.xnor, step)
+        did_simplify, mod, lowered, out_specs = _import(model, in_specs, spec, opts.xnor, step)
         step(f"scheduling and building for {spec.name}")
         t0 = time.perf_counter()
         has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
@@ -164,7 +165,7 @@ def compile_onnx(
         with atomic_dir(out) as tmp:
             step("linking model.so")
             _link(executable, tmp / LIBRARY, cc, spec)
-            meta = _meta(onnx_path, spec, in_specs, model, build, tmp, build_warnings)
+            meta = _meta(onnx_path, spec, in_specs, out_specs, model, build, tmp, build_warnings)
             (tmp / META).write_text(json.dumps(meta, indent=2))
             report = None
             if validate and spec.runnable_here != "no":
@@ -183,7 +184,7 @@ def compile_onnx(
     return CompileResult(out, meta, report)
 
 
-def _meta(onnx_path: Path, spec: TargetSpec, in_specs, model, build: dict, tmp: Path, build_warnings: list[str]) -> dict:
+def _meta(onnx_path: Path, spec: TargetSpec, in_specs, out_specs, model, build: dict, tmp: Path, build_warnings: list[str]) -> dict:
     return {
         "schema_version": META_SCHEMA_VERSION,
         "edgekit_version": __version__,
@@ -191,7 +192,7 @@ def _meta(onnx_path: Path, spec: TargetSpec, in_specs, model, build: dict, tmp: 
         "source": {"path": str(onnx_path.resolve()), "sha256": sha256_of(onnx_path), "size_bytes": onnx_path.stat().st_size},
         "target": spec.to_json() | {"runs_on_host": spec.runs_on_host},
         "inputs": [s.to_json() for s in in_specs],
-        "outputs": [s.to_json() for s in graph_outputs(model)],
+        "outputs": [s.to_json() for s in out_specs],
         "passes": passes_applied(model),
         "index_inputs": index_bounds(model),
         "build": build,
@@ -201,10 +202,21 @@ def _meta(onnx_path: Path, spec: TargetSpec, in_specs, model, build: dict, tmp: 
     }
 
 
-def _import(model, in_specs, spec: TargetSpec, xnor: bool, step) -> tuple[bool, object, list[dict]]:
-    """ONNX -> (onnxsim with fixed shapes) -> Relax, binary layers swapped for XNOR kernels where they qualify."""
+def fixed_output_specs(simplified: onnx.ModelProto) -> list:
+    """The outputs with the shapes the fixed inputs give them (the source's may say ['unk__315', 1, 1, 96])."""
+    try:
+        return graph_outputs(onnx.shape_inference.infer_shapes(simplified))
+    except Exception:  # noqa: BLE001 - inference is best effort: the graph's own output types remain
+        interrupts.check()
+        return graph_outputs(simplified)
+
+
+def _import(model, in_specs, spec: TargetSpec, xnor: bool, step) -> tuple[bool, object, list[dict], list]:
+    """ONNX -> (onnxsim with fixed shapes) -> Relax, binary layers swapped for XNOR kernels where they qualify.
+    Returns (onnxsim ran, module, XNOR-lowered layers, output specs with concrete shapes)."""
     step("simplifying with fixed shapes (onnxsim)")
     simplified, did_simplify = simplify(model, {s.name: list(s.shape) for s in in_specs})
+
     step("importing into TVM Relax")
     mod = to_relax(simplified, in_specs)
     lowered: list[dict] = []
@@ -212,7 +224,7 @@ def _import(model, in_specs, spec: TargetSpec, xnor: bool, step) -> tuple[bool, 
         step("lowering binary layers to XNOR-popcount kernels")
         with _tvm_errors(spec):
             mod, lowered = lower_binary(mod, spec.tvm_target())
-    return did_simplify, mod, lowered
+    return did_simplify, mod, lowered, fixed_output_specs(simplified)
 
 
 def scheduled_module(onnx_path: Path, target: str, threads: int = 2) -> tuple[object, dict[str, str]]:
@@ -221,7 +233,7 @@ def scheduled_module(onnx_path: Path, target: str, threads: int = 2) -> tuple[ob
     spec = load_target(target)
     model = load_onnx(Path(onnx_path))
     in_specs = resolve_input_specs(model, {})
-    _, mod, _ = _import(model, in_specs, spec, True, lambda _msg: None)
+    _, mod, _, _ = _import(model, in_specs, spec, True, lambda _msg: None)
     has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     mod, rules, _ = schedule_module(mod, spec, BuildOptions(threads=threads), int8=has_qdq)
     return mod, {name: r.rule for name, r in rules.items()}

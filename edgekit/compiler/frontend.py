@@ -4,6 +4,7 @@ from __future__ import annotations
 import onnx
 
 import edgekit.interrupts as interrupts
+from edgekit.compiler.recurrent import RECURRENT_OPS, unroll_recurrent
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
 
@@ -11,7 +12,7 @@ from edgekit.graph import TensorSpec
 def supported_onnx_ops() -> set[str]:
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    return set(onnx_frontend._get_convert_map())
+    return set(onnx_frontend._get_convert_map()) | set(RECURRENT_OPS)  # unrolled by edgekit before the import
 
 
 def check_supported(model: onnx.ModelProto) -> None:
@@ -52,6 +53,10 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
     """Import into a Relax IRModule with weights bound as constants (so they are folded into the build)."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    from edgekit.compiler import tvm_patches
+
+    tvm_patches.apply()  # before the import: two of the patches change how ONNX ops are converted
+    model = unroll_recurrent(model)  # TVM's importer has no LSTM / GRU / RNN
     check_supported(model)
     model = widen_subbyte_initializers(model)
     shape_dict = {s.name: [int(d) for d in s.shape] for s in inputs}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import tvm
+from tvm import relax
 from tvm.s_tir import Schedule
 
 
@@ -19,8 +21,37 @@ def register_clip_layout() -> None:
         clip.set_attr("FRelaxInferLayout", tvm.ir.Op.get("relax.nn.relu").get_attr("FRelaxInferLayout"))
 
 
+def import_variadic_elementwise_pairwise() -> None:
+    """Import ONNX Max / Min / Sum / Mean as a chain of broadcasting binary ops (maximum, minimum, add).
+    TVM 0.27's importer emits broadcast_to + stack(axis=0) + max(axis=0) instead: a 5-D stack that ConvertLayout
+    cannot carry NHWC through ("Invalid SLayout: can't find S in source layout ABCDE"), so any TF-converted
+    model with a ReLU floor Max(x, -0.4) failed to build; the binary ops have layout rules and fuse. All-constant
+    inputs still fold through the original converter."""
+    from tvm.relax.frontend.onnx import onnx_frontend as frontend
+
+    for cls in (frontend.Max, frontend.Min, frontend.Sum, frontend.Mean):
+        if getattr(cls, "_edgekit_pairwise", False):
+            continue
+        original = cls._impl_v1.__func__
+
+        def pairwise(klass, bb, inputs, attr, params, _original=original):
+            if all(isinstance(i, tvm.ir.GenericConst) for i in inputs):
+                return _original(klass, bb, inputs, attr, params)
+            binary = relax.op.add if klass is frontend.Mean else klass.binary_op
+            folded = functools.reduce(lambda a, b: bb.normalize(binary(a, b)), inputs)
+            if klass is frontend.Mean and len(inputs) > 1:
+                folded = relax.op.divide(folded, relax.const(len(inputs), folded.ty.dtype))
+            return folded
+
+        # every _impl_vN the converter may dispatch to (get_converter picks the highest N <= the model's opset)
+        for name in [n for n in dir(cls) if n.startswith("_impl_v") and n[7:].isdigit()]:
+            setattr(cls, name, classmethod(pairwise))
+        cls._edgekit_pairwise = True
+
+
 def apply() -> None:
     register_clip_layout()
+    import_variadic_elementwise_pairwise()
 
 
 @contextlib.contextmanager
