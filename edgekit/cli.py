@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgekit.cli_support import (
@@ -104,6 +105,7 @@ def compress(
     eval_set: Annotated[Optional[str], typer.Option("--eval", help="Report accuracy on a labelled set: digits.")] = None,
     target: Annotated[Optional[str], typer.Option("--target", help="int8: pick the weight format exact on this target and this machine "
                                                   "(7-bit weights where onnxruntime lacks VNNI). Default: this machine.")] = None,
+    input_shape: ShapeOpt = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -112,6 +114,7 @@ def compress(
     Example: edgekit compress model.onnx --bits 4 -o model.q4.onnx --eval digits
     """
     from edgekit.compress import CompressOptions, compress_file
+    from edgekit.graph import parse_input_shapes
     from edgekit.progress import stderr
 
     keep_t = None if keep is None else parse_keep(keep)
@@ -124,11 +127,13 @@ def compress(
     opts = CompressOptions(bits=bits, dynamic=dynamic, method=method, calib=calib, block_size=block_size, keep=keep_t,
                            layer_bits=per_layer, weight_only=weight_only, binarize_mode=mode, target=target)
     with stderr.status(f"compressing to {bits} bit…"):
-        result = compress_file(model, output, opts, force, eval_set)
+        result = compress_file(model, output, opts, force, eval_set, parse_input_shapes(input_shape))
     if json_out:
         return emit_json(result)
     out.print(f"wrote {output}: {result.get('mode', result['pass'])}; file {result['file_bytes_before'] / 1e6:.2f} → "
               f"{result['file_bytes_after'] / 1e6:.2f} MB ({result['file_ratio']:.2f}×), weights {result['weight_ratio']:.2f}× smaller")
+    if result.get("opset"):
+        out.print(f"[dim]converted: {result['opset']}[/]")
     table = Table(title="per layer")
     for col in ("layer", "op", "bits", "weight kB before", "after", "SQNR dB"):
         table.add_column(col)
@@ -213,6 +218,48 @@ def tune(
     if e2e:
         verdict = "kept" if e2e["accepted"] else "rejected (default schedules kept)"
         out.print(f"end to end ({e2e['threads']} threads): default {e2e['default_ms']:.3f} ms, tuned {e2e['tuned_ms']:.3f} ms, x{e2e['speedup']:.2f} - {verdict}")
+
+
+@app.command()
+@handle_errors
+def inspect(
+    model: Annotated[Path, typer.Argument(help="An .onnx file.")],
+    input_shape: ShapeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """What is in a model and what edgekit will do with each op: inputs, outputs, ops with their status,
+    parameters, MACs. Run it before compile.
+
+    Example: edgekit inspect model.onnx --input-shape 1,3,224,224
+    """
+    from edgekit.graph import parse_input_shapes
+    from edgekit.inspection import inspect_model
+
+    report = inspect_model(model, parse_input_shapes(input_shape))
+    if json_out:
+        return emit_json(report.to_json())
+    out.print(f"[bold]{model}[/]  opset {report.opset}  {escape(report.producer)}  params {report.params:,} "
+              f"({report.weight_bytes / 1e6:.2f} MB)  MACs {'unknown (fix the input shapes)' if report.macs is None else f'{report.macs / 1e6:,.1f} M'}")
+    table = Table(title="inputs / outputs")
+    for col in ("", "name", "shape", "dtype"):
+        table.add_column(col)
+    for kind, specs in (("in", report.inputs), ("out", report.outputs)):
+        for s in specs:
+            table.add_row(kind, escape(s.name), str(list(s.shape)), s.dtype)
+    out.print(table)
+    ops = Table(title="ops")
+    for col in ("op", "count", "status", "note"):
+        ops.add_column(col)
+    colour = {"tvm": "green", "edgekit": "cyan", "unsupported": "red"}
+    for r in report.ops:
+        name = f"{r.domain}::{r.op}" if r.domain else r.op
+        note = r.note + (f" (first: node '{r.first_node}')" if r.first_node else "")
+        ops.add_row(escape(name), str(r.count), f"[{colour[r.status]}]{r.status}[/]", escape(note))
+    out.print(ops)
+    for flag in report.fix_shapes:
+        out.print(f"dynamic input: fix it with [bold]{escape(flag)}[/]")
+    if report.unsupported:
+        out.print(f"[red]not compilable as is:[/] {', '.join(r.op for r in report.unsupported)}")
 
 
 @app.command("compile")

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_file, check_output_path
 from edgekit.graph import TensorSpec, load_onnx, random_inputs, resolve_input_specs
-from edgekit.passes import PassReport
+from edgekit.passes import PassReport, opset
 from edgekit.passes.quantize import QuantizeConfig, check_bits, check_not_quantized
 
 EVAL_SETS = ("digits",)
@@ -124,15 +125,32 @@ def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = "x86_6
     return result
 
 
-def compress_file(src: Path, out: Path, opts: CompressOptions, force: bool = False, eval_set: str | None = None) -> dict:
+def check_runs_in_onnxruntime(model: onnx.ModelProto, specs: list[TensorSpec]) -> None:
+    """The promise of every pass: onnxruntime loads and runs the output. Checked once before it is written, so
+    a pass that produced a model onnxruntime refuses is an error, never exit 0."""
+    from edgekit.onnxtools import ort_error_line, ort_session
+
+    session = ort_session(model)
+    try:
+        session.run(None, random_inputs(specs))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's pybind errors, reported as one line
+        interrupts.check()
+        raise EdgekitError(f"the compressed model does not run in onnxruntime: {ort_error_line(exc)}",
+                           "this is a bug in the pass for this graph; report it with the model (the output was not written)") from None
+
+
+def compress_file(src: Path, out: Path, opts: CompressOptions, force: bool = False, eval_set: str | None = None,
+                  input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict:
     src = Path(src)
     calib_file = Path(opts.calib) if opts.calib not in (None, "digits", "random") else None
     check_output_path(out, force, (src, calib_file), kind="onnx")
     if eval_set and eval_set not in EVAL_SETS:
         raise EdgekitError(f"unknown evaluation set '{eval_set}'", f"choose from {', '.join(EVAL_SETS)}")
     model = load_onnx(src)
-    specs = resolve_input_specs(model, {})
+    specs = resolve_input_specs(model, input_shapes or {})
     compressed, report = apply_passes(model, opts, specs)
+    opset.keep_used_imports(compressed)
+    check_runs_in_onnxruntime(compressed, specs)
     with atomic_file(out) as tmp:
         onnx.save(compressed, str(tmp))
     result = report.to_json() | {"input": str(src), "output": str(out), "file_bytes_before": src.stat().st_size,

@@ -167,7 +167,7 @@ def validate_artifact(
     default_atol, default_rtol = tolerances_for(model)
     atol = default_atol if atol is None else atol
     rtol = default_rtol if rtol is None else rtol
-    session = ort_session(onnx_path)
+    session = ort_session(onnx_path, reference=True)
     samples = load_inputs_npz(inputs, compiled.inputs) if inputs else [random_inputs(compiled.inputs, seed)]
     return compare_samples(samples, session, compiled, atol, rtol)
 

@@ -209,8 +209,9 @@ def _torch_onnx(module: nn.Module, example: torch.Tensor, opset: int, input_name
     return onnx.load_from_string(buf.getvalue())
 
 
-def build(name: str, size: int | None = None, opset: int = 13) -> onnx.ModelProto:
-    """Corpus model `name` at test size (or `size`: the image side, the audio length, the text width)."""
+def build(name: str, size: int | None = None, opset: int = 13, hidden: int | None = None) -> onnx.ModelProto:
+    """Corpus model `name` at test size (or `size`: the image side, the audio length, the text width, the frames;
+    `hidden`: the recurrent models' state size)."""
     torch.manual_seed(0)
     if name == "tf_classifier":
         return _tf_classifier(size or 32, opset)
@@ -219,13 +220,13 @@ def build(name: str, size: int | None = None, opset: int = 13) -> onnx.ModelProt
     if name == "ocr_detector":
         return _torch_onnx(_OcrDetector(), torch.rand(1, 3, size or 64, size or 64), opset, "x", ["prob"])
     if name == "crnn":
-        return _torch_onnx(_Crnn(), torch.rand(1, 1, 32, size or 64), opset, "image", ["log_probs"])
+        return _torch_onnx(_Crnn(hidden or 32), torch.rand(1, 1, 32, size or 32), opset, "image", ["log_probs"])
     if name == "audio_cnn":
         return _torch_onnx(_AudioCnn(), torch.randn(1, 1, size or 4000), opset, "wave", ["scores"])
     if name == "token_model":
         return _torch_onnx(_TokenModel(), torch.randint(0, 100, (1, size or 16)), opset, "ids", ["logits"])
     if name == "gru_kws":
-        return _torch_onnx(_GruKws(), torch.randn(1, size or 20, 10), opset, "frames", ["scores"])
+        return _torch_onnx(_GruKws(hidden=hidden or 24), torch.randn(1, size or 10, 10), opset, "frames", ["scores"])
     raise KeyError(name)
 
 

@@ -6,6 +6,7 @@ validation vs onnxruntime, build time), bundle.npz (sample inputs and onnxruntim
 from __future__ import annotations
 
 import json
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,6 +78,15 @@ def schedule_module(mod, target: TargetSpec, opts: BuildOptions, int8: bool = Fa
         return (*schedule_cpu(mod, target.tvm_target(), opts, log), [])
 
 
+def tvm_error_line(exc: BaseException) -> str:
+    """The informative line of a TVM error: its messages end with a dump of the IR ("# Metadata omitted ...")
+    after the "Check failed:" / "...Error:" line that says what went wrong."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    said = [ln for ln in lines if re.search(r"(Check failed|Error|error)\b.*:", ln) and not ln.startswith("#")]
+    best = said[-1] if said else next((ln for ln in reversed(lines) if not ln.startswith("#")), type(exc).__name__)
+    return best[:300]
+
+
 @contextmanager
 def _tvm_errors(target: TargetSpec):
     """TVM 0.27 raises plain RuntimeError/ValueError/InternalError subclasses (no TVMError): one user-facing line."""
@@ -86,8 +96,7 @@ def _tvm_errors(target: TargetSpec):
         raise
     except Exception as exc:  # noqa: BLE001 - reported to the user as one line
         interrupts.check()
-        first = (str(exc).strip().splitlines() or ["?"])[-1][:300]
-        raise EdgekitError(f"TVM could not build the model for {target.name}: {first}", "try --schedules none to tell an edgekit rule from a TVM limitation, and report the model") from None
+        raise EdgekitError(f"TVM could not build the model for {target.name}: {tvm_error_line(exc)}", "try --schedules none to tell an edgekit rule from a TVM limitation, and report the model") from None
 
 
 def has_binary_activations(model) -> bool:
@@ -171,7 +180,7 @@ def compile_onnx(
             if validate and spec.runnable_here != "no":
                 step(f"validating against onnxruntime ({spec.runnable_here})")
                 samples = load_inputs_npz(inputs, in_specs) if inputs else [random_inputs(in_specs)]
-                session = ort_session(onnx_path)
+                session = ort_session(onnx_path, reference=True)
                 report = compare_samples(samples, session, open_runner(tmp), atol, rtol)
                 meta["validation"] = report.to_json() | {"samples": len(samples), "executed": spec.runnable_here}
                 _write_bundle(tmp / BUNDLE, samples[0], session)

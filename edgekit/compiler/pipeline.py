@@ -58,7 +58,7 @@ def int8_passes() -> list[tvm.transform.Pass]:
     return [
         expand_qdq,
         relax.transform.FoldConstant(),
-        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
+        relax.transform.ConvertLayout(NHWC),
         relax.transform.FoldConstant(),  # HWIO weights become constants: pack_int8_convs reads them
         pack_int8_convs,
         relax.transform.DeadCodeElimination(),

@@ -31,7 +31,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.errors import EdgekitError
-from edgekit.passes import LayerReport, PassReport, record_pass
+from edgekit.passes import LayerReport, PassReport, opset, record_pass
 
 MODES = ("weights", "xnor")
 MIN_OPSET = 18  # BitwiseAnd
@@ -202,10 +202,8 @@ def _existing_sign(x: str, inits: dict, producers: dict) -> list[onnx.NodeProto]
 
 def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy at opset >= 18 whose nodes all have unique names (names prefix the new nodes)."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-    out = onnx.version_converter.convert_version(model, MIN_OPSET) if opset < MIN_OPSET else onnx.ModelProto()
-    if opset >= MIN_OPSET:
-        out.CopyFrom(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(opset.upgrade(model, MIN_OPSET))
     seen: set[str] = set()
     for i, node in enumerate(out.graph.node):
         if not node.name or node.name in seen:

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
-from edgekit.passes import LayerReport, PassReport, passes_applied, record_pass
+from edgekit.passes import LayerReport, PassReport, opset, passes_applied, record_pass
 
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
@@ -285,7 +285,12 @@ def run(model: onnx.ModelProto, cfg: QuantizeConfig) -> tuple[onnx.ModelProto, P
         raise EdgekitError("the model has no Conv/Gemm/MatMul layer with float weights to quantize", "quantization needs weight layers; compile the model as fp32")
     bits_by_layer = resolve_bits(layers, cfg)
     report = PassReport("quantize", model.ByteSize(), 0, extra={"bits": cfg.bits, "mode": ""})
+    notes: list[str] = []
     if cfg.bits == 8 and not cfg.weight_only and all(b == 8 for b in bits_by_layer.values()):
+        # per-channel DequantizeLinear has an `axis` from opset 13 on: onnxruntime's quantizer writes it anyway, and
+        # an opset-11 result did not load ("Unrecognized attribute: axis for operator DequantizeLinear")
+        model = opset.upgrade(model, 13, notes)
+        layers = weight_layers(model)
         out = _ort_int8(model, layers, bits_by_layer, cfg, report)
         fmt = "u8s7" if _reduce_range(cfg) else "u8s8"
         out.metadata_props.add(key=INT8_FORMAT_KEY, value=fmt)
@@ -293,14 +298,15 @@ def run(model: onnx.ModelProto, cfg: QuantizeConfig) -> tuple[onnx.ModelProto, P
         weights = "7-bit weights, reduce_range" if fmt == "u8s7" else "full-range weights"
         report.extra["mode"] = ("int8 dynamic" if cfg.dynamic else f"int8 static QDQ U8S8 ({cfg.method})") + f", {weights}"
     else:
+        # INT4 / INT2 initializers need opset 21 / 25: convert the model's other ops too, not only the label
+        upgraded = opset.upgrade(model, max(_OPSET_FOR_BITS[b] for b in bits_by_layer.values()), notes)
         out = onnx.ModelProto()
-        out.CopyFrom(model)
-        opset = max(_OPSET_FOR_BITS[b] for b in bits_by_layer.values())
-        _weight_only(out, layers, bits_by_layer, cfg.block_size, report)
-        for imp in out.opset_import:
-            if imp.domain in ("", "ai.onnx"):
-                imp.version = max(imp.version, opset)
+        out.CopyFrom(upgraded)
+        _weight_only(out, weight_layers(out), bits_by_layer, cfg.block_size, report)
         report.extra["mode"] = f"weight-only int{cfg.bits}" + (f" blocks of {cfg.block_size}" if cfg.block_size else " per-channel")
+    opset.keep_used_imports(out)
+    if notes:
+        report.extra["opset"] = "; ".join(notes)
     record_pass(out, f"quantize{cfg.bits}")
     report.size_after = out.ByteSize()
     return out, report
