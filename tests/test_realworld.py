@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import warnings
 
 import numpy as np
@@ -170,3 +171,14 @@ def test_unsupported_recurrent_attributes_are_refused_naming_the_node():
     model.graph.node[0].name = "encoder/lstm_1"
     with pytest.raises(EdgekitError, match="encoder/lstm_1.*clip"):
         unroll_recurrent(model)
+
+
+@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")),
+                    reason="needs g++-aarch64-linux-gnu and qemu-user (installed by .ci/run)")
+@pytest.mark.parametrize("name", ["tf_classifier", "crnn", "audio_cnn"])
+def test_corpus_model_cross_compiles_for_aarch64_and_validates_under_qemu(name, tmp_path):
+    model = build(name)
+    onnx.save(model, tmp_path / "m.onnx")
+    result = compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "arm", input_shapes=fixed_shapes(model), quiet=True)
+    output_scale_ok(result)
+    assert result.meta["validation"]["executed"] == "emulated"
