@@ -154,16 +154,23 @@ def mobilenet_onnx(tmp_path_factory):
     return path
 
 
-def _children_running(needle: str) -> list[str]:
+def _children_of(pid: int) -> list[int]:
+    """PIDs whose parent is `pid` (onnxsim's child process, the timing worker)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
             continue
-        if needle in cmd and "pytest" not in cmd:
-            found.append(cmd)
     return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @pytest.mark.parametrize("signum,when", [(signal.SIGINT, "onnxsim"), (signal.SIGINT, 0.5), (signal.SIGINT, 6.0),
@@ -179,7 +186,7 @@ def test_a_real_signal_during_the_build_stops_it(mobilenet_onnx, tmp_path, signu
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if when == "onnxsim":
         deadline = time.monotonic() + 60
-        while not _children_running("-m edgekit.onnxtools") and time.monotonic() < deadline:
+        while not _children_of(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
     else:
         for line in proc.stderr:  # wait until the build proper starts: the line after the Relax import
@@ -187,15 +194,17 @@ def test_a_real_signal_during_the_build_stops_it(mobilenet_onnx, tmp_path, signu
                 break
         time.sleep(when)
     assert proc.poll() is None, "the compile ended before the signal: the test model builds too fast"
+    children = _children_of(proc.pid)
     proc.send_signal(signum)
     sent = time.monotonic()
     rest = proc.communicate(timeout=120)[1]
     assert proc.returncode == 128 + signum, rest
-    assert time.monotonic() - sent < 10, "the build ran on after the signal"
+    # Python runs the handler when TVM's current C++ call returns: one LLVM codegen call took up to 8.5 s here
+    assert time.monotonic() - sent < 20, "the build ran on after the signal"
     assert ("terminated" if signum == signal.SIGTERM else "interrupted") in rest and "Traceback" not in rest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mb.onnx"] and model.read_bytes() == before
     time.sleep(0.5)
-    assert not _children_running("-m edgekit."), "a child process outlived the command"
+    assert not [c for c in children if _alive(c)], "a child process outlived the command"
 
 
 @pytest.mark.parametrize("command", ["compile", "compress"])

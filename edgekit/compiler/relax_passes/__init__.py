@@ -23,6 +23,7 @@ def mutator_pass(make_mutator: Callable[[tvm.IRModule], relax.PyExprMutator], na
 
     @tvm.transform.module_pass(opt_level=0, name=name)
     def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        interrupts.check()
         try:
             mutator = make_mutator(mod)
             out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)

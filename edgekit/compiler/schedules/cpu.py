@@ -21,6 +21,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+import edgekit.interrupts as interrupts
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.pipeline import prepare_fp32
 from edgekit.compiler.relax_passes import RewriteLog
@@ -46,6 +47,7 @@ def schedule_cpu(mod: tvm.IRModule, target: tvm.target.Target, opts: BuildOption
     constants = constant_params(mod)
     report: Report = {}
     for gv, func in list(mod.functions.items()):
+        interrupts.check()  # between PrimFuncs: a signal TVM's C++ frames swallowed stops the build here
         if isinstance(func, tvm.tirx.PrimFunc):
             knobs = opts.tuning.get(task_key(func, target)) if opts.tuning else None
             mod[gv], report[gv.name_hint] = schedule_prim_func(func, ctx, knobs, constants.get(gv.name_hint, ()))
@@ -55,4 +57,6 @@ def schedule_cpu(mod: tvm.IRModule, target: tvm.target.Target, opts: BuildOption
 def build_cpu(mod: tvm.IRModule, target: tvm.target.Target, opts: BuildOptions = BuildOptions(),
               log: RewriteLog | None = None) -> tuple[tvm.runtime.Executable, Report]:
     mod, report = schedule_cpu(mod, target, opts, log)
-    return relax.build(mod, target=target), report
+    executable = relax.build(mod, target=target)
+    interrupts.check()
+    return executable, report

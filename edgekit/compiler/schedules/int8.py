@@ -10,6 +10,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+import edgekit.interrupts as interrupts
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.pipeline import prepare_int8
 from edgekit.compiler.schedules.analysis import constant_params, fold_weight_prepacks
@@ -33,6 +34,7 @@ def schedule_int8(mod: tvm.IRModule, target: tvm.target.Target, opts: BuildOptio
     constants = constant_params(mod)
     report: Report = {}
     for gv, func in list(mod.functions.items()):
+        interrupts.check()
         if isinstance(func, tvm.tirx.PrimFunc):
             knobs = opts.tuning.get(task_key(func, target)) if opts.tuning else None
             mod[gv], report[gv.name_hint] = schedule_prim_func(func, ctx, knobs, constants.get(gv.name_hint, ()), INT8_RULES)
@@ -42,7 +44,9 @@ def schedule_int8(mod: tvm.IRModule, target: tvm.target.Target, opts: BuildOptio
 def build_int8(mod: tvm.IRModule, target: tvm.target.Target, opts: BuildOptions = BuildOptions()
                ) -> tuple[tvm.runtime.Executable, Report, list[dict]]:
     mod, report, layers = schedule_int8(mod, target, opts)
-    return relax.build(mod, target=target), report, layers
+    executable = relax.build(mod, target=target)
+    interrupts.check()
+    return executable, report, layers
 
 
 __all__ = ["build_int8", "schedule_int8", "prepare_int8", "INT8_RULES"]
