@@ -77,6 +77,8 @@ def bench(
         tmp = Path(tmpdir)
         artifact, meta, onnx_path = _resolve(model_path, onnx_path)
         model = load_onnx(onnx_path)
+        if meta is not None and not input_shapes:  # a dynamic-batch source: the artifact says what it was built for
+            input_shapes = {s.name: tuple(s.shape) for s in meta.inputs}
         specs = resolve_input_specs(model, input_shapes or {})
         if "tvm" in runtimes and artifact is None:
             from edgekit.compiler.build import compile_onnx

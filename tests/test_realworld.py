@@ -182,3 +182,13 @@ def test_corpus_model_cross_compiles_for_aarch64_and_validates_under_qemu(name, 
     result = compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "arm", input_shapes=fixed_shapes(model), quiet=True)
     output_scale_ok(result)
     assert result.meta["validation"]["executed"] == "emulated"
+
+
+def test_bench_of_an_artifact_built_from_a_dynamic_batch_model(cli, tmp_path):
+    """The source says ['batch', 16]; the artifact was built for [1, 16]: bench uses the artifact's shapes."""
+    model = build("token_model")
+    onnx.save(model, tmp_path / "m.onnx")
+    assert cli("compile", tmp_path / "m.onnx", "-o", tmp_path / "art", "--input-shape", "ids=1,16").exit_code == 0
+    res = cli("bench", tmp_path / "art", "--runtimes", "ort,tvm", "--repeat", "2", "--rounds", "1", "--warmup", "0", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert {r["runtime"] for r in json.loads(res.stdout)["runs"]} == {"ort", "tvm"}
