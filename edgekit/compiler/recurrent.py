@@ -43,22 +43,23 @@ class _Graph:
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=self.name(op_type), **attrs))
         return output
 
-    def split(self, x: str, sizes: list[int]) -> list[str]:
-        """Split along axis 1 (Split's sizes moved from an attribute to an input in opset 13)."""
+    def split(self, x: str, sizes: list[int], axis: int = 1) -> list[str]:
+        """Split along `axis` (Split's sizes moved from an attribute to an input in opset 13)."""
         outs = [self.name("part") for _ in sizes]
         if self.opset >= 13:
-            node = helper.make_node("Split", [x, self.const(np.array(sizes, np.int64), "sizes")], outs, name=self.name("Split"), axis=1)
+            node = helper.make_node("Split", [x, self.const(np.array(sizes, np.int64), "sizes")], outs, name=self.name("Split"), axis=axis)
         else:
-            node = helper.make_node("Split", [x], outs, name=self.name("Split"), axis=1, split=sizes)
+            node = helper.make_node("Split", [x], outs, name=self.name("Split"), axis=axis, split=sizes)
         self.nodes.append(node)
         return outs
 
     def reshape(self, x: str, shape: list[int], output: str | None = None) -> str:
         return self.op("Reshape", [x, self.const(np.array(shape, np.int64), "shape")], output)
 
-    def step(self, x: str, index: int, axis: int = 0) -> str:
-        """x[index] along axis, that axis removed (Gather with a scalar index, the same in every opset)."""
-        return self.op("Gather", [x, self.const(np.array(index, np.int64), "t")], axis=axis)
+    def unstack(self, x: str, count: int, axis: int, shape: list[int]) -> list[str]:
+        """x split into `count` slices along `axis`, each reshaped to `shape` (one Split: a scalar-index Gather
+        per step made TVM print a bounds warning per step)."""
+        return [self.reshape(part, shape) for part in self.split(x, [1] * count, axis)]
 
 
 def _refuse(node: onnx.NodeProto, what: str) -> EdgekitError:
@@ -129,10 +130,11 @@ def _gru_step(g: _Graph, x_t: str, h: str, wd: dict, hidden: int, linear_before_
     return g.op("Add", [cand, g.op("Mul", [z, g.op("Sub", [h, cand])])])  # (1 - z)·cand + z·h
 
 
-def _initial_state(g: _Graph, node: onnx.NodeProto, index: int, d: int, batch: int, hidden: int, layout: int) -> str:
+def _initial_states(g: _Graph, node: onnx.NodeProto, index: int, dirs: int, batch: int, hidden: int, layout: int) -> list[str]:
+    """[B, H] per direction: from initial_h / initial_c ([dirs, B, H], layout 1: [B, dirs, H]) or zeros."""
     if len(node.input) > index and node.input[index]:
-        return g.step(node.input[index], d, axis=1 if layout else 0)
-    return g.const(np.zeros((batch, hidden), np.float32), "zeros")
+        return g.unstack(node.input[index], dirs, 1 if layout else 0, [batch, hidden])
+    return [g.const(np.zeros((batch, hidden), np.float32), "zeros")] * dirs
 
 
 def unroll(node: onnx.NodeProto, x_shape: list[int], constants: dict[str, np.ndarray], opset: int) -> tuple[list, list]:
@@ -148,15 +150,17 @@ def unroll(node: onnx.NodeProto, x_shape: list[int], constants: dict[str, np.nda
     x = g.op("Transpose", [node.input[0]], perm=[1, 0, 2]) if layout else node.input[0]
     x2d = g.reshape(x, [steps * batch, -1])
     dirs = [False, True] if direction == "bidirectional" else [direction == "reverse"]
+    h0 = _initial_states(g, node, 5, len(dirs), batch, hidden, layout)
+    c0 = _initial_states(g, node, 6, len(dirs), batch, hidden, layout) if node.op_type == "LSTM" else [None] * len(dirs)
     ys, hs, cs = [], [], []
     for d, backwards in enumerate(dirs):
         wd = _direction_weights(node, constants, d, hidden, g)
-        proj = g.reshape(g.op("Add", [g.op("MatMul", [x2d, wd["w_t"]]), wd["bias"]]), [steps, batch, -1])
-        h = _initial_state(g, node, 5, d, batch, hidden, layout)
-        c = _initial_state(g, node, 6, d, batch, hidden, layout) if node.op_type == "LSTM" else None
+        proj = g.op("Add", [g.op("MatMul", [x2d, wd["w_t"]]), wd["bias"]])  # [steps * batch, gates * hidden]
+        x_steps = g.unstack(g.reshape(proj, [steps, batch, -1]), steps, 0, [batch, -1])
+        h, c = h0[d], c0[d]
         outs: dict[int, str] = {}
         for t in (reversed(range(steps)) if backwards else range(steps)):
-            x_t = g.step(proj, t)
+            x_t = x_steps[t]
             if node.op_type == "LSTM":
                 h, c = _lstm_step(g, x_t, h, c, wd, hidden)
             elif node.op_type == "GRU":
