@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgekit.compiler.recurrent import RECURRENT_OPS
 from edgekit.graph import TensorSpec, graph_inputs, graph_outputs, load_onnx
+from edgekit.passes.opset import default_opset
 
 # ops edgekit rewrites before TVM's importer sees them (compiler/recurrent.py, compiler/tvm_patches.py)
-EDGEKIT_LOWERED = {"LSTM": "unrolled by edgekit", "GRU": "unrolled by edgekit", "RNN": "unrolled by edgekit",
-                   "Max": "pairwise by edgekit", "Min": "pairwise by edgekit", "Sum": "pairwise by edgekit", "Mean": "pairwise by edgekit"}
+EDGEKIT_LOWERED = {**{op: "unrolled by edgekit" for op in RECURRENT_OPS},
+                   **{op: "pairwise by edgekit" for op in ("Max", "Min", "Sum", "Mean")}}
 
 
 @dataclass
@@ -131,7 +133,7 @@ def inspect_model(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = 
     inputs = graph_inputs(fixed)
     weight_bytes = sum(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
     return Inspection(
-        path=str(path), opset=next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0),
+        path=str(path), opset=default_opset(model, missing=0),
         producer=f"{model.producer_name} {model.producer_version}".strip(), inputs=inputs, outputs=graph_outputs(fixed),
         ops=_op_rows(model), params=sum(int(np.prod(t.dims)) for t in model.graph.initializer), weight_bytes=weight_bytes,
         macs=None if fix else count_macs(fixed), fix_shapes=fix)

@@ -18,6 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.errors import EdgekitError
+from edgekit.passes.opset import default_opset
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -194,7 +195,7 @@ def unroll_recurrent(model: onnx.ModelProto) -> onnx.ModelProto:
     shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
               for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    opset = default_opset(model)  # an LSTM/GRU/RNN node means the model imports the default domain
     out = onnx.ModelProto()
     out.CopyFrom(model)
     new_nodes, recurrent_inputs = [], set()

@@ -10,8 +10,9 @@ from edgekit.errors import EdgekitError
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
-def default_opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 1)
+def default_opset(model: onnx.ModelProto, missing: int = 1) -> int:
+    """The version of the default ONNX domain the model imports (`missing` if it imports none)."""
+    return next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), missing)
 
 
 def upgrade(model: onnx.ModelProto, minimum: int, notes: list[str] | None = None) -> onnx.ModelProto:
