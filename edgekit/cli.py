@@ -10,7 +10,7 @@ from rich.table import Table
 
 from edgekit.cli_support import (
     ForceOpt, JsonOpt, KeyOpt, MaxElementsOpt, RpcOpt, ShapeOpt, TrackerOpt, emit_json, err, handle_errors, out, parse_keep, print_bench,
-    print_validation,
+    print_compress_result, print_validation,
 )
 from edgekit.checks import MAX_ELEMENTS
 from edgekit.errors import EdgekitError
@@ -93,7 +93,7 @@ def export(
 def compress(
     model: Annotated[Path, typer.Argument(help="Input .onnx (fp32).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .onnx.")],
-    bits: Annotated[int, typer.Option("--bits", help="8, 4, 2 (quantize) or 1 (binarize).")] = 8,
+    bits: Annotated[Optional[int], typer.Option("--bits", help="8, 4, 2 (quantize) or 1 (binarize). Default 8, none with --prune/--nm.")] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="int8 dynamic quantization (Gemm/MatMul-heavy models).")] = False,
     weight_only: Annotated[bool, typer.Option("--weight-only", help="Quantize weights only (implied below 8 bits).")] = False,
     calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration data: data.npz, 'digits' or 'random'.")] = None,
@@ -105,13 +105,23 @@ def compress(
     eval_set: Annotated[Optional[str], typer.Option("--eval", help="Report accuracy on a labelled set: digits.")] = None,
     target: Annotated[Optional[str], typer.Option("--target", help="int8: pick the weight format exact on this target and this machine "
                                                   "(7-bit weights where onnxruntime lacks VNNI). Default: this machine.")] = None,
+    prune: Annotated[Optional[float], typer.Option("--prune", help="Remove this fraction of weights (or of channels, with --structured).")] = None,
+    structured: Annotated[bool, typer.Option("--structured", help="Channel pruning: smaller layers, lower latency.")] = False,
+    nm: Annotated[Optional[str], typer.Option("--nm", help="N:M sparsity along input channels, e.g. 2:4.")] = None,
+    prune_criterion: Annotated[str, typer.Option("--prune-criterion", help="Structured: l1, l2 or activation (data-aware, uses --calib).")] = "l2",
+    prune_scope: Annotated[str, typer.Option("--prune-scope", help="layer (the ratio in every layer/group) or global (one threshold).")] = "layer",
+    prune_skip: Annotated[Optional[list[str]], typer.Option("--prune-skip", help="Layer name or GLOB left dense (repeatable).")] = None,
+    round_to: Annotated[int, typer.Option("--round-to", help="Structured: kept channel counts are multiples of this.")] = 8,
+    sparse_format: Annotated[str, typer.Option("--sparse-format", help="Unstructured storage: mask, coo (sparse_initializer) or dense.")] = "mask",
+    sweep: Annotated[bool, typer.Option("--sweep", help="Unstructured: one-shot sparsity sweep of output error / accuracy, with its knee.")] = False,
     input_shape: ShapeOpt = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Quantize (8/4/2-bit) or binarize (1-bit) an ONNX model; standard ONNX out, runs in onnxruntime.
+    """Quantize (8/4/2-bit), binarize (1-bit) or prune an ONNX model; standard ONNX out, runs in onnxruntime.
 
     Example: edgekit compress model.onnx --bits 4 -o model.q4.onnx --eval digits
+             edgekit compress resnet18.onnx --prune 0.5 --structured --bits 8 --calib random -o r18.p50.int8.onnx
     """
     from edgekit.compress import CompressOptions, compress_file
     from edgekit.graph import parse_input_shapes
@@ -124,28 +134,17 @@ def compress(
         if not pattern or not b.isdigit():
             raise EdgekitError(f"bad --layer-bits '{item}'", "write GLOB=BITS, e.g. 'layer4*=8'")
         per_layer[pattern] = int(b)
+    if bits is None and prune is None and nm is None:
+        bits = 8
     opts = CompressOptions(bits=bits, dynamic=dynamic, method=method, calib=calib, block_size=block_size, keep=keep_t,
-                           layer_bits=per_layer, weight_only=weight_only, binarize_mode=mode, target=target)
-    with stderr.status(f"compressing to {bits} bit…"):
+                           layer_bits=per_layer, weight_only=weight_only, binarize_mode=mode, target=target, prune=prune,
+                           structured=structured, nm=nm, prune_criterion=prune_criterion, prune_scope=prune_scope,
+                           prune_skip=tuple(prune_skip or ()), round_to=round_to, sparse_format=sparse_format, sweep=sweep)
+    with stderr.status("compressing…"):
         result = compress_file(model, output, opts, force, eval_set, parse_input_shapes(input_shape))
     if json_out:
         return emit_json(result)
-    out.print(f"wrote {output}: {result.get('mode', result['pass'])}; file {result['file_bytes_before'] / 1e6:.2f} → "
-              f"{result['file_bytes_after'] / 1e6:.2f} MB ({result['file_ratio']:.2f}×), weights {result['weight_ratio']:.2f}× smaller")
-    if result.get("opset"):
-        out.print(f"[dim]converted: {result['opset']}[/]")
-    table = Table(title="per layer")
-    for col in ("layer", "op", "bits", "weight kB before", "after", "SQNR dB"):
-        table.add_column(col)
-    for l in result["layers"]:
-        sq = l["sqnr_db"]
-        table.add_row(l["name"], l["op"], str(l["bits"] or "float"), f"{l['weight_bytes_before'] / 1e3:.1f}",
-                      f"{l['weight_bytes_after'] / 1e3:.1f}", "-" if sq is None else f"{sq:.1f}")
-    out.print(table)
-    if "accuracy" in result:
-        a = result["accuracy"]
-        out.print(f"digits accuracy ({a['samples']} test images): fp32 ORT {a['fp32_ort']:.2%} | {bits}-bit ORT {a['compressed_ort']:.2%} | "
-                  f"{bits}-bit TVM {a['compressed_tvm']:.2%}  (drop {a['drop_pt']:.2f} pt)")
+    print_compress_result(output, result)
 
 
 @app.command()

@@ -163,3 +163,42 @@ def print_bench(report) -> None:
         )
     out.print(table)
 
+
+
+def print_compress_result(output, result: dict) -> None:
+    from rich.table import Table
+
+    ratio = f", weights {result['weight_ratio']:.2f}× smaller" if result.get("weight_ratio") else ""
+    out.print(f"wrote {output}: {result['mode']}; file {result['file_bytes_before'] / 1e6:.2f} → "
+              f"{result['file_bytes_after'] / 1e6:.2f} MB ({result['file_ratio']:.2f}×){ratio}")
+    for p in result["passes"]:
+        if p.get("opset"):
+            out.print(f"[dim]converted: {p['opset']}[/]")
+        table = Table(title=f"per layer: {p.get('mode', p['pass'])}")
+        for col in ("layer", "op", "bits", "weight kB before", "after", "SQNR dB", "note"):
+            table.add_column(col)
+        for l in p["layers"]:
+            sq = l["sqnr_db"]
+            table.add_row(l["name"], l["op"], str(l["bits"] or "float"), f"{l['weight_bytes_before'] / 1e3:.1f}",
+                          f"{l['weight_bytes_after'] / 1e3:.1f}", "-" if sq is None else f"{sq:.1f}", l.get("note", ""))
+        out.print(table)
+        if p.get("macs_before") and p.get("macs_after"):
+            out.print(f"MACs {p['macs_before'] / 1e6:.1f} M → {p['macs_after'] / 1e6:.1f} M ({p['macs_before'] / p['macs_after']:.2f}× fewer)")
+        for reason in p.get("left_dense", []):
+            out.print(f"[yellow]left dense[/]: {escape(reason)}")
+        if "sparsity" in p:
+            out.print(f"sparsity {p['sparsity']:.1%}, stored as {p['storage']} (onnxruntime and TVM densify it at load: "
+                      "the file shrinks, dense latency does not change)")
+        if "sweep" in p:
+            sweep = p["sweep"]
+            table = Table(title=f"one-shot sparsity sweep (knee on {sweep['knee_on']}: {sweep['knee']})")
+            for col in ("sparsity", "rel. output error", "accuracy"):
+                table.add_column(col, justify="right")
+            for row in sweep["levels"]:
+                acc = row.get("accuracy")
+                table.add_row(f"{row['sparsity']:.0%}", f"{row['rel_output_error']:.4f}", "-" if acc is None else f"{acc:.2%}")
+            out.print(table)
+    if "accuracy" in result:
+        a = result["accuracy"]
+        out.print(f"digits accuracy ({a['samples']} test images): fp32 ORT {a['fp32_ort']:.2%} | compressed ORT {a['compressed_ort']:.2%} | "
+                  f"compressed TVM {a['compressed_tvm']:.2%}  (drop {a['drop_pt']:.2f} pt)")

@@ -21,7 +21,7 @@ EVAL_SETS = ("digits",)
 
 @dataclass
 class CompressOptions:
-    bits: int = 8
+    bits: int | None = 8  # None: prune only
     dynamic: bool = False
     method: str = "minmax"
     calib: str | None = None  # .npz path, "digits" or "random"
@@ -33,6 +33,19 @@ class CompressOptions:
     binarize_mode: str = "weights"  # bits == 1: "weights" (BWN) or "xnor"
     scale_activations: bool = False
     target: str | None = None  # int8: the target whose (and this host's) onnxruntime kernels must be exact
+    prune: float | None = None  # fraction of weights (unstructured) or channels (structured) removed
+    structured: bool = False
+    nm: str | None = None  # "N:M"
+    prune_criterion: str = "l2"  # structured: l1, l2, activation (needs calib)
+    prune_scope: str = "layer"  # layer or global
+    prune_skip: tuple[str, ...] = ()
+    round_to: int = 8
+    sparse_format: str = "mask"
+    sweep: bool = False  # unstructured: one-shot sparsity sweep and its knee
+
+    @property
+    def prunes(self) -> bool:
+        return self.prune is not None or self.nm is not None
 
 
 def reduce_range_for(target: str | None) -> bool:
@@ -66,7 +79,71 @@ def calibration_samples(source: str | None, specs: list[TensorSpec], count: int)
     return samples
 
 
-def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[TensorSpec]) -> tuple[onnx.ModelProto, PassReport]:
+def check_prune_options(opts: CompressOptions) -> None:
+    from edgekit.passes.prune import parse_nm
+    from edgekit.passes.structured import check_ratio
+
+    if opts.prune is not None:
+        check_ratio(opts.prune)
+    if opts.nm is not None:
+        parse_nm(opts.nm)
+        if opts.structured or opts.prune is not None:
+            raise EdgekitError("--nm is a pattern of its own", "give --nm N:M without --prune/--structured")
+    if opts.structured and opts.prune is None:
+        raise EdgekitError("--structured needs --prune R (the fraction of channels removed)", "e.g. --prune 0.5 --structured")
+    if opts.bits == 1 and opts.prunes and not opts.structured:
+        raise EdgekitError("1-bit weights cannot keep unstructured zeros (sign(0) = +1)", "use --structured pruning with --bits 1, or prune without --bits")
+
+
+def prune_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[TensorSpec]) -> tuple[onnx.ModelProto, list[PassReport]]:
+    """Pruning first (calibrated on the fp32 model); quantization then sees the pruned weights."""
+    from edgekit.passes import prune, structured
+    from edgekit.passes.quantize import check_not_quantized
+
+    check_not_quantized(model)
+    reports = []
+    if opts.structured:
+        calib = calibration_samples(opts.calib or ("random" if opts.prune_criterion == "activation" else None), specs, opts.calib_samples)
+        cfg = structured.StructuredConfig(ratio=opts.prune, criterion=opts.prune_criterion, scope=opts.prune_scope,
+                                          round_to=opts.round_to, calibration=calib, skip=opts.prune_skip)
+        model, report = structured.run(model, cfg)
+        reports.append(report)
+    elif opts.prunes:
+        # with quantization after it, zeros stay dense: the quantizer reads float initializers, not a decode subgraph
+        storage = "dense" if opts.bits else opts.sparse_format
+        cfg = prune.PruneConfig(ratio=opts.prune or 0.0, nm=prune.parse_nm(opts.nm) if opts.nm else None, scope=opts.prune_scope,
+                                storage=storage, skip=opts.prune_skip)
+        pruned, report = prune.run(model, cfg)
+        if opts.sweep:
+            samples = calibration_samples(opts.calib or "random", specs, 8)
+            report.extra["sweep"] = prune.sweep(model, samples, [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95], opts.prune_scope,
+                                                _digits_accuracy_fn(specs) if opts.calib == "digits" else None)
+        model = pruned
+        reports.append(report)
+    return model, reports
+
+
+def _digits_accuracy_fn(specs: list[TensorSpec]):
+    from edgekit.datasets import accuracy, load_digits_split
+    from edgekit.onnxtools import ort_session
+
+    split = load_digits_split()
+    batch = int(specs[0].shape[0])
+    n = len(split.x_test) - len(split.x_test) % batch
+
+    def evaluate(model: onnx.ModelProto) -> float:
+        session = ort_session(model)
+        logits = np.concatenate([session.run(None, {specs[0].name: split.x_test[i: i + batch]})[0] for i in range(0, n, batch)])
+        return accuracy(logits, split.y_test[:n])
+
+    return evaluate
+
+
+def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[TensorSpec]) -> tuple[onnx.ModelProto, list[PassReport]]:
+    check_prune_options(opts)
+    model, reports = prune_passes(model, opts, specs)
+    if opts.bits is None:
+        return model, reports
     check_bits(opts.bits)
     check_not_quantized(model)
     if opts.bits == 1:
@@ -75,7 +152,7 @@ def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[Tens
         cfg = binarize.BinarizeConfig(mode=opts.binarize_mode, scale_activations=opts.scale_activations)
         if opts.keep is not None:
             cfg.keep = opts.keep
-        return binarize.run(model, cfg)
+        return _with(binarize.run(model, cfg), reports)
     from edgekit.passes import quantize
 
     calib = None
@@ -85,7 +162,26 @@ def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[Tens
         bits=opts.bits, weight_only=opts.weight_only, dynamic=opts.dynamic, method=opts.method, block_size=opts.block_size,
         keep=opts.keep, layer_bits=opts.layer_bits or {}, calibration=calib, reduce_range=reduce_range_for(opts.target),
     )
-    return quantize.run(model, cfg)
+    return _with(quantize.run(model, cfg), reports)
+
+
+def _with(result: tuple[onnx.ModelProto, PassReport], reports: list[PassReport]) -> tuple[onnx.ModelProto, list[PassReport]]:
+    return result[0], reports + [result[1]]
+
+
+def summary(reports: list[PassReport]) -> dict:
+    """One result for the whole chain: the last pass's fields, sizes and weight bytes from first to last."""
+    result = reports[-1].to_json()
+    first = reports[0].to_json()
+    for key in ("size_before", "weight_bytes_before"):
+        result[key] = first[key]
+    result["ratio"] = result["size_before"] / result["size_after"] if result["size_after"] else 0.0
+    wa = result["weight_bytes_after"]
+    result["weight_ratio"] = result["weight_bytes_before"] / wa if wa else None
+    result["mode"] = " + ".join(r.extra.get("mode", r.name) for r in reports)
+    result["pass"] = "+".join(r.name for r in reports)
+    result["passes"] = [r.to_json() for r in reports]
+    return result
 
 
 def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = "x86_64") -> dict:
@@ -148,12 +244,12 @@ def compress_file(src: Path, out: Path, opts: CompressOptions, force: bool = Fal
         raise EdgekitError(f"unknown evaluation set '{eval_set}'", f"choose from {', '.join(EVAL_SETS)}")
     model = load_onnx(src)
     specs = resolve_input_specs(model, input_shapes or {})
-    compressed, report = apply_passes(model, opts, specs)
+    compressed, reports = apply_passes(model, opts, specs)
     opset.keep_used_imports(compressed)
     check_runs_in_onnxruntime(compressed, specs)
     with atomic_file(out) as tmp:
         onnx.save(compressed, str(tmp))
-    result = report.to_json() | {"input": str(src), "output": str(out), "file_bytes_before": src.stat().st_size,
+    result = summary(reports) | {"input": str(src), "output": str(out), "file_bytes_before": src.stat().st_size,
                                   "file_bytes_after": out.stat().st_size}
     result["file_ratio"] = result["file_bytes_before"] / result["file_bytes_after"]
     if eval_set == "digits":

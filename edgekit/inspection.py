@@ -89,11 +89,12 @@ def _fixed(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.M
     return onnx.shape_inference.infer_shapes(out)
 
 
-def count_macs(model: onnx.ModelProto) -> int | None:
-    """Multiply-accumulates of the weight layers; None if a shape they need is unknown."""
+def count_macs(model: onnx.ModelProto, shapes: dict[str, tuple] | None = None) -> int | None:
+    """Multiply-accumulates of the weight layers; None if a shape they need is unknown (`shapes`: known ones)."""
     inferred = onnx.shape_inference.infer_shapes(model)
     known = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
              for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    known.update({name: list(shape) for name, shape in (shapes or {}).items()})
     known.update({t.name: list(t.dims) for t in model.graph.initializer})
     total = 0
     for node in inferred.graph.node:

@@ -5,6 +5,7 @@ import onnx
 
 import edgekit.interrupts as interrupts
 from edgekit.compiler.recurrent import RECURRENT_OPS, unroll_recurrent
+from edgekit.passes import sparse_format
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
 
@@ -57,6 +58,7 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
 
     tvm_patches.apply()  # before the import: two of the patches change how ONNX ops are converted
     model = unroll_recurrent(model)  # TVM's importer has no LSTM / GRU / RNN
+    model = sparse_format.densify(model)  # pruned weights stored sparsely: the build is dense
     check_supported(model)
     model = widen_subbyte_initializers(model)
     shape_dict = {s.name: [int(d) for d in s.shape] for s in inputs}

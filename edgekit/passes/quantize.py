@@ -74,9 +74,13 @@ def check_bits(bits: int) -> None:
 
 def check_not_quantized(model: onnx.ModelProto) -> None:
     done = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS]
-    if done or passes_applied(model):
-        what = f"node '{done[0].name}' is {done[0].op_type}" if done else f"passes already applied: {', '.join(passes_applied(model))}"
+    lossy = [p for p in passes_applied(model) if not p.startswith("prune")]  # pruned fp32 models may be quantized
+    if done or lossy:
+        what = f"node '{done[0].name}' is {done[0].op_type}" if done else f"passes already applied: {', '.join(lossy)}"
         raise EdgekitError(f"the model is already quantized ({what})", "compress the fp32 model instead")
+    if model.graph.sparse_initializer or any(n.name.startswith("sparse/") for n in model.graph.node):
+        raise EdgekitError("the model stores pruned weights sparsely, which quantization cannot read",
+                           "prune and quantize in one command: compress FP32.onnx --prune R --bits 8 ...")
 
 
 def weight_layers(model: onnx.ModelProto) -> list[WeightLayer]:
