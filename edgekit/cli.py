@@ -114,6 +114,9 @@ def compress(
     round_to: Annotated[int, typer.Option("--round-to", help="Structured: kept channel counts are multiples of this.")] = 8,
     sparse_format: Annotated[str, typer.Option("--sparse-format", help="Unstructured storage: mask, coo (sparse_initializer) or dense.")] = "mask",
     sweep: Annotated[bool, typer.Option("--sweep", help="Unstructured: one-shot sparsity sweep of output error / accuracy, with its knee.")] = False,
+    rank: Annotated[Optional[int], typer.Option("--rank", help="Low-rank: split Gemm/MatMul/1×1 Conv into two layers of this rank (SVD).")] = None,
+    rank_energy: Annotated[Optional[float], typer.Option("--rank-energy", help="Low-rank: per layer, the smallest rank keeping this fraction of Σσ².")] = None,
+    depth: Annotated[Optional[int], typer.Option("--depth", help="Replace N residual blocks by linear maps fitted on --calib (ReplaceMe).")] = None,
     input_shape: ShapeOpt = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
@@ -134,12 +137,13 @@ def compress(
         if not pattern or not b.isdigit():
             raise EdgekitError(f"bad --layer-bits '{item}'", "write GLOB=BITS, e.g. 'layer4*=8'")
         per_layer[pattern] = int(b)
-    if bits is None and prune is None and nm is None:
+    if bits is None and prune is None and nm is None and rank is None and rank_energy is None and depth is None:
         bits = 8
     opts = CompressOptions(bits=bits, dynamic=dynamic, method=method, calib=calib, block_size=block_size, keep=keep_t,
                            layer_bits=per_layer, weight_only=weight_only, binarize_mode=mode, target=target, prune=prune,
                            structured=structured, nm=nm, prune_criterion=prune_criterion, prune_scope=prune_scope,
-                           prune_skip=tuple(prune_skip or ()), round_to=round_to, sparse_format=sparse_format, sweep=sweep)
+                           prune_skip=tuple(prune_skip or ()), round_to=round_to, sparse_format=sparse_format, sweep=sweep,
+                           rank=rank, rank_energy=rank_energy, depth=depth)
     with stderr.status("compressing…"):
         result = compress_file(model, output, opts, force, eval_set, parse_input_shapes(input_shape))
     if json_out:
@@ -156,19 +160,31 @@ def finetune(
     mode: Annotated[str, typer.Option("--mode", help="1-bit: weights (BWN) or xnor.")] = "weights",
     binarizer: Annotated[str, typer.Option("--binarizer", help="1-bit: ste_sign or biper.")] = "ste_sign",
     epochs: Annotated[int, typer.Option("--epochs")] = 20,
-    lr: Annotated[float, typer.Option("--lr")] = 2e-3,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default 2e-3; 5e-3 with --prune).")] = None,
     distill: Annotated[float, typer.Option("--distill", help="Weight of distillation from the fp32 model (0 = none).")] = 0.5,
     keep: Annotated[str, typer.Option("--keep", help="Layers kept in higher precision: first,last,GLOB or 'none'.")] = "first,last",
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    prune: Annotated[Optional[float], typer.Option("--prune", help="Pruning-aware training to this sparsity (or channel ratio with --structured).")] = None,
+    structured: Annotated[bool, typer.Option("--structured", help="With --prune: mask whole channels, finetune, remove them.")] = False,
+    lottery: Annotated[bool, typer.Option("--lottery", help="With --prune: lottery ticket (iterative pruning, rewinding), from a random init.")] = False,
+    rewind_epoch: Annotated[int, typer.Option("--rewind-epoch", help="Lottery: the epoch whose weights survivors rewind to.")] = 1,
+    rounds: Annotated[int, typer.Option("--rounds", help="Lottery: pruning rounds.")] = 3,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Binarization- or quantization-aware finetuning on the digits task, with distillation; writes packed ONNX.
+    """Binarization-, quantization- or pruning-aware finetuning on the digits task, with distillation; writes ONNX.
 
     Example: edgekit finetune digits_cnn --bits 1 --mode weights --binarizer biper -o digits.bwn.onnx
+             edgekit finetune digits_cnn --prune 0.9 -o digits.sparse90.onnx      (gradual, cubic schedule)
     """
     from edgekit.finetune import finetune_to_onnx
     from edgekit.progress import stderr
+
+    if prune is not None:
+        return _prune_finetune(model, output, prune, structured, lottery, epochs, lr or 5e-3, distill, rounds, rewind_epoch, seed, force, json_out)
+    lr = lr or 2e-3
+    if structured or lottery:
+        raise EdgekitError("--structured and --lottery need --prune R", "e.g. finetune digits_cnn --prune 0.5 --structured -o out.onnx")
 
     keep_t = parse_keep(keep)
     with stderr.status(f"finetuning {model} to {bits} bit ({epochs} epochs)…"):
@@ -178,6 +194,27 @@ def finetune(
     a = result["accuracy"]
     out.print(f"wrote {output}: {result['mode']}; weights {result['weight_ratio']:.1f}× smaller, file {result['ratio']:.1f}×")
     out.print(f"digits accuracy: torch fp32 {a['torch_fp32']:.2%} | finetuned torch {a['torch_finetuned']:.2%} | ONNX in onnxruntime {a['onnxruntime']:.2%}")
+
+
+def _prune_finetune(model, output, ratio, structured, lottery, epochs, lr, distill, rounds, rewind_epoch, seed, force, json_out) -> None:
+    from edgekit.progress import stderr
+    from edgekit.training.export import prune_finetune_to_onnx
+
+    if structured and lottery:
+        raise EdgekitError("--structured and --lottery are different methods", "choose one")
+    method = "structured" if structured else "lottery" if lottery else "gradual"
+    with stderr.status(f"pruning-aware finetuning of {model} ({method}, {ratio:g}, {epochs} epochs)…"):
+        result = prune_finetune_to_onnx(model, output, ratio, method, epochs, lr, distill, rounds, rewind_epoch, seed, force)
+    if json_out:
+        return emit_json(result)
+    a = result["accuracy"]
+    out.print(f"wrote {output}: {result['mode']} after {method} training; file {result['ratio']:.2f}× smaller")
+    out.print(f"digits accuracy: torch fp32 {a['torch_fp32']:.2%} | training-free {a['training_free_onnxruntime']:.2%} | "
+              f"finetuned, ONNX in onnxruntime {a['onnxruntime']:.2%} (drop {a['drop_pt']:.2f} pt)")
+    if "lottery" in result:
+        t = result["lottery"]
+        out.print(f"lottery ticket: dense from scratch {t['dense_accuracy']:.2%} | ticket (rewound to epoch {t['rewind_epoch']}) "
+                  f"{t['ticket_accuracy']:.2%} | same mask, random re-init {t['random_reinit_accuracy']:.2%}")
 
 
 @app.command()

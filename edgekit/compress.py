@@ -42,10 +42,17 @@ class CompressOptions:
     round_to: int = 8
     sparse_format: str = "mask"
     sweep: bool = False  # unstructured: one-shot sparsity sweep and its knee
+    rank: int | None = None  # low-rank factorization: a fixed rank ...
+    rank_energy: float | None = None  # ... or the fraction of Σσ² kept per layer
+    depth: int | None = None  # residual blocks replaced by fitted linear maps (needs calib)
 
     @property
     def prunes(self) -> bool:
         return self.prune is not None or self.nm is not None
+
+    @property
+    def factorizes(self) -> bool:
+        return self.rank is not None or self.rank_energy is not None
 
 
 def reduce_range_for(target: str | None) -> bool:
@@ -96,19 +103,22 @@ def check_prune_options(opts: CompressOptions) -> None:
 
 
 def prune_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[TensorSpec]) -> tuple[onnx.ModelProto, list[PassReport]]:
-    """Pruning first (calibrated on the fp32 model); quantization then sees the pruned weights."""
-    from edgekit.passes import prune, structured
+    """Order: structured pruning, low-rank factorization, unstructured / N:M; quantization then sees the result."""
+    from edgekit.passes import lowrank, prune, structured
     from edgekit.passes.quantize import check_not_quantized
 
     check_not_quantized(model)
     reports = []
     if opts.structured:
-        calib = calibration_samples(opts.calib or ("random" if opts.prune_criterion == "activation" else None), specs, opts.calib_samples)
+        calib = calibration_samples(opts.calib, specs, min(opts.calib_samples, 64))
         cfg = structured.StructuredConfig(ratio=opts.prune, criterion=opts.prune_criterion, scope=opts.prune_scope,
                                           round_to=opts.round_to, calibration=calib, skip=opts.prune_skip)
         model, report = structured.run(model, cfg)
         reports.append(report)
-    elif opts.prunes:
+    if opts.factorizes:
+        model, report = lowrank.run(model, lowrank.LowRankConfig(rank=opts.rank, energy=opts.rank_energy, skip=opts.prune_skip))
+        reports.append(report)
+    if opts.prunes and not opts.structured:
         # with quantization after it, zeros stay dense: the quantizer reads float initializers, not a decode subgraph
         storage = "dense" if opts.bits else opts.sparse_format
         cfg = prune.PruneConfig(ratio=opts.prune or 0.0, nm=prune.parse_nm(opts.nm) if opts.nm else None, scope=opts.prune_scope,
@@ -143,6 +153,8 @@ def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[Tens
     check_prune_options(opts)
     model, reports = prune_passes(model, opts, specs)
     if opts.bits is None:
+        if not reports:
+            raise EdgekitError("nothing to do", "give --bits, --prune, --nm or --rank / --rank-energy")
         return model, reports
     check_bits(opts.bits)
     check_not_quantized(model)

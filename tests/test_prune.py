@@ -144,6 +144,47 @@ def test_structured_ratio_zero_is_bit_identical_and_half_is_smaller_and_compiles
     assert result.validation is not None and result.validation.ok, result.validation
 
 
+def zeroed_reference(model: onnx.ModelProto, cfg: structured.StructuredConfig) -> onnx.ModelProto:
+    """The dense model with the columns of every dropped channel zeroed in the layers that read it: what
+    removing those channels must compute (an independent statement of the pass's contract)."""
+    m = structured.prepare(model)
+    graph = build_channel_graph(m)
+    groups, roots = structured.prunable_groups(graph, cfg)
+    structured.choose(groups, cfg)
+    mask = structured.keep_mask(graph, groups, roots)
+    inits = {t.name: t for t in m.graph.initializer}
+    for c in graph.consumers:
+        w = numpy_helper.to_array(inits[c.node.input[1]]).copy()
+        index = [slice(None)] * w.ndim
+        index[c.in_axis] = np.nonzero(~mask[c.ids])[0]
+        w[tuple(index)] = 0
+        inits[c.node.input[1]].CopyFrom(numpy_helper.from_array(w, c.node.input[1]))
+    return m
+
+
+@pytest.mark.parametrize("name", ["residual", "depthwise", "concat", "convtranspose", "tf_classifier", "yolo_like", "ocr_detector", "crnn"])
+def test_pruned_model_equals_the_dense_one_with_dropped_channels_zeroed(name):
+    model = export(NETS[name][0](), NETS[name][1]) if name in NETS else build(name)
+    cfg = structured.StructuredConfig(ratio=0.5, round_to=4)
+    pruned, _ = structured.run(model, cfg)
+    feed = feed_for(model)
+    for got, want in zip(outputs(pruned, feed), outputs(zeroed_reference(model, cfg), feed)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+
+
+def test_bias_compensation_reduces_the_error_on_calibration_data():
+    model = export(Residual(), (4, 3, 16, 16))
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.uniform(0, 1, (4, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
+    errors = {}
+    for with_calib in (False, True):
+        cfg = structured.StructuredConfig(ratio=0.25, round_to=4, calibration=calib if with_calib else None)
+        pruned, report = structured.run(model, cfg)
+        assert report.extra["bias_compensation"].startswith("on" if with_calib else "off")
+        errors[with_calib] = np.mean([np.abs(outputs(pruned, f)[0] - outputs(model, f)[0]).mean() for f in calib])
+    assert errors[True] < 0.7 * errors[False], errors
+
+
 def _conv_out_channels(model: onnx.ModelProto) -> dict[str, int]:
     inits = {t.name: t for t in model.graph.initializer}
     return {n.name: inits[n.input[1]].dims[0] for n in model.graph.node if n.op_type == "Conv"}
@@ -303,3 +344,122 @@ def test_cli_pruning_a_quantized_binarized_or_sparse_model_is_refused(cli, tmp_p
     follow = ["--bits", "8", "--calib", "random"] if first == ["--prune", "0.9"] else ["--prune", "0.5", "--structured"]
     res = cli("compress", tmp_path / "a.onnx", *follow, "-o", tmp_path / "b.onnx")
     assert res.exit_code == 2 and ("already quantized" in res.stderr or "sparsely" in res.stderr), res.stderr
+
+
+# --- low-rank and depth -----------------------------------------------------------------------------------
+
+
+class Mlp(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 64, 3, padding=1)
+        self.pw = nn.Conv2d(64, 64, 1, stride=2, padding=1)
+        self.fc1, self.fc2 = nn.Linear(64 * 9 * 9, 96), nn.Linear(96, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.pw(torch.relu(self.conv(x))))
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+def _low_rank_weights(module: nn.Module, rank: int) -> nn.Module:
+    """Weights of exact rank `rank`, so that factorizing at that rank must reproduce the model."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in (module.pw, module.fc1):
+            w = m.weight.view(m.weight.shape[0], -1)
+            w.copy_(torch.randn(w.shape[0], rank, generator=g) @ torch.randn(rank, w.shape[1], generator=g) * 0.05)
+    return module
+
+
+def test_lowrank_at_the_true_rank_is_exact_and_energy_picks_ranks(tmp_path):
+    from edgekit.passes import lowrank
+
+    model = export(_low_rank_weights(Mlp(), 8), (1, 3, 16, 16))
+    feed = feed_for(model)
+    out, report = lowrank.run(model, lowrank.LowRankConfig(rank=8, skip=("*fc2*",)))  # fc2 is full rank
+    notes = {l.name: l.note for l in report.layers}
+    assert any("rank 8 of 64" in n for n in notes.values()) and any("rank 8 of 96" in n for n in notes.values())
+    np.testing.assert_allclose(outputs(out, feed)[0], outputs(model, feed)[0], rtol=1e-4, atol=1e-4)
+    assert report.weight_bytes_after < 0.5 * report.weight_bytes_before
+    _, report_e = lowrank.run(model, lowrank.LowRankConfig(energy=0.999))
+    ranks = {l.name: l.note for l in report_e.layers}
+    assert sum("rank 8 of" in n for n in ranks.values()) == 2, ranks
+    onnx.save(out, tmp_path / "lr.onnx")
+    result = compile_onnx(tmp_path / "lr.onnx", tmp_path / "art", "x86_64", quiet=True)
+    assert result.validation is not None and result.validation.ok
+    with pytest.raises(EdgekitError, match="one of --rank"):
+        lowrank.run(model, lowrank.LowRankConfig())
+    with pytest.raises(EdgekitError, match="outside"):
+        lowrank.run(model, lowrank.LowRankConfig(energy=1.5))
+
+
+class Deep(nn.Module):
+    """Four identity-shortcut blocks; block 2's branch is scaled down so that it changes its input least."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.blocks = nn.ModuleList([nn.Sequential(cbr(16, 16), nn.Conv2d(16, 16, 3, 1, 1)) for _ in range(4)])
+        with torch.no_grad():
+            self.blocks[2][1].weight.mul_(0.01)
+            self.blocks[2][1].bias.mul_(0.01)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for b in self.blocks:
+            x = torch.relu(x + b(x))
+        return self.head(x)
+
+
+def test_depth_replaces_the_least_changing_block_by_a_fitted_map(tmp_path):
+    from edgekit.passes import depth
+
+    model = export(Deep(), (2, 3, 12, 12))
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.uniform(0, 1, (2, 3, 12, 12)).astype(np.float32)} for _ in range(6)]
+    out, report = depth.run(model, depth.DepthConfig(blocks=1, calibration=calib))
+    assert len(report.extra["candidates"]) == 4
+    (replaced,) = report.layers
+    assert "blocks.2" in replaced.name or report.extra["candidates"][0]["exit"] == replaced.name.split(" -> ")[1]
+    convs = [n for n in out.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 1 + 3 * 2 + 1 + 1  # stem, three blocks, the fitted 1×1 map, head
+    err = np.mean([np.abs(outputs(out, f)[0] - outputs(model, f)[0]).mean() / np.abs(outputs(model, f)[0]).mean() for f in calib])
+    assert err < 0.05, err
+    with pytest.raises(EdgekitError, match="replaceable residual block"):
+        depth.run(model, depth.DepthConfig(blocks=5, calibration=calib))
+    with pytest.raises(EdgekitError, match="needs calibration"):
+        depth.run(model, depth.DepthConfig(blocks=1))
+
+
+# --- pruning-aware training (digits) ---------------------------------------------------------------------
+
+
+def test_cubic_schedule():
+    from edgekit.training.pruning import cubic_sparsity
+
+    assert cubic_sparsity(0, 0.9, 0, 100) == 0.0 and cubic_sparsity(100, 0.9, 0, 100) == 0.9
+    assert cubic_sparsity(50, 0.9, 0, 100) == pytest.approx(0.9 * (1 - 0.5 ** 3))
+    values = [cubic_sparsity(t, 0.9, 0, 100) for t in range(0, 101, 10)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
+
+
+@pytest.mark.parametrize("args,floor_pt", [(["--prune", "0.9"], 1.0), (["--prune", "0.5", "--structured"], 2.0),
+                                           (["--prune", "0.8", "--lottery", "--rounds", "2"], 1.0)])
+def test_finetune_prune_reaches_the_accuracy_goals(cli, tmp_path, args, floor_pt):
+    """The README figures: 90% gradual and an 80% lottery ticket within 1 pt of fp32, structured 50% within 2 pt;
+    the ONNX written holds the pruning (sparse storage, or fewer channels) and reproduces the torch model."""
+    res = cli("finetune", "digits_cnn", *args, "--epochs", "20", "-o", tmp_path / "p.onnx", "--json")
+    assert res.exit_code == 0, res.stderr
+    result = json.loads(res.stdout)
+    acc = result["accuracy"]
+    assert acc["drop_pt"] <= floor_pt, acc
+    assert acc["training_free_onnxruntime"] < acc["onnxruntime"]
+    model = onnx.load(tmp_path / "p.onnx")
+    if "--structured" in args:
+        assert result["macs_after"] < 0.5 * result["macs_before"]
+    else:
+        assert any(n.name.startswith("sparse/") for n in model.graph.node)
+    if "--lottery" in args:
+        t = result["lottery"]
+        assert t["ticket_accuracy"] >= t["dense_accuracy"] - 0.01 and 0 < t["random_reinit_accuracy"] <= 1

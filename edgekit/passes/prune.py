@@ -36,7 +36,7 @@ class PruneConfig:
     nm: tuple[int, int] | None = None
     scope: str = "layer"
     storage: str = "mask"  # sparse_format.FORMATS
-    skip: tuple[str, ...] = ()  # layer names / fnmatch patterns left dense
+    skip: tuple[str, ...] = ()  # layer names / fnmatch patterns left dense; "first" / "last": those layers
 
 
 def parse_nm(text: str) -> tuple[int, int]:
@@ -88,7 +88,10 @@ def magnitude_masks(weights: dict[str, np.ndarray], ratio: float, scope: str) ->
 
 def sparsify(model: onnx.ModelProto, cfg: PruneConfig) -> tuple[dict[str, np.ndarray], PassReport]:
     """The pruned weights (by initializer name) and the per-layer report; the model is not changed."""
-    layers = [l for l in weight_layers(model) if not any(fnmatch.fnmatch(l.node.name, k) for k in cfg.skip)]
+    every = weight_layers(model)
+    named = {"first": every[0].node.name, "last": every[-1].node.name} if every else {}
+    skip = [named.get(k, k) for k in cfg.skip]  # "first" / "last" as in --keep
+    layers = [l for l in every if not any(fnmatch.fnmatch(l.node.name, k) for k in skip)]
     if not layers:
         raise EdgekitError("the model has no Conv/Gemm/MatMul layer with float weights to prune", "pruning needs weight layers")
     report = PassReport("prune", model.ByteSize(), 0)

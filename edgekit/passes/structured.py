@@ -9,13 +9,17 @@ Criteria:
     l1 / l2      norm of each output filter, scaled by the following BatchNorm's |γ|/σ (the channel's
                  effective magnitude), divided by the layer's mean (so that layers compare under `global`).
     activation   data-aware, with calibration inputs: for each channel c read by a layer W,
-                 ‖W[:, c]‖₂ · RMS(x_c) — the first-order size of the change in that layer's output when c is
-                 removed (the reconstruction error that channel costs; the structured form of Wanda's |W|·‖x‖).
+                 ‖W[:, c]‖₂ · std(x_c) — the size of the change in that layer's output when c is removed and its
+                 mean is moved into the bias (FLAP's fluctuation metric; the structured form of Wanda's |W|·‖x‖).
+
+With calibration inputs (any criterion), each layer that loses input channels gets their mean contribution
+added to its bias (bias compensation, as FLAP does): removing a post-ReLU channel no longer shifts the output.
 
 References:
     Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017 (filter L1 norm).
     Liu et al., "Learning Efficient Convolutional Networks through Network Slimming", ICCV 2017 (BN γ).
     Sun et al., "A Simple and Effective Pruning Approach for Large Language Models" (Wanda), ICLR 2024.
+    An et al., "Fluctuation-based Adaptive Structured Pruning for Large Language Models" (FLAP), AAAI 2024.
 """
 from __future__ import annotations
 
@@ -79,8 +83,8 @@ def magnitude_scores(graph: ChannelGraph, kind: str) -> tuple[np.ndarray, np.nda
     return total, count
 
 
-def channel_rms(model: onnx.ModelProto, tensors: list[str], samples: list[dict[str, np.ndarray]], axes: dict[str, int]) -> dict[str, np.ndarray]:
-    """RMS over the calibration inputs of each channel of `tensors` (run in onnxruntime with them as outputs)."""
+def channel_stats(model: onnx.ModelProto, tensors: list[str], samples: list[dict[str, np.ndarray]], axes: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(mean, std) over the calibration inputs of each channel of `tensors` (onnxruntime, with them as outputs)."""
     from edgekit.onnxtools import ort_session
 
     probe = onnx.ModelProto()
@@ -88,27 +92,75 @@ def channel_rms(model: onnx.ModelProto, tensors: list[str], samples: list[dict[s
     known = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors if t not in known)
     session = ort_session(probe)
-    sums: dict[str, np.ndarray] = {}
+    first: dict[str, np.ndarray] = {}
+    second: dict[str, np.ndarray] = {}
     for feed in samples:
         for name, value in zip(tensors, session.run(tensors, feed)):
             x = np.moveaxis(value.astype(np.float64), axes[name], 0).reshape(value.shape[axes[name]], -1)
-            sums[name] = sums.get(name, 0) + (x ** 2).mean(axis=1)
-    return {name: np.sqrt(s / len(samples)) for name, s in sums.items()}
+            first[name] = first.get(name, 0) + x.mean(axis=1)
+            second[name] = second.get(name, 0) + (x ** 2).mean(axis=1)
+    out = {}
+    for name in first:
+        mean = first[name] / len(samples)
+        out[name] = (mean, np.sqrt(np.maximum(second[name] / len(samples) - mean ** 2, 0.0)))
+    return out
 
 
-def activation_scores(graph: ChannelGraph, samples: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """(sum, count) per atomic id of ‖W[:, c]‖·RMS(x_c) over the layers that read each channel."""
+def consumer_stats(graph: ChannelGraph, samples: list[dict[str, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     tensors = sorted({c.input for c in graph.consumers})
-    rms = channel_rms(graph.model, tensors, samples, {c.input: graph.layouts[c.input].axis for c in graph.consumers})
+    return channel_stats(graph.model, tensors, samples, {c.input: graph.layouts[c.input].axis for c in graph.consumers})
+
+
+def activation_scores(graph: ChannelGraph, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(sum, count) per atomic id of ‖W[:, c]‖·std(x_c) over the layers that read each channel: the output change
+    removing c causes once its mean is moved into the bias (compensate_biases)."""
     total, count = np.zeros(len(graph.parent)), np.zeros(len(graph.parent))
     for c in graph.consumers:
-        x = rms[c.input]
-        if len(x) != len(c.ids):  # flattened features: the layout repeats channels; statistics per feature
+        std = stats[c.input][1]
+        if len(std) != len(c.ids):
             continue
-        s = _norms(c.weight, c.in_axis, "l2") * x
+        s = _norms(c.weight, c.in_axis, "l2") * std
         np.add.at(total, c.ids, s / max(s.mean(), 1e-12))
         np.add.at(count, c.ids, 1)
     return total, count
+
+
+def compensate_biases(out: onnx.ModelProto, graph: ChannelGraph, mask: np.ndarray, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[str]:
+    """Each layer that lost input channels gets their mean contribution added to its bias, Σ_c W[:, c]·E[x_c]
+    (kernel taps summed; exact away from padded borders). Returns the layers it could not compensate (MatMul:
+    no bias input)."""
+    inits = {t.name: t for t in out.graph.initializer}
+    nodes = {n.name: n for n in out.graph.node}
+    kept_out = {p.node.name: np.nonzero(mask[p.ids])[0] for p in graph.producers}
+    skipped = []
+    for c in graph.consumers:
+        dropped = ~mask[c.ids]
+        mean = stats[c.input][0]
+        if not dropped.any() or len(mean) != len(c.ids):
+            continue
+        if c.node.op_type == "MatMul":
+            skipped.append(c.node.name)
+            continue
+        w = np.moveaxis(c.weight.astype(np.float64), c.in_axis, 0)  # [in, ...]
+        w = w.reshape(w.shape[0], w.shape[1], -1).sum(axis=2) if c.node.op_type != "Gemm" else w  # [in, out]
+        delta = (mean[dropped, None] * w[dropped]).sum(axis=0)
+        if c.node.op_type == "ConvTranspose":  # each output pixel receives one tap in stride_h·stride_w, on average
+            delta = delta / np.prod([a.ints for a in c.node.attribute if a.name == "strides"] or [1])
+        if c.node.op_type == "Gemm":
+            beta = next((a.f for a in c.node.attribute if a.name == "beta"), 1.0)
+            delta = delta / (beta or 1.0)
+        node = nodes[c.node.name]
+        delta = delta[kept_out.get(node.name, np.arange(len(delta)))]
+        if len(node.input) > 2 and node.input[2]:
+            bias = numpy_helper.to_array(inits[node.input[2]])
+            inits[node.input[2]].CopyFrom(numpy_helper.from_array((bias + delta.reshape(bias.shape)).astype(bias.dtype), node.input[2]))
+        else:
+            name = f"{node.name}.compensation"
+            out.graph.initializer.append(numpy_helper.from_array(delta.astype(np.float32), name))
+            while len(node.input) < 2:
+                node.input.append("")
+            node.input.append(name)
+    return skipped
 
 
 # --- choosing what to remove ----------------------------------------------------------------------------
@@ -131,12 +183,12 @@ class Group:
     kept: int = 0
 
 
-def prunable_groups(graph: ChannelGraph, cfg: StructuredConfig) -> tuple[list[Group], np.ndarray]:
+def prunable_groups(graph: ChannelGraph, cfg: StructuredConfig, stats=None) -> tuple[list[Group], np.ndarray]:
     roots = np.array([graph.find(i) for i in range(len(graph.parent))], dtype=np.int64)
     if cfg.criterion == "activation":
-        if not cfg.calibration:
+        if stats is None:
             raise EdgekitError("--prune-criterion activation needs calibration inputs", "pass --calib data.npz (or 'digits', 'random')")
-        total, count = activation_scores(graph, cfg.calibration)
+        total, count = activation_scores(graph, stats)
     else:
         total, count = magnitude_scores(graph, cfg.criterion)
     frozen = set(graph.frozen_roots())
@@ -239,7 +291,8 @@ def run(model: onnx.ModelProto, cfg: StructuredConfig) -> tuple[onnx.ModelProto,
     source = model
     model = prepare(model)
     graph = build_channel_graph(model)
-    groups, roots = prunable_groups(graph, cfg)
+    stats = consumer_stats(graph, cfg.calibration) if cfg.calibration else None
+    groups, roots = prunable_groups(graph, cfg, stats)
     if not groups:
         reasons = sorted(set(graph.blocked.values()) | set(graph.frozen_roots().values()))[:3]
         raise EdgekitError("no channel of this model can be pruned safely" + (f" ({'; '.join(reasons)})" if reasons else ""),
@@ -252,6 +305,7 @@ def run(model: onnx.ModelProto, cfg: StructuredConfig) -> tuple[onnx.ModelProto,
     edit = ModelEdit(out)
     for e in graph.edits:
         e.apply(lambda ids: np.nonzero(mask[ids])[0], edit)
+    uncompensated = compensate_biases(out, graph, mask, stats) if stats is not None else None
     _drop_unused_initializers(out)
     del out.graph.value_info[:]
     try:
@@ -272,6 +326,8 @@ def run(model: onnx.ModelProto, cfg: StructuredConfig) -> tuple[onnx.ModelProto,
         report.layers.append(LayerReport(name, edit.nodes[name].op_type, None, size, after.get(name, 0), note=note))
     report.extra["groups"] = [{"layers": list(g.layers), "channels": len(g.classes), "kept": g.kept} for g in groups]
     report.extra["left_dense"] = sorted(set(graph.blocked.values()))
+    report.extra["bias_compensation"] = "off (no calibration data)" if uncompensated is None else \
+        ("on" + (f"; not for {', '.join(uncompensated)} (MatMul has no bias)" if uncompensated else ""))
     report.extra["macs_before"], report.extra["macs_after"] = count_macs_batch1(model), count_macs_batch1(out)
     record_pass(out, f"prune-structured{cfg.ratio:g}")
     return out, report

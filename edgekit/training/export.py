@@ -1,6 +1,7 @@
 """Export of a trained (binary or low-bit) torch model to packed standard ONNX."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,98 @@ def finetune_to_onnx(
         "accuracy": {"torch_fp32": fp32_acc, "torch_finetuned": result.test_accuracy,
                      "onnxruntime": float((logits.argmax(1) == split.y_test).mean())},
     }
+
+
+PRUNE_METHODS = ("gradual", "lottery", "structured")
+
+
+def _to_onnx(model: nn.Module):
+    from edgekit.export import INPUT_NAME, torch_to_onnx
+    from edgekit.onnxtools import simplify
+
+    graph = torch_to_onnx(model.eval(), torch.zeros(1, 1, 8, 8), 18, dynamic_batch=False)
+    return simplify(graph, {INPUT_NAME: [1, 1, 8, 8]})[0]
+
+
+def _ort_accuracy(model, split) -> tuple[float, np.ndarray]:
+    from edgekit.export import INPUT_NAME
+    from edgekit.onnxtools import ort_session
+
+    session = ort_session(model)
+    logits = np.concatenate([session.run(None, {INPUT_NAME: x[None]})[0] for x in split.x_test])
+    return float((logits.argmax(1) == split.y_test).mean()), logits
+
+
+def _random_init(module: nn.Module, seed: int) -> nn.Module:
+    fresh = copy.deepcopy(module)
+    torch.manual_seed(seed)
+    for m in fresh.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+    return fresh
+
+
+def prune_finetune_to_onnx(ref: str, out: Path, ratio: float, method: str = "gradual", epochs: int = 30, lr: float = 2e-3,
+                           distill_weight: float = 0.5, rounds: int = 3, rewind_epoch: int = 1, seed: int = 0, force: bool = False) -> dict:
+    """Pruning-aware training on digits (gradual, lottery ticket or structured), exported to ONNX that the ONNX
+    passes store sparsely (unstructured) or shrink (structured); the training-free figure at the same ratio beside."""
+    import onnx
+
+    from edgekit.datasets import load_digits_split
+    from edgekit.errors import EdgekitError
+    from edgekit.fileio import atomic_file, check_output_path
+    from edgekit.passes import prune, structured
+    from edgekit.training.pruning import ChannelMasks, gradual_prune, lottery_ticket
+    from edgekit.zoo import load_model
+
+    structured.check_ratio(ratio)
+    if method not in PRUNE_METHODS:
+        raise EdgekitError(f"unknown pruning method '{method}'", f"choose from {', '.join(PRUNE_METHODS)}")
+    check_output_path(out, force, kind="onnx")
+    loaded = load_model(ref)
+    if loaded.input_shape is not None and tuple(loaded.input_shape)[1:] != (1, 8, 8):
+        raise EdgekitError(f"{ref} takes {list(loaded.input_shape)}; finetuning runs on the digits task (N×1×8×8)", "pass a model taking N×1×8×8")
+    teacher = loaded.module.eval()
+    split = load_digits_split()
+    dense_onnx = _to_onnx(teacher)
+    result: dict = {"model": ref, "output": str(out), "method": method, "ratio": ratio, "epochs": epochs,
+                    "accuracy": {"torch_fp32": evaluate(teacher, split.x_test, split.y_test)}}
+    if method == "structured":
+        free, _ = structured.run(dense_onnx, structured.StructuredConfig(ratio=ratio, round_to=4))
+        student = copy.deepcopy(teacher)
+        masks = ChannelMasks(student, ratio, round_to=4)
+        masks.apply()
+        trained = finetune(student, teacher=teacher, epochs=epochs, lr=lr, distill_weight=distill_weight, seed=seed,
+                           after_step=lambda *_: masks.apply())
+        model, report = structured.run(_to_onnx(student), structured.StructuredConfig(ratio=ratio, round_to=4))
+    elif method == "gradual":
+        # the first conv stays dense (1 input channel: 9 weights per filter), in torch and in ONNX alike
+        free, _ = prune.run(dense_onnx, prune.PruneConfig(ratio=ratio, skip=("first",)))
+        student = copy.deepcopy(teacher)
+        trained, _ = gradual_prune(student, ratio, epochs, teacher=teacher, lr=lr, seed=seed, distill_weight=distill_weight,
+                                   skip=(weight_layers(teacher)[0][0],))
+        model, report = prune.run(_to_onnx(student), prune.PruneConfig(ratio=ratio, skip=("first",)))
+    else:
+        free, _ = prune.run(dense_onnx, prune.PruneConfig(ratio=ratio, skip=("first",)))
+        ticket = lottery_ticket(lambda: _random_init(teacher, seed), ratio, rounds=rounds, epochs=epochs, rewind_epoch=rewind_epoch, seed=seed,
+                                skip=(weight_layers(teacher)[0][0],))
+        student = ticket["model"]
+        trained = None
+        result["lottery"] = {k: v for k, v in ticket.items() if k not in ("model", "masks")}
+        model, report = prune.run(_to_onnx(student), prune.PruneConfig(ratio=ratio, skip=("first",)))
+    onnx_acc, logits = _ort_accuracy(model, split)
+    with torch.no_grad():
+        torch_logits = student.eval()(torch.from_numpy(split.x_test)).numpy()
+    # the ONNX pass must have removed exactly what training zeroed: same logits as the trained torch model
+    if not np.allclose(logits, torch_logits, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(torch_logits).max()))):
+        raise EdgekitError("the pruned ONNX model does not reproduce the finetuned torch model",
+                           "structured finetuning supports models whose convolutions are not tied by residual adds; use compress --structured")
+    with atomic_file(out) as tmp:
+        onnx.save(model, str(tmp))
+    result["accuracy"] |= {"training_free_onnxruntime": _ort_accuracy(free, split)[0], "onnxruntime": onnx_acc,
+                           "torch_finetuned": trained.test_accuracy if trained else result["lottery"]["ticket_accuracy"]}
+    result["accuracy"]["drop_pt"] = 100 * (result["accuracy"]["torch_fp32"] - onnx_acc)
+    result |= {k: v for k, v in report.to_json().items() if k not in ("layers", "groups")}
+    return result

@@ -58,11 +58,15 @@ def finetune(
     seed: int = 0,
     batch_size: int = 64,
     log: Callable[[str], None] | None = None,
+    after_step: Callable[[int, int], None] | None = None,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> FinetuneResult:
     """Train `model` (in place) on the fixed digits split; loss = (1-λ)·CE + λ·KD(teacher) when a teacher is given.
 
     Single-threaded, seeded and deterministic; the test split is only used for the final number.
     Adam without weight decay: decay would pull latent weights to 0, where binary signs flip at random.
+    `after_step(step, total_steps)` runs after every optimizer step (pruning masks are re-applied there),
+    `after_epoch(epoch)` after every epoch (1-based; lottery tickets snapshot their rewind point there).
     """
     from edgekit.datasets import load_digits_split
 
@@ -98,8 +102,12 @@ def finetune(
                 loss.backward()
                 opt.step()
                 sched.step()
+                if after_step is not None:
+                    after_step(sched.last_epoch, steps)
                 total += loss.item() * len(idx)
             history.append({"epoch": epoch + 1, "loss": total / len(perm)})
+            if after_epoch is not None:
+                after_epoch(epoch + 1)
             if log and ((epoch + 1) % 10 == 0 or epoch == epochs - 1):
                 log(f"epoch {epoch + 1:3d}  loss {total / len(perm):.4f}")
         model.eval()

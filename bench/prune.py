@@ -1,0 +1,116 @@
+"""What each kind of pruning buys: file size, weight bytes, latency in onnxruntime and in edgekit's TVM build
+(dense vs pruned, side by side, each runtime in its own process) and digits accuracy.
+
+    python bench/prune.py [--models resnet18,mobilenetv2] [--ratios 0.3,0.5,0.7] [--threads 2] [--quick]
+
+Structured rows remove channels (training-free, L2 + BN criterion, per group); unstructured rows zero weights
+(mask storage): their latency is the dense model's, which the table shows rather than claims. Accuracy comes
+from the digits CNN (training-free, no finetune). Writes bench/results/prune.x86_64-<isa>.{json,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from edgekit.bench import bench
+from edgekit.compress import CompressOptions, compress_file
+from edgekit.export import export_model
+from edgekit.targets import TargetCaps, host_description
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def timed(path: Path, target: str, threads: int, repeat: int, rounds: int, runtimes=("ort", "tvm")) -> dict[str, float]:
+    report = bench(path, runtimes, threads=threads, warmup=3, repeat=repeat, rounds=rounds, target=target, quiet=True)
+    return {r.runtime: r.p50_ms for r in report.runs}
+
+
+def latency_rows(model: str, ratios: list[float], target: str, args, tmp: Path) -> list[dict]:
+    src = tmp / f"{model}.onnx"
+    export_model(model, src)
+    dense = timed(src, target, args.threads, args.repeat, args.rounds)
+    rows = [{"model": model, "variant": "dense", "file_mb": src.stat().st_size / 1e6, "ort_ms": dense["ort"], "tvm_ms": dense["tvm"],
+             "ort_speedup": 1.0, "tvm_speedup": 1.0}]
+    variants = [(f"structured {r:.0%}", CompressOptions(bits=None, prune=r, structured=True)) for r in ratios]
+    variants += [(f"unstructured {r:.0%}", CompressOptions(bits=None, prune=r)) for r in (0.5, 0.9)]
+    variants.append(("2:4", CompressOptions(bits=None, nm="2:4")))
+    for name, opts in variants:
+        out = tmp / f"{model}.{name.replace(' ', '_').replace('%', '').replace(':', '-')}.onnx"
+        res = compress_file(src, out, opts)
+        structured_only = opts.structured
+        p50 = timed(out, target, args.threads, args.repeat, args.rounds, ("ort", "tvm") if structured_only else ("ort",))
+        row = {"model": model, "variant": name, "file_mb": out.stat().st_size / 1e6, "weight_ratio": res["weight_ratio"],
+               "ort_ms": p50["ort"], "ort_speedup": dense["ort"] / p50["ort"]}
+        if "tvm" in p50:
+            row |= {"tvm_ms": p50["tvm"], "tvm_speedup": dense["tvm"] / p50["tvm"], "macs_ratio": res["macs_before"] / res["macs_after"]}
+        rows.append(row)
+        print(f"{model:12s} {name:17s} file {row['file_mb']:7.2f} MB  ORT {row['ort_ms']:8.2f} ms ({row['ort_speedup']:.2f}x)"
+              + (f"  TVM {row['tvm_ms']:8.2f} ms ({row['tvm_speedup']:.2f}x)  MACs {row['macs_ratio']:.2f}x fewer" if "tvm_ms" in row else ""), flush=True)
+    return rows
+
+
+def accuracy_rows(tmp: Path) -> list[dict]:
+    src = tmp / "digits.onnx"
+    export_model("digits_cnn", src)
+    rows = []
+    variants = [(f"structured {r:.0%} {c}", CompressOptions(bits=None, prune=r, structured=True, prune_criterion=c, calib="digits", round_to=4))
+                for r in (0.25, 0.5) for c in ("l2", "activation")]
+    variants += [(f"unstructured {r:.0%}", CompressOptions(bits=None, prune=r)) for r in (0.5, 0.8, 0.9)]
+    for name, opts in variants:
+        acc = compress_file(src, tmp / "d.onnx", opts, force=True, eval_set="digits")["accuracy"]
+        rows.append({"variant": name, "fp32": acc["fp32_ort"], "ort": acc["compressed_ort"], "tvm": acc["compressed_tvm"], "drop_pt": acc["drop_pt"]})
+        print(f"digits {name:28s} ORT {acc['compressed_ort']:.2%}  TVM {acc['compressed_tvm']:.2%}  (fp32 {acc['fp32_ort']:.2%}, drop {acc['drop_pt']:.1f} pt)", flush=True)
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for model in sorted({r["model"] for r in rows}):
+        pts = [r for r in rows if r["model"] == model and ("structured" in r["variant"] and "un" not in r["variant"] or r["variant"] == "dense")]
+        ratios = [0.0 if r["variant"] == "dense" else float(r["variant"].split()[1].rstrip("%")) / 100 for r in pts]
+        ax.plot(ratios, [r["ort_speedup"] for r in pts], "o-", label=f"{model} onnxruntime")
+        ax.plot(ratios, [r["tvm_speedup"] for r in pts], "s--", label=f"{model} edgekit TVM")
+    ax.set_xlabel("structured pruning ratio (channels removed per group)")
+    ax.set_ylabel("speedup over the dense model")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="resnet18,mobilenetv2")
+    ap.add_argument("--ratios", default="0.3,0.5,0.7")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="digits_cnn only, few repeats: checks the script, not the numbers")
+    args = ap.parse_args()
+    if args.quick:
+        args.models, args.repeat, args.rounds = "digits_cnn", 3, 1
+    isa = "avx512" if "avx512f" in TargetCaps.host().features else "avx2"
+    target = "x86_64-avx512" if isa == "avx512" else "x86_64"
+    ratios = [float(r) for r in args.ratios.split(",")]
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        rows = [row for m in args.models.split(",") for row in latency_rows(m, ratios, target, args, tmp)]
+        accuracy = accuracy_rows(tmp)
+    if not args.quick:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"prune.x86_64-{isa}.json"
+        out.write_text(json.dumps({"host": host_description(), "target": target, "threads": args.threads, "latency": rows,
+                                   "digits_accuracy": accuracy}, indent=2))
+        plot(rows, out.with_suffix(".png"))
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
