@@ -14,7 +14,8 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.measure import default_threads, run_worker
 
-RUNTIMES = ("ort", "tvm", "openvino")  # openvino: optional peer (pip install openvino), reads the same ONNX
+RUNTIMES = ("ort", "tvm", "openvino", "cpp")  # openvino: optional peer (pip install openvino), reads the same ONNX;
+# cpp: the embedded path (libedgekit's C API through the bundle's example app, runners/cpp.py)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def bench(
         if meta is not None and not input_shapes:  # a dynamic-batch source: the artifact says what it was built for
             input_shapes = {s.name: tuple(s.shape) for s in meta.inputs}
         specs = resolve_input_specs(model, input_shapes or {})
-        if "tvm" in runtimes and artifact is None:
+        if ("tvm" in runtimes or "cpp" in runtimes) and artifact is None:
             from edgekit.compiler.build import compile_onnx
 
             artifact = tmp / "artifact"
@@ -92,9 +93,15 @@ def bench(
         targets = {"ort": "cpu", "openvino": "cpu f32"}
         sizes["openvino"] = sizes["ort"]
         remote = None  # a runner outside this process: the board over RPC, or an emulator
+        cpp = None
         if artifact is not None:
-            sizes["tvm"] = (artifact / LIBRARY).stat().st_size
+            sizes["tvm"] = sizes["cpp"] = (artifact / LIBRARY).stat().st_size
             targets["tvm"], remote = _tvm_runner(artifact, meta, threads, device)
+        if "cpp" in runtimes:
+            from edgekit.runners.cpp import CppRunner
+
+            cpp = CppRunner(artifact, meta, threads)
+            targets["cpp"] = f"{meta.target['name']} ({cpp.label})"
         per_round = max(1, repeat // rounds)
         samples: dict[str, list[float]] = {r: [] for r in runtimes}
         rss: dict[str, float | None] = {r: 0.0 for r in runtimes}
@@ -107,8 +114,8 @@ def bench(
                     if not quiet:
                         status.update(f"benchmarking {rt} (round {rnd + 1}/{rounds}, {threads} threads)…")
                     path = artifact if rt == "tvm" else onnx_path  # ort and openvino read the same ONNX
-                    if rt == "tvm" and remote is not None:
-                        times, peak = remote.time(dict(np.load(inputs)), warmup, per_round)
+                    if (rt == "tvm" and remote is not None) or rt == "cpp":
+                        times, peak = (cpp if rt == "cpp" else remote).time(dict(np.load(inputs)), warmup, per_round)
                         out = {"times_ms": times, "peak_rss_mb": peak}
                     else:
                         job = {"runtime": rt, "model": str(path), "inputs": str(inputs), "threads": threads, "warmup": warmup, "repeat": per_round}

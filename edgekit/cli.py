@@ -397,6 +397,7 @@ def run(
     input_file: Annotated[Path, typer.Option("--input", "-i", help=".npy (single input) or .npz (named inputs).")],
     output: Annotated[Path, typer.Option("-o", "--output", help=".npy (first output) or .npz (all outputs).")],
     threads: Annotated[int, typer.Option("--threads")] = 0,
+    runtime: Annotated[str, typer.Option("--runtime", help="python (edgekit.load) or cpp (the bundle's C API app).")] = "python",
     rpc: RpcOpt = None,
     tracker: TrackerOpt = None,
     key: KeyOpt = None,
@@ -413,7 +414,7 @@ def run(
     from edgekit.runners import open_runner
 
     check_output_path(output, force, (input_file, artifact), kind="npy")
-    compiled = open_runner(artifact, threads, rpc, tracker, key)
+    compiled = open_runner(artifact, threads, rpc, tracker, key, runtime)
     if not input_file.exists():
         raise EdgekitError(f"{input_file}: no such file", "check the path; --input takes a .npy (one input) or .npz (named inputs)")
     try:
@@ -437,9 +438,43 @@ def run(
 
 @app.command()
 @handle_errors
+def package(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory (edgekit compile).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Bundle directory, or a .tar.gz with --format tar.gz.")],
+    fmt: Annotated[str, typer.Option("--format", help="dir or tar.gz.")] = "dir",
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Bundle an artifact with the target's TVM runtime, a C API (edgekit.h), a C++ wrapper and an example app.
+
+    Example: edgekit package art.rpi4/ -o bundle/ && qemu-aarch64 -L /usr/aarch64-linux-gnu bundle/bin/edgekit_example bundle
+    """
+    from rich.table import Table
+
+    from edgekit.package import package_artifact
+    from edgekit.progress import stderr
+
+    with stderr.status(f"packaging {artifact}…"):
+        result = package_artifact(artifact, output, fmt, force)
+    if json_out:
+        return emit_json(result)
+    out.print(f"wrote {output} for {result['target']} ({result['arch']})")
+    table = Table(title="bundle size")
+    table.add_column("part")
+    table.add_column("kB", justify="right")
+    for part, size in result["sizes"]["parts"].items():
+        table.add_row(part, f"{size / 1e3:.0f}")
+    table.add_row("[bold]runtime (all but model.so and samples)[/]", f"[bold]{result['sizes']['runtime_bytes'] / 1e3:.0f}[/]")
+    out.print(table)
+    run_cmd = "bin/edgekit_example ." if result["arch"] == "x86_64" else "qemu-aarch64 -L /usr/aarch64-linux-gnu bin/edgekit_example .  (on the board: bin/edgekit_example .)"
+    out.print(f"try it: cd {output} && {run_cmd}")
+
+
+@app.command()
+@handle_errors
 def bench(
     models: Annotated[list[Path], typer.Argument(help=".onnx files or artifact directories (e.g. fp32 and compressed variants).")],
-    runtimes: Annotated[str, typer.Option("--runtimes", help="Comma-separated: ort,tvm.")] = "ort,tvm",
+    runtimes: Annotated[str, typer.Option("--runtimes", help="Comma-separated: ort,tvm,openvino,cpp (cpp: the C API).")] = "ort,tvm",
     target: Annotated[str, typer.Option("--target", "-t", help="Target when compiling an .onnx for tvm.")] = "x86_64",
     threads: Annotated[int, typer.Option("--threads", help="Threads for every runtime (0 = all cores).")] = 0,
     warmup: Annotated[int, typer.Option("--warmup")] = 5,

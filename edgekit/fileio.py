@@ -19,11 +19,13 @@ from typing import Literal
 import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 
-OutputKind = Literal["artifact", "onnx", "npy", "file"]
+OutputKind = Literal["artifact", "onnx", "npy", "bundle", "file"]
 
 # What `compile` writes into an artifact directory (edgekit.runtime names them; kept here as plain strings so
 # this module stays a leaf). A directory holding anything else is not ours to replace.
 ARTIFACT_FILES = frozenset({"model.so", "meta.json", "bundle.npz", "tuning.json"})
+# What `package` writes into a bundle directory
+BUNDLE_FILES = frozenset({"edgekit.txt", "model.so", "meta.json", "README.md", "sample", "lib", "include", "example", "bin", "python"})
 _SLACK = 8 << 20  # bytes an output needs beyond twice its inputs (code, metadata, the temp copy's slack)
 _NPY_MAGIC = (b"\x93NUMPY", b"PK\x03\x04")
 
@@ -44,6 +46,11 @@ def _is_edgekit_output(out: Path, kind: OutputKind) -> str | None:
         if foreign:
             return f"it holds files edgekit did not write ({', '.join(foreign[:3])}{'...' if len(foreign) > 3 else ''})"
         return None
+    if kind == "bundle":
+        if not out.is_dir() or not (out / "edgekit.txt").exists():
+            return "it is not an edgekit bundle (no edgekit.txt)"
+        foreign = sorted({p.name for p in out.iterdir()} - BUNDLE_FILES)
+        return f"it holds files edgekit did not write ({', '.join(foreign[:3])})" if foreign else None
     if out.is_dir():
         return "it is a directory"
     if kind == "onnx":

@@ -111,7 +111,7 @@ class Decoder(nn.Module):
 
 
 NETS = {"residual": (Residual, (1, 3, 16, 16)), "depthwise": (Inverted, (1, 3, 16, 16)), "concat": (Pyramid, (1, 3, 16, 16)),
-        "convtranspose": (Decoder, (1, 3, 16, 16))}
+        "convtranspose": (Decoder, (1, 3, 16, 16)), "mlp": (lambda: Mlp(), (1, 3, 16, 16))}
 
 
 def outputs(model: onnx.ModelProto, feed: dict) -> list[np.ndarray]:
@@ -162,7 +162,7 @@ def zeroed_reference(model: onnx.ModelProto, cfg: structured.StructuredConfig) -
     return m
 
 
-@pytest.mark.parametrize("name", ["residual", "depthwise", "concat", "convtranspose", "tf_classifier", "yolo_like", "ocr_detector", "crnn"])
+@pytest.mark.parametrize("name", ["residual", "depthwise", "concat", "convtranspose", "mlp", "tf_classifier", "yolo_like", "ocr_detector", "crnn"])
 def test_pruned_model_equals_the_dense_one_with_dropped_channels_zeroed(name):
     model = export(NETS[name][0](), NETS[name][1]) if name in NETS else build(name)
     cfg = structured.StructuredConfig(ratio=0.5, round_to=4)

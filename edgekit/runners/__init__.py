@@ -3,7 +3,8 @@
 - local: this machine, through the Python runtime (edgekit.runtime.CompiledModel);
 - qemu:  user-mode emulation of another CPU (aarch64), through the C++ runner and that arch's TVM runtime;
   timings from it are labelled "emulated" and say nothing about the real board;
-- rpc:   a TVM RPC server on the board (edgekit.runners.rpc).
+- rpc:   a TVM RPC server on the board (edgekit.runners.rpc);
+- cpp:   the embedded path, libedgekit's C API through a bundle's example app (edgekit.runners.cpp).
 """
 from __future__ import annotations
 
@@ -28,11 +29,19 @@ class Runner(Protocol):
 
 
 def open_runner(artifact_dir: Path | str, threads: int = 0, rpc: str | None = None, tracker: str | None = None,
-                key: str | None = None) -> Runner:
+                key: str | None = None, runtime: str = "python") -> Runner:
     """The runner for this artifact: the board if --rpc/--tracker is given, else local if the CPU matches,
-    else the target's emulator."""
+    else the target's emulator. runtime "cpp": through the bundle's C API (natively or emulated) instead."""
     meta = read_meta(artifact_dir)
     target = meta.target
+    if runtime not in ("python", "cpp"):
+        raise EdgekitError(f"unknown runtime '{runtime}'", "choose python or cpp")
+    if runtime == "cpp":
+        if rpc or tracker:
+            raise EdgekitError("--runtime cpp runs here (natively or emulated), not over RPC", "copy the bundle (edgekit package) to the board")
+        from edgekit.runners.cpp import CppRunner
+
+        return CppRunner(Path(artifact_dir), meta, threads)
     if rpc or tracker:
         from edgekit.runners.rpc import RpcRunner, connect
 

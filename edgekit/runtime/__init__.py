@@ -17,6 +17,7 @@ import numpy as np
 import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
+from edgekit.runtime.lite import Model as LiteModel
 
 META = "meta.json"
 LIBRARY = "model.so"
@@ -96,58 +97,26 @@ def set_threads(threads: int) -> None:
         os.environ["TVM_NUM_THREADS"] = str(threads)
 
 
-class CompiledModel:
+class CompiledModel(LiteModel):
+    """edgekit's loader: edgekit-runtime's Model (runtime/lite.py) with edgekit's checks and error type."""
+
     def __init__(self, artifact_dir: Path | str, threads: int = 0) -> None:
-        self.path = Path(artifact_dir)
-        self.meta = read_meta(self.path)
+        self.meta = read_meta(Path(artifact_dir))
+        super().__init__(artifact_dir, threads)
         self.inputs, self.outputs = self.meta.inputs, self.meta.outputs
-        refuse_if_not_runnable(self.path, self.meta.target)
-        set_threads(threads)
-        import tvm
-        from tvm.runtime.vm import (
-            VirtualMachine,  # runtime-only: works without libtvm_compiler
-        )
 
-        try:
-            lib = tvm.runtime.load_module(str(self.path / LIBRARY))
-        except Exception as exc:
-            interrupts.check()
-            raise EdgekitError(f"cannot load {self.path / LIBRARY}: {str(exc).splitlines()[0][:200]}", "re-run edgekit compile") from None
-        self._tvm = tvm
-        self._vm = VirtualMachine(lib, tvm.cpu())
-        self._main = self._vm["main"]  # look the function up once: a lookup costs ~10 µs
+    def _fail(self, message: str, hint: str = ""):
+        raise EdgekitError(message, hint)
 
-    def _check(self, spec: TensorSpec, value: np.ndarray) -> np.ndarray:
-        if np.asarray(value).dtype.kind not in "biuf":
-            raise EdgekitError(f"input '{spec.name}' has dtype {np.asarray(value).dtype}, the artifact takes {spec.dtype}", "convert the array to the dtype the artifact was compiled for")
-        arr = np.ascontiguousarray(value, dtype=spec.dtype)
-        if tuple(arr.shape) != tuple(spec.shape):
-            raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}", "recompile with --input-shape for this shape, or reshape the input")
-        return arr
+    def _interrupted(self) -> None:
+        interrupts.check()
 
-    def prepare(self, feeds: dict[str, np.ndarray]) -> list:
-        """Convert inputs to TVM tensors once (benchmarks time the model, not the copy)."""
-        missing = [s.name for s in self.inputs if s.name not in feeds]
-        if missing:
-            raise EdgekitError(f"missing input(s) {missing}", f"the artifact takes: {', '.join(s.name for s in self.inputs)}")
+    def check_runnable(self, target: dict) -> None:
+        refuse_if_not_runnable(self.path, target)
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        super().check_feeds(feeds)
         check_index_inputs(feeds, self.meta.index_inputs)
-        return [self._tvm.runtime.tensor(self._check(s, feeds[s.name])) for s in self.inputs]
-
-    def invoke(self, prepared: list):
-        return self._main(*prepared)
-
-    def _to_numpy(self, result) -> list[np.ndarray]:
-        if hasattr(result, "numpy"):
-            return [result.numpy()]
-        return [r.numpy() for r in result]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        arrays = self._to_numpy(self.invoke(self.prepare(feeds)))
-        return {spec.name: arr for spec, arr in zip(self.outputs, arrays)}
-
-    def __call__(self, *args: np.ndarray, **kwargs: np.ndarray) -> list[np.ndarray]:
-        feeds = dict(zip((s.name for s in self.inputs), args)) | kwargs
-        return list(self.run(feeds).values())
 
 
 def load(artifact_dir: Path | str, threads: int = 0) -> CompiledModel:

@@ -1,0 +1,153 @@
+"""edgekit-runtime: run an edgekit artifact or bundle with numpy and the TVM runtime only (no torch, no onnx,
+no edgekit). `edgekit package` ships this file as the `edgekit_runtime` package; `edgekit.load()` builds on it.
+
+    import edgekit_runtime as ek
+    model = ek.load("bundle/")           # or an artifact directory
+    logits, = model(x)                   # positional, in input order
+    outs = model.run({"input": x})       # {output name: array}
+
+Standalone on purpose: it must install on a board without the rest of edgekit, so the few facts it shares with
+edgekit (the CPU flag names, meta.json's fields) are restated here rather than imported.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+META = "meta.json"
+LIBRARY = "model.so"
+# /proc/cpuinfo spellings -> the feature names meta.json records (edgekit.targets.TargetCaps)
+CPUINFO_NAMES = {"sse4_2": "sse4.2", "bmi1": "bmi", "avx512_vnni": "avx512vnni", "avx512_vpopcntdq": "avx512vpopcntdq",
+                 "avx512_bitalg": "avx512bitalg", "avx512_vbmi2": "avx512vbmi2", "avx512_bf16": "avx512bf16",
+                 "avx512_fp16": "avx512fp16", "avx_vnni": "avxvnni", "asimd": "neon", "asimddp": "dotprod", "asimdhp": "fullfp16",
+                 "vfpv4": "vfp4"}
+ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+class RuntimeFailure(Exception):
+    """A model that cannot be loaded or run here: `message` says what, `hint` what to do."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message + (f" (hint: {hint})" if hint else ""))
+        self.message, self.hint = message, hint
+
+
+class Spec(NamedTuple):
+    name: str
+    shape: tuple
+    dtype: str
+
+
+def host_features() -> tuple[str, set[str]]:
+    arch = ARCH.get(platform.machine().lower(), platform.machine().lower())
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                flags.update(CPUINFO_NAMES.get(f, f) for f in value.split())
+    except OSError:
+        pass
+    return arch, flags
+
+
+def missing_features(target: dict) -> list[str]:
+    """What this machine lacks to run code built for `target` (meta.json's "target"); [] = it can."""
+    caps = target.get("caps") or {}
+    arch, flags = host_features()
+    if caps.get("arch") and caps["arch"] != arch:
+        return [caps["arch"]]
+    return sorted(set(caps.get("features", [])) - flags)
+
+
+class Model:
+    """A compiled model, loaded once; calls check every input's dtype and shape against meta.json."""
+
+    def __init__(self, path: Path | str, threads: int = 0) -> None:
+        self.path = Path(path)
+        meta_path = self.path / META
+        if not meta_path.exists():
+            self._fail(f"{self.path} is not an edgekit artifact or bundle (no {META})", "create one with `edgekit compile` / `edgekit package`")
+        try:
+            self.meta_json = json.loads(meta_path.read_text())
+            self.inputs = [Spec(i["name"], tuple(i["shape"]), i["dtype"]) for i in self.meta_json["inputs"]]
+            self.outputs = [Spec(o["name"], tuple(o["shape"]), o["dtype"]) for o in self.meta_json["outputs"]]
+            target = dict(self.meta_json["target"])
+        except (ValueError, KeyError, TypeError):
+            self._fail(f"{meta_path} is corrupt or not an edgekit meta.json", "re-run edgekit compile")
+        self.check_runnable(target)
+        if threads > 0:
+            os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts
+        import tvm
+        from tvm.runtime.vm import VirtualMachine  # runtime-only: works without libtvm_compiler
+
+        try:
+            lib = tvm.runtime.load_module(str(self.path / LIBRARY))
+        except Exception as exc:  # noqa: BLE001 - TVM's loader errors, reported as one line
+            self._interrupted()
+            self._fail(f"cannot load {self.path / LIBRARY}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}", "re-run edgekit compile")
+        self._tvm = tvm
+        self._vm = VirtualMachine(lib, tvm.cpu())
+        self._main = self._vm["main"]  # look the function up once: a lookup costs ~10 µs
+
+    # --- hooks edgekit.runtime overrides (its own error type and interrupt handling) ---------------------
+    def _fail(self, message: str, hint: str = ""):
+        raise RuntimeFailure(message, hint)
+
+    def _interrupted(self) -> None:
+        pass
+
+    def check_runnable(self, target: dict) -> None:
+        """Never execute code this CPU cannot run (an AVX-512 artifact on an AVX2 host dies of SIGILL)."""
+        missing = missing_features(target)
+        if missing:
+            what = f"it is built for {missing[0]}" if missing[0] in ("aarch64", "armv7", "x86_64") else f"this CPU lacks {', '.join(missing)}"
+            self._fail(f"{self.path} targets {target.get('name', '?')} and cannot run on this machine: {what}",
+                       "run it on a machine that has them, under its emulator, or on the board over --rpc")
+
+    # --- calls ---------------------------------------------------------------------------------------------
+    def _check(self, spec, value) -> np.ndarray:
+        if np.asarray(value).dtype.kind not in "biuf":
+            self._fail(f"input '{spec.name}' has dtype {np.asarray(value).dtype}, the artifact takes {spec.dtype}",
+                       "convert the array to the dtype the artifact was compiled for")
+        arr = np.ascontiguousarray(value, dtype=spec.dtype)
+        if tuple(arr.shape) != tuple(spec.shape):
+            self._fail(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}",
+                       "recompile with --input-shape for this shape, or reshape the input")
+        return arr
+
+    def check_feeds(self, feeds: dict) -> None:
+        missing = [s.name for s in self.inputs if s.name not in feeds]
+        if missing:
+            self._fail(f"missing input(s) {missing}", f"the artifact takes: {', '.join(s.name for s in self.inputs)}")
+
+    def prepare(self, feeds: dict) -> list:
+        """Convert inputs to TVM tensors once (benchmarks time the model, not the copy)."""
+        self.check_feeds(feeds)
+        return [self._tvm.runtime.tensor(self._check(s, feeds[s.name])) for s in self.inputs]
+
+    def invoke(self, prepared: list):
+        return self._main(*prepared)
+
+    @staticmethod
+    def _to_numpy(result) -> list[np.ndarray]:
+        if hasattr(result, "numpy"):
+            return [result.numpy()]
+        return [r.numpy() for r in result]
+
+    def run(self, feeds: dict) -> dict[str, np.ndarray]:
+        arrays = self._to_numpy(self.invoke(self.prepare(feeds)))
+        return {spec.name: arr for spec, arr in zip(self.outputs, arrays)}
+
+    def __call__(self, *args, **kwargs) -> list[np.ndarray]:
+        feeds = dict(zip((s.name for s in self.inputs), args)) | kwargs
+        return list(self.run(feeds).values())
+
+
+def load(path: Path | str, threads: int = 0) -> Model:
+    return Model(path, threads)
