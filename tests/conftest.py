@@ -72,6 +72,18 @@ def digits_artifact(digits_onnx, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def resnet18_rpi4(tmp_path_factory) -> Path:
+    """ResNet-18 compiled for the Raspberry Pi 4 and validated under qemu (shared by the ARM and package tests)."""
+    from edgekit.compiler.build import compile_onnx
+    from edgekit.export import export_model
+
+    tmp = tmp_path_factory.mktemp("resnet18_rpi4")
+    export_model("resnet18", tmp / "resnet18.onnx")
+    compile_onnx(tmp / "resnet18.onnx", tmp / "art", "rpi4", quiet=True)
+    return tmp / "art"
+
+
 def third_party_cnn(batch: int | str = "N", size: int = 32, seed: int = 0) -> onnx.ModelProto:
     """A CNN written directly in ONNX (not by torch): Conv/Relu/MaxPool/Conv(groups)/Add/GAP/Flatten/Gemm/Softmax."""
     rng = np.random.default_rng(seed)

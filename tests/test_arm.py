@@ -6,8 +6,6 @@ import shutil
 
 import pytest
 
-from edgekit.compiler.build import compile_onnx
-from edgekit.export import export_model
 from test_errors import assert_one_line_error
 
 needs_aarch64 = pytest.mark.skipif(
@@ -38,12 +36,10 @@ def test_aarch64_digits_runs_under_qemu_and_matches_ort(digits_onnx, tmp_path, c
 
 
 @needs_aarch64
-def test_aarch64_resnet18_runs_under_qemu(tmp_path):
-    onnx_path = tmp_path / "resnet18.onnx"
-    export_model("resnet18", onnx_path)
-    result = compile_onnx(onnx_path, tmp_path / "art", "rpi4", quiet=True)
-    assert result.meta["target"]["tvm"]["mcpu"] == "cortex-a72"
-    assert result.validation.ok and result.validation.max_abs <= 1e-4
+def test_aarch64_resnet18_runs_under_qemu(resnet18_rpi4):
+    meta = json.loads((resnet18_rpi4 / "meta.json").read_text())
+    assert meta["target"]["tvm"]["mcpu"] == "cortex-a72"
+    assert meta["validation"]["ok"] and meta["validation"]["max_abs"] <= 1e-4
 
 
 @needs_aarch64

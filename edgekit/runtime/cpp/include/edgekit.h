@@ -53,6 +53,7 @@ edgekit_status edgekit_get_output(const edgekit_model* model, int index, void* d
 const void* edgekit_output_data(const edgekit_model* model, int index);
 
 const char* edgekit_target(const edgekit_model* model); /* the bundle's target name */
+/* The message of this thread's last failed call; valid until the next failing call on this thread. */
 const char* edgekit_last_error(void);
 
 #ifdef __cplusplus
