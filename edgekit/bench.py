@@ -31,6 +31,7 @@ class BenchRun:
     size_bytes: int
     threads: int
     samples: int
+    planned_mb: float | None = None  # TVM's static plan: activations + weights (meta.json build.memory)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -126,7 +127,10 @@ def bench(
     for rt in runtimes:
         t = np.asarray(samples[rt])
         p50, p90, p99 = np.percentile(t, [50, 90, 99])
-        runs.append(BenchRun(model_path.name, rt, targets[rt], float(p50), float(p90), float(p99), float(t.mean()), rss[rt], sizes[rt], threads, len(t)))
+        plan = (meta.raw.get("build", {}).get("memory", {}) if meta is not None else {}) if rt in ("tvm", "cpp") else {}
+        planned = (plan["planned_activation_bytes"] + plan["weight_bytes"]) / 1e6 if "weight_bytes" in plan else None
+        runs.append(BenchRun(model_path.name, rt, targets[rt], float(p50), float(p90), float(p99), float(t.mean()), rss[rt], sizes[rt], threads,
+                             len(t), planned))
     return BenchReport(str(model_path), runs)
 
 

@@ -152,14 +152,15 @@ def print_bench(report) -> None:
     from rich.table import Table
 
     table = Table(title="edgekit bench (p50/p90/p99 over all rounds; each runtime in its own process)")
-    for col in ("model", "runtime", "target", "thr", "p50 ms", "p90 ms", "p99 ms", "mean ms", "vs ort", "RSS MB", "size MB"):
+    for col in ("model", "runtime", "target", "thr", "p50 ms", "p90 ms", "p99 ms", "mean ms", "vs ort", "RSS MB", "plan MB", "size MB"):
         table.add_column(col, justify="right")
     ort_p50 = {r.model: r.p50_ms for r in report.runs if r.runtime == "ort"}
     for r in report.runs:
         ratio = r.p50_ms / ort_p50[r.model] if r.model in ort_p50 else None
         table.add_row(
             r.model, r.runtime, r.target, str(r.threads), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.mean_ms:.3f}",
-            f"{ratio:.2f}×" if ratio else "-", "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}", f"{r.size_bytes / 1e6:.2f}",
+            f"{ratio:.2f}×" if ratio else "-", "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
+            "-" if r.planned_mb is None else f"{r.planned_mb:.1f}", f"{r.size_bytes / 1e6:.2f}",
         )
     out.print(table)
 

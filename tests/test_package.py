@@ -237,3 +237,11 @@ def test_torch_free_python_runtime_in_a_fresh_venv(digits_bundle, tmp_path):
     proc = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "refused: input 'input' has shape [1, 1, 4, 8]" in proc.stdout
+
+
+def test_memory_plan_is_recorded_and_beats_the_naive_sum(digits_artifact):
+    memory = json.loads((digits_artifact / "meta.json").read_text())["build"]["memory"]
+    assert memory["buffers"] >= 1 and memory["tensors"] >= memory["buffers"]
+    assert 0 < memory["planned_activation_bytes"] < memory["naive_activation_bytes"]
+    # the digits CNN's float weights are 95 kB (prepacked layouts may pad them)
+    assert 90_000 <= memory["weight_bytes"] <= 200_000

@@ -52,15 +52,18 @@ class CompileResult:
 
 
 def build_module(mod, target: TargetSpec, opts: BuildOptions, int8: bool = False, log: list | None = None
-                 ) -> tuple[object, dict[str, RuleResult], list[dict]]:
+                 ) -> tuple[object, dict[str, RuleResult], list[dict], dict]:
     """relax.build with edgekit's schedules (or TVM's bare pipeline for schedules="none": naive single-threaded
-    loops, kept as the honest baseline). Returns (executable, {PrimFunc: RuleResult}, int8 per-layer report).
-    int8: the model has quantized activations (QDQ): lower them to integer conv/matmul kernels first."""
+    loops, kept as the honest baseline). Returns (executable, {PrimFunc: RuleResult}, int8 per-layer report,
+    memory plan). int8: the model has quantized activations (QDQ): lower them to integer conv/matmul kernels first."""
     from tvm import relax
 
+    from edgekit.compiler.memory_plan import recording_pipeline
+
     mod, rules, layers = schedule_module(mod, target, opts, int8, log)
+    plan: dict = {}
     with _tvm_errors(target):
-        return relax.build(mod, target=target.tvm_target()), rules, layers
+        return relax.build(mod, target=target.tvm_target(), relax_pipeline=recording_pipeline(plan)), rules, layers, plan
 
 
 def schedule_module(mod, target: TargetSpec, opts: BuildOptions, int8: bool = False, log: list | None = None
@@ -160,7 +163,7 @@ def compile_onnx(
         has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
         build_warnings = [w for w in [int8_format_warning(model, spec)] if has_qdq and w]
         skipped: list[dict] = []
-        executable, rules, int8_layers = build_module(mod, spec, opts, int8=has_qdq, log=skipped)
+        executable, rules, int8_layers, memory = build_module(mod, spec, opts, int8=has_qdq, log=skipped)
         build_warnings += [f"rewrite {s['pass']} skipped: {s['skipped']}" for s in skipped]
         for w in build_warnings:
             warn(w, quiet)
@@ -169,7 +172,7 @@ def compile_onnx(
                  "winograd": opts.winograd, "fused_blocks": opts.fuse_blocks,
                  "rule_per_function": {name: r.rule for name, r in rules.items()},
                  "rule_details": {name: r.to_json() for name, r in rules.items() if r.knobs or r.fallback_reason},
-                 "binary_layers": lowered, "int8_layers": int8_layers, "rewrites_skipped": skipped}
+                 "binary_layers": lowered, "int8_layers": int8_layers, "rewrites_skipped": skipped, "memory": memory}
         cc = spec.compiler()
         with atomic_dir(out) as tmp:
             step("linking model.so")
