@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.runners import ProgramRunner, checked_input
 from edgekit.fileio import sha256_of
 from edgekit.runtime import LIBRARY, META, ArtifactMeta
 
@@ -28,7 +29,7 @@ def cached_bundle(artifact: Path) -> Path:
     return bundle
 
 
-class CppRunner:
+class CppRunner(ProgramRunner):
     def __init__(self, artifact_dir: Path, meta: ArtifactMeta, threads: int = 0) -> None:
         from edgekit.runtime import refuse_if_not_runnable
 
@@ -48,10 +49,7 @@ class CppRunner:
     def _invoke(self, feeds: dict[str, np.ndarray], warmup: int, repeat: int) -> tuple[dict[str, np.ndarray], list[float], float]:
         with tempfile.TemporaryDirectory(prefix="edgekit-cpp-") as io_dir:
             for i, spec in enumerate(self.inputs):
-                arr = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
-                if tuple(arr.shape) != tuple(spec.shape):
-                    raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}",
-                                       "recompile with --input-shape for this shape, or reshape the input")
+                arr = checked_input(spec, feeds[spec.name])
                 np.save(Path(io_dir) / f"input_{i}.npy", arr)
             cmd = [*self.prefix, str(self.bundle / "bin" / "edgekit_example"), str(self.bundle), "--inputs", io_dir, "--outputs", io_dir,
                    "--warmup", str(warmup), "--repeat", str(repeat), "--threads", str(self.threads)]
@@ -63,10 +61,3 @@ class CppRunner:
             report = json.loads(proc.stdout.strip().splitlines()[-1])
             outputs = {s.name: np.load(Path(io_dir) / f"output_{i}.npy") for i, s in enumerate(self.outputs)}
             return outputs, report["times_ms"], report["peak_rss_mb"]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._invoke(feeds, 0, 1)[0]
-
-    def time(self, feeds: dict[str, np.ndarray], warmup: int, repeat: int) -> tuple[list[float], float]:
-        _, times, rss = self._invoke(feeds, warmup, repeat)
-        return times, rss

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.runners import ProgramRunner, checked_input
 from edgekit.fileio import atomic_dir
 from edgekit.runtime import LIBRARY, ArtifactMeta
 
@@ -84,7 +85,7 @@ def _dl_type(dtype: np.dtype) -> tuple[int, int]:
     return _DL_CODES[dtype.kind], dtype.itemsize * 8
 
 
-class QemuRunner:
+class QemuRunner(ProgramRunner):
     label = "emulated"
 
     def __init__(self, artifact_dir: Path, meta: ArtifactMeta, threads: int = 0) -> None:
@@ -102,9 +103,7 @@ class QemuRunner:
             io = Path(io_dir)
             lines = []
             for i, spec in enumerate(self.inputs):
-                arr = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
-                if tuple(arr.shape) != tuple(spec.shape):
-                    raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}", "recompile with --input-shape for this shape, or reshape the input")
+                arr = checked_input(spec, feeds[spec.name])
                 arr.tofile(io / f"input_{i}.bin")
                 code, bits = _dl_type(arr.dtype)
                 lines.append(f"input_{i}.bin {code} {bits} {arr.ndim} {' '.join(map(str, arr.shape))}")
@@ -122,10 +121,3 @@ class QemuRunner:
                 file, _code, _bits, ndim, *dims = line.split()
                 outputs[spec.name] = np.fromfile(io / file, dtype=spec.dtype).reshape([int(d) for d in dims])
             return outputs, report["times_ms"], report["peak_rss_mb"]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._invoke(feeds, 0, 1)[0]
-
-    def time(self, feeds: dict[str, np.ndarray], warmup: int, repeat: int) -> tuple[list[float], float]:
-        _, times, rss = self._invoke(feeds, warmup, repeat)
-        return times, rss

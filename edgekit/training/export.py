@@ -37,6 +37,18 @@ def export_binarized(
     return packed, report
 
 
+def digits_teacher(ref: str) -> nn.Module:
+    """The zoo or user model `ref` in eval mode, checked to take digits (N×1×8×8): what finetuning trains on."""
+    from edgekit.errors import EdgekitError
+    from edgekit.zoo import load_model
+
+    loaded = load_model(ref)
+    if loaded.input_shape is not None and tuple(loaded.input_shape)[1:] != (1, 8, 8):
+        raise EdgekitError(f"{ref} takes {list(loaded.input_shape)}; finetuning runs on the digits task (N×1×8×8)",
+                           "finetune trains on scikit-learn digits: pass a model taking N×1×8×8")
+    return loaded.module.eval()
+
+
 def finetune_to_onnx(
     ref: str,
     out: Path,
@@ -58,15 +70,11 @@ def finetune_to_onnx(
     from edgekit.onnxtools import ort_session, simplify
     from edgekit.fileio import atomic_file, check_output_path
     from edgekit.passes.quantize import QuantizeConfig, run as quantize_run
-    from edgekit.zoo import load_model
 
     if bits not in (1, 2, 4):
         raise EdgekitError(f"--bits {bits} is not trainable here", "finetune handles 1 (binary), 2 and 4 bits; 8 bits needs no training")
     check_output_path(out, force, kind="onnx")
-    loaded = load_model(ref)
-    if loaded.input_shape is not None and tuple(loaded.input_shape)[1:] != (1, 8, 8):
-        raise EdgekitError(f"{ref} takes {list(loaded.input_shape)}; finetuning runs on the digits task (N×1×8×8)", "finetune trains on scikit-learn digits: pass a model taking N×1×8×8")
-    teacher = loaded.module.eval()
+    teacher = digits_teacher(ref)
     split = load_digits_split()
     fp32_acc = evaluate(teacher, split.x_test, split.y_test)
     if bits == 1:
@@ -137,16 +145,12 @@ def prune_finetune_to_onnx(ref: str, out: Path, ratio: float, method: str = "gra
     from edgekit.fileio import atomic_file, check_output_path
     from edgekit.passes import prune, structured
     from edgekit.training.pruning import ChannelMasks, gradual_prune, lottery_ticket
-    from edgekit.zoo import load_model
 
     structured.check_ratio(ratio)
     if method not in PRUNE_METHODS:
         raise EdgekitError(f"unknown pruning method '{method}'", f"choose from {', '.join(PRUNE_METHODS)}")
     check_output_path(out, force, kind="onnx")
-    loaded = load_model(ref)
-    if loaded.input_shape is not None and tuple(loaded.input_shape)[1:] != (1, 8, 8):
-        raise EdgekitError(f"{ref} takes {list(loaded.input_shape)}; finetuning runs on the digits task (N×1×8×8)", "pass a model taking N×1×8×8")
-    teacher = loaded.module.eval()
+    teacher = digits_teacher(ref)
     split = load_digits_split()
     dense_onnx = _to_onnx(teacher)
     result: dict = {"model": ref, "output": str(out), "method": method, "ratio": ratio, "epochs": epochs,
