@@ -86,23 +86,20 @@ def bench(
             from edgekit.compiler.build import compile_onnx
 
             artifact = tmp / "artifact"
-            result = compile_onnx(onnx_path, artifact, target, input_shapes=input_shapes, validate=True, quiet=quiet)
+            compile_onnx(onnx_path, artifact, target, input_shapes=input_shapes, validate=True, quiet=quiet)
             meta = read_meta(artifact)
         inputs = tmp / "inputs.npz"
         np.savez(inputs, **random_inputs(specs))
         sizes = {"ort": onnx_path.stat().st_size}
         targets = {"ort": "cpu", "openvino": "cpu f32"}
         sizes["openvino"] = sizes["ort"]
-        remote = None  # a runner outside this process: the board over RPC, or an emulator
-        cpp = None
+        remote = {}  # runners outside this process: the board over RPC or an emulator (tvm), the C++ app (cpp)
         if artifact is not None:
             sizes["tvm"] = sizes["cpp"] = (artifact / LIBRARY).stat().st_size
-            targets["tvm"], remote = _tvm_runner(artifact, meta, threads, device)
+            targets["tvm"], remote["tvm"] = _tvm_runner(artifact, meta, threads, device)
         if "cpp" in runtimes:
-            from edgekit.runners.cpp import CppRunner
-
-            cpp = CppRunner(artifact, meta, threads)
-            targets["cpp"] = f"{meta.target['name']} ({cpp.label})"
+            remote["cpp"] = _cpp_runner(artifact, meta, threads)
+            targets["cpp"] = f"{meta.target['name']} ({remote['cpp'].label})"
         per_round = max(1, repeat // rounds)
         samples: dict[str, list[float]] = {r: [] for r in runtimes}
         rss: dict[str, float | None] = {r: 0.0 for r in runtimes}
@@ -115,23 +112,25 @@ def bench(
                     if not quiet:
                         status.update(f"benchmarking {rt} (round {rnd + 1}/{rounds}, {threads} threads)…")
                     path = artifact if rt == "tvm" else onnx_path  # ort and openvino read the same ONNX
-                    if (rt == "tvm" and remote is not None) or rt == "cpp":
-                        times, peak = (cpp if rt == "cpp" else remote).time(dict(np.load(inputs)), warmup, per_round)
+                    if remote.get(rt) is not None:
+                        times, peak = remote[rt].time(dict(np.load(inputs)), warmup, per_round)
                         out = {"times_ms": times, "peak_rss_mb": peak}
                     else:
                         job = {"runtime": rt, "model": str(path), "inputs": str(inputs), "threads": threads, "warmup": warmup, "repeat": per_round}
                         out = run_worker(job)
                     samples[rt].extend(out["times_ms"])
                     rss[rt] = None if out["peak_rss_mb"] is None else max(rss[rt] or 0.0, out["peak_rss_mb"])
-    runs = []
-    for rt in runtimes:
-        t = np.asarray(samples[rt])
-        p50, p90, p99 = np.percentile(t, [50, 90, 99])
-        plan = (meta.raw.get("build", {}).get("memory", {}) if meta is not None else {}) if rt in ("tvm", "cpp") else {}
-        planned = (plan["planned_activation_bytes"] + plan["weight_bytes"]) / 1e6 if "weight_bytes" in plan else None
-        runs.append(BenchRun(model_path.name, rt, targets[rt], float(p50), float(p90), float(p99), float(t.mean()), rss[rt], sizes[rt], threads,
-                             len(t), planned))
-    return BenchReport(str(model_path), runs)
+    return BenchReport(str(model_path), [_summarize(model_path.name, rt, targets[rt], samples[rt], rss[rt], sizes[rt], threads, meta)
+                                         for rt in runtimes])
+
+
+def _summarize(name: str, runtime: str, target: str, times: list[float], rss: float | None, size: int, threads: int, meta) -> BenchRun:
+    """Percentiles of one runtime's samples, with TVM's static memory plan beside the TVM and C++ rows."""
+    t = np.asarray(times)
+    p50, p90, p99 = np.percentile(t, [50, 90, 99])
+    plan = meta.raw.get("build", {}).get("memory", {}) if meta is not None and runtime in ("tvm", "cpp") else {}
+    planned = (plan["planned_activation_bytes"] + plan["weight_bytes"]) / 1e6 if "weight_bytes" in plan else None
+    return BenchRun(name, runtime, target, float(p50), float(p90), float(p99), float(t.mean()), rss, size, threads, len(t), planned)
 
 
 def _resolve(model_path: Path, onnx_path: Path | None):
@@ -163,6 +162,12 @@ def _tvm_runner(artifact: Path, meta, threads: int, device: dict | None):
 
     remote = open_runner(artifact, threads, **(device or {}))  # raises if it can't run anywhere
     return label + (f" (rpc {device.get('rpc') or device.get('key')})" if device else " (emulated)"), remote
+
+
+def _cpp_runner(artifact: Path, meta, threads: int):
+    from edgekit.runners.cpp import CppRunner
+
+    return CppRunner(artifact, meta, threads)
 
 
 def merge(reports: list[BenchReport]) -> BenchReport:

@@ -203,3 +203,30 @@ def print_compress_result(output, result: dict) -> None:
         a = result["accuracy"]
         out.print(f"digits accuracy ({a['samples']} test images): fp32 ORT {a['fp32_ort']:.2%} | compressed ORT {a['compressed_ort']:.2%} | "
                   f"compressed TVM {a['compressed_tvm']:.2%}  (drop {a['drop_pt']:.2f} pt)")
+
+
+def print_prune_finetune(output, result: dict, method: str) -> None:
+    a = result["accuracy"]
+    out.print(f"wrote {output}: {result['mode']} after {method} training; file {result['ratio']:.2f}× smaller")
+    out.print(f"digits accuracy: torch fp32 {a['torch_fp32']:.2%} | training-free {a['training_free_onnxruntime']:.2%} | "
+              f"finetuned, ONNX in onnxruntime {a['onnxruntime']:.2%} (drop {a['drop_pt']:.2f} pt)")
+    if "lottery" in result:
+        t = result["lottery"]
+        out.print(f"lottery ticket: dense from scratch {t['dense_accuracy']:.2%} | ticket (rewound to epoch {t['rewind_epoch']}) "
+                  f"{t['ticket_accuracy']:.2%} | same mask, random re-init {t['random_reinit_accuracy']:.2%}")
+
+
+def print_package(output, result: dict) -> None:
+    from rich.table import Table
+
+    out.print(f"wrote {output} for {result['target']} ({result['arch']})")
+    table = Table(title="bundle size")
+    table.add_column("part")
+    table.add_column("kB", justify="right")
+    for part, size in result["sizes"]["parts"].items():
+        table.add_row(part, f"{size / 1e3:.0f}")
+    table.add_row("[bold]runtime (all but model.so and samples)[/]", f"[bold]{result['sizes']['runtime_bytes'] / 1e3:.0f}[/]")
+    out.print(table)
+    run_cmd = "bin/edgekit_example ." if result["arch"] == "x86_64" else \
+        "qemu-aarch64 -L /usr/aarch64-linux-gnu bin/edgekit_example .  (on the board: bin/edgekit_example .)"
+    out.print(f"try it: cd {output} && {run_cmd}")

@@ -127,7 +127,7 @@ def _python_runtime(bundle: Path) -> None:
     py = bundle / "python"
     (py / "edgekit_runtime").mkdir(parents=True)
     shutil.copy2(LITE, py / "edgekit_runtime" / "__init__.py")
-    pins = [f'"numpy"', f'"apache-tvm=={metadata.version("apache-tvm")}"', f'"apache-tvm-ffi=={metadata.version("apache-tvm-ffi")}"']
+    pins = ['"numpy"', f'"apache-tvm=={metadata.version("apache-tvm")}"', f'"apache-tvm-ffi=={metadata.version("apache-tvm-ffi")}"']
     (py / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
         f'[project]\nname = "edgekit-runtime"\nversion = "0.1.0"\ndescription = "Run edgekit artifacts: numpy + the TVM runtime"\n'

@@ -119,7 +119,7 @@ def fit_linear(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, 
 
 
 def run(model: onnx.ModelProto, cfg: DepthConfig) -> tuple[onnx.ModelProto, PassReport]:
-    from edgekit.passes.channels import batch_one, observed_shapes
+    from edgekit.passes.channel_graph import batch_one, observed_shapes
     from edgekit.passes.structured import prepare
 
     if cfg.blocks < 1:

@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 
 from edgekit.errors import EdgekitError
 from edgekit.passes import LayerReport, PassReport, record_pass
-from edgekit.passes.channels import attr
+from edgekit.passes.channel_graph import attr
 
 
 @dataclass

@@ -106,7 +106,7 @@ def sparsify(model: onnx.ModelProto, cfg: PruneConfig) -> tuple[dict[str, np.nda
                 masks[l.init_name] = nm_mask(l.weight, n, m, axis)
         if not masks:
             raise EdgekitError(f"--nm {n}:{m}: no layer has a number of input channels that {m} divides",
-                               f"choose M dividing the channel counts (e.g. 2:4 on multiples of 4)")
+                               "choose M dividing the channel counts (e.g. 2:4 on multiples of 4)")
         report.extra["mode"] = f"{n}:{m} sparsity"
     else:
         masks = magnitude_masks(weights, cfg.ratio, cfg.scope)

@@ -32,7 +32,8 @@ from onnx import numpy_helper
 
 from edgekit.errors import EdgekitError
 from edgekit.passes import LayerReport, PassReport, record_pass
-from edgekit.passes.channels import ChannelGraph, ModelEdit, batch_one, build_channel_graph, observed_shapes
+from edgekit.passes.channel_graph import ChannelGraph, ModelEdit, batch_one, observed_shapes
+from edgekit.passes.channels import build_channel_graph
 
 CRITERIA = ("l1", "l2", "activation")
 SCOPES = ("layer", "global")

@@ -28,31 +28,6 @@ class Runner(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-class ProgramRunner:
-    """A runner that runs a helper program per call (qemu, the C++ example): subclasses define
-    _invoke(feeds, warmup, repeat) -> (outputs, per-call ms, peak RSS MB)."""
-
-    def _invoke(self, feeds: dict[str, np.ndarray], warmup: int, repeat: int) -> tuple[dict[str, np.ndarray], list[float], float]:
-        raise NotImplementedError
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._invoke(feeds, 0, 1)[0]
-
-    def time(self, feeds: dict[str, np.ndarray], warmup: int, repeat: int) -> tuple[list[float], float]:
-        _, times, rss = self._invoke(feeds, warmup, repeat)
-        return times, rss
-
-
-def checked_input(spec, value: np.ndarray) -> np.ndarray:
-    """`value` as the contiguous array of the spec's dtype, or one error if its shape is not the compiled one
-    (runners that hand buffers to C++ must check: the C side reads exactly the compiled byte size)."""
-    arr = np.ascontiguousarray(value, dtype=spec.dtype)
-    if tuple(arr.shape) != tuple(spec.shape):
-        raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}",
-                           "recompile with --input-shape for this shape, or reshape the input")
-    return arr
-
-
 def open_runner(artifact_dir: Path | str, threads: int = 0, rpc: str | None = None, tracker: str | None = None,
                 key: str | None = None, runtime: str = "python") -> Runner:
     """The runner for this artifact: the board if --rpc/--tracker is given, else local if the CPU matches,

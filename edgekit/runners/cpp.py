@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.runners import ProgramRunner, checked_input
+from edgekit.runners.base import ProgramRunner, checked_input
 from edgekit.fileio import sha256_of
 from edgekit.runtime import LIBRARY, META, ArtifactMeta
 
