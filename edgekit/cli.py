@@ -399,6 +399,43 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command()
+@handle_errors
+def report(
+    model: Annotated[Optional[str], typer.Argument(help="An .onnx file or a zoo name (or give --config).")] = None,
+    target: Annotated[str, typer.Option("--target", "-t")] = "x86_64",
+    variants: Annotated[Optional[str], typer.Option("--variants", help="Comma-separated, e.g. fp32,int8,int4,bwn,prune50s,prune90.")] = None,
+    eval_set: Annotated[Optional[str], typer.Option("--eval", help="digits, or data.npz with the inputs and 'labels' (else: error vs fp32).")] = None,
+    calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration data for int8 / structured / depth (default: digits or random).")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Report directory (report.md, report.json, plots, cache/).")] = Path("report"),
+    finetune: Annotated[bool, typer.Option("--finetune", help="Also the training-based variants (ft-bwn, ft-int4, ft-prune90, ft-prune50s).")] = False,
+    threads: Annotated[int, typer.Option("--threads")] = 2,
+    repeat: Annotated[int, typer.Option("--repeat", help="Timed calls per runtime and variant.")] = 20,
+    config: Annotated[Optional[Path], typer.Option("--config", help="A TOML file with a [report] table instead of the options.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Every compression variant built, validated and measured: size, accuracy (or error vs fp32), latency; Pareto plots.
+
+    Example: edgekit report digits_cnn --target x86_64 --eval digits -o report/
+    """
+    from edgekit.report import DEFAULT_VARIANTS, ReportConfig, run_report
+
+    if config is not None:
+        cfg = ReportConfig.from_toml(config)
+    elif model is None:
+        raise EdgekitError("give a MODEL or --config sweep.toml", "e.g. edgekit report digits_cnn --eval digits")
+    else:
+        chosen = tuple(v.strip() for v in variants.split(",") if v.strip()) if variants else DEFAULT_VARIANTS
+        cfg = ReportConfig(model, target, chosen, eval_set, calib, output, finetune, threads, repeat)
+    result = run_report(cfg, quiet=json_out)
+    if json_out:
+        return emit_json(result)
+    from edgekit.report_plot import markdown
+
+    out.print(markdown(result), markup=False, highlight=False)
+    out.print(f"wrote {result['files']['markdown']}, {result['files']['json']} and the two plots")
+
+
 from edgekit.cli_rpc import rpc_app  # noqa: E402 - after `app`, which it does not need
 
 app.add_typer(rpc_app, name="rpc")

@@ -103,12 +103,16 @@ def check_prune_options(opts: CompressOptions) -> None:
 
 
 def prune_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[TensorSpec]) -> tuple[onnx.ModelProto, list[PassReport]]:
-    """Order: structured pruning, low-rank factorization, unstructured / N:M; quantization then sees the result."""
-    from edgekit.passes import lowrank, prune, structured
+    """Order: depth, structured pruning, low-rank factorization, unstructured / N:M; quantization then sees the result."""
+    from edgekit.passes import depth, lowrank, prune, structured
     from edgekit.passes.quantize import check_not_quantized
 
     check_not_quantized(model)
     reports = []
+    if opts.depth is not None:
+        calib = calibration_samples(opts.calib, specs, min(opts.calib_samples, 64))
+        model, report = depth.run(model, depth.DepthConfig(blocks=opts.depth, calibration=calib))
+        reports.append(report)
     if opts.structured:
         calib = calibration_samples(opts.calib, specs, min(opts.calib_samples, 64))
         cfg = structured.StructuredConfig(ratio=opts.prune, criterion=opts.prune_criterion, scope=opts.prune_scope,

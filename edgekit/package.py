@@ -36,6 +36,9 @@ FORMATS = ("dir", "tar.gz")
 def runtime_libs(target: dict) -> Path:
     """The directory holding libtvm_runtime.so and libtvm_ffi.so for the target's architecture."""
     arch = target.get("caps", {}).get("arch")
+    if target.get("tvm", {}).get("kind", "llvm") != "llvm":
+        raise EdgekitError(f"{target.get('name')} is a {target['tvm']['kind']} target: bundles hold CPU runtimes only",
+                           "load GPU artifacts with edgekit.load() / edgekit-runtime on a machine with the CUDA driver")
     if arch == "x86_64":
         import tvm
         import tvm_ffi

@@ -463,3 +463,16 @@ def test_finetune_prune_reaches_the_accuracy_goals(cli, tmp_path, args, floor_pt
     if "--lottery" in args:
         t = result["lottery"]
         assert t["ticket_accuracy"] >= t["dense_accuracy"] - 0.01 and 0 < t["random_reinit_accuracy"] <= 1
+
+
+def test_cli_depth_and_lowrank(cli, tmp_path):
+    model = export(Deep(), (1, 3, 12, 12))
+    onnx.save(model, tmp_path / "deep.onnx")
+    res = cli("compress", tmp_path / "deep.onnx", "--depth", "1", "--calib", "random", "-o", tmp_path / "d.onnx", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["pass"] == "depth"
+    res = cli("compress", tmp_path / "deep.onnx", "--rank", "2", "-o", tmp_path / "r.onnx", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["pass"] == "lowrank"
+    res = cli("compress", tmp_path / "deep.onnx", "--depth", "1", "-o", tmp_path / "e.onnx")
+    assert res.exit_code == 2 and "needs calibration" in res.stderr
