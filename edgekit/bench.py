@@ -60,6 +60,7 @@ def bench(
     onnx_path: Path | None = None,
     quiet: bool = False,
     device: dict | None = None,
+    freeze: dict | None = None,
 ) -> BenchReport:
     """Bench an .onnx (compiling it for TVM into a temp artifact if asked) or an artifact directory.
 
@@ -86,10 +87,10 @@ def bench(
             from edgekit.compiler.build import compile_onnx
 
             artifact = tmp / "artifact"
-            compile_onnx(onnx_path, artifact, target, input_shapes=input_shapes, validate=True, quiet=quiet)
+            compile_onnx(onnx_path, artifact, target, input_shapes=input_shapes, validate=True, quiet=quiet, freeze=freeze)
             meta = read_meta(artifact)
         inputs = tmp / "inputs.npz"
-        np.savez(inputs, **random_inputs(specs))
+        np.savez(inputs, **(random_inputs(specs) | (meta.frozen if meta is not None else {})))  # frozen inputs: their constants
         sizes = {"ort": onnx_path.stat().st_size}
         targets = {"ort": "cpu", "openvino": "cpu f32"}
         sizes["openvino"] = sizes["ort"]

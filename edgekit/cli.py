@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgekit.cli_support import (
-    ForceOpt, JsonOpt, KeyOpt, MaxElementsOpt, RpcOpt, ShapeOpt, TrackerOpt, emit_json, err, handle_errors, out, print_bench,
+    ForceOpt, FreezeOpt, JsonOpt, KeyOpt, MaxElementsOpt, RpcOpt, ShapeOpt, TrackerOpt, emit_json, err, handle_errors, out, print_bench,
     print_package, print_validation,
 )
 from edgekit.checks import MAX_ELEMENTS
@@ -190,6 +190,7 @@ def compile_cmd(
     no_winograd: Annotated[bool, typer.Option("--no-winograd", help="Direct 3x3 convs only (Winograd F(4,3) is faster but stores 4x their weights).")] = False,
     no_fuse_blocks: Annotated[bool, typer.Option("--no-fuse-blocks", help="Run inverted-residual blocks (1x1 -> depthwise -> 1x1) as three ops, not one fused kernel.")] = False,
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of validation inputs (default: random).")] = None,
+    freeze: FreezeOpt = None,
     max_elements: MaxElementsOpt = MAX_ELEMENTS,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
@@ -208,7 +209,7 @@ def compile_cmd(
     opts = BuildOptions(schedules=schedules, threads=threads, tuning=database, xnor=not no_xnor, winograd=not no_winograd,
                         fuse_blocks=not no_fuse_blocks)
     result = compile_onnx(model, output, target, opts, input_shapes=parse_input_shapes(input_shape), force=force,
-                          validate=not no_validate, inputs=inputs, quiet=json_out, max_elements=max_elements)
+                          validate=not no_validate, inputs=inputs, quiet=json_out, max_elements=max_elements, freeze=freeze)
     if json_out:
         emit_json(result.to_json())
     else:

@@ -28,6 +28,8 @@ err = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output (only one edgekit wrote).")]
+FreezeOpt = Annotated[Optional[list[str]], typer.Option("--freeze", help="NAME=VALUE: bind an input to a constant (a number, a comma "
+                                                   "list or an .npy), so that If and shape arithmetic on it fold (repeatable).")]
 ShapeOpt = Annotated[
     Optional[list[str]], typer.Option("--input-shape", help="Fix input shapes: 1,3,224,224 or NAME=1,3,224,224 (repeatable).")
 ]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,6 +66,10 @@ class ReportConfig:
 
     @classmethod
     def from_toml(cls, path: Path) -> "ReportConfig":
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # the same parser, as a package (a dependency on 3.10)
+            import tomli as tomllib
         try:
             data = tomllib.loads(Path(path).read_text()).get("report", {})
         except (OSError, tomllib.TOMLDecodeError) as exc:

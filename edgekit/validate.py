@@ -163,23 +163,26 @@ def validate_artifact(
     from edgekit.graph import load_onnx
 
     model = load_onnx(onnx_path)  # also: a clear error if it is not a valid model
-    check_same_interface(model, compiled, onnx_path)
+    frozen = read_meta(artifact_dir).frozen
+    check_same_interface(model, compiled, onnx_path, frozen)
     default_atol, default_rtol = tolerances_for(model)
     atol = default_atol if atol is None else atol
     rtol = default_rtol if rtol is None else rtol
     session = ort_session(onnx_path, reference=True)
     samples = load_inputs_npz(inputs, compiled.inputs) if inputs else [random_inputs(compiled.inputs, seed)]
-    return compare_samples(samples, session, compiled, atol, rtol)
+    return compare_samples(samples, session, compiled, atol, rtol, frozen)
 
 
-def check_same_interface(model, compiled, onnx_path: Path) -> None:
-    """The reference model must take and return what the artifact does (same names; shapes where the model fixes them)."""
+def check_same_interface(model, compiled, onnx_path: Path, frozen: dict | None = None) -> None:
+    """The reference model must take and return what the artifact does (same names; shapes where the model fixes
+    them), apart from the inputs compile --freeze bound to constants."""
     from edgekit.graph import graph_inputs, graph_outputs
 
     def describe(specs) -> str:
         return ", ".join(f"{s.name} {s.dtype}{list(s.shape)}" for s in specs)
 
-    for kind, ref, art in (("inputs", graph_inputs(model), compiled.inputs), ("outputs", graph_outputs(model), compiled.outputs)):
+    ref_inputs = [s for s in graph_inputs(model) if s.name not in (frozen or {})]
+    for kind, ref, art in (("inputs", ref_inputs, compiled.inputs), ("outputs", graph_outputs(model), compiled.outputs)):
         same = len(ref) == len(art) and all(
             r.name == a.name and r.dtype == a.dtype and len(r.shape) == len(a.shape)
             and all(not isinstance(d, int) or d == int(e) for d, e in zip(r.shape, a.shape)) for r, a in zip(ref, art))
@@ -188,12 +191,13 @@ def check_same_interface(model, compiled, onnx_path: Path) -> None:
                                f"the artifact {describe(art)}", "validate the artifact against the model it was compiled from")
 
 
-def compare_samples(samples, session, compiled, atol: float, rtol: float) -> ValidationReport:
+def compare_samples(samples, session, compiled, atol: float, rtol: float, frozen: dict | None = None) -> ValidationReport:
+    """Worst errors over the samples; onnxruntime also gets the frozen inputs (bound to constants in the artifact)."""
     worst: ValidationReport | None = None
     out_names = [o.name for o in compiled.outputs]
     for feeds in samples:
         try:
-            ref = dict(zip(out_names, session.run(out_names, feeds)))
+            ref = dict(zip(out_names, session.run(out_names, feeds | (frozen or {}))))
         except Exception as exc:  # noqa: BLE001 - onnxruntime's pybind errors reach the user as one line
             interrupts.check()
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]

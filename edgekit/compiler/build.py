@@ -143,6 +143,7 @@ def compile_onnx(
     rtol: float | None = None,
     quiet: bool = False,
     max_elements: int = MAX_ELEMENTS,
+    freeze: dict[str, np.ndarray] | list[str] | None = None,
 ) -> CompileResult:
     """ONNX file -> artifact directory for `target`, built with `opts`, validated against onnxruntime when this
     machine can run (or emulate) the target."""
@@ -153,6 +154,12 @@ def compile_onnx(
     with steps(quiet) as step:
         step("loading ONNX")
         model = load_onnx(onnx_path)
+        if freeze:
+            from edgekit.passes.freeze import freeze_inputs, parse_freeze
+
+            step("binding --freeze inputs and folding what depends on them")
+            freeze = parse_freeze(freeze, model) if isinstance(freeze, list) else freeze
+            model = freeze_inputs(model, freeze)
         in_specs = resolve_input_specs(model, input_shapes or {}, max_elements)
         default_atol, default_rtol = tolerances_for(model)
         atol = default_atol if atol is None else atol
@@ -178,15 +185,17 @@ def compile_onnx(
             step("linking model.so")
             _link(executable, tmp / LIBRARY, cc, spec)
             meta = _meta(onnx_path, spec, in_specs, out_specs, model, build, tmp, build_warnings)
+            if freeze:
+                meta["frozen"] = {k: {"dtype": str(v.dtype), "value": v.tolist()} for k, v in freeze.items()}
             (tmp / META).write_text(json.dumps(meta, indent=2))
             report = None
             if validate and spec.runnable_here != "no":
                 step(f"validating against onnxruntime ({spec.runnable_here})")
                 samples = load_inputs_npz(inputs, in_specs) if inputs else [random_inputs(in_specs)]
                 session = ort_session(onnx_path, reference=True)
-                report = compare_samples(samples, session, open_runner(tmp), atol, rtol)
+                report = compare_samples(samples, session, open_runner(tmp), atol, rtol, freeze)
                 meta["validation"] = report.to_json() | {"samples": len(samples), "executed": spec.runnable_here}
-                _write_bundle(tmp / BUNDLE, samples[0], session)
+                _write_bundle(tmp / BUNDLE, samples[0], session, freeze)
             elif validate:
                 skipped_why = f"not validated here: {spec.why_not_runnable}; validate on the target with `edgekit validate` or over --rpc"
                 warn(skipped_why, quiet)
@@ -264,7 +273,7 @@ def _link(executable, path: Path, cc: str, spec: TargetSpec) -> None:
         raise EdgekitError(f"{path.name} is not an ELF shared object for {spec.arch} (e_machine {machine})", "check the target's cc in its .toml")
 
 
-def _write_bundle(path: Path, feeds: dict[str, np.ndarray], session) -> None:
-    outputs = session.run(None, feeds)
+def _write_bundle(path: Path, feeds: dict[str, np.ndarray], session, frozen: dict | None = None) -> None:
+    outputs = session.run(None, feeds | (frozen or {}))
     names = [o.name for o in session.get_outputs()]
     np.savez(path, **{f"input:{k}": v for k, v in feeds.items()}, **{f"output:{n}": o for n, o in zip(names, outputs)})

@@ -22,9 +22,11 @@ def check_supported(model: onnx.ModelProto) -> None:
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in supported:
             where = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
+            control = node.op_type in ("If", "Loop", "Scan")
             raise EdgekitError(
                 f"node '{node.name or '<unnamed>'}' uses op {where}{node.op_type}, which TVM's ONNX importer does not support",
-                "replace or remove that op before compiling (it still runs in onnxruntime)",
+                "bind the input its condition or trip count depends on with --freeze NAME=VALUE, so that it folds" if control
+                else "replace or remove that op before compiling (it still runs in onnxruntime)",
             )
 
 

@@ -38,6 +38,11 @@ class ArtifactMeta:
     validation: dict | None
     raw: dict = field(repr=False, default_factory=dict)
 
+    @property
+    def frozen(self) -> dict[str, np.ndarray]:
+        """Inputs compile --freeze bound to constants: gone from the artifact, fed to onnxruntime when validating."""
+        return {name: np.asarray(v["value"], dtype=v["dtype"]) for name, v in self.raw.get("frozen", {}).items()}
+
     @classmethod
     def from_json(cls, data: object, where: Path) -> "ArtifactMeta":
         try:

@@ -1,0 +1,73 @@
+"""--freeze NAME=VALUE: an input bound to a constant, the If on it folded to the taken branch, the artifact without
+that input, validation against onnxruntime fed the frozen value; clear errors otherwise."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.onnxtools import ort_session
+from edgekit.passes.freeze import freeze_inputs, parse_freeze
+from test_errors import assert_one_line_error
+
+
+def vad_like() -> onnx.ModelProto:
+    """A Silero-VAD-style graph: a conv front end whose scale depends on an If over the sample-rate input."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((8, 1, 5)) * 0.3).astype(np.float32), "w")
+    k16 = numpy_helper.from_array(np.array(16000, np.int64), "k16")
+
+    def branch(name: str, scale: float) -> onnx.GraphProto:
+        c = numpy_helper.from_array(np.array(scale, np.float32), f"{name}_scale")
+        return helper.make_graph([helper.make_node("Mul", ["feat", f"{name}_scale"], [f"{name}_out"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)], [c])
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["feat"], pads=[2, 2], name="conv"),
+        helper.make_node("Equal", ["sr", "k16"], ["is16k"], name="is16k"),
+        helper.make_node("If", ["is16k"], ["scaled"], then_branch=branch("then", 2.0), else_branch=branch("else", 0.5), name="sr_branch"),
+        helper.make_node("Relu", ["scaled"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(nodes, "vad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 64]),
+                                             helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 64])], [w, k16])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("rate,scale", [(16000, 2.0), (8000, 0.5)])
+def test_freeze_folds_the_if_and_matches_onnxruntime(rate, scale):
+    model = vad_like()
+    frozen = freeze_inputs(model, parse_freeze([f"sr={rate}"], model))
+    assert [i.name for i in frozen.graph.input] == ["x"]
+    assert not any(n.op_type == "If" for n in frozen.graph.node)
+    x = np.random.default_rng(1).standard_normal((1, 1, 64)).astype(np.float32)
+    want = ort_session(model).run(None, {"x": x, "sr": np.array(rate, np.int64)})[0]
+    np.testing.assert_array_equal(ort_session(frozen).run(None, {"x": x})[0], want)
+
+
+def test_compile_with_freeze_validates_and_records_it(cli, tmp_path):
+    onnx.save(vad_like(), tmp_path / "vad.onnx")
+    assert_one_line_error(cli("compile", tmp_path / "vad.onnx", "-o", tmp_path / "no"), "uses op If")
+    res = cli("compile", tmp_path / "vad.onnx", "-o", tmp_path / "no")
+    assert "--freeze NAME=VALUE" in res.stderr
+    res = cli("compile", tmp_path / "vad.onnx", "-o", tmp_path / "art", "--freeze", "sr=16000", "--json")
+    assert res.exit_code == 0, res.stderr
+    meta = json.loads(res.stdout)
+    assert meta["frozen"] == {"sr": {"dtype": "int64", "value": 16000}}
+    assert [i["name"] for i in meta["inputs"]] == ["x"] and meta["validation"]["ok"]
+    res = cli("validate", tmp_path / "art", tmp_path / "vad.onnx", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["ok"], res.stderr
+    res = cli("bench", tmp_path / "art", "--runtimes", "ort,tvm", "--repeat", "2", "--rounds", "1", "--json")
+    assert res.exit_code == 0, res.stderr
+
+
+@pytest.mark.parametrize("item,message", [("sr", "bad --freeze"), ("rate=1", "no input 'rate'"), ("sr=a,b", "not a number"),
+                                          ("sr=1,2", "2 value(s) for an input of shape []")])
+def test_bad_freeze(cli, tmp_path, item, message):
+    onnx.save(vad_like(), tmp_path / "vad.onnx")
+    assert_one_line_error(cli("compile", tmp_path / "vad.onnx", "-o", tmp_path / "art", "--freeze", item), message)
