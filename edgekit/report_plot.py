@@ -39,15 +39,9 @@ def plot(result: dict, x_key: str, x_label: str, path: Path, log_x: bool = False
     if front:
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="tab:red", label="Pareto front", zorder=2)
         ax.scatter([points[i][0] for i in front], [points[i][1] for i in front], s=90, facecolors="none", edgecolors="tab:red", zorder=4)
-    # labels fanned out around their points, nearest points alternating sides, so that neighbours do not overlap
-    offsets = [(8, 8), (8, -14), (-10, 10), (-10, -16), (12, 0), (-14, 0), (0, 14), (0, -18)]
-    order = sorted(range(len(points)), key=lambda i: points[i])
-    for k, i in enumerate(order):
-        dx, dy = offsets[k % len(offsets)]
-        ax.annotate(rows[i]["variant"], points[i], textcoords="offset points", xytext=(dx, dy), fontsize=8,
-                    ha="left" if dx >= 0 else "right", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
     if log_x:
         ax.set_xscale("log")
+    _place_labels(fig, ax, points, [r["variant"] for r in rows])
     if x_key == "tvm_ms" and any(r["latency_note"] for r in rows):
         x_label += " (emulated: not a speed figure)"
     ax.set_xlabel(x_label)
@@ -59,6 +53,35 @@ def plot(result: dict, x_key: str, x_label: str, path: Path, log_x: bool = False
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+def _place_labels(fig, ax, points: list[tuple[float, float]], labels: list[str], size: int = 8) -> None:
+    """Greedy label placement (written here: matplotlib has none, adjustText is one more dependency): each label
+    takes the first of 16 positions around its point, nearest first, whose box overlaps no placed label and no point."""
+    fig.canvas.draw()  # the transforms are final once the axes limits are
+    scale = fig.dpi / 72.0
+    pixel = [tuple(ax.transData.transform(p)) for p in points]
+    placed = [(x - 4, y - 4, x + 4, y + 4) for x, y in pixel]  # the markers themselves
+    candidates = [(r * dx, r * dy) for r in (8, 16, 26) for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0))]
+
+    def overlaps(box) -> int:
+        return sum(not (box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1]) for b in placed)
+
+    for (x, y), label in sorted(zip(pixel, labels)):
+        w, h = len(label) * size * 0.62 * scale, size * 1.3 * scale
+        best = None
+        for dx, dy in candidates:
+            left = x + dx * scale if dx >= 0 else x + dx * scale - w
+            box = (left, y + dy * scale - h / 2, left + w, y + dy * scale + h / 2)
+            score = overlaps(box)
+            if best is None or score < best[0]:
+                best = (score, dx, dy, box)
+            if score == 0:
+                break
+        _, dx, dy, box = best
+        placed.append(box)
+        ax.annotate(label, ax.transData.inverted().transform((x, y)), textcoords="offset points", xytext=(dx, dy), fontsize=size,
+                    ha="left" if dx >= 0 else "right", va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
 
 
 def markdown(result: dict) -> str:

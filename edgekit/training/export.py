@@ -134,7 +134,7 @@ def _random_init(module: nn.Module, seed: int) -> nn.Module:
     return fresh
 
 
-def prune_finetune_to_onnx(ref: str, out: Path, ratio: float, method: str = "gradual", epochs: int = 30, lr: float = 2e-3,
+def prune_finetune_to_onnx(ref: str, out: Path, ratio: float, method: str = "gradual", epochs: int = 20, lr: float = 5e-3,
                            distill_weight: float = 0.5, rounds: int = 3, rewind_epoch: int = 1, seed: int = 0, force: bool = False) -> dict:
     """Pruning-aware training on digits (gradual, lottery ticket or structured), exported to ONNX that the ONNX
     passes store sparsely (unstructured) or shrink (structured); the training-free figure at the same ratio beside."""
