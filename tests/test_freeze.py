@@ -71,3 +71,48 @@ def test_compile_with_freeze_validates_and_records_it(cli, tmp_path):
 def test_bad_freeze(cli, tmp_path, item, message):
     onnx.save(vad_like(), tmp_path / "vad.onnx")
     assert_one_line_error(cli("compile", tmp_path / "vad.onnx", "-o", tmp_path / "art", "--freeze", item), message)
+
+
+def loop_model(trip_from_input: bool = False) -> onnx.ModelProto:
+    """v <- v * 2 + i for i in range(M), with the scan of every v: what torch.jit exports for a Python for-loop."""
+    body = helper.make_graph(
+        [helper.make_node("Cast", ["i"], ["i_f"], to=TensorProto.FLOAT), helper.make_node("Mul", ["v", "two"], ["v2"]),
+         helper.make_node("Add", ["v2", "i_f"], ["v_next"]), helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Identity", ["v_next"], ["scan"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_next", TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("scan", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])]
+    inits = [numpy_helper.from_array(np.array(True), "cond0")]
+    if trip_from_input:
+        inputs.append(helper.make_tensor_value_info("M", TensorProto.INT64, []))
+    else:
+        inits.append(numpy_helper.from_array(np.array(3, np.int64), "M"))
+    graph = helper.make_graph([helper.make_node("Loop", ["M", "cond0", "x"], ["v_final", "scans"], body=body, name="loop")], "g", inputs,
+                              [helper.make_tensor_value_info("v_final", TensorProto.FLOAT, [1, 4]),
+                               helper.make_tensor_value_info("scans", TensorProto.FLOAT, [3, 1, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_loop_with_a_constant_trip_count_unrolls_and_compiles(cli, tmp_path):
+    from edgekit.compiler.loops import unroll_constant_loops
+
+    model = loop_model()
+    unrolled = unroll_constant_loops(model)
+    assert not any(n.op_type == "Loop" for n in unrolled.graph.node)
+    x = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
+    for got, want in zip(ort_session(unrolled).run(None, {"x": x}), ort_session(model).run(None, {"x": x})):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    onnx.save(model, tmp_path / "loop.onnx")
+    res = cli("compile", tmp_path / "loop.onnx", "-o", tmp_path / "art", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["validation"]["ok"], res.stderr
+    # a trip count from an input: refused with the hint, compiled once frozen
+    onnx.save(loop_model(trip_from_input=True), tmp_path / "loop_m.onnx")
+    res = cli("compile", tmp_path / "loop_m.onnx", "-o", tmp_path / "art2")
+    assert res.exit_code == 2 and "uses op Loop" in res.stderr and "--freeze" in res.stderr
+    res = cli("compile", tmp_path / "loop_m.onnx", "-o", tmp_path / "art2", "--freeze", "M=3", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["validation"]["ok"], res.stderr

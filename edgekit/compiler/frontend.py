@@ -4,6 +4,7 @@ from __future__ import annotations
 import onnx
 
 import edgekit.interrupts as interrupts
+from edgekit.compiler.loops import unroll_constant_loops
 from edgekit.compiler.recurrent import RECURRENT_OPS, unroll_recurrent
 from edgekit.passes import sparse_format
 from edgekit.errors import EdgekitError
@@ -60,6 +61,7 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
 
     tvm_patches.apply()  # before the import: two of the patches change how ONNX ops are converted
     model = unroll_recurrent(model)  # TVM's importer has no LSTM / GRU / RNN
+    model = unroll_constant_loops(model)  # ... and no Loop
     model = sparse_format.densify(model)  # pruned weights stored sparsely: the build is dense
     check_supported(model)
     model = widen_subbyte_initializers(model)
