@@ -20,6 +20,9 @@ from edgekit.passes.opset import default_opset
 # ops edgekit rewrites before TVM's importer sees them (compiler/recurrent.py, compiler/tvm_patches.py)
 EDGEKIT_LOWERED = {**{op: "unrolled by edgekit" for op in RECURRENT_OPS},
                    **{op: "pairwise by edgekit" for op in ("Max", "Min", "Sum", "Mean")}}
+# control flow TVM cannot import, and what makes it compile
+CONTROL_FLOW = {"If": "folds to its branch once its condition is constant: --freeze the input it depends on",
+                "Loop": "unrolled when its trip count is constant and it cannot exit early (--freeze the trip count)"}
 
 
 @dataclass
@@ -73,7 +76,7 @@ def _op_rows(model: onnx.ModelProto) -> list[OpRow]:
         elif op in supported:
             status, note = "tvm", ""
         else:
-            status, note = "unsupported", "TVM's ONNX importer has no converter"
+            status, note = "unsupported", CONTROL_FLOW.get(op, "TVM's ONNX importer has no converter")
         rows.append(OpRow(op, domain, count, status, note, first[(domain, op)] if status == "unsupported" else ""))
     return rows
 
