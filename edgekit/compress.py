@@ -138,17 +138,14 @@ def prune_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[Tens
 
 
 def _digits_accuracy_fn(specs: list[TensorSpec]):
-    from edgekit.datasets import accuracy, load_digits_split
+    from edgekit.datasets import accuracy, test_batches
     from edgekit.onnxtools import ort_session
 
-    split = load_digits_split()
-    batch = int(specs[0].shape[0])
-    n = len(split.x_test) - len(split.x_test) % batch
+    chunks, labels = test_batches(int(specs[0].shape[0]))
 
     def evaluate(model: onnx.ModelProto) -> float:
         session = ort_session(model)
-        logits = np.concatenate([session.run(None, {specs[0].name: split.x_test[i: i + batch]})[0] for i in range(0, n, batch)])
-        return accuracy(logits, split.y_test[:n])
+        return accuracy(np.concatenate([session.run(None, {specs[0].name: c})[0] for c in chunks]), labels)
 
     return evaluate
 
@@ -203,29 +200,27 @@ def summary(reports: list[PassReport]) -> dict:
 def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = "x86_64") -> dict:
     """Digits test accuracy: fp32 in ORT, compressed in ORT and in TVM (compiled here), and torch fp32 if known."""
     from edgekit.compiler.build import compile_onnx
-    from edgekit.datasets import accuracy, load_digits_split
+    from edgekit.datasets import accuracy, test_batches
     from edgekit.onnxtools import ort_session
     from edgekit.runtime import load
 
-    split = load_digits_split()
     compressed_model = load_onnx(compressed_path)
     spec = resolve_input_specs(compressed_model, {})[0]
-    batch = int(spec.shape[0])
-    n = len(split.x_test) - len(split.x_test) % batch
-    chunks = [split.x_test[i : i + batch] for i in range(0, n, batch)]
+    chunks, labels = test_batches(int(spec.shape[0]))
+    n = len(labels)
 
     def ort_logits(path: Path) -> np.ndarray:
         session = ort_session(path)
         return np.concatenate([session.run(None, {spec.name: c})[0] for c in chunks])
 
-    result = {"samples": n, "fp32_ort": accuracy(ort_logits(fp32_path), split.y_test[:n])}
+    result = {"samples": n, "fp32_ort": accuracy(ort_logits(fp32_path), labels)}
     compressed = ort_logits(compressed_path)
-    result["compressed_ort"] = accuracy(compressed, split.y_test[:n])
+    result["compressed_ort"] = accuracy(compressed, labels)
     with tempfile.TemporaryDirectory() as tmp:
         art = compile_onnx(compressed_path, Path(tmp) / "art", target, quiet=True)
         model = load(Path(tmp) / "art")
         tvm_logits = np.concatenate([model(c)[0] for c in chunks])
-    result["compressed_tvm"] = accuracy(tvm_logits, split.y_test[:n])
+    result["compressed_tvm"] = accuracy(tvm_logits, labels)
     from edgekit.validate import compare_outputs, tolerances_for
 
     agree = compare_outputs({"logits": compressed}, {"logits": tvm_logits}, *tolerances_for(compressed_model))

@@ -37,3 +37,10 @@ def load_digits_split() -> Split:
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((np.asarray(logits).argmax(axis=1) == labels).mean())
+
+
+def test_batches(batch: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """The digits test images in batches of `batch` (a model's fixed batch; the remainder dropped) and their labels."""
+    split = load_digits_split()
+    n = len(split.x_test) - len(split.x_test) % batch
+    return [split.x_test[i: i + batch] for i in range(0, n, batch)], split.y_test[:n]

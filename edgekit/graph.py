@@ -166,3 +166,26 @@ def random_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarra
         else:
             raise EdgekitError(f"input '{spec.name}' has dtype {dtype}, which edgekit cannot generate test data for", "pass --inputs data.npz")
     return feeds
+
+
+def copy_subgraph(body: onnx.GraphProto, prefix: str, bound: dict[str, str] | None = None
+                  ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], dict[str, str]]:
+    """A subgraph's nodes and initializers (an If branch, a Loop body) for inlining into the outer graph: every name
+    it defines prefixed, so copies collide neither with the outer graph nor with each other; its inputs renamed
+    by `bound`; names from the outer scope kept. Returns the renaming too, for the subgraph's outputs."""
+    rename = {t.name: prefix + t.name for t in body.initializer} | {o: prefix + o for n in body.node for o in n.output} | (bound or {})
+    inits = []
+    for t in body.initializer:
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(t)
+        tensor.name = rename[t.name]
+        inits.append(tensor)
+    nodes = []
+    for n in body.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(n)
+        copy.name = prefix + (n.name or n.output[0])
+        copy.input[:] = [rename.get(x, x) for x in n.input]
+        copy.output[:] = [rename.get(x, x) for x in n.output]
+        nodes.append(copy)
+    return nodes, inits, rename

@@ -174,12 +174,10 @@ def eval_set(cfg: ReportConfig, specs) -> tuple[list[dict[str, np.ndarray]], np.
     from edgekit.graph import random_inputs
 
     if cfg.eval == "digits":
-        from edgekit.datasets import load_digits_split
+        from edgekit.datasets import test_batches
 
-        split = load_digits_split()
-        batch = int(specs[0].shape[0])
-        n = len(split.x_test) - len(split.x_test) % batch
-        return [{specs[0].name: split.x_test[i: i + batch]} for i in range(0, n, batch)], split.y_test[:n]
+        chunks, labels = test_batches(int(specs[0].shape[0]))
+        return [{specs[0].name: c} for c in chunks], labels
     if cfg.eval:
         from edgekit.checks import load_arrays
 

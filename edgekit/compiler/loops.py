@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgekit.graph import copy_subgraph
+
 MAX_UNROLL = 1024
 
 
@@ -38,25 +40,9 @@ def _never_stops_early(body: onnx.GraphProto) -> bool:
 def _iteration(node: onnx.NodeProto, body: onnx.GraphProto, i: int, carried: list[str], cond: str) -> tuple[list, list, list[str], list[str]]:
     """(nodes, initializers, carried outputs, scan outputs) of iteration i, body names prefixed."""
     prefix = f"{node.name or node.output[0]}/iter{i}/"
-    rename = {t.name: prefix + t.name for t in body.initializer} | {o: prefix + o for n in body.node for o in n.output}
-    rename[body.input[0].name] = prefix + "i"
-    rename[body.input[1].name] = cond
-    for inp, value in zip(body.input[2:], carried):
-        rename[inp.name] = value
-    inits = [numpy_helper.from_array(np.array(i, np.int64), prefix + "i")]
-    for t in body.initializer:
-        copy = onnx.TensorProto()
-        copy.CopyFrom(t)
-        copy.name = rename[t.name]
-        inits.append(copy)
-    nodes = []
-    for n in body.node:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(n)
-        copy.name = prefix + (n.name or n.output[0])
-        copy.input[:] = [rename.get(x, x) for x in n.input]
-        copy.output[:] = [rename.get(x, x) for x in n.output]
-        nodes.append(copy)
+    bound = {body.input[0].name: prefix + "i", body.input[1].name: cond} | {inp.name: v for inp, v in zip(body.input[2:], carried)}
+    nodes, inits, rename = copy_subgraph(body, prefix, bound)
+    inits.insert(0, numpy_helper.from_array(np.array(i, np.int64), prefix + "i"))
     outs = [rename.get(o.name, o.name) for o in body.output]
     n_carried = len(carried)
     return nodes, inits, outs[1:1 + n_carried], outs[1 + n_carried:]

@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.errors import EdgekitError
+from edgekit.graph import copy_subgraph
 
 MAX_FOLDED_ELEMENTS = 1 << 20  # shape arithmetic and flags, not tensors of activations
 
@@ -60,21 +61,7 @@ def _evaluate(node: onnx.NodeProto, consts: dict[str, np.ndarray], opsets) -> li
 def _inline(node: onnx.NodeProto, branch: onnx.GraphProto) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """The branch's nodes and initializers under prefixed names, then Identity nodes onto the If's outputs."""
     prefix = f"{node.name or node.output[0]}/"
-    rename = {name: prefix + name for name in {o for n in branch.node for o in n.output} | {t.name for t in branch.initializer}}
-    inits = []
-    for t in branch.initializer:
-        tensor = onnx.TensorProto()
-        tensor.CopyFrom(t)
-        tensor.name = rename[t.name]
-        inits.append(tensor)
-    nodes = []
-    for n in branch.node:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(n)
-        copy.name = prefix + (n.name or n.output[0])
-        copy.input[:] = [rename.get(i, i) for i in n.input]
-        copy.output[:] = [rename.get(o, o) for o in n.output]
-        nodes.append(copy)
+    nodes, inits, rename = copy_subgraph(branch, prefix)
     for out, branch_out in zip(node.output, branch.output):
         nodes.append(helper.make_node("Identity", [rename.get(branch_out.name, branch_out.name)], [out], name=prefix + "out/" + out))
     return nodes, inits

@@ -151,16 +151,16 @@ def run(model: onnx.ModelProto, cfg: PruneConfig) -> tuple[onnx.ModelProto, Pass
         raise EdgekitError(f"unknown pruning scope '{cfg.scope}'", f"choose from {', '.join(SCOPES)}")
     pruned, report = sparsify(model, cfg)
     out, stored = store(model, pruned, cfg.storage)
-    by_init = {l.init_name: l.node.name for l in weight_layers(model)}
+    layers = weight_layers(model)
+    init_of = {l.node.name: l.init_name for l in layers}
     for layer in report.layers:
-        init = next((i for i, n in by_init.items() if n == layer.name), None)
-        layer.weight_bytes_after = stored.get(init, layer.weight_bytes_before)
+        layer.weight_bytes_after = stored.get(init_of.get(layer.name), layer.weight_bytes_before)
     total = sum(w.size for w in pruned.values())
     report.extra["sparsity"] = 1.0 - sum(np.count_nonzero(w) for w in pruned.values()) / max(total, 1)
     report.extra["storage"] = cfg.storage
     if cfg.nm:
         n, m = cfg.nm
-        report.extra["nm_checked"] = all(obeys_nm(pruned[l.init_name], n, m, in_axis_of(l.node, l.axis)) for l in weight_layers(model) if l.init_name in pruned)
+        report.extra["nm_checked"] = all(obeys_nm(pruned[l.init_name], n, m, in_axis_of(l.node, l.axis)) for l in layers if l.init_name in pruned)
     record_pass(out, f"prune{cfg.nm[0]}:{cfg.nm[1]}" if cfg.nm else f"prune{cfg.ratio:g}")
     report.size_after = out.ByteSize()
     return out, report
