@@ -96,6 +96,26 @@ def test_variadic_elementwise_after_conv_builds(op, n_inputs, const_shape, tmp_p
     output_scale_ok(compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", quiet=True))
 
 
+@pytest.mark.parametrize("cin,cout,k,stride,pads,dilation,groups", [(1, 16, 64, 32, (0, 0), 1, 1), (8, 12, 3, 1, (1, 1), 2, 1),
+                                                                    (8, 8, 5, 2, (2, 1), 1, 8), (6, 9, 4, 1, (0, 3), 1, 3)])
+def test_conv1d_builds_as_a_conv2d_and_matches_onnxruntime(cin, cout, k, stride, pads, dilation, groups, tmp_path):
+    """STFT-as-conv and TCN Conv1d: TVM has no conv1d schedule here (1.1 ms for 2 M MACs), so it runs as a conv2d."""
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array((rng.standard_normal((cout, cin // groups, k)) * 0.3).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), "b")
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[stride], pads=list(pads), dilations=[dilation], group=groups)
+    graph = helper.make_graph([conv, helper.make_node("Relu", ["y"], ["out"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 200])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, cout, "w_out"])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    output_scale_ok(compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", quiet=True))
+    build = json.loads((tmp_path / "art" / "meta.json").read_text())["build"]
+    assert build["rewrites_skipped"] == []
+    assert not any("conv1d" in name for name in build["rule_per_function"]), build["rule_per_function"]
+
+
 class _Last(torch.nn.Module):
     def __init__(self, rnn: torch.nn.Module) -> None:
         super().__init__()

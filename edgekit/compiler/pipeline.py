@@ -2,7 +2,7 @@
 `edgekit compile` does to a model between the ONNX importer and the per-PrimFunc schedule rules.
 
     binary:  lower_binary_layers (XNOR-popcount kernels), then the fp32 passes
-    fp32:    fold -> scalar max/min as clip -> ConvTranspose as conv -> NHWC -> mean before permute ->
+    fp32:    fold -> scalar max/min as clip -> ConvTranspose as conv -> Conv1d as conv2d -> NHWC -> mean before permute ->
              [fused inverted-residual blocks] -> [Winograd] -> fast math -> legalize + fuse ("zero")
     int8:    lower_qdq (integer ops) -> expand Q/DQ -> NHWC -> packed u8s8 convs -> legalize + fuse
 Then schedules/cpu.py (or schedules/int8.py) gives every fused PrimFunc its rule (schedules/dispatch.py).
@@ -15,6 +15,7 @@ from tvm import relax
 from edgekit.compiler import tvm_patches
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.relax_passes import RewriteLog, mutator_pass
+from edgekit.compiler.relax_passes.conv1d_as_conv2d import Conv1dAsConv2d
 from edgekit.compiler.relax_passes.conv_transpose_as_conv import ConvTransposeAsConv
 from edgekit.compiler.relax_passes.fast_math import fast_math
 from edgekit.compiler.relax_passes.inverted_residual import InvertedResidualFusion
@@ -40,6 +41,7 @@ def fp32_passes(opts: BuildOptions, caps: TargetCaps, threads: int, log: Rewrite
         relax.transform.FoldConstant(),
         mutator_pass(ScalarMinMaxToClip, "ScalarMinMaxToClip", log),
         mutator_pass(ConvTransposeAsConv, "ConvTransposeAsConv", log),
+        mutator_pass(Conv1dAsConv2d, "Conv1dAsConv2d", log),
         relax.transform.DeadCodeElimination(),
         relax.transform.ConvertLayout(NHWC),
         mutator_pass(MeanBeforePermute, "MeanBeforePermute", log),
