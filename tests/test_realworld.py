@@ -19,7 +19,8 @@ from onnx.reference import ReferenceEvaluator
 from realworld import CORPUS, build
 
 from edgekit.compiler.build import compile_onnx
-from edgekit.compiler.recurrent import unroll_recurrent
+from edgekit.compiler.recurrent import lower_recurrent
+from edgekit.runtime import load
 from edgekit.errors import EdgekitError
 
 def fixed_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -141,16 +142,34 @@ def _ort(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("batch_first,layers,opset", [(True, 1, 13), (False, 2, 11), (True, 2, 9)])
-def test_unrolled_recurrent_layers_match_onnxruntime(kind, bidirectional, batch_first, layers, opset):
+def test_recurrent_layers_compile_and_match_onnxruntime(kind, bidirectional, batch_first, layers, opset, tmp_path):
+    """torch's exports of every recurrent kind: edgekit's recurrence kernel (compiler/recurrent.py) vs onnxruntime."""
     torch.manual_seed(0)
-    rnn = getattr(torch.nn, kind)(5, 6, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first)
+    rnn = getattr(torch.nn, kind)(5, 8, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first)
     x = torch.randn(2, 7, 5) if batch_first else torch.randn(7, 2, 5)
     model = _export(_Last(rnn), x, opset)
-    unrolled = unroll_recurrent(model)
-    assert not any(n.op_type == kind for n in unrolled.graph.node)
-    onnx.checker.check_model(unrolled)
-    for a, b in zip(_ort(model, x.numpy()), _ort(unrolled, x.numpy())):
-        np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
+    lowered = lower_recurrent(model)
+    assert not any(n.op_type == kind for n in lowered.graph.node)
+    onnx.save(model, tmp_path / "m.onnx")
+    output_scale_ok(compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", input_shapes={"x": tuple(x.shape)}, quiet=True))
+
+
+@pytest.mark.parametrize("linear_before_reset", [0, 1])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_gru_either_reset_form_matches_onnxruntime(linear_before_reset, direction, tmp_path):
+    """torch exports linear_before_reset=1 only; tf2onnx writes 0 (the reset gate applied before R_h)."""
+    rng = np.random.default_rng(3)
+    hidden, feat, dirs = 16, 3, 2 if direction == "bidirectional" else 1
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.5, n)
+             for n, s in (("W", (dirs, 3 * hidden, feat)), ("R", (dirs, 3 * hidden, hidden)), ("B", (dirs, 6 * hidden)))]
+    node = helper.make_node("GRU", ["x", "W", "R", "B", "", "h0"], ["y", "yh"], hidden_size=hidden, direction=direction,
+                            linear_before_reset=linear_before_reset)
+    graph = helper.make_graph([node], "gru", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 2, feat]),
+                                              helper.make_tensor_value_info("h0", TensorProto.FLOAT, [dirs, 2, hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, dirs, 2, hidden]),
+                               helper.make_tensor_value_info("yh", TensorProto.FLOAT, [dirs, 2, hidden])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), tmp_path / "m.onnx")
+    output_scale_ok(compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", quiet=True))
 
 
 def _onnx_lstm(**attrs) -> onnx.ModelProto:
@@ -165,20 +184,22 @@ def _onnx_lstm(**attrs) -> onnx.ModelProto:
     graph = helper.make_graph([node], "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, feat] if layout else [5, 2, feat]),
                                                helper.make_tensor_value_info("h0", TensorProto.FLOAT, state),
                                                helper.make_tensor_value_info("c0", TensorProto.FLOAT, state)],
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "yh", "yc")], inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, dirs, hidden] if layout else [5, dirs, 2, hidden]),
+                               *(helper.make_tensor_value_info(n, TensorProto.FLOAT, state) for n in ("yh", "yc"))], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
 
 
 @pytest.mark.parametrize("attrs", [{"layout": 1, "direction": "bidirectional"}, {"direction": "reverse"}, {}])
-def test_unrolled_lstm_with_peepholes_states_and_layout(attrs):
+def test_lstm_with_peepholes_states_and_layout(attrs, tmp_path):
     model = _onnx_lstm(**attrs)
-    unrolled = unroll_recurrent(model)
     rng = np.random.default_rng(2)
     feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32) for i in model.graph.input}
     # onnxruntime has no layout-1 LSTM ("Batchwise recurrent operations are not supported"): onnx's reference
     # implementation is the judge of the original node
     expected = ReferenceEvaluator(model).run(None, feeds)
-    got = ort.InferenceSession(unrolled.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    onnx.save(model, tmp_path / "m.onnx")
+    compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", validate=False, quiet=True)
+    got = load(tmp_path / "art", threads=2)(**feeds)
     for a, b in zip(expected, got):
         np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
 
@@ -187,7 +208,7 @@ def test_unsupported_recurrent_attributes_are_refused_naming_the_node():
     model = _onnx_lstm(clip=2.0)
     model.graph.node[0].name = "encoder/lstm_1"
     with pytest.raises(EdgekitError, match="encoder/lstm_1.*clip"):
-        unroll_recurrent(model)
+        lower_recurrent(model)
 
 
 @pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")),

@@ -5,7 +5,7 @@ import onnx
 
 import edgekit.interrupts as interrupts
 from edgekit.compiler.loops import unroll_constant_loops
-from edgekit.compiler.recurrent import RECURRENT_OPS, unroll_recurrent
+from edgekit.compiler.recurrent import EDGEKIT_DOMAIN, RECURRENT_OPS, SEQUENCE_OP, lower_recurrent
 from edgekit.passes import sparse_format
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
@@ -14,13 +14,15 @@ from edgekit.graph import TensorSpec
 def supported_onnx_ops() -> set[str]:
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    return set(onnx_frontend._get_convert_map()) | set(RECURRENT_OPS)  # unrolled by edgekit before the import
+    return set(onnx_frontend._get_convert_map()) | set(RECURRENT_OPS)  # lowered by edgekit before the import
 
 
 def check_supported(model: onnx.ModelProto) -> None:
     """Fail before importing, naming the first node TVM cannot take (the importer only lists op types)."""
     supported = supported_onnx_ops()
     for node in model.graph.node:
+        if node.domain == EDGEKIT_DOMAIN and node.op_type == SEQUENCE_OP:
+            continue  # written by lower_recurrent; converted by edgekit's importer patch
         if node.domain not in ("", "ai.onnx") or node.op_type not in supported:
             where = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
             control = node.op_type in ("If", "Loop", "Scan")
@@ -60,7 +62,7 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
     from edgekit.compiler import tvm_patches
 
     tvm_patches.apply()  # before the import: two of the patches change how ONNX ops are converted
-    model = unroll_recurrent(model)  # TVM's importer has no LSTM / GRU / RNN
+    model = lower_recurrent(model)  # TVM's importer has no LSTM / GRU / RNN
     model = unroll_constant_loops(model)  # ... and no Loop
     model = sparse_format.densify(model)  # pruned weights stored sparsely: the build is dense
     check_supported(model)

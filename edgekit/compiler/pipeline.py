@@ -17,7 +17,7 @@ from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.relax_passes import RewriteLog, mutator_pass
 from edgekit.compiler.relax_passes.conv1d_as_conv2d import Conv1dAsConv2d
 from edgekit.compiler.relax_passes.conv_transpose_as_conv import ConvTransposeAsConv
-from edgekit.compiler.relax_passes.fast_math import fast_math
+from edgekit.compiler.relax_passes.fast_math import FastSigmoid, fast_math
 from edgekit.compiler.relax_passes.inverted_residual import InvertedResidualFusion
 from edgekit.compiler.relax_passes.mean_before_permute import MeanBeforePermute
 from edgekit.compiler.relax_passes.pack_int8_convs import pack_int8_convs
@@ -49,6 +49,7 @@ def fp32_passes(opts: BuildOptions, caps: TargetCaps, threads: int, log: Rewrite
         relax.transform.FoldConstant(),
         *([fused_blocks, relax.transform.DeadCodeElimination()] if opts.fuse_blocks else []),
         *([mutator_pass(WinogradConv, "WinogradConv", log)] if opts.winograd else []),
+        mutator_pass(FastSigmoid, "FastSigmoid", log),
         fast_math(log),
         relax.get_pipeline("zero"),  # LegalizeOps, FoldConstant (transposes the weights), FuseOps, FuseTIR
     ]

@@ -1,10 +1,12 @@
-"""LSTM / GRU / RNN -> plain ONNX ops, unrolled over the (fixed) sequence length, before TVM's import.
+"""LSTM / GRU / RNN -> one input-projection GEMM in ONNX + edgekit's recurrence kernel, before TVM's import.
 
-TVM 0.27's Relax ONNX importer has no recurrent ops, so a CRNN recognizer or a keyword-spotting GRU could not be
-compiled at all. Unrolling in ONNX keeps the rewrite checkable by onnxruntime itself (the validation step runs
-the original graph), and it lets TVM see ordinary MatMul / Sigmoid / Tanh ops it fuses and schedules:
-  - the input projection X·Wᵀ + b of all time steps is one MatMul ([T·B, I] x [I, G·H]), the big GEMM;
-  - each step then adds H·Rᵀ (a [B, H] x [H, G·H] GEMV) and applies the gate equations of the ONNX spec.
+TVM 0.27's Relax ONNX importer has no recurrent ops. Each recurrent node becomes
+  - the input projection X·Wᵀ + b of all time steps and all directions: one MatMul ([T·B, I] x [I, D·G·H]), the
+    big GEMM, scheduled like any other;
+  - one `ai.edgekit::RecurrentSequence` node: the steps themselves, which the importer (a converter registered by
+    compiler/tvm_patches.py) turns into a call of the TIR kernel in edgekit/kernels/recurrent.py, with R prepacked.
+Unrolling the steps into graph ops instead (edgekit's first version) made one GEMV PrimFunc per step and ~8 VM
+calls around it: a 40-step bidirectional CRNN head ran 1.75x onnxruntime and took 25-90 s to compile.
 Supported: forward / reverse / bidirectional, layout 0 and 1, initial_h / initial_c inputs or initializers,
 peepholes (LSTM), linear_before_reset (GRU), the default activations. Anything else (clip, input_forget, other
 activations, per-batch sequence_lens) is refused naming the node, never approximated.
@@ -18,18 +20,19 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.errors import EdgekitError
-from edgekit.passes.opset import default_opset
+from edgekit.kernels.recurrent import GATES, RecurrentSpec, pack_recurrent_weights, sequence_func
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
-_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+EDGEKIT_DOMAIN = "ai.edgekit"
+SEQUENCE_OP = "RecurrentSequence"
 _DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
 
 
 class _Graph:
-    """New nodes and initializers with fresh, readable names (prefixed by the node being unrolled)."""
+    """New nodes and initializers with fresh, readable names (prefixed by the node being lowered)."""
 
-    def __init__(self, prefix: str, opset: int) -> None:
-        self.prefix, self.opset, self.nodes, self.inits, self._ids = prefix, opset, [], [], itertools.count()
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.nodes, self.inits, self._ids = prefix, [], [], itertools.count()
 
     def name(self, hint: str) -> str:
         return f"{self.prefix}/{hint}_{next(self._ids)}"
@@ -44,27 +47,12 @@ class _Graph:
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=self.name(op_type), **attrs))
         return output
 
-    def split(self, x: str, sizes: list[int], axis: int = 1) -> list[str]:
-        """Split along `axis` (Split's sizes moved from an attribute to an input in opset 13)."""
-        outs = [self.name("part") for _ in sizes]
-        if self.opset >= 13:
-            node = helper.make_node("Split", [x, self.const(np.array(sizes, np.int64), "sizes")], outs, name=self.name("Split"), axis=axis)
-        else:
-            node = helper.make_node("Split", [x], outs, name=self.name("Split"), axis=axis, split=sizes)
-        self.nodes.append(node)
-        return outs
-
     def reshape(self, x: str, shape: list[int], output: str | None = None) -> str:
         return self.op("Reshape", [x, self.const(np.array(shape, np.int64), "shape")], output)
 
-    def unstack(self, x: str, count: int, axis: int, shape: list[int]) -> list[str]:
-        """x split into `count` slices along `axis`, each reshaped to `shape` (one Split: a scalar-index Gather
-        per step made TVM print a bounds warning per step)."""
-        return [self.reshape(part, shape) for part in self.split(x, [1] * count, axis)]
-
 
 def _refuse(node: onnx.NodeProto, what: str) -> EdgekitError:
-    return EdgekitError(f"node '{node.name or node.op_type}' ({node.op_type}) uses {what}, which edgekit cannot unroll",
+    return EdgekitError(f"node '{node.name or node.op_type}' ({node.op_type}) uses {what}, which edgekit cannot compile",
                         "export the recurrent layer with the default activations and no clip, or report the model")
 
 
@@ -90,112 +78,93 @@ def _constant_input(node: onnx.NodeProto, constants: dict[str, np.ndarray], inde
     return constants[node.input[index]].astype(np.float32)
 
 
-def _direction_weights(node: onnx.NodeProto, constants: dict[str, np.ndarray], d: int, hidden: int, g: _Graph) -> dict:
-    """Initializers of direction d: the input projection (Wᵀ, bias) and what each step needs (Rᵀ, ...)."""
-    gates = _GATES[node.op_type]
+def _direction_arrays(node: onnx.NodeProto, constants: dict[str, np.ndarray], d: int, hidden: int) -> dict:
+    """Direction d's input projection (Wᵀ, bias), recurrence weights R [G·H, H] and the per-step extras."""
+    gates = GATES[node.op_type]
     w, r = _constant_input(node, constants, 1)[d], _constant_input(node, constants, 2)[d]
     b = _constant_input(node, constants, 3)
     wb, rb = (np.zeros(gates * hidden, np.float32),) * 2 if b is None else (b[d, : gates * hidden], b[d, gates * hidden:])
-    out = {"w_t": g.const(w.T, "W_t")}
+    out = {"w_t": w.T, "r": r, "bias": wb + rb}
     if node.op_type == "GRU":  # R·h of the candidate gate is gated by r: its bias stays on the recurrent side
-        out["bias"] = g.const(np.concatenate([wb[: 2 * hidden] + rb[: 2 * hidden], wb[2 * hidden:]]), "bias")
-        out["r_zr"], out["r_h"] = g.const(r[: 2 * hidden].T, "R_zr_t"), g.const(r[2 * hidden:].T, "R_h_t")
-        out["rb_h"] = g.const(rb[2 * hidden:], "Rb_h")
-        return out
-    out["bias"], out["r_t"] = g.const(wb + rb, "bias"), g.const(r.T, "R_t")
-    p = _constant_input(node, constants, 7) if node.op_type == "LSTM" else None
-    if p is not None and np.any(p[d]):
-        out["peep"] = [g.const(p[d, k * hidden:(k + 1) * hidden], f"P{n}") for k, n in enumerate("iof")]
+        out["bias"] = np.concatenate([wb[: 2 * hidden] + rb[: 2 * hidden], wb[2 * hidden:]])
+        out["rb_h"] = rb[2 * hidden:]
+    if node.op_type == "LSTM":
+        p = _constant_input(node, constants, 7)
+        out["peep"] = np.zeros((3, hidden), np.float32) if p is None else p[d].reshape(3, hidden)  # i, o, f
     return out
 
 
-def _lstm_step(g: _Graph, x_t: str, h: str, c: str, wd: dict, hidden: int) -> tuple[str, str]:
-    i, o, f, cand = g.split(g.op("Add", [x_t, g.op("MatMul", [h, wd["r_t"]])]), [hidden] * 4)
-    if "peep" in wd:
-        pi, _po, pf = wd["peep"]
-        i, f = g.op("Add", [i, g.op("Mul", [c, pi])]), g.op("Add", [f, g.op("Mul", [c, pf])])
-    c_new = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]), g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [cand])])])
-    if "peep" in wd:
-        o = g.op("Add", [o, g.op("Mul", [c_new, wd["peep"][1]])])  # the output gate peeks at the new cell
-    return g.op("Mul", [g.op("Sigmoid", [o]), g.op("Tanh", [c_new])]), c_new
-
-
-def _gru_step(g: _Graph, x_t: str, h: str, wd: dict, hidden: int, linear_before_reset: bool) -> str:
-    x_zr, x_h = g.split(x_t, [2 * hidden, hidden])
-    z, r = g.split(g.op("Sigmoid", [g.op("Add", [x_zr, g.op("MatMul", [h, wd["r_zr"]])])]), [hidden, hidden])
-    if linear_before_reset:
-        recurrent = g.op("Mul", [r, g.op("Add", [g.op("MatMul", [h, wd["r_h"]]), wd["rb_h"]])])
-    else:
-        recurrent = g.op("Add", [g.op("MatMul", [g.op("Mul", [r, h]), wd["r_h"]]), wd["rb_h"]])
-    cand = g.op("Tanh", [g.op("Add", [x_h, recurrent])])
-    return g.op("Add", [cand, g.op("Mul", [z, g.op("Sub", [h, cand])])])  # (1 - z)·cand + z·h
-
-
-def _initial_states(g: _Graph, node: onnx.NodeProto, index: int, dirs: int, batch: int, hidden: int, layout: int) -> list[str]:
-    """[B, H] per direction: from initial_h / initial_c ([dirs, B, H], layout 1: [B, dirs, H]) or zeros."""
+def _initial_state(g: _Graph, node: onnx.NodeProto, index: int, spec: RecurrentSpec, layout: int) -> str:
+    """[D, B, H] from initial_h / initial_c (layout 1: [B, D, H]) or zeros."""
     if len(node.input) > index and node.input[index]:
-        return g.unstack(node.input[index], dirs, 1 if layout else 0, [batch, hidden])
-    return [g.const(np.zeros((batch, hidden), np.float32), "zeros")] * dirs
+        return g.op("Transpose", [node.input[index]], perm=[1, 0, 2]) if layout else node.input[index]
+    return g.const(np.zeros((spec.directions, spec.batch, spec.hidden), np.float32), "zeros")
 
 
-def unroll(node: onnx.NodeProto, x_shape: list[int], constants: dict[str, np.ndarray], opset: int) -> tuple[list, list]:
-    """The nodes and initializers that compute `node`'s outputs (same names) with plain ops."""
+def lower(node: onnx.NodeProto, x_shape: list[int], constants: dict[str, np.ndarray]) -> tuple[list, list]:
+    """The nodes and initializers that compute `node`'s outputs (same names): projection GEMM + sequence node."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     layout = int(attrs.get("layout", 0))
     steps, batch, _features = (x_shape[1], x_shape[0], x_shape[2]) if layout else x_shape
     _check_supported(node, attrs, constants, steps)
-    hidden = int(attrs["hidden_size"])
     direction = attrs.get("direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
-    g = _Graph(node.name or f"{node.op_type.lower()}", opset)
+    reverse = (False, True) if direction == "bidirectional" else (direction == "reverse",)
+    spec = RecurrentSpec(node.op_type, steps, batch, int(attrs["hidden_size"]), reverse, bool(attrs.get("linear_before_reset", 0)))
+    g = _Graph(node.name or node.op_type.lower())
     x = g.op("Transpose", [node.input[0]], perm=[1, 0, 2]) if layout else node.input[0]
-    x2d = g.reshape(x, [steps * batch, -1])
-    dirs = [False, True] if direction == "bidirectional" else [direction == "reverse"]
-    h0 = _initial_states(g, node, 5, len(dirs), batch, hidden, layout)
-    c0 = _initial_states(g, node, 6, len(dirs), batch, hidden, layout) if node.op_type == "LSTM" else [None] * len(dirs)
-    ys, hs, cs = [], [], []
-    for d, backwards in enumerate(dirs):
-        wd = _direction_weights(node, constants, d, hidden, g)
-        proj = g.op("Add", [g.op("MatMul", [x2d, wd["w_t"]]), wd["bias"]])  # [steps * batch, gates * hidden]
-        x_steps = g.unstack(g.reshape(proj, [steps, batch, -1]), steps, 0, [batch, -1])
-        h, c = h0[d], c0[d]
-        outs: dict[int, str] = {}
-        for t in (reversed(range(steps)) if backwards else range(steps)):
-            x_t = x_steps[t]
-            if node.op_type == "LSTM":
-                h, c = _lstm_step(g, x_t, h, c, wd, hidden)
-            elif node.op_type == "GRU":
-                h = _gru_step(g, x_t, h, wd, hidden, bool(attrs.get("linear_before_reset", 0)))
-            else:
-                h = g.op("Tanh", [g.op("Add", [x_t, g.op("MatMul", [h, wd["r_t"]])])])
-            outs[t] = g.reshape(h, [1, 1, batch, hidden])
-        ys.append(g.op("Concat", [outs[t] for t in range(steps)], axis=0))
-        hs.append(g.reshape(h, [1, batch, hidden]))
-        if c is not None:
-            cs.append(g.reshape(c, [1, batch, hidden]))
-    _emit_outputs(g, node, ys, hs, cs, layout)
+    arrays = [_direction_arrays(node, constants, d, spec.hidden) for d in range(spec.directions)]
+    w_all = np.concatenate([a["w_t"] for a in arrays], axis=1)  # [I, D·G·H]: all directions in one GEMM
+    proj = g.op("Add", [g.op("MatMul", [g.reshape(x, [steps * batch, -1]), g.const(w_all, "W_t")]),
+                        g.const(np.concatenate([a["bias"] for a in arrays]), "bias")])
+    inputs = [g.reshape(proj, [steps, batch, spec.directions, spec.gate_width]),
+              g.const(pack_recurrent_weights(np.stack([a["r"] for a in arrays]), spec), "R_packed"),
+              _initial_state(g, node, 5, spec, layout)]
+    if node.op_type == "LSTM":
+        inputs += [_initial_state(g, node, 6, spec, layout), g.const(np.stack([a["peep"] for a in arrays]), "peepholes")]
+    if node.op_type == "GRU":
+        inputs.append(g.const(np.stack([a["rb_h"] for a in arrays]), "Rb_h"))
+    outputs = [g.name(n) for n in ("Y", "Y_h", "Y_c")[: 3 if node.op_type == "LSTM" else 2]]
+    g.nodes.append(helper.make_node(SEQUENCE_OP, inputs, outputs, name=g.name(SEQUENCE_OP), domain=EDGEKIT_DOMAIN,
+                                    kind=node.op_type, hidden=spec.hidden, reverse=[int(r) for r in reverse],
+                                    linear_before_reset=int(spec.linear_before_reset)))
+    for k, (produced, wanted) in enumerate(zip(outputs, node.output)):
+        if wanted:  # Y [T, D, B, H] (layout 1: [B, T, D, H]); Y_h, Y_c [D, B, H] (layout 1: [B, D, H])
+            g.op("Transpose", [produced], wanted, perm=[2, 0, 1, 3] if k == 0 else [1, 0, 2]) if layout else g.op("Identity", [produced], wanted)
     return g.nodes, g.inits
 
 
-def _emit_outputs(g: _Graph, node: onnx.NodeProto, ys: list[str], hs: list[str], cs: list[str], layout: int) -> None:
-    """Y [T, dirs, B, H] (layout 1: [B, T, dirs, H]), Y_h and Y_c [dirs, B, H] (layout 1: [B, dirs, H])."""
-    wanted = list(node.output) + [""] * 3
-    for k, (parts, perm) in enumerate([(ys, [2, 0, 1, 3]), (hs, [1, 0, 2]), (cs, [1, 0, 2])]):
-        if not wanted[k] or not parts:
-            continue
-        joined = g.op("Concat", parts, axis=1 if k == 0 else 0)
-        g.op("Transpose", [joined], wanted[k], perm=perm) if layout else g.op("Identity", [joined], wanted[k])
+class RecurrentSequenceConverter:
+    """TVM ONNX-importer converter for ai.edgekit::RecurrentSequence: a call_tir of the recurrence kernel
+    (registered by compiler/tvm_patches.py)."""
 
+    @classmethod
+    def get_converter(cls, _opset: int):
+        return cls._convert
 
-def unroll_recurrent(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` with every LSTM / GRU / RNN node unrolled (the model itself if it has none)."""
+    @classmethod
+    def _convert(cls, bb, inputs: list, attr: dict, _params) -> object:
+        from tvm import relax
+
+        steps, batch, dirs, _gate_width = (int(v) for v in inputs[0].ty.shape)
+        kind = attr["kind"].decode() if isinstance(attr["kind"], bytes) else attr["kind"]
+        reverse = tuple(bool(v) for v in (attr["reverse"] if isinstance(attr["reverse"], tuple) else (attr["reverse"],)))
+        spec = RecurrentSpec(kind, steps, batch, int(attr["hidden"]), reverse, bool(attr.get("linear_before_reset", 0)))
+        kernel = bb.add_func(sequence_func(spec), f"recurrent_{kind.lower()}")
+        state = relax.TensorType((dirs, batch, spec.hidden), "float32")
+        outs = [relax.TensorType((steps, dirs, batch, spec.hidden), "float32"), state] + ([state] if kind == "LSTM" else [])
+        call = bb.emit(relax.call_tir(kernel, list(inputs), outs))
+        return relax.Tuple([bb.emit(relax.TupleGetItem(call, i)) for i in range(len(outs))])
+
+def lower_recurrent(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` with every LSTM / GRU / RNN node lowered (the model itself if it has none). The copy
+    uses edgekit's own op: only TVM's importer (with edgekit's converter) reads it, never onnxruntime."""
     if not any(n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx") for n in model.graph.node):
         return model
     inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
               for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    opset = default_opset(model)  # an LSTM/GRU/RNN node means the model imports the default domain
     out = onnx.ModelProto()
     out.CopyFrom(model)
     new_nodes, recurrent_inputs = [], set()
@@ -205,9 +174,9 @@ def unroll_recurrent(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         x_shape = shapes.get(node.input[0])
         if not x_shape or len(x_shape) != 3 or None in x_shape:
-            raise EdgekitError(f"node '{node.name or node.op_type}' ({node.op_type}) needs a fixed sequence length and batch to be unrolled",
+            raise EdgekitError(f"node '{node.name or node.op_type}' ({node.op_type}) needs a fixed sequence length and batch to be compiled",
                                "fix the input shapes with --input-shape NAME=...")
-        nodes, inits = unroll(node, x_shape, constants, opset)
+        nodes, inits = lower(node, x_shape, constants)
         recurrent_inputs.update(node.input)
         new_nodes += nodes
         out.graph.initializer.extend(inits)
@@ -216,5 +185,6 @@ def unroll_recurrent(model: onnx.ModelProto) -> onnx.ModelProto:
     used = {i for n in new_nodes for i in n.input} | {o.name for o in out.graph.output}
     kept = [t for t in out.graph.initializer if t.name in used or t.name not in recurrent_inputs]
     del out.graph.initializer[:]
-    out.graph.initializer.extend(kept)  # the original W / R / B are transposed copies now
+    out.graph.initializer.extend(kept)  # the original W / R / B are transposed / packed copies now
+    out.opset_import.append(helper.make_opsetid(EDGEKIT_DOMAIN, 1))
     return out

@@ -49,9 +49,28 @@ def import_variadic_elementwise_pairwise() -> None:
         cls._edgekit_pairwise = True
 
 
+def import_recurrent_sequences() -> None:
+    """Teach TVM 0.27's ONNX importer edgekit's ai.edgekit::RecurrentSequence (what compiler/recurrent.py lowers
+    LSTM / GRU / RNN to): the importer looks converters up by op type in _get_convert_map(), rebuilt per call."""
+    from tvm.relax.frontend.onnx import onnx_frontend as frontend
+
+    from edgekit.compiler.recurrent import SEQUENCE_OP, RecurrentSequenceConverter
+
+    if getattr(frontend._get_convert_map, "_edgekit", False):
+        return
+    original = frontend._get_convert_map
+
+    def convert_map() -> dict:
+        return {**original(), SEQUENCE_OP: RecurrentSequenceConverter}
+
+    convert_map._edgekit = True
+    frontend._get_convert_map = convert_map
+
+
 def apply() -> None:
     register_clip_layout()
     import_variadic_elementwise_pairwise()
+    import_recurrent_sequences()
 
 
 @contextlib.contextmanager
