@@ -14,11 +14,13 @@ import numpy as np
 import onnx
 
 from edgekit.compiler.recurrent import RECURRENT_OPS
+from edgekit.compiler.spectral import SPECTRAL_OPS
 from edgekit.graph import TensorSpec, graph_inputs, graph_outputs, load_onnx
 from edgekit.passes.opset import default_opset
 
 # ops edgekit rewrites before TVM's importer sees them (compiler/recurrent.py, compiler/tvm_patches.py)
 EDGEKIT_LOWERED = {**{op: "edgekit recurrence kernel" for op in RECURRENT_OPS},
+                   **{op: "MatMul with a DFT matrix (edgekit)" for op in SPECTRAL_OPS},
                    **{op: "pairwise by edgekit" for op in ("Max", "Min", "Sum", "Mean")}}
 # control flow TVM cannot import, and what makes it compile
 CONTROL_FLOW = {"If": "folds to its branch once its condition is constant: --freeze the input it depends on",

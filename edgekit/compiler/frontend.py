@@ -6,6 +6,7 @@ import onnx
 import edgekit.interrupts as interrupts
 from edgekit.compiler.loops import unroll_constant_loops
 from edgekit.compiler.recurrent import EDGEKIT_DOMAIN, RECURRENT_OPS, SEQUENCE_OP, lower_recurrent
+from edgekit.compiler.spectral import SPECTRAL_OPS, lower_spectral
 from edgekit.passes import sparse_format
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
@@ -14,7 +15,7 @@ from edgekit.graph import TensorSpec
 def supported_onnx_ops() -> set[str]:
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    return set(onnx_frontend._get_convert_map()) | set(RECURRENT_OPS)  # lowered by edgekit before the import
+    return set(onnx_frontend._get_convert_map()) | set(RECURRENT_OPS) | set(SPECTRAL_OPS)  # lowered by edgekit before the import
 
 
 def check_supported(model: onnx.ModelProto) -> None:
@@ -63,6 +64,7 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
 
     tvm_patches.apply()  # before the import: two of the patches change how ONNX ops are converted
     model = lower_recurrent(model)  # TVM's importer has no LSTM / GRU / RNN
+    model = lower_spectral(model)  # ... no DFT / STFT
     model = unroll_constant_loops(model)  # ... and no Loop
     model = sparse_format.densify(model)  # pruned weights stored sparsely: the build is dense
     check_supported(model)

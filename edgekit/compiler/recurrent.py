@@ -13,12 +13,11 @@ activations, per-batch sequence_lens) is refused naming the node, never approxim
 """
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgekit.compiler.onnx_builder import NodeBuilder, inferred_shapes, replace_nodes
 from edgekit.errors import EdgekitError
 from edgekit.kernels.recurrent import GATES, RecurrentSpec, pack_recurrent_weights, sequence_func
 
@@ -26,29 +25,6 @@ RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 EDGEKIT_DOMAIN = "ai.edgekit"
 SEQUENCE_OP = "RecurrentSequence"
 _DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
-
-
-class _Graph:
-    """New nodes and initializers with fresh, readable names (prefixed by the node being lowered)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix, self.nodes, self.inits, self._ids = prefix, [], [], itertools.count()
-
-    def name(self, hint: str) -> str:
-        return f"{self.prefix}/{hint}_{next(self._ids)}"
-
-    def const(self, array: np.ndarray, hint: str) -> str:
-        name = self.name(hint)
-        self.inits.append(numpy_helper.from_array(np.array(array, order="C"), name))  # ascontiguousarray makes 0-d 1-d
-        return name
-
-    def op(self, op_type: str, inputs: list[str], output: str | None = None, **attrs) -> str:
-        output = output or self.name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [output], name=self.name(op_type), **attrs))
-        return output
-
-    def reshape(self, x: str, shape: list[int], output: str | None = None) -> str:
-        return self.op("Reshape", [x, self.const(np.array(shape, np.int64), "shape")], output)
 
 
 def _refuse(node: onnx.NodeProto, what: str) -> EdgekitError:
@@ -94,7 +70,7 @@ def _direction_arrays(node: onnx.NodeProto, constants: dict[str, np.ndarray], d:
     return out
 
 
-def _initial_state(g: _Graph, node: onnx.NodeProto, index: int, spec: RecurrentSpec, layout: int) -> str:
+def _initial_state(g: NodeBuilder, node: onnx.NodeProto, index: int, spec: RecurrentSpec, layout: int) -> str:
     """[D, B, H] from initial_h / initial_c (layout 1: [B, D, H]) or zeros."""
     if len(node.input) > index and node.input[index]:
         return g.op("Transpose", [node.input[index]], perm=[1, 0, 2]) if layout else node.input[index]
@@ -111,7 +87,7 @@ def lower(node: onnx.NodeProto, x_shape: list[int], constants: dict[str, np.ndar
     direction = direction.decode() if isinstance(direction, bytes) else direction
     reverse = (False, True) if direction == "bidirectional" else (direction == "reverse",)
     spec = RecurrentSpec(node.op_type, steps, batch, int(attrs["hidden_size"]), reverse, bool(attrs.get("linear_before_reset", 0)))
-    g = _Graph(node.name or node.op_type.lower())
+    g = NodeBuilder(node.name or node.op_type.lower())
     x = g.op("Transpose", [node.input[0]], perm=[1, 0, 2]) if layout else node.input[0]
     arrays = [_direction_arrays(node, constants, d, spec.hidden) for d in range(spec.directions)]
     w_all = np.concatenate([a["w_t"] for a in arrays], axis=1)  # [I, D·G·H]: all directions in one GEMM
@@ -161,30 +137,17 @@ def lower_recurrent(model: onnx.ModelProto) -> onnx.ModelProto:
     uses edgekit's own op: only TVM's importer (with edgekit's converter) reads it, never onnxruntime."""
     if not any(n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx") for n in model.graph.node):
         return model
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-              for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    shapes = inferred_shapes(model)
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    new_nodes, recurrent_inputs = [], set()
-    for node in model.graph.node:
+    lowered = {}
+    for i, node in enumerate(model.graph.node):
         if node.op_type not in RECURRENT_OPS or node.domain not in ("", "ai.onnx"):
-            new_nodes.append(node)
             continue
         x_shape = shapes.get(node.input[0])
         if not x_shape or len(x_shape) != 3 or None in x_shape:
             raise EdgekitError(f"node '{node.name or node.op_type}' ({node.op_type}) needs a fixed sequence length and batch to be compiled",
                                "fix the input shapes with --input-shape NAME=...")
-        nodes, inits = lower(node, x_shape, constants)
-        recurrent_inputs.update(node.input)
-        new_nodes += nodes
-        out.graph.initializer.extend(inits)
-    del out.graph.node[:]
-    out.graph.node.extend(new_nodes)
-    used = {i for n in new_nodes for i in n.input} | {o.name for o in out.graph.output}
-    kept = [t for t in out.graph.initializer if t.name in used or t.name not in recurrent_inputs]
-    del out.graph.initializer[:]
-    out.graph.initializer.extend(kept)  # the original W / R / B are transposed / packed copies now
+        lowered[i] = lower(node, x_shape, constants)
+    out = replace_nodes(model, lowered)  # the original W / R / B are transposed / packed copies now
     out.opset_import.append(helper.make_opsetid(EDGEKIT_DOMAIN, 1))
     return out
