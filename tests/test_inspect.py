@@ -44,12 +44,14 @@ def test_recurrent_ops_are_edgekit_rewrites_and_counted(cli, tmp_path):
 
 def test_an_op_tvm_cannot_import_is_named(cli, tmp_path):
     model = _conv_gemm(batch=1)
-    model.graph.node.append(helper.make_node("DFT", ["out"], ["spectrum"], name="my_dft"))
-    model.graph.output.append(helper.make_tensor_value_info("spectrum", TensorProto.FLOAT, [1, 10, 2]))
+    model.graph.node.extend([helper.make_node("Reshape", ["out", "square_shape"], ["square"], name="to_square"),
+                             helper.make_node("Det", ["square"], ["det"], name="my_det")])  # TVM 0.27 has no Det
+    model.graph.initializer.append(numpy_helper.from_array(np.array([2, 5], np.int64), "square_shape"))
+    model.graph.output.append(helper.make_tensor_value_info("det", TensorProto.FLOAT, []))
     onnx.save(model, tmp_path / "m.onnx")
     res = cli("inspect", tmp_path / "m.onnx", "--json")
     assert res.exit_code == 0, res.stderr
     report = json.loads(res.stdout)
-    dft = next(r for r in report["ops"] if r["op"] == "DFT")
-    assert dft["status"] == "unsupported" and dft["first_node"] == "my_dft" and not report["compilable"]
-    assert "not compilable as is: DFT" in cli("inspect", tmp_path / "m.onnx").stdout
+    det = next(r for r in report["ops"] if r["op"] == "Det")
+    assert det["status"] == "unsupported" and det["first_node"] == "my_det" and not report["compilable"]
+    assert "not compilable as is: Det" in cli("inspect", tmp_path / "m.onnx").stdout
