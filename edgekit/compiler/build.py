@@ -77,7 +77,7 @@ def schedule_module(mod, target: TargetSpec, opts: BuildOptions, int8: bool = Fa
         if opts.schedules != "default" or target.tvm.get("kind") != "llvm":
             return mod, {}, []
         if int8 and opts.int8:
-            return schedule_int8(mod, target.tvm_target(), opts)
+            return schedule_int8(mod, target.tvm_target(), opts, log)
         return (*schedule_cpu(mod, target.tvm_target(), opts, log), [])
 
 

@@ -2,7 +2,7 @@
 `edgekit compile` does to a model between the ONNX importer and the per-PrimFunc schedule rules.
 
     binary:  lower_binary_layers (XNOR-popcount kernels), then the fp32 passes
-    fp32:    fold -> scalar max/min as clip -> ConvTranspose as conv -> Conv1d as conv2d -> NHWC -> mean before permute ->
+    fp32:    fold -> scalar max/min as clip -> ConvTranspose as conv -> Conv1d as conv2d -> NHWC (per-op fallback) -> mean before permute ->
              [fused inverted-residual blocks] -> [Winograd] -> fast math -> legalize + fuse ("zero")
     int8:    lower_qdq (integer ops) -> expand Q/DQ -> NHWC -> packed u8s8 convs -> legalize + fuse
 Then schedules/cpu.py (or schedules/int8.py) gives every fused PrimFunc its rule (schedules/dispatch.py).
@@ -19,6 +19,7 @@ from edgekit.compiler.relax_passes.conv1d_as_conv2d import Conv1dAsConv2d
 from edgekit.compiler.relax_passes.conv_transpose_as_conv import ConvTransposeAsConv
 from edgekit.compiler.relax_passes.fast_math import FastSigmoid, fast_math
 from edgekit.compiler.relax_passes.inverted_residual import InvertedResidualFusion
+from edgekit.compiler.relax_passes.layout import nhwc_layout
 from edgekit.compiler.relax_passes.mean_before_permute import MeanBeforePermute
 from edgekit.compiler.relax_passes.pack_int8_convs import pack_int8_convs
 from edgekit.compiler.relax_passes.qdq import expand_qdq, lower_qdq
@@ -27,9 +28,6 @@ from edgekit.compiler.relax_passes.winograd import WinogradConv
 from edgekit.compiler.schedules.tiles import simd
 from edgekit.targets import TargetCaps
 
-# conv2d_transpose pinned to NCHW: ConvertLayout would otherwise carry NHWC into it, and TVM has no NHWC
-# legalization for it (the op then reaches VM codegen un-lowered: "cannot emit this Relax operator")
-NHWC = {"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
 
 
 def fp32_passes(opts: BuildOptions, caps: TargetCaps, threads: int, log: RewriteLog | None = None) -> list[tvm.transform.Pass]:
@@ -43,7 +41,7 @@ def fp32_passes(opts: BuildOptions, caps: TargetCaps, threads: int, log: Rewrite
         mutator_pass(ConvTransposeAsConv, "ConvTransposeAsConv", log),
         mutator_pass(Conv1dAsConv2d, "Conv1dAsConv2d", log),
         relax.transform.DeadCodeElimination(),
-        relax.transform.ConvertLayout(NHWC),
+        nhwc_layout(log),
         mutator_pass(MeanBeforePermute, "MeanBeforePermute", log),
         relax.transform.DeadCodeElimination(),
         relax.transform.FoldConstant(),
@@ -55,13 +53,13 @@ def fp32_passes(opts: BuildOptions, caps: TargetCaps, threads: int, log: Rewrite
     ]
 
 
-def int8_passes() -> list[tvm.transform.Pass]:
+def int8_passes(log: RewriteLog | None = None) -> list[tvm.transform.Pass]:
     """After lower_qdq: per-tensor Q/DQ expanded into elementwise ops (so ConvertLayout carries NHWC through
     residual adds), NHWC, every eligible integer conv a packed-weight kernel, legalize + fuse."""
     return [
         expand_qdq,
         relax.transform.FoldConstant(),
-        relax.transform.ConvertLayout(NHWC),
+        nhwc_layout(log),
         relax.transform.FoldConstant(),  # HWIO weights become constants: pack_int8_convs reads them
         pack_int8_convs,
         relax.transform.DeadCodeElimination(),
@@ -75,11 +73,11 @@ def prepare_fp32(mod: tvm.IRModule, opts: BuildOptions, caps: TargetCaps, thread
     return tvm.transform.Sequential(fp32_passes(opts, caps, threads, log))(mod)
 
 
-def prepare_int8(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[dict]]:
+def prepare_int8(mod: tvm.IRModule, log: RewriteLog | None = None) -> tuple[tvm.IRModule, list[dict]]:
     """Relax side of the int8 build; returns lower_qdq's per-layer report too."""
     tvm_patches.apply()
     mod, layers = lower_qdq(mod)
-    return tvm.transform.Sequential(int8_passes())(mod), layers
+    return tvm.transform.Sequential(int8_passes(log))(mod), layers
 
 
 def lower_binary(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IRModule, list[dict]]:

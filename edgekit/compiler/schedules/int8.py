@@ -23,14 +23,14 @@ INT8_RULES = [Int8Conv(), *RULES]
 Report = dict[str, RuleResult]
 
 
-def schedule_int8(mod: tvm.IRModule, target: tvm.target.Target, opts: BuildOptions = BuildOptions()
-                  ) -> tuple[tvm.IRModule, Report, list[dict]]:
+def schedule_int8(mod: tvm.IRModule, target: tvm.target.Target, opts: BuildOptions = BuildOptions(),
+                  log: list | None = None) -> tuple[tvm.IRModule, Report, list[dict]]:
     """Returns the scheduled module, {PrimFunc: RuleResult} and lower_qdq's per-layer report. The tuning
     database applies to the float layers' tunable rules, as in the fp32 build."""
     from edgekit.compiler.schedules.analysis import task_key
 
     ctx = RuleContext.for_target(target, planned_threads(opts), opts.prepack)
-    mod, layers = prepare_int8(mod)
+    mod, layers = prepare_int8(mod, log)
     constants = constant_params(mod)
     report: Report = {}
     for gv, func in list(mod.functions.items()):
