@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -86,3 +88,40 @@ def test_missing_qemu_is_one_clear_line(digits_onnx, tmp_path, cli):
     res = cli("compile", digits_onnx, "--target", toml, "-o", tmp_path / "art")
     assert_one_line_error(res, "qemu-nonexistent")
     assert "qemu-user" in res.stderr
+
+
+def inner_loops(objdump: str) -> list[list[str]]:
+    """The innermost loops of a disassembly: instruction mnemonics between a backward branch's target and the
+    branch, for branches whose range holds no other backward branch."""
+    code = []
+    for line in objdump.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[0].strip().endswith(":") and parts[2].strip():
+            code.append((int(parts[0].strip()[:-1], 16), parts[2].split()[0], parts[-1]))
+    loops = []
+    for addr, mnemonic, text in code:
+        branch_to = re.search(r"\b([0-9a-f]+) <", text)
+        if mnemonic.startswith(("b.", "cbnz", "cbz", "tbnz", "tbz")) and branch_to and int(branch_to.group(1), 16) < addr:
+            loops.append((int(branch_to.group(1), 16), addr))
+    innermost = [(s, e) for s, e in loops if not any(s <= s2 and e2 < e for s2, e2 in loops if (s2, e2) != (s, e))]
+    return [[m for a, m, _ in code if s <= a <= e] for s, e in innermost]
+
+
+@needs_aarch64
+@pytest.mark.parametrize("target,rule,dot", [("rpi5", "conv2d-s8s8-sdot", True), ("rpi4", "conv2d-u8s8-vec", False)])
+def test_aarch64_int8_dot_products_and_bit_exact_under_qemu(target, rule, dot, digits_onnx, tmp_path, cli):
+    """+dotprod targets (rpi5, Jetson Orin) run the int8 convs on `sdot`, found in the inner loops of the code that
+    was built; rpi4 (Cortex-A72) has none. Both bit-exact vs onnxruntime's integer kernels under qemu."""
+    assert cli("compress", digits_onnx, "--bits", 8, "--calib", "digits", "--target", target, "-o", tmp_path / "q.onnx").exit_code == 0
+    res = cli("compile", tmp_path / "q.onnx", "--target", target, "-o", tmp_path / "art", "--json")
+    assert res.exit_code == 0, res.stderr
+    meta = json.loads(res.stdout)
+    convs = {name: r for name, r in meta["build"]["rule_per_function"].items() if "conv2d" in name}
+    assert convs and set(convs.values()) == {rule}, convs
+    assert meta["validation"]["executed"] == "emulated" and meta["validation"]["outputs"][0]["max_abs"] == 0
+    objdump = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "art" / "model.so")], capture_output=True, text=True, check=True).stdout
+    with_sdot = [loop for loop in inner_loops(objdump) if "sdot" in loop]
+    if dot:
+        assert with_sdot and max(loop.count("sdot") for loop in with_sdot) >= 4
+    else:
+        assert "sdot" not in objdump

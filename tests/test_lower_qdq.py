@@ -18,6 +18,7 @@ from edgekit.export import export_model
 from edgekit.onnxtools import ort_session
 from edgekit.graph import random_inputs, resolve_input_specs
 from edgekit.passes.quantize import QuantizeConfig, run
+from edgekit.targets import load_target
 
 AVX512_VNNI = X86_TARGETS["avx512"]  # the vpdpbusd rule
 X86_V3 = X86_TARGETS["avx2"]  # no VNNI: the plain vectorized rule (runs on any AVX2 host)
@@ -86,7 +87,7 @@ def test_digits_layers_lowered_to_integer_ops(digits_int8):
 
 
 def test_digits_prepared_module_runs_packed_int_convs(digits_int8):
-    mod, _ = prepare_int8(_import(digits_int8[0]))
+    mod, _ = prepare_int8(_import(digits_int8[0]), load_target("x86_64-avx512").caps())
     text = mod.script()
     assert text.count('sblock("conv2d_nhwc_u8s') == 3  # three distinct conv shapes, each a packed u8s8 (or 7-bit u8s7) kernel
     assert "conv2d_nhwc(" not in text and '"float32") * T.Cast("float32"' not in text

@@ -53,7 +53,7 @@ def fp32_passes(opts: BuildOptions, caps: TargetCaps, threads: int, log: Rewrite
     ]
 
 
-def int8_passes(log: RewriteLog | None = None) -> list[tvm.transform.Pass]:
+def int8_passes(caps: TargetCaps, log: RewriteLog | None = None) -> list[tvm.transform.Pass]:
     """After lower_qdq: per-tensor Q/DQ expanded into elementwise ops (so ConvertLayout carries NHWC through
     residual adds), NHWC, every eligible integer conv a packed-weight kernel, legalize + fuse."""
     return [
@@ -61,7 +61,7 @@ def int8_passes(log: RewriteLog | None = None) -> list[tvm.transform.Pass]:
         relax.transform.FoldConstant(),
         nhwc_layout(log),
         relax.transform.FoldConstant(),  # HWIO weights become constants: pack_int8_convs reads them
-        pack_int8_convs,
+        pack_int8_convs(same_signed_dot=caps.arch == "aarch64" and caps.has_dotprod),
         relax.transform.DeadCodeElimination(),
         relax.get_pipeline("zero"),  # LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
     ]
@@ -73,11 +73,11 @@ def prepare_fp32(mod: tvm.IRModule, opts: BuildOptions, caps: TargetCaps, thread
     return tvm.transform.Sequential(fp32_passes(opts, caps, threads, log))(mod)
 
 
-def prepare_int8(mod: tvm.IRModule, log: RewriteLog | None = None) -> tuple[tvm.IRModule, list[dict]]:
+def prepare_int8(mod: tvm.IRModule, caps: TargetCaps, log: RewriteLog | None = None) -> tuple[tvm.IRModule, list[dict]]:
     """Relax side of the int8 build; returns lower_qdq's per-layer report too."""
     tvm_patches.apply()
     mod, layers = lower_qdq(mod)
-    return tvm.transform.Sequential(int8_passes(log))(mod), layers
+    return tvm.transform.Sequential(int8_passes(caps, log))(mod), layers
 
 
 def lower_binary(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IRModule, list[dict]]:

@@ -3,6 +3,11 @@ weight TE kernel, conv2d_nhwc_u8s8, which schedules/int8_conv.py tensorizes.
 
 Weights are packed once at build time as [CO/16, KH, KW, CI/4, 16, 4]: one 64-byte load is the `vpdpbusd`
 operand for 16 output channels x 4 input channels; activations are NHWC so 4 input channels are one int32.
+
+ARM's dot products are same-signed (sdot s8 x s8, udot u8 x u8; usdot needs +i8mm, which Cortex-A76/A78 lack), so on
++dotprod targets the kernel is conv2d_nhwc_s8s8: the padding stage also flips the activations' top bit
+(x - 128 as int8, exact) and the sum gets 128·Σw back per output channel, a constant folded at build time:
+    Σ x·w = Σ (x - 128)·w + 128·Σ w
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ CONV_BLOCK = "conv2d_nhwc_u8s8"
 # the same conv whose weights all fit 7 bits (|w| <= 64, e.g. quantized with reduce_range): a pair of u8 x s7
 # products fits int16 (2 x 255 x 64 < 2^15), so AVX2's vpmaddubsw is exact on it (see schedules/int8_conv.py)
 CONV_BLOCK_7BIT = "conv2d_nhwc_u8s7"
-CONV_BLOCKS = (CONV_BLOCK, CONV_BLOCK_7BIT)
+CONV_BLOCK_S8S8 = "conv2d_nhwc_s8s8"  # activations shifted to int8 (ARM sdot), see the module docstring
+CONV_BLOCKS = (CONV_BLOCK, CONV_BLOCK_7BIT, CONV_BLOCK_S8S8)
 PAD_BLOCK = "pad_u8"
 LANES_I32 = 16  # int32 lanes of one zmm = output channels per vpdpbusd
 DOT_K = 4  # input channels summed per lane by vpdpbusd
@@ -65,6 +71,24 @@ def conv2d_u8s8_te(x: te.Tensor, wp: te.Tensor, strides: tuple[int, int], pads: 
     )
 
 
+def conv2d_s8s8_te(x: te.Tensor, wp: te.Tensor, correction: te.Tensor, strides: tuple[int, int],
+                   pads: tuple[int, int, int, int], dilation: tuple[int, int], pad_value: int) -> te.Tensor:
+    """conv2d_u8s8_te for same-signed dot products: the padding stage (always present here) writes x - 128 as
+    int8, the reduction is s8 x s8, and `correction` [CO] int32 = 128·Σw adds the shift back."""
+    n, h, w, c = (int(d) for d in x.shape)
+    cob, kh, kw, cib = (int(d) for d in wp.shape[:4])
+    pt, pl, pb, pr = pads
+
+    def shifted(b, i, j, k):
+        inside = tirx.all(i >= pt, i < h + pt, j >= pl, j < w + pl, k < c)
+        value = tirx.if_then_else(inside, x[b, i - pt, j - pl, tirx.min(k, c - 1)], tirx.const(pad_value, "uint8"))
+        return (value ^ tirx.const(128, "uint8")).astype("int8")  # u8 -> u8 - 128 in two's complement
+
+    xs = te.compute((n, h + pt + pb, w + pl + pr, cib * DOT_K), shifted, name=PAD_BLOCK)
+    summed = conv2d_u8s8_te(xs, wp, strides, (0, 0, 0, 0), dilation, 0, CONV_BLOCK_S8S8)
+    return te.compute(summed.shape, lambda b, i, j, o: summed[b, i, j, o] + correction[o], name="shift_correction")
+
+
 def _const(expr: relax.Expr) -> np.ndarray | None:
     if not isinstance(expr, tvm.ir.expr.Constant):
         return None
@@ -79,9 +103,10 @@ class PackInt8Conv(relax.PyExprMutator):
     pad has no ConvertLayout rule, so the zero-point pad of lower_qdq stays NCHW between two transposes:
     it is folded into the kernel here (and the transposes die)."""
 
-    def __init__(self, mod: tvm.IRModule) -> None:
+    def __init__(self, mod: tvm.IRModule, same_signed_dot: bool = False) -> None:
         super().__init__(mod)
         self.builder = relax.BlockBuilder(mod)
+        self.same_signed_dot = same_signed_dot  # ARM +dotprod: the s8 x s8 kernel (sdot)
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102
         call = self.visit_expr_post_order(call)
@@ -102,6 +127,10 @@ class PackInt8Conv(relax.PyExprMutator):
             return None
         strides, dilation = tuple(int(v) for v in a.strides), tuple(int(v) for v in a.dilation)
         wp = pack_weights(w)
+        if self.same_signed_dot:
+            correction = 128 * w.astype(np.int32).sum(axis=(0, 1, 2))
+            return self.builder.call_te(conv2d_s8s8_te, x, relax.const(wp, "int8"), relax.const(correction, "int32"), strides,
+                                        pads, dilation, pad_value, primfunc_name_hint="conv2d_s8s8")
         # call_te: placeholders take the Relax (int64) shapes, as legalized PrimFuncs do (FuseTIR needs them equal);
         # add_func reuses a structurally equal PrimFunc, so repeated layer shapes share one kernel
         block = CONV_BLOCK_7BIT if int(np.abs(w.astype(np.int32)).max(initial=0)) <= 64 else CONV_BLOCK
@@ -130,11 +159,16 @@ class PackInt8Conv(relax.PyExprMutator):
 
 
 
-@tvm.transform.module_pass(opt_level=0, name="PackInt8Conv")
-def pack_int8_convs(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-    mutator = PackInt8Conv(mod)
-    funcs = {gv: mutator.visit_expr(f) for gv, f in mod.functions.items() if isinstance(f, relax.Function)}
-    out = mutator.builder.get()
-    for gv, f in funcs.items():
-        out[gv] = f
-    return relax.transform.DeadCodeElimination()(out)
+def pack_int8_convs(same_signed_dot: bool = False) -> tvm.transform.Pass:
+    """same_signed_dot: the target's dot product is s8 x s8 (ARM +dotprod), so convs become conv2d_nhwc_s8s8."""
+
+    @tvm.transform.module_pass(opt_level=0, name="PackInt8Conv")
+    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        mutator = PackInt8Conv(mod, same_signed_dot)
+        funcs = {gv: mutator.visit_expr(f) for gv, f in mod.functions.items() if isinstance(f, relax.Function)}
+        out = mutator.builder.get()
+        for gv, f in funcs.items():
+            out[gv] = f
+        return relax.transform.DeadCodeElimination()(out)
+
+    return _pass

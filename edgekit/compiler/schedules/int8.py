@@ -30,7 +30,7 @@ def schedule_int8(mod: tvm.IRModule, target: tvm.target.Target, opts: BuildOptio
     from edgekit.compiler.schedules.analysis import task_key
 
     ctx = RuleContext.for_target(target, planned_threads(opts), opts.prepack)
-    mod, layers = prepare_int8(mod, log)
+    mod, layers = prepare_int8(mod, ctx.caps, log)
     constants = constant_params(mod)
     report: Report = {}
     for gv, func in list(mod.functions.items()):

@@ -3,7 +3,9 @@
   conv2d-u8s8-vnni     output row tile x 16 int32 lanes, AVX-512 VNNI `vpdpbusd` over 4 input channels per step
   conv2d-u8s7-avx2     the same nest on AVX2 without VNNI, for 7-bit weights: `vpmaddubsw` (u8 x s8 pairs -> s16,
                        exact when |w| <= 64) + `vpmaddwd` by ones (-> s32) + `vpaddd`, two ymm halves per 16 lanes
-  conv2d-u8s8-vec      same nest otherwise (full-range weights without VNNI, AArch64): widening vector code
+  conv2d-s8s8-sdot     AArch64 +dotprod (rpi5, Jetson Orin): activations shifted to int8 by the padding stage, four
+                       `sdot` (4 int32 lanes x 4 channels each) per 16 lanes, 6-row tiles (24 of the 32 q registers)
+  conv2d-u8s8-vec      same nest otherwise (full-range weights without VNNI, AArch64 without dotprod): widening vector code
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from tvm.script import tirx as T
 import edgekit.interrupts as interrupts
 from edgekit.compiler.relax_passes.pack_int8_convs import (
     CONV_BLOCK_7BIT,
+    CONV_BLOCK_S8S8,
     CONV_BLOCKS,
     LANES_I32,
     PAD_BLOCK,
@@ -28,6 +31,7 @@ from edgekit.compiler.schedules.tir import (
 )
 
 MAX_ROW = 14  # output pixels per register tile (accumulators: MAX_ROW zmm)
+MAX_ROW_NEON = 6  # 16 int32 lanes are 4 q registers: 6 rows = 24 accumulators + 4 weight vectors + the broadcast
 # ----------------------------------------------------------------------------------------------------------
 # VNNI tensor intrinsic on a register-tile accumulator (scope "global" = stack, see cpu.py) (fixed copy of tvm.s_tir.tensor_intrin.x86.VNNI_DOT_16x4_INTRIN: with LLVM 22 the
 # intrinsic takes <64 x i8> operands, the shipped one passes <16 x i32> and fails LLVM verification)
@@ -97,11 +101,51 @@ def _dot_16x4_avx2(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, ones, dtype="int32x8")
 
 
+SDOT_INTRIN = "edgekit_dot_16x4_s8s8i32_sdot"
+
+
+@T.prim_func(s_tir=True)
+def _dot_16x4_s8_desc(
+    A: T.Buffer((4,), "int8", offset_factor=1),
+    B: T.Buffer((16, 4), "int8", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1, scope="global"),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _dot_16x4_sdot(
+    A: T.Buffer((4,), "int8", offset_factor=1),
+    B: T.Buffer((16, 4), "int8", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1, scope="global"),
+) -> None:
+    """AArch64 `sdot vd.4s, vn.16b, vm.16b` (lane i += Σ_k n[4i+k]·m[4i+k]) four times: the 4 activation bytes
+    broadcast to all lanes, 16 weight bytes (4 output channels x 4 input channels) per instruction."""
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        a_i32 = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
+        a_s8x16 = T.reinterpret(T.broadcast(a_i32, 4), dtype="int8x16")
+        for quad in T.unroll(4):
+            C[T.ramp(quad * 4, 1, 4)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([quad * 4], dtype="int32x4"),
+                B.vload([quad * 4, 0], dtype="int8x16"), a_s8x16, dtype="int32x4")
+
+
 def _register_intrin() -> None:
     if TensorIntrin.get(VNNI_INTRIN, allow_missing=True) is None:
         TensorIntrin.register(VNNI_INTRIN, _dot_16x4_desc, _dot_16x4_vnni)
     if TensorIntrin.get(AVX2_INTRIN, allow_missing=True) is None:
         TensorIntrin.register(AVX2_INTRIN, _dot_16x4_desc, _dot_16x4_avx2)
+    if TensorIntrin.get(SDOT_INTRIN, allow_missing=True) is None:
+        TensorIntrin.register(SDOT_INTRIN, _dot_16x4_s8_desc, _dot_16x4_sdot)
 
 
 class Int8Conv(Rule):
@@ -113,17 +157,20 @@ class Int8Conv(Rule):
 
     def apply(self, sch: Schedule, ctx: RuleContext, knobs: Knobs | None = None) -> str:
         block = next(b for b in CONV_BLOCKS if b in block_names(sch))
+        if block == CONV_BLOCK_S8S8:  # packed so only on AArch64 +dotprod targets (pipeline.int8_passes)
+            _conv_u8s8(sch, block, ctx.threads, SDOT_INTRIN, MAX_ROW_NEON)
+            return "conv2d-s8s8-sdot"
         if ctx.caps.has_vnni:
             intrin, name = VNNI_INTRIN, "conv2d-u8s8-vnni"
         elif block == CONV_BLOCK_7BIT and "avx2" in ctx.caps.features:
             intrin, name = AVX2_INTRIN, "conv2d-u8s7-avx2"
         else:
             intrin, name = None, "conv2d-u8s8-vec"
-        _conv_u8s8(sch, block, ctx.threads, intrin)
+        _conv_u8s8(sch, block, ctx.threads, intrin, MAX_ROW_NEON if ctx.caps.arch in ("aarch64", "armv7") else MAX_ROW)
         return name
 
 
-def _conv_u8s8(sch: Schedule, block: str, threads: int, intrin: str | None) -> None:
+def _conv_u8s8(sch: Schedule, block: str, threads: int, intrin: str | None, max_row: int = MAX_ROW) -> None:
     """(co/16, n, h, w/R) parallel > kh, kw, ci/4 > R (unrolled) > [16 lanes x 4 channels] (a dot-product intrinsic)."""
     vnni = intrin is not None  # (either intrinsic has the 16 x 4 shape)
     conv = sch.get_sblock(block)
@@ -132,7 +179,7 @@ def _conv_u8s8(sch: Schedule, block: str, threads: int, intrin: str | None) -> N
         if sch.get(blk).name_hint == PAD_BLOCK:
             _pad_stage(sch, blk, threads)
     n, h, w, o, rh, rw, rc, rk = sch.get_loops(conv)
-    row = max(d for d in range(1, min(MAX_ROW, extent(sch, w)) + 1) if extent(sch, w) % d == 0)
+    row = max(d for d in range(1, min(max_row, extent(sch, w)) + 1) if extent(sch, w) % d == 0)
     oo, oi = sch.split(o, [None, LANES_I32])
     wo, wi = sch.split(w, [None, row])
     # VNNI: (16 lanes, 4 channels) is the intrinsic's shape; without it, 4 channels outside 16 int32 lanes
