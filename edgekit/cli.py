@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgekit.cli_support import (
-    ForceOpt, FreezeOpt, JsonOpt, KeyOpt, MaxElementsOpt, RpcOpt, ShapeOpt, TrackerOpt, emit_json, err, handle_errors, out, print_bench,
-    print_package, print_validation,
+    ForceOpt, FreezeOpt, JsonOpt, KeyOpt, MaxElementsOpt, RpcOpt, ShapeOpt, TrackerOpt, emit_json, err, frozen_model, handle_errors, out,
+    print_bench, print_package, print_validation,
 )
 from edgekit.checks import MAX_ELEMENTS
 from edgekit.cli_compress import compress, finetune
@@ -105,6 +105,7 @@ def tune(
     budget: Annotated[Optional[float], typer.Option("--budget", help="Seconds for this model (resumable: run again to continue).")] = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the end-to-end default-vs-tuned benchmark.")] = False,
     input_shape: ShapeOpt = None,
+    freeze: FreezeOpt = None,
     rpc: RpcOpt = None,
     tracker: TrackerOpt = None,
     key: KeyOpt = None,
@@ -117,9 +118,10 @@ def tune(
     from edgekit.compiler.tuning.search import tune_model
     from edgekit.graph import parse_input_shapes
 
-    report = tune_model(model, target, output, trials_per_task=trials, threads=threads, budget_s=budget,
-                        input_shapes=parse_input_shapes(input_shape), progress=not json_out, verify=not no_verify,
-                        device={"rpc": rpc, "tracker": tracker, "key": key} if (rpc or tracker) else None)
+    with frozen_model(model, freeze) as tuned_source:  # compile the same --freeze with --tuning to use the database
+        report = tune_model(tuned_source, target, output, trials_per_task=trials, threads=threads, budget_s=budget,
+                            input_shapes=parse_input_shapes(input_shape), progress=not json_out, verify=not no_verify,
+                            device={"rpc": rpc, "tracker": tracker, "key": key} if (rpc or tracker) else None)
     if json_out:
         emit_json(report)
         return
@@ -349,6 +351,7 @@ def bench(
     rounds: Annotated[int, typer.Option("--rounds", help="Alternate runtime order this many times.")] = 2,
     input_shape: ShapeOpt = None,
     onnx_model: Annotated[Optional[Path], typer.Option("--onnx", help="Reference ONNX when MODEL is an artifact.")] = None,
+    freeze: FreezeOpt = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG bar chart.")] = None,
     rpc: RpcOpt = None,
     tracker: TrackerOpt = None,
@@ -366,7 +369,8 @@ def bench(
     device = {"rpc": rpc, "tracker": tracker, "key": key} if (rpc or tracker) else None
     shapes = parse_input_shapes(input_shape)
     report = merge(
-        [run_bench(m, names, threads, warmup, repeat, rounds, target, shapes, onnx_model, quiet=json_out, device=device) for m in models]
+        [run_bench(m, names, threads, warmup, repeat, rounds, target, shapes, onnx_model, quiet=json_out, device=device, freeze=freeze)
+         for m in models]
     )
     if plot:
         plot_bench(report, plot)

@@ -5,6 +5,7 @@ Exit codes (README "Errors"): 0 ok, 1 validation failed, 2 user error (`error:` 
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -13,6 +14,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -43,6 +46,25 @@ EXIT_USER, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM = 2, 3, 130, 143
 _OS_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
               errno.EACCES: "permission denied", errno.EPERM: "operation not permitted", errno.EDQUOT: "disk quota exceeded",
               errno.ENAMETOOLONG: "file name too long", errno.EISDIR: "it is a directory", errno.ENOTDIR: "not a directory"}
+
+
+@contextlib.contextmanager
+def frozen_model(model_path: Path, freeze: list[str] | None) -> Iterator[Path]:
+    """model_path itself, or (with --freeze) a temporary copy of the same name with those inputs bound: for the
+    commands that read an .onnx but do not compile it themselves (tune)."""
+    if not freeze:
+        yield model_path
+        return
+    import onnx
+
+    from edgekit.graph import load_onnx
+    from edgekit.passes.freeze import freeze_inputs, parse_freeze
+
+    model = load_onnx(model_path)
+    with tempfile.TemporaryDirectory(prefix="edgekit-frozen-") as tmp:
+        path = Path(tmp) / Path(model_path).name  # the same name: the tuning database is named after the model
+        onnx.save(freeze_inputs(model, parse_freeze(freeze, model)), path)
+        yield path
 
 
 def one_line(text: str) -> str:

@@ -66,6 +66,18 @@ def test_compile_with_freeze_validates_and_records_it(cli, tmp_path):
     assert res.exit_code == 0, res.stderr
 
 
+def test_bench_and_tune_an_onnx_with_freeze(cli, tmp_path):
+    """The commands that take the .onnx itself bind the input too (validate and run read the artifact, which
+    records what compile froze)."""
+    onnx.save(vad_like(), tmp_path / "vad.onnx")
+    res = cli("bench", tmp_path / "vad.onnx", "--runtimes", "ort,tvm", "--freeze", "sr=8000", "--repeat", "2", "--rounds", "1", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert_one_line_error(cli("tune", tmp_path / "vad.onnx", "-o", tmp_path / "db"), "uses op If")
+    res = cli("tune", tmp_path / "vad.onnx", "--freeze", "sr=8000", "--trials", "1", "--no-verify", "-o", tmp_path / "db", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["tasks"] >= 1 and (tmp_path / "db" / "x86_64" / "vad.json").exists()
+
+
 @pytest.mark.parametrize("item,message", [("sr", "bad --freeze"), ("rate=1", "no input 'rate'"), ("sr=a,b", "not a number"),
                                           ("sr=1,2", "2 value(s) for an input of shape []")])
 def test_bad_freeze(cli, tmp_path, item, message):
