@@ -26,6 +26,7 @@ from tvm.script import tirx as T
 from edgekit.kernels.binary import _root_block
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+STEP_PARALLEL_R_BYTES = 1 << 20  # see RecurrentSpec.step_parallel
 MAX_TILE = 64  # GEMV output lanes per block: 4 zmm / 8 ymm / 16 q accumulators, enough chains to hide FMA latency
 
 # tanh(x) ~ x·p(x²)/q(x²) on [-9, 9] (the rational form of Eigen's and TVM's fast_tanh; |error| < 1e-6);
@@ -86,6 +87,13 @@ class RecurrentSpec:
         return max(v for v in range(1, min(self.hidden, MAX_TILE) + 1) if self.hidden % v == 0)
 
     @property
+    def step_parallel(self) -> bool:
+        """Split each step's unit blocks over the threads (a thread-pool launch per step) instead of running the
+        directions in parallel: when one direction's R outgrows a core's L2 (hidden 512: 4 MB, streamed from L3 every
+        step; hidden 256: 1 MB stays). LSTM only: GRU's candidate and RNN keep the direction-parallel kernel."""
+        return self.kind == "LSTM" and 4 * self.gate_width * self.hidden > STEP_PARALLEL_R_BYTES
+
+    @property
     def packed_weight_shape(self) -> tuple[int, int, int, int]:
         return (self.directions, self.gate_width // self.tile, self.hidden, self.tile)
 
@@ -110,57 +118,81 @@ def _gemv_macro(spec: RecurrentSpec):
     hidden, v_ = spec.hidden, spec.tile
 
     @T.macro
-    def gemv(src, r, g, acc, d, b, first_block, last_block):
-        # g[b, blk·V : (blk+1)·V] = src[b, :] · R_d over blocks [first_block, last_block)
+    def gemv(src, p, r, g, acc, d, b, first_block, last_block):
+        # g[b, blk·V : (blk+1)·V] = src[p, b, :] · R_d over blocks [first_block, last_block)
         for blk in range(first_block, last_block):
             for v in T.vectorized(v_):
                 acc[v] = T.float32(0)
             for k in range(hidden):
                 for v in T.vectorized(v_):
-                    acc[v] = acc[v] + src[b, k] * r[d, blk, k, v]
+                    acc[v] = acc[v] + src[p, b, k] * r[d, blk, k, v]
             for v in T.vectorized(v_):
                 g[b, blk * v_ + v] = acc[v]
 
     return gemv
 
 
+def _lstm_cell_macro(spec: RecurrentSpec):
+    h_, v_ = spec.hidden, spec.tile
+
+    @T.macro
+    def cell(proj, peep, g, h, c, y, d, b, t, out, jb):
+        # units jb·V .. jb·V+V-1 of step t: gates from proj + g (h·R, gate-major), c in place, h into h[out]
+        for v in T.vectorized(v_):  # no let-bound index here: TVM 0.27 vectorizes LetStmts wrongly
+            g[b, jb * v_ + v] = fast_sigmoid(  # i, then f, in place
+                proj[t, b, d, jb * v_ + v] + g[b, jb * v_ + v] + peep[d, 0, jb * v_ + v] * c[b, jb * v_ + v])
+            g[b, 2 * h_ + jb * v_ + v] = fast_sigmoid(proj[t, b, d, 2 * h_ + jb * v_ + v] + g[b, 2 * h_ + jb * v_ + v]
+                                                    + peep[d, 2, jb * v_ + v] * c[b, jb * v_ + v])
+            c[b, jb * v_ + v] = g[b, 2 * h_ + jb * v_ + v] * c[b, jb * v_ + v] + g[b, jb * v_ + v] * fast_tanh(
+                proj[t, b, d, 3 * h_ + jb * v_ + v] + g[b, 3 * h_ + jb * v_ + v])
+            h[out, b, jb * v_ + v] = fast_sigmoid(
+                proj[t, b, d, h_ + jb * v_ + v] + g[b, h_ + jb * v_ + v] + peep[d, 1, jb * v_ + v] * c[b, jb * v_ + v]
+            ) * fast_tanh(c[b, jb * v_ + v])
+            y[t, d, b, jb * v_ + v] = h[out, b, jb * v_ + v]
+
+    return cell
+
+
 def lstm_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     """(proj [T, B, D, 4H], R packed, h0 [D, B, H], c0 [D, B, H], peepholes [D, 3, H] (i, o, f)) ->
-    (Y [T, D, B, H], Y_h [D, B, H], Y_c [D, B, H])."""
+    (Y [T, D, B, H], Y_h [D, B, H], Y_c [D, B, H]). Directions in
+    parallel, each step one whole GEMV then the cells; or, where R is too big for one core's cache
+    (spec.step_parallel), the unit blocks of each step in parallel, each with its four gates' GEMV blocks (h then
+    double-buffered: step s reads h[s % 2])."""
     t_, b_, h_, d_, v_ = spec.steps, spec.batch, spec.hidden, spec.directions, spec.tile
-    gh, nb = spec.gate_width, spec.gate_width // spec.tile
-    gemv = _gemv_macro(spec)
+    gh, nb, ub = spec.gate_width, spec.gate_width // spec.tile, spec.hidden // spec.tile
+    gemv, cell, step_parallel = _gemv_macro(spec), _lstm_cell_macro(spec), spec.step_parallel
+    per_direction = T.serial if step_parallel else T.parallel
 
     @T.prim_func
     def lstm(proj: T.Buffer((t_, b_, d_, gh), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
              h0: T.Buffer((d_, b_, h_), "float32"), c0: T.Buffer((d_, b_, h_), "float32"), peep: T.Buffer((d_, 3, h_), "float32"),
              y: T.Buffer((t_, d_, b_, h_), "float32"), yh: T.Buffer((d_, b_, h_), "float32"), yc: T.Buffer((d_, b_, h_), "float32")):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": "recurrent"})
-        for d in T.parallel(d_):
-            h = T.alloc_buffer((b_, h_), "float32", scope="global")
+        for d in per_direction(d_):
+            h = T.alloc_buffer((2, b_, h_), "float32", scope="global")
             c = T.alloc_buffer((b_, h_), "float32", scope="global")
             g = T.alloc_buffer((b_, gh), "float32", scope="global")
-            acc = T.alloc_buffer((v_,), "float32", scope="global")
             for b, j in T.grid(b_, h_):
-                h[b, j] = h0[d, b, j]
+                h[0, b, j] = h0[d, b, j]
                 c[b, j] = c0[d, b, j]
             for s in range(t_):
                 t = _time_index(spec, d, s)
-                for b in range(b_):
-                    gemv(h, r, g, acc, d, b, 0, nb)
-                    for jb in range(h_ // v_):
-                        for v in T.vectorized(v_):  # no let-bound index here: TVM 0.27 vectorizes LetStmts wrongly
-                            g[b, jb * v_ + v] = fast_sigmoid(  # i, then f, in place
-                                proj[t, b, d, jb * v_ + v] + g[b, jb * v_ + v] + peep[d, 0, jb * v_ + v] * c[b, jb * v_ + v])
-                            g[b, 2 * h_ + jb * v_ + v] = fast_sigmoid(proj[t, b, d, 2 * h_ + jb * v_ + v] + g[b, 2 * h_ + jb * v_ + v]
-                                                                    + peep[d, 2, jb * v_ + v] * c[b, jb * v_ + v])
-                            c[b, jb * v_ + v] = g[b, 2 * h_ + jb * v_ + v] * c[b, jb * v_ + v] + g[b, jb * v_ + v] * fast_tanh(
-                                proj[t, b, d, 3 * h_ + jb * v_ + v] + g[b, 3 * h_ + jb * v_ + v])
-                            h[b, jb * v_ + v] = fast_sigmoid(proj[t, b, d, h_ + jb * v_ + v] + g[b, h_ + jb * v_ + v]
-                                                             + peep[d, 1, jb * v_ + v] * c[b, jb * v_ + v]) * fast_tanh(c[b, jb * v_ + v])
-                            y[t, d, b, jb * v_ + v] = h[b, jb * v_ + v]
+                if step_parallel:
+                    for jb in T.parallel(ub):
+                        acc = T.alloc_buffer((v_,), "float32", scope="global")
+                        for b in range(b_):
+                            for gate in range(4):
+                                gemv(h, s % 2, r, g, acc, d, b, gate * ub + jb, gate * ub + jb + 1)
+                            cell(proj, peep, g, h, c, y, d, b, t, (s + 1) % 2, jb)
+                else:  # the whole GEMV reads h before any cell writes it: one state buffer
+                    acc = T.alloc_buffer((v_,), "float32", scope="global")
+                    for b in range(b_):
+                        gemv(h, 0, r, g, acc, d, b, 0, nb)
+                        for jb in range(ub):
+                            cell(proj, peep, g, h, c, y, d, b, t, 0, jb)
             for b, j in T.grid(b_, h_):
-                yh[d, b, j] = h[b, j]
+                yh[d, b, j] = h[t_ % 2 if step_parallel else 0, b, j]
                 yc[d, b, j] = c[b, j]
 
     return _root_block(lstm)
@@ -181,32 +213,32 @@ def gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
             y: T.Buffer((t_, d_, b_, h_), "float32"), yh: T.Buffer((d_, b_, h_), "float32")):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": "recurrent"})
         for d in T.parallel(d_):
-            h = T.alloc_buffer((b_, h_), "float32", scope="global")
-            rh = T.alloc_buffer((b_, h_), "float32", scope="global")
+            h = T.alloc_buffer((1, b_, h_), "float32", scope="global")
+            rh = T.alloc_buffer((1, b_, h_), "float32", scope="global")
             g = T.alloc_buffer((b_, gh), "float32", scope="global")
             acc = T.alloc_buffer((v_,), "float32", scope="global")
             for b, j in T.grid(b_, h_):
-                h[b, j] = h0[d, b, j]
+                h[0, b, j] = h0[d, b, j]
             for s in range(t_):
                 t = _time_index(spec, d, s)
                 for b in range(b_):
-                    gemv(h, r, g, acc, d, b, 0, nb if lbr else zr_blocks)
+                    gemv(h, 0, r, g, acc, d, b, 0, nb if lbr else zr_blocks)
                     for jb in range(h_ // v_):
                         for v in T.vectorized(v_):  # no let-bound values here: TVM 0.27 vectorizes LetStmts wrongly
                             g[b, jb * v_ + v] = fast_sigmoid(proj[t, b, d, jb * v_ + v] + g[b, jb * v_ + v])  # z, kept
-                            rh[b, jb * v_ + v] = fast_sigmoid(proj[t, b, d, h_ + jb * v_ + v] + g[b, h_ + jb * v_ + v]) * (
-                                g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v] if lbr else h[b, jb * v_ + v])
+                            rh[0, b, jb * v_ + v] = fast_sigmoid(proj[t, b, d, h_ + jb * v_ + v] + g[b, h_ + jb * v_ + v]) * (
+                                g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v] if lbr else h[0, b, jb * v_ + v])
                     if not lbr:
-                        gemv(rh, r, g, acc, d, b, zr_blocks, nb)
+                        gemv(rh, 0, r, g, acc, d, b, zr_blocks, nb)
                     for jb in range(h_ // v_):
                         for v in T.vectorized(v_):
                             g[b, 2 * h_ + jb * v_ + v] = fast_tanh(proj[t, b, d, 2 * h_ + jb * v_ + v] + (
-                                rh[b, jb * v_ + v] if lbr else g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v]))  # candidate
-                            h[b, jb * v_ + v] = g[b, 2 * h_ + jb * v_ + v] + g[b, jb * v_ + v] * (
-                                h[b, jb * v_ + v] - g[b, 2 * h_ + jb * v_ + v])  # (1 - z)·cand + z·h
-                            y[t, d, b, jb * v_ + v] = h[b, jb * v_ + v]
+                                rh[0, b, jb * v_ + v] if lbr else g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v]))  # candidate
+                            h[0, b, jb * v_ + v] = g[b, 2 * h_ + jb * v_ + v] + g[b, jb * v_ + v] * (
+                                h[0, b, jb * v_ + v] - g[b, 2 * h_ + jb * v_ + v])  # (1 - z)·cand + z·h
+                            y[t, d, b, jb * v_ + v] = h[0, b, jb * v_ + v]
             for b, j in T.grid(b_, h_):
-                yh[d, b, j] = h[b, j]
+                yh[d, b, j] = h[0, b, j]
 
     return _root_block(gru)
 
@@ -222,20 +254,20 @@ def rnn_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
             h0: T.Buffer((d_, b_, h_), "float32"), y: T.Buffer((t_, d_, b_, h_), "float32"), yh: T.Buffer((d_, b_, h_), "float32")):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": "recurrent"})
         for d in T.parallel(d_):
-            h = T.alloc_buffer((b_, h_), "float32", scope="global")
+            h = T.alloc_buffer((1, b_, h_), "float32", scope="global")
             g = T.alloc_buffer((b_, h_), "float32", scope="global")
             acc = T.alloc_buffer((v_,), "float32", scope="global")
             for b, j in T.grid(b_, h_):
-                h[b, j] = h0[d, b, j]
+                h[0, b, j] = h0[d, b, j]
             for s in range(t_):
                 t = _time_index(spec, d, s)
                 for b in range(b_):
-                    gemv(h, r, g, acc, d, b, 0, nb)
+                    gemv(h, 0, r, g, acc, d, b, 0, nb)
                     for j in T.vectorized(h_):
-                        h[b, j] = fast_tanh(proj[t, b, d, j] + g[b, j])
-                        y[t, d, b, j] = h[b, j]
+                        h[0, b, j] = fast_tanh(proj[t, b, d, j] + g[b, j])
+                        y[t, d, b, j] = h[0, b, j]
             for b, j in T.grid(b_, h_):
-                yh[d, b, j] = h[b, j]
+                yh[d, b, j] = h[0, b, j]
 
     return _root_block(rnn)
 
