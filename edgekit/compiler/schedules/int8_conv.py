@@ -40,20 +40,25 @@ MAX_ROW_NEON = 6  # 16 int32 lanes are 4 q registers: 6 rows = 24 accumulators +
 VNNI_INTRIN = "edgekit_dot_16x4_u8i8i32_vnni"
 
 
-@T.prim_func(s_tir=True)
-def _dot_16x4_desc(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1, scope="global"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+def _dot_16x4(a_dtype: str):
+    """What every 16 x 4 dot-product intrinsic computes: C[i] += A[k] * B[i, k] in int32 (A uint8 or int8)."""
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), a_dtype, offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope="global"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
 
 
 @T.prim_func(s_tir=True)
@@ -105,22 +110,6 @@ SDOT_INTRIN = "edgekit_dot_16x4_s8s8i32_sdot"
 
 
 @T.prim_func(s_tir=True)
-def _dot_16x4_s8_desc(
-    A: T.Buffer((4,), "int8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1, scope="global"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-
-@T.prim_func(s_tir=True)
 def _dot_16x4_sdot(
     A: T.Buffer((4,), "int8", offset_factor=1),
     B: T.Buffer((16, 4), "int8", offset_factor=1),
@@ -141,11 +130,11 @@ def _dot_16x4_sdot(
 
 def _register_intrin() -> None:
     if TensorIntrin.get(VNNI_INTRIN, allow_missing=True) is None:
-        TensorIntrin.register(VNNI_INTRIN, _dot_16x4_desc, _dot_16x4_vnni)
+        TensorIntrin.register(VNNI_INTRIN, _dot_16x4("uint8"), _dot_16x4_vnni)
     if TensorIntrin.get(AVX2_INTRIN, allow_missing=True) is None:
-        TensorIntrin.register(AVX2_INTRIN, _dot_16x4_desc, _dot_16x4_avx2)
+        TensorIntrin.register(AVX2_INTRIN, _dot_16x4("uint8"), _dot_16x4_avx2)
     if TensorIntrin.get(SDOT_INTRIN, allow_missing=True) is None:
-        TensorIntrin.register(SDOT_INTRIN, _dot_16x4_s8_desc, _dot_16x4_sdot)
+        TensorIntrin.register(SDOT_INTRIN, _dot_16x4("int8"), _dot_16x4_sdot)
 
 
 class Int8Conv(Rule):
