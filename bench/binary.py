@@ -1,6 +1,9 @@
 """Binary (XNOR-popcount) conv2d / dense vs fp32 of the same shape: TVM default, TVM edgekit schedules, onnxruntime.
 
-    python bench/binary.py [--threads 1,2] [--rounds 3] [--quick]
+    python bench/binary.py [--threads 1,2] [--rounds 3] [--target host] [--quick]
+
+--target x86_64 times the AVX2 kernels (and the AVX2 fp32 schedules) on any x86 host, e.g. an AVX-512 machine
+standing in for an AVX2-only one; onnxruntime still uses the host's best ISA then.
 
 Shapes: conv 3x3 256->256 14x14 pad 1 (batch 1), dense 4096->4096 (batch 1).
   xnor          edgekit's kernels via lower_binary_layers, timed through the Relax VM: sign + bit packing of
@@ -29,8 +32,9 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = {"conv": (1, 256, 14, 14), "dense": (1, 4096)}
 RUNTIMES = ("xnor", "tvm-sched", "ort", "tvm-default")
-# this machine's own CPU (LLVM host detection: AVX-512 VPOPCNTDQ where present, else AVX2), never a hard-coded model
-TARGET = "host"
+# default: this machine's own CPU (LLVM host detection: AVX-512 VPOPCNTDQ where present, else AVX2), never a
+# hard-coded CPU model
+DEFAULT_TARGET = "host"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -79,14 +83,14 @@ def _time_calls(fn, number: int, repeat: int) -> float:
     return statistics.median(per_call)
 
 
-def _tvm_vm(op: str, kind: str, threads: int):
+def _tvm_vm(op: str, kind: str, threads: int, target_name: str):
     import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
     from edgekit.targets import load_target
 
-    target = load_target(TARGET).tvm_target()
+    target = load_target(target_name).tvm_target()
     model = binary_model(op) if kind == "xnor" else fp32_model(op)
     mod = relax.transform.FoldConstant()(from_onnx(model, shape_dict={"x": list(SHAPES[op])}, keep_params_in_input=False))
     note = ""
@@ -121,8 +125,8 @@ def _ort(op: str, threads: int):
     return (lambda: sess.run(None, feeds)), ""
 
 
-def worker(runtime: str, op: str, threads: int, quick: bool) -> dict:
-    fn, note = _ort(op, threads) if runtime == "ort" else _tvm_vm(op, runtime, threads)
+def worker(runtime: str, op: str, threads: int, quick: bool, target: str) -> dict:
+    fn, note = _ort(op, threads) if runtime == "ort" else _tvm_vm(op, runtime, threads, target)
     if runtime == "tvm-default":
         number, repeat = 1, 3  # naive loops: 10-100 ms a call
     else:
@@ -130,9 +134,9 @@ def worker(runtime: str, op: str, threads: int, quick: bool) -> dict:
     return {"us": _time_calls(fn, number, repeat), "note": note}
 
 
-def _spawn(runtime: str, op: str, threads: int, quick: bool) -> dict:
+def _spawn(runtime: str, op: str, threads: int, quick: bool, target: str) -> dict:
     env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, __file__, "--worker", runtime, "--op", op, "--threads", str(threads)] + (["--quick"] if quick else [])
+    cmd = [sys.executable, __file__, "--worker", runtime, "--op", op, "--threads", str(threads), "--target", target] + (["--quick"] if quick else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1][:200]
@@ -150,12 +154,13 @@ def main() -> None:
     ap.add_argument("--ops", default="conv,dense")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runtimes", default=",".join(RUNTIMES))
+    ap.add_argument("--target", default=DEFAULT_TARGET)
     ap.add_argument("--quick", action="store_true", help="few repeats, one round: checks the script, not the numbers")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--op", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.op, int(args.threads), args.quick)))
+        print(json.dumps(worker(args.worker, args.op, int(args.threads), args.quick, args.target)))
         return
     rounds = 1 if args.quick else args.rounds
     runtimes = args.runtimes.split(",")
@@ -169,12 +174,12 @@ def main() -> None:
                 for rt in order:
                     if rt == "tvm-default" and rnd > 0:
                         continue  # one round is plenty for a 100x slower baseline
-                    res = _spawn(rt, op, threads, args.quick)
+                    res = _spawn(rt, op, threads, args.quick, args.target)
                     notes[rt] = res["note"]
                     if res["us"] is not None:
                         samples[rt].append(res["us"])
             med = {rt: statistics.median(v) if v else None for rt, v in samples.items()}
-            row = {"op": op, "shape": list(SHAPES[op]), "threads": threads, "us": med, "notes": notes}
+            row = {"op": op, "shape": list(SHAPES[op]), "threads": threads, "target": args.target, "us": med, "notes": notes}
             if med.get("xnor"):
                 row["speedup_vs"] = {rt: med[rt] / med["xnor"] for rt in runtimes if rt != "xnor" and med.get(rt)}
             rows.append(row)
@@ -184,7 +189,8 @@ def main() -> None:
         from edgekit.targets import TargetCaps, host_description
 
         isa = "x86_64-avx512" if TargetCaps.host().has_avx512 else f"{TargetCaps.host().arch}-avx2" if "avx2" in TargetCaps.host().features else TargetCaps.host().arch
-        (RESULTS / f"binary.{isa}.json").write_text(json.dumps({"host": host_description(), "rows": rows}, indent=2))
+        name = f"binary.{isa}.json" if args.target == DEFAULT_TARGET else f"binary.{args.target}-target.{isa}.json"
+        (RESULTS / name).write_text(json.dumps({"host": host_description(), "rows": rows}, indent=2))
 
 
 def _print_row(row: dict, runtimes: list[str]) -> None:
