@@ -111,7 +111,8 @@ def inner_loops(objdump: str) -> list[list[str]]:
 @pytest.mark.parametrize("target,rule,dot", [("rpi5", "conv2d-s8s8-sdot", True), ("rpi4", "conv2d-u8s8-vec", False)])
 def test_aarch64_int8_dot_products_and_bit_exact_under_qemu(target, rule, dot, digits_onnx, tmp_path, cli):
     """+dotprod targets (rpi5, Jetson Orin) run the int8 convs on `sdot`, found in the inner loops of the code that
-    was built; rpi4 (Cortex-A72) has none. Both bit-exact vs onnxruntime's integer kernels under qemu."""
+    was built; rpi4 (Cortex-A72) has none and multiply-accumulates with smlal. Both bit-exact vs onnxruntime's
+    integer kernels under qemu."""
     assert cli("compress", digits_onnx, "--bits", 8, "--calib", "digits", "--target", target, "-o", tmp_path / "q.onnx").exit_code == 0
     res = cli("compile", tmp_path / "q.onnx", "--target", target, "-o", tmp_path / "art", "--json")
     assert res.exit_code == 0, res.stderr
@@ -120,8 +121,8 @@ def test_aarch64_int8_dot_products_and_bit_exact_under_qemu(target, rule, dot, d
     assert convs and set(convs.values()) == {rule}, convs
     assert meta["validation"]["executed"] == "emulated" and meta["validation"]["outputs"][0]["max_abs"] == 0
     objdump = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "art" / "model.so")], capture_output=True, text=True, check=True).stdout
-    with_sdot = [loop for loop in inner_loops(objdump) if "sdot" in loop]
+    loops = inner_loops(objdump)
     if dot:
-        assert with_sdot and max(loop.count("sdot") for loop in with_sdot) >= 4
-    else:
-        assert "sdot" not in objdump
+        assert max(loop.count("sdot") for loop in loops) >= 4
+    else:  # widening multiply-accumulate (LLVM's smlal / smlal2 on the sign-extended halves)
+        assert "sdot" not in objdump and max(loop.count("smlal") + loop.count("smlal2") for loop in loops) >= 8
