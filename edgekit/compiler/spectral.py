@@ -8,8 +8,9 @@ rows (n, re/im) of the input's interleaved [..., N, 1 or 2] samples, columns (k,
     out[2k]   = Σ_n xr[n]·cos θ - s·xi[n]·sin θ        θ = 2π k n / L,  s = -1 forward, +1 inverse (then / L)
     out[2k+1] = Σ_n xi[n]·cos θ + s·xr[n]·sin θ
 
-dft_length L != N (truncation or zero padding) only changes which rows are non-zero. STFT frames the signal with
-one Gather (constant [frames, frame_length] indices) and folds a constant window into the matrix rows.
+dft_length L != N (truncation or zero padding) only changes which rows are non-zero. STFT is the same matrix, with a
+constant window folded into its rows, applied to every frame: a Conv1d with stride = frame step (which edgekit
+runs as a conv2d, see relax_passes/conv1d_as_conv2d.py).
 O(N²) MACs instead of an FFT's O(N log N): for the frame sizes of speech models (256-1024) a GEMM at full
 vector speed beats an FFT written in TIR, and it stays exact to float rounding (validated like every build).
 """
@@ -92,12 +93,14 @@ def _lower_stft(node: onnx.NodeProto, shape: list[int], constants: dict) -> tupl
         raise _refuse(node, "no frame length (neither a window nor frame_length)")
     frames = (signal_length - frame_length) // step + 1
     g = NodeBuilder(node.name or "stft")
-    indices = np.arange(frames)[:, None] * step + np.arange(frame_length)[None, :]
-    framed = g.op("Gather", [node.input[0], g.const(indices.astype(np.int64), "frame_indices")], axis=1)  # [B, F, fl, c]
     matrix = dft_matrix(frame_length, frame_length, components, onesided, False,
                         None if window is None else np.asarray(window, np.float64))
-    y = g.op("MatMul", [g.reshape(framed, [batch, frames, frame_length * components]), g.const(matrix, "dft_matrix")])
-    g.reshape(y, [batch, frames, matrix.shape[1] // 2, 2], node.output[0])
+    bins = matrix.shape[1] // 2
+    # the framed MatMul is a strided Conv1d: kernel [bins·2, components, frame_length], stride = frame step
+    kernel = matrix.reshape(frame_length, components, bins * 2).transpose(2, 1, 0)
+    y = g.op("Conv", [g.op("Transpose", [node.input[0]], perm=[0, 2, 1]), g.const(np.ascontiguousarray(kernel), "dft_kernel")],
+             strides=[step])  # [B, bins·2, F]
+    g.op("Transpose", [g.reshape(y, [batch, bins, 2, frames])], node.output[0], perm=[0, 3, 1, 2])
     return g.nodes, g.inits
 
 
