@@ -237,7 +237,7 @@ def test_unsupported_recurrent_attributes_are_refused_naming_the_node():
 
 @pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")),
                     reason="needs g++-aarch64-linux-gnu and qemu-user (installed by .ci/run)")
-@pytest.mark.parametrize("name", ["tf_classifier", "crnn", "audio_cnn"])
+@pytest.mark.parametrize("name", CORPUS)
 def test_corpus_model_cross_compiles_for_aarch64_and_validates_under_qemu(name, tmp_path):
     model = build(name)
     onnx.save(model, tmp_path / "m.onnx")
