@@ -81,3 +81,9 @@ def test_stft_with_a_runtime_frame_step_is_refused_naming_the_node():
     model.graph.input.append(helper.make_tensor_value_info("step", TensorProto.INT64, []))
     with pytest.raises(EdgekitError, match="frontend/stft.*frame_step"):
         lower_spectral(model)
+
+
+def test_a_dft_too_long_for_a_matrix_is_refused_naming_the_node():
+    node = helper.make_node("DFT", ["x"], ["y"], name="long_fft", axis=1)
+    with pytest.raises(EdgekitError, match="long_fft.*length 8192.*no FFT"):
+        lower_spectral(_model([node], [("x", [1, 8192, 2])], [1, 8192, 2]))

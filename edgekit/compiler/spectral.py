@@ -24,6 +24,11 @@ from edgekit.compiler.onnx_builder import NodeBuilder, constant_values, inferred
 from edgekit.errors import EdgekitError
 
 SPECTRAL_OPS = ("DFT", "STFT")
+MAX_MATRIX_BYTES = 64 << 20  # a DFT of 2048 complex samples: 64 MB of matrix; longer ones need an FFT edgekit lacks
+
+
+def matrix_bytes(samples: int, length: int, components: int, onesided: bool) -> int:
+    return 4 * samples * components * 2 * (length // 2 + 1 if onesided else length)
 
 
 def dft_matrix(samples: int, length: int, components: int, onesided: bool, inverse: bool,
@@ -47,6 +52,14 @@ def _refuse(node: onnx.NodeProto, what: str) -> EdgekitError:
                         "fix the input shapes with --input-shape and make the lengths constants (--freeze NAME=VALUE)")
 
 
+def _check_size(node: onnx.NodeProto, samples: int, length: int, components: int, onesided: bool) -> None:
+    size = matrix_bytes(samples, length, components, onesided)
+    if size > MAX_MATRIX_BYTES:
+        raise EdgekitError(f"node '{node.name or node.op_type}' ({node.op_type}) is a DFT of length {length}: its matrix would take "
+                           f"{size / 2**20:.0f} MB (edgekit lowers DFT to a MatMul and has no FFT)",
+                           "frame the signal (STFT) or compute the long transform outside the model")
+
+
 def _scalar(node: onnx.NodeProto, index: int, constants: dict, what: str) -> int | None:
     if len(node.input) <= index or not node.input[index]:
         return None
@@ -67,6 +80,7 @@ def _lower_dft(node: onnx.NodeProto, shape: list[int], constants: dict, opset: i
         raise _refuse(node, "inverse with onesided")
     samples = shape[axis]
     length = _scalar(node, 1, constants, "dft_length") or samples
+    _check_size(node, samples, length, components, onesided)
     g = NodeBuilder(node.name or "dft")
     perm = [i for i in range(len(shape) - 1) if i != axis] + [axis, len(shape) - 1]
     x = g.op("Transpose", [node.input[0]], perm=perm) if axis != len(shape) - 2 else node.input[0]
@@ -91,6 +105,7 @@ def _lower_stft(node: onnx.NodeProto, shape: list[int], constants: dict) -> tupl
     frame_length = _scalar(node, 3, constants, "frame_length") or (len(window) if window is not None else None)
     if step is None or frame_length is None:
         raise _refuse(node, "no frame length (neither a window nor frame_length)")
+    _check_size(node, frame_length, frame_length, components, onesided)
     frames = (signal_length - frame_length) // step + 1
     g = NodeBuilder(node.name or "stft")
     matrix = dft_matrix(frame_length, frame_length, components, onesided, False,
