@@ -164,16 +164,17 @@ def test_recurrent_layers_compile_and_match_onnxruntime(kind, bidirectional, bat
     output_scale_ok(compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", input_shapes={"x": tuple(x.shape)}, quiet=True))
 
 
-def test_wide_lstm_runs_its_steps_unit_parallel_and_matches_onnxruntime(tmp_path):
-    """Hidden 320: R (1.6 MB per direction) outgrows a core's L2, so each step's unit blocks run in parallel
-    (RecurrentSpec.step_parallel) instead of one direction per thread."""
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_wide_recurrent_layer_runs_its_steps_unit_parallel_and_matches_onnxruntime(kind, tmp_path):
+    """Hidden 320: R (1.2-1.6 MB per direction) outgrows a core's L2, so each step's unit blocks run in parallel
+    (RecurrentSpec.step_parallel) instead of one direction per thread (torch's GRU has linear_before_reset=1)."""
     from edgekit.kernels.recurrent import RecurrentSpec
 
-    assert RecurrentSpec("LSTM", 6, 1, 320, (False, True)).step_parallel
-    assert not RecurrentSpec("LSTM", 6, 1, 256, (False, True)).step_parallel
+    assert RecurrentSpec(kind, 6, 1, 320, (False, True), linear_before_reset=True).step_parallel
+    assert not RecurrentSpec(kind, 6, 1, 256 if kind == "LSTM" else 290, (False, True), linear_before_reset=True).step_parallel
     torch.manual_seed(0)
     x = torch.randn(1, 6, 16)
-    onnx.save(_export(_Last(torch.nn.LSTM(16, 320, bidirectional=True, batch_first=True)), x, 13), tmp_path / "m.onnx")
+    onnx.save(_export(_Last(getattr(torch.nn, kind)(16, 320, bidirectional=True, batch_first=True)), x, 13), tmp_path / "m.onnx")
     output_scale_ok(compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", input_shapes={"x": (1, 6, 16)}, quiet=True))
 
 

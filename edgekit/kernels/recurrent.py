@@ -89,9 +89,11 @@ class RecurrentSpec:
     @property
     def step_parallel(self) -> bool:
         """Split each step's unit blocks over the threads (a thread-pool launch per step) instead of running the
-        directions in parallel: when one direction's R outgrows a core's L2 (hidden 512: 4 MB, streamed from L3 every
-        step; hidden 256: 1 MB stays). LSTM only: GRU's candidate and RNN keep the direction-parallel kernel."""
-        return self.kind == "LSTM" and 4 * self.gate_width * self.hidden > STEP_PARALLEL_R_BYTES
+        directions in parallel: when one direction's R outgrows a core's L2 (LSTM hidden 512: 4 MB, streamed from L3
+        every step; hidden 256: 1 MB stays). LSTM and GRU with linear_before_reset; a GRU without it needs all of r ⊙ h
+        before its candidate GEMV, and RNN keeps the direction-parallel kernel."""
+        unit_parallel = self.kind == "LSTM" or (self.kind == "GRU" and self.linear_before_reset)
+        return unit_parallel and 4 * self.gate_width * self.hidden > STEP_PARALLEL_R_BYTES
 
     @property
     def packed_weight_shape(self) -> tuple[int, int, int, int]:
@@ -200,11 +202,12 @@ def lstm_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
 
 def gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     """(proj [T, B, D, 3H] (z, r, h; W and R biases of z, r and W's of h folded in), R packed, h0 [D, B, H],
-    Rb_h [D, H]) -> (Y [T, D, B, H], Y_h [D, B, H]). linear_before_reset: r gates (h·R_h + Rb_h); otherwise the
-    candidate's GEMV runs on r ⊙ h, after the z / r gates."""
+    Rb_h [D, H]) -> (Y [T, D, B, H], Y_h [D, B, H]). linear_before_reset: r gates (h·R_h + Rb_h), and each unit
+    block needs only its own three GEMV blocks (so spec.step_parallel may split a step over the threads, h then
+    double-buffered); otherwise the candidate's GEMV runs on r ⊙ h, after all z / r gates."""
     t_, b_, h_, d_, v_ = spec.steps, spec.batch, spec.hidden, spec.directions, spec.tile
-    gh, nb, zr_blocks = spec.gate_width, spec.gate_width // spec.tile, 2 * spec.hidden // spec.tile
-    lbr = spec.linear_before_reset
+    gh, nb, ub, zr_blocks = spec.gate_width, spec.gate_width // spec.tile, spec.hidden // spec.tile, 2 * spec.hidden // spec.tile
+    lbr, step_parallel = spec.linear_before_reset, spec.step_parallel
     gemv = _gemv_macro(spec)
 
     @T.prim_func
@@ -212,33 +215,48 @@ def gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
             h0: T.Buffer((d_, b_, h_), "float32"), rbh: T.Buffer((d_, h_), "float32"),
             y: T.Buffer((t_, d_, b_, h_), "float32"), yh: T.Buffer((d_, b_, h_), "float32")):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": "recurrent"})
-        for d in T.parallel(d_):
-            h = T.alloc_buffer((1, b_, h_), "float32", scope="global")
+        for d in (T.serial if step_parallel else T.parallel)(d_):
+            h = T.alloc_buffer((2, b_, h_), "float32", scope="global")
             rh = T.alloc_buffer((1, b_, h_), "float32", scope="global")
             g = T.alloc_buffer((b_, gh), "float32", scope="global")
-            acc = T.alloc_buffer((v_,), "float32", scope="global")
             for b, j in T.grid(b_, h_):
                 h[0, b, j] = h0[d, b, j]
             for s in range(t_):
                 t = _time_index(spec, d, s)
-                for b in range(b_):
-                    gemv(h, 0, r, g, acc, d, b, 0, nb if lbr else zr_blocks)
-                    for jb in range(h_ // v_):
-                        for v in T.vectorized(v_):  # no let-bound values here: TVM 0.27 vectorizes LetStmts wrongly
-                            g[b, jb * v_ + v] = fast_sigmoid(proj[t, b, d, jb * v_ + v] + g[b, jb * v_ + v])  # z, kept
-                            rh[0, b, jb * v_ + v] = fast_sigmoid(proj[t, b, d, h_ + jb * v_ + v] + g[b, h_ + jb * v_ + v]) * (
-                                g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v] if lbr else h[0, b, jb * v_ + v])
-                    if not lbr:
-                        gemv(rh, 0, r, g, acc, d, b, zr_blocks, nb)
-                    for jb in range(h_ // v_):
-                        for v in T.vectorized(v_):
-                            g[b, 2 * h_ + jb * v_ + v] = fast_tanh(proj[t, b, d, 2 * h_ + jb * v_ + v] + (
-                                rh[0, b, jb * v_ + v] if lbr else g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v]))  # candidate
-                            h[0, b, jb * v_ + v] = g[b, 2 * h_ + jb * v_ + v] + g[b, jb * v_ + v] * (
-                                h[0, b, jb * v_ + v] - g[b, 2 * h_ + jb * v_ + v])  # (1 - z)·cand + z·h
-                            y[t, d, b, jb * v_ + v] = h[0, b, jb * v_ + v]
+                if step_parallel:  # linear_before_reset: z, r and h·R_h + Rb_h of a unit block need only its rows
+                    for jb in T.parallel(ub):
+                        acc = T.alloc_buffer((v_,), "float32", scope="global")
+                        for b in range(b_):
+                            for gate in range(3):
+                                gemv(h, s % 2, r, g, acc, d, b, gate * ub + jb, gate * ub + jb + 1)
+                            for v in T.vectorized(v_):  # no let-bound values here: TVM 0.27 vectorizes LetStmts wrongly
+                                g[b, jb * v_ + v] = fast_sigmoid(proj[t, b, d, jb * v_ + v] + g[b, jb * v_ + v])  # z
+                                g[b, h_ + jb * v_ + v] = fast_tanh(proj[t, b, d, 2 * h_ + jb * v_ + v] + fast_sigmoid(
+                                    proj[t, b, d, h_ + jb * v_ + v] + g[b, h_ + jb * v_ + v]) * (
+                                    g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v]))  # the candidate, in r's place
+                                h[(s + 1) % 2, b, jb * v_ + v] = g[b, h_ + jb * v_ + v] + g[b, jb * v_ + v] * (
+                                    h[s % 2, b, jb * v_ + v] - g[b, h_ + jb * v_ + v])  # (1 - z)·cand + z·h
+                                y[t, d, b, jb * v_ + v] = h[(s + 1) % 2, b, jb * v_ + v]
+                else:
+                    acc = T.alloc_buffer((v_,), "float32", scope="global")
+                    for b in range(b_):
+                        gemv(h, 0, r, g, acc, d, b, 0, nb if lbr else zr_blocks)
+                        for jb in range(ub):
+                            for v in T.vectorized(v_):
+                                g[b, jb * v_ + v] = fast_sigmoid(proj[t, b, d, jb * v_ + v] + g[b, jb * v_ + v])  # z, kept
+                                rh[0, b, jb * v_ + v] = fast_sigmoid(proj[t, b, d, h_ + jb * v_ + v] + g[b, h_ + jb * v_ + v]) * (
+                                    g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v] if lbr else h[0, b, jb * v_ + v])
+                        if not lbr:
+                            gemv(rh, 0, r, g, acc, d, b, zr_blocks, nb)
+                        for jb in range(ub):
+                            for v in T.vectorized(v_):
+                                g[b, 2 * h_ + jb * v_ + v] = fast_tanh(proj[t, b, d, 2 * h_ + jb * v_ + v] + (
+                                    rh[0, b, jb * v_ + v] if lbr else g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v]))  # candidate
+                                h[0, b, jb * v_ + v] = g[b, 2 * h_ + jb * v_ + v] + g[b, jb * v_ + v] * (
+                                    h[0, b, jb * v_ + v] - g[b, 2 * h_ + jb * v_ + v])  # (1 - z)·cand + z·h
+                                y[t, d, b, jb * v_ + v] = h[0, b, jb * v_ + v]
             for b, j in T.grid(b_, h_):
-                yh[d, b, j] = h[0, b, j]
+                yh[d, b, j] = h[t_ % 2 if step_parallel else 0, b, j]
 
     return _root_block(gru)
 
