@@ -2,8 +2,8 @@
 `edgekit compile` does to a model between the ONNX importer and the per-PrimFunc schedule rules.
 
     binary:  lower_binary_layers (XNOR-popcount kernels), then the fp32 passes
-    fp32:    fold -> scalar max/min as clip -> ConvTranspose as conv -> Conv1d as conv2d -> NHWC (per-op fallback) -> mean before permute ->
-             [fused inverted-residual blocks] -> [Winograd] -> fast math -> legalize + fuse ("zero")
+    fp32:    fold -> scalar max/min as clip -> ConvTranspose as conv -> Conv1d as conv2d -> NHWC (per-conv fallback) ->
+             mean before permute -> [fused inverted-residual blocks] -> [Winograd] -> fast math (+ sigmoid) -> legalize + fuse ("zero")
     int8:    lower_qdq (integer ops) -> expand Q/DQ -> NHWC -> packed u8s8 convs -> legalize + fuse
 Then schedules/cpu.py (or schedules/int8.py) gives every fused PrimFunc its rule (schedules/dispatch.py).
 """

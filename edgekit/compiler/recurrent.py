@@ -123,14 +123,15 @@ class RecurrentSequenceConverter:
         from tvm import relax
 
         steps, batch, dirs, _gate_width = (int(v) for v in inputs[0].ty.shape)
-        kind = attr["kind"].decode() if isinstance(attr["kind"], bytes) else attr["kind"]
-        reverse = tuple(bool(v) for v in (attr["reverse"] if isinstance(attr["reverse"], tuple) else (attr["reverse"],)))
+        kind = attr["kind"].decode()  # the importer's _parse_attr: strings as bytes, ints lists as tuples
+        reverse = tuple(bool(v) for v in attr["reverse"])
         spec = RecurrentSpec(kind, steps, batch, int(attr["hidden"]), reverse, bool(attr.get("linear_before_reset", 0)))
         kernel = bb.add_func(sequence_func(spec), f"recurrent_{kind.lower()}")
         state = relax.TensorType((dirs, batch, spec.hidden), "float32")
         outs = [relax.TensorType((steps, dirs, batch, spec.hidden), "float32"), state] + ([state] if kind == "LSTM" else [])
         call = bb.emit(relax.call_tir(kernel, list(inputs), outs))
         return relax.Tuple([bb.emit(relax.TupleGetItem(call, i)) for i in range(len(outs))])
+
 
 def lower_recurrent(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` with every LSTM / GRU / RNN node lowered (the model itself if it has none). The copy

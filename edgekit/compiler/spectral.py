@@ -22,6 +22,7 @@ from onnx import helper
 
 from edgekit.compiler.onnx_builder import NodeBuilder, constant_values, inferred_shapes, replace_nodes
 from edgekit.errors import EdgekitError
+from edgekit.passes.opset import default_opset
 
 SPECTRAL_OPS = ("DFT", "STFT")
 MAX_MATRIX_BYTES = 64 << 20  # a DFT of 2048 complex samples: 64 MB of matrix; longer ones need an FFT edgekit lacks
@@ -123,8 +124,6 @@ def lower_spectral(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` with every DFT / STFT node as a MatMul (the model itself if it has none)."""
     if not any(n.op_type in SPECTRAL_OPS and n.domain in ("", "ai.onnx") for n in model.graph.node):
         return model
-    from edgekit.passes.opset import default_opset
-
     shapes, constants, opset = inferred_shapes(model), constant_values(model), default_opset(model)
     lowered = {}
     for i, node in enumerate(model.graph.node):
