@@ -194,3 +194,44 @@ def test_seven_bit_weights_take_the_avx2_dot_product(tmp_path):
     full, _ = run(model, QuantizeConfig(bits=8, calibration=calibration_samples("digits", specs, 64), reduce_range=False))
     _, full_rules, _ = schedule_int8(_import(full), tvm.target.Target(X86_V3), BuildOptions(threads=1))
     assert not any(r.rule == "conv2d-u8s7-avx2" for r in full_rules.values())
+
+
+def _conv_model(cin: int, cout: int, size: int, kernel: int, stride: int, pad: int) -> onnx.ModelProto:
+    """Conv + Relu + 1x1 Conv written directly in ONNX, with a given geometry (odd widths, strides, channel
+    counts) for the first conv, whose output stays uint8 (requantized in its epilogue)."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(cin * 100 + size)
+
+    def init(name, shape, scale):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[kernel] * 2, strides=[stride] * 2, pads=[pad] * 4),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Conv", ["r", "w2"], ["y"], kernel_shape=[1, 1])]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, cin, size, size])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                              [init("w", (cout, cin, kernel, kernel), 0.3), init("b", (cout,), 0.1), init("w2", (16, cout, 1, 1), 0.3)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("cin,cout,size,kernel,stride,pad", [
+    (3, 64, 32, 7, 2, 3),   # a stem: 3 channels padded to 4, 16 output columns (row tile 8)
+    (5, 32, 13, 3, 1, 1),   # prime width (row tile 1), two 16-channel blocks, channels padded to 8
+    (16, 16, 24, 1, 1, 0),  # 1x1, 24 columns: the full 12-row tile
+])
+def test_avx2_dot_product_tiles_are_exact_on_any_geometry(cin, cout, size, kernel, stride, pad):
+    """The AVX2 rule runs each 16-channel weight block as two 8-lane register tiles of up to 12 rows: bit-exact
+    vs onnxruntime for widths with and without a full tile, and the requantize epilogue stores whole vectors
+    (before tirx.nearbyint was marked vectorizable, LLVM transposed it into one byte store per value)."""
+    model = _conv_model(cin, cout, size, kernel, stride, pad)
+    specs = resolve_input_specs(model, {})
+    q, _ = run(model, QuantizeConfig(bits=8, calibration=[random_inputs(specs, seed=i) for i in range(8)], reduce_range=True))
+    skip_unless_host_runs(X86_V3)
+    ours, ref, rules = _run_both(q, [random_inputs(specs, seed=50 + i) for i in range(3)], X86_V3)
+    assert list(rules.values()).count("conv2d-u8s7-avx2") == 2, rules
+    np.testing.assert_array_equal(ours, ref)
+    mod, _, _ = schedule_int8(_import(q), tvm.target.Target(X86_V3), BuildOptions(threads=1))
+    first = min((gv.name_hint for gv in mod.functions if gv.name_hint.startswith("fused_conv2d_u8s8")), key=len)
+    conv = mod[first].with_attr("global_symbol", "conv")
+    asm = tvm.compile(tvm.IRModule({"conv": conv}), target=tvm.target.Target(X86_V3)).mod.inspect_source("asm")
+    assert "vpmaddubsw" in asm and "vpextrb" not in asm
