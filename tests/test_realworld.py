@@ -230,6 +230,36 @@ def test_lstm_with_peepholes_states_and_layout(attrs, tmp_path):
         np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
 
 
+def _initializers_as_constant_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model with every weight written as a Constant node, as some exporters (and onnxsim) do."""
+    nodes = [helper.make_node("Constant", [], [t.name], value=t) for t in model.graph.initializer]
+    nodes += list(model.graph.node)
+    del model.graph.initializer[:]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def test_recurrent_weights_written_as_constant_nodes_compile(tmp_path):
+    model = _initializers_as_constant_nodes(_onnx_lstm(direction="bidirectional"))
+    rng = np.random.default_rng(4)
+    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32) for i in model.graph.input}
+    assert not any(n.op_type == "LSTM" for n in lower_recurrent(model).graph.node)
+    onnx.save(model, tmp_path / "m.onnx")
+    output_scale_ok(compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", quiet=True))
+    for a, b in zip(ReferenceEvaluator(model).run(None, feeds), load(tmp_path / "art", threads=2)(**feeds)):
+        np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_a_recurrent_weight_computed_in_the_graph_is_refused_naming_it():
+    model = _onnx_lstm()
+    model.graph.node[0].input[2] = "R_scaled"
+    model.graph.node.insert(0, helper.make_node("Mul", ["R", "x_scale"], ["R_scaled"]))
+    model.graph.input.append(helper.make_tensor_value_info("x_scale", TensorProto.FLOAT, [1]))
+    with pytest.raises(EdgekitError, match="R_scaled.*computed in the graph"):
+        lower_recurrent(model)
+
+
 def test_unsupported_recurrent_attributes_are_refused_naming_the_node():
     model = _onnx_lstm(clip=2.0)
     model.graph.node[0].name = "encoder/lstm_1"

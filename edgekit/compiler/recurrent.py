@@ -8,6 +8,7 @@ TVM 0.27's Relax ONNX importer has no recurrent ops. Each recurrent node becomes
 Unrolling the steps into graph ops instead (edgekit's first version) made one GEMV PrimFunc per step and ~8 VM
 calls around it: a 40-step bidirectional CRNN head ran 1.75x onnxruntime and took 25-90 s to compile.
 Supported: forward / reverse / bidirectional, layout 0 and 1, initial_h / initial_c inputs or initializers,
+weights as initializers or Constant nodes,
 peepholes (LSTM), linear_before_reset (GRU), the default activations. Anything else (clip, input_forget, other
 activations, per-batch sequence_lens) is refused naming the node, never approximated.
 """
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
-from edgekit.compiler.onnx_builder import NodeBuilder, inferred_shapes, replace_nodes
+from edgekit.compiler.onnx_builder import NodeBuilder, constant_values, inferred_shapes, replace_nodes
 from edgekit.errors import EdgekitError
 from edgekit.kernels.recurrent import GATES, RecurrentSpec, pack_recurrent_weights, sequence_func
 
@@ -50,7 +51,7 @@ def _constant_input(node: onnx.NodeProto, constants: dict[str, np.ndarray], inde
     if len(node.input) <= index or not node.input[index]:
         return None
     if node.input[index] not in constants:
-        raise _refuse(node, f"a weight '{node.input[index]}' that is not an initializer")
+        raise _refuse(node, f"a weight '{node.input[index]}' that is computed in the graph (not a constant)")
     return constants[node.input[index]].astype(np.float32)
 
 
@@ -139,7 +140,7 @@ def lower_recurrent(model: onnx.ModelProto) -> onnx.ModelProto:
     if not any(n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx") for n in model.graph.node):
         return model
     shapes = inferred_shapes(model)
-    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    constants = constant_values(model)  # initializers, and Constant nodes (some exporters write weights so)
     lowered = {}
     for i, node in enumerate(model.graph.node):
         if node.op_type not in RECURRENT_OPS or node.domain not in ("", "ai.onnx"):
