@@ -54,22 +54,25 @@ def _float_epilogue(rng: np.random.Generator, channels: int) -> tuple[np.ndarray
 # Conv kernels
 # ----------------------------------------------------------------------------------------------------------
 
-def run_conv(spec: kb.ConvSpec, target: str, seed: int = 0, flat: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(kernel output, expected) for random float inputs/weights (exact zeros included in x); `flat` runs the
-    stride-1 flat-plane kernel (binary_flat) instead of the row kernel."""
+def run_conv(spec: kb.ConvSpec, target: str, seed: int = 0, flat: bool = False,
+             data: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel output, expected) for random float inputs/weights (exact zeros included in x), or `data` = (x, w);
+    `flat` runs the stride-1 flat-plane kernel (binary_flat) instead of the row kernel."""
     rng = np.random.default_rng(seed)
     isa = kb.isa_for_target(_target(target))
     if flat:
-        ex = _compile({"pack": kf.shifted_pack_func(spec), "conv": kf.conv_func(spec, isa)}, target)
+        ex = _compile({"pack": kf.shifted_pack_func(spec, isa), "conv": kf.conv_func(spec, isa)}, target)
     else:
         ex = _compile({"pack": kb.conv_pack_func(spec), "conv": kb.conv_func(spec, isa)}, target)
     x = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width)).astype(np.float32)
     x[x < -1.5] = 0.0  # sign(0) must be +1 (x >= 0)
     w = rng.standard_normal((spec.out_channels, spec.in_channels, spec.kernel, spec.kernel)).astype(np.float32)
+    if data is not None:
+        x, w = data
     bits, base = kb.conv_weights(w, spec)
     if flat:
-        base = kf.epilogue_terms(base)
-    shape = kf.shifted_shape(spec) if flat else spec.packed_shape
+        base, bits = kf.epilogue_terms(base), kf.kernel_weights(bits, isa)
+    shape = kf.shifted_shape(spec, isa) if flat else spec.packed_shape
     packed = _t(np.full(shape, 0xDEADBEEF, dtype=np.uint64))  # garbage: pack must overwrite all
     out = _t(np.zeros(spec.out_shape, spec.epilogue))
     ex.mod["pack"](_t(x), packed)
@@ -134,6 +137,18 @@ def test_flat_epilogue_terms_rebuild_the_border_table():
             value = t[:, 0] + fr * t[:, 1] + lr * t[:, 2] + fc * t[:, 3] + lc * t[:, 4] + \
                 fr * fc * t[:, 5] + fr * lc * t[:, 6] + lr * fc * t[:, 7] + lr * lc * t[:, 8]
             np.testing.assert_array_equal(value, base[:, rc, cc])
+
+
+@pytest.mark.parametrize("k,pad,epilogue", [(5, 1, "int32"), (7, 0, "int32"), (7, 1, "float32")])
+def test_flat_conv_nibble_counters_flush_before_a_byte_overflows(k, pad, epilogue):
+    """AVX2's flat kernel counts in bytes (8 per tap at most): 5x5 taps of one input word fit a byte, 7x7 do
+    not and flush per kernel row. +1 activations against -1 weights make every tap count 8 in every byte."""
+    spec = kb.ConvSpec(1, 64, 12, 12, 16, k, 1, pad, epilogue)
+    got, ref = run_conv(spec, "v3", seed=k, flat=True)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-5)
+    worst = (np.ones((1, 64, 12, 12), np.float32), -np.ones((16, 64, k, k), np.float32))
+    got, ref = run_conv(spec, "v3", flat=True, data=worst)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("spec", [

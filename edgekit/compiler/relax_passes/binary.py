@@ -132,14 +132,14 @@ def emit_binary_conv(kernels: _KernelTable, x: relax.Expr, spec: kb.ConvSpec, we
     the row kernel would waste vector lanes on narrow rows, the row kernel otherwise."""
     bits, base = kb.conv_weights(weight, spec)
     if kf.applies(spec, isa.lanes):
-        packed_shape, make_pack, make_conv = kf.shifted_shape(spec), kf.shifted_pack_func, kf.conv_func
-        table, prefix = kf.epilogue_terms(base), "xnor_conv_flat"
+        packed_shape, make_pack, make_conv = kf.shifted_shape(spec, isa), lambda: kf.shifted_pack_func(spec, isa), kf.conv_func
+        table, prefix, bits = kf.epilogue_terms(base), "xnor_conv_flat", kf.kernel_weights(bits, isa)
     else:
-        packed_shape, make_pack, make_conv = spec.packed_shape, kb.conv_pack_func, kb.conv_func
+        packed_shape, make_pack, make_conv = spec.packed_shape, lambda: kb.conv_pack_func(spec), kb.conv_func
         table, prefix = base, "xnor_conv"
     # the packing depends on the input and the packed layout only (not on O or the epilogue)
     pack_key = f"{prefix}_pack_" + "_".join(map(str, (*packed_shape, spec.in_channels, spec.height, spec.width, spec.pad)))
-    pack = kernels.get(pack_key, lambda: make_pack(spec))
+    pack = kernels.get(pack_key, make_pack)
     conv = kernels.get(_key(prefix, spec, isa), lambda: make_conv(spec, isa))
     packed = relax.call_tir(pack, [x], relax.TensorType(packed_shape, "uint64"))
     args = [packed, relax.const(bits, "uint64"), relax.const(table, "int32"), relax.const(alpha), relax.const(bias)]
