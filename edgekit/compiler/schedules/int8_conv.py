@@ -45,7 +45,7 @@ MAX_ROW_NEON = 6  # 16 int32 lanes are 4 q registers: 6 rows = 24 accumulators +
 VNNI_INTRIN = "edgekit_dot_16x4_u8i8i32_vnni"
 
 
-def _dot_16x4(a_dtype: str, lanes: int = LANES_I32):
+def _dot_desc(a_dtype: str, lanes: int = LANES_I32):
     """What every lanes x 4 dot-product intrinsic computes: C[i] += A[k] * B[i, k] in int32 (A uint8 or int8)."""
 
     @T.prim_func(s_tir=True)
@@ -133,11 +133,11 @@ def _dot_16x4_sdot(
 
 def _register_intrin() -> None:
     if TensorIntrin.get(VNNI_INTRIN, allow_missing=True) is None:
-        TensorIntrin.register(VNNI_INTRIN, _dot_16x4("uint8"), _dot_16x4_vnni)
+        TensorIntrin.register(VNNI_INTRIN, _dot_desc("uint8"), _dot_16x4_vnni)
     if TensorIntrin.get(AVX2_INTRIN, allow_missing=True) is None:
-        TensorIntrin.register(AVX2_INTRIN, _dot_16x4("uint8", LANES_AVX2), _dot_8x4_avx2)
+        TensorIntrin.register(AVX2_INTRIN, _dot_desc("uint8", LANES_AVX2), _dot_8x4_avx2)
     if TensorIntrin.get(SDOT_INTRIN, allow_missing=True) is None:
-        TensorIntrin.register(SDOT_INTRIN, _dot_16x4("int8"), _dot_16x4_sdot)
+        TensorIntrin.register(SDOT_INTRIN, _dot_desc("int8"), _dot_16x4_sdot)
 
 
 class Int8Conv(Rule):
@@ -152,14 +152,14 @@ class Int8Conv(Rule):
         if block == CONV_BLOCK_S8S8:  # packed so only on AArch64 +dotprod targets (pipeline.int8_passes)
             _conv_u8s8(sch, block, ctx.threads, SDOT_INTRIN, MAX_ROW_NEON)
             return "conv2d-s8s8-sdot"
+        max_row, lanes = (MAX_ROW_NEON if ctx.caps.arch in ("aarch64", "armv7") else MAX_ROW), LANES_I32
         if ctx.caps.has_vnni:
             intrin, name = VNNI_INTRIN, "conv2d-u8s8-vnni"
         elif block == CONV_BLOCK_7BIT and "avx2" in ctx.caps.features:
-            _conv_u8s8(sch, block, ctx.threads, AVX2_INTRIN, MAX_ROW_AVX2, LANES_AVX2)
-            return "conv2d-u8s7-avx2"
+            intrin, name, max_row, lanes = AVX2_INTRIN, "conv2d-u8s7-avx2", MAX_ROW_AVX2, LANES_AVX2
         else:
             intrin, name = None, "conv2d-u8s8-vec"
-        _conv_u8s8(sch, block, ctx.threads, intrin, MAX_ROW_NEON if ctx.caps.arch in ("aarch64", "armv7") else MAX_ROW)
+        _conv_u8s8(sch, block, ctx.threads, intrin, max_row, lanes)
         return name
 
 
@@ -167,7 +167,7 @@ def _conv_u8s8(sch: Schedule, block: str, threads: int, intrin: str | None, max_
                lanes: int = LANES_I32) -> None:
     """(co/16, n, h, w/R) parallel > [16/lanes] > kh, kw, ci/4 > R (unrolled) > [lanes x 4 channels] (a dot-product
     intrinsic). lanes < 16 runs the packed 16-channel weight block in parts, each a register tile of its own."""
-    vnni = intrin is not None  # (either intrinsic has the 16 x 4 shape)
+    vnni = intrin is not None  # (every intrinsic has the lanes x 4 shape)
     conv = sch.get_sblock(block)
     macs = block_work(sch, conv)
     for blk in blocks(sch):
