@@ -86,6 +86,18 @@ std::set<std::string> cpu_features() {
   if (hw & (1UL << 22)) have.insert("sve");
   if (hw2 & (1UL << 1)) have.insert("sve2");
   if (hw2 & (1UL << 13)) have.insert("i8mm");
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+  // cpuid through GCC's builtin: right under qemu-x86_64 -cpu ... too (whose /proc/cpuinfo is the host's), and it
+  // also checks that the OS saves the AVX-512 registers. Clang and older GCC reject some of these names, so they
+  // read /proc/cpuinfo below.
+#define EDGEKIT_CPU(name) \
+  if (__builtin_cpu_supports(name)) have.insert(name);
+  EDGEKIT_CPU("sse4.2") EDGEKIT_CPU("avx") EDGEKIT_CPU("avx2") EDGEKIT_CPU("fma") EDGEKIT_CPU("f16c") EDGEKIT_CPU("bmi")
+  EDGEKIT_CPU("bmi2") EDGEKIT_CPU("popcnt") EDGEKIT_CPU("avx512f") EDGEKIT_CPU("avx512bw") EDGEKIT_CPU("avx512dq")
+  EDGEKIT_CPU("avx512vl") EDGEKIT_CPU("avx512cd") EDGEKIT_CPU("avx512vnni") EDGEKIT_CPU("avx512vpopcntdq")
+  EDGEKIT_CPU("avx512bitalg") EDGEKIT_CPU("avx512vbmi") EDGEKIT_CPU("avx512vbmi2") EDGEKIT_CPU("avx512bf16")
+  EDGEKIT_CPU("avx512fp16") EDGEKIT_CPU("avxvnni")
+#undef EDGEKIT_CPU
 #else
   static const std::map<std::string, std::string> renamed = {
       {"sse4_2", "sse4.2"}, {"bmi1", "bmi"}, {"avx512_vnni", "avx512vnni"}, {"avx512_vpopcntdq", "avx512vpopcntdq"},
