@@ -127,14 +127,23 @@ def atomic_file(out: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(out: Path) -> Iterator[Path]:
-    """Yield a temp directory beside `out`; on success swap it in place of `out`."""
+def atomic_dir(out: Path, keep_existing: bool = False) -> Iterator[Path]:
+    """Yield a temp directory beside `out`; on success swap it in place of `out`.
+
+    keep_existing: for caches keyed by their content, where another process may publish the same directory
+    first: then that one stays (a process may be running from it) and ours is dropped."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         yield tmp
         interrupts.check()
-        if out.exists():
+        if keep_existing:
+            try:
+                os.rename(tmp, out)  # atomic, and fails where a non-empty `out` appeared meanwhile
+            except OSError:
+                if not out.is_dir():
+                    raise
+        elif out.exists():
             # a fresh empty directory to move the old output onto (rename may replace an empty directory),
             # so no existing path of the user's is ever the one removed
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
@@ -145,6 +154,12 @@ def atomic_dir(out: Path) -> Iterator[Path]:
             os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_copy(src: Path, dest: Path) -> None:
+    """Copy a file so that no process ever sees `dest` half written (a shared library another process loads)."""
+    with atomic_file(dest) as tmp:
+        shutil.copy2(src, tmp)
 
 
 def sha256_of(path: Path) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.fileio import atomic_dir, atomic_file, check_output_path
+from edgekit.fileio import atomic_copy, atomic_dir, atomic_file, check_output_path
 from edgekit.runtime import BUNDLE, LIBRARY, META, read_meta
 
 CPP = Path(__file__).resolve().parent / "runtime" / "cpp"
@@ -62,7 +62,7 @@ def _pair(tvm_lib: Path, ffi_lib: Path) -> Path:
     for lib in (tvm_lib, ffi_lib):
         dest = root / lib.name
         if not dest.exists() or dest.stat().st_size != lib.stat().st_size:
-            shutil.copy2(lib, dest)
+            atomic_copy(lib, dest)  # another edgekit process may be linking against or loading it
     return root
 
 
@@ -157,7 +157,8 @@ From Python, without torch or onnx:
 """
 
 
-def package_artifact(artifact: Path, out: Path, fmt: str = "dir", force: bool = False) -> dict:
+def package_artifact(artifact: Path, out: Path, fmt: str = "dir", force: bool = False, keep_existing: bool = False) -> dict:
+    """keep_existing (dir only): another process may publish `out` first (edgekit's content-keyed bundle cache)."""
     artifact, out = Path(artifact), Path(out)
     if fmt not in FORMATS:
         raise EdgekitError(f"unknown bundle format '{fmt}'", f"choose from {', '.join(FORMATS)}")
@@ -186,7 +187,7 @@ def package_artifact(artifact: Path, out: Path, fmt: str = "dir", force: bool = 
         return size_breakdown(tmp)
 
     if fmt == "dir":
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, keep_existing=keep_existing) as tmp:
             sizes = fill(tmp)
     else:
         name = out.name.removesuffix(".tar.gz").removesuffix(".tgz")

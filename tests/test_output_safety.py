@@ -102,3 +102,16 @@ def test_atomic_dir_leaves_a_users_dot_old_alone(tmp_path):
     assert (out / "meta.json").read_text() == '{"new": 1}'
     assert sorted(p.name for p in tmp_path.iterdir()) == [".art.old", "art"]
     assert not os.path.exists(out / "keep")
+
+
+def test_a_cache_directory_published_first_by_another_process_stays(tmp_path):
+    out = tmp_path / "bundle"
+    with atomic_dir(out, keep_existing=True) as tmp:
+        (tmp / "lib.so").write_text("ours")
+        out.mkdir()  # another process publishes the same cache entry while ours is being built
+        (out / "lib.so").write_text("theirs, maybe running")
+    assert (out / "lib.so").read_text() == "theirs, maybe running"
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # ours is gone, no temp left
+    with atomic_dir(tmp_path / "fresh", keep_existing=True) as tmp:
+        (tmp / "lib.so").write_text("ours")
+    assert (tmp_path / "fresh" / "lib.so").read_text() == "ours"

@@ -25,7 +25,7 @@ def cached_bundle(artifact: Path) -> Path:
     key = sha256_of(artifact / LIBRARY)[:16] + sha256_of(artifact / META)[:8]
     bundle = cache_root() / "bundles" / key
     if not (bundle / "bin" / "edgekit_example").exists():
-        package_artifact(artifact, bundle, force=True)
+        package_artifact(artifact, bundle, force=True, keep_existing=True)
     return bundle
 
 

@@ -67,10 +67,11 @@ def ensure_guest_runtime(target: dict) -> Path:
     platform = target["runtime_platform"]
     key = f"{platform}-tvm{metadata.version('apache-tvm')}-ffi{metadata.version('apache-tvm-ffi')}"
     root = cache_root() / "runtime" / key
-    if (root / "edgekit_run").exists() and (RUNNER_SOURCE.stat().st_mtime <= (root / "edgekit_run").stat().st_mtime):
+    built = (root / "edgekit_run").exists()
+    if built and (RUNNER_SOURCE.stat().st_mtime <= (root / "edgekit_run").stat().st_mtime):
         return root
     cc = _require_tool(target["cc"], target.get("apt_package") or target["cc"])
-    with atomic_dir(root) as tmp:
+    with atomic_dir(root, keep_existing=not built) as tmp:  # two processes building it at once: the first one stays
         _download_runtime_libs(platform, tmp / "lib")
         include = Path(tvm_ffi.__file__).parent / "include"
         cmd = [cc, "-std=c++17", "-O2", str(RUNNER_SOURCE), f"-I{include}", f"-L{tmp / 'lib'}", "-ltvm_ffi", "-ltvm_runtime",
