@@ -108,6 +108,22 @@ def inner_loops(objdump: str) -> list[list[str]]:
 
 
 @needs_aarch64
+def test_aarch64_resnet18_int8_bit_exact_under_qemu(tmp_path, cli):
+    """ResNet-18 at int8 on rpi5 (sdot convs): the convs, the residual adds (QLinearAdd's rounding) and the Gemm
+    give onnxruntime's very outputs on random inputs."""
+    import numpy as np
+
+    assert cli("export", "resnet18", "-o", tmp_path / "r18.onnx").exit_code == 0
+    assert cli("compress", tmp_path / "r18.onnx", "--bits", 8, "--calib", "random", "--target", "rpi5", "-o", tmp_path / "q.onnx").exit_code == 0
+    # seed 0's first input has near-ties in the residual adds: dequantize-add-quantize put logits one step off
+    np.savez(tmp_path / "x.npz", input=np.random.default_rng(0).standard_normal((1, 1, 3, 224, 224)).astype(np.float32))
+    res = cli("compile", tmp_path / "q.onnx", "--target", "rpi5", "-o", tmp_path / "art", "--inputs", tmp_path / "x.npz", "--json")
+    assert res.exit_code == 0, res.stderr
+    validation = json.loads(res.stdout)["validation"]
+    assert validation["executed"] == "emulated" and validation["outputs"][0]["max_abs"] == 0, validation
+
+
+@needs_aarch64
 @pytest.mark.parametrize("target,rule,dot", [("rpi5", "conv2d-s8s8-sdot", True), ("rpi4", "conv2d-u8s8-vec", False)])
 def test_aarch64_int8_dot_products_and_bit_exact_under_qemu(target, rule, dot, digits_onnx, tmp_path, cli):
     """+dotprod targets (rpi5, Jetson Orin) run the int8 convs on `sdot`, found in the inner loops of the code that
