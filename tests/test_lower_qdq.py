@@ -277,3 +277,12 @@ def test_residual_adds_round_like_onnxruntimes_qlinear_add():
         naive = np.clip(np.round(((a.astype(np.int32) - za).astype(f32) * f32(sa) + (b.astype(np.int32) - zb).astype(f32) * f32(sb)) / f32(sc)) + zc, 0, 255)
         naive_differs += int((naive != ref).sum())
     assert naive_differs > 0
+
+
+def test_residual_adds_with_a_data_dependent_shape_stay_as_imported():
+    from edgekit.compiler.relax_passes.qlinear_add import _static_shape
+
+    n = tvm.tirx.Var("n", "int64")
+    assert _static_shape(relax.Var("x", relax.TensorType([2, 3], "uint8"))) == (2, 3)
+    assert _static_shape(relax.Var("y", relax.TensorType([n, 3], "uint8"))) is None
+    assert _static_shape(relax.Var("z", relax.TensorType(None, "uint8", ndim=2))) is None

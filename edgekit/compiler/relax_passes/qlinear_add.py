@@ -20,6 +20,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
+import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
@@ -53,6 +54,13 @@ def _scalar(expr: relax.Expr) -> float | None:
     return float(value.reshape(-1)[0]) if value.size == 1 else None
 
 
+def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    shape = getattr(expr.ty, "shape", None)
+    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+        return None  # unknown rank or a data-dependent dimension
+    return tuple(int(d) for d in shape)
+
+
 def lower_qlinear_adds(func: relax.Function) -> tuple[relax.Function, list[dict]]:
     """quantize(add(dequantize(a), dequantize(b))) on same-shape per-tensor uint8 tensors -> QLinearAdd's math."""
     a, b, sa, za, sb, zb, sc, zc = wildcard(), wildcard(), *(is_const() for _ in range(6))
@@ -62,13 +70,14 @@ def lower_qlinear_adds(func: relax.Function) -> tuple[relax.Function, list[dict]
     def rewrite(expr: relax.Expr, m: dict) -> relax.Expr:
         params = [_scalar(m[q]) for q in (sa, za, sb, zb, sc, zc)]
         dtypes = {str(m[q].ty.dtype) for q in (a, b, za, zb, zc)}
-        if None in params or dtypes != {"uint8"} or [int(d) for d in m[a].ty.shape] != [int(d) for d in m[b].ty.shape]:
-            return expr  # broadcast, per-channel or int8: dequantize-add-quantize as imported
+        shape = _static_shape(m[a])
+        if None in params or dtypes != {"uint8"} or shape is None or shape != _static_shape(m[b]):
+            return expr  # broadcast, dynamic, per-channel or int8: dequantize-add-quantize as imported
         ra, rb, fixed = qlinear_add_constants(params[0], int(params[1]), params[2], int(params[3]), params[4], int(params[5]))
         inner = _fma(m[b], rb, _f64(fixed))
         summed = relax.op.round(_fma(m[a], ra, relax.op.astype(inner, "float64")))
         clamped = relax.op.minimum(relax.op.maximum(summed, relax.const(0.0, "float32")), relax.const(255.0, "float32"))
-        report.append({"op": "add", "status": "lowered", "detail": f"QLinearAdd uint8 in {'x'.join(str(int(d)) for d in m[a].ty.shape)}"})
+        report.append({"op": "add", "status": "lowered", "detail": f"QLinearAdd uint8 in {'x'.join(map(str, shape))}"})
         return relax.op.astype(clamped, "uint8")
 
     return rewrite_call(pattern, rewrite, func), report
