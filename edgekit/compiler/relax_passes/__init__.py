@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -52,6 +53,18 @@ def binding_of(mutator: relax.PyExprMutator, expr: relax.Expr, op_name: str) -> 
     if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == op_name:
         return value
     return None
+
+
+def constant_array(expr: relax.Expr) -> np.ndarray:
+    """The value of a Relax constant (TVM 0.27 folds constants to GenericConst, which holds it in .value)."""
+    value = expr.value if hasattr(expr, "value") else expr.data
+    return value.numpy()
+
+
+def constant_scalar(expr: relax.Expr) -> float | None:
+    """A one-element constant's value (None when it has more: per-channel)."""
+    arr = constant_array(expr)
+    return float(arr.reshape(-1)[0]) if arr.size == 1 else None
 
 
 def prim_float(prim_value: relax.Expr) -> float:

@@ -21,6 +21,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
+from edgekit.compiler.relax_passes import constant_array
 from edgekit.kernels import binary as kb
 from edgekit.kernels import binary_flat as kf
 
@@ -57,13 +58,8 @@ class _Patterns:
 # Numeric checks (pass-time)
 # ----------------------------------------------------------------------------------------------------------
 
-def _const(expr: relax.Expr) -> np.ndarray:
-    value = expr.value if hasattr(expr, "value") else expr.data  # TVM 0.27 folds to GenericConst(.value)
-    return value.numpy()
-
-
 def _is_scalar(expr: relax.Expr, value: float) -> bool:
-    arr = _const(expr)
+    arr = constant_array(expr)
     return arr.size == 1 and float(arr.reshape(())) == value
 
 
@@ -81,7 +77,7 @@ def _bias_vector(bias: relax.Expr | None, channels: int, channel_axis: int, ndim
     """The per-output-channel bias vector, or None if the constant is not broadcast along that axis only."""
     if bias is None:
         return np.zeros(channels, dtype=np.float32)
-    arr = _const(bias).astype(np.float32)
+    arr = constant_array(bias).astype(np.float32)
     if arr.ndim > ndim:
         return None
     shape = (1,) * (ndim - arr.ndim) + arr.shape
@@ -169,7 +165,7 @@ def _sign_ok(pat: _Patterns, m: dict) -> str | None:
 def _conv_layer(call: relax.Call, pat: _Patterns, m: dict, bias: relax.Expr | None, isa: kb.Isa,
                 kernels: _KernelTable) -> tuple[relax.Expr | None, str]:
     attrs = call.attrs
-    weight = _const(m[pat.weight])
+    weight = constant_array(m[pat.weight])
     strides, padding, dilation = [int(v) for v in attrs.strides], [int(v) for v in attrs.padding], [int(v) for v in attrs.dilation]
     if attrs.groups != 1 or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW":
         return None, f"groups={attrs.groups}, layout {attrs.data_layout}/{attrs.kernel_layout}: only dense NCHW/OIHW convs"
@@ -194,7 +190,7 @@ def _conv_layer(call: relax.Call, pat: _Patterns, m: dict, bias: relax.Expr | No
 
 def _dense_layer(call: relax.Call, pat: _Patterns, m: dict, bias: relax.Expr | None, isa: kb.Isa,
                  kernels: _KernelTable) -> tuple[relax.Expr | None, str]:
-    weight = _const(m[pat.weight])  # [K, O]: the importer transposes Gemm's B when transB=1
+    weight = constant_array(m[pat.weight])  # [K, O]: the importer transposes Gemm's B when transB=1
     xshape = _shape(m[pat.x])
     if weight.ndim != 2 or len(xshape) != 2:
         return None, f"matmul of ranks {len(xshape)} x {weight.ndim}: only [N, K] x [K, O]"
@@ -270,7 +266,7 @@ def _report_bwn(func: relax.Function, op: str, kind: str, report: list[dict], se
             return expr
         seen.add(expr)
         axis = 0 if op == "relax.nn.conv2d" else 1
-        weight = _const(m[pat.weight])
+        weight = constant_array(m[pat.weight])
         if weight.ndim >= 2 and binary_alpha(weight, axis) is not None:
             report.append({"op": kind, "status": "skipped",
                            "reason": "binary weights with float activations (BWN): not XNOR-able, left as a float layer"})

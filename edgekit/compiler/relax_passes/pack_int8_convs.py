@@ -15,7 +15,7 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
-from edgekit.compiler.relax_passes import binding_of
+from edgekit.compiler.relax_passes import binding_of, constant_array
 
 CONV_BLOCK = "conv2d_nhwc_u8s8"
 # the same conv whose weights all fit 7 bits (|w| <= 64, e.g. quantized with reduce_range): a pair of u8 x s7
@@ -92,8 +92,7 @@ def conv2d_s8s8_te(x: te.Tensor, wp: te.Tensor, correction: te.Tensor, strides: 
 def _const(expr: relax.Expr) -> np.ndarray | None:
     if not isinstance(expr, tvm.ir.expr.Constant):
         return None
-    value = expr.value if hasattr(expr, "value") else expr.data
-    return value.numpy()
+    return constant_array(expr)
 
 
 @relax.expr_functor.mutator

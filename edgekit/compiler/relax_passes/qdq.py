@@ -29,6 +29,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import DFPattern, is_const, is_op, rewrite_call, wildcard
 
+from edgekit.compiler.relax_passes import constant_array, constant_scalar
 from edgekit.compiler.relax_passes.qlinear_add import lower_qlinear_adds
 
 # The bias DQ scale must equal s_x*s_w (what ORT's QLinearConv assumes when it adds b_q as is).
@@ -86,16 +87,6 @@ def pool_pattern(p: _Patterns) -> DFPattern:
 # Constants and checks
 # ----------------------------------------------------------------------------------------------------------
 
-def _const(expr: relax.Expr) -> np.ndarray:
-    value = expr.value if hasattr(expr, "value") else expr.data  # TVM 0.27 folds to GenericConst(.value)
-    return value.numpy()
-
-
-def _scalar(expr: relax.Expr) -> float | None:
-    arr = _const(expr)
-    return float(arr.reshape(-1)[0]) if arr.size == 1 else None
-
-
 def _dtype(expr: relax.Expr) -> str:
     return str(expr.ty.dtype)
 
@@ -106,7 +97,7 @@ def _shape(expr: relax.Expr) -> tuple[int, ...]:
 
 def _activation_params(p: _Patterns, m: dict) -> tuple[float, int, float, int] | str:
     """(s_x, z_x, s_y, z_y) of a uint8 per-tensor layer, or why it is not one."""
-    sx, zx, sy, zy = (_scalar(m[q]) for q in (p.sx, p.zx, p.sy, p.zy))
+    sx, zx, sy, zy = (constant_scalar(m[q]) for q in (p.sx, p.zx, p.sy, p.zy))
     if None in (sx, zx, sy, zy):
         return "per-channel activation quantization"
     if _dtype(m[p.x]) != "uint8" or _dtype(m[p.zy]) != "uint8":
@@ -116,12 +107,12 @@ def _activation_params(p: _Patterns, m: dict) -> tuple[float, int, float, int] |
 
 def _weight_params(p: _Patterns, m: dict, out_axis: int) -> tuple[np.ndarray, np.ndarray] | str:
     """(W_q int8, s_w per output channel) of a symmetric int8 weight, or why not."""
-    w = _const(m[p.w])
+    w = constant_array(m[p.w])
     if w.dtype != np.int8:
         return f"weights {w.dtype}: only int8 is lowered"
-    if np.any(_const(m[p.zw]) != 0):
+    if np.any(constant_array(m[p.zw]) != 0):
         return "weights have a nonzero zero point (asymmetric)"
-    sw = _const(m[p.sw]).astype(np.float32).reshape(-1)
+    sw = constant_array(m[p.sw]).astype(np.float32).reshape(-1)
     channels = w.shape[out_axis]
     if sw.size not in (1, channels):
         return f"weight scale of size {sw.size} for {channels} output channels (blocked?)"
@@ -134,10 +125,10 @@ def _int_bias(p: _Patterns, m: dict, sx: float, sw: np.ndarray) -> np.ndarray | 
     """The int32 bias (zeros when absent), checked to be on the accumulator's scale s_x*s_w."""
     if p.b not in m:
         return np.zeros(sw.shape, np.int32)
-    b = _const(m[p.b])
-    if b.dtype != np.int32 or np.any(_const(m[p.zb]) != 0):
+    b = constant_array(m[p.b])
+    if b.dtype != np.int32 or np.any(constant_array(m[p.zb]) != 0):
         return f"bias is {b.dtype} with zero point: needs int32 with zero point 0"
-    sb = np.broadcast_to(_const(m[p.sb]).astype(np.float32).reshape(-1), sw.shape)
+    sb = np.broadcast_to(constant_array(m[p.sb]).astype(np.float32).reshape(-1), sw.shape)
     if not np.allclose(sb, np.float32(sx) * sw, rtol=BIAS_SCALE_RTOL, atol=0):
         return "bias scale is not s_x * s_w"
     return np.broadcast_to(b.reshape(-1), sw.shape).astype(np.int32)
@@ -206,7 +197,7 @@ def _conv_layer(p: _Patterns, m: dict) -> tuple[relax.Expr | None, str]:
 def _dense_layer(p: _Patterns, m: dict) -> tuple[relax.Expr | None, str]:
     transposed = p.wt in m
     act = _activation_params(p, m)
-    w_raw = _const(m[p.w])
+    w_raw = constant_array(m[p.w])
     if w_raw.ndim != 2:
         return None, f"weight of rank {w_raw.ndim}: only 2-D"
     if transposed and [int(a) for a in (m[p.wt].attrs.axes or [1, 0])] != [1, 0]:
@@ -321,7 +312,7 @@ def _leftover_float_layers(func: relax.Function, skipped: dict[str, str]) -> lis
 # ----------------------------------------------------------------------------------------------------------
 
 def _expand_dequantize(expr: relax.Expr, m: dict, x: DFPattern, s: DFPattern, z: DFPattern) -> relax.Expr:
-    scale, zero = _scalar(m[s]), _scalar(m[z])
+    scale, zero = constant_scalar(m[s]), constant_scalar(m[z])
     if scale is None or zero is None or str(expr.attrs.out_dtype) != "float32":
         return expr
     # what relax's legalizer emits: float32(int32(x) - z) * s
@@ -330,7 +321,7 @@ def _expand_dequantize(expr: relax.Expr, m: dict, x: DFPattern, s: DFPattern, z:
 
 
 def _expand_quantize(expr: relax.Expr, m: dict, x: DFPattern, s: DFPattern, z: DFPattern) -> relax.Expr:
-    scale, zero = _scalar(m[s]), _scalar(m[z])
+    scale, zero = constant_scalar(m[s]), constant_scalar(m[z])
     dtype = str(expr.attrs.out_dtype)
     if scale is None or zero is None or dtype not in ("uint8", "int8") or _dtype(m[x]) != "float32":
         return expr

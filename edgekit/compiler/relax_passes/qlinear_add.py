@@ -24,6 +24,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
+from edgekit.compiler.relax_passes import constant_scalar
+
 
 def fma_f32(x: float, y: float, z: float) -> np.float32:
     """x*y + z rounded once to float32, ties to even (Python < 3.13 has no math.fma)."""
@@ -37,7 +39,7 @@ def qlinear_add_constants(sa: float, za: int, sb: float, zb: int, sc: float, zc:
     """(r_a, r_b, fixed) as onnxruntime's kernel computes them."""
     ra, rb = np.float32(sa) / np.float32(sc), np.float32(sb) / np.float32(sc)
     fixed = np.float32(zc) - fma_f32(ra, np.float32(za), rb * np.float32(zb))
-    return np.float32(ra), np.float32(rb), np.float32(fixed)
+    return ra, rb, fixed
 
 
 def _f64(value: float) -> relax.Expr:
@@ -47,11 +49,6 @@ def _f64(value: float) -> relax.Expr:
 def _fma(x: relax.Expr, y: float, z: relax.Expr) -> relax.Expr:
     """float32(x*y + z) through float64; x holds uint8 values, y is a float32 constant, z float64."""
     return relax.op.astype(relax.op.add(relax.op.multiply(relax.op.astype(x, "float64"), _f64(y)), z), "float32")
-
-
-def _scalar(expr: relax.Expr) -> float | None:
-    value = (expr.value if hasattr(expr, "value") else expr.data).numpy()
-    return float(value.reshape(-1)[0]) if value.size == 1 else None
 
 
 def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
@@ -68,7 +65,7 @@ def lower_qlinear_adds(func: relax.Function) -> tuple[relax.Function, list[dict]
     report: list[dict] = []
 
     def rewrite(expr: relax.Expr, m: dict) -> relax.Expr:
-        params = [_scalar(m[q]) for q in (sa, za, sb, zb, sc, zc)]
+        params = [constant_scalar(m[q]) for q in (sa, za, sb, zb, sc, zc)]
         dtypes = {str(m[q].ty.dtype) for q in (a, b, za, zb, zc)}
         shape = _static_shape(m[a])
         if None in params or dtypes != {"uint8"} or shape is None or shape != _static_shape(m[b]):
