@@ -25,7 +25,7 @@ from edgekit.paths import TARGETS_DIR
 _HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
 # The instruction-set features edgekit's rules, kernels and the "can this CPU run it?" check care about, by
-# LLVM's names. /proc/cpuinfo spells some differently (the map below); the rest match.
+# LLVM's names (edgekit.runtime.lite.host_features reads the host's: CPUID on x86, HWCAP names on ARM).
 CHECKED_FEATURES = {
     "x86_64": ("sse4.2", "avx", "avx2", "fma", "f16c", "bmi", "bmi2", "popcnt", "avx512f", "avx512bw", "avx512dq",
                "avx512vl", "avx512cd", "avx512vnni", "avx512vpopcntdq", "avx512bitalg", "avx512vbmi", "avx512vbmi2",
@@ -33,10 +33,6 @@ CHECKED_FEATURES = {
     "aarch64": ("neon", "dotprod", "i8mm", "fullfp16", "sve", "sve2"),
     "armv7": ("neon", "vfp4", "dotprod"),
 }
-_CPUINFO_NAMES = {"sse4_2": "sse4.2", "bmi1": "bmi", "avx512_vnni": "avx512vnni", "avx512_vpopcntdq": "avx512vpopcntdq",
-                  "avx512_bitalg": "avx512bitalg", "avx512_vbmi2": "avx512vbmi2", "avx512_bf16": "avx512bf16",
-                  "avx512_fp16": "avx512fp16", "avx_vnni": "avxvnni", "asimd": "neon", "asimddp": "dotprod",
-                  "asimdhp": "fullfp16", "vfpv4": "vfp4"}
 
 
 def _arch_of(triple: str) -> str:
@@ -51,7 +47,7 @@ def _arch_of(triple: str) -> str:
 @dataclass(frozen=True)
 class TargetCaps:
     """What a CPU can execute: the one answer for rules, kernel generators and "can this machine run this
-    artifact?". Built from a TVM target (LLVM's view of its mcpu/mattr) or from the host (/proc/cpuinfo)."""
+    artifact?". Built from a TVM target (LLVM's view of its mcpu/mattr) or from the host (CPUID / HWCAPs)."""
 
     arch: str  # "x86_64" | "aarch64" | "armv7"
     features: frozenset[str]
@@ -117,7 +113,7 @@ class TargetCaps:
 
     @classmethod
     def host(cls) -> "TargetCaps":
-        """This machine's CPU, from the kernel's view (/proc/cpuinfo flags on x86, HWCAP names on ARM)."""
+        """The CPU this process runs on: CPUID on x86 (an emulator's CPU under qemu-x86_64), HWCAPs on ARM."""
         global _HOST_CAPS
         if _HOST_CAPS is None:
             _HOST_CAPS = _host_caps()
@@ -178,20 +174,9 @@ def _caps_from_llvm(target) -> TargetCaps:
 
 
 def _host_caps() -> TargetCaps:
-    arch = _HOST_ARCH.get(platform.machine().lower(), platform.machine().lower())
-    if arch.startswith("arm"):
-        arch = "armv7"
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("flags", "Features"):
-                flags.update(value.split())
-    except OSError:  # not Linux: claim nothing, so nothing is run that might need a feature
-        pass
-    names = {_CPUINFO_NAMES.get(f, f) for f in flags}
-    if arch == "aarch64":
-        names.add("neon")  # Advanced SIMD is mandatory in ARMv8-A
+    from edgekit.runtime.lite import host_features  # the one reader, shared with the standalone edgekit-runtime
+
+    arch, names = host_features()
     return TargetCaps(arch, frozenset(f for f in CHECKED_FEATURES.get(arch, ()) if f in names))
 
 

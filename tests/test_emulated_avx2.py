@@ -117,6 +117,23 @@ def test_x86_64_bundle_runs_on_avx2_and_avx512_bundle_is_refused(int8_digits, x8
     assert re.search(r"this CPU lacks avx512bw, .*avx512vnni.*which the bundle's target x86_64-avx512 needs", proc.stderr)
 
 
+def test_python_side_sees_the_emulated_cpu_and_refuses(int8_digits, tmp_path):
+    """TargetCaps.host() reads CPUID, so under the emulator it is the emulated CPU's (qemu-user passes the host's
+    /proc/cpuinfo through): `edgekit run` of an AVX-512 artifact is one error line there, not SIGILL."""
+    from edgekit.compiler.build import compile_onnx
+
+    proc = emulated(sys.executable, "-c", "from edgekit.targets import TargetCaps; print(*sorted(TargetCaps.host().features))")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {"avx2", "fma"} <= set(proc.stdout.split()) and "avx512f" not in proc.stdout.split()
+    compile_onnx(int8_digits["u8s7"], tmp_path / "avx512", "x86_64-avx512", validate=False, quiet=True)
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    edgekit_cli = Path(sys.executable).parent / "edgekit"
+    proc = emulated(sys.executable, str(edgekit_cli), "run", str(tmp_path / "avx512"), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"))
+    assert proc.returncode not in (0, 132, -4), (proc.returncode, proc.stderr[-2000:])
+    assert re.search(r"cannot run on this machine: this CPU lacks avx512bw, .*avx512vnni", proc.stderr)
+    assert not (tmp_path / "y.npy").exists()
+
+
 def test_c_runtime_checks_every_feature_edgekit_checks():
     from edgekit.targets import CHECKED_FEATURES
 

@@ -57,6 +57,20 @@ def test_caps_from_llvm_and_host():
     assert host.missing(rpi5) == ["aarch64"] if host.arch == "x86_64" else True
 
 
+def test_cpuid_reader_covers_every_checked_x86_feature():
+    from edgekit.runtime.lite import _X86_LEAVES, _x86_cpuid_features
+
+    named = [name for registers in _X86_LEAVES.values() for bits in registers.values() for name in bits.values()]
+    assert sorted(named) == sorted(CHECKED_FEATURES["x86_64"])
+    if TargetCaps.host().arch == "x86_64" and _x86_cpuid_features() is not None:
+        # on real hardware CPUID (what the process can execute) and the kernel's flags agree
+        from edgekit.runtime.lite import CPUINFO_NAMES
+
+        flags = {CPUINFO_NAMES.get(f, f) for line in open("/proc/cpuinfo") if line.startswith("flags")
+                 for f in line.split(":", 1)[1].split()}
+        assert TargetCaps.host().features == frozenset(flags) & set(CHECKED_FEATURES["x86_64"])
+
+
 def test_compile_builds_but_does_not_execute(foreign):
     art, _, feature = foreign
     meta = json.loads((art / "meta.json").read_text())

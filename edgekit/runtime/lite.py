@@ -43,16 +43,56 @@ class Spec(NamedTuple):
     dtype: str
 
 
-def host_features() -> tuple[str, set[str]]:
-    arch = ARCH.get(platform.machine().lower(), platform.machine().lower())
-    flags: set[str] = set()
+# glibc's view of CPUID (<sys/platform/x86.h>, glibc >= 2.33): word index -> register -> {bit: feature name}. The
+# "active" half of each leaf is what is usable, the OS's saved register state (XCR0) included.
+_X86_LEAVES = {
+    0: {2: {12: "fma", 20: "sse4.2", 23: "popcnt", 28: "avx", 29: "f16c"}},  # CPUID 1
+    1: {1: {3: "bmi", 5: "avx2", 8: "bmi2", 16: "avx512f", 17: "avx512dq", 28: "avx512cd", 30: "avx512bw",
+            31: "avx512vl"},  # CPUID 7: ebx
+        2: {1: "avx512vbmi", 6: "avx512vbmi2", 11: "avx512vnni", 12: "avx512bitalg", 14: "avx512vpopcntdq"},  # ecx
+        3: {23: "avx512fp16"}},  # edx
+    6: {0: {4: "avxvnni", 5: "avx512bf16"}},  # CPUID 7, subleaf 1: eax
+}
+
+
+def _x86_cpuid_features() -> set[str] | None:
+    """The x86 features this process can execute, from CPUID as glibc read it, or None without glibc's reader.
+    Why not /proc/cpuinfo: under `qemu-x86_64 -cpu ...` that file is the host's, while CPUID is the emulated CPU's,
+    and an artifact that trusts the host there dies by SIGILL. ctypes into glibc because no maintained Python
+    package exposes CPUID without compiling or executing machine code of its own."""
+    import ctypes
+
     try:
+        leaf = ctypes.CDLL(None).__x86_get_cpuid_feature_leaf
+    except (OSError, AttributeError):  # musl, glibc < 2.33, or not Linux
+        return None
+    leaf.restype = ctypes.POINTER(ctypes.c_uint32 * 8)  # struct cpuid_feature {cpuid_array[4]; active_array[4]}
+    found = set()
+    for index, registers in _X86_LEAVES.items():
+        active = leaf(index).contents[4:]
+        found.update(name for register, bits in registers.items() for bit, name in bits.items()
+                     if active[register] >> bit & 1)
+    return found
+
+
+def host_features() -> tuple[str, set[str]]:
+    """This machine's architecture ("x86_64" | "aarch64" | "armv7") and the CPU features it can execute, in the
+    names meta.json records: CPUID on x86 (see _x86_cpuid_features), the kernel's HWCAP names on ARM."""
+    machine = platform.machine().lower()
+    arch = "armv7" if machine.startswith("arm") and machine != "arm64" else ARCH.get(machine, machine)
+    flags = _x86_cpuid_features() if arch == "x86_64" else None
+    if flags is not None:
+        return arch, flags
+    flags = set()
+    try:  # ARM's HWCAPs (qemu-user emulates those too), or x86 without glibc's CPUID reader
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() in ("flags", "Features"):
                 flags.update(CPUINFO_NAMES.get(f, f) for f in value.split())
-    except OSError:
+    except OSError:  # not Linux: claim nothing, so nothing is run that might need a feature
         pass
+    if arch == "aarch64":
+        flags.add("neon")  # Advanced SIMD is mandatory in ARMv8-A
     return arch, flags
 
 
