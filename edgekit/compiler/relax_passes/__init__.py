@@ -67,6 +67,14 @@ def constant_scalar(expr: relax.Expr) -> float | None:
     return float(arr.reshape(-1)[0]) if arr.size == 1 else None
 
 
+def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    """A tensor's shape when every dimension is a known integer; None for unknown rank or symbolic dimensions."""
+    shape = getattr(expr.ty, "shape", None)
+    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+        return None
+    return tuple(int(d) for d in shape)
+
+
 def prim_float(prim_value: relax.Expr) -> float:
     value = prim_value.value
     return float(getattr(value, "value", value))

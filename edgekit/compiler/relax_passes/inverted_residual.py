@@ -17,6 +17,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from edgekit.compiler.relax_passes import static_shape
 from edgekit.kernels import mbconv
 
 # The expanded tensor (H x W x CM fp32) at which fusion pays. MobileNetV2: 112x112x96 (4.8 MB) through
@@ -33,13 +34,6 @@ def _call_of(expr: relax.Expr, var2val, name: str) -> relax.Call | None:
     return None
 
 
-def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    try:
-        return tuple(int(d) for d in expr.ty.shape)
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
 def _conv(expr, var2val, kernel: int, depthwise: bool) -> relax.Call | None:
     """A float32 NHWC/HWIO conv2d with constant weights: 1x1 stride 1 unpadded, or 3x3 depthwise padding 1."""
     call = _call_of(expr, var2val, "relax.nn.conv2d")
@@ -48,8 +42,8 @@ def _conv(expr, var2val, kernel: int, depthwise: bool) -> relax.Call | None:
     a = call.attrs
     if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC") or any(int(d) != 1 for d in a.dilation):
         return None
-    w = _static_shape(call.args[1])
-    if w is None or w[:2] != (kernel, kernel) or _static_shape(call.args[0]) is None:
+    w = static_shape(call.args[1])
+    if w is None or w[:2] != (kernel, kernel) or static_shape(call.args[0]) is None:
         return None
     strides, padding = [int(s) for s in a.strides], [int(p) for p in a.padding]
     if depthwise:
@@ -65,7 +59,7 @@ def _plus_bias(expr, var2val, channels: int) -> tuple[relax.Expr, np.ndarray] | 
     if call is None:
         return None
     for y, b in (call.args, call.args[::-1]):
-        shape = _static_shape(b) if isinstance(b, tvm.ir.expr.Constant) else None
+        shape = static_shape(b) if isinstance(b, tvm.ir.expr.Constant) else None
         if shape and shape[-1] == channels and math.prod(shape) == channels and b.ty.dtype == "float32":
             return y, b.value.numpy().reshape(channels)
     return None
@@ -120,7 +114,7 @@ def match_block(projection_add: relax.Expr, var2val, uses) -> _Block | None:
         x, w_e, b_e, clip_e = conv_e.args[0], conv_e.args[1].value.numpy(), bias_e[1], e[1]
     else:  # depthwise straight on the block input
         x, w_e, b_e, clip_e = e_expr, None, None, (0.0, 6.0)
-    n, h, w, ci = _static_shape(x)
+    n, h, w, ci = static_shape(x)
     if w_e is None and ci != cm:
         return None
     spec = mbconv.MBConvSpec(n, h, w, ci, cm if w_e is not None else 0, co, int(conv_d.attrs.strides[0]), False,

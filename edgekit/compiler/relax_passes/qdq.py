@@ -16,7 +16,8 @@ QGemm kernels compute:
 so activations stay uint8 between layers and the kernels are uint8 x int8 -> int32 (VNNI-friendly:
 padding with z_x instead of 0 keeps the activation operand unsigned and the correction a constant).
 MaxPool between Q/DQ with identical parameters becomes a uint8 max pool (monotonic: exact).
-Residual adds of two uint8 tensors take QLinearAdd's arithmetic (qlinear_add.py); means and everything else stay
+Residual adds of two uint8 tensors take QLinearAdd's arithmetic (qlinear_add.py), softmaxes QLinearSoftmax's
+(qlinear_softmax.py); means and everything else stay
 dequantize -> float -> quantize (TVM fuses them).
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tvm.relax.dpl import DFPattern, is_const, is_op, rewrite_call, wildcard
 
 from edgekit.compiler.relax_passes import constant_array, constant_scalar
 from edgekit.compiler.relax_passes.qlinear_add import lower_qlinear_adds
+from edgekit.compiler.relax_passes.qlinear_softmax import lower_qlinear_softmaxes
 
 # The bias DQ scale must equal s_x*s_w (what ORT's QLinearConv assumes when it adds b_q as is).
 BIAS_SCALE_RTOL = 1e-5
@@ -266,7 +268,8 @@ def lower_qdq(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[dict]]:
         for kind, make_pattern, lower in _LAYERS:
             func = _rewrite(func, kind, make_pattern, lower, report, skipped)
         func, adds = lower_qlinear_adds(func)
-        report.extend(adds)
+        func, softmaxes = lower_qlinear_softmaxes(func)
+        report.extend(adds + softmaxes)
         report.extend(_leftover_float_layers(func, skipped))
         out[gv] = func
     return relax.transform.DeadCodeElimination()(out), report

@@ -20,11 +20,10 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from edgekit.compiler.relax_passes import constant_scalar
+from edgekit.compiler.relax_passes import constant_scalar, static_shape
 
 
 def fma_f32(x: float, y: float, z: float) -> np.float32:
@@ -51,13 +50,6 @@ def _fma(x: relax.Expr, y: float, z: relax.Expr) -> relax.Expr:
     return relax.op.astype(relax.op.add(relax.op.multiply(relax.op.astype(x, "float64"), _f64(y)), z), "float32")
 
 
-def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    shape = getattr(expr.ty, "shape", None)
-    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
-        return None  # unknown rank or a data-dependent dimension
-    return tuple(int(d) for d in shape)
-
-
 def lower_qlinear_adds(func: relax.Function) -> tuple[relax.Function, list[dict]]:
     """quantize(add(dequantize(a), dequantize(b))) on same-shape per-tensor uint8 tensors -> QLinearAdd's math."""
     a, b, sa, za, sb, zb, sc, zc = wildcard(), wildcard(), *(is_const() for _ in range(6))
@@ -67,8 +59,8 @@ def lower_qlinear_adds(func: relax.Function) -> tuple[relax.Function, list[dict]
     def rewrite(expr: relax.Expr, m: dict) -> relax.Expr:
         params = [constant_scalar(m[q]) for q in (sa, za, sb, zb, sc, zc)]
         dtypes = {str(m[q].ty.dtype) for q in (a, b, za, zb, zc)}
-        shape = _static_shape(m[a])
-        if None in params or dtypes != {"uint8"} or shape is None or shape != _static_shape(m[b]):
+        shape = static_shape(m[a])
+        if None in params or dtypes != {"uint8"} or shape is None or shape != static_shape(m[b]):
             return expr  # broadcast, dynamic, per-channel or int8: dequantize-add-quantize as imported
         ra, rb, fixed = qlinear_add_constants(params[0], int(params[1]), params[2], int(params[3]), params[4], int(params[5]))
         inner = _fma(m[b], rb, _f64(fixed))
