@@ -115,3 +115,25 @@ def test_a_cache_directory_published_first_by_another_process_stays(tmp_path):
     with atomic_dir(tmp_path / "fresh", keep_existing=True) as tmp:
         (tmp / "lib.so").write_text("ours")
     assert (tmp_path / "fresh" / "lib.so").read_text() == "ours"
+
+
+def test_loading_an_artifact_recompiled_in_place_runs_the_new_code(tmp_path):
+    """The dynamic loader returns the library it already mapped for a path: after `compile --force` into the
+    same directory, edgekit.load in the same process ran the old weights (2x instead of 3x) until
+    runtime/lite.py loaded changed libraries through a copy."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import edgekit
+    from edgekit.compiler.build import compile_onnx
+
+    x = np.ones((1, 4), np.float32)
+    for factor in (2.0, 3.0):
+        weight = numpy_helper.from_array(np.full((1, 4), factor, np.float32), "w")
+        graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "scale", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "scale.onnx")
+        compile_onnx(tmp_path / "scale.onnx", tmp_path / "art", "host", validate=False, quiet=True, force=True)
+        for _ in range(2):  # and again: a path loaded through a copy stays right on the next load
+            np.testing.assert_array_equal(edgekit.load(tmp_path / "art")(x)[0], x * factor)

@@ -105,6 +105,26 @@ def missing_features(target: dict) -> list[str]:
     return sorted(set(caps.get("features", [])) - flags)
 
 
+_MAPPED: dict[str, tuple[int, int, int]] = {}  # library path -> (device, inode, mtime) of the file first loaded there
+
+
+def _load_library(tvm, library: Path):
+    """tvm.runtime.load_module, but never a stale copy: the dynamic loader hands back the library it already
+    mapped for a path, so an artifact recompiled in place (`compile --force`, a notebook's second run) would
+    silently run the old code. A changed file at a path loaded before is loaded through a private copy."""
+    path = str(library.resolve())
+    st = os.stat(path)
+    identity = (st.st_dev, st.st_ino, st.st_mtime_ns)
+    if _MAPPED.setdefault(path, identity) == identity:
+        return tvm.runtime.load_module(path)
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-lib-") as tmp:  # removing a mapped library is safe on POSIX
+        copy = shutil.copy2(path, Path(tmp) / library.name)
+        return tvm.runtime.load_module(str(copy))
+
+
 class Model:
     """A compiled model, loaded once; calls check every input's dtype and shape against meta.json."""
 
@@ -127,7 +147,7 @@ class Model:
         from tvm.runtime.vm import VirtualMachine  # runtime-only: works without libtvm_compiler
 
         try:
-            lib = tvm.runtime.load_module(str(self.path / LIBRARY))
+            lib = _load_library(tvm, self.path / LIBRARY)
         except Exception as exc:  # noqa: BLE001 - TVM's loader errors, reported as one line
             self._interrupted()
             self._fail(f"cannot load {self.path / LIBRARY}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}", "re-run edgekit compile")
