@@ -156,6 +156,7 @@ def main() -> None:
     ap.add_argument("--runtimes", default=",".join(RUNTIMES))
     ap.add_argument("--target", default=DEFAULT_TARGET)
     ap.add_argument("--quick", action="store_true", help="few repeats, one round: checks the script, not the numbers")
+    ap.add_argument("--out", type=Path, help="results file (default bench/results/binary.<isa>.json; --quick: none)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--op", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -184,13 +185,14 @@ def main() -> None:
                 row["speedup_vs"] = {rt: med[rt] / med["xnor"] for rt in runtimes if rt != "xnor" and med.get(rt)}
             rows.append(row)
             _print_row(row, runtimes)
-    if not args.quick:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        from edgekit.targets import TargetCaps, host_description
+    if args.quick and not args.out:
+        return
+    from edgekit.targets import TargetCaps, host_description
 
-        isa = "x86_64-avx512" if TargetCaps.host().has_avx512 else f"{TargetCaps.host().arch}-avx2" if "avx2" in TargetCaps.host().features else TargetCaps.host().arch
-        name = f"binary.{isa}.json" if args.target == DEFAULT_TARGET else f"binary.{args.target}-target.{isa}.json"
-        (RESULTS / name).write_text(json.dumps({"host": host_description(), "rows": rows}, indent=2))
+    isa = "x86_64-avx512" if TargetCaps.host().has_avx512 else f"{TargetCaps.host().arch}-avx2" if "avx2" in TargetCaps.host().features else TargetCaps.host().arch
+    out = args.out or RESULTS / (f"binary.{isa}.json" if args.target == DEFAULT_TARGET else f"binary.{args.target}-target.{isa}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"host": host_description(), "rows": rows}, indent=2))
 
 
 def _print_row(row: dict, runtimes: list[str]) -> None:

@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--no-bare", action="store_true", help="skip timing TVM without schedules")
     ap.add_argument("--tuning", type=Path, help="tuning database dir (e.g. tuning/): adds a tuned TVM column")
     ap.add_argument("--quick", action="store_true", help="few repeats, for CI: checks the script, not the numbers")
+    ap.add_argument("--out", type=Path, help="results file (default bench/results/cpu_vs_ort.<target>.json; --quick: none)")
     args = ap.parse_args()
     repeat, rounds = (4, 2) if args.quick else (args.repeat, args.rounds)
     runtimes = ("ort", "tvm") + (("openvino",) if importlib.util.find_spec("openvino") else ())
@@ -75,9 +76,10 @@ def main() -> None:
             bare_s += f"  direct-conv TVM/ORT {row['tvm_direct_over_ort']:.2f}x" if "tvm_direct_over_ort" in row else ""
             print(f"{name:12s} ORT {p50['ort']:8.3f} ms  TVM {p50['tvm']:8.3f} ms  TVM/ORT {row['tvm_over_ort']:.2f}x{extra}{bare_s}  "
                   f"compile {row['compile_s']:.1f}s  max|err| {row['max_abs_vs_ort']:.1e}", flush=True)
-    if not args.quick:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"cpu_vs_ort.{args.target}.json").write_text(json.dumps(rows, indent=2))
+    out = args.out or (None if args.quick else RESULTS / f"cpu_vs_ort.{args.target}.json")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=2))
 
 
 def _tvm_over_ort(onnx_path: Path, art: Path, target: str, timing: dict, opts: BuildOptions) -> float:

@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, help="results file (default bench/results/detector.<target>.json)")
     args = ap.parse_args()
     runtimes = ("ort", "tvm") + (("openvino",) if importlib.util.find_spec("openvino") else ())
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -51,8 +52,9 @@ def main() -> None:
     extra = f"  OpenVINO/ORT {row['openvino_over_ort']:.2f}x" if "openvino" in p50 else ""
     print(f"dbnet_like 640x640  ORT {p50['ort']:.2f} ms  TVM {p50['tvm']:.2f} ms  TVM/ORT {row['tvm_over_ort']:.2f}x{extra}  "
           f"compile {wall:.1f}s wall (build {row['build_s']:.1f}s)  max|err| {row['max_abs_vs_ort']:.1e}")
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / f"detector.{args.target}.json").write_text(json.dumps(row, indent=2))
+    out = args.out or HERE / "results" / f"detector.{args.target}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(row, indent=2))
 
 
 if __name__ == "__main__":
