@@ -105,6 +105,8 @@ def main() -> None:
 
     host = host_description()
     print(f"host: {host['cpu']}, {host['cores']} cores, {host['arch']}: {' '.join(host['features'])}", flush=True)
+    if not _has("openvino"):
+        print("OpenVINO is not installed (pip install -e '.[bench]'): its columns and goals are left out", flush=True)
     model = "digits_cnn" if args.quick else "resnet18"
     quick = ["--quick"] if args.quick else []
     results: dict = {}

@@ -126,6 +126,65 @@ def test_c_api_errors_are_status_codes_with_messages(digits_bundle, tmp_path):
     assert r["shape"] == "ndim 2 dim1 10 dtype float32"
 
 
+RELOAD_PROGRAM = r"""
+#include <stdio.h>
+#include "edgekit.h"
+/* Hot swap, as an app taking an over-the-air update would: load and run the bundle at argv[1]; replace that
+   directory by the bundle at argv[2] (renames); load the same path again while the old model still serves,
+   run it, then free the old one. Prints "<logit 0>" after each run. */
+static edgekit_model* load_and_run(const char* dir) {
+  edgekit_model* m = NULL;
+  float image[64], logits[10];
+  for (int i = 0; i < 64; i++) image[i] = (float)(i % 7);
+  if (edgekit_load(dir, &m) || edgekit_set_input(m, 0, image, sizeof image) || edgekit_run(m) || edgekit_get_output(m, 0, logits, sizeof logits)) {
+    fprintf(stderr, "%s\n", edgekit_last_error());
+    return NULL;
+  }
+  printf("%.6f\n", logits[0]);
+  return m;
+}
+int main(int argc, char** argv) {
+  char old[4096];
+  snprintf(old, sizeof old, "%s.old", argv[1]);
+  edgekit_model* serving = load_and_run(argv[1]);
+  if (serving == NULL || rename(argv[1], old) || rename(argv[2], argv[1])) return 1;
+  edgekit_model* updated = load_and_run(argv[1]);
+  if (updated == NULL) return 1;
+  edgekit_free(serving);
+  edgekit_free(updated);
+  return 0;
+}
+"""
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs a C compiler")
+def test_a_bundle_replaced_in_place_is_reloaded_with_its_new_model(digits_onnx, tmp_path):
+    """The dynamic loader returns the model.so it has mapped for a path: while the old model was still loaded,
+    loading the updated bundle at the same path ran the old weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(digits_onnx)
+    last = [init for init in model.graph.initializer if numpy_helper.to_array(init).shape == (10,)][-1]  # the classifier's bias
+    last.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(last) + 1.0, last.name))
+    onnx.save(model, tmp_path / "shifted.onnx")
+    bundles = {}
+    for name, source in (("original", digits_onnx), ("shifted", tmp_path / "shifted.onnx")):
+        compile_onnx(source, tmp_path / f"{name}.art", "x86_64", validate=False, quiet=True)
+        package_artifact(tmp_path / f"{name}.art", tmp_path / name)
+        bundles[name] = tmp_path / name
+    src = tmp_path / "reload.c"
+    src.write_text(RELOAD_PROGRAM)
+    lib = bundles["original"] / "lib"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Werror", str(src), f"-I{lib.parent / 'include'}", f"-L{lib}", "-ledgekit",
+                    f"-Wl,-rpath,{tmp_path / 'runtime'}", "-o", str(tmp_path / "reload")], check=True, capture_output=True)
+    shutil.copytree(lib, tmp_path / "runtime")  # the program's libraries stay put while the bundles move
+    proc = subprocess.run([str(tmp_path / "reload"), str(bundles["original"]), str(bundles["shifted"])], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    before, after = (float(v) for v in proc.stdout.split())
+    assert after == pytest.approx(before + 1.0, abs=1e-4), (before, after)
+
+
 @pytest.mark.skipif(not shutil.which("gcc"), reason="needs a C compiler")
 def test_broken_bundles_are_refused_by_the_library(digits_bundle, tmp_path):
     exe = compile_c_check(digits_bundle, tmp_path)

@@ -18,15 +18,19 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 #endif
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace ffi = tvm::ffi;
 
@@ -116,6 +120,48 @@ std::set<std::string> cpu_features() {
   return have;
 }
 
+// The dynamic loader hands back the library it already mapped for a path, so a bundle replaced in place (an
+// over-the-air update, then edgekit_load again) would silently run the old model. A library that changed at a
+// path this process loaded before is loaded through a private copy, removed once mapped.
+ffi::Module load_library(const std::string& path) {
+  static std::mutex lock;
+  static std::map<std::string, std::string> first_mapped;  // real path -> "device inode mtime" loaded there first
+  char* real = realpath(path.c_str(), nullptr);
+  std::string key = real ? real : path;
+  std::free(real);
+  struct stat st {};
+  if (stat(key.c_str(), &st) != 0) throw std::runtime_error("no such file");
+  std::string identity = std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " + std::to_string(st.st_mtim.tv_sec) +
+                         "." + std::to_string(st.st_mtim.tv_nsec);
+  {
+    std::lock_guard<std::mutex> guard(lock);
+    if (first_mapped.emplace(key, identity).first->second == identity) return ffi::Module::LoadFromFile(key);
+  }
+  std::string dir = (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + std::string("/edgekit-lib-XXXXXX");
+  if (mkdtemp(dir.data()) == nullptr) throw std::runtime_error("cannot create a directory for a copy of the changed library");
+  std::string copy = dir + "/model.so";
+  {
+    std::ifstream src(key, std::ios::binary);
+    std::ofstream dst(copy, std::ios::binary);
+    dst << src.rdbuf();
+    if (!src || !dst) {
+      unlink(copy.c_str());
+      rmdir(dir.c_str());
+      throw std::runtime_error("cannot copy the changed library to " + copy);
+    }
+  }
+  try {
+    ffi::Module module = ffi::Module::LoadFromFile(copy);
+    unlink(copy.c_str());  // the mapping stays valid
+    rmdir(dir.c_str());
+    return module;
+  } catch (...) {
+    unlink(copy.c_str());
+    rmdir(dir.c_str());
+    throw;
+  }
+}
+
 }  // namespace
 
 struct edgekit_model {
@@ -201,7 +247,7 @@ edgekit_status edgekit_load(const char* bundle_dir, edgekit_model** out) {
     return fail(EDGEKIT_ERR_TARGET, "this CPU lacks " + missing + ", which the bundle's target " + m->target + " needs");
   }
   try {
-    m->library = ffi::Module::LoadFromFile(m->dir + "/model.so");
+    m->library = load_library(m->dir + "/model.so");
     m->vm = (*m->library)->GetFunction("vm_load_executable").value()().cast<ffi::Module>();
     // device kDLCPU 0, pooled allocator (2), as relax.VirtualMachine(tvm.cpu()) does
     (*m->vm)->GetFunction("vm_initialization").value()(static_cast<int>(kDLCPU), 0, 2);
