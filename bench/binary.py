@@ -189,7 +189,7 @@ def main() -> None:
         return
     from edgekit.targets import TargetCaps, host_description
 
-    isa = "x86_64-avx512" if TargetCaps.host().has_avx512 else f"{TargetCaps.host().arch}-avx2" if "avx2" in TargetCaps.host().features else TargetCaps.host().arch
+    isa = TargetCaps.host().isa_class
     out = args.out or RESULTS / (f"binary.{isa}.json" if args.target == DEFAULT_TARGET else f"binary.{args.target}-target.{isa}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"host": host_description(), "rows": rows}, indent=2))

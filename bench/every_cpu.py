@@ -124,9 +124,7 @@ def main() -> None:
         limit = f"{'>=' if 'speedup' in g['goal'] else '<='} {g['limit']}" if "limit" in g else ""
         print(f"{'met    ' if g['met'] else 'NOT MET'}  {g['goal']:62s} {g['measured']!s:>8} {limit}", flush=True)
     if not args.quick:
-        caps = TargetCaps.host()
-        isa = "x86_64-avx512" if caps.has_avx512 else "x86_64-avx2" if "avx2" in caps.features else caps.arch
-        out = HERE / "results" / f"every_cpu.{isa}.json"
+        out = HERE / "results" / f"every_cpu.{TargetCaps.host().isa_class}.json"
         out.write_text(json.dumps({"host": host, "goals": checked, "results": results}, indent=2))
         print(f"wrote {out}")
 

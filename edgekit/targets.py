@@ -74,6 +74,13 @@ class TargetCaps:
         return "avx512f" in self.features
 
     @property
+    def isa_class(self) -> str:
+        """The tag benchmark result files carry: "x86_64-avx512", "x86_64-avx2", or the bare architecture."""
+        if self.arch == "x86_64" and (self.has_avx512 or "avx2" in self.features):
+            return "x86_64-avx512" if self.has_avx512 else "x86_64-avx2"
+        return self.arch
+
+    @property
     def has_vnni(self) -> bool:
         """AVX-512 VNNI: vpdpbusd on zmm (the int8 dot-product rule)."""
         return "avx512vnni" in self.features

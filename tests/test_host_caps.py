@@ -50,6 +50,7 @@ def test_caps_from_llvm_and_host():
     rpi5 = load_target("rpi5").caps()
     assert rpi5.arch == "aarch64" and rpi5.has_dotprod and rpi5.fp32_lanes == 4
     assert not load_target("rpi4").caps().has_dotprod
+    assert (x86.isa_class, avx512.isa_class, rpi5.isa_class) == ("x86_64-avx2", "x86_64-avx512", "aarch64")
     host = TargetCaps.host()
     assert set(host.features) <= set(CHECKED_FEATURES[host.arch])
     assert host.missing(load_target("host").caps()) == []  # LLVM's view of this CPU never exceeds the kernel's
