@@ -320,6 +320,58 @@ def test_residual_adds_round_like_onnxruntimes_qlinear_add():
     assert naive_differs > 0
 
 
+def _resizes(cases: list[tuple[float, int, float, int, list[int], list[int], str]]) -> onnx.ModelProto:
+    """Per (s_x, z_x, s_y, z_y, in shape, out sizes, coordinate mode): x<i> -> DQ -> Resize(linear) -> Q -> q<i>."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, ins, outs = [], [], [], []
+    for i, (sx, zx, sy, zy, shape, sizes, mode) in enumerate(cases):
+        for name, value in (("sx", np.float32(sx)), ("zx", np.uint8(zx)), ("sy", np.float32(sy)), ("zy", np.uint8(zy))):
+            inits.append(numpy_helper.from_array(np.array(value), f"{name}{i}"))
+        inits.append(numpy_helper.from_array(np.array(sizes, dtype=np.int64), f"sizes{i}"))
+        nodes += [helper.make_node("DequantizeLinear", [f"x{i}", f"sx{i}", f"zx{i}"], [f"f{i}"]),
+                  helper.make_node("Resize", [f"f{i}", "", "", f"sizes{i}"], [f"r{i}"], mode="linear", coordinate_transformation_mode=mode),
+                  helper.make_node("QuantizeLinear", [f"r{i}", f"sy{i}", f"zy{i}"], [f"q{i}"])]
+        ins.append(helper.make_tensor_value_info(f"x{i}", TensorProto.UINT8, shape))
+        outs.append(helper.make_tensor_value_info(f"q{i}", TensorProto.UINT8, sizes))
+    return helper.make_model(helper.make_graph(nodes, "resizes", ins, outs, inits), opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_bilinear_resize_between_qdq_rounds_like_onnxruntime():
+    """Up (x2, as FPN / text-detector necks do), odd and down sizes in every coordinate mode, random
+    quantization parameters: bit-exact vs onnxruntime's float Resize quantized. Interpolating in lerp order
+    instead (what TVM's resize2d and newer onnxruntime kernels do) differs on this data: the ties are real."""
+    rng = np.random.default_rng(11)
+    geometry = [([1, 4, 16, 16], [1, 4, 32, 32]), ([1, 2, 7, 5], [1, 2, 13, 11]), ([2, 3, 10, 12], [2, 3, 5, 7]), ([1, 2, 1, 6], [1, 2, 3, 12])]
+    modes = ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]
+    cases = []
+    for k, mode in enumerate(modes):
+        for j, (shape, sizes) in enumerate(geometry):
+            sx = float(rng.uniform(0.01, 0.2))
+            sy = sx if (j + k) % 2 else float(sx * rng.uniform(0.9, 1.1))  # equal scales: ties on every 1/16 grid point
+            cases.append((sx, int(rng.integers(0, 256)), sy, int(rng.integers(0, 256)), shape, sizes, mode))
+    model = _resizes(cases)
+    _, report = lower_qdq(_import(model))
+    assert [r["op"] for r in report if r["status"] == "lowered"] == ["resize"] * len(cases), report
+    feeds = {f"x{i}": rng.integers(0, 256, c[4], dtype=np.uint8) for i, c in enumerate(cases)}
+    ex, _, _ = build_int8(_import(model), tvm.target.Target(best_host_x86()), BuildOptions(threads=2))
+    ours = relax.VirtualMachine(ex, tvm.cpu())["main"](*[tvm.runtime.tensor(v) for v in feeds.values()])
+    refs = ort_session(model).run(None, feeds)
+    from edgekit.compiler.relax_passes.bilinear_resize import axis_taps
+
+    lerp_differs = 0
+    for (sx, zx, sy, zy, shape, sizes, mode), x, got, ref in zip(cases, feeds.values(), ours, refs):
+        np.testing.assert_array_equal(got.numpy(), ref)
+        y1, y2, dy1, dy2 = axis_taps(shape[2], sizes[2], mode)
+        x1, x2, dx1, dx2 = axis_taps(shape[3], sizes[3], mode)
+        f = (x.astype(np.float32) - zx) * np.float32(sx)
+        rows = [f[:, :, y1], f[:, :, y2]]
+        top, bottom = [r[..., x1] + dx1 * (r[..., x2] - r[..., x1]) for r in rows]
+        lerp = top + dy1[:, None] * (bottom - top)
+        lerp_differs += int((np.clip(np.round(lerp / np.float32(sy)) + zy, 0, 255) != ref).sum())
+    assert lerp_differs > 0
+
+
 def test_residual_adds_with_a_data_dependent_shape_stay_as_imported():
     from edgekit.compiler.relax_passes import static_shape
 

@@ -68,9 +68,9 @@ def _compress_then_compile(model: onnx.ModelProto, bits: int, tmp_path, cli, com
     return report
 
 
-# int8 corpus models TVM runs bit-exact vs onnxruntime (crnn's LSTM and LogSoftmax, ocr_detector's GELU, ConvTranspose
-# and Resize stay float between Q/DQ)
-EXACT_INT8 = ("tf_classifier", "yolo_like", "audio_cnn", "token_model", "gru_kws")
+# int8 corpus models TVM runs bit-exact vs onnxruntime (crnn's LSTM and LogSoftmax stay float after the last DQ:
+# float rounding, ~5e-7)
+EXACT_INT8 = ("tf_classifier", "yolo_like", "audio_cnn", "token_model", "gru_kws", "ocr_detector")
 
 
 @pytest.mark.parametrize("name", CORPUS)

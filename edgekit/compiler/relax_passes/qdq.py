@@ -17,7 +17,7 @@ so activations stay uint8 between layers and the kernels are uint8 x int8 -> int
 padding with z_x instead of 0 keeps the activation operand unsigned and the correction a constant).
 MaxPool between Q/DQ with identical parameters becomes a uint8 max pool (monotonic: exact).
 Residual adds of two uint8 tensors take QLinearAdd's arithmetic (qlinear_add.py), softmaxes QLinearSoftmax's
-(qlinear_softmax.py); means and everything else stay
+(qlinear_softmax.py), bilinear resizes onnxruntime's float sum order (bilinear_resize.py); means and everything else stay
 dequantize -> float -> quantize (TVM fuses them).
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tvm import relax
 from tvm.relax.dpl import DFPattern, is_const, is_op, rewrite_call, wildcard
 
 from edgekit.compiler.relax_passes import constant_array, constant_scalar
+from edgekit.compiler.relax_passes.bilinear_resize import lower_quantized_bilinear_resizes
 from edgekit.compiler.relax_passes.qlinear_add import lower_qlinear_adds
 from edgekit.compiler.relax_passes.qlinear_softmax import lower_qlinear_softmaxes
 
@@ -269,7 +270,8 @@ def lower_qdq(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[dict]]:
             func = _rewrite(func, kind, make_pattern, lower, report, skipped)
         func, adds = lower_qlinear_adds(func)
         func, softmaxes = lower_qlinear_softmaxes(func)
-        report.extend(adds + softmaxes)
+        func, resizes = lower_quantized_bilinear_resizes(func)
+        report.extend(adds + softmaxes + resizes)
         report.extend(_leftover_float_layers(func, skipped))
         out[gv] = func
     return relax.transform.DeadCodeElimination()(out), report
