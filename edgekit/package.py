@@ -4,7 +4,8 @@
       edgekit.txt          the manifest libedgekit reads (target, required CPU features, inputs, outputs)
       model.so meta.json   the artifact
       sample/              input_<i>.npy and onnxruntime's output_<i>.npy for them (when the artifact has them)
-      lib/                 libedgekit.so (edgekit.h's C API) + the target's TVM runtime (libtvm_runtime, libtvm_ffi)
+      lib/                 libedgekit.so (edgekit.h's C API) + the target's TVM runtime (libtvm_runtime, libtvm_ffi;
+                           libtvm_runtime_extra when the model calls its sort / random functions)
       include/             edgekit.h (C), edgekit.hpp (header-only C++ wrapper)
       bin/edgekit_example  the example app, built for the target
       example/             its source, CMakeLists.txt and an aarch64 toolchain file: build it yourself on the board
@@ -27,10 +28,13 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_copy, atomic_dir, atomic_file, check_output_path
 from edgekit.runtime import BUNDLE, LIBRARY, META, read_meta
+from edgekit.runtime.lite import RUNTIME_EXTRA as EXTRA  # 1.3 MB, shipped only for models that call it
+from edgekit.runtime.lite import needs_runtime_extra
 
 CPP = Path(__file__).resolve().parent / "runtime" / "cpp"
 LITE = Path(__file__).resolve().parent / "runtime" / "lite.py"
 FORMATS = ("dir", "tar.gz")
+RUNTIME = ("libtvm_runtime.so", "libtvm_ffi.so")
 
 
 def runtime_libs(target: dict) -> Path:
@@ -43,7 +47,8 @@ def runtime_libs(target: dict) -> Path:
         import tvm
         import tvm_ffi
 
-        return _pair(Path(tvm.__file__).parent / "lib" / "libtvm_runtime.so", Path(tvm_ffi.__file__).parent / "lib" / "libtvm_ffi.so")
+        tvm_lib = Path(tvm.__file__).parent / "lib"
+        return _side_by_side([tvm_lib / "libtvm_runtime.so", tvm_lib / EXTRA, Path(tvm_ffi.__file__).parent / "lib" / "libtvm_ffi.so"])
     if target.get("runtime_platform"):
         from edgekit.runners.qemu import ensure_guest_runtime
 
@@ -53,13 +58,13 @@ def runtime_libs(target: dict) -> Path:
                        "`python -m tvm.exec.rpc_server` and use --rpc; or package an aarch64 / x86_64 artifact")
 
 
-def _pair(tvm_lib: Path, ffi_lib: Path) -> Path:
-    """The two libraries side by side in one cached directory (they live in two wheels)."""
+def _side_by_side(libs: list[Path]) -> Path:
+    """The runtime libraries side by side in one cached directory (they live in two wheels)."""
     from edgekit.runners.qemu import cache_root
 
     root = cache_root() / "runtime" / "x86_64-local"
     root.mkdir(parents=True, exist_ok=True)
-    for lib in (tvm_lib, ffi_lib):
+    for lib in libs:
         dest = root / lib.name
         if not dest.exists() or dest.stat().st_size != lib.stat().st_size:
             atomic_copy(lib, dest)  # another edgekit process may be linking against or loading it
@@ -75,7 +80,8 @@ def manifest(meta) -> str:
         for s in specs:
             if " " in s.name:
                 raise EdgekitError(f"{kind} name '{s.name}' has a space, which the bundle manifest cannot hold", "rename the tensor in the ONNX model")
-            lines.append(f"{kind} {s.name} {s.dtype} {len(s.shape)} {' '.join(str(int(d)) for d in s.shape)}".rstrip())
+            dims = " ".join(str(d) if isinstance(d, int) else "-1" for d in s.shape)  # a named dim: known after a run
+            lines.append(f"{kind} {s.name} {s.dtype} {len(s.shape)} {dims}".rstrip())
     return "\n".join(lines) + "\n"
 
 
@@ -95,14 +101,15 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def build_native_parts(bundle: Path, target: dict) -> None:
-    """libedgekit.so and the example for the target, linked against the bundled TVM runtime ($ORIGIN rpaths)."""
+    """libedgekit.so and the example for the target, linked against the bundled TVM runtime ($ORIGIN rpaths);
+    libedgekit dlopens lib/libtvm_runtime_extra.so where a bundle has it."""
     import tvm_ffi
 
     cc = _compiler(target)
     include = Path(tvm_ffi.__file__).parent / "include"
     lib = bundle / "lib"
     _run([cc, "-std=c++17", "-O2", "-shared", "-fPIC", str(CPP / "src" / "edgekit.cc"), f"-I{CPP / 'include'}", f"-I{include}",
-          f"-L{lib}", "-ltvm_ffi", "-ltvm_runtime", "-Wl,-rpath,$ORIGIN", "-o", str(lib / "libedgekit.so")], "libedgekit.so")
+          f"-L{lib}", "-ltvm_ffi", "-ltvm_runtime", "-ldl", "-Wl,-rpath,$ORIGIN", "-o", str(lib / "libedgekit.so")], "libedgekit.so")
     (bundle / "bin").mkdir()
     _run([cc, "-std=c++17", "-O2", str(CPP / "example" / "main.cc"), f"-I{CPP / 'include'}", f"-L{lib}", "-ledgekit",
           f"-Wl,-rpath-link,{lib}", "-Wl,-rpath,$ORIGIN/../lib", "-o", str(bundle / "bin" / "edgekit_example")], "the example")
@@ -174,7 +181,7 @@ def package_artifact(artifact: Path, out: Path, fmt: str = "dir", force: bool = 
         shutil.copy2(artifact / META, tmp / META)
         (tmp / "edgekit.txt").write_text(manifest(meta))
         (tmp / "lib").mkdir()
-        for name in ("libtvm_runtime.so", "libtvm_ffi.so"):
+        for name in RUNTIME + ((EXTRA,) if needs_runtime_extra(artifact / LIBRARY) else ()):
             shutil.copy2(libs / name, tmp / "lib" / name)
         shutil.copytree(CPP / "include", tmp / "include")
         shutil.copytree(CPP / "example", tmp / "example")
@@ -205,8 +212,10 @@ def size_breakdown(bundle: Path) -> dict:
         return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
     parts = {"model.so": size(bundle / LIBRARY), "libtvm_runtime.so": size(bundle / "lib" / "libtvm_runtime.so"),
-             "libtvm_ffi.so": size(bundle / "lib" / "libtvm_ffi.so"), "libedgekit.so": size(bundle / "lib" / "libedgekit.so"),
+             "libtvm_ffi.so": size(bundle / "lib" / "libtvm_ffi.so"), EXTRA: size(bundle / "lib" / EXTRA), "libedgekit.so": size(bundle / "lib" / "libedgekit.so"),
              "bin/edgekit_example": size(bundle / "bin"), "include + example sources": size(bundle / "include") + size(bundle / "example"),
              "python runtime": size(bundle / "python"), "sample + meta + manifest": size(bundle / "sample") + size(bundle / META) + size(bundle / "edgekit.txt")}
+    if not parts[EXTRA]:
+        del parts[EXTRA]
     runtime = sum(v for k, v in parts.items() if k not in ("model.so", "sample + meta + manifest"))
     return {"parts": parts, "runtime_bytes": runtime, "total_bytes": size(bundle)}

@@ -141,7 +141,7 @@ def load_inputs_npz(path: Path, specs) -> list[dict[str, np.ndarray]]:
         for i, sample in enumerate(batch):
             if i == len(samples):
                 samples.append({})
-            samples[i][spec.name] = np.ascontiguousarray(sample)
+            samples[i][spec.name] = np.asarray(sample, order="C")  # ascontiguousarray makes 0-d 1-d
     return samples
 
 

@@ -194,6 +194,40 @@ class _GruKws(nn.Module):
         return self.fc(self.gru(frames)[0][:, -1])
 
 
+def detector_with_nms(size: int = 32, candidates: int = 16) -> onnx.ModelProto:
+    """A detector exported with its post-processing (torchvision's detection models, YOLO "end2end" exports): a conv
+    head's boxes and class scores, the top `candidates` anchors by best class score (TopK + Gather), then
+    NonMaxSuppression, whose output has a data-dependent length. TVM's TopK / argsort call the TVM runtime's
+    tvm.contrib.sort functions by name at run time, so this also checks the deployed runtime has them."""
+    rng = np.random.default_rng(0)
+    anchors, classes = (size // 4) ** 2, 2
+    inits = [numpy_helper.from_array(a, n) for n, a in (
+        ("w", rng.normal(0, 0.3, (4 + classes, 3, 3, 3)).astype(np.float32)),
+        ("head_shape", np.array([1, 4 + classes, anchors], np.int64)), ("k", np.array([candidates], np.int64)),
+        ("box_lo", np.array([0], np.int64)), ("box_hi", np.array([4], np.int64)), ("cls_hi", np.array([4 + classes], np.int64)),
+        ("axis1", np.array([1], np.int64)), ("scale", np.array(float(size), np.float32)),
+        ("max_out", np.array([8], np.int64)), ("iou", np.array([0.5], np.float32)), ("score_min", np.array([0.3], np.float32)))]
+    node = helper.make_node
+    nodes = [
+        node("Conv", ["image", "w"], ["head"], kernel_shape=[3, 3], strides=[4, 4], pads=[1, 1, 1, 1]),
+        node("Reshape", ["head", "head_shape"], ["flat"]),
+        node("Slice", ["flat", "box_lo", "box_hi", "axis1"], ["box_raw"]),
+        node("Sigmoid", ["box_raw"], ["box_unit"]), node("Mul", ["box_unit", "scale"], ["box_px"]),
+        node("Transpose", ["box_px"], ["boxes_all"], perm=[0, 2, 1]),  # [1, anchors, 4] corners
+        node("Slice", ["flat", "box_hi", "cls_hi", "axis1"], ["cls_raw"]), node("Sigmoid", ["cls_raw"], ["scores_all"]),
+        node("ReduceMax", ["scores_all"], ["best"], axes=[1], keepdims=0),
+        node("TopK", ["best", "k"], ["top_scores", "top_idx"], axis=1),
+        node("Squeeze", ["top_idx", "box_lo"], ["idx"]),
+        node("Gather", ["boxes_all", "idx"], ["boxes"], axis=1), node("Gather", ["scores_all", "idx"], ["scores"], axis=2),
+        node("NonMaxSuppression", ["boxes", "scores", "max_out", "iou", "score_min"], ["selected"]),
+    ]
+    graph = helper.make_graph(nodes, "detector_with_nms", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, candidates, 4]),
+                               helper.make_tensor_value_info("top_scores", TensorProto.FLOAT, [1, candidates]),
+                               helper.make_tensor_value_info("selected", TensorProto.INT64, ["detections", 3])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
 def _torch_onnx(module: nn.Module, example: torch.Tensor, opset: int, input_name: str, outputs: list[str]) -> onnx.ModelProto:
     torch.manual_seed(0)
     module.eval()

@@ -9,12 +9,14 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.datasets import load_digits_split
 from edgekit.onnxtools import ort_session
 from edgekit.package import package_artifact
+from realworld import detector_with_nms
 from test_arm import needs_aarch64, needs_armv7
 from test_errors import assert_one_line_error
 
@@ -243,6 +245,29 @@ def test_cmake_cross_compiles_the_example_for_aarch64(digits_onnx, tmp_path):
     subprocess.run(["cmake", "--build", str(tmp_path / "build")], check=True, capture_output=True)
     proc = subprocess.run([*QEMU, str(tmp_path / "build" / "edgekit_example"), str(bundle)], capture_output=True, text=True)
     assert summary(proc)["target"] == "aarch64-rpi4"
+
+
+@pytest.mark.parametrize("target", ["x86_64", pytest.param("rpi4", marks=needs_aarch64)])
+def test_detector_bundle_ships_the_sort_runtime_and_reports_data_dependent_shapes(target, digits_bundle, tmp_path):
+    """TopK / NonMaxSuppression need libtvm_runtime_extra (tvm.contrib.sort), which a bundle then carries and
+    links; NonMaxSuppression's output length is known only after a run: -1 in the manifest, the run's in the API."""
+    onnx.save(detector_with_nms(), tmp_path / "det.onnx")
+    compile_onnx(tmp_path / "det.onnx", tmp_path / "art", target, quiet=True)
+    bundle = tmp_path / "bundle"
+    sizes = package_artifact(tmp_path / "art", bundle)["sizes"]["parts"]
+    assert (bundle / "lib" / "libtvm_runtime_extra.so").exists() and "libtvm_runtime_extra.so" in sizes
+    assert not (digits_bundle / "lib" / "libtvm_runtime_extra.so").exists()  # only models that call it pay its 1.3 MB
+    assert "output selected int64 2 -1 3" in (bundle / "edgekit.txt").read_text().splitlines()
+    assert "libtvm_runtime_extra" not in subprocess.run(["readelf", "-d", str(bundle / "lib" / "libedgekit.so")], capture_output=True,
+                                                        text=True).stdout  # loaded, not linked: one libedgekit runs any bundle
+    io = tmp_path / "io"
+    io.mkdir()
+    shutil.copy(bundle / "sample" / "input_0.npy", io / "input_0.npy")
+    summary(run_example(bundle, "--inputs", io, "--outputs", io, "--repeat", "1", arch="x86_64" if target == "x86_64" else "aarch64"))
+    for i in range(3):  # onnxruntime's outputs, the detections' count included
+        got, want = np.load(io / f"output_{i}.npy"), np.load(bundle / "sample" / f"output_{i}.npy")
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), i
+    assert np.load(io / "output_2.npy").shape[0] > 0
 
 
 def test_run_and_bench_with_the_cpp_runtime(cli, digits_artifact, digits_bundle, tmp_path):

@@ -16,7 +16,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
-from realworld import CORPUS, build
+from realworld import CORPUS, build, detector_with_nms
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.recurrent import lower_recurrent
@@ -285,6 +285,42 @@ def test_corpus_model_cross_compiles_for_aarch64_and_validates_under_qemu(name, 
     result = compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "arm", input_shapes=fixed_shapes(model), quiet=True)
     output_scale_ok(result)
     assert result.meta["validation"]["executed"] == "emulated"
+
+
+@pytest.mark.parametrize("target", ["x86_64", "arm"])
+def test_detector_with_topk_and_nms_postprocess_validates_and_benches(target, tmp_path, cli):
+    """TopK / argsort / NonMaxSuppression call the TVM runtime's tvm.contrib.sort functions by name, which live in
+    libtvm_runtime_extra: the qemu runner, the benchmark worker (runtime-only TVM) and bundles must load it.
+    NonMaxSuppression's output length depends on the data: meta.json keeps the dim symbolic."""
+    if target == "arm" and not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")):
+        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user (installed by .ci/run)")
+    onnx.save(detector_with_nms(), tmp_path / "det.onnx")
+    result = compile_onnx(tmp_path / "det.onnx", tmp_path / "art", target, quiet=True)
+    output_scale_ok(result)
+    selected = next(o for o in result.meta["validation"]["outputs"] if o["name"] == "selected")
+    assert selected["max_abs"] == 0, selected  # the same detections, in the same order
+    meta = json.loads((tmp_path / "art" / "meta.json").read_text())
+    assert [o["shape"] for o in meta["outputs"]] == [[1, 16, 4], [1, 16], ["detections", 3]]
+    if target == "x86_64":
+        res = cli("bench", tmp_path / "art", "--runtimes", "ort,tvm", "--repeat", "2", "--rounds", "1", "--warmup", "0", "--json")
+        assert res.exit_code == 0, res.stderr
+
+
+@pytest.mark.parametrize("target", ["x86_64", "arm"])
+def test_a_scalar_input_compiles_validates_and_runs(target, tmp_path, cli):
+    """0-d inputs (a threshold, a temperature beside an image): np.ascontiguousarray turns them into shape [1],
+    which the runners then refused as the wrong shape."""
+    if target == "arm" and not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")):
+        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user (installed by .ci/run)")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "t"], ["y"])], "scaled",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]), helper.make_tensor_value_info("t", TensorProto.FLOAT, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), tmp_path / "m.onnx")
+    output_scale_ok(compile_onnx(tmp_path / "m.onnx", tmp_path / "art", target, quiet=True))
+    np.savez(tmp_path / "in.npz", x=np.arange(4, dtype=np.float32)[None], t=np.float32(0.5))
+    res = cli("run", tmp_path / "art", "--input", tmp_path / "in.npz", "-o", tmp_path / "out.npz")
+    assert res.exit_code == 0, res.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["y"], [[0, 0.5, 1, 1.5]])
 
 
 def test_bench_of_an_artifact_built_from_a_dynamic_batch_model(cli, tmp_path):

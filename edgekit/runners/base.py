@@ -25,7 +25,7 @@ class ProgramRunner:
 def checked_input(spec, value: np.ndarray) -> np.ndarray:
     """`value` as the contiguous array of the spec's dtype, or one error if its shape is not the compiled one
     (runners that hand buffers to C++ must check: the C side reads exactly the compiled byte size)."""
-    arr = np.ascontiguousarray(value, dtype=spec.dtype)
+    arr = np.asarray(value, dtype=spec.dtype, order="C")  # not ascontiguousarray: it makes 0-d 1-d
     if tuple(arr.shape) != tuple(spec.shape):
         raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}",
                            "recompile with --input-shape for this shape, or reshape the input")

@@ -27,7 +27,12 @@ from edgekit.runtime import LIBRARY, ArtifactMeta
 
 RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runtime" / "cpp" / "edgekit_run.cc"
 # (wheel, file inside it) for the two libraries the guest needs
-RUNTIME_LIBS = (("apache-tvm", "tvm/lib/libtvm_runtime.so"), ("apache-tvm-ffi", "tvm_ffi/lib/libtvm_ffi.so"))
+RUNTIME_LIBS = (("apache-tvm", "tvm/lib/libtvm_runtime.so"), ("apache-tvm", "tvm/lib/libtvm_runtime_extra.so"),
+                ("apache-tvm-ffi", "tvm_ffi/lib/libtvm_ffi.so"))
+# libtvm_runtime_extra registers the packed functions TVM's TopK / argsort / NonMaxSuppression / random kernels call
+# by name at run time (tvm.contrib.sort.*, tvm.contrib.random.*): linked in with --no-as-needed, since nothing in the
+# runner references it and the linker would drop it, and the model would fail with "Cannot find function".
+LINK_RUNTIME = ["-ltvm_ffi", "-ltvm_runtime", "-Wl,--no-as-needed", "-ltvm_runtime_extra", "-Wl,--as-needed"]
 _DL_CODES = {"i": 0, "u": 1, "f": 2, "b": 6}
 
 
@@ -44,7 +49,7 @@ def _require_tool(tool: str, apt_package: str) -> str:
 
 def _download_runtime_libs(platform: str, dest: Path) -> None:
     pyver = f"{sys.version_info.major}{sys.version_info.minor}"
-    pins = [f"{name}=={metadata.version(name)}" for name, _ in RUNTIME_LIBS]
+    pins = sorted({f"{name}=={metadata.version(name)}" for name, _ in RUNTIME_LIBS})
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                "--platform", platform, "--python-version", pyver, "-d", tmp, *pins]
@@ -55,8 +60,8 @@ def _download_runtime_libs(platform: str, dest: Path) -> None:
                 "check network access to PyPI (needed once; the libraries are cached in " + str(cache_root()) + ")",
             )
         dest.mkdir(parents=True, exist_ok=True)
-        for (name, member), wheel in zip(RUNTIME_LIBS, (next(Path(tmp).glob(f"{n.replace('-', '_')}-*.whl")) for n, _ in RUNTIME_LIBS)):
-            with zipfile.ZipFile(wheel) as zf:
+        for name, member in RUNTIME_LIBS:
+            with zipfile.ZipFile(next(Path(tmp).glob(f"{name.replace('-', '_')}-*.whl"))) as zf:
                 (dest / Path(member).name).write_bytes(zf.read(member))
 
 
@@ -67,14 +72,15 @@ def ensure_guest_runtime(target: dict) -> Path:
     platform = target["runtime_platform"]
     key = f"{platform}-tvm{metadata.version('apache-tvm')}-ffi{metadata.version('apache-tvm-ffi')}"
     root = cache_root() / "runtime" / key
-    built = (root / "edgekit_run").exists()
-    if built and (RUNNER_SOURCE.stat().st_mtime <= (root / "edgekit_run").stat().st_mtime):
+    complete = (root / "edgekit_run").exists() and all((root / "lib" / Path(member).name).exists() for _, member in RUNTIME_LIBS)
+    if complete and (RUNNER_SOURCE.stat().st_mtime <= (root / "edgekit_run").stat().st_mtime):
         return root
     cc = _require_tool(target["cc"], target.get("apt_package") or target["cc"])
-    with atomic_dir(root, keep_existing=not built) as tmp:  # two processes building it at once: the first one stays
+    # none there yet: two processes may build it at once, and the first one stays; stale or incomplete: replaced
+    with atomic_dir(root, keep_existing=not root.exists()) as tmp:
         _download_runtime_libs(platform, tmp / "lib")
         include = Path(tvm_ffi.__file__).parent / "include"
-        cmd = [cc, "-std=c++17", "-O2", str(RUNNER_SOURCE), f"-I{include}", f"-L{tmp / 'lib'}", "-ltvm_ffi", "-ltvm_runtime",
+        cmd = [cc, "-std=c++17", "-O2", str(RUNNER_SOURCE), f"-I{include}", f"-L{tmp / 'lib'}", *LINK_RUNTIME,
                "-Wl,-rpath,$ORIGIN/lib", "-o", str(tmp / "edgekit_run")]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -103,7 +103,7 @@ class RpcRunner:
 
         arrays = []
         for spec in self.inputs:
-            arr = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
+            arr = np.asarray(feeds[spec.name], dtype=spec.dtype, order="C")
             if tuple(arr.shape) != tuple(spec.shape):
                 raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}", "recompile with --input-shape for this shape, or reshape the input")
             arrays.append(tvm.runtime.tensor(arr, self.device))

@@ -125,6 +125,32 @@ def _load_library(tvm, library: Path):
         return tvm.runtime.load_module(str(copy))
 
 
+RUNTIME_EXTRA = "libtvm_runtime_extra.so"
+
+
+def needs_runtime_extra(library: Path) -> bool:
+    """Whether the model calls packed functions that only libtvm_runtime_extra registers (TopK / argsort /
+    NonMaxSuppression call tvm.contrib.sort.*, random ops tvm.contrib.random.*): the library holds each name it
+    calls as a string."""
+    import mmap
+
+    with open(library, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return data.find(b"tvm.contrib.") >= 0
+
+
+def _load_runtime_extra(tvm, artifact: Path) -> None:
+    """`import tvm` loads libtvm_runtime_extra, except in runtime-only mode (TVM_USE_RUNTIME_LIB=1, as a deployed
+    app or edgekit's benchmark workers run): then a model that needs it would fail with "Cannot find function".
+    dlopen of a library already loaded is a no-op, so this needs no check of what tvm loaded."""
+    import ctypes
+
+    for lib_dir in (Path(tvm.__file__).parent / "lib", artifact / "lib"):
+        if (lib_dir / RUNTIME_EXTRA).exists():
+            ctypes.CDLL(str(lib_dir / RUNTIME_EXTRA), mode=ctypes.RTLD_GLOBAL)
+            return
+    raise OSError(f"the model calls tvm.contrib functions, and no {RUNTIME_EXTRA} is installed beside the TVM runtime")
+
+
 class Model:
     """A compiled model, loaded once; calls check every input's dtype and shape against meta.json."""
 
@@ -147,6 +173,8 @@ class Model:
         from tvm.runtime.vm import VirtualMachine  # runtime-only: works without libtvm_compiler
 
         try:
+            if needs_runtime_extra(self.path / LIBRARY):
+                _load_runtime_extra(tvm, self.path)
             lib = _load_library(tvm, self.path / LIBRARY)
         except Exception as exc:  # noqa: BLE001 - TVM's loader errors, reported as one line
             self._interrupted()
@@ -175,7 +203,7 @@ class Model:
         if np.asarray(value).dtype.kind not in "biuf":
             self._fail(f"input '{spec.name}' has dtype {np.asarray(value).dtype}, the artifact takes {spec.dtype}",
                        "convert the array to the dtype the artifact was compiled for")
-        arr = np.ascontiguousarray(value, dtype=spec.dtype)
+        arr = np.asarray(value, dtype=spec.dtype, order="C")  # not ascontiguousarray: it makes 0-d 1-d
         if tuple(arr.shape) != tuple(spec.shape):
             self._fail(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}",
                        "recompile with --input-shape for this shape, or reshape the input")

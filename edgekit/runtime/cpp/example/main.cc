@@ -119,8 +119,6 @@ int main(int argc, char** argv) {
       throw std::runtime_error("the .npy has " + std::to_string(npy.data.size()) + " bytes, not a multiple of one input (" +
                                std::to_string(per_call) + ")");
     size_t calls = npy.data.size() / per_call;
-    std::vector<int64_t> out_shape = model.output_shape(0);
-    size_t classes = out_shape.empty() ? 1 : static_cast<size_t>(out_shape.back());
     std::vector<double> times;
     size_t sample = 0;
     int top = -1;
@@ -133,7 +131,9 @@ int main(int argc, char** argv) {
         model.run();
         times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       }
-      if (model.output_dtype(0) != "float32") continue;
+      std::vector<int64_t> out_shape = model.output_shape(0);  // after the run: a data-dependent dim is known only then
+      size_t classes = out_shape.empty() ? 1 : static_cast<size_t>(out_shape.back());
+      if (model.output_dtype(0) != "float32" || classes == 0) continue;
       std::vector<float> out = model.output<float>(0);
       for (size_t row = 0; row + classes <= out.size(); row += classes, ++sample) {
         top = static_cast<int>(std::max_element(out.begin() + row, out.begin() + row + classes) - (out.begin() + row));

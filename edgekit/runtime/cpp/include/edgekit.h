@@ -42,6 +42,8 @@ int edgekit_num_outputs(const edgekit_model* model);
 const char* edgekit_name(const edgekit_model* model, int output, int index);
 const char* edgekit_dtype(const edgekit_model* model, int output, int index); /* "float32", "int64", ... */
 int edgekit_ndim(const edgekit_model* model, int output, int index);
+/* An output whose size depends on the data (NonMaxSuppression's detections) has -1 for that dim and 0 bytes until
+ * edgekit_run; after each run, edgekit_shape / edgekit_nbytes give that run's. */
 const int64_t* edgekit_shape(const edgekit_model* model, int output, int index);
 size_t edgekit_nbytes(const edgekit_model* model, int output, int index);
 int edgekit_input_index(const edgekit_model* model, const char* name); /* -1 if no such input */

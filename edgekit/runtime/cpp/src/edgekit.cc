@@ -6,7 +6,7 @@
 //   edgekit-bundle 1
 //   target <name> <arch>
 //   requires <feature> ...            (the CPU features the model's code was compiled for)
-//   input|output <name> <dtype> <ndim> <d0> <d1> ...
+//   input|output <name> <dtype> <ndim> <d0> <d1> ...   (-1: an output dim known only after a run, e.g. NonMaxSuppression's)
 #include "edgekit.h"
 
 #include <tvm/ffi/container/array.h>
@@ -29,6 +29,7 @@
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 #endif
+#include <dlfcn.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,9 +46,10 @@ edgekit_status fail(edgekit_status status, const std::string& message) {
 
 struct TensorInfo {
   std::string name, dtype;
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape;  // an output's data-dependent dims: -1 until a run, then that run's
   DLDataType dl{};
   size_t nbytes = 0;
+  bool dynamic = false;
 };
 
 struct AlignedAlloc {  // 64-byte aligned host memory: TVM kernels may assume vector-aligned buffers
@@ -195,10 +197,13 @@ static edgekit_status read_manifest(const std::string& dir, edgekit_model* m, st
         return fail(EDGEKIT_ERR_BUNDLE, dir + "/edgekit.txt line " + std::to_string(lineno) + " is malformed");
       t.shape.resize(ndim);
       size_t count = 1;
+      bool bad = false;
       for (auto& d : t.shape) {
-        f >> d;
-        count *= static_cast<size_t>(d);
+        bad |= !(f >> d) || d < -1 || (d == -1 && kind == "input");
+        t.dynamic |= d == -1;
+        count *= d < 0 ? 0 : static_cast<size_t>(d);
       }
+      if (bad) return fail(EDGEKIT_ERR_BUNDLE, dir + "/edgekit.txt line " + std::to_string(lineno) + " is malformed");
       t.nbytes = count * ((t.dl.bits + 7) / 8);
       (kind == "input" ? m->inputs : m->outputs).push_back(t);
     }
@@ -245,6 +250,14 @@ edgekit_status edgekit_load(const char* bundle_dir, edgekit_model** out) {
   if (!missing.empty()) {
     delete m;
     return fail(EDGEKIT_ERR_TARGET, "this CPU lacks " + missing + ", which the bundle's target " + m->target + " needs");
+  }
+  // libtvm_runtime_extra (tvm.contrib.sort for TopK / NonMaxSuppression, tvm.contrib.random): bundles of models
+  // that call it carry it; loaded here rather than linked, so that one libedgekit runs any bundle
+  const std::string extra = m->dir + "/lib/libtvm_runtime_extra.so";
+  if (access(extra.c_str(), R_OK) == 0 && dlopen(extra.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+    std::string msg = "cannot load " + extra + ": " + std::string(dlerror()).substr(0, 300);
+    delete m;
+    return fail(EDGEKIT_ERR_BUNDLE, msg);
   }
   try {
     m->library = load_library(m->dir + "/model.so");
@@ -331,6 +344,15 @@ edgekit_status edgekit_run(edgekit_model* m) {
   if (m->output_tensors.size() != m->outputs.size())
     return fail(EDGEKIT_ERR_RUNTIME, "the model returned " + std::to_string(m->output_tensors.size()) + " outputs, the manifest lists " +
                                          std::to_string(m->outputs.size()));
+  for (size_t i = 0; i < m->outputs.size(); ++i) {  // data-dependent outputs take this run's shape
+    TensorInfo& t = m->outputs[i];
+    const DLTensor* got = m->output_tensors[i].GetDLTensorPtr();
+    if (!t.dynamic) continue;
+    if (got->ndim != static_cast<int>(t.shape.size()))
+      return fail(EDGEKIT_ERR_RUNTIME, "output '" + t.name + "' has " + std::to_string(got->ndim) + " dims, the manifest " + std::to_string(t.shape.size()));
+    t.shape.assign(got->shape, got->shape + got->ndim);
+    t.nbytes = ffi::GetDataSize(*got);
+  }
   return EDGEKIT_OK;
 }
 
