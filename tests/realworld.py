@@ -228,6 +228,23 @@ def detector_with_nms(size: int = 32, candidates: int = 16) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
+def segnet_unpool(size: int = 16) -> onnx.ModelProto:
+    """A SegNet / ENet decoder step: MaxPool's argmax indices carried to MaxUnpool (torch 2.13 cannot trace
+    max_unpool2d for export, so written with onnx.helper as older exports have it)."""
+    rng = np.random.default_rng(0)
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w1"], ["c"], pads=[1] * 4), node("Relu", ["c"], ["r"]),
+             node("MaxPool", ["r"], ["p", "idx"], kernel_shape=[2, 2], strides=[2, 2]),
+             node("Conv", ["p", "w2"], ["q"], pads=[1] * 4),
+             node("MaxUnpool", ["q", "idx"], ["u"], kernel_shape=[2, 2], strides=[2, 2]),
+             node("Conv", ["u", "w3"], ["mask"], pads=[1] * 4)]
+    weights = [numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+               for name, shape in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)), ("w3", (2, 8, 3, 3)))]
+    graph = helper.make_graph(nodes, "segnet_unpool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 2, size, size])], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
 def _torch_onnx(module: nn.Module, example: torch.Tensor, opset: int, input_name: str, outputs: list[str]) -> onnx.ModelProto:
     torch.manual_seed(0)
     module.eval()

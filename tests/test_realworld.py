@@ -16,7 +16,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
-from realworld import CORPUS, build, detector_with_nms
+from realworld import CORPUS, build, detector_with_nms, segnet_unpool
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.recurrent import lower_recurrent
@@ -321,6 +321,66 @@ def test_a_scalar_input_compiles_validates_and_runs(target, tmp_path, cli):
     res = cli("run", tmp_path / "art", "--input", tmp_path / "in.npz", "-o", tmp_path / "out.npz")
     assert res.exit_code == 0, res.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["y"], [[0, 0.5, 1, 1.5]])
+
+
+@pytest.mark.parametrize("opset", [7, 9])
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("scales", [(2.0, 2.0), (1.5, 2.5), (3.0, 1.0)])
+def test_upsample_of_old_exports_matches_onnxruntime(opset, mode, scales, tmp_path):
+    """Upsample (opset 7: scales attribute; 9: scales input), which PyTorch <= 1.4 wrote for F.interpolate: TVM's
+    converter failed on every opset 9 model, and sizes-derived coordinates missed by up to 0.8 at scale 1.5."""
+    shape, out = [1, 3, 5, 7], [1, 3, int(5 * scales[0]), int(7 * scales[1])]
+    full = np.array([1, 1, *scales], np.float32)
+    node = (helper.make_node("Upsample", ["x"], ["y"], mode=mode, scales=full.tolist()) if opset == 7
+            else helper.make_node("Upsample", ["x", "scales"], ["y"], mode=mode))
+    graph = helper.make_graph([node], "upsample", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)],
+                              [] if opset == 7 else [numpy_helper.from_array(full, "scales")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=7), tmp_path / "m.onnx")
+    result = compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", quiet=True)
+    output_scale_ok(result)
+    assert result.meta["validation"]["outputs"][0]["max_abs"] <= 1e-6
+
+
+def test_an_opset_9_torch_export_with_interpolate_compiles(tmp_path):
+    class Decoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Decoder().eval(), (torch.rand(1, 3, 8, 8),), tmp_path / "m.onnx", opset_version=9, dynamo=False)
+    assert "Upsample" in {n.op_type for n in onnx.load(tmp_path / "m.onnx").graph.node}
+    output_scale_ok(compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", quiet=True))
+
+
+@pytest.mark.parametrize("attrs", [dict(kernel_shape=[2, 2], strides=[2, 2]), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+                                   dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), dict(kernel_shape=[2, 3], strides=[1, 2], dilations=[2, 1]),
+                                   dict(kernel_shape=[2, 2], strides=[2, 2], storage_order=1), dict(kernel_shape=[3, 3], pads=[1, 0, 1, 2])])
+def test_maxpool_indices_match_onnxruntime_on_ties(attrs, tmp_path):
+    """MaxPool's Indices output (TVM's converter has none): onnxruntime's flat indices, its first maximum on ties."""
+    shape = [2, 3, 7, 9]
+    graph = helper.make_graph([helper.make_node("MaxPool", ["x"], ["y", "i"], **attrs)], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("i", TensorProto.INT64, None)])
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], ir_version=7))
+    onnx.save(model, tmp_path / "m.onnx")
+    compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", quiet=True)
+    session, artifact = ort.InferenceSession(str(tmp_path / "m.onnx")), load(tmp_path / "art")
+    x = np.maximum(np.random.default_rng(0).standard_normal(shape), 0).round().astype(np.float32)  # mostly ties: ReLU zeros, integers
+    for got, want in zip(artifact(x), session.run(None, {"x": x})):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("target", ["x86_64", "arm"])
+def test_segnet_maxpool_indices_into_maxunpool(target, tmp_path):
+    if target == "arm" and not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")):
+        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user (installed by .ci/run)")
+    onnx.save(segnet_unpool(), tmp_path / "m.onnx")
+    output_scale_ok(compile_onnx(tmp_path / "m.onnx", tmp_path / "art", target, quiet=True))
 
 
 def test_bench_of_an_artifact_built_from_a_dynamic_batch_model(cli, tmp_path):

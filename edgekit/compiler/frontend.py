@@ -1,10 +1,14 @@
 """ONNX -> Relax: fixed shapes, a supported-op check that names the node, and TVM's importer."""
 from __future__ import annotations
 
+import contextlib
+import io
+
 import onnx
 
 import edgekit.interrupts as interrupts
 from edgekit.compiler.loops import unroll_constant_loops
+from edgekit.compiler.pool_indices import POOL_INDICES_OP, lower_pool_indices
 from edgekit.compiler.recurrent import EDGEKIT_DOMAIN, RECURRENT_OPS, SEQUENCE_OP, lower_recurrent
 from edgekit.compiler.spectral import SPECTRAL_OPS, lower_spectral
 from edgekit.passes import sparse_format
@@ -22,8 +26,8 @@ def check_supported(model: onnx.ModelProto) -> None:
     """Fail before importing, naming the first node TVM cannot take (the importer only lists op types)."""
     supported = supported_onnx_ops()
     for node in model.graph.node:
-        if node.domain == EDGEKIT_DOMAIN and node.op_type == SEQUENCE_OP:
-            continue  # written by lower_recurrent; converted by edgekit's importer patch
+        if node.domain == EDGEKIT_DOMAIN and node.op_type in (SEQUENCE_OP, POOL_INDICES_OP):
+            continue  # written by lower_recurrent / lower_pool_indices; converted by edgekit's importer patch
         if node.domain not in ("", "ai.onnx") or node.op_type not in supported:
             where = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
             control = node.op_type in ("If", "Loop", "Scan")
@@ -66,13 +70,15 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
     model = lower_recurrent(model)  # TVM's importer has no LSTM / GRU / RNN
     model = lower_spectral(model)  # ... no DFT / STFT
     model = unroll_constant_loops(model)  # ... and no Loop
+    model = lower_pool_indices(model)  # ... nor MaxPool's Indices output
     model = sparse_format.densify(model)  # pruned weights stored sparsely: the build is dense
     check_supported(model)
     model = widen_subbyte_initializers(model)
     shape_dict = {s.name: [int(d) for d in s.shape] for s in inputs}
     dtype_dict = {s.name: s.dtype for s in inputs}
     try:
-        return from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # the importer prints "Error converting operator ..." to stdout (--json's)
+            return from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
     except Exception as exc:
         interrupts.check()
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]

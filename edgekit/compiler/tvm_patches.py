@@ -59,11 +59,14 @@ def import_variadic_elementwise_pairwise() -> None:
         cls._edgekit_pairwise = True
 
 
-def import_recurrent_sequences() -> None:
+def import_edgekit_converters() -> None:
     """Teach TVM 0.27's ONNX importer edgekit's ai.edgekit::RecurrentSequence (what compiler/recurrent.py lowers
-    LSTM / GRU / RNN to): the importer looks converters up by op type in _get_convert_map(), rebuilt per call."""
+    LSTM / GRU / RNN to) and MaxPoolWithIndices (compiler/pool_indices.py), and replace its Upsample converter (compiler/legacy_ops.py says why): the importer looks
+    converters up by op type in _get_convert_map(), rebuilt per call."""
     from tvm.relax.frontend.onnx import onnx_frontend as frontend
 
+    from edgekit.compiler.legacy_ops import UpsampleConverter
+    from edgekit.compiler.pool_indices import POOL_INDICES_OP, MaxPoolIndicesConverter
     from edgekit.compiler.recurrent import SEQUENCE_OP, RecurrentSequenceConverter
 
     if getattr(frontend._get_convert_map, "_edgekit", False):
@@ -71,7 +74,7 @@ def import_recurrent_sequences() -> None:
     original = frontend._get_convert_map
 
     def convert_map() -> dict:
-        return {**original(), SEQUENCE_OP: RecurrentSequenceConverter}
+        return {**original(), SEQUENCE_OP: RecurrentSequenceConverter, POOL_INDICES_OP: MaxPoolIndicesConverter, "Upsample": UpsampleConverter}
 
     convert_map._edgekit = True
     frontend._get_convert_map = convert_map
@@ -81,7 +84,7 @@ def apply() -> None:
     register_clip_layout()
     vectorizable_nearbyint()
     import_variadic_elementwise_pairwise()
-    import_recurrent_sequences()
+    import_edgekit_converters()
 
 
 @contextlib.contextmanager

@@ -27,9 +27,10 @@ _F32 = np.float32
 _MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
 
 
-def source_coordinates(n_in: int, n_out: int, mode: str) -> np.ndarray:
-    """The source coordinate of each output index, as onnxruntime computes it (float32, scale = out / in)."""
-    scale, x = _F32(n_out) / _F32(n_in), np.arange(n_out, dtype=_F32)
+def source_coordinates(n_in: int, n_out: int, mode: str, scale: float | None = None) -> np.ndarray:
+    """The source coordinate of each output index, as onnxruntime computes it (float32; scale = out / in unless
+    given, as Upsample and Resize with `scales` give it)."""
+    scale, x = _F32(n_out) / _F32(n_in) if scale is None else _F32(scale), np.arange(n_out, dtype=_F32)
     if mode == "asymmetric":
         return x / scale
     if mode == "align_corners":
@@ -39,9 +40,9 @@ def source_coordinates(n_in: int, n_out: int, mode: str) -> np.ndarray:
     return (x + _F32(0.5)) / scale - _F32(0.5)
 
 
-def axis_taps(n_in: int, n_out: int, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def axis_taps(n_in: int, n_out: int, mode: str, scale: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(i1, i2, d1, d2) per output index: the two source indices and onnxruntime's distances to them."""
-    c = np.clip(source_coordinates(n_in, n_out, mode), _F32(0), _F32(n_in - 1)).astype(_F32)
+    c = np.clip(source_coordinates(n_in, n_out, mode, scale), _F32(0), _F32(n_in - 1)).astype(_F32)
     i1 = np.minimum(c.astype(np.int64), n_in - 1)
     i2 = np.minimum(i1 + 1, n_in - 1)
     d1, d2 = np.abs(c - i1.astype(_F32)), np.abs(c - i2.astype(_F32))
@@ -50,9 +51,11 @@ def axis_taps(n_in: int, n_out: int, mode: str) -> tuple[np.ndarray, np.ndarray,
     return i1, i2, d1.astype(_F32), d2.astype(_F32)
 
 
-def _ort_bilinear(x: relax.Expr, shape: tuple[int, ...], out_hw: tuple[int, int], mode: str) -> relax.Expr:
-    y1, y2, dy1, dy2 = axis_taps(shape[2], out_hw[0], mode)
-    x1, x2, dx1, dx2 = axis_taps(shape[3], out_hw[1], mode)
+def ort_bilinear(x: relax.Expr, shape: tuple[int, ...], out_hw: tuple[int, int], mode: str,
+                 scales: tuple[float, float] | None = None) -> relax.Expr:
+    """onnxruntime's bilinear resize of a static NCHW `x` to `out_hw` (scales: the (H, W) scales, if given)."""
+    y1, y2, dy1, dy2 = axis_taps(shape[2], out_hw[0], mode, scales and scales[0])
+    x1, x2, dx1, dx2 = axis_taps(shape[3], out_hw[1], mode, scales and scales[1])
     rows = [relax.op.take(x, relax.const(i.astype("int32")), axis=2) for i in (y1, y2)]
     corners = [relax.op.take(r, relax.const(i.astype("int32")), axis=3) for r in rows for i in (x1, x2)]  # X11 X21 X12 X22
     weights = [np.outer(dy, dx).astype(_F32) for dy in (dy2, dy1) for dx in (dx2, dx1)]
@@ -80,7 +83,7 @@ def lower_quantized_bilinear_resizes(func: relax.Function) -> tuple[relax.Functi
                 or str(attrs.method) != "linear" or mode not in _MODES or any(prim_float(r) != 0 for r in attrs.roi)
                 or str(call.ty.dtype) != "float32"):
             return expr  # other layouts, modes and dtypes: TVM's resize2d as imported
-        new = _ort_bilinear(m[dequantized], shape, out_shape[2:], mode)
+        new = ort_bilinear(m[dequantized], shape, out_shape[2:], mode)
         report.append({"op": "resize", "status": "lowered",
                        "detail": f"bilinear {shape[2]}x{shape[3]} -> {out_shape[2]}x{out_shape[3]} ({mode}), onnxruntime's sum order"})
         return relax.op.quantize(new, *expr.args[1:], axis=expr.attrs.axis, out_dtype=expr.attrs.out_dtype)
