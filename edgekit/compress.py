@@ -12,7 +12,7 @@ import onnx
 import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_file, check_output_path
-from edgekit.graph import TensorSpec, load_onnx, random_inputs, resolve_input_specs
+from edgekit.graph import TensorSpec, load_onnx, name_unnamed_nodes, random_inputs, resolve_input_specs
 from edgekit.passes import PassReport, opset
 from edgekit.passes.quantize import QuantizeConfig, check_bits, check_not_quantized
 
@@ -152,6 +152,7 @@ def _digits_accuracy_fn(specs: list[TensorSpec]):
 
 def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[TensorSpec]) -> tuple[onnx.ModelProto, list[PassReport]]:
     check_prune_options(opts)
+    model = name_unnamed_nodes(model)
     model, reports = prune_passes(model, opts, specs)
     if opts.bits is None:
         if not reports:

@@ -150,6 +150,26 @@ def resolve_input_specs(model: onnx.ModelProto, overrides: dict[str, tuple[int, 
     return resolved
 
 
+def name_unnamed_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy in which every node has a unique name (`<op>_<index>` where it had none; the model if all had one).
+    Exporters may leave names empty (they are optional in ONNX), and the passes name what they add after the node
+    they rewrite, so two unnamed layers gave onnxruntime two nodes of the same name ("quantize//dq")."""
+    if all(n.name for n in model.graph.node):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    taken = {n.name for n in out.graph.node}
+    for i, node in enumerate(out.graph.node):
+        if not node.name:
+            name, k = f"{node.op_type}_{i}", 0
+            while name in taken:
+                k += 1
+                name = f"{node.op_type}_{i}_{k}"
+            node.name = name
+            taken.add(name)
+    return out
+
+
 def random_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
     """Reproducible test inputs: N(0,1) floats, small non-negative ints, random bools."""
     rng = np.random.default_rng(seed)

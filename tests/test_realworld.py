@@ -383,6 +383,22 @@ def test_segnet_maxpool_indices_into_maxunpool(target, tmp_path):
     output_scale_ok(compile_onnx(tmp_path / "m.onnx", tmp_path / "art", target, quiet=True))
 
 
+def test_segnet_prunes_its_pool_and_unpool_channels_together_and_quantizes_unnamed_nodes(tmp_path, cli):
+    """MaxUnpool ties its values' and indices' channels (the convs before the pool and before the unpool are
+    pruned alike; pruning one alone gave a model onnxruntime refused); the model's nodes have no names, which
+    gave two int4 DequantizeLinear nodes the same name ("quantize//dq")."""
+    model = segnet_unpool()
+    assert not any(n.name for n in model.graph.node)
+    onnx.save(model, tmp_path / "m.onnx")
+    res = cli("compress", tmp_path / "m.onnx", "--prune", "0.5", "--structured", "-o", tmp_path / "p.onnx")
+    assert res.exit_code == 0, res.stderr
+    dims = {t.name: list(t.dims) for t in onnx.load(tmp_path / "p.onnx").graph.initializer}
+    assert dims["w1"][0] == dims["w2"][0] < 8, dims
+    output_scale_ok(compile_onnx(tmp_path / "p.onnx", tmp_path / "art", "x86_64", quiet=True))
+    res = cli("compress", tmp_path / "m.onnx", "--bits", "4", "-o", tmp_path / "q4.onnx")
+    assert res.exit_code == 0, res.stderr
+
+
 def test_bench_of_an_artifact_built_from_a_dynamic_batch_model(cli, tmp_path):
     """The source says ['batch', 16]; the artifact was built for [1, 16]: bench uses the artifact's shapes."""
     model = build("token_model")

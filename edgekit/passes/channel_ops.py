@@ -13,7 +13,18 @@ def pass_through(a: Analysis, node: onnx.NodeProto) -> None:
         return
     if any(name in a.g.layouts for name in node.input[1:]):
         return a.block(node, "a second channel input")
-    a.g.layouts[node.output[0]] = layout
+    for out in node.output:  # MaxPool's Indices too: what consumes them (MaxUnpool) is then tied to these channels
+        if out:
+            a.g.layouts[out] = layout
+
+
+def max_unpool(a: Analysis, node: onnx.NodeProto) -> None:
+    """MaxUnpool(values, indices): both carry the channels of their MaxPool's input (the indices are recomputed for
+    the pruned tensor at run time), so they are tied as an elementwise op's inputs are; an explicit output_shape
+    input would fix the channel count."""
+    if len(node.input) > 2 and node.input[2]:
+        return a.block(node, "an output_shape input")
+    elementwise(a, node)
 
 
 def per_channel(a: Analysis, node: onnx.NodeProto) -> None:

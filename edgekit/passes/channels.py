@@ -19,10 +19,10 @@ HANDLERS: dict[str, Handler] = {
     "Concat": ops.concat, "Split": ops.split, "Slice": ops.slice_, "Upsample": ops.pass_through,
     "Transpose": shape_ops.transpose, "Squeeze": shape_ops.squeeze, "Unsqueeze": shape_ops.unsqueeze,
     "Flatten": shape_ops.flatten, "Reshape": shape_ops.reshape, "Resize": shape_ops.resize, "Pad": shape_ops.pad,
-    "Shape": shape_ops.shape, "LayerNormalization": shape_ops.layer_norm,
+    "Shape": shape_ops.shape, "LayerNormalization": shape_ops.layer_norm, "MaxUnpool": ops.max_unpool,
 }
 # handlers that follow channels arriving on any input, not only the first
-ANY_INPUT = {ops.elementwise, ops.concat, ops.conv, ops.conv_transpose, ops.gemm, ops.matmul}
+ANY_INPUT = {ops.elementwise, ops.max_unpool, ops.concat, ops.conv, ops.conv_transpose, ops.gemm, ops.matmul}
 
 
 def handler_for(node: onnx.NodeProto) -> tuple[Handler | None, bool]:
