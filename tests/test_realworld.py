@@ -342,19 +342,20 @@ def test_upsample_of_old_exports_matches_onnxruntime(opset, mode, scales, tmp_pa
     assert result.meta["validation"]["outputs"][0]["max_abs"] <= 1e-6
 
 
-def test_an_opset_9_torch_export_with_interpolate_compiles(tmp_path):
+def test_an_opset_9_torch_export_with_interpolate_and_slicing_compiles(tmp_path):
     class Decoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
 
         def forward(self, x):
-            return self.conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+            up = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+            return self.conv(up)[:, 1:, 2:-1]  # Slice with attributes at opset 9
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(Decoder().eval(), (torch.rand(1, 3, 8, 8),), tmp_path / "m.onnx", opset_version=9, dynamo=False)
-    assert "Upsample" in {n.op_type for n in onnx.load(tmp_path / "m.onnx").graph.node}
+    assert {"Upsample", "Slice"} <= {n.op_type for n in onnx.load(tmp_path / "m.onnx").graph.node}
     output_scale_ok(compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", quiet=True))
 
 
@@ -397,6 +398,18 @@ def test_segnet_prunes_its_pool_and_unpool_channels_together_and_quantizes_unnam
     output_scale_ok(compile_onnx(tmp_path / "p.onnx", tmp_path / "art", "x86_64", quiet=True))
     res = cli("compress", tmp_path / "m.onnx", "--bits", "4", "-o", tmp_path / "q4.onnx")
     assert res.exit_code == 0, res.stderr
+
+
+@pytest.mark.parametrize("attrs", [dict(starts=[1, 2], ends=[7, 100], axes=[2, 3]), dict(starts=[0, -3], ends=[2, -1]),
+                                   dict(starts=[-100], ends=[3], axes=[-1])])
+def test_slice_with_attributes_at_opset_9(attrs, tmp_path):
+    graph = helper.make_graph([helper.make_node("Slice", ["x"], ["y"], **attrs)], "slice", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=4))
+    onnx.save(model, tmp_path / "m.onnx")
+    result = compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", quiet=True)
+    output_scale_ok(result)
+    assert result.meta["validation"]["outputs"][0]["max_abs"] == 0
 
 
 def test_bench_of_an_artifact_built_from_a_dynamic_batch_model(cli, tmp_path):

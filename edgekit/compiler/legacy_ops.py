@@ -55,3 +55,25 @@ class UpsampleConverter:
             index = np.minimum(np.floor(np.arange(n_out, dtype=_F32) / _F32(scale)), n_in - 1).astype("int32")
             out = relax.op.take(out, relax.const(index), axis=axis)
         return out
+
+
+class SliceConverter:
+    """ONNX Slice at opsets 1-9 (starts / ends / axes as attributes, as PyTorch's opset 9 exports write every
+    `x[:, 1:]`): TVM's converter has only the opset 13 form, which reads them from inputs, and failed with
+    "Cannot cast <class 'NoneType'> to list of Expr". The attributes become those inputs."""
+
+    @classmethod
+    def get_converter(cls, opset: int):
+        from tvm.relax.frontend.onnx.onnx_frontend import Slice
+
+        return cls._convert_attributes if opset < 10 else Slice.get_converter(opset)
+
+    @classmethod
+    def _convert_attributes(cls, bb, inputs: list, attr: dict, params) -> object:
+        from tvm import relax
+        from tvm.relax.frontend.onnx.onnx_frontend import Slice
+
+        starts, ends = (np.array(attr[k], np.int64) for k in ("starts", "ends"))
+        axes = np.array(attr.get("axes", range(len(starts))), np.int64)
+        args = [inputs[0], *(relax.const(v, "int64") for v in (starts, ends, axes)), None]
+        return Slice.get_converter(13)(bb, args, {}, params)

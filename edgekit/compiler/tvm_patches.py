@@ -61,11 +61,12 @@ def import_variadic_elementwise_pairwise() -> None:
 
 def import_edgekit_converters() -> None:
     """Teach TVM 0.27's ONNX importer edgekit's ai.edgekit::RecurrentSequence (what compiler/recurrent.py lowers
-    LSTM / GRU / RNN to) and MaxPoolWithIndices (compiler/pool_indices.py), and replace its Upsample converter (compiler/legacy_ops.py says why): the importer looks
-    converters up by op type in _get_convert_map(), rebuilt per call."""
+    LSTM / GRU / RNN to) and MaxPoolWithIndices (compiler/pool_indices.py), and replace its Upsample and opset 1-9
+    Slice converters (compiler/legacy_ops.py says why): the importer looks converters up by op type in
+    _get_convert_map(), rebuilt per call."""
     from tvm.relax.frontend.onnx import onnx_frontend as frontend
 
-    from edgekit.compiler.legacy_ops import UpsampleConverter
+    from edgekit.compiler.legacy_ops import SliceConverter, UpsampleConverter
     from edgekit.compiler.pool_indices import POOL_INDICES_OP, MaxPoolIndicesConverter
     from edgekit.compiler.recurrent import SEQUENCE_OP, RecurrentSequenceConverter
 
@@ -74,7 +75,8 @@ def import_edgekit_converters() -> None:
     original = frontend._get_convert_map
 
     def convert_map() -> dict:
-        return {**original(), SEQUENCE_OP: RecurrentSequenceConverter, POOL_INDICES_OP: MaxPoolIndicesConverter, "Upsample": UpsampleConverter}
+        return {**original(), SEQUENCE_OP: RecurrentSequenceConverter, POOL_INDICES_OP: MaxPoolIndicesConverter, "Upsample": UpsampleConverter,
+                "Slice": SliceConverter}
 
     convert_map._edgekit = True
     frontend._get_convert_map = convert_map
