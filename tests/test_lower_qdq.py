@@ -142,6 +142,16 @@ def _softmaxes(cases: list[tuple[float, int, float, int, list[int], int, int]]) 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", cases[0][6])])
 
 
+def _lowered_and_onnxruntime(model, op: str, input_shapes: list, rng) -> tuple[dict, list, list]:
+    """Every case of `model` lowered as `op`, built for the host, run on random uint8 inputs beside onnxruntime."""
+    _, report = lower_qdq(_import(model))
+    assert [r["op"] for r in report if r["status"] == "lowered"] == [op] * len(input_shapes), report
+    feeds = {f"x{i}": rng.integers(0, 256, shape, dtype=np.uint8) for i, shape in enumerate(input_shapes)}
+    ex, _, _ = build_int8(_import(model), tvm.target.Target(best_host_x86()), BuildOptions(threads=2))
+    ours = relax.VirtualMachine(ex, tvm.cpu())["main"](*[tvm.runtime.tensor(v) for v in feeds.values()])
+    return feeds, ours, ort_session(model).run(None, feeds)
+
+
 @pytest.mark.parametrize("opset", [13, 11])
 def test_softmax_rounds_like_onnxruntimes_qlinear_softmax(opset):
     """Random uint8 rows, 12 random parameter sets over last, inner and (opset 11) flattened axes: bit-exact vs
@@ -152,12 +162,7 @@ def test_softmax_rounds_like_onnxruntimes_qlinear_softmax(opset):
     cases = [(float(rng.uniform(0.01, 0.4)), int(rng.integers(0, 256)), float(sy), int(zy), shape, axis, opset)
              for (shape, axis), sy, zy in zip(shapes * 3, [1 / 256] * 6 + list(rng.uniform(0.002, 0.01, 6)), [0] * 9 + [3] * 3)]
     model = _softmaxes(cases)
-    _, report = lower_qdq(_import(model))
-    assert [r["op"] for r in report if r["status"] == "lowered"] == ["softmax"] * len(cases), report
-    feeds = {f"x{i}": rng.integers(0, 256, c[4], dtype=np.uint8) for i, c in enumerate(cases)}
-    ex, _, _ = build_int8(_import(model), tvm.target.Target(best_host_x86()), BuildOptions(threads=2))
-    ours = relax.VirtualMachine(ex, tvm.cpu())["main"](*[tvm.runtime.tensor(v) for v in feeds.values()])
-    refs = ort_session(model).run(None, feeds)
+    feeds, ours, refs = _lowered_and_onnxruntime(model, "softmax", [c[4] for c in cases], rng)
     import onnxruntime as ort
 
     unfused = ort.SessionOptions()
@@ -351,12 +356,7 @@ def test_bilinear_resize_between_qdq_rounds_like_onnxruntime():
             sy = sx if (j + k) % 2 else float(sx * rng.uniform(0.9, 1.1))  # equal scales: ties on every 1/16 grid point
             cases.append((sx, int(rng.integers(0, 256)), sy, int(rng.integers(0, 256)), shape, sizes, mode))
     model = _resizes(cases)
-    _, report = lower_qdq(_import(model))
-    assert [r["op"] for r in report if r["status"] == "lowered"] == ["resize"] * len(cases), report
-    feeds = {f"x{i}": rng.integers(0, 256, c[4], dtype=np.uint8) for i, c in enumerate(cases)}
-    ex, _, _ = build_int8(_import(model), tvm.target.Target(best_host_x86()), BuildOptions(threads=2))
-    ours = relax.VirtualMachine(ex, tvm.cpu())["main"](*[tvm.runtime.tensor(v) for v in feeds.values()])
-    refs = ort_session(model).run(None, feeds)
+    feeds, ours, refs = _lowered_and_onnxruntime(model, "resize", [c[4] for c in cases], rng)
     from edgekit.compiler.relax_passes.bilinear_resize import axis_taps
 
     lerp_differs = 0
