@@ -19,14 +19,18 @@ from edgekit.compiler.recurrent import EDGEKIT_DOMAIN
 POOL_INDICES_OP = "MaxPoolWithIndices"
 
 
+def _returns_indices(node: onnx.NodeProto) -> bool:
+    return node.op_type == "MaxPool" and node.domain in ("", "ai.onnx") and len(node.output) > 1 and bool(node.output[1])
+
+
 def lower_pool_indices(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy with each MaxPool that has a named Indices output renamed to edgekit's op (the model if none)."""
-    if not any(n.op_type == "MaxPool" and n.domain in ("", "ai.onnx") and len(n.output) > 1 and n.output[1] for n in model.graph.node):
+    if not any(_returns_indices(n) for n in model.graph.node):
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for node in out.graph.node:
-        if node.op_type == "MaxPool" and node.domain in ("", "ai.onnx") and len(node.output) > 1 and node.output[1]:
+        if _returns_indices(node):
             node.op_type, node.domain = POOL_INDICES_OP, EDGEKIT_DOMAIN
     if not any(o.domain == EDGEKIT_DOMAIN for o in out.opset_import):
         out.opset_import.append(onnx.helper.make_opsetid(EDGEKIT_DOMAIN, 1))

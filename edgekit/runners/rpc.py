@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.runners.base import checked_input
 from edgekit.runtime import LIBRARY, read_meta
 
 CONNECT_TIMEOUT_S = 5.0
@@ -103,10 +104,7 @@ class RpcRunner:
 
         arrays = []
         for spec in self.inputs:
-            arr = np.asarray(feeds[spec.name], dtype=spec.dtype, order="C")
-            if tuple(arr.shape) != tuple(spec.shape):
-                raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}", "recompile with --input-shape for this shape, or reshape the input")
-            arrays.append(tvm.runtime.tensor(arr, self.device))
+            arrays.append(tvm.runtime.tensor(checked_input(spec, feeds[spec.name]), self.device))
         self.vm.set_input("main", *arrays)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
