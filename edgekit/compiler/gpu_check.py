@@ -1,0 +1,139 @@
+"""Numerical check of GPU-scheduled kernels on a machine without a GPU.
+
+A GPU schedule (thread bindings, shared-memory tiles, cross-thread reductions) is a TIR program; TVM can emit
+the same scheduled TIR as OpenCL C. This module runs that OpenCL on whatever OpenCL implementation the host
+has (Debian's PoCL runs it on the CPU, through pyopencl) and compares every output with the *unscheduled*
+PrimFunc built for LLVM on the same random inputs. A wrong split, a missing barrier visible to the CPU
+implementation, or a bad bound shows up as a mismatch.
+
+What it proves: the schedule computes the right values when its threads run as OpenCL work-items.
+What it does not: CUDA code generation itself (PTX, warp shuffles that LowerThreadAllreduce emits only for
+CUDA, tensor-core intrinsics) and races that PoCL's work-item serialization hides; those need a real GPU.
+
+Why hand-written: TVM 0.27's wheel has no OpenCL runtime (`tvm.opencl(0).exist` is False), so its host code
+cannot launch the kernels; the launch extents are read here from the host function's call_ffi_kernel calls.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+import tvm_ffi
+
+OPENCL = {"kind": "opencl", "host": {"kind": "llvm"}}
+
+
+@dataclass(frozen=True)
+class KernelCheck:
+    """One PrimFunc's result: the OpenCL kernels it lowered to and its largest error relative to the output scale."""
+
+    name: str
+    kernels: int
+    max_rel_error: float
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "kernels": self.kernels, "max_rel_error": self.max_rel_error}
+
+
+def opencl_context():
+    """An OpenCL context, or None where pyopencl or an OpenCL platform (PoCL) is missing."""
+    try:
+        import pyopencl as cl
+
+        return cl.create_some_context(interactive=False)
+    except Exception:  # noqa: BLE001 - no platform / no ICD loader: the caller says what to install
+        return None
+
+
+def _lower_for_opencl(func: tvm.tirx.PrimFunc) -> tuple[tvm.IRModule, tvm.IRModule, str]:
+    """(host module, device module, OpenCL source) of one scheduled PrimFunc, as tvm.tirx.build splits it."""
+    from tvm.tirx.build import codegen_build, split_host_device_mods
+
+    target = tvm.target.Target(OPENCL)
+    mod = tvm.tirx.transform.BindTarget(target)(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}))
+    pipeline, _finalize_host, finalize_device = tvm.tirx.get_default_tir_pipeline(target)
+    host, devices = split_host_device_mods(pipeline(mod))
+    if len(devices) != 1:
+        raise ValueError("the scheduled function launches no GPU kernel (no loop is bound to a GPU thread)")
+    (device_target, device), = devices.items()
+    device = finalize_device()(device)
+    return host, device, codegen_build(device, device_target).inspect_source()
+
+
+def _kernel_launches(host: tvm.IRModule) -> list:
+    """The host's kernel calls, in execution order: call_ffi_kernel(name, *kernel args, *launch extents)."""
+    calls: list = []
+
+    def visit(node) -> None:
+        if getattr(node.op, "name", "") == "tirx.call_ffi_kernel":
+            calls.append(node)
+
+    for func in host.functions.values():
+        tvm_ffi.structural_walk(func.body, (tvm.ir.Call, visit), order="pre")
+    return calls
+
+
+def _random_inputs(params, rng: np.random.Generator) -> list[np.ndarray]:
+    arrays = []
+    for p in params:
+        shape, dtype = [int(s) for s in p.shape], str(p.dtype)
+        if dtype.startswith("float"):
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+        else:  # small integers: safe as gather indices, exact in every integer type
+            arrays.append(rng.integers(0, 2, shape).astype(dtype))
+    return arrays
+
+
+def check_kernel(name: str, scheduled: tvm.tirx.PrimFunc, reference: tvm.tirx.PrimFunc, context,
+                 seed: int = 0) -> KernelCheck:
+    """Run the scheduled PrimFunc as OpenCL and the unscheduled one on LLVM; the last parameter is the output
+    (as Relax's call_tir writes PrimFuncs)."""
+    import pyopencl as cl
+
+    params = list(reference.params)
+    arrays = _random_inputs(params, np.random.default_rng(seed))
+    ref_mod = tvm.compile(tvm.IRModule({"main": reference.with_attr("global_symbol", "main")}), target="llvm")
+    ref_args = [tvm.runtime.tensor(a) for a in arrays]
+    ref_mod["main"](*ref_args)
+    want = ref_args[-1].numpy()
+
+    host, device, source = _lower_for_opencl(scheduled)
+    program = cl.Program(context, source).build()
+    queue = cl.CommandQueue(context)
+    flags = cl.mem_flags
+    buffers = {p.name: cl.Buffer(context, flags.READ_WRITE | flags.COPY_HOST_PTR, hostbuf=a) for p, a in zip(params, arrays)}
+    launches = _kernel_launches(host)
+    if not launches:
+        raise ValueError(f"{name}: the scheduled function launches no GPU kernel")
+    for call in launches:
+        kernel_name = str(call.args[0].value)
+        kernel_params = device[kernel_name].params
+        args = []
+        for arg, param in zip(call.args[1:1 + len(kernel_params)], kernel_params):
+            if isinstance(param.ty, tvm.ir.PointerType):
+                args.append(buffers[arg.args[0].name])  # buffer_data(Buffer): a parameter of the PrimFunc
+            else:
+                args.append(np.dtype(str(param.ty.dtype)).type(int(arg.value)))
+        extents = [int(e.value) for e in call.args[1 + len(kernel_params):]]
+        grid, block = [1, 1, 1], [1, 1, 1]
+        for tag, extent in zip(call.attrs.launch_params, extents):
+            scope, axis = str(tag).split(".")
+            (grid if scope == "blockIdx" else block)["xyz".index(axis)] = extent
+        getattr(program, kernel_name)(queue, tuple(g * b for g, b in zip(grid, block)), tuple(block), *args)
+    got = np.empty_like(want)
+    cl.enqueue_copy(queue, got, buffers[params[-1].name])
+    queue.finish()
+    scale = float(np.max(np.abs(want.astype(np.float64)))) or 1.0
+    error = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) / scale if want.size else 0.0
+    return KernelCheck(name, len(launches), error)
+
+
+def check_module(scheduled: tvm.IRModule, unscheduled: tvm.IRModule, context=None) -> list[KernelCheck]:
+    """check_kernel for every PrimFunc of `scheduled` (the unscheduled twin is looked up by name)."""
+    context = context or opencl_context()
+    if context is None:
+        raise RuntimeError("no OpenCL platform: install pyopencl and a CPU OpenCL (apt-get install pocl-opencl-icd)")
+    originals = {gv.name_hint: f for gv, f in unscheduled.functions.items()}
+    return [check_kernel(gv.name_hint, func, originals[gv.name_hint], context)
+            for gv, func in scheduled.functions.items() if isinstance(func, tvm.tirx.PrimFunc)]
