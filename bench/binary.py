@@ -9,7 +9,7 @@ Shapes: conv 3x3 256->256 14x14 pad 1 (batch 1), dense 4096->4096 (batch 1).
   xnor          edgekit's kernels via lower_binary_layers, timed through the Relax VM: sign + bit packing of
                 the float input, the XNOR-popcount layer and its float epilogue (alpha, bias) all included
   tvm-default   fp32 layer, relax.build with no schedule (TVM 0.27 default: naive loops; few repeats)
-  tvm-sched     fp32 layer through edgekit.compiler.schedules.cpu.build_cpu (if importable)
+  tvm-sched     fp32 layer through edgekit.compiler.build.build_module (edgekit's CPU pipeline)
   ort           fp32 layer in onnxruntime (intra_op_num_threads = threads)
 Every (runtime, threads) runs in its own process (idle runtimes' thread pools would compete for the cores),
 the order alternating between rounds; the table shows the median over rounds of per-process medians.
@@ -102,10 +102,10 @@ def _tvm_vm(op: str, kind: str, threads: int, target_name: str):
         ex = relax.build(mod, target=target)
     elif kind == "tvm-sched":
         from edgekit.compiler.options import BuildOptions
-        from edgekit.compiler.schedules.cpu import build_cpu
+        from edgekit.compiler.build import build_module
 
-        ex, rules = build_cpu(mod, target, BuildOptions(threads=threads))
-        note = ",".join(sorted({r.rule for r in rules.values()}))
+        built = build_module(mod, load_target(target_name), BuildOptions(threads=threads))
+        ex, note = built.executable, ",".join(sorted({r.rule for r in built.rules.values()}))
     else:
         ex = relax.build(mod, target=target)
     vm = relax.VirtualMachine(ex, tvm.cpu())

@@ -203,6 +203,11 @@ class TargetSpec:
     qemu_sysroot: str | None = None  # the target's libc (-L for qemu)
     runtime_platform: str | None = None  # pip --platform tag of wheels carrying this arch's TVM runtime
 
+    @classmethod
+    def for_tvm(cls, config: dict, name: str = "custom") -> "TargetSpec":
+        """A target from a bare TVM target dict (tests, benchmarks): the host's g++, run locally."""
+        return cls(name=name, description=f"TVM target {config}", tvm=dict(config), cc="g++", apt_package="g++")
+
     @property
     def arch(self) -> str:
         return self.tvm.get("mtriple", f"{platform.machine()}-linux-gnu").split("-")[0]

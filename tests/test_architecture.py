@@ -96,7 +96,7 @@ def test_no_function_is_too_long():
 
 
 def test_a_new_rule_is_picked_up_from_the_list(monkeypatch):
-    """Adding a schedule rule = one class + one line in dispatch.RULES: a toy rule for the injective case wins
+    """Adding a schedule rule = one class + one line in dispatch.CPU_RULES: a toy rule for the injective case wins
     over the built-in one once it is ahead of it in the list."""
     import tvm
     from tvm.script import tirx as T
@@ -126,8 +126,8 @@ def test_a_new_rule_is_picked_up_from_the_list(monkeypatch):
     ctx = RuleContext.for_target(tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"}), threads=1)
     _, before = dispatch.schedule_prim_func(add_one, ctx)
     assert before.rule == "injective"
-    monkeypatch.setattr(dispatch, "RULES", [Toy(), *dispatch.RULES])
-    func, result = dispatch.schedule_prim_func(add_one, ctx, rules=dispatch.RULES)
+    monkeypatch.setattr(dispatch, "CPU_RULES", [Toy(), *dispatch.CPU_RULES])
+    func, result = dispatch.schedule_prim_func(add_one, ctx, rules=dispatch.CPU_RULES)
     assert result.rule == "toy" and "T.vectorized" in func.script()
 
 
@@ -162,15 +162,15 @@ def test_a_failing_rule_is_reported_not_hidden():
 
 def test_pipeline_lists_every_rewrite_by_options():
     from edgekit.compiler.options import BuildOptions
-    from edgekit.compiler.pipeline import fp32_passes
+    from edgekit.compiler.pipeline import cpu_fp32_passes
     from edgekit.targets import load_target
 
     caps = load_target("x86_64").caps()
-    names = [p.info.name for p in fp32_passes(BuildOptions(), caps, 2)]
+    names = [p.info.name for p in cpu_fp32_passes(BuildOptions(), caps, 2)]
     for rewrite in ("ScalarMinMaxToClip", "ConvTransposeAsConv", "MeanBeforePermute", "FuseInvertedResiduals", "WinogradConv",
                     "EdgekitFastMath"):
         assert rewrite in names, names
-    off = [p.info.name for p in fp32_passes(BuildOptions(winograd=False, fuse_blocks=False), caps, 2)]
+    off = [p.info.name for p in cpu_fp32_passes(BuildOptions(winograd=False, fuse_blocks=False), caps, 2)]
     assert "WinogradConv" not in off and "FuseInvertedResiduals" not in off
 
 

@@ -12,13 +12,13 @@ from conftest import X86_TARGETS, best_host_x86, skip_unless_host_runs, third_pa
 from edgekit.compiler.frontend import to_relax
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.relax_passes.qdq import lower_qdq
-from edgekit.compiler.schedules.int8 import build_int8, prepare_int8, schedule_int8
+from edgekit.compiler.build import build_module, schedule_module
 from edgekit.compress import calibration_samples
 from edgekit.export import export_model
 from edgekit.onnxtools import ort_session
 from edgekit.graph import random_inputs, resolve_input_specs
 from edgekit.passes.quantize import QuantizeConfig, run
-from edgekit.targets import load_target
+from edgekit.targets import TargetSpec, load_target
 
 AVX512_VNNI = X86_TARGETS["avx512"]  # the vpdpbusd rule
 X86_V3 = X86_TARGETS["avx2"]  # no VNNI: the plain vectorized rule (runs on any AVX2 host)
@@ -61,8 +61,8 @@ def _import(model: onnx.ModelProto) -> tvm.IRModule:
 
 
 def _run_both(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], target: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-    ex, results, _ = build_int8(_import(model), tvm.target.Target(target), BuildOptions(threads=2))
-    rules = {name: r.rule for name, r in results.items()}
+    built = build_module(_import(model), TargetSpec.for_tvm(target), BuildOptions(threads=2), int8=True)
+    ex, rules = built.executable, {name: r.rule for name, r in built.rules.items()}
     vm = relax.VirtualMachine(ex, tvm.cpu())
     session = ort_session(model)
     ours = np.stack([vm["main"](*[tvm.runtime.tensor(v) for v in s.values()]).numpy() for s in samples])
@@ -87,7 +87,9 @@ def test_digits_layers_lowered_to_integer_ops(digits_int8):
 
 
 def test_digits_prepared_module_runs_packed_int_convs(digits_int8):
-    mod, _ = prepare_int8(_import(digits_int8[0]), load_target("x86_64-avx512").caps())
+    from edgekit.compiler.build import prepare_module
+
+    mod = prepare_module(_import(digits_int8[0]), load_target("x86_64-avx512"), BuildOptions(threads=2), int8=True)
     text = mod.script()
     assert text.count('sblock("conv2d_nhwc_u8s') == 3  # three distinct conv shapes, each a packed u8s8 (or 7-bit u8s7) kernel
     assert "conv2d_nhwc(" not in text and '"float32") * T.Cast("float32"' not in text
@@ -147,7 +149,7 @@ def _lowered_and_onnxruntime(model, op: str, input_shapes: list, rng) -> tuple[d
     _, report = lower_qdq(_import(model))
     assert [r["op"] for r in report if r["status"] == "lowered"] == [op] * len(input_shapes), report
     feeds = {f"x{i}": rng.integers(0, 256, shape, dtype=np.uint8) for i, shape in enumerate(input_shapes)}
-    ex, _, _ = build_int8(_import(model), tvm.target.Target(best_host_x86()), BuildOptions(threads=2))
+    ex = build_module(_import(model), TargetSpec.for_tvm(best_host_x86()), BuildOptions(threads=2), int8=True).executable
     ours = relax.VirtualMachine(ex, tvm.cpu())["main"](*[tvm.runtime.tensor(v) for v in feeds.values()])
     return feeds, ours, ort_session(model).run(None, feeds)
 
@@ -212,9 +214,8 @@ def test_float_layers_of_a_quantized_model_fold_their_weight_relayout(tmp_path):
     assert result.validation.outputs[0].max_rel <= 0.02, result.validation.to_json()
 
     from edgekit.compiler.frontend import to_relax
-    from edgekit.compiler.schedules.int8 import schedule_int8
-
-    mod, _, _ = schedule_int8(to_relax(q, resolve_input_specs(q, {})), tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"}), BuildOptions(threads=2))
+    mod, _, _ = schedule_module(to_relax(q, resolve_input_specs(q, {})), TargetSpec.for_tvm({"kind": "llvm", "mcpu": "x86-64-v3"}),
+                                BuildOptions(threads=2), int8=True)
     left = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and "layout_rewrite_preproc" in f.script()]
     assert not left, left
 
@@ -233,13 +234,13 @@ def test_seven_bit_weights_take_the_avx2_dot_product(tmp_path):
     ours, ref, rules = _run_both(q, samples, X86_V3)
     assert sum(r == "conv2d-u8s7-avx2" for r in rules.values()) == 3, rules
     np.testing.assert_array_equal(ours, ref)
-    mod, _, _ = schedule_int8(_import(q), tvm.target.Target(X86_V3), BuildOptions(threads=1))
+    mod, _, _ = schedule_module(_import(q), TargetSpec.for_tvm(X86_V3), BuildOptions(threads=1), int8=True)
     convs = {gv.name_hint: f.with_attr("global_symbol", gv.name_hint) for gv, f in mod.functions.items()
              if isinstance(f, tvm.tirx.PrimFunc) and "conv2d_u8s8" in gv.name_hint}
     asm = tvm.compile(tvm.IRModule(convs), target=tvm.target.Target(X86_V3)).mod.inspect_source("asm")
     assert "vpmaddubsw" in asm and "vpmaddwd" in asm
     full, _ = run(model, QuantizeConfig(bits=8, calibration=calibration_samples("digits", specs, 64), reduce_range=False))
-    _, full_rules, _ = schedule_int8(_import(full), tvm.target.Target(X86_V3), BuildOptions(threads=1))
+    _, full_rules, _ = schedule_module(_import(full), TargetSpec.for_tvm(X86_V3), BuildOptions(threads=1), int8=True)
     assert not any(r.rule == "conv2d-u8s7-avx2" for r in full_rules.values())
 
 
@@ -277,7 +278,7 @@ def test_avx2_dot_product_tiles_are_exact_on_any_geometry(cin, cout, size, kerne
     ours, ref, rules = _run_both(q, [random_inputs(specs, seed=50 + i) for i in range(3)], X86_V3)
     assert list(rules.values()).count("conv2d-u8s7-avx2") == 2, rules
     np.testing.assert_array_equal(ours, ref)
-    mod, _, _ = schedule_int8(_import(q), tvm.target.Target(X86_V3), BuildOptions(threads=1))
+    mod, _, _ = schedule_module(_import(q), TargetSpec.for_tvm(X86_V3), BuildOptions(threads=1), int8=True)
     first = min((gv.name_hint for gv in mod.functions if gv.name_hint.startswith("fused_conv2d_u8s8")), key=len)
     conv = mod[first].with_attr("global_symbol", "conv")
     asm = tvm.compile(tvm.IRModule({"conv": conv}), target=tvm.target.Target(X86_V3)).mod.inspect_source("asm")
@@ -313,7 +314,7 @@ def test_residual_adds_round_like_onnxruntimes_qlinear_add():
     a, b = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8), indexing="ij")
     _, report = lower_qdq(_import(model))
     assert [r["op"] for r in report] == ["add"] * 40, report
-    ex, _, _ = build_int8(_import(model), tvm.target.Target(best_host_x86()), BuildOptions(threads=2))
+    ex = build_module(_import(model), TargetSpec.for_tvm(best_host_x86()), BuildOptions(threads=2), int8=True).executable
     ours = [t.numpy() for t in relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b))]
     refs = ort_session(model).run(None, {"a": a, "b": b})
     naive_differs = 0

@@ -152,12 +152,12 @@ def test_conv_weights_are_prepacked_once_at_compile_time(digits_onnx):
     from tvm import relax
 
     from edgekit.compiler.frontend import to_relax
-    from edgekit.compiler.schedules.cpu import schedule_cpu
+    from edgekit.compiler.build import schedule_module
     from edgekit.graph import load_onnx, resolve_input_specs
     from edgekit.targets import load_target
 
     model = load_onnx(digits_onnx)
-    mod, report = schedule_cpu(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64").tvm_target(), BuildOptions(threads=2))
+    mod, report, _ = schedule_module(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64"), BuildOptions(threads=2))
     convs = [name for name, r in report.items() if r.rule == "conv2d-nhwc-regblock"]
     assert convs
     calls: list[relax.Call] = []
@@ -193,18 +193,16 @@ def test_constant_matmul_weights_are_prepacked_and_activations_are_not(tmp_path)
     assert result.validation.ok and result.validation.max_abs <= 1e-4
 
     from edgekit.compiler.frontend import to_relax
-    from edgekit.compiler.pipeline import prepare_fp32
+    from edgekit.compiler.build import prepare_module, schedule_module
     from edgekit.compiler.schedules.analysis import constant_params
     from edgekit.graph import load_onnx, resolve_input_specs
     from edgekit.targets import load_target
 
     model = load_onnx(path)
-    mod = prepare_fp32(to_relax(model, resolve_input_specs(model, {})), BuildOptions(), load_target("x86_64").caps(), 2)
+    mod = prepare_module(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64"), BuildOptions(threads=2))
     constants = {name: idx for name, idx in constant_params(mod).items() if "matmul" in name}
     assert sorted(map(sorted, constants.values())) == [[], [1]], constants  # the Gemm's weights, nothing of the MatMul
-    from edgekit.compiler.schedules.cpu import schedule_cpu
-
-    scheduled, _ = schedule_cpu(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64").tvm_target(), BuildOptions(threads=2))
+    scheduled, _, _ = schedule_module(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64"), BuildOptions(threads=2))
     matmuls = [gv.name_hint for gv in scheduled.functions if "matmul" in gv.name_hint]
     assert sum(name.endswith("_prepacked") for name in matmuls) == 1, matmuls
 

@@ -20,8 +20,9 @@ from edgekit import __version__
 from edgekit.checks import MAX_ELEMENTS, index_bounds
 from edgekit.compiler.frontend import to_relax
 from edgekit.compiler.options import BuildOptions
-from edgekit.compiler.pipeline import lower_binary
-from edgekit.compiler.schedules.base import RuleResult
+from edgekit.compiler.pipeline import Reports, relax_passes, rules_for, run_passes, target_kind, xnor_passes
+from edgekit.compiler.schedules.analysis import cpu_count
+from edgekit.compiler.schedules.base import RuleContext, RuleResult
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_dir, check_output_path, sha256_of
 from edgekit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
@@ -51,34 +52,93 @@ class CompileResult:
         return {"artifact": str(self.artifact), **self.meta}
 
 
-def build_module(mod, target: TargetSpec, opts: BuildOptions, int8: bool = False, log: list | None = None
-                 ) -> tuple[object, dict[str, RuleResult], list[dict], dict]:
-    """relax.build with edgekit's schedules (or TVM's bare pipeline for schedules="none": naive single-threaded
-    loops, kept as the honest baseline). Returns (executable, {PrimFunc: RuleResult}, int8 per-layer report,
-    memory plan). int8: the model has quantized activations (QDQ): lower them to integer conv/matmul kernels first."""
+@dataclass
+class Built:
+    """What build_module gives back: the executable, {PrimFunc: RuleResult}, the reporting passes' logs
+    (int8 / binary per-layer results, skipped rewrites) and the memory plan."""
+
+    executable: object
+    rules: dict[str, RuleResult]
+    reports: Reports
+    memory: dict
+
+
+def build_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = False, binary: bool = False) -> Built:
+    """The one build entry point (compile, tune, tests): the pipeline of compiler/pipeline.py for the target's
+    kind, then relax.build. int8: the model has quantized activations (QDQ); binary: sign activations (XNOR
+    kernels where the target is a CPU). schedules="none" keeps TVM's bare pipeline (naive loops, the baseline)."""
     from tvm import relax
 
     from edgekit.compiler.memory_plan import recording_pipeline
 
-    mod, rules, layers = schedule_module(mod, target, opts, int8, log)
+    mod, rules, reports = schedule_module(mod, target, opts, int8=int8, binary=binary)
     plan: dict = {}
     with _tvm_errors(target):
-        return relax.build(mod, target=target.tvm_target(), relax_pipeline=recording_pipeline(plan)), rules, layers, plan
+        executable = relax.build(mod, target=target.tvm_target(), relax_pipeline=recording_pipeline(plan))
+    interrupts.check()
+    return Built(executable, rules, reports, plan)
 
 
-def schedule_module(mod, target: TargetSpec, opts: BuildOptions, int8: bool = False, log: list | None = None
-                    ) -> tuple[object, dict[str, RuleResult], list[dict]]:
-    """Everything build_module does before code generation: the Relax passes and every PrimFunc's schedule."""
-    from edgekit.compiler.schedules.cpu import schedule_cpu
-    from edgekit.compiler.schedules.int8 import schedule_int8
-
-    opts = opts.replace(threads=opts.threads or target.threads)
+def prepare_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = False, binary: bool = False,
+                   reports: Reports | None = None) -> object:
+    """The Relax half of the build: every pass compiler/pipeline.py lists for the target's kind, in order."""
+    reports = reports if reports is not None else Reports()
+    kind = target_kind(target.tvm.get("kind", "llvm"))
+    tvm_target = target.tvm_target()
     with _tvm_errors(target):
-        if opts.schedules != "default" or target.tvm.get("kind") != "llvm":
-            return mod, {}, []
-        if int8 and opts.int8:
-            return schedule_int8(mod, target.tvm_target(), opts, log)
-        return (*schedule_cpu(mod, target.tvm_target(), opts, log), [])
+        if opts.schedules != "default":  # TVM's bare pipeline; XNOR kernels are hand-scheduled TIR, kept
+            return run_passes(mod, xnor_passes(kind, tvm_target, binary and opts.xnor, reports))
+        passes = relax_passes(kind, opts, target.caps(), tvm_target, _threads(target, opts), int8=int8 and opts.int8,
+                              binary=binary and opts.xnor, reports=reports)
+        return run_passes(mod, passes)
+
+
+def schedule_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = False, binary: bool = False
+                    ) -> tuple[object, dict[str, RuleResult], Reports]:
+    """Everything build_module does before code generation: prepare_module, then every PrimFunc's schedule rule."""
+    from edgekit.compiler.schedules.analysis import effective_threads, fold_weight_prepacks
+    from edgekit.compiler.schedules.apply import schedule_functions
+
+    reports = Reports()
+    mod = prepare_module(mod, target, opts, int8=int8, binary=binary, reports=reports)
+    if opts.schedules != "default":
+        return mod, {}, reports
+    kind, int8 = target_kind(target.tvm.get("kind", "llvm")), int8 and opts.int8
+    threads = _threads(target, opts)
+    if kind == "cpu" and not int8:  # small models run single-threaded (analysis.effective_threads)
+        threads = effective_threads(mod, threads)
+    with _tvm_errors(target):
+        ctx = RuleContext(target.caps(), target.tvm_target(), threads, opts.prepack)
+        rules, fallback = rules_for(kind, int8)
+        mod, results = schedule_functions(mod, ctx, rules, fallback, opts.tuning)
+        if kind == "gpu":
+            check_thread_bound(mod, results, target)
+        else:
+            mod = fold_weight_prepacks(mod)
+    return mod, results, reports
+
+
+def _threads(target: TargetSpec, opts: BuildOptions) -> int:
+    """The threads a build's parallel loops are planned for: --threads, else the target file's, else all cores."""
+    return opts.threads or target.threads or cpu_count()
+
+
+def check_thread_bound(mod, results: dict[str, RuleResult], target: TargetSpec) -> None:
+    """Every GPU kernel must run on many threads: a PrimFunc without a threadIdx loop would run on one."""
+    import tvm
+    import tvm_ffi
+
+    for gv, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        bound: list = []
+        tvm_ffi.structural_walk(func.body, (tvm.tirx.For, lambda loop: bound.append(loop) if loop.thread_binding
+                                            and "threadIdx" in str(loop.thread_binding.thread_tag) else None), order="pre")
+        if not bound:
+            why = results.get(gv.name_hint, RuleResult("none")).fallback_reason
+            raise EdgekitError(f"no GPU schedule rule could spread '{gv.name_hint}' over threads for {target.name}"
+                               + (f" ({why})" if why else ""),
+                               "compile for a CPU target, or report the model: the op needs a GPU rule")
 
 
 def tvm_error_line(exc: BaseException) -> str:
@@ -164,13 +224,13 @@ def compile_onnx(
         default_atol, default_rtol = tolerances_for(model)
         atol = default_atol if atol is None else atol
         rtol = default_rtol if rtol is None else rtol
-        did_simplify, mod, lowered, out_specs = _import(model, in_specs, spec, opts.xnor, step)
+        did_simplify, mod, out_specs = _import(model, in_specs, step)
         step(f"scheduling and building for {spec.name}")
         t0 = time.perf_counter()
         has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
         build_warnings = [w for w in [int8_format_warning(model, spec)] if has_qdq and w]
-        skipped: list[dict] = []
-        executable, rules, int8_layers, memory = build_module(mod, spec, opts, int8=has_qdq, log=skipped)
+        built = build_module(mod, spec, opts, int8=has_qdq, binary=has_binary_activations(model))
+        executable, rules, skipped = built.executable, built.rules, built.reports.skipped
         build_warnings += [f"rewrite {s['pass']} skipped: {s['skipped']}" for s in skipped]
         for w in build_warnings:
             warn(w, quiet)
@@ -179,7 +239,8 @@ def compile_onnx(
                  "winograd": opts.winograd, "fused_blocks": opts.fuse_blocks,
                  "rule_per_function": {name: r.rule for name, r in rules.items()},
                  "rule_details": {name: r.to_json() for name, r in rules.items() if r.knobs or r.fallback_reason},
-                 "binary_layers": lowered, "int8_layers": int8_layers, "rewrites_skipped": skipped, "memory": memory}
+                 "binary_layers": built.reports.binary_layers, "int8_layers": built.reports.int8_layers,
+                 "rewrites_skipped": skipped, "memory": built.memory}
         cc = spec.compiler()
         with atomic_dir(out) as tmp:
             step("linking model.so")
@@ -232,20 +293,12 @@ def fixed_output_specs(simplified: onnx.ModelProto) -> list:
         return graph_outputs(simplified)
 
 
-def _import(model, in_specs, spec: TargetSpec, xnor: bool, step) -> tuple[bool, object, list[dict], list]:
-    """ONNX -> (onnxsim with fixed shapes) -> Relax, binary layers swapped for XNOR kernels where they qualify.
-    Returns (onnxsim ran, module, XNOR-lowered layers, output specs with concrete shapes)."""
+def _import(model, in_specs, step) -> tuple[bool, object, list]:
+    """ONNX -> (onnxsim with fixed shapes) -> Relax. Returns (onnxsim ran, module, output specs with concrete shapes)."""
     step("simplifying with fixed shapes (onnxsim)")
     simplified, did_simplify = simplify(model, {s.name: list(s.shape) for s in in_specs})
-
     step("importing into TVM Relax")
-    mod = to_relax(simplified, in_specs)
-    lowered: list[dict] = []
-    if xnor and has_binary_activations(model) and spec.tvm.get("kind") == "llvm":
-        step("lowering binary layers to XNOR-popcount kernels")
-        with _tvm_errors(spec):
-            mod, lowered = lower_binary(mod, spec.tvm_target())
-    return did_simplify, mod, lowered, fixed_output_specs(simplified)
+    return did_simplify, to_relax(simplified, in_specs), fixed_output_specs(simplified)
 
 
 def scheduled_module(onnx_path: Path, target: str, threads: int = 2) -> tuple[object, dict[str, str]]:
@@ -253,10 +306,10 @@ def scheduled_module(onnx_path: Path, target: str, threads: int = 2) -> tuple[ob
     comparisons of compiler changes: bench/structure_fingerprint.py). Default build options."""
     spec = load_target(target)
     model = load_onnx(Path(onnx_path))
-    in_specs = resolve_input_specs(model, {})
-    _, mod, _, _ = _import(model, in_specs, spec, True, lambda _msg: None)
+    _, mod, _ = _import(model, resolve_input_specs(model, {}), lambda _msg: None)
     has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-    mod, rules, _ = schedule_module(mod, spec, BuildOptions(threads=threads), int8=has_qdq)
+    mod, rules, _ = schedule_module(mod, spec, BuildOptions(threads=threads), int8=has_qdq,
+                                    binary=has_binary_activations(model))
     return mod, {name: r.rule for name, r in rules.items()}
 
 

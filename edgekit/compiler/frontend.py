@@ -7,11 +7,9 @@ import io
 import onnx
 
 import edgekit.interrupts as interrupts
-from edgekit.compiler.loops import unroll_constant_loops
-from edgekit.compiler.pool_indices import POOL_INDICES_OP, lower_pool_indices
-from edgekit.compiler.recurrent import EDGEKIT_DOMAIN, RECURRENT_OPS, SEQUENCE_OP, lower_recurrent
-from edgekit.compiler.spectral import SPECTRAL_OPS, lower_spectral
-from edgekit.passes import sparse_format
+from edgekit.compiler.pool_indices import POOL_INDICES_OP
+from edgekit.compiler.recurrent import EDGEKIT_DOMAIN, RECURRENT_OPS, SEQUENCE_OP
+from edgekit.compiler.spectral import SPECTRAL_OPS
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
 
@@ -67,11 +65,10 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
     from edgekit.compiler import tvm_patches
 
     tvm_patches.apply()  # before the import: two of the patches change how ONNX ops are converted
-    model = lower_recurrent(model)  # TVM's importer has no LSTM / GRU / RNN
-    model = lower_spectral(model)  # ... no DFT / STFT
-    model = unroll_constant_loops(model)  # ... and no Loop
-    model = lower_pool_indices(model)  # ... nor MaxPool's Indices output
-    model = sparse_format.densify(model)  # pruned weights stored sparsely: the build is dense
+    from edgekit.compiler.pipeline import ONNX_LOWERINGS
+
+    for _name, lower in ONNX_LOWERINGS:
+        model = lower(model)
     check_supported(model)
     model = widen_subbyte_initializers(model)
     shape_dict = {s.name: [int(d) for d in s.shape] for s in inputs}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from edgekit.errors import EdgekitError
 
 SCHEDULES = ("default", "none")
+PRECISIONS = ("fp32", "fp16")  # fp16: GPU targets only (activations and weights in half, accumulation in fp32)
 Knobs = dict[str, object]
 
 
@@ -27,16 +28,20 @@ class BuildOptions:
     # conv/matmul weights re-laid out at compile time for streaming; off while the tuner times lone PrimFuncs
     # (there the re-layout would run on every call)
     prepack: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.schedules not in SCHEDULES:
             raise EdgekitError(f"unknown --schedules '{self.schedules}'", f"choose from {', '.join(SCHEDULES)}")
         if self.threads < 0:
             raise EdgekitError(f"--threads {self.threads} must be >= 0", "0 means all cores")
+        if self.precision not in PRECISIONS:
+            raise EdgekitError(f"unknown --precision '{self.precision}'", f"choose from {', '.join(PRECISIONS)}")
 
     def replace(self, **changes) -> "BuildOptions":
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
         return {"schedules": self.schedules, "threads": self.threads, "tuned_tasks": len(self.tuning), "winograd": self.winograd,
-                "fuse_blocks": self.fuse_blocks, "xnor": self.xnor, "int8": self.int8, "prepack": self.prepack}
+                "fuse_blocks": self.fuse_blocks, "xnor": self.xnor, "int8": self.int8, "prepack": self.prepack,
+                "precision": self.precision}

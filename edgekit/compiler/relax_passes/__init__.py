@@ -17,32 +17,59 @@ import edgekit.interrupts as interrupts
 RewriteLog = list  # [{"pass": name, "skipped": reason}]
 
 
-def mutator_pass(make_mutator: Callable[[tvm.IRModule], relax.PyExprMutator], name: str,
-                 log: RewriteLog | None = None) -> tvm.transform.Pass:
-    """A module pass running make_mutator(mod) over every Relax function (PrimFuncs the mutator emits are
-    copied into the result)."""
+def skippable_pass(name: str, run: Callable[[tvm.IRModule], tvm.IRModule], log: RewriteLog | None = None,
+                   on_skip: Callable[[tvm.IRModule], tvm.IRModule] | None = None, logged_as: str = "",
+                   **log_extra) -> tvm.transform.Pass:
+    """The one pass shape of edgekit's rewrites: a module pass running `run`; if it raises, the failure is
+    recorded in `log` and the module goes on unchanged (or through `on_skip`, a fallback); without a log it raises."""
 
     @tvm.transform.module_pass(opt_level=0, name=name)
     def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         interrupts.check()
         try:
-            mutator = make_mutator(mod)
-            out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-            for gv, func in list(mod.functions.items()):
-                if isinstance(func, relax.Function):
-                    out[gv] = mutator.visit_expr(func)
-            for gv, func in mutator.builder_.get().functions.items():  # PrimFuncs the mutator emitted (emit_te)
-                if isinstance(func, tvm.tirx.PrimFunc) and gv not in out.functions:
-                    out[gv] = func
-            return out
+            return run(mod)
         except Exception as exc:  # noqa: BLE001 - recorded as skipped (meta.json, console) or raised
             interrupts.check()
             if log is None:
                 raise
-            log.append({"pass": name, "skipped": first_line(exc)})
-            return mod
+            log.append({"pass": logged_as or name, "skipped": first_line(exc), **log_extra})
+            return on_skip(mod) if on_skip else mod
 
     return _pass
+
+
+def mutator_pass(make_mutator: Callable[[tvm.IRModule], relax.PyExprMutator], name: str,
+                 log: RewriteLog | None = None) -> tvm.transform.Pass:
+    """A pass running make_mutator(mod) over every Relax function (PrimFuncs the mutator emits are copied into
+    the result)."""
+
+    def run(mod: tvm.IRModule) -> tvm.IRModule:
+        mutator = make_mutator(mod)
+        out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        for gv, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function):
+                out[gv] = mutator.visit_expr(func)
+        for gv, func in mutator.builder_.get().functions.items():  # PrimFuncs the mutator emitted (emit_te)
+            if isinstance(func, tvm.tirx.PrimFunc) and gv not in out.functions:
+                out[gv] = func
+        return out
+
+    return skippable_pass(name, run, log)
+
+
+def reporting_pass(rewrite: Callable[[relax.Function], tuple[relax.Function, list[dict]]], name: str,
+                   report: list[dict]) -> tvm.transform.Pass:
+    """A pass running a per-function rewrite that also reports what it did per layer (appended to `report`)."""
+
+    def run(mod: tvm.IRModule) -> tvm.IRModule:
+        out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        for gv, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function):
+                out[gv], layers = rewrite(func)
+                report.extend(layers)
+        return out
+
+    return skippable_pass(name, run)
 
 
 def binding_of(mutator: relax.PyExprMutator, expr: relax.Expr, op_name: str) -> relax.Call | None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, topi
 
-import edgekit.interrupts as interrupts
-from edgekit.compiler.relax_passes import RewriteLog, first_line
+from edgekit.compiler.relax_passes import RewriteLog, skippable_pass
 
 
 def _fast_sigmoid(x: te.Tensor) -> te.Tensor:
@@ -28,15 +27,4 @@ class FastSigmoid(relax.PyExprMutator):
 
 
 def fast_math(log: RewriteLog | None = None) -> tvm.transform.Pass:
-    @tvm.transform.module_pass(opt_level=0, name="EdgekitFastMath")
-    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        try:
-            return relax.transform.FastMathTransform()(mod)
-        except Exception as exc:  # noqa: BLE001 - recorded as skipped (meta.json, console) or raised
-            interrupts.check()
-            if log is None:
-                raise
-            log.append({"pass": "EdgekitFastMath", "skipped": first_line(exc)})
-            return mod
-
-    return _pass
+    return skippable_pass("EdgekitFastMath", relax.transform.FastMathTransform(), log)

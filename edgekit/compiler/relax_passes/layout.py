@@ -12,8 +12,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-import edgekit.interrupts as interrupts
-from edgekit.compiler.relax_passes import RewriteLog, binding_of, first_line, mutator_pass
+from edgekit.compiler.relax_passes import RewriteLog, binding_of, mutator_pass, skippable_pass
 
 # conv2d_transpose pinned to NCHW: ConvertLayout would otherwise carry NHWC into it, and TVM has no NHWC
 # legalization for it (the op then reaches VM codegen un-lowered: "cannot emit this Relax operator")
@@ -48,17 +47,5 @@ class PerOperatorNhwc(relax.PyExprMutator):
 
 def nhwc_layout(log: RewriteLog | None = None) -> tvm.transform.Pass:
     """ConvertLayout(NHWC); if it raises, PerOperatorNhwc (recorded in `log`; without a log the error is raised)."""
-    fallback = mutator_pass(PerOperatorNhwc, "PerOperatorNhwc")
-
-    @tvm.transform.module_pass(opt_level=0, name="EdgekitNhwcLayout")
-    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        try:
-            return relax.transform.ConvertLayout(NHWC)(mod)
-        except Exception as exc:  # noqa: BLE001 - recorded (meta.json, console) and worked around, or raised
-            interrupts.check()
-            if log is None:
-                raise
-            log.append({"pass": "ConvertLayout", "skipped": first_line(exc), "fallback": FALLBACK})
-            return fallback(mod)
-
-    return _pass
+    return skippable_pass("EdgekitNhwcLayout", relax.transform.ConvertLayout(NHWC), log, logged_as="ConvertLayout",
+                          on_skip=mutator_pass(PerOperatorNhwc, "PerOperatorNhwc"), fallback=FALLBACK)

@@ -255,26 +255,34 @@ _LAYERS: list[tuple[str, Callable[[_Patterns], DFPattern], _Lower]] = [
 _FLOAT_LAYERS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "dense"}
 
 
-def lower_qdq(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[dict]]:
-    """Rewrite QDQ conv2d / matmul (/ max pool) layers of every Relax function into integer ops.
-
-    Returns the module and a report, one dict per layer: {"op", "status": "lowered" | "skipped",
-    "detail" | "reason"}. Float conv2d/matmul calls left in the module are reported as skipped."""
+def lower_qdq_layers(func: relax.Function) -> tuple[relax.Function, list[dict]]:
+    """Rewrite the QDQ conv2d / matmul (/ max pool) layers of a Relax function into integer ops. Returns the
+    function and a report, one dict per layer: {"op", "status": "lowered" | "skipped", "detail" | "reason"};
+    float conv2d/matmul calls left in the function are reported as skipped, with the reason."""
     report: list[dict] = []
-    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-    for gv, func in list(mod.functions.items()):
-        if not isinstance(func, relax.Function):
-            continue
-        skipped: dict[str, str] = {}  # structural text of the skipped core call -> reason (rewrites may revisit)
-        for kind, make_pattern, lower in _LAYERS:
-            func = _rewrite(func, kind, make_pattern, lower, report, skipped)
-        func, adds = lower_qlinear_adds(func)
-        func, softmaxes = lower_qlinear_softmaxes(func)
-        func, resizes = lower_quantized_bilinear_resizes(func)
-        report.extend(adds + softmaxes + resizes)
-        report.extend(_leftover_float_layers(func, skipped))
-        out[gv] = func
-    return relax.transform.DeadCodeElimination()(out), report
+    skipped: dict[str, str] = {}  # structural text of the skipped core call -> reason (rewrites may revisit)
+    for kind, make_pattern, lower in _LAYERS:
+        func = _rewrite(func, kind, make_pattern, lower, report, skipped)
+    return func, report + _leftover_float_layers(func, skipped)
+
+
+def qdq_passes(report: list[dict]) -> list[tvm.transform.Pass]:
+    """The integer lowerings of a QDQ model, each its own pass; every one appends its per-layer report."""
+    from edgekit.compiler.relax_passes import reporting_pass
+
+    return [
+        reporting_pass(lower_qdq_layers, "LowerQDQLayers", report),
+        reporting_pass(lower_qlinear_adds, "LowerQLinearAdds", report),
+        reporting_pass(lower_qlinear_softmaxes, "LowerQLinearSoftmaxes", report),
+        reporting_pass(lower_quantized_bilinear_resizes, "LowerQuantizedBilinearResizes", report),
+        relax.transform.DeadCodeElimination(),
+    ]
+
+
+def lower_qdq(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[dict]]:
+    """qdq_passes on their own (tests): the module and the per-layer report."""
+    report: list[dict] = []
+    return tvm.transform.Sequential(qdq_passes(report))(mod), report
 
 
 def _rewrite(func: relax.Function, kind: str, make_pattern: Callable[[_Patterns], DFPattern], lower: _Lower,

@@ -1,7 +1,8 @@
 """What a schedule rule is. After TVM's dlight: a small class that decides itself whether it applies to a fused
 PrimFunc and schedules it; the dispatcher (schedules/dispatch.py) is a list of rules in priority order.
 
-To add a rule: write one file with a `Rule` subclass, add an instance to `RULES` in dispatch.py."""
+To add a rule: write one file with a `Rule` subclass, add an instance to its target kind's list in dispatch.py
+(CPU_RULES, CPU_INT8_RULES, GPU_RULES)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,8 +1,9 @@
 """The dispatcher: every fused PrimFunc gets the first rule in RULES that applies; a rule that fails is
 replaced by the fallback, and the reason is recorded in the RuleResult (and so in meta.json).
 
-Adding a rule: write a `Rule` subclass in its own file (see base.py), put an instance in RULES below, in
-priority order. int8 builds put their integer-conv rule in front (schedules/int8.py).
+Adding a rule: write a `Rule` subclass in its own file (see base.py), put an instance in the list of its
+target kind below (CPU_RULES, CPU_INT8_RULES, GPU_RULES), in priority order; compiler/pipeline.rules_for picks
+the list for a build.
 """
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ from edgekit.compiler.schedules.dense import Dense
 from edgekit.compiler.schedules.depthwise import DepthwiseConv
 from edgekit.compiler.schedules.dlight_reduction import DlightReduction
 from edgekit.compiler.schedules.fallback import Fallback
+from edgekit.compiler.schedules.gpu_depthwise import GpuDepthwiseConv
+from edgekit.compiler.schedules.gpu_dlight import GPU_FALLBACK, dlight_gpu_rules
 from edgekit.compiler.schedules.injective import Injective
+from edgekit.compiler.schedules.int8_conv import Int8Conv
 from edgekit.compiler.schedules.reduction import ReductionVec
 from edgekit.compiler.schedules.tiles import (
     default_knobs,
@@ -35,18 +39,21 @@ from edgekit.compiler.schedules.tiles import (
 from edgekit.compiler.schedules.tir import first_line
 from edgekit.compiler.schedules.winograd import WinogradInput, WinogradOutput
 
-RULES: list[Rule] = [WinogradInput(), WinogradOutput(), Injective(), ConvNHWC(), DepthwiseConv(), Dense(), ReductionVec(),
-                     DlightReduction()]
+CPU_RULES: list[Rule] = [WinogradInput(), WinogradOutput(), Injective(), ConvNHWC(), DepthwiseConv(), Dense(), ReductionVec(),
+                         DlightReduction()]
+CPU_INT8_RULES: list[Rule] = [Int8Conv(), *CPU_RULES]  # the float layers of a quantized model get the fp32 rules
+GPU_RULES: list[Rule] = [GpuDepthwiseConv(), *dlight_gpu_rules()]  # GPU_FALLBACK for the rest
 FALLBACK = Fallback()
 KERNEL_ATTR = "edgekit.kernel"  # hand-written TIR (edgekit/kernels): already scheduled
 
 
-def pick_rule(sch: Schedule, ctx: RuleContext, rules: Sequence[Rule] = RULES) -> Rule:
-    return next((r for r in rules if r.applies(sch, ctx)), FALLBACK)
+def pick_rule(sch: Schedule, ctx: RuleContext, rules: Sequence[Rule] = CPU_RULES, fallback: Rule = FALLBACK) -> Rule:
+    return next((r for r in rules if r.applies(sch, ctx)), fallback)
 
 
 def schedule_prim_func(func: tvm.tirx.PrimFunc, ctx: RuleContext, knobs: Knobs | None = None,
-                       constant_params: Sequence[int] = (), rules: Sequence[Rule] = RULES) -> tuple[tvm.tirx.PrimFunc, RuleResult]:
+                       constant_params: Sequence[int] = (), rules: Sequence[Rule] = CPU_RULES,
+                       fallback: Rule = FALLBACK) -> tuple[tvm.tirx.PrimFunc, RuleResult]:
     """Apply the first applicable rule. `knobs` (from a tuning database) override a tunable rule's defaults; if
     the rule fails with them it is retried with its defaults (a stale database never breaks a build).
     `constant_params`: parameters every caller passes a constant; only their layouts may change at compile time."""
@@ -54,14 +61,14 @@ def schedule_prim_func(func: tvm.tirx.PrimFunc, ctx: RuleContext, knobs: Knobs |
         kernel = str(func.attrs[KERNEL_ATTR])
         return func, RuleResult("mbconv kernel" if kernel == "mbconv" else "xnor-popcount kernel")
     try:
-        rule = pick_rule(Schedule(func), ctx, rules)
+        rule = pick_rule(Schedule(func), ctx, rules, fallback)
         why = ""
     except Exception as exc:  # noqa: BLE001 - reported: the fallback's RuleResult carries the reason
         interrupts.check()
-        rule, why = FALLBACK, f"{type(exc).__name__}"
+        rule, why = fallback, f"{type(exc).__name__}"
     if constant_params and rule.marks_constant_params:
         func = func.with_attr(CONST_PARAMS_ATTR, sorted(constant_params))
-    if rule is not FALLBACK:
+    if rule is not fallback:
         if knobs and rule.knob_kind:
             sch = Schedule(func)
             try:
@@ -79,8 +86,8 @@ def schedule_prim_func(func: tvm.tirx.PrimFunc, ctx: RuleContext, knobs: Knobs |
             why = f"{type(rule).__name__} failed: {first_line(exc)}"
     sch = Schedule(func)
     try:
-        FALLBACK.apply(sch, ctx)
-        return sch.mod["main"], RuleResult(FALLBACK.name, None, why)
+        fallback.apply(sch, ctx)
+        return sch.mod["main"], RuleResult(fallback.name, None, why)
     except Exception as exc:  # noqa: BLE001 - reported in the RuleResult
         interrupts.check()
         return func, RuleResult("none", None, f"{why}; fallback failed: {first_line(exc)}".lstrip("; "))
@@ -104,4 +111,5 @@ def tunable_space(func: tvm.tirx.PrimFunc, ctx: RuleContext) -> tuple[str, Knobs
     return kind, default_knobs(kind, dims, ctx.threads, ctx.caps), knob_space(kind, dims, ctx.threads, ctx.caps), dims
 
 
-__all__ = ["RULES", "FALLBACK", "pick_rule", "schedule_prim_func", "tunable_space", "format_knobs"]
+__all__ = ["CPU_RULES", "CPU_INT8_RULES", "GPU_RULES", "FALLBACK", "GPU_FALLBACK", "pick_rule", "schedule_prim_func",
+           "tunable_space", "format_knobs"]

@@ -47,7 +47,7 @@ def extract_tasks(onnx_path: Path, spec, input_shapes=None):
 
     from edgekit.compiler.frontend import to_relax
     from edgekit.compiler.options import BuildOptions
-    from edgekit.compiler.pipeline import prepare_fp32
+    from edgekit.compiler.build import prepare_module
     from edgekit.compiler.schedules.analysis import call_counts, task_key
     from edgekit.graph import load_onnx, resolve_input_specs
     from edgekit.onnxtools import simplify
@@ -57,7 +57,7 @@ def extract_tasks(onnx_path: Path, spec, input_shapes=None):
     simplified, _ = simplify(model, {s.name: list(s.shape) for s in in_specs})
     mod = to_relax(simplified, in_specs)
     target = spec.tvm_target()
-    mod = prepare_fp32(mod, BuildOptions(), spec.caps(), threads=1)
+    mod = prepare_module(mod, spec, BuildOptions(threads=1))
     calls = call_counts(mod)
     tasks: dict[str, dict] = {}
     for gv, func in mod.functions.items():
