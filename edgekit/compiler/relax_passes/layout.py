@@ -47,5 +47,7 @@ class PerOperatorNhwc(relax.PyExprMutator):
 
 def nhwc_layout(log: RewriteLog | None = None) -> tvm.transform.Pass:
     """ConvertLayout(NHWC); if it raises, PerOperatorNhwc (recorded in `log`; without a log the error is raised)."""
-    return skippable_pass("EdgekitNhwcLayout", relax.transform.ConvertLayout(NHWC), log, logged_as="ConvertLayout",
+    # ConvertLayout is looked up when the pass runs, not when the pass list is made, so a failure at either
+    # point (tests replace it with one that raises) takes the per-operator fallback
+    return skippable_pass("EdgekitNhwcLayout", lambda mod: relax.transform.ConvertLayout(NHWC)(mod), log, logged_as="ConvertLayout",
                           on_skip=mutator_pass(PerOperatorNhwc, "PerOperatorNhwc"), fallback=FALLBACK)
