@@ -54,8 +54,11 @@ def targets(json_out: JsonOpt = False) -> None:
     for col in ("name", "aliases", "cpu", "runs here", "description"):
         table.add_column(col)
     for t in specs:
-        cpu = " ".join([t.tvm.get("mtriple", ""), t.tvm.get("mcpu", ""), *t.tvm.get("mattr", [])]).strip()
-        here = t.runnable_here if t.runnable_here != "no" or not t.missing_on_host else f"no (needs {', '.join(t.missing_on_host)})"
+        host = t.host_tvm
+        cpu = " ".join([t.gpu_arch, host.get("mtriple", ""), host.get("mcpu", ""), *host.get("mattr", [])]).strip()
+        here = t.runnable_here
+        if here == "no" and (t.missing_on_host or t.is_gpu):
+            here = f"no ({'needs ' + ', '.join(t.missing_on_host) if t.missing_on_host else t.why_not_runnable})"
         table.add_row(t.name, ", ".join(t.aliases), cpu, here, t.description)
     out.print(table)
 
@@ -185,12 +188,13 @@ def compile_cmd(
     target: Annotated[str, typer.Option("--target", "-t", help="Target name or .toml (see `edgekit targets`).")] = "x86_64",
     input_shape: ShapeOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the check against onnxruntime.")] = False,
-    schedules: Annotated[str, typer.Option("--schedules", help="default (edgekit CPU rules) or none (TVM's bare loops).")] = "default",
+    schedules: Annotated[str, typer.Option("--schedules", help="default (edgekit's CPU or GPU rules) or none (TVM's bare loops).")] = "default",
     threads: Annotated[int, typer.Option("--threads", help="Threads the schedules plan for (1 = no parallel loops; 0 = target's).")] = 0,
     no_xnor: Annotated[bool, typer.Option("--no-xnor", help="Keep binary layers as float convs (for comparisons).")] = False,
     tuning: Annotated[Optional[Path], typer.Option("--tuning", help="Tuning database from `edgekit tune` (a .json or a directory, e.g. tuning/).")] = None,
     no_winograd: Annotated[bool, typer.Option("--no-winograd", help="Direct 3x3 convs only (Winograd F(4,3) is faster but stores 4x their weights).")] = False,
     no_fuse_blocks: Annotated[bool, typer.Option("--no-fuse-blocks", help="Run inverted-residual blocks (1x1 -> depthwise -> 1x1) as three ops, not one fused kernel.")] = False,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, or fp16 on GPU targets (half activations and weights, fp32 accumulation; validated to 1e-2 of output scale).")] = "fp32",
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of validation inputs (default: random).")] = None,
     freeze: FreezeOpt = None,
     max_elements: MaxElementsOpt = MAX_ELEMENTS,
@@ -209,7 +213,7 @@ def compile_cmd(
 
     database = load_database(tuning, load_target(target).tvm_target()) if tuning is not None else {}
     opts = BuildOptions(schedules=schedules, threads=threads, tuning=database, xnor=not no_xnor, winograd=not no_winograd,
-                        fuse_blocks=not no_fuse_blocks)
+                        fuse_blocks=not no_fuse_blocks, precision=precision)
     result = compile_onnx(model, output, target, opts, input_shapes=parse_input_shapes(input_shape), force=force,
                           validate=not no_validate, inputs=inputs, quiet=json_out, max_elements=max_elements, freeze=freeze)
     if json_out:

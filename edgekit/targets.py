@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -202,6 +203,21 @@ class TargetSpec:
     qemu: str | None = None  # user-mode emulator for runner "qemu"
     qemu_sysroot: str | None = None  # the target's libc (-L for qemu)
     runtime_platform: str | None = None  # pip --platform tag of wheels carrying this arch's TVM runtime
+    nvcc: str = "nvcc"  # GPU targets: the CUDA compiler that turns TVM's CUDA C into the fatbin model.so carries
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.tvm.get("kind") in GPU_TVM_KINDS
+
+    @property
+    def host_tvm(self) -> dict:
+        """The TVM target of the CPU side: the target itself, or a GPU target's [tvm.host] table."""
+        return dict(self.tvm.get("host", {"kind": "llvm"})) if self.is_gpu else self.tvm
+
+    @property
+    def gpu_arch(self) -> str:
+        """sm_XY of a CUDA target ("" for CPU targets)."""
+        return str(self.tvm.get("arch", "")) if self.is_gpu else ""
 
     @classmethod
     def for_tvm(cls, config: dict, name: str = "custom") -> "TargetSpec":
@@ -210,11 +226,13 @@ class TargetSpec:
 
     @property
     def arch(self) -> str:
-        return self.tvm.get("mtriple", f"{platform.machine()}-linux-gnu").split("-")[0]
+        """The CPU architecture of the target's host code (for a GPU target, the CPU beside the GPU)."""
+        return self.host_tvm.get("mtriple", f"{platform.machine()}-linux-gnu").split("-")[0]
 
     @property
     def runs_on_host(self) -> bool:
-        return self.tvm.get("kind") == "llvm" and self.arch == _HOST_ARCH.get(platform.machine().lower(), "")
+        """This machine's CPU can run the target's host code (a GPU target also needs a GPU: runnable_here)."""
+        return self.host_tvm.get("kind") == "llvm" and self.arch == _HOST_ARCH.get(platform.machine().lower(), "")
 
     @property
     def elf_machine(self) -> int:
@@ -222,7 +240,9 @@ class TargetSpec:
         return {"x86_64": 62, "aarch64": 183}.get(self.arch, 40 if self.arch.startswith("arm") else 0)
 
     def caps(self) -> TargetCaps:
-        return TargetCaps.from_tvm(self.tvm_target())
+        """What the target's CPU code needs (a GPU target: its host CPU's)."""
+        target = self.tvm_target()
+        return TargetCaps.from_tvm(target.host if self.is_gpu else target)
 
     @property
     def missing_on_host(self) -> list[str]:
@@ -233,6 +253,8 @@ class TargetSpec:
     def runnable_here(self) -> str:
         """How this host can execute the target's artifacts: 'native', 'emulated' or 'no'.
         qemu-user emulates its default CPU ("max"), which has every feature edgekit's ARM targets use."""
+        if self.is_gpu:
+            return "native" if self.runs_on_host and not self.missing_on_host and cuda_device_here() else "no"
         if self.runs_on_host:
             return "no" if self.missing_on_host else "native"
         return "emulated" if self.runner == "qemu" else "no"
@@ -241,27 +263,35 @@ class TargetSpec:
     def why_not_runnable(self) -> str:
         if self.runs_on_host and self.missing_on_host:
             return f"this CPU lacks {', '.join(self.missing_on_host)}"
+        if self.is_gpu and self.runnable_here == "no":
+            return "no GPU" if self.runs_on_host else f"{self.name} runs on an {self.arch} host with an NVIDIA GPU"
         return "" if self.runnable_here != "no" else f"{self.name} artifacts can neither run nor be emulated here"
 
     def tvm_target(self):
         import tvm
 
         config = dict(self.tvm)
-        if config.get("mcpu") == "native":
-            config["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
+        if self.is_gpu:
+            config["host"] = dict(self.host_tvm)
+        cpu_config = config["host"] if self.is_gpu else config
+        if cpu_config.get("mcpu") == "native":
+            cpu_config["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
+        if self.is_gpu and not re.fullmatch(r"sm_\d{2,3}[a-z]?", self.gpu_arch):
+            raise EdgekitError(f"target {self.name}: arch '{self.gpu_arch}' is not a CUDA architecture",
+                               "use sm_XY, e.g. sm_80 (A100), sm_86 (RTX 30xx), sm_87 (Jetson Orin), sm_89, sm_90")
         try:
             with _native_stderr_silenced():  # LLVM prints its own complaint about an unknown mcpu on fd 2
                 target = tvm.target.Target(config)
         except Exception as exc:  # noqa: BLE001 - TVM's ValueError/TypeError on a malformed target dict, reported
             raise EdgekitError(f"target {self.name}: TVM rejects its [tvm] table: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}",
                                "see targets/x86_64.toml for the format") from None
-        mcpu = config.get("mcpu")
-        if mcpu and target.kind.name == "llvm":
+        mcpu, cpu_target = cpu_config.get("mcpu"), target.host if self.is_gpu else target
+        if mcpu and cpu_target.kind.name == "llvm":
             with _native_stderr_silenced():
-                known = set(tvm.target.codegen.llvm_get_cpu_archlist(target))
-        if mcpu and target.kind.name == "llvm" and mcpu not in known:
+                known = set(tvm.target.codegen.llvm_get_cpu_archlist(cpu_target))
+        if mcpu and cpu_target.kind.name == "llvm" and mcpu not in known:
             # LLVM would print an error, fall back to a generic CPU and build slow code with exit 0
-            raise EdgekitError(f"target {self.name}: LLVM does not know the CPU '{mcpu}' for {config.get('mtriple', 'this triple')}",
+            raise EdgekitError(f"target {self.name}: LLVM does not know the CPU '{mcpu}' for {cpu_config.get('mtriple', 'this triple')}",
                                "use a name from `llc -mcpu=help`, e.g. x86-64-v3, znver4, cortex-a72")
         return target
 
@@ -289,7 +319,17 @@ class TargetSpec:
             "qemu": self.qemu,
             "qemu_sysroot": self.qemu_sysroot,
             "runtime_platform": self.runtime_platform,
-        }
+        } | ({"gpu_arch": self.gpu_arch, "nvcc": self.nvcc} if self.is_gpu else {})
+
+
+GPU_TVM_KINDS = ("cuda",)
+
+
+def cuda_device_here() -> bool:
+    """A CUDA GPU this process can use (the one test, shared with the standalone edgekit-runtime)."""
+    from edgekit.runtime.lite import cuda_gpu_here
+
+    return cuda_gpu_here()
 
 
 @contextlib.contextmanager
@@ -327,6 +367,7 @@ def _parse(path: Path) -> TargetSpec:
             qemu=runner.get("qemu"),
             qemu_sysroot=runner.get("qemu_sysroot"),
             runtime_platform=runner.get("runtime_platform"),
+            nvcc=toolchain.get("nvcc", "nvcc"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EdgekitError(f"target file {path} is missing or has a bad field: {exc}", "see targets/x86_64.toml for the format") from None

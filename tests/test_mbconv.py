@@ -135,7 +135,7 @@ def test_failed_validation_points_at_no_fuse_blocks(tmp_path, cli, monkeypatch):
     """With zero tolerance the fused build (summation order differs) fails validation: exit 1 and a hint."""
     import edgekit.compiler.build as build
 
-    monkeypatch.setattr(build, "tolerances_for", lambda model: (0.0, 0.0))
+    monkeypatch.setattr(build, "tolerances_for", lambda model, precision="fp32": (0.0, 0.0))
     path = _block_model(tmp_path / "block.onnx", c=24, expand=144, out=24, h=32, w=32)
     res = cli("compile", path, "-o", tmp_path / "art")
     assert res.exit_code == 1

@@ -93,7 +93,7 @@ def test_failed_validation_points_at_no_winograd(tmp_path, cli, monkeypatch):
     """With zero tolerance the Winograd build (not bit-exact) fails validation: exit 1 and a hint to compare."""
     import edgekit.compiler.build as build
 
-    monkeypatch.setattr(build, "tolerances_for", lambda model: (0.0, 0.0))
+    monkeypatch.setattr(build, "tolerances_for", lambda model, precision="fp32": (0.0, 0.0))
     res = cli("compile", _conv_model(tmp_path / "conv.onnx"), "-o", tmp_path / "art")
     assert res.exit_code == 1
     assert "--no-winograd" in res.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,13 +97,21 @@ def prepare_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = 
 def schedule_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = False, binary: bool = False
                     ) -> tuple[object, dict[str, RuleResult], Reports]:
     """Everything build_module does before code generation: prepare_module, then every PrimFunc's schedule rule."""
-    from edgekit.compiler.schedules.analysis import effective_threads, fold_weight_prepacks
-    from edgekit.compiler.schedules.apply import schedule_functions
-
     reports = Reports()
     mod = prepare_module(mod, target, opts, int8=int8, binary=binary, reports=reports)
     if opts.schedules != "default":
         return mod, {}, reports
+    mod, results = schedule_prepared(mod, target, opts, int8=int8)
+    return mod, results, reports
+
+
+def schedule_prepared(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = False
+                      ) -> tuple[object, dict[str, RuleResult]]:
+    """Every PrimFunc of a prepare_module result scheduled by the rules of the target's kind (GPU: each one
+    checked thread-bound; CPU: constant weight re-layouts folded)."""
+    from edgekit.compiler.schedules.analysis import effective_threads, fold_weight_prepacks
+    from edgekit.compiler.schedules.apply import schedule_functions
+
     kind, int8 = target_kind(target.tvm.get("kind", "llvm")), int8 and opts.int8
     threads = _threads(target, opts)
     if kind == "cpu" and not int8:  # small models run single-threaded (analysis.effective_threads)
@@ -115,7 +124,7 @@ def schedule_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool =
             check_thread_bound(mod, results, target)
         else:
             mod = fold_weight_prepacks(mod)
-    return mod, results, reports
+    return mod, results
 
 
 def _threads(target: TargetSpec, opts: BuildOptions) -> int:
@@ -132,8 +141,12 @@ def check_thread_bound(mod, results: dict[str, RuleResult], target: TargetSpec) 
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         bound: list = []
-        tvm_ffi.structural_walk(func.body, (tvm.tirx.For, lambda loop: bound.append(loop) if loop.thread_binding
-                                            and "threadIdx" in str(loop.thread_binding.thread_tag) else None), order="pre")
+        def note(loop) -> None:
+            # TIR Exprs refuse Python's `and`; test the binding against None explicitly.
+            if loop.thread_binding is not None and "threadIdx" in str(loop.thread_binding.thread_tag):
+                bound.append(loop)
+
+        tvm_ffi.structural_walk(func.body, (tvm.tirx.For, note), order="pre")
         if not bound:
             why = results.get(gv.name_hint, RuleResult("none")).fallback_reason
             raise EdgekitError(f"no GPU schedule rule could spread '{gv.name_hint}' over threads for {target.name}"
@@ -210,6 +223,13 @@ def compile_onnx(
     onnx_path, out, opts = Path(onnx_path), Path(out), opts or BuildOptions()
     spec = load_target(target)
     spec.tvm_target()  # a bad [tvm] table (unknown mcpu...) fails here, before any work
+    if spec.is_gpu:
+        from edgekit.compiler.cuda import require_nvcc
+
+        require_nvcc(spec.nvcc)
+    elif opts.precision != "fp32":
+        raise EdgekitError(f"--precision {opts.precision} is for GPU targets; {spec.name} is a CPU",
+                           "use --precision fp32 here, or compress with --bits 8 for a smaller, faster CPU model")
     check_output_path(out, force, (onnx_path, inputs), kind="artifact")
     with steps(quiet) as step:
         step("loading ONNX")
@@ -221,7 +241,7 @@ def compile_onnx(
             freeze = parse_freeze(freeze, model) if isinstance(freeze, list) else freeze
             model = freeze_inputs(model, freeze)
         in_specs = resolve_input_specs(model, input_shapes or {}, max_elements)
-        default_atol, default_rtol = tolerances_for(model)
+        default_atol, default_rtol = tolerances_for(model, opts.precision)
         atol = default_atol if atol is None else atol
         rtol = default_rtol if rtol is None else rtol
         did_simplify, mod, out_specs = _import(model, in_specs, step)
@@ -240,11 +260,16 @@ def compile_onnx(
                  "rule_per_function": {name: r.rule for name, r in rules.items()},
                  "rule_details": {name: r.to_json() for name, r in rules.items() if r.knobs or r.fallback_reason},
                  "binary_layers": built.reports.binary_layers, "int8_layers": built.reports.int8_layers,
-                 "rewrites_skipped": skipped, "memory": built.memory}
+                 "rewrites_skipped": skipped, "memory": built.memory,
+                 "tolerance": {"atol": atol, "rtol": rtol, "precision": opts.precision}}
         cc = spec.compiler()
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-device-") as device_dir:
+            device_objects = []
+            if spec.is_gpu:
+                step(f"compiling the CUDA kernels with nvcc ({spec.gpu_arch})")
+                device_objects, build["cuda"] = _device_code(executable, spec, Path(device_dir))
             step("linking model.so")
-            _link(executable, tmp / LIBRARY, cc, spec)
+            _link(executable, tmp / LIBRARY, cc, spec, device_objects)
             meta = _meta(onnx_path, spec, in_specs, out_specs, model, build, tmp, build_warnings)
             if freeze:
                 meta["frozen"] = {k: {"dtype": str(v.dtype), "value": v.tolist()} for k, v in freeze.items()}
@@ -301,22 +326,36 @@ def _import(model, in_specs, step) -> tuple[bool, object, list]:
     return did_simplify, to_relax(simplified, in_specs), fixed_output_specs(simplified)
 
 
-def scheduled_module(onnx_path: Path, target: str, threads: int = 2) -> tuple[object, dict[str, str]]:
-    """The scheduled IRModule compile would hand to relax.build, and its rule per PrimFunc (for structural
-    comparisons of compiler changes: bench/structure_fingerprint.py). Default build options."""
-    spec = load_target(target)
+def imported_module(onnx_path: Path) -> tuple[object, bool, bool]:
+    """An ONNX file with fixed input shapes as Relax (as compile imports it), and whether it has QDQ (int8)
+    and binary activations."""
     model = load_onnx(Path(onnx_path))
     _, mod, _ = _import(model, resolve_input_specs(model, {}), lambda _msg: None)
     has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-    mod, rules, _ = schedule_module(mod, spec, BuildOptions(threads=threads), int8=has_qdq,
-                                    binary=has_binary_activations(model))
+    return mod, has_qdq, has_binary_activations(model)
+
+
+def scheduled_module(onnx_path: Path, target: str, threads: int = 2) -> tuple[object, dict[str, str]]:
+    """The scheduled IRModule compile would hand to relax.build, and its rule per PrimFunc (for structural
+    comparisons of compiler changes: bench/structure_fingerprint.py). Default build options."""
+    mod, int8, binary = imported_module(onnx_path)
+    mod, rules, _ = schedule_module(mod, load_target(target), BuildOptions(threads=threads), int8=int8, binary=binary)
     return mod, {name: r.rule for name, r in rules.items()}
 
 
-def _link(executable, path: Path, cc: str, spec: TargetSpec) -> None:
-    """Link model.so with the target's compiler, then check it really is an ELF for the target's CPU."""
+def _device_code(executable, spec: TargetSpec, workdir: Path) -> tuple[list[str], dict]:
+    """A GPU build's kernels compiled by nvcc into an object for the link, and what meta.json says of them."""
+    from edgekit.compiler.cuda import compile_fatbin, cuda_source, fatbin_object
+
+    fatbin, code = compile_fatbin(cuda_source(executable), spec.gpu_arch, spec.nvcc, workdir)
+    return [str(fatbin_object(fatbin, workdir))], code.to_json()
+
+
+def _link(executable, path: Path, cc: str, spec: TargetSpec, objects: list[str] = ()) -> None:
+    """Link model.so (plus `objects`: a GPU build's kernels) with the target's compiler, then check it really
+    is an ELF for the target's CPU."""
     try:
-        executable.export_library(str(path), cc=cc, options=list(spec.link_options))
+        executable.export_library(str(path), cc=cc, options=[*spec.link_options, *objects])
     except Exception as exc:
         interrupts.check()
         raise EdgekitError(f"linking model.so with {Path(cc).name} failed: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}", "check the cc of the target file and the free disk space") from None

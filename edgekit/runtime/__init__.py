@@ -67,8 +67,10 @@ def read_meta(artifact_dir: Path | str) -> ArtifactMeta:
 
 
 def refuse_if_not_runnable(artifact_dir: Path, target: dict) -> None:
-    """Never execute code this CPU cannot run (an AVX-512 artifact on an AVX2 host dies of SIGILL)."""
-    from edgekit.targets import missing_here
+    """Never execute code this CPU cannot run (an AVX-512 artifact on an AVX2 host dies of SIGILL), nor GPU
+    code where there is no GPU."""
+    from edgekit.runtime.lite import no_gpu_message
+    from edgekit.targets import cuda_device_here, missing_here
 
     missing = missing_here(target)
     if missing:
@@ -77,6 +79,8 @@ def refuse_if_not_runnable(artifact_dir: Path, target: dict) -> None:
             f"{artifact_dir} targets {target.get('name', '?')} and cannot run on this machine: {what}",
             "run it on a machine that has them, under its emulator, or on the board over --rpc",
         )
+    if target.get("gpu_arch") and not cuda_device_here():
+        raise EdgekitError(no_gpu_message(artifact_dir, target), "run it on a machine with an NVIDIA GPU and its driver")
 
 
 def check_index_inputs(feeds: dict[str, np.ndarray], bounds: dict[str, int]) -> None:

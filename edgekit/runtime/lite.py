@@ -27,6 +27,7 @@ CPUINFO_NAMES = {"sse4_2": "sse4.2", "bmi1": "bmi", "avx512_vnni": "avx512vnni",
                  "avx512_fp16": "avx512fp16", "avx_vnni": "avxvnni", "asimd": "neon", "asimddp": "dotprod", "asimdhp": "fullfp16",
                  "vfpv4": "vfp4"}
 ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+FATBIN_SECTION = ".edgekit_cuda_fatbin"  # where edgekit compile links the nvcc-built kernels into model.so
 
 
 class RuntimeFailure(Exception):
@@ -96,6 +97,10 @@ def host_features() -> tuple[str, set[str]]:
     return arch, flags
 
 
+def no_gpu_message(path: Path, target: dict) -> str:
+    return f"{path} targets {target.get('name', '?')} ({target['gpu_arch']}) and cannot run on this machine: no CUDA GPU"
+
+
 def missing_features(target: dict) -> list[str]:
     """What this machine lacks to run code built for `target` (meta.json's "target"); [] = it can."""
     caps = target.get("caps") or {}
@@ -103,6 +108,71 @@ def missing_features(target: dict) -> list[str]:
     if caps.get("arch") and caps["arch"] != arch:
         return [caps["arch"]]
     return sorted(set(caps.get("features", [])) - flags)
+
+
+def cuda_gpu_here() -> bool:
+    """A CUDA GPU this process can use (TVM's CUDA runtime sees device 0)."""
+    import tvm
+
+    try:
+        return bool(tvm.cuda(0).exist)
+    except Exception:  # noqa: BLE001 - no CUDA runtime in this TVM, or a broken driver: no usable GPU
+        return False
+
+
+def elf_section(path: Path, name: str) -> bytes | None:
+    """The bytes of one section of a 64-bit little-endian ELF file (x86_64, aarch64), None if it has none.
+    Hand-read: this runtime installs on boards with numpy and TVM only (pyelftools would be one more wheel)."""
+    import mmap
+    import struct
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as elf:
+        if elf[:6] != b"\x7fELF\x02\x01":
+            return None
+        shoff, = struct.unpack_from("<Q", elf, 0x28)
+        entsize, count, names_index = struct.unpack_from("<HHH", elf, 0x3A)
+
+        def header(i: int) -> tuple[int, int, int]:
+            name_at, = struct.unpack_from("<I", elf, shoff + i * entsize)
+            offset, size = struct.unpack_from("<QQ", elf, shoff + i * entsize + 0x18)
+            return name_at, offset, size
+
+        _, names_offset, _ = header(names_index)
+        wanted = name.encode() + b"\0"
+        for i in range(count):
+            name_at, offset, size = header(i)
+            if elf[names_offset + name_at:names_offset + name_at + len(wanted)] == wanted:
+                return bytes(elf[offset:offset + size])
+    return None
+
+
+_FATBINS: dict[str, bytes] = {}  # sha256 of a model's CUDA source -> the fatbin edgekit compiled from it
+
+
+def provide_cuda_fatbin(library: Path, cuda_meta: dict) -> None:
+    """Let TVM's CUDA runtime load the kernels compiled at build time: it asks `tvm_callback_cuda_compile` for
+    the binary of the CUDA source model.so holds; the answer is the fatbin in FATBIN_SECTION (sources this
+    artifact did not build go on to the callback that was registered before, TVM's own if any)."""
+    import hashlib
+
+    import tvm_ffi
+
+    fatbin = elf_section(library, FATBIN_SECTION)
+    if fatbin is None or hashlib.sha256(fatbin).hexdigest() != cuda_meta.get("fatbin_sha256"):
+        raise OSError(f"{library.name} does not carry the CUDA kernels meta.json names (section {FATBIN_SECTION})")
+    if not _FATBINS:
+        previous = tvm_ffi.get_global_func("tvm_callback_cuda_compile", allow_missing=True)
+
+        def compiled_kernels(code: str, *rest):
+            found = _FATBINS.get(hashlib.sha256(code.encode()).hexdigest())
+            if found is not None:
+                return found
+            if previous is None:
+                raise RuntimeError("no CUDA compiler callback for a source edgekit did not build")
+            return previous(code, *rest)
+
+        tvm_ffi.register_global_func("tvm_callback_cuda_compile", compiled_kernels, override=True)
+    _FATBINS[cuda_meta["source_sha256"]] = fatbin
 
 
 _MAPPED: dict[str, tuple[int, int, int]] = {}  # library path -> (device, inode, mtime) of the file first loaded there
@@ -172,15 +242,19 @@ class Model:
         import tvm
         from tvm.runtime.vm import VirtualMachine  # runtime-only: works without libtvm_compiler
 
+        cuda_meta = (self.meta_json.get("build") or {}).get("cuda")
         try:
             if needs_runtime_extra(self.path / LIBRARY):
                 _load_runtime_extra(tvm, self.path)
+            if cuda_meta:
+                provide_cuda_fatbin(self.path / LIBRARY, cuda_meta)
             lib = _load_library(tvm, self.path / LIBRARY)
         except Exception as exc:  # noqa: BLE001 - TVM's loader errors, reported as one line
             self._interrupted()
             self._fail(f"cannot load {self.path / LIBRARY}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}", "re-run edgekit compile")
         self._tvm = tvm
-        self._vm = VirtualMachine(lib, tvm.cpu())
+        self._device = tvm.cuda(0) if cuda_meta else tvm.cpu()  # inputs go where the kernels run
+        self._vm = VirtualMachine(lib, self._device)
         self._main = self._vm["main"]  # look the function up once: a lookup costs ~10 µs
 
     # --- hooks edgekit.runtime overrides (its own error type and interrupt handling) ---------------------
@@ -191,12 +265,15 @@ class Model:
         pass
 
     def check_runnable(self, target: dict) -> None:
-        """Never execute code this CPU cannot run (an AVX-512 artifact on an AVX2 host dies of SIGILL)."""
+        """Never execute code this CPU cannot run (an AVX-512 artifact on an AVX2 host dies of SIGILL), nor
+        GPU code where there is no GPU."""
         missing = missing_features(target)
         if missing:
             what = f"it is built for {missing[0]}" if missing[0] in ("aarch64", "armv7", "x86_64") else f"this CPU lacks {', '.join(missing)}"
             self._fail(f"{self.path} targets {target.get('name', '?')} and cannot run on this machine: {what}",
                        "run it on a machine that has them, under its emulator, or on the board over --rpc")
+        if target.get("gpu_arch") and not cuda_gpu_here():
+            self._fail(no_gpu_message(self.path, target), "run it on a machine with an NVIDIA GPU and its driver")
 
     # --- calls ---------------------------------------------------------------------------------------------
     def _check(self, spec, value) -> np.ndarray:
@@ -217,7 +294,7 @@ class Model:
     def prepare(self, feeds: dict) -> list:
         """Convert inputs to TVM tensors once (benchmarks time the model, not the copy)."""
         self.check_feeds(feeds)
-        return [self._tvm.runtime.tensor(self._check(s, feeds[s.name])) for s in self.inputs]
+        return [self._tvm.runtime.tensor(self._check(s, feeds[s.name]), device=self._device) for s in self.inputs]
 
     def invoke(self, prepared: list):
         return self._main(*prepared)
