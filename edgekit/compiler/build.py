@@ -133,24 +133,20 @@ def _threads(target: TargetSpec, opts: BuildOptions) -> int:
 
 
 def check_thread_bound(mod, results: dict[str, RuleResult], target: TargetSpec) -> None:
-    """Every GPU kernel must run on many threads: a PrimFunc without a threadIdx loop would run on one."""
+    """Every block of every GPU kernel must sit under a thread-bound loop: one outside would run on a single
+    thread, or not on the GPU at all."""
     import tvm
-    import tvm_ffi
+
+    from edgekit.compiler.schedules.tir import unbound_blocks
 
     for gv, func in mod.functions.items():
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
-        bound: list = []
-        def note(loop) -> None:
-            # TIR Exprs refuse Python's `and`; test the binding against None explicitly.
-            if loop.thread_binding is not None and "threadIdx" in str(loop.thread_binding.thread_tag):
-                bound.append(loop)
-
-        tvm_ffi.structural_walk(func.body, (tvm.tirx.For, note), order="pre")
-        if not bound:
+        left = unbound_blocks(func)
+        if left:
             why = results.get(gv.name_hint, RuleResult("none")).fallback_reason
             raise EdgekitError(f"no GPU schedule rule could spread '{gv.name_hint}' over threads for {target.name}"
-                               + (f" ({why})" if why else ""),
+                               f" (block {left[0]} is not thread-bound{'; ' + why if why else ''})",
                                "compile for a CPU target, or report the model: the op needs a GPU rule")
 
 
@@ -326,11 +322,11 @@ def _import(model, in_specs, step) -> tuple[bool, object, list]:
     return did_simplify, to_relax(simplified, in_specs), fixed_output_specs(simplified)
 
 
-def imported_module(onnx_path: Path) -> tuple[object, bool, bool]:
-    """An ONNX file with fixed input shapes as Relax (as compile imports it), and whether it has QDQ (int8)
-    and binary activations."""
+def imported_module(onnx_path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[object, bool, bool]:
+    """An ONNX file as Relax (as compile imports it, with `input_shapes` for its dynamic inputs), and whether it
+    has QDQ (int8) and binary activations."""
     model = load_onnx(Path(onnx_path))
-    _, mod, _ = _import(model, resolve_input_specs(model, {}), lambda _msg: None)
+    _, mod, _ = _import(model, resolve_input_specs(model, input_shapes or {}), lambda _msg: None)
     has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     return mod, has_qdq, has_binary_activations(model)
 

@@ -78,6 +78,16 @@ def _kernel_launches(host: tvm.IRModule) -> list:
     return calls
 
 
+def _global_scratch(func: tvm.tirx.PrimFunc) -> list:
+    """The global-memory buffers a scheduled PrimFunc allocates (the host allocates them between kernels)."""
+    from tvm.s_tir import SBlock
+
+    found: list = []
+    tvm_ffi.structural_walk(func.body, (SBlock, lambda block: found.extend(
+        b for b in block.alloc_buffers if b.scope() == "global")), order="pre")
+    return found
+
+
 def _random_inputs(params, rng: np.random.Generator) -> list[np.ndarray]:
     """Random small integers, also for float tensors: conv / matmul sums of them are exact in fp32 in any
     order, so a schedule's different summation order cannot flip a sign activation (x >= 0) and the check
@@ -107,7 +117,9 @@ def check_kernel(name: str, scheduled: tvm.tirx.PrimFunc, reference: tvm.tirx.Pr
     import pyopencl as cl
 
     params = list(reference.params)
-    arrays = _random_inputs(params, np.random.default_rng(seed))
+    # parameters of one name are one tensor passed twice (x * x): the kernel's buffers are matched by name
+    first_of: dict[str, np.ndarray] = {}
+    arrays = [first_of.setdefault(p.name, a) for p, a in zip(params, _random_inputs(params, np.random.default_rng(seed)))]
     ref_mod = tvm.compile(tvm.IRModule({"main": reference.with_attr("global_symbol", "main")}), target="llvm")
     ref_args = [tvm.runtime.tensor(a) for a in arrays]
     ref_mod["main"](*ref_args)
@@ -118,6 +130,9 @@ def check_kernel(name: str, scheduled: tvm.tirx.PrimFunc, reference: tvm.tirx.Pr
     queue = cl.CommandQueue(context)
     flags = cl.mem_flags
     buffers = {p.name: cl.Buffer(context, flags.READ_WRITE | flags.COPY_HOST_PTR, hostbuf=a) for p, a in zip(params, arrays)}
+    for buffer in _global_scratch(scheduled):  # kernels of one PrimFunc that pass data through global memory
+        size = int(np.prod([int(d) for d in buffer.shape])) * np.dtype(str(buffer.dtype)).itemsize
+        buffers.setdefault(buffer.name, cl.Buffer(context, flags.READ_WRITE, size=max(size, 1)))
     launches = _kernel_launches(host)
     if not launches:
         raise ValueError(f"{name}: the scheduled function launches no GPU kernel")
@@ -152,7 +167,8 @@ def check_module(scheduled: tvm.IRModule, unscheduled: tvm.IRModule, context=Non
             for gv, func in scheduled.functions.items() if isinstance(func, tvm.tirx.PrimFunc)]
 
 
-def check_model(onnx_path, target: str = "cuda", opts=None, context=None) -> list[KernelCheck]:
+def check_model(onnx_path, target: str = "cuda", opts=None, context=None,
+                input_shapes: dict[str, tuple[int, ...]] | None = None) -> list[KernelCheck]:
     """check_module over every PrimFunc of an ONNX model as compile schedules it for a GPU target: the PrimFuncs
     after the Relax passes (the reference) and the same after edgekit's GPU rules."""
     from edgekit.compiler.build import imported_module, prepare_module, schedule_prepared
@@ -162,7 +178,7 @@ def check_model(onnx_path, target: str = "cuda", opts=None, context=None) -> lis
     spec, opts = load_target(target), opts or BuildOptions()
     if not spec.is_gpu:
         raise ValueError(f"{spec.name} is not a GPU target")
-    mod, int8, binary = imported_module(onnx_path)
+    mod, int8, binary = imported_module(onnx_path, input_shapes)
     prepared = prepare_module(mod, spec, opts, int8=int8, binary=binary)
     unscheduled = tvm.IRModule({gv: f for gv, f in prepared.functions.items() if isinstance(f, tvm.tirx.PrimFunc)})
     scheduled, _ = schedule_prepared(prepared, spec, opts, int8=int8)

@@ -17,7 +17,8 @@ linear_before_reset; RNN tanh). The kernel is target-neutral TIR: LLVM picks the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import tvm
@@ -27,6 +28,7 @@ from edgekit.kernels.binary import _root_block
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 STEP_PARALLEL_R_BYTES = 1 << 20  # see RecurrentSpec.step_parallel
+SPEC_ATTR = "edgekit.recurrent_spec"  # the kernel's RecurrentSpec as JSON: what the GPU rule rebuilds it from
 MAX_TILE = 64  # GEMV output lanes per block: 4 zmm / 8 ymm / 16 q accumulators, enough chains to hide FMA latency
 
 # tanh(x) ~ x·p(x²)/q(x²) on [-9, 9] (the rational form of Eigen's and TVM's fast_tanh; |error| < 1e-6);
@@ -291,4 +293,11 @@ def rnn_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
 
 
 def sequence_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
-    return {"LSTM": lstm_func, "GRU": gru_func, "RNN": rnn_func}[spec.kind](spec)
+    func = {"LSTM": lstm_func, "GRU": gru_func, "RNN": rnn_func}[spec.kind](spec)
+    return func.with_attr(SPEC_ATTR, json.dumps(asdict(spec)))
+
+
+def spec_of(func: tvm.tirx.PrimFunc) -> RecurrentSpec:
+    """The RecurrentSpec sequence_func recorded in a kernel."""
+    data = json.loads(str(func.attrs[SPEC_ATTR]))
+    return RecurrentSpec(**(data | {"reverse": tuple(data["reverse"])}))

@@ -54,6 +54,9 @@ class Rule:
     # the PrimFunc gets CONST_PARAMS_ATTR (which parameters are constants, so weights may be re-laid out at
     # compile time); a rule whose weights a Relax pass already packed says False
     marks_constant_params: bool = True
+    # a rule for one of edgekit's hand-written kernels (its "edgekit.kernel" attribute): the dispatcher offers
+    # such kernels only to these rules (e.g. the GPU twin of the CPU recurrence kernel)
+    replaces_kernel: str | None = None
 
     def applies(self, sch: Schedule, ctx: RuleContext) -> bool:
         raise NotImplementedError

@@ -27,6 +27,7 @@ from edgekit.compiler.schedules.dlight_reduction import DlightReduction
 from edgekit.compiler.schedules.fallback import Fallback
 from edgekit.compiler.schedules.gpu_depthwise import GpuDepthwiseConv
 from edgekit.compiler.schedules.gpu_dlight import GPU_FALLBACK, dlight_gpu_rules
+from edgekit.compiler.schedules.gpu_recurrent import GpuRecurrent
 from edgekit.compiler.schedules.injective import Injective
 from edgekit.compiler.schedules.int8_conv import Int8Conv
 from edgekit.compiler.schedules.reduction import ReductionVec
@@ -42,7 +43,8 @@ from edgekit.compiler.schedules.winograd import WinogradInput, WinogradOutput
 CPU_RULES: list[Rule] = [WinogradInput(), WinogradOutput(), Injective(), ConvNHWC(), DepthwiseConv(), Dense(), ReductionVec(),
                          DlightReduction()]
 CPU_INT8_RULES: list[Rule] = [Int8Conv(), *CPU_RULES]  # the float layers of a quantized model get the fp32 rules
-GPU_RULES: list[Rule] = [GpuDepthwiseConv(), *dlight_gpu_rules()]  # GPU_FALLBACK for the rest
+GPU_RULES: list[Rule] = [GpuRecurrent(), GpuDepthwiseConv(), *dlight_gpu_rules()]  # GPU_FALLBACK for the rest
+KERNEL_RESULTS = {"mbconv": "mbconv kernel", "recurrent": "recurrent kernel"}  # the rest: XNOR kernels
 FALLBACK = Fallback()
 KERNEL_ATTR = "edgekit.kernel"  # hand-written TIR (edgekit/kernels): already scheduled
 
@@ -58,8 +60,7 @@ def schedule_prim_func(func: tvm.tirx.PrimFunc, ctx: RuleContext, knobs: Knobs |
     the rule fails with them it is retried with its defaults (a stale database never breaks a build).
     `constant_params`: parameters every caller passes a constant; only their layouts may change at compile time."""
     if func.attrs is not None and KERNEL_ATTR in func.attrs:
-        kernel = str(func.attrs[KERNEL_ATTR])
-        return func, RuleResult("mbconv kernel" if kernel == "mbconv" else "xnor-popcount kernel")
+        return _hand_written(func, ctx, rules)
     try:
         rule = pick_rule(Schedule(func), ctx, rules, fallback)
         why = ""
@@ -91,6 +92,20 @@ def schedule_prim_func(func: tvm.tirx.PrimFunc, ctx: RuleContext, knobs: Knobs |
     except Exception as exc:  # noqa: BLE001 - reported in the RuleResult
         interrupts.check()
         return func, RuleResult("none", None, f"{why}; fallback failed: {first_line(exc)}".lstrip("; "))
+
+
+def _hand_written(func: tvm.tirx.PrimFunc, ctx: RuleContext, rules: Sequence[Rule]) -> tuple[tvm.tirx.PrimFunc, RuleResult]:
+    """An edgekit kernel: kept as written, or rebuilt by the rule that replaces it for this target kind."""
+    kernel = str(func.attrs[KERNEL_ATTR])
+    rule = next((r for r in rules if r.replaces_kernel == kernel), None)
+    if rule is None:
+        return func, RuleResult(KERNEL_RESULTS.get(kernel, "xnor-popcount kernel"))
+    sch = Schedule(func)
+    try:
+        return sch.mod["main"] if rule.apply(sch, ctx) else func, RuleResult(rule.name)
+    except Exception as exc:  # noqa: BLE001 - reported; a GPU build then refuses the unbound kernel by name
+        interrupts.check()
+        return func, RuleResult("none", None, f"{rule.name} failed: {first_line(exc)}")
 
 
 def tunable_space(func: tvm.tirx.PrimFunc, ctx: RuleContext) -> tuple[str, Knobs, dict[str, list], dict[str, int]] | None:

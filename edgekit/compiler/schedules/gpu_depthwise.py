@@ -8,7 +8,15 @@ from __future__ import annotations
 from tvm.s_tir import Schedule
 
 from edgekit.compiler.schedules.base import Knobs, Rule, RuleContext
-from edgekit.compiler.schedules.tir import extent, largest_divisor, reverse_inline_epilogue, single_reduction, the_reduction_is
+from edgekit.compiler.schedules.tir import (
+    extent,
+    inline_intermediates,
+    largest_divisor,
+    reverse_inline_epilogue,
+    single_reduction,
+    the_reduction_is,
+    unbound_blocks,
+)
 
 ROW = 4  # outputs per thread along W
 THREADS = 128  # threads per block
@@ -25,6 +33,7 @@ class GpuDepthwiseConv(Rule):
         conv = single_reduction(sch)
         for producer in sch.get_producers(conv):
             sch.compute_inline(producer)
+        inline_intermediates(sch, conv)
         store = sch.cache_write(conv, 0, "local")
         reverse_inline_epilogue(sch, store)
         n, c, h, w, rc, rh, rw = sch.get_loops(conv)
@@ -37,4 +46,7 @@ class GpuDepthwiseConv(Rule):
         sch.reverse_compute_at(store, tx)
         sch.decompose_reduction(conv, rc)
         sch.unroll(wi)
+        left = unbound_blocks(sch.mod["main"])
+        if left:  # an epilogue the store could not absorb: the dispatcher takes the GPU fallback instead
+            raise ValueError(f"blocks {left} are not thread-bound")
         return self.name if depthwise else "gpu-conv2d-grouped"

@@ -102,6 +102,36 @@ def reverse_inline_epilogue(sch: Schedule, store) -> None:
             return
 
 
+def inline_intermediates(sch: Schedule, keep) -> None:
+    """compute_inline every spatial block except `keep` and the outputs, so a branching epilogue (hardswish:
+    x * clip(x + 3, 0, 6) / 6 reads x twice) becomes one expression the accumulator store can absorb."""
+    keep_name = sch.get(keep).name_hint
+    for blk in blocks(sch):
+        if sch.get(blk).name_hint != keep_name and "R" not in iter_kinds(sch, blk):
+            try:
+                sch.compute_inline(blk)
+            except Exception:  # noqa: BLE001 - an output block (or a non-injective one) stays as it is
+                pass
+
+
+def unbound_blocks(func: tvm.tirx.PrimFunc) -> list[str]:
+    """The blocks of a GPU-scheduled PrimFunc outside every thread-bound loop: code that would not run on
+    the GPU's threads (the check every GPU rule's result must pass)."""
+    import tvm_ffi
+    from tvm.s_tir import SBlock
+
+    every: list[str] = []
+    bound: set[str] = set()
+
+    def under_binding(loop) -> None:
+        if loop.thread_binding is not None:
+            tvm_ffi.structural_walk(loop.body, (SBlock, lambda b: bound.add(b.name_hint)), order="pre")
+
+    tvm_ffi.structural_walk(func.body, (SBlock, lambda b: every.append(b.name_hint)), order="pre")
+    tvm_ffi.structural_walk(func.body, (tvm.tirx.For, under_binding), order="pre")
+    return [name for name in every if name not in bound and name != "root"]
+
+
 def other_spatial(sch: Schedule, red_block) -> list:
     """Spatial blocks other than red_block, each still in its own root-level loop nest (call before tiling)."""
     name = sch.get(red_block).name_hint
