@@ -49,7 +49,8 @@ def targets(json_out: JsonOpt = False) -> None:
 
     specs = list_targets()
     if json_out:
-        return emit_json({"targets": [t.to_json() | {"runs_on_host": t.runs_on_host, "missing_on_host": t.missing_on_host} for t in specs]})
+        return emit_json({"targets": [t.to_json() | {"runs_on_host": t.runs_on_host, "missing_on_host": t.missing_on_host,
+                                                             "why_not_runnable": t.why_not_runnable} for t in specs]})
     table = Table(title="edgekit targets")
     for col in ("name", "aliases", "cpu", "runs here", "description"):
         table.add_column(col)
