@@ -65,8 +65,9 @@ def _worker(job: dict) -> dict:
 
         model = load(job["model"], threads=job["threads"])
         prepared = model.prepare(feeds)
-        # the VM runs CPU kernels synchronously: when invoke returns, the outputs are computed
-        fn = lambda: model.invoke(prepared)  # noqa: E731
+        # the VM runs CPU kernels synchronously: when invoke returns, the outputs are computed; GPU kernels
+        # are queued, so a GPU call is timed up to the device's synchronize
+        fn = (lambda: (model.invoke(prepared), model.synchronize())) if model.on_gpu else (lambda: model.invoke(prepared))  # noqa: E731
 
     times = _time_calls(fn, job["warmup"], job["repeat"])
     return {"times_ms": times, "peak_rss_mb": _peak_rss_mb()}

@@ -41,8 +41,11 @@ def runtime_libs(target: dict) -> Path:
     """The directory holding libtvm_runtime.so and libtvm_ffi.so for the target's architecture."""
     arch = target.get("caps", {}).get("arch")
     if target.get("tvm", {}).get("kind", "llvm") != "llvm":
+        # libedgekit's C API runs on the CPU device only, and the CUDA runtime in TVM's wheels links CUDA 13's
+        # libcudart.so.13, which JetPack 6 (Orin's CUDA 12.x) lacks: no bundle would run there as built
         raise EdgekitError(f"{target.get('name')} is a {target['tvm']['kind']} target: bundles hold CPU runtimes only",
-                           "load GPU artifacts with edgekit.load() / edgekit-runtime on a machine with the CUDA driver")
+                           "copy the artifact directory to the board and load it there with edgekit.load(); it needs "
+                           "`pip install apache-tvm==0.27.*` (its CUDA runtime wants CUDA 13's libcudart.so.13) and the NVIDIA driver")
     if arch == "x86_64":
         import tvm
         import tvm_ffi

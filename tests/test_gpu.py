@@ -178,3 +178,36 @@ def test_a_third_party_cnn_runs_through_load_on_the_gpu(tmp_path):
     compiled = edgekit.load(tmp_path / "art")
     x = np.random.default_rng(0).standard_normal(compiled.inputs[0].shape).astype(np.float32)
     assert all(np.isfinite(out).all() for out in compiled(x))
+
+
+def test_package_refuses_a_gpu_artifact_saying_what_to_install(cuda_artifact, cli, tmp_path):
+    assert_one_line_error(cli("package", cuda_artifact, "-o", tmp_path / "bundle"), "CPU runtimes only")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_the_gpu_benchmark_prepares_its_artifacts_without_a_gpu(tmp_path):
+    """bench/gpu.py's first half, small: what a GPU machine without TVM's compiler is given to run."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    proc = subprocess.run([sys.executable, str(root / "bench" / "gpu.py"), "prepare", str(tmp_path / "b"),
+                           "--models", "digits_cnn", "--target", "cuda"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert [(e["model"], e["precision"]) for e in manifest["entries"]] == [("digits_cnn", p) for p in ("fp32", "fp16", "int8")]
+    for e in manifest["entries"]:
+        check_gpu_artifact(tmp_path / "b" / e["artifact"], "sm_80", 62)
+        ref = np.load(tmp_path / "b" / e["artifact"] / "reference.npz")
+        assert any(k.startswith("output:") for k in ref.files)
+
+
+def test_a_kernel_with_no_thread_binding_is_unbound():
+    """A hand-written CPU kernel (only a root block) must not pass the GPU build's check."""
+    from edgekit.compiler.schedules.tir import unbound_blocks
+    from edgekit.kernels.recurrent import RecurrentSpec, sequence_func
+    from edgekit.kernels.recurrent_gpu import gpu_sequence_func
+
+    spec = RecurrentSpec("GRU", 3, 1, 8, (False,))
+    assert unbound_blocks(sequence_func(spec)) == ["root"]
+    assert unbound_blocks(gpu_sequence_func(spec)) == []

@@ -296,6 +296,14 @@ class Model:
         self.check_feeds(feeds)
         return [self._tvm.runtime.tensor(self._check(s, feeds[s.name]), device=self._device) for s in self.inputs]
 
+    @property
+    def on_gpu(self) -> bool:
+        return self._device.dlpack_device_type() != self._tvm.cpu().dlpack_device_type()
+
+    def synchronize(self) -> None:
+        """Wait for the kernels of the last invoke: a GPU call returns before its kernels finish."""
+        self._device.sync()
+
     def invoke(self, prepared: list):
         return self._main(*prepared)
 

@@ -122,13 +122,17 @@ def unbound_blocks(func: tvm.tirx.PrimFunc) -> list[str]:
 
     every: list[str] = []
     bound: set[str] = set()
+    bindings: list = []
 
     def under_binding(loop) -> None:
         if loop.thread_binding is not None:
+            bindings.append(loop)
             tvm_ffi.structural_walk(loop.body, (SBlock, lambda b: bound.add(b.name_hint)), order="pre")
 
     tvm_ffi.structural_walk(func.body, (SBlock, lambda b: every.append(b.name_hint)), order="pre")
     tvm_ffi.structural_walk(func.body, (tvm.tirx.For, under_binding), order="pre")
+    if not bindings:  # e.g. a hand-written CPU kernel (its only block is the root): all of it runs on one thread
+        return ["root"]
     return [name for name in every if name not in bound and name != "root"]
 
 
