@@ -295,6 +295,7 @@ def run(
     """
     import numpy as np
 
+    from edgekit.checks import load_arrays
     from edgekit.fileio import atomic_file, check_output_path
     from edgekit.runners import open_runner
 
@@ -302,11 +303,8 @@ def run(
     compiled = open_runner(artifact, threads, rpc, tracker, key, runtime)
     if not input_file.exists():
         raise EdgekitError(f"{input_file}: no such file", "check the path; --input takes a .npy (one input) or .npz (named inputs)")
-    try:
-        loaded = np.load(input_file)
-    except Exception:
-        raise EdgekitError(f"{input_file} is not a .npy/.npz file", "write it with numpy.save / numpy.savez") from None
-    feeds = dict(loaded) if not isinstance(loaded, np.ndarray) else {compiled.inputs[0].name: loaded}
+    loaded = load_arrays(input_file)  # the one reader: never unpickles, numbers only
+    feeds = {compiled.inputs[0].name: loaded[""]} if "" in loaded else loaded
     outputs = compiled.run(feeds)
     with atomic_file(output) as tmp:
         with open(tmp, "wb") as fh:
@@ -421,7 +419,7 @@ def report(
     finetune: Annotated[bool, typer.Option("--finetune", help="Also the training-based variants (ft-bwn, ft-int4, ft-prune90, ft-prune50s).")] = False,
     threads: Annotated[int, typer.Option("--threads")] = 2,
     repeat: Annotated[int, typer.Option("--repeat", help="Timed calls per runtime and variant.")] = 20,
-    config: Annotated[Optional[Path], typer.Option("--config", help="A TOML file with a [report] table instead of the options.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="A TOML file with a \\[report] table instead of the options.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Every compression variant built, validated and measured: size, accuracy (or error vs fp32), latency; Pareto plots.

@@ -105,3 +105,27 @@ def test_wrong_input_shape_for_model(cli, digits_onnx, tmp_path):
 
 def test_not_an_artifact(cli, tmp_path):
     assert_one_line_error(cli("run", tmp_path, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy"), "not an edgekit artifact")
+
+
+BAD_ARRAYS = {
+    "pickled.npz": lambda p: __import__("numpy").savez(p, input=__import__("numpy").array([{"a": 1}], dtype=object)),
+    "pickled.npy": lambda p: __import__("numpy").save(p, __import__("numpy").array([None], dtype=object), allow_pickle=True),
+    "strings.npz": lambda p: __import__("numpy").savez(p, input=__import__("numpy").array(["a", "b"])),
+    "empty.npz": lambda p: __import__("numpy").savez(p),
+    "mismatched.npz": lambda p: __import__("numpy").savez(p, input=__import__("numpy").zeros((2, 3), "float32")),
+    "truncated.npz": lambda p: p.write_bytes(b"PK\x03\x04" + b"\0" * 20),
+}
+
+
+def test_bad_array_files_are_refused_by_every_command_that_reads_them(cli, tmp_path, digits_onnx, digits_artifact):
+    """Pickled (object), string, empty, mismatched and truncated .npz/.npy: exit 2 and one line, everywhere."""
+    for name, write in BAD_ARRAYS.items():
+        path = tmp_path / name
+        write(path)
+        commands = [("run", digits_artifact, "-i", path, "-o", tmp_path / "y.npy"),
+                    ("validate", digits_artifact, digits_onnx, "--inputs", path),
+                    ("compile", digits_onnx, "-o", tmp_path / "art", "--inputs", path),
+                    ("compress", digits_onnx, "--bits", "8", "--calib", path, "-o", tmp_path / "q.onnx")]
+        for args in commands:
+            assert_one_line_error(cli(*args))
+        assert not (tmp_path / "y.npy").exists() and not (tmp_path / "art").exists() and not (tmp_path / "q.onnx").exists()

@@ -10,7 +10,7 @@ import re
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from edgekit.fileio import atomic_dir, check_output_path, sha256_of
 from edgekit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
 from edgekit.onnxtools import ort_session, simplify
 from edgekit.passes import passes_applied
-from edgekit.progress import steps, warn
+from edgekit.progress import native_stderr_captured, steps, warn
 from edgekit.runners import open_runner
 from edgekit.runtime import BUNDLE, LIBRARY, META
 from edgekit.targets import TargetSpec, load_target
@@ -56,12 +56,13 @@ class CompileResult:
 @dataclass
 class Built:
     """What build_module gives back: the executable, {PrimFunc: RuleResult}, the reporting passes' logs
-    (int8 / binary per-layer results, skipped rewrites) and the memory plan."""
+    (int8 / binary per-layer results, skipped rewrites), the memory plan and TVM's own warnings."""
 
     executable: object
     rules: dict[str, RuleResult]
     reports: Reports
     memory: dict
+    tvm_log: list[str] = field(default_factory=list)  # TVM's C++ warnings during the build (not shown: meta.json)
 
 
 def build_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = False, binary: bool = False) -> Built:
@@ -72,12 +73,13 @@ def build_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = Fa
 
     from edgekit.compiler.memory_plan import recording_pipeline
 
-    mod, rules, reports = schedule_module(mod, target, opts, int8=int8, binary=binary)
     plan: dict = {}
-    with _tvm_errors(target):
-        executable = relax.build(mod, target=target.tvm_target(), relax_pipeline=recording_pipeline(plan))
+    with native_stderr_captured() as tvm_log:
+        mod, rules, reports = schedule_module(mod, target, opts, int8=int8, binary=binary)
+        with _tvm_errors(target):
+            executable = relax.build(mod, target=target.tvm_target(), relax_pipeline=recording_pipeline(plan))
     interrupts.check()
-    return Built(executable, rules, reports, plan)
+    return Built(executable, rules, reports, plan, tvm_log)
 
 
 def prepare_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = False, binary: bool = False,
@@ -218,14 +220,7 @@ def compile_onnx(
     machine can run (or emulate) the target."""
     onnx_path, out, opts = Path(onnx_path), Path(out), opts or BuildOptions()
     spec = load_target(target)
-    spec.tvm_target()  # a bad [tvm] table (unknown mcpu...) fails here, before any work
-    if spec.is_gpu:
-        from edgekit.compiler.cuda import require_nvcc
-
-        require_nvcc(spec.nvcc)
-    elif opts.precision != "fp32":
-        raise EdgekitError(f"--precision {opts.precision} is for GPU targets; {spec.name} is a CPU",
-                           "use --precision fp32 here, or compress with --bits 8 for a smaller, faster CPU model")
+    _check_target(spec, opts)
     check_output_path(out, force, (onnx_path, inputs), kind="artifact")
     with steps(quiet) as step:
         step("loading ONNX")
@@ -237,6 +232,7 @@ def compile_onnx(
             freeze = parse_freeze(freeze, model) if isinstance(freeze, list) else freeze
             model = freeze_inputs(model, freeze)
         in_specs = resolve_input_specs(model, input_shapes or {}, max_elements)
+        given = load_inputs_npz(inputs, in_specs) if inputs else None  # a bad --inputs file fails before the build
         default_atol, default_rtol = tolerances_for(model, opts.precision)
         atol = default_atol if atol is None else atol
         rtol = default_rtol if rtol is None else rtol
@@ -246,18 +242,12 @@ def compile_onnx(
         has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
         build_warnings = [w for w in [int8_format_warning(model, spec)] if has_qdq and w]
         built = build_module(mod, spec, opts, int8=has_qdq, binary=has_binary_activations(model))
-        executable, rules, skipped = built.executable, built.rules, built.reports.skipped
+        executable, skipped = built.executable, built.reports.skipped
         build_warnings += [f"rewrite {s['pass']} skipped: {s['skipped']}" for s in skipped]
         for w in build_warnings:
             warn(w, quiet)
-        build = {"seconds": round(time.perf_counter() - t0, 3), "onnxsim": did_simplify, "options": opts.to_json(),
-                 "schedules": "edgekit-default" if rules else "tvm-bare", "rules": summarize_rules(rules),
-                 "winograd": opts.winograd, "fused_blocks": opts.fuse_blocks,
-                 "rule_per_function": {name: r.rule for name, r in rules.items()},
-                 "rule_details": {name: r.to_json() for name, r in rules.items() if r.knobs or r.fallback_reason},
-                 "binary_layers": built.reports.binary_layers, "int8_layers": built.reports.int8_layers,
-                 "rewrites_skipped": skipped, "memory": built.memory,
-                 "tolerance": {"atol": atol, "rtol": rtol, "precision": opts.precision}}
+        build = _build_record(built, opts, round(time.perf_counter() - t0, 3), did_simplify) | {
+            "tolerance": {"atol": atol, "rtol": rtol, "precision": opts.precision}}
         cc = spec.compiler()
         with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-device-") as device_dir:
             device_objects = []
@@ -273,7 +263,7 @@ def compile_onnx(
             report = None
             if validate and spec.runnable_here != "no":
                 step(f"validating against onnxruntime ({spec.runnable_here})")
-                samples = load_inputs_npz(inputs, in_specs) if inputs else [random_inputs(in_specs)]
+                samples = given or [random_inputs(in_specs)]
                 session = ort_session(onnx_path, reference=True)
                 report = compare_samples(samples, session, open_runner(tmp), atol, rtol, freeze)
                 meta["validation"] = report.to_json() | {"samples": len(samples), "executed": spec.runnable_here}
@@ -285,6 +275,31 @@ def compile_onnx(
                 meta["validation"] = {"ok": None, "skipped": skipped_why}
             (tmp / META).write_text(json.dumps(meta, indent=2))
     return CompileResult(out, meta, report)
+
+
+def _check_target(spec: TargetSpec, opts: BuildOptions) -> None:
+    """What can fail before any work: a bad [tvm] table (unknown mcpu, arch), a GPU target's missing nvcc,
+    a GPU-only option for a CPU."""
+    spec.tvm_target()
+    if spec.is_gpu:
+        from edgekit.compiler.cuda import require_nvcc
+
+        require_nvcc(spec.nvcc)
+    elif opts.precision != "fp32":
+        raise EdgekitError(f"--precision {opts.precision} is for GPU targets; {spec.name} is a CPU",
+                           "use --precision fp32 here, or compress with --bits 8 for a smaller, faster CPU model")
+
+
+def _build_record(built: Built, opts: BuildOptions, seconds: float, did_simplify: bool) -> dict:
+    """meta.json's "build": options, the rule of every PrimFunc, the reporting passes' logs, the memory plan."""
+    rules = built.rules
+    return {"seconds": seconds, "onnxsim": did_simplify, "options": opts.to_json(),
+            "schedules": "edgekit-default" if rules else "tvm-bare", "rules": summarize_rules(rules),
+            "winograd": opts.winograd, "fused_blocks": opts.fuse_blocks,
+            "rule_per_function": {name: r.rule for name, r in rules.items()},
+            "rule_details": {name: r.to_json() for name, r in rules.items() if r.knobs or r.fallback_reason},
+            "binary_layers": built.reports.binary_layers, "int8_layers": built.reports.int8_layers,
+            "rewrites_skipped": built.reports.skipped, "memory": built.memory, "tvm_log": built.tvm_log[:50]}
 
 
 def _meta(onnx_path: Path, spec: TargetSpec, in_specs, out_specs, model, build: dict, tmp: Path, build_warnings: list[str]) -> dict:
@@ -319,7 +334,9 @@ def _import(model, in_specs, step) -> tuple[bool, object, list]:
     step("simplifying with fixed shapes (onnxsim)")
     simplified, did_simplify = simplify(model, {s.name: list(s.shape) for s in in_specs})
     step("importing into TVM Relax")
-    return did_simplify, to_relax(simplified, in_specs), fixed_output_specs(simplified)
+    with native_stderr_captured():  # the importer's C++ warnings ("BlockBuilder destroyed ..." after an error)
+        mod = to_relax(simplified, in_specs)
+    return did_simplify, mod, fixed_output_specs(simplified)
 
 
 def imported_module(onnx_path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[object, bool, bool]:

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgekit.checks import load_arrays
 from edgekit.errors import EdgekitError
 from edgekit.graph import copy_subgraph
 
@@ -34,7 +35,7 @@ def parse_freeze(items: list[str] | None, model: onnx.ModelProto) -> dict[str, n
         t = inputs[name].type.tensor_type
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)) if t.elem_type else np.dtype("float32")
         try:
-            value = np.load(text) if text.endswith(".npy") and Path(text).exists() else np.array([float(v) for v in text.split(",")])
+            value = load_arrays(Path(text))[""] if text.endswith(".npy") and Path(text).exists() else np.array([float(v) for v in text.split(",")])
         except ValueError:
             raise EdgekitError(f"--freeze {name}: '{text}' is not a number, a comma list or an .npy file", "e.g. --freeze sr=16000") from None
         dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
