@@ -231,3 +231,20 @@ def test_full_or_read_only_disk_is_refused_before_any_work(cli, tiny, tmp_path, 
     monkeypatch.setattr(fileio.os, "statvfs", lambda _p: type("vfs", (), {"f_flag": os_module.ST_RDONLY})())
     assert_one_line_error(cli(*args), "read-only", str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]
+
+
+def test_tvm_cpp_warnings_go_to_meta_json_not_the_terminal(tmp_path):
+    """The token model's embedding Gather makes TVM's C++ print "Fast mode segfaults ..." on fd 2 while it
+    legalizes; a user's terminal (and a --json consumer) never sees it: meta.json's build.tvm_log keeps it."""
+    import onnx
+
+    from realworld import build
+
+    onnx.save(build("token_model"), tmp_path / "m.onnx")
+    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "art"),
+                           "--input-shape", "ids=1,16", "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    assert "Fast mode" not in proc.stderr
+    json.loads(proc.stdout)  # stdout is exactly one JSON document
+    log = json.loads((tmp_path / "art" / "meta.json").read_text())["build"]["tvm_log"]
+    assert any("Fast mode" in line for line in log), log
