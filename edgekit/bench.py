@@ -13,6 +13,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.measure import default_threads, run_worker
+from edgekit.targets import DEFAULT_TARGET
 
 RUNTIMES = ("ort", "tvm", "openvino", "cpp")  # openvino: optional peer (pip install openvino), reads the same ONNX;
 # cpp: the embedded path (libedgekit's C API through the bundle's example app, runners/cpp.py)
@@ -55,7 +56,7 @@ def bench(
     warmup: int = 5,
     repeat: int = 50,
     rounds: int = 2,
-    target: str = "x86_64",
+    target: str = DEFAULT_TARGET,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     onnx_path: Path | None = None,
     quiet: bool = False,

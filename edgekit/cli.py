@@ -15,6 +15,7 @@ from edgekit.cli_support import (
 from edgekit.checks import MAX_ELEMENTS
 from edgekit.cli_compress import compress, finetune
 from edgekit.errors import EdgekitError
+from edgekit.targets import DEFAULT_TARGET
 
 app = typer.Typer(
     add_completion=False,
@@ -103,7 +104,7 @@ app.command()(finetune)
 def tune(
     model: Annotated[Path, typer.Argument(help="Input .onnx file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Tuning directory (writes DIR/<target>/<model>.json) or a .json file.")] = Path("tuning"),
-    target: Annotated[str, typer.Option("--target", "-t", help="Target name or .toml (must run on this machine).")] = "x86_64",
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name or .toml (must run on this machine).")] = DEFAULT_TARGET,
     trials: Annotated[int, typer.Option("--trials", help="Knob settings timed per task, besides the default.")] = 16,
     threads: Annotated[int, typer.Option("--threads", help="Threads to tune for (0 = target's / all cores).")] = 0,
     budget: Annotated[Optional[float], typer.Option("--budget", help="Seconds for this model (resumable: run again to continue).")] = None,
@@ -186,7 +187,7 @@ def inspect(
 def compile_cmd(
     model: Annotated[Path, typer.Argument(help="Input .onnx file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Artifact directory to write.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="Target name or .toml (see `edgekit targets`).")] = "x86_64",
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name or .toml (see `edgekit targets`; default: host, this machine's CPU).")] = DEFAULT_TARGET,
     input_shape: ShapeOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the check against onnxruntime.")] = False,
     schedules: Annotated[str, typer.Option("--schedules", help="default (edgekit's CPU or GPU rules) or none (TVM's bare loops).")] = "default",
@@ -347,7 +348,7 @@ def package(
 def bench(
     models: Annotated[list[Path], typer.Argument(help=".onnx files or artifact directories (e.g. fp32 and compressed variants).")],
     runtimes: Annotated[str, typer.Option("--runtimes", help="Comma-separated: ort,tvm,openvino,cpp (cpp: the C API).")] = "ort,tvm",
-    target: Annotated[str, typer.Option("--target", "-t", help="Target when compiling an .onnx for tvm.")] = "x86_64",
+    target: Annotated[str, typer.Option("--target", "-t", help="Target when compiling an .onnx for tvm.")] = DEFAULT_TARGET,
     threads: Annotated[int, typer.Option("--threads", help="Threads for every runtime (0 = all cores).")] = 0,
     warmup: Annotated[int, typer.Option("--warmup")] = 5,
     repeat: Annotated[int, typer.Option("--repeat")] = 50,
@@ -387,7 +388,7 @@ def bench(
 def demo(
     model: Annotated[str, typer.Option("--model", help="Zoo model to run end to end.")] = "digits_cnn",
     workdir: Annotated[Path, typer.Option("--workdir", help="Where to write the ONNX, artifact and report.")] = Path("out/demo"),
-    target: Annotated[str, typer.Option("--target", "-t")] = "x86_64",
+    target: Annotated[str, typer.Option("--target", "-t")] = DEFAULT_TARGET,
     repeat: Annotated[int, typer.Option("--repeat")] = 200,
     json_out: JsonOpt = False,
 ) -> None:
@@ -411,7 +412,7 @@ def demo(
 @handle_errors
 def report(
     model: Annotated[Optional[str], typer.Argument(help="An .onnx file or a zoo name (or give --config).")] = None,
-    target: Annotated[str, typer.Option("--target", "-t")] = "x86_64",
+    target: Annotated[str, typer.Option("--target", "-t")] = DEFAULT_TARGET,
     variants: Annotated[Optional[str], typer.Option("--variants", help="Comma-separated, e.g. fp32,int8,int4,bwn,prune50s,prune90.")] = None,
     eval_set: Annotated[Optional[str], typer.Option("--eval", help="digits, or data.npz with the inputs and 'labels' (else: error vs fp32).")] = None,
     calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration data for int8 / structured / depth (default: digits or random).")] = None,

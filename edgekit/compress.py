@@ -15,6 +15,7 @@ from edgekit.fileio import atomic_file, check_output_path
 from edgekit.graph import TensorSpec, load_onnx, name_unnamed_nodes, random_inputs, resolve_input_specs
 from edgekit.passes import PassReport, opset
 from edgekit.passes.quantize import QuantizeConfig, check_bits, check_not_quantized
+from edgekit.targets import DEFAULT_TARGET
 
 EVAL_SETS = ("digits",)
 
@@ -198,7 +199,7 @@ def summary(reports: list[PassReport]) -> dict:
     return result
 
 
-def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = "x86_64") -> dict:
+def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = DEFAULT_TARGET) -> dict:
     """Digits test accuracy: fp32 in ORT, compressed in ORT and in TVM (compiled here), and torch fp32 if known."""
     from edgekit.compiler.build import compile_onnx
     from edgekit.datasets import accuracy, test_batches

@@ -22,6 +22,7 @@ import edgekit.interrupts as interrupts
 from edgekit import __version__
 from edgekit.errors import EdgekitError
 from edgekit.fileio import sha256_of
+from edgekit.targets import DEFAULT_TARGET
 
 # name -> CompressOptions fields (None: the fp32 model itself)
 VARIANTS: dict[str, dict | None] = {
@@ -55,7 +56,7 @@ DEFAULT_VARIANTS = ("fp32", "int8", "int4", "bwn", "prune50s", "prune90", "prune
 @dataclass
 class ReportConfig:
     model: str  # an .onnx path or a zoo name
-    target: str = "x86_64"
+    target: str = DEFAULT_TARGET
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     eval: str | None = None  # "digits", or data.npz with the model's inputs and a "labels" array
     calib: str | None = None

@@ -323,6 +323,9 @@ class TargetSpec:
 
 
 GPU_TVM_KINDS = ("cuda",)
+# every command's default target: this machine's own CPU, so that compress's int8 weight format (chosen for this
+# machine), compile, bench, demo and report agree (an x86_64 (AVX2) default on a VNNI host made int8 16x slower)
+DEFAULT_TARGET = "host"
 
 
 def cuda_device_here() -> bool:

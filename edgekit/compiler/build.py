@@ -32,7 +32,7 @@ from edgekit.passes import passes_applied
 from edgekit.progress import native_stderr_captured, steps, warn
 from edgekit.runners import open_runner
 from edgekit.runtime import BUNDLE, LIBRARY, META
-from edgekit.targets import TargetSpec, load_target
+from edgekit.targets import DEFAULT_TARGET, TargetSpec, load_target
 from edgekit.validate import (
     ValidationReport,
     compare_samples,
@@ -203,7 +203,7 @@ def summarize_rules(rules: dict[str, RuleResult]) -> dict[str, int]:
 def compile_onnx(
     onnx_path: Path,
     out: Path,
-    target: str = "x86_64",
+    target: str = DEFAULT_TARGET,
     opts: BuildOptions | None = None,
     *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,

@@ -35,9 +35,42 @@ def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Initializers and Constant-node outputs of the main graph, by name."""
     values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        value = constant_node_value(node) if node.op_type == "Constant" else None
+        if value is not None:
+            values[node.output[0]] = value
     return values
+
+
+def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """A Constant node's tensor, whichever attribute holds it (value, value_float(s), value_int(s)); None for
+    strings and sparse values."""
+    attr = node.attribute[0] if len(node.attribute) == 1 else None
+    if attr is None:
+        return None
+    if attr.name == "value":
+        return numpy_helper.to_array(attr.t)
+    simple = {"value_float": (np.float32, lambda a: a.f), "value_floats": (np.float32, lambda a: list(a.floats)),
+              "value_int": (np.int64, lambda a: a.i), "value_ints": (np.int64, lambda a: list(a.ints))}
+    if attr.name in simple:
+        dtype, read = simple[attr.name]
+        return np.array(read(attr), dtype)
+    return None
+
+
+def constant_nodes_as_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The main graph's Constant nodes as initializers: TVM's importer reads only the `value` form ("no value in
+    Constant" for onnxscript's value_float), and onnxsim keeps Constant nodes it cannot fold around."""
+    values = {n.output[0]: constant_node_value(n) for n in model.graph.node if n.op_type == "Constant"}
+    values = {k: v for k, v in values.items() if v is not None}
+    if not values:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    kept = [n for n in out.graph.node if not (n.op_type == "Constant" and n.output[0] in values)]
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    out.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in values.items())
+    return out
 
 
 def inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:

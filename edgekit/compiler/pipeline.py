@@ -50,12 +50,14 @@ def target_kind(tvm_kind: str) -> str:
 
 def _onnx_lowerings() -> list[tuple[str, Callable[[onnx.ModelProto], onnx.ModelProto]]]:
     from edgekit.compiler.loops import unroll_constant_loops
+    from edgekit.compiler.onnx_builder import constant_nodes_as_initializers
     from edgekit.compiler.pool_indices import lower_pool_indices
     from edgekit.compiler.recurrent import lower_recurrent
     from edgekit.compiler.spectral import lower_spectral
     from edgekit.passes import sparse_format
 
     return [
+        ("constant_nodes", constant_nodes_as_initializers),  # the importer reads Constant's `value` form only
         ("lower_recurrent", lower_recurrent),  # TVM's importer has no LSTM / GRU / RNN
         ("lower_spectral", lower_spectral),  # ... no DFT / STFT
         ("unroll_constant_loops", unroll_constant_loops),  # ... and no Loop

@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.checks import load_arrays
+from edgekit.compiler.onnx_builder import constant_node_value
 from edgekit.errors import EdgekitError
 from edgekit.graph import copy_subgraph
 
@@ -79,11 +80,21 @@ def freeze_inputs(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx
     g.input.extend(kept_inputs)
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer} | dict(values)
     derived = set(values)  # tensors that depend on a frozen input: the only ones folded
+    # outputs of Constant nodes and of what computes on them alone (onnxscript / spox write constants as nodes:
+    # Equal(sr, Constant(16000)) -> If): folded like frozen inputs, while initializer-only subgraphs (weights,
+    # quantization parameters) stay as they are
+    constant_made: set[str] = set()
+    folded: set[str] = set()  # produced by a node folding removed: written back as initializers where used
     changed = True
     while changed:
         changed = False
         nodes = []
         for node in list(g.node):
+            if node.op_type == "Constant" and node.output[0] not in consts:
+                value = constant_node_value(node)
+                if value is not None:
+                    consts[node.output[0]] = value
+                    constant_made.add(node.output[0])
             if node.op_type == "If" and node.input[0] in consts:
                 taken = next(a.g for a in node.attribute if a.name == ("then_branch" if bool(np.asarray(consts[node.input[0]]).ravel()[0]) else "else_branch"))
                 branch_nodes, branch_inits = _inline(node, taken)
@@ -92,22 +103,27 @@ def freeze_inputs(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx
                 consts.update({t.name: numpy_helper.to_array(t) for t in branch_inits})
                 changed = True
                 continue
-            foldable = node.op_type != "If" and any(i in derived for i in node.input) and all(not i or i in consts for i in node.input)
+            real_inputs = [i for i in node.input if i]
+            from_frozen = any(i in derived for i in real_inputs)
+            from_constants = bool(real_inputs) and all(i in constant_made for i in real_inputs)
+            foldable = node.op_type not in ("If", "Constant") and (from_frozen or from_constants) and all(i in consts for i in real_inputs)
             results = _evaluate(node, consts, out.opset_import) if foldable else None
             if results is not None and all(np.asarray(r).size <= MAX_FOLDED_ELEMENTS for r in results):
                 for name, value in zip(node.output, results):
                     consts[name] = np.asarray(value)
-                    derived.add(name)
+                    (derived if from_frozen else constant_made).add(name)
+                    folded.add(name)
                 changed = True
                 continue
             nodes.append(node)
         del g.node[:]
         g.node.extend(nodes)
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    have = {t.name for t in g.initializer}
-    g.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items() if k in used and k not in have and k in derived)
+    have = {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
+    emitted = set(values) | folded
+    g.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items() if k in used and k not in have and k in emitted)
     for o in g.output:  # an output that folded to a constant: an Identity of its initializer keeps it an output
-        if o.name in consts and o.name in derived and not any(o.name in n.output for n in g.node):
+        if o.name in consts and o.name in emitted and not any(o.name in n.output for n in g.node):
             g.initializer.append(numpy_helper.from_array(np.asarray(consts[o.name]), o.name + "/frozen"))
             g.node.append(helper.make_node("Identity", [o.name + "/frozen"], [o.name], name="freeze/" + o.name))
     return out
