@@ -32,10 +32,27 @@ def _dot_macro(spec: RecurrentSpec):
     return dot
 
 
+def _state_macros(spec: RecurrentSpec):
+    t_, b_ = spec.steps, spec.batch
+
+    @T.macro
+    def step_out(h, y, value, s, t, d, b, j):
+        # unit j's new state: into the buffer step s + 1 reads, and into Y at time t
+        h[(s + 1) % 2, b, j] = value
+        y[t, d, b, j] = h[(s + 1) % 2, b, j]
+
+    @T.macro
+    def final_state(h, yh, d, j):
+        for b in range(b_):
+            yh[d, b, j] = h[t_ % 2, b, j]
+
+    return step_out, final_state
+
+
 def gpu_lstm_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     t_, b_, h_, d_, v_ = spec.steps, spec.batch, spec.hidden, spec.directions, spec.tile
     gh, nb = spec.gate_width, spec.gate_width // spec.tile
-    dot = _dot_macro(spec)
+    dot, (step_out, final_state) = _dot_macro(spec), _state_macros(spec)
 
     @T.prim_func
     def lstm(proj: T.Buffer((t_, b_, d_, gh), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
@@ -63,11 +80,11 @@ def gpu_lstm_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
                         dot(gc, h, s % 2, r, d, b, 3 * h_ + j)
                         c[b] = fast_sigmoid(proj[t, b, d, 2 * h_ + j] + gf[0] + peep[d, 2, j] * c[b]) * c[b] + fast_sigmoid(
                             proj[t, b, d, j] + gi[0] + peep[d, 0, j] * c[b]) * fast_tanh(proj[t, b, d, 3 * h_ + j] + gc[0])
-                        h[(s + 1) % 2, b, j] = fast_sigmoid(proj[t, b, d, h_ + j] + go[0] + peep[d, 1, j] * c[b]) * fast_tanh(c[b])
-                        y[t, d, b, j] = h[(s + 1) % 2, b, j]
+                        step_out(h, y, fast_sigmoid(proj[t, b, d, h_ + j] + go[0] + peep[d, 1, j] * c[b]) * fast_tanh(c[b]),
+                                 s, t, d, b, j)
                     T.tvm_storage_sync("shared")
+                final_state(h, yh, d, j)
                 for b in range(b_):
-                    yh[d, b, j] = h[t_ % 2, b, j]
                     yc[d, b, j] = c[b]
 
     return _root_block(lstm)
@@ -76,7 +93,7 @@ def gpu_lstm_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
 def gpu_gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     t_, b_, h_, d_, v_ = spec.steps, spec.batch, spec.hidden, spec.directions, spec.tile
     gh, nb, lbr = spec.gate_width, spec.gate_width // spec.tile, spec.linear_before_reset
-    dot = _dot_macro(spec)
+    dot, (step_out, final_state) = _dot_macro(spec), _state_macros(spec)
 
     @T.prim_func
     def gru(proj: T.Buffer((t_, b_, d_, gh), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
@@ -112,11 +129,9 @@ def gpu_gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
                             dot(acc, rh, 0, r, d, b, 2 * h_ + j)
                             acc[0] = acc[0] + rbh[d, j]
                         acc[0] = fast_tanh(proj[t, b, d, 2 * h_ + j] + acc[0])
-                        h[(s + 1) % 2, b, j] = acc[0] + z[b] * (h[s % 2, b, j] - acc[0])  # (1 - z)·cand + z·h
-                        y[t, d, b, j] = h[(s + 1) % 2, b, j]
+                        step_out(h, y, acc[0] + z[b] * (h[s % 2, b, j] - acc[0]), s, t, d, b, j)  # (1 - z)·cand + z·h
                     T.tvm_storage_sync("shared")
-                for b in range(b_):
-                    yh[d, b, j] = h[t_ % 2, b, j]
+                final_state(h, yh, d, j)
 
     return _root_block(gru)
 
@@ -124,7 +139,7 @@ def gpu_gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
 def gpu_rnn_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     t_, b_, h_, d_, v_ = spec.steps, spec.batch, spec.hidden, spec.directions, spec.tile
     nb = spec.gate_width // spec.tile
-    dot = _dot_macro(spec)
+    dot, (step_out, final_state) = _dot_macro(spec), _state_macros(spec)
 
     @T.prim_func
     def rnn(proj: T.Buffer((t_, b_, d_, h_), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
@@ -141,11 +156,9 @@ def gpu_rnn_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
                     t = _time_index(spec, d, s)
                     for b in range(b_):
                         dot(acc, h, s % 2, r, d, b, j)
-                        h[(s + 1) % 2, b, j] = fast_tanh(proj[t, b, d, j] + acc[0])
-                        y[t, d, b, j] = h[(s + 1) % 2, b, j]
+                        step_out(h, y, fast_tanh(proj[t, b, d, j] + acc[0]), s, t, d, b, j)
                     T.tvm_storage_sync("shared")
-                for b in range(b_):
-                    yh[d, b, j] = h[t_ % 2, b, j]
+                final_state(h, yh, d, j)
 
     return _root_block(rnn)
 
