@@ -53,11 +53,13 @@ def _onnx_lowerings() -> list[tuple[str, Callable[[onnx.ModelProto], onnx.ModelP
     from edgekit.compiler.onnx_builder import constant_nodes_as_initializers
     from edgekit.compiler.pool_indices import lower_pool_indices
     from edgekit.compiler.recurrent import lower_recurrent
+    from edgekit.compiler.sequences import fold_static_sequences
     from edgekit.compiler.spectral import lower_spectral
     from edgekit.passes import sparse_format
 
     return [
         ("constant_nodes", constant_nodes_as_initializers),  # the importer reads Constant's `value` form only
+        ("fold_static_sequences", fold_static_sequences),  # ... converts sequence ops only in part
         ("lower_recurrent", lower_recurrent),  # TVM's importer has no LSTM / GRU / RNN
         ("lower_spectral", lower_spectral),  # ... no DFT / STFT
         ("unroll_constant_loops", unroll_constant_loops),  # ... and no Loop
