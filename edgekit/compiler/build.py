@@ -188,8 +188,9 @@ def int8_format_warning(model, spec: TargetSpec) -> str | None:
     where = [name for name, caps in (("this machine", TargetCaps.host()), (spec.name, spec.caps())) if needs_reduce_range(caps)]
     if fmt == "u8s7" or not where:
         return None
+    slow = f"; TVM's convs for {spec.name} take slow widening code for them (several times fp32)" if needs_reduce_range(spec.caps()) else ""
     return (f"this int8 model has full-range 8-bit weights, which onnxruntime saturates on {' and '.join(where)} (no VNNI): "
-            f"its results there are not exact integer math; re-quantize with `edgekit compress --bits 8 --target {spec.name}`")
+            f"its results there are not exact integer math{slow}; re-quantize with `edgekit compress --bits 8 --target {spec.name}`")
 
 
 def summarize_rules(rules: dict[str, RuleResult]) -> dict[str, int]:
