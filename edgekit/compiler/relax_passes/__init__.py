@@ -13,6 +13,7 @@ import tvm
 from tvm import relax
 
 import edgekit.interrupts as interrupts
+from edgekit.errors import message_line
 
 RewriteLog = list  # [{"pass": name, "skipped": reason}]
 
@@ -32,7 +33,7 @@ def skippable_pass(name: str, run: Callable[[tvm.IRModule], tvm.IRModule], log: 
             interrupts.check()
             if log is None:
                 raise
-            log.append({"pass": logged_as or name, "skipped": first_line(exc), **log_extra})
+            log.append({"pass": logged_as or name, "skipped": message_line(exc), **log_extra})
             return on_skip(mod) if on_skip else mod
 
     return _pass
@@ -107,6 +108,3 @@ def prim_float(prim_value: relax.Expr) -> float:
     return float(getattr(value, "value", value))
 
 
-def first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(exc).__name__)[:200]

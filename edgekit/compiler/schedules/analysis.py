@@ -2,7 +2,6 @@
 call counts, tuning keys, and the compile-time folding of weight re-layouts."""
 from __future__ import annotations
 
-import os
 
 import tvm
 from tvm import relax
@@ -104,4 +103,6 @@ def task_key(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> str:
     return f"{tvm_ffi.structural_hash(func) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from edgekit.measure import default_threads  # the one count of the cores this process may use
+
+    return default_threads()

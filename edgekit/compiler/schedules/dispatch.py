@@ -37,7 +37,7 @@ from edgekit.compiler.schedules.tiles import (
     knob_space,
     tile_dims,
 )
-from edgekit.compiler.schedules.tir import first_line
+from edgekit.errors import message_line
 from edgekit.compiler.schedules.winograd import WinogradInput, WinogradOutput
 
 CPU_RULES: list[Rule] = [WinogradInput(), WinogradOutput(), Injective(), ConvNHWC(), DepthwiseConv(), Dense(), ReductionVec(),
@@ -77,21 +77,21 @@ def schedule_prim_func(func: tvm.tirx.PrimFunc, ctx: RuleContext, knobs: Knobs |
                 return sch.mod["main"], RuleResult(name, dict(knobs))
             except Exception as exc:  # noqa: BLE001 - reported in the RuleResult
                 interrupts.check()
-                why = f"tuned knobs failed: {first_line(exc)}"
+                why = f"tuned knobs failed: {message_line(exc, 160)}"
         sch = Schedule(func)
         try:
             name = rule.apply(sch, ctx)
             return sch.mod["main"], RuleResult(name, None, why)
         except Exception as exc:  # noqa: BLE001 - a rule bug must never break the build: reported in the RuleResult
             interrupts.check()
-            why = f"{type(rule).__name__} failed: {first_line(exc)}"
+            why = f"{type(rule).__name__} failed: {message_line(exc, 160)}"
     sch = Schedule(func)
     try:
         fallback.apply(sch, ctx)
         return sch.mod["main"], RuleResult(fallback.name, None, why)
     except Exception as exc:  # noqa: BLE001 - reported in the RuleResult
         interrupts.check()
-        return func, RuleResult("none", None, f"{why}; fallback failed: {first_line(exc)}".lstrip("; "))
+        return func, RuleResult("none", None, f"{why}; fallback failed: {message_line(exc, 160)}".lstrip("; "))
 
 
 def _hand_written(func: tvm.tirx.PrimFunc, ctx: RuleContext, rules: Sequence[Rule]) -> tuple[tvm.tirx.PrimFunc, RuleResult]:
@@ -105,7 +105,7 @@ def _hand_written(func: tvm.tirx.PrimFunc, ctx: RuleContext, rules: Sequence[Rul
         return sch.mod["main"] if rule.apply(sch, ctx) else func, RuleResult(rule.name)
     except Exception as exc:  # noqa: BLE001 - reported; a GPU build then refuses the unbound kernel by name
         interrupts.check()
-        return func, RuleResult("none", None, f"{rule.name} failed: {first_line(exc)}")
+        return func, RuleResult("none", None, f"{rule.name} failed: {message_line(exc, 160)}")
 
 
 def tunable_space(func: tvm.tirx.PrimFunc, ctx: RuleContext) -> tuple[str, Knobs, dict[str, list], dict[str, int]] | None:

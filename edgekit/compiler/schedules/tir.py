@@ -209,11 +209,6 @@ def largest_divisor(n: int, cap: int) -> int:
     return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
 
 
-def first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(exc).__name__)[:160]
-
-
 def reduction_blocks(sch: Schedule) -> list:
     return [b for b in blocks(sch) if "R" in iter_kinds(sch, b)]
 
