@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
 from edgekit.runtime.lite import Model as LiteModel
+from edgekit.runtime.lite import set_threads  # noqa: F401 - edgekit.runtime.set_threads, for the tuner and the RPC server
 
 META = "meta.json"
 LIBRARY = "model.so"
@@ -98,12 +98,6 @@ def check_index_inputs(feeds: dict[str, np.ndarray], bounds: dict[str, int]) -> 
 
 def _specs(items: list[dict]) -> list[TensorSpec]:
     return [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in items]
-
-
-def set_threads(threads: int) -> None:
-    """TVM reads TVM_NUM_THREADS when its thread pool starts (the first parallel call)."""
-    if threads > 0:
-        os.environ["TVM_NUM_THREADS"] = str(threads)
 
 
 class CompiledModel(LiteModel):

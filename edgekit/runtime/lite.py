@@ -110,6 +110,12 @@ def missing_features(target: dict) -> list[str]:
     return sorted(set(caps.get("features", [])) - flags)
 
 
+def set_threads(threads: int) -> None:
+    """TVM reads TVM_NUM_THREADS when its thread pool starts (the first parallel call): set it before that."""
+    if threads > 0:
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+
+
 def cuda_gpu_here() -> bool:
     """A CUDA GPU this process can use (TVM's CUDA runtime sees device 0)."""
     import tvm
@@ -237,8 +243,7 @@ class Model:
         except (ValueError, KeyError, TypeError):
             self._fail(f"{meta_path} is corrupt or not an edgekit meta.json", "re-run edgekit compile")
         self.check_runnable(target)
-        if threads > 0:
-            os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts
+        set_threads(threads)
         import tvm
         from tvm.runtime.vm import VirtualMachine  # runtime-only: works without libtvm_compiler
 
