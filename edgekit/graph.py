@@ -60,7 +60,9 @@ def load_onnx(path: Path | str) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
         raise EdgekitError(f"{path} fails onnx.checker: {first}", "the file is corrupt or was written by a broken exporter") from None
-    return model
+    from edgekit.passes.legacy_opset import upgrade_legacy
+
+    return upgrade_legacy(model)  # opsets 1-6: converted and checked, else one error line
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> tuple[int | str, ...]:

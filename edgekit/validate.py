@@ -15,6 +15,7 @@ import numpy as np
 
 import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
+from edgekit.passes.legacy_opset import reference_model
 
 # fp32 models compiled by TVM vs onnxruntime: different summation order only.
 DEFAULT_ATOL = 1e-4
@@ -181,7 +182,7 @@ def validate_artifact(
     default_atol, default_rtol = tolerances_for(model, precision)
     atol = default_atol if atol is None else atol
     rtol = default_rtol if rtol is None else rtol
-    session = ort_session(onnx_path, reference=True)
+    session = ort_session(reference_model(onnx_path), reference=True)
     samples = load_inputs_npz(inputs, compiled.inputs) if inputs else [random_inputs(compiled.inputs, seed)]
     return compare_samples(samples, session, compiled, atol, rtol, frozen)
 

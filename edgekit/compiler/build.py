@@ -25,6 +25,7 @@ from edgekit.compiler.pipeline import Reports, relax_passes, rules_for, run_pass
 from edgekit.compiler.schedules.analysis import cpu_count
 from edgekit.compiler.schedules.base import RuleContext, RuleResult
 from edgekit.errors import EdgekitError
+from edgekit.passes.legacy_opset import reference_model
 from edgekit.fileio import atomic_dir, check_output_path, sha256_of
 from edgekit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
 from edgekit.onnxtools import ort_session, simplify
@@ -265,7 +266,7 @@ def compile_onnx(
             if validate and spec.runnable_here != "no":
                 step(f"validating against onnxruntime ({spec.runnable_here})")
                 samples = given or [random_inputs(in_specs)]
-                session = ort_session(onnx_path, reference=True)
+                session = ort_session(reference_model(onnx_path), reference=True)
                 report = compare_samples(samples, session, open_runner(tmp), atol, rtol, freeze)
                 meta["validation"] = report.to_json() | {"samples": len(samples), "executed": spec.runnable_here}
                 _write_bundle(tmp / BUNDLE, samples[0], session, freeze)

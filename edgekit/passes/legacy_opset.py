@@ -1,0 +1,104 @@
+"""Models at ONNX opsets 1-6 (PyTorch 0.3 / 0.4-era exports) upgraded to opset 13, checked, when loaded.
+
+onnxruntime has no kernels for many opset-6 ops (BatchNormalization(6), PRelu(6), Gemm(6), Add(6), AveragePool(1):
+"Could not find an implementation"), and TVM's importer expects the newer forms, so edgekit converts such a model
+with onnx's version converter, and only keeps a conversion that computes what the original does: onnxruntime
+runs the original where it can, onnx.reference (which implements the old op versions) where onnxruntime cannot,
+on random inputs, against onnxruntime on the conversion. Two facts of the converter, measured: on an IR-3 model
+it fails ("Input w is undefined") unless the IR version is raised, and raised it converts per op exactly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgekit.errors import EdgekitError, message_line
+from edgekit.passes.opset import default_opset
+
+FIRST_SUPPORTED = 7  # onnxruntime's own minimum; older models are converted
+TARGET_OPSET = 13
+UPGRADED_KEY = "edgekit.upgraded_from_opset"
+TOLERANCE = 1e-4  # of the output scale: float rounding only, a changed semantics is off by far more
+
+
+def _random_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    inits = {t.name for t in model.graph.initializer}
+    rng, feeds = np.random.default_rng(0), {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        t = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in t.shape.dim]
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type or onnx.TensorProto.FLOAT))
+        feeds[vi.name] = rng.standard_normal(dims).astype(dtype) if dtype.kind == "f" else np.zeros(dims, dtype)
+    return feeds
+
+
+def _ort(model: onnx.ModelProto):
+    """A plain onnxruntime session (not onnxtools.ort_session: that leaf module must not import passes)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def reference_model(path: Path) -> Path | onnx.ModelProto:
+    """What onnxruntime should load for the ONNX file at `path` as edgekit's reference: the file itself, or for
+    an opset 1-6 model the same checked conversion load_onnx gives the rest of edgekit."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - unreadable: onnxruntime's own load reports it
+        return path
+    return upgrade_legacy(model) if default_opset(model) < FIRST_SUPPORTED else path
+
+
+def _outputs_of_original(model: onnx.ModelProto, feeds: dict) -> tuple[list | None, str]:
+    """The original's outputs from onnxruntime, else onnx.reference; (None, why both failed) where neither runs it."""
+    from edgekit.onnxtools import ort_error_line
+
+    try:
+        return _ort(model).run(None, feeds), ""
+    except Exception as exc:  # noqa: BLE001 - no kernel for an old op version: try the reference implementation
+        ort_why = ort_error_line(exc)
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        return list(ReferenceEvaluator(model).run(None, feeds)), ""
+    except Exception as exc:  # noqa: BLE001 - neither implements the original: reported by the caller
+        return None, f"onnxruntime: {ort_why[:150]}; onnx.reference: {message_line(exc, 150)}"
+
+
+def upgrade_legacy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` itself at opset >= 7; else its conversion to TARGET_OPSET, checked against the original."""
+    current = default_opset(model)
+    if current >= FIRST_SUPPORTED:
+        return model
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    work.ir_version = max(work.ir_version, 7)  # IR 3 makes the converter require initializers as inputs
+    hint = f"re-export the model at opset {FIRST_SUPPORTED} or later (edgekit export uses 18)"
+    try:
+        converted = onnx.version_converter.convert_version(work, TARGET_OPSET)
+        onnx.checker.check_model(converted)
+    except Exception as exc:  # noqa: BLE001 - the converter's RuntimeErrors: one line naming what it could not adapt
+        raise EdgekitError(f"the model uses ONNX opset {current}, and onnx's version converter cannot upgrade it: "
+                           f"{message_line(exc)}", hint) from None
+    feeds = _random_feeds(model)
+    want, why = _outputs_of_original(model, feeds)
+    if want is None:
+        raise EdgekitError(f"the model uses ONNX opset {current}, and neither onnxruntime nor onnx.reference runs it, so "
+                           f"edgekit cannot check its conversion to a newer opset ({why})", hint)
+    got = _ort(converted).run(None, feeds)
+    for name, w, g in zip((o.name for o in model.graph.output), want, got):
+        w, g = np.asarray(w, np.float64), np.asarray(g, np.float64)
+        scale = float(np.max(np.abs(w))) if w.size else 0.0
+        error = float(np.max(np.abs(w - g))) if w.size and w.shape == g.shape else float("inf")
+        if not error <= TOLERANCE * max(scale, 1.0):
+            raise EdgekitError(f"the model uses ONNX opset {current}, and onnx's version converter changes its output "
+                               f"'{name}' (error {error:.2g} at scale {scale:.2g})", hint)
+    converted.metadata_props.append(onnx.StringStringEntryProto(key=UPGRADED_KEY, value=str(current)))
+    return converted
