@@ -198,6 +198,7 @@ def compile_cmd(
     no_fuse_blocks: Annotated[bool, typer.Option("--no-fuse-blocks", help="Run inverted-residual blocks (1x1 -> depthwise -> 1x1) as three ops, not one fused kernel.")] = False,
     precision: Annotated[str, typer.Option("--precision", help="fp32, or fp16 on GPU targets (half activations and weights, fp32 accumulation; validated to 1e-2 of output scale).")] = "fp32",
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of validation inputs (default: random).")] = None,
+    check_kernels: Annotated[bool, typer.Option("--check-kernels", help="GPU targets: run every scheduled kernel as OpenCL on this CPU (PoCL) against the unscheduled one; recorded in meta.json.")] = False,
     freeze: FreezeOpt = None,
     max_elements: MaxElementsOpt = MAX_ELEMENTS,
     force: ForceOpt = False,
@@ -216,8 +217,14 @@ def compile_cmd(
     database = load_database(tuning, load_target(target).tvm_target()) if tuning is not None else {}
     opts = BuildOptions(schedules=schedules, threads=threads, tuning=database, xnor=not no_xnor, winograd=not no_winograd,
                         fuse_blocks=not no_fuse_blocks, precision=precision)
+    if check_kernels and (freeze or not load_target(target).is_gpu):
+        raise EdgekitError("--check-kernels is for GPU targets, without --freeze", "compile for cuda / jetson-orin-gpu, or drop --check-kernels")
     result = compile_onnx(model, output, target, opts, input_shapes=parse_input_shapes(input_shape), force=force,
                           validate=not no_validate, inputs=inputs, quiet=json_out, max_elements=max_elements, freeze=freeze)
+    if check_kernels:
+        from edgekit.compiler.gpu_check import record_kernel_check
+
+        result.meta["kernel_check"] = record_kernel_check(output, model, target, opts, parse_input_shapes(input_shape))
     if json_out:
         emit_json(result.to_json())
     else:
@@ -235,6 +242,13 @@ def compile_cmd(
             print_validation(result.validation, "TVM vs onnxruntime")
         elif result.meta["validation"]:
             out.print(result.meta["validation"].get("skipped", ""))
+        if "kernel_check" in result.meta:
+            kc = result.meta["kernel_check"]
+            out.print(f"GPU kernels on OpenCL (PoCL) vs LLVM: {kc['kernels']} checked, worst {kc['max_rel_error']:.1e} of scale "
+                      f"({kc['worst']}) -> {'ok' if kc['ok'] else 'FAIL'}")
+    if not result.meta.get("kernel_check", {}).get("ok", True):
+        err.print("[bold red]error:[/] a GPU kernel's schedule computes other values than the unscheduled kernel")
+        raise typer.Exit(1)
     if result.validation is not None and not result.validation.ok:
         err.print("[bold red]error:[/] the compiled model does not match onnxruntime within tolerance")
         rules = result.meta["build"]["rules"]

@@ -211,3 +211,12 @@ def test_a_kernel_with_no_thread_binding_is_unbound():
     spec = RecurrentSpec("GRU", 3, 1, 8, (False,))
     assert unbound_blocks(sequence_func(spec)) == ["root"]
     assert unbound_blocks(gpu_sequence_func(spec)) == []
+
+
+def test_compile_check_kernels_records_the_opencl_check(zoo_onnx, cli, tmp_path):
+    res = cli("compile", zoo_onnx("digits_cnn"), "--target", "cuda", "--check-kernels", "-o", tmp_path / "art", "--json")
+    assert res.exit_code == 0, res.stderr
+    check = json.loads((tmp_path / "art" / "meta.json").read_text())["kernel_check"]
+    assert check["ok"] and check["kernels"] == len(json.loads(res.stdout)["build"]["rule_per_function"])
+    assert check["max_rel_error"] <= 1e-4
+    assert_one_line_error(cli("compile", zoo_onnx("digits_cnn"), "--check-kernels", "-o", tmp_path / "cpu"), "GPU targets")

@@ -183,3 +183,33 @@ def check_model(onnx_path, target: str = "cuda", opts=None, context=None,
     unscheduled = tvm.IRModule({gv: f for gv, f in prepared.functions.items() if isinstance(f, tvm.tirx.PrimFunc)})
     scheduled, _ = schedule_prepared(prepared, spec, opts, int8=int8)
     return check_module(scheduled, unscheduled, context)
+
+
+CHECK_LIMIT = 1e-4  # of the output scale: what every GPU kernel of the zoo and corpus meets (tests/test_gpu_check.py)
+
+
+def record_kernel_check(artifact, onnx_path, target: str, opts=None, input_shapes=None) -> dict:
+    """`compile --check-kernels`: check_model for a GPU artifact's model, its summary added to meta.json."""
+    import json
+    from pathlib import Path
+
+    from edgekit.errors import EdgekitError
+    from edgekit.fileio import atomic_file
+    from edgekit.targets import load_target
+
+    if not load_target(target).is_gpu:
+        raise EdgekitError(f"--check-kernels checks GPU schedules; {target} is a CPU target", "compile for a GPU target (edgekit targets)")
+    context = opencl_context()
+    if context is None:
+        raise EdgekitError("--check-kernels runs the GPU kernels as OpenCL on this CPU and finds no OpenCL platform",
+                           "pip install pyopencl; apt-get install -y pocl-opencl-icd ocl-icd-libopencl1")
+    checks = check_model(onnx_path, target, opts, context, input_shapes)
+    worst = max(checks, key=lambda c: c.max_rel_error)
+    summary = {"how": "every GPU-scheduled kernel run as OpenCL (PoCL) vs the unscheduled kernel on LLVM",
+               "kernels": len(checks), "max_rel_error": worst.max_rel_error, "worst": worst.name,
+               "limit": CHECK_LIMIT, "ok": worst.max_rel_error <= CHECK_LIMIT}
+    meta_path = Path(artifact) / "meta.json"
+    meta = json.loads(meta_path.read_text()) | {"kernel_check": summary}
+    with atomic_file(meta_path) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=2))
+    return summary
