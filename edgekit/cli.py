@@ -407,7 +407,7 @@ def demo(
     json_out: JsonOpt = False,
 ) -> None:
     """The whole pipeline on a bundled model: export -> compress (int8) -> compile -> validate -> accuracy -> bench."""
-    from edgekit.pipeline import run_demo
+    from edgekit.demo import run_demo
 
     report = run_demo(model, workdir, target, repeat, quiet=json_out)
     if json_out:

@@ -79,7 +79,7 @@ def test_run_cli_and_python_api_agree_with_bundle(digits_artifact, tmp_path, cli
 
 
 def test_digits_accuracy_agrees_across_runtimes(digits_onnx, digits_artifact):
-    from edgekit.pipeline import digits_accuracy
+    from edgekit.demo import digits_accuracy
 
     acc = digits_accuracy("digits_cnn", digits_onnx, digits_artifact)
     assert acc["torch"] >= 0.97
