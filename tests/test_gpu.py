@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from edgekit.targets import cuda_device_here
 
 NO_GPU = not cuda_device_here()
 needs_gpu = pytest.mark.skipif(NO_GPU, reason="no CUDA GPU on this machine: the CUDA kernels cannot execute here")
+# CUDA builds compile the kernels with nvcc (the CUDA toolkit; no pip package carries it for every machine)
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc on PATH: CUDA artifacts cannot be built here")
 
 
 def fixed_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -72,6 +75,7 @@ def zoo_onnx(tmp_path_factory):
     return get
 
 
+@needs_nvcc
 @pytest.mark.parametrize("name", ["digits_cnn", "binary_digits", "resnet18", "mobilenetv2", "vit_tiny"])
 def test_the_zoo_builds_for_cuda(name, zoo_onnx, tmp_path):
     result = compile_onnx(zoo_onnx(name), tmp_path / "art", "cuda", quiet=True)
@@ -79,6 +83,7 @@ def test_the_zoo_builds_for_cuda(name, zoo_onnx, tmp_path):
     assert meta["target"]["gpu_arch"] == "sm_80" and (result.validation is None) == NO_GPU
 
 
+@needs_nvcc
 @pytest.mark.parametrize("name", CORPUS)
 def test_the_corpus_builds_for_cuda(name, tmp_path):
     model = build(name)
@@ -89,12 +94,14 @@ def test_the_corpus_builds_for_cuda(name, tmp_path):
         assert meta["build"]["rules"].get("gpu-recurrent") == 1
 
 
+@needs_nvcc
 def test_jetson_orin_gpu_is_an_aarch64_library_with_sm87_kernels(zoo_onnx, tmp_path):
     compile_onnx(zoo_onnx("resnet18"), tmp_path / "art", "jetson-orin-gpu", quiet=True)
     meta = check_gpu_artifact(tmp_path / "art", "sm_87", 183)
     assert "aarch64" in meta["validation"]["skipped"]
 
 
+@needs_nvcc
 def test_fp16_builds_half_kernels_with_their_tolerance(zoo_onnx, tmp_path, cli):
     res = cli("compile", zoo_onnx("digits_cnn"), "--target", "cuda-sm86", "--precision", "fp16", "-o", tmp_path / "art", "--json")
     assert res.exit_code == 0, res.stderr
@@ -122,6 +129,7 @@ def cuda_artifact(zoo_onnx, tmp_path_factory) -> Path:
     return out
 
 
+@needs_nvcc
 @pytest.mark.skipif(not NO_GPU, reason="a GPU is present: the artifact runs")
 def test_without_a_gpu_every_command_refuses_a_cuda_artifact(cuda_artifact, cli, tmp_path):
     import edgekit
@@ -148,6 +156,7 @@ def test_bad_gpu_input_is_one_line(cli, tmp_path, digits_onnx):
     assert not any((tmp_path / d).exists() for d in "abcd")
 
 
+@needs_nvcc
 def test_an_op_no_gpu_rule_can_spread_over_threads_is_named(cli, tmp_path):
     """ScatterElements (max-unpooling in SegNet-style decoders) has no GPU rule: refused by name, exit 2."""
     onnx.save(segnet_unpool(), tmp_path / "m.onnx")
@@ -157,6 +166,7 @@ def test_an_op_no_gpu_rule_can_spread_over_threads_is_named(cli, tmp_path):
 
 # --- where a GPU exists ---------------------------------------------------------------------------------
 
+@needs_nvcc
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -167,6 +177,7 @@ def test_cuda_artifacts_validate_on_the_gpu(zoo_onnx, tmp_path, precision):
     assert result.validation is not None and result.validation.ok, result.validation
 
 
+@needs_nvcc
 @pytest.mark.gpu
 @needs_gpu
 def test_a_third_party_cnn_runs_through_load_on_the_gpu(tmp_path):
@@ -180,11 +191,13 @@ def test_a_third_party_cnn_runs_through_load_on_the_gpu(tmp_path):
     assert all(np.isfinite(out).all() for out in compiled(x))
 
 
+@needs_nvcc
 def test_package_refuses_a_gpu_artifact_saying_what_to_install(cuda_artifact, cli, tmp_path):
     assert_one_line_error(cli("package", cuda_artifact, "-o", tmp_path / "bundle"), "CPU runtimes only")
     assert not (tmp_path / "bundle").exists()
 
 
+@needs_nvcc
 def test_the_gpu_benchmark_prepares_its_artifacts_without_a_gpu(tmp_path):
     """bench/gpu.py's first half, small: what a GPU machine without TVM's compiler is given to run."""
     import subprocess
@@ -213,6 +226,7 @@ def test_a_kernel_with_no_thread_binding_is_unbound():
     assert unbound_blocks(gpu_sequence_func(spec)) == []
 
 
+@needs_nvcc
 def test_compile_check_kernels_records_the_opencl_check(zoo_onnx, cli, tmp_path):
     res = cli("compile", zoo_onnx("digits_cnn"), "--target", "cuda", "--check-kernels", "-o", tmp_path / "art", "--json")
     assert res.exit_code == 0, res.stderr
