@@ -37,15 +37,6 @@ def _random_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _ort(model: onnx.ModelProto):
-    """A plain onnxruntime session (not onnxtools.ort_session: that leaf module must not import passes)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
 def reference_model(path: Path) -> Path | onnx.ModelProto:
     """What onnxruntime should load for the ONNX file at `path` as edgekit's reference: the file itself, or for
     an opset 1-6 model the same checked conversion load_onnx gives the rest of edgekit."""
@@ -58,12 +49,12 @@ def reference_model(path: Path) -> Path | onnx.ModelProto:
 
 def _outputs_of_original(model: onnx.ModelProto, feeds: dict) -> tuple[list | None, str]:
     """The original's outputs from onnxruntime, else onnx.reference; (None, why both failed) where neither runs it."""
-    from edgekit.onnxtools import ort_error_line
+    from edgekit.onnxtools import ort_error_line, ort_session
 
     try:
-        return _ort(model).run(None, feeds), ""
+        return ort_session(model).run(None, feeds), ""
     except Exception as exc:  # noqa: BLE001 - no kernel for an old op version: try the reference implementation
-        ort_why = ort_error_line(exc)
+        ort_why = exc.message.removeprefix("onnxruntime cannot load the model: ") if isinstance(exc, EdgekitError) else ort_error_line(exc)
     try:
         from onnx.reference import ReferenceEvaluator
 
@@ -92,7 +83,9 @@ def upgrade_legacy(model: onnx.ModelProto) -> onnx.ModelProto:
     if want is None:
         raise EdgekitError(f"the model uses ONNX opset {current}, and neither onnxruntime nor onnx.reference runs it, so "
                            f"edgekit cannot check its conversion to a newer opset ({why})", hint)
-    got = _ort(converted).run(None, feeds)
+    from edgekit.onnxtools import ort_session
+
+    got = ort_session(converted).run(None, feeds)
     for name, w, g in zip((o.name for o in model.graph.output), want, got):
         w, g = np.asarray(w, np.float64), np.asarray(g, np.float64)
         scale = float(np.max(np.abs(w))) if w.size else 0.0
