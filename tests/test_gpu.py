@@ -16,6 +16,7 @@ import pytest
 from conftest import third_party_cnn
 from realworld import CORPUS, build, segnet_unpool
 from test_errors import assert_one_line_error
+from test_realworld import fixed_shapes
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.cuda import fatbin_images
@@ -26,12 +27,6 @@ NO_GPU = not cuda_device_here()
 needs_gpu = pytest.mark.skipif(NO_GPU, reason="no CUDA GPU on this machine: the CUDA kernels cannot execute here")
 # CUDA builds compile the kernels with nvcc (the CUDA toolkit; no pip package carries it for every machine)
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc on PATH: CUDA artifacts cannot be built here")
-
-
-def fixed_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    inits = {t.name for t in model.graph.initializer}
-    return {i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim)
-            for i in model.graph.input if i.name not in inits}
 
 
 def serialized_cuda_source(library: Path) -> bytes:

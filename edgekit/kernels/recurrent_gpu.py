@@ -42,17 +42,24 @@ def _state_macros(spec: RecurrentSpec):
         y[t, d, b, j] = h[(s + 1) % 2, b, j]
 
     @T.macro
+    def initial_state(h, h0, d, j):
+        # unit j's initial state into the buffer step 0 reads (every thread's, before any step reads it)
+        for b in range(b_):
+            h[0, b, j] = h0[d, b, j]
+        T.tvm_storage_sync("shared")
+
+    @T.macro
     def final_state(h, yh, d, j):
         for b in range(b_):
             yh[d, b, j] = h[t_ % 2, b, j]
 
-    return step_out, final_state
+    return initial_state, step_out, final_state
 
 
 def gpu_lstm_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     t_, b_, h_, d_, v_ = spec.steps, spec.batch, spec.hidden, spec.directions, spec.tile
     gh, nb = spec.gate_width, spec.gate_width // spec.tile
-    dot, (step_out, final_state) = _dot_macro(spec), _state_macros(spec)
+    dot, (initial_state, step_out, final_state) = _dot_macro(spec), _state_macros(spec)
 
     @T.prim_func
     def lstm(proj: T.Buffer((t_, b_, d_, gh), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
@@ -93,7 +100,7 @@ def gpu_lstm_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
 def gpu_gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     t_, b_, h_, d_, v_ = spec.steps, spec.batch, spec.hidden, spec.directions, spec.tile
     gh, nb, lbr = spec.gate_width, spec.gate_width // spec.tile, spec.linear_before_reset
-    dot, (step_out, final_state) = _dot_macro(spec), _state_macros(spec)
+    dot, (initial_state, step_out, final_state) = _dot_macro(spec), _state_macros(spec)
 
     @T.prim_func
     def gru(proj: T.Buffer((t_, b_, d_, gh), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
@@ -107,9 +114,7 @@ def gpu_gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
                 z = T.alloc_buffer((b_,), "float32", scope="local")
                 reset = T.alloc_buffer((b_,), "float32", scope="local")
                 acc = T.alloc_buffer((1,), "float32", scope="local")
-                for b in range(b_):
-                    h[0, b, j] = h0[d, b, j]
-                T.tvm_storage_sync("shared")
+                initial_state(h, h0, d, j)
                 for s in range(t_):
                     t = _time_index(spec, d, s)
                     for b in range(b_):
@@ -139,7 +144,7 @@ def gpu_gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
 def gpu_rnn_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     t_, b_, h_, d_, v_ = spec.steps, spec.batch, spec.hidden, spec.directions, spec.tile
     nb = spec.gate_width // spec.tile
-    dot, (step_out, final_state) = _dot_macro(spec), _state_macros(spec)
+    dot, (initial_state, step_out, final_state) = _dot_macro(spec), _state_macros(spec)
 
     @T.prim_func
     def rnn(proj: T.Buffer((t_, b_, d_, h_), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
@@ -149,9 +154,7 @@ def gpu_rnn_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
             for j in T.thread_binding(h_, thread="threadIdx.x"):
                 h = T.alloc_buffer((2, b_, h_), "float32", scope="shared")
                 acc = T.alloc_buffer((1,), "float32", scope="local")
-                for b in range(b_):
-                    h[0, b, j] = h0[d, b, j]
-                T.tvm_storage_sync("shared")
+                initial_state(h, h0, d, j)
                 for s in range(t_):
                     t = _time_index(spec, d, s)
                     for b in range(b_):
