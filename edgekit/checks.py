@@ -5,6 +5,8 @@ EdgekitError naming the offending node, tensor or array; nothing here runs a mod
   opsets          the default domain within what onnx / onnxruntime implement; no unknown op (the node is named)
   external data   only files inside the model's own directory
   data files      .npy/.npz without pickles, numeric dtypes only, finite floats
+  shape inputs    no graph input may decide a shape (Expand's shape, Reshape's, Tile's repeats, ...): a compiled
+                  artifact has fixed shapes, so the node is named and --freeze offered
   index inputs    integer inputs that index a known dimension (Gather): index_bounds() is recorded in meta.json
                   and edgekit.runtime checks every call against it (an out-of-range index reads past a buffer
                   in compiled code: `edgekit run` died of SIGSEGV)
@@ -50,6 +52,32 @@ def check_ops_known(model: onnx.ModelProto) -> None:
             domain = f" in domain '{node.domain}'" if node.domain else ""
             raise EdgekitError(f"node '{node.name or '(unnamed)'}' is op {node.op_type}{domain}, which is not an ONNX operator "
                                "onnxruntime or TVM can run", "replace it (or export without the custom op) before compiling")
+
+
+# the operand positions whose value (not shape) decides an op's output shape
+SHAPE_OPERANDS = {"Expand": (1,), "Reshape": (1,), "Tile": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2),
+                  "Slice": (1, 2, 3, 4), "Pad": (1,), "Resize": (2, 3), "Upsample": (1,), "TopK": (1,),
+                  "OneHot": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,)}
+_PASS_THROUGH = ("Cast", "Identity", "Concat")  # a shape built from an input by these still comes from it
+
+
+def check_shape_inputs(model: onnx.ModelProto) -> None:
+    """Refuse a graph input whose value becomes a shape: onnxruntime sizes the output at run time, a compiled
+    artifact cannot (TVM's importer either fails on it or builds for a guessed rank, seen with Expand)."""
+    initializers = {t.name for t in model.graph.initializer}
+    origin = {i.name: i.name for i in model.graph.input if i.name not in initializers}
+    for node in model.graph.node:
+        if node.op_type in _PASS_THROUGH:
+            source = next((origin[x] for x in node.input if x in origin), None)
+            if source:
+                origin.update({o: source for o in node.output})
+            continue
+        for pos in SHAPE_OPERANDS.get(node.op_type, ()):
+            if pos < len(node.input) and node.input[pos] in origin:
+                name = origin[node.input[pos]]
+                raise EdgekitError(f"input '{name}' decides the output shape of node '{node.name or '(unnamed)'}' "
+                                   f"({node.op_type}); a compiled model has fixed shapes",
+                                   f"compile it for the value you run with: --freeze {name}=V1,V2,...")
 
 
 def check_external_data(model: onnx.ModelProto, path: Path) -> None:

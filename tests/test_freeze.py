@@ -145,3 +145,23 @@ def test_freeze_folds_ifs_on_constant_node_conditions(rate, cli, tmp_path):
     import edgekit
 
     np.testing.assert_allclose(edgekit.load(tmp_path / "art")(x)[0], want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("target_shape, out_shape", [([3, 1, 3], [3, 3, 3]), ([3, 1], [1, 3, 1])])  # fewer dims: broadcast
+def test_a_shape_input_is_refused_by_node_and_compiles_frozen(target_shape, out_shape, cli, tmp_path):
+    """Expand(x, shape) with `shape` a graph input (onnx's simple/test_expand_shape_model*): onnxruntime sizes the
+    output at run time; TVM's importer failed or built a wrong rank. Refused naming the node, then --freeze works."""
+    graph = helper.make_graph([helper.make_node("Expand", ["x", "shape"], ["y"], name="grow")], "expand",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 1]),
+                               helper.make_tensor_value_info("shape", TensorProto.INT64, [len(target_shape)])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    refused = cli("compile", tmp_path / "m.onnx", "-o", tmp_path / "a")
+    assert_one_line_error(refused, "input 'shape'", "'grow'", "Expand")
+    assert "--freeze shape=" in refused.stderr
+    frozen = ",".join(map(str, target_shape))
+    res = cli("compile", tmp_path / "m.onnx", "-o", tmp_path / "b", "--freeze", f"shape={frozen}", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["validation"]["ok"]

@@ -67,6 +67,20 @@ def test_an_old_export_is_upgraded_and_validates(family, tmp_path):
     assert result.validation is not None and result.validation.ok, result.validation
 
 
+def test_a_per_channel_prelu_slope_stays_per_channel(tmp_path):
+    """PyTorch 0.3 wrote PRelu's slope as [C]: per channel at opset 6, against the last axis from opset 7."""
+    slope = np.array([0.1, 0.5, 2.0], np.float32)
+    model = old_export([helper.make_node("PRelu", ["x", "slope"], ["y"])], [numpy_helper.from_array(slope, "slope")], [1, 3, 8, 8])
+    onnx.save(model, tmp_path / "old.onnx")
+    from edgekit.onnxtools import ort_session
+
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    got = ort_session(load_onnx(tmp_path / "old.onnx")).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, np.where(x > 0, x, x * slope.reshape(1, 3, 1, 1)), rtol=1e-6)
+    result = compile_onnx(tmp_path / "old.onnx", tmp_path / "art", "x86_64", quiet=True)
+    assert result.validation is not None and result.validation.ok, result.validation
+
+
 def test_what_cannot_be_checked_is_refused_naming_the_ops(cli, tmp_path):
     """BatchNormalization(6) (onnxruntime has no kernel) with Dropout(6) (onnx.reference has none): no judge."""
     family = FAMILIES["batchnorm_is_test"]
@@ -84,3 +98,18 @@ def test_validate_and_bench_take_an_old_export_too(cli, tmp_path):
     assert res.exit_code == 0, res.stderr
     res = cli("bench", tmp_path / "old.onnx", "--runtimes", "ort,tvm", "--repeat", "2", "--rounds", "1", "--json")
     assert res.exit_code == 0, res.stderr
+
+
+def test_numeric_input_names_compile_quietly(tmp_path):
+    """PyTorch 0.3 named tensors "0", "1", ...: TVM's importer warned "Renaming name 0 to input_0" on the terminal
+    (a Python warning: only a real process shows it, pytest's runner captures it)."""
+    import subprocess
+    import sys
+
+    graph = helper.make_graph([helper.make_node("Relu", ["0"], ["1"])], "old",
+                              [helper.make_tensor_value_info("0", F, [1, 3, 8, 8])], [helper.make_tensor_value_info("1", F, [1, 3, 8, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)]), tmp_path / "m.onnx")
+    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "art")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    assert "Renaming" not in proc.stderr + proc.stdout, proc.stderr

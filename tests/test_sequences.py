@@ -57,6 +57,10 @@ CASES = {
         helper.make_node("SplitToSequence", ["x", "sizes"], ["s"], axis=2),
         helper.make_node("SequenceAt", ["s", "one"], ["y"])], {"y": [1, 4, 4]},
         {"sizes": _i64([2, 4]), "one": _i64(1)}, opset=11)),
+    # opset 12: Squeeze / Unsqueeze take their axes as an attribute there (keepdims=0 and new_axis=1)
+    "opset12_squeeze_unsqueeze": (_model([
+        helper.make_node("SplitToSequence", ["x"], ["seq"], axis=1, keepdims=0),
+        helper.make_node("ConcatFromSequence", ["seq"], ["y"], axis=-1, new_axis=1)], {"y": [1, 6, 4]}, {}, opset=12)),
     # an empty sequence grown by inserts
     "empty_then_insert": (_model([
         helper.make_node("SequenceEmpty", [], ["e"], dtype=F),

@@ -62,3 +62,12 @@ def test_atomic_dir_leaves_old_output_on_failure(tmp_path):
             raise RuntimeError("build failed")
     assert (out / "old").read_text() == "kept" and not (out / "new").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["art"]
+
+
+def test_compare_outputs_agrees_on_the_same_nan_and_infinity_only():
+    """sqrt / log of a negative input: NaN in onnxruntime and TVM alike is agreement; NaN or inf on one side is not."""
+    ref = np.array([1.0, np.nan, np.inf, -np.inf], np.float32)
+    assert compare_outputs({"y": ref}, {"y": ref.copy()}).ok
+    for wrong in ([1.0, 0.0, np.inf, -np.inf], [1.0, np.nan, 1.0, -np.inf], [np.nan, np.nan, np.inf, -np.inf],
+                  [1.0, np.nan, -np.inf, -np.inf]):
+        assert not compare_outputs({"y": ref}, {"y": np.array(wrong, np.float32)}).ok, wrong

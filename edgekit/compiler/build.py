@@ -18,7 +18,7 @@ import onnx
 
 import edgekit.interrupts as interrupts
 from edgekit import __version__
-from edgekit.checks import MAX_ELEMENTS, index_bounds
+from edgekit.checks import MAX_ELEMENTS, check_shape_inputs, index_bounds
 from edgekit.compiler.frontend import to_relax
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.pipeline import Reports, relax_passes, rules_for, run_passes, target_kind, xnor_passes
@@ -233,6 +233,7 @@ def compile_onnx(
             step("binding --freeze inputs and folding what depends on them")
             freeze = parse_freeze(freeze, model) if isinstance(freeze, list) else freeze
             model = freeze_inputs(model, freeze)
+        check_shape_inputs(model)
         in_specs = resolve_input_specs(model, input_shapes or {}, max_elements)
         given = load_inputs_npz(inputs, in_specs) if inputs else None  # a bad --inputs file fails before the build
         default_atol, default_rtol = tolerances_for(model, opts.precision)

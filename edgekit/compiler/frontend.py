@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 
 import onnx
 
@@ -74,7 +75,10 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
     shape_dict = {s.name: [int(d) for d in s.shape] for s in inputs}
     dtype_dict = {s.name: s.dtype for s in inputs}
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the importer prints "Error converting operator ..." to stdout (--json's)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # the importer prints "Error converting operator ..." to stdout (--json's), and warns "Renaming name 0
+            # to input_0" for input names that are not identifiers: harmless, the VM takes inputs by position
+            warnings.filterwarnings("ignore", message="Renaming name", category=UserWarning)
             return from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
     except Exception as exc:
         interrupts.check()

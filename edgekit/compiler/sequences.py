@@ -35,6 +35,13 @@ def _index(consts: dict[str, np.ndarray], node: onnx.NodeProto, i: int, length: 
     return pos + length if pos < 0 else pos
 
 
+def _axis_op(g: NodeBuilder, op: str, x: str, axis: int, opset: int) -> str:
+    """Squeeze / Unsqueeze of one axis: the axes an input from opset 13, an attribute before."""
+    if opset >= 13:
+        return g.op(op, [x, g.const(np.array([axis], np.int64), "axes")])
+    return g.op(op, [x], axes=[axis])
+
+
 def _split_sizes(node: onnx.NodeProto, consts: dict, shapes: dict) -> list[int] | None:
     dims = shapes.get(node.input[0])
     axis = _attr(node, "axis", 0)
@@ -72,7 +79,7 @@ def _lower(node: onnx.NodeProto, seqs: dict[str, list[str]], consts: dict, shape
         split.name = g.name("Split")
         g.nodes.append(split)
         if len(node.input) < 2 and not _attr(node, "keepdims", 1):
-            parts = [g.op("Squeeze", [p, g.const(np.array([axis], np.int64), "axes")]) for p in parts]
+            parts = [_axis_op(g, "Squeeze", p, axis, opset) for p in parts]
         seqs[out] = parts
     elif items is None:
         return False
@@ -93,7 +100,7 @@ def _lower(node: onnx.NodeProto, seqs: dict[str, list[str]], consts: dict, shape
         if not items:
             return False
         if new_axis:
-            items = [g.op("Unsqueeze", [e, g.const(np.array([axis], np.int64), "axes")]) for e in items]
+            items = [_axis_op(g, "Unsqueeze", e, axis, opset) for e in items]
         g.op("Concat", items, out, axis=axis)
     return True
 
