@@ -2,9 +2,12 @@
 (dense vs pruned, side by side, each runtime in its own process) and digits accuracy.
 
     python bench/prune.py [--models resnet18,mobilenetv2] [--ratios 0.3,0.5,0.7] [--threads 2] [--quick]
+    python bench/prune.py --sparse-only [--sparse-models mobilenetv2,vit_tiny]
 
 Structured rows remove channels (training-free, L2 + BN criterion, per group); unstructured rows zero weights
-(mask storage): their latency is the dense model's, which the table shows rather than claims. Accuracy comes
+(mask storage): their latency is the dense model's, which the table shows rather than claims. The sparse rows
+prune 1x8 blocks (--prune-block 8), which edgekit's TVM build runs as block-sparse kernels per layer where they pay:
+TVM with that rule vs the same model built --no-sparse vs onnxruntime, one run, each runtime in its own process. Accuracy comes
 from the digits CNN (training-free, no finetune). Writes bench/results/prune.x86_64-<isa>.{json,png}.
 """
 from __future__ import annotations
@@ -56,6 +59,44 @@ def latency_rows(model: str, ratios: list[float], target: str, args, tmp: Path) 
     return rows
 
 
+def sparse_rows(model: str, target: str, args, tmp: Path) -> list[dict]:
+    """1x8-block pruning at 90% (sparse kernels) and 50% (below the break-even: the rule keeps dense): TVM with the
+    per-layer rule vs the same pruned model built --no-sparse vs onnxruntime, and the weight bytes of each build."""
+    from edgekit.compiler.build import compile_onnx
+    from edgekit.compiler.options import BuildOptions
+    from edgekit.runtime import LIBRARY, read_meta
+
+    src = tmp / f"{model}.onnx"
+    if not src.exists():
+        export_model(model, src)
+    rows = []
+    for ratio in (0.9, 0.5):
+        pruned = tmp / f"{model}.block{ratio:g}.onnx"
+        compress_file(src, pruned, CompressOptions(bits=None, prune=ratio, prune_block=8), force=True)
+        arts = {}
+        for name, sparse in (("rule", True), ("dense", False)):
+            arts[name] = tmp / f"{model}.block{ratio:g}.{name}"
+            compile_onnx(pruned, arts[name], target, BuildOptions(threads=args.threads, sparse=sparse), quiet=True, force=True)
+        both = bench(arts["rule"], ("ort", "tvm"), threads=args.threads, warmup=3, repeat=args.repeat, rounds=args.rounds,
+                     onnx_path=pruned, quiet=True)
+        dense = bench(arts["dense"], ("tvm",), threads=args.threads, warmup=3, repeat=args.repeat, rounds=args.rounds,
+                      onnx_path=pruned, quiet=True)
+        p50 = {r.runtime: r.p50_ms for r in both.runs} | {"tvm_dense": dense.runs[0].p50_ms}
+        metas = {k: read_meta(a).raw["build"] for k, a in arts.items()}
+        layers = metas["rule"]["sparse_layers"]
+        row = {"model": model, "variant": f"1x8 blocks {ratio:.0%}", "sparse_layers": sum(l["kernel"] == "sparse" for l in layers),
+               "pruned_layers": len(layers), "ort_ms": p50["ort"], "tvm_dense_ms": p50["tvm_dense"], "tvm_ms": p50["tvm"],
+               "tvm_over_dense": p50["tvm_dense"] / p50["tvm"], "tvm_over_ort": p50["ort"] / p50["tvm"],
+               "weight_bytes": metas["rule"]["memory"].get("weight_bytes"), "dense_weight_bytes": metas["dense"]["memory"].get("weight_bytes"),
+               "library_bytes": (arts["rule"] / LIBRARY).stat().st_size, "dense_library_bytes": (arts["dense"] / LIBRARY).stat().st_size}
+        rows.append(row)
+        wb = (row["weight_bytes"] or 0) / max(1, row["dense_weight_bytes"] or 1)
+        print(f"{model:12s} {row['variant']:17s} {row['sparse_layers']}/{row['pruned_layers']} layers sparse  ORT {row['ort_ms']:7.2f} ms  "
+              f"TVM dense {row['tvm_dense_ms']:7.2f} ms  TVM rule {row['tvm_ms']:7.2f} ms  ({row['tvm_over_dense']:.2f}x dense, "
+              f"{row['tvm_over_ort']:.2f}x ORT)  weights {wb:.2f}x", flush=True)
+    return rows
+
+
 def accuracy_rows(tmp: Path) -> list[dict]:
     src = tmp / "digits.onnx"
     export_model("digits_cnn", src)
@@ -97,22 +138,31 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sparse-models", default="mobilenetv2,vit_tiny", help="models of the block-sparse rows")
+    ap.add_argument("--sparse-only", action="store_true", help="the block-sparse rows only (results to prune_sparse.*.json)")
     ap.add_argument("--quick", action="store_true", help="digits_cnn only, few repeats: checks the script, not the numbers")
     args = ap.parse_args()
     if args.quick:
-        args.models, args.repeat, args.rounds = "digits_cnn", 3, 1
+        args.models, args.sparse_models, args.repeat, args.rounds = "digits_cnn", "digits_cnn", 3, 1
     isa = "avx512" if "avx512f" in TargetCaps.host().features else "avx2"
     target = "x86_64-avx512" if isa == "avx512" else "x86_64"
     ratios = [float(r) for r in args.ratios.split(",")]
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
+        sparse = [row for m in args.sparse_models.split(",") for row in sparse_rows(m, target, args, tmp)]
+        if args.sparse_only:
+            out = RESULTS / f"prune_sparse.x86_64-{isa}.json"
+            if not args.quick:
+                out.write_text(json.dumps({"host": host_description(), "target": target, "threads": args.threads, "sparse": sparse}, indent=2))
+                print(f"wrote {out}")
+            return
         rows = [row for m in args.models.split(",") for row in latency_rows(m, ratios, target, args, tmp)]
         accuracy = accuracy_rows(tmp)
     if not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
         out = RESULTS / f"prune.x86_64-{isa}.json"
         out.write_text(json.dumps({"host": host_description(), "target": target, "threads": args.threads, "latency": rows,
-                                   "digits_accuracy": accuracy}, indent=2))
+                                   "sparse": sparse, "digits_accuracy": accuracy}, indent=2))
         plot(rows, out.with_suffix(".png"))
         print(f"wrote {out} and {out.with_suffix('.png')}")
 

@@ -182,6 +182,35 @@ def inspect(
         out.print(f"[red]not compilable as is:[/] {', '.join(r.op for r in report.unsupported)}")
 
 
+def _print_compile_summary(result, tuning: Path | None) -> None:
+    """compile's console summary: the artifact, the rule counts, the pruned layers' kernels, validation."""
+    build = result.meta["build"]
+    out.print(f"wrote {result.artifact} (target {result.meta['target']['name']}, build {build['seconds']:.1f}s)")
+    if build["rules"]:
+        out.print("schedules: " + ", ".join(f"{rule} ×{n}" for rule, n in build["rules"].items()))
+    sparse = build.get("sparse_layers") or []
+    if sparse:
+        kept = [l for l in sparse if l["kernel"] == "sparse"]
+        saved = sum(l["dense_weight_bytes"] - l["weight_bytes"] for l in kept)
+        out.print(f"pruned layers: {len(kept)} of {len(sparse)} block-sparse ({saved / 1e6:.2f} MB of weights dropped)")
+        for l in [l for l in sparse if l["kernel"] == "dense"][:8]:  # the sparse ones are in meta.json
+            out.print(f"  {l['op']} {'x'.join(map(str, l['shape']))}: dense ({l['why']})")
+    if tuning is not None:
+        tuned = sum(bool(r["knobs"]) for r in build["rule_details"].values())
+        out.print(f"tuning: {tuned} function(s) use tuned knobs from {tuning}")
+    for fn, r in build["rule_details"].items():
+        if r["fallback_reason"]:
+            out.print(f"[yellow]  {fn}: {r['rule']} ({r['fallback_reason']})[/]")
+    if result.validation is not None:
+        print_validation(result.validation, "TVM vs onnxruntime")
+    elif result.meta["validation"]:
+        out.print(result.meta["validation"].get("skipped", ""))
+    if "kernel_check" in result.meta:
+        kc = result.meta["kernel_check"]
+        out.print(f"GPU kernels on OpenCL (PoCL) vs LLVM: {kc['kernels']} checked, worst {kc['max_rel_error']:.1e} of scale "
+                  f"({kc['worst']}) -> {'ok' if kc['ok'] else 'FAIL'}")
+
+
 @app.command("compile")
 @handle_errors
 def compile_cmd(
@@ -196,6 +225,7 @@ def compile_cmd(
     tuning: Annotated[Optional[Path], typer.Option("--tuning", help="Tuning database from `edgekit tune` (a .json or a directory, e.g. tuning/).")] = None,
     no_winograd: Annotated[bool, typer.Option("--no-winograd", help="Direct 3x3 convs only (Winograd F(4,3) is faster but stores 4x their weights).")] = False,
     no_fuse_blocks: Annotated[bool, typer.Option("--no-fuse-blocks", help="Run inverted-residual blocks (1x1 -> depthwise -> 1x1) as three ops, not one fused kernel.")] = False,
+    no_sparse: Annotated[bool, typer.Option("--no-sparse", help="Dense kernels for pruned layers too (for comparisons; block-pruned 1x1 convs / MatMuls are sparse by default).")] = False,
     precision: Annotated[str, typer.Option("--precision", help="fp32, or fp16 on GPU targets (half activations and weights, fp32 accumulation; validated to 1e-2 of output scale).")] = "fp32",
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of validation inputs (default: random).")] = None,
     check_kernels: Annotated[bool, typer.Option("--check-kernels", help="GPU targets: run every scheduled kernel as OpenCL on this CPU (PoCL) against the unscheduled one; recorded in meta.json.")] = False,
@@ -216,7 +246,7 @@ def compile_cmd(
 
     database = load_database(tuning, load_target(target).tvm_target()) if tuning is not None else {}
     opts = BuildOptions(schedules=schedules, threads=threads, tuning=database, xnor=not no_xnor, winograd=not no_winograd,
-                        fuse_blocks=not no_fuse_blocks, precision=precision)
+                        fuse_blocks=not no_fuse_blocks, sparse=not no_sparse, precision=precision)
     if check_kernels and (freeze or not load_target(target).is_gpu):
         raise EdgekitError("--check-kernels is for GPU targets, without --freeze", "compile for cuda / jetson-orin-gpu, or drop --check-kernels")
     result = compile_onnx(model, output, target, opts, input_shapes=parse_input_shapes(input_shape), force=force,
@@ -228,24 +258,7 @@ def compile_cmd(
     if json_out:
         emit_json(result.to_json())
     else:
-        build = result.meta["build"]
-        out.print(f"wrote {result.artifact} (target {result.meta['target']['name']}, build {build['seconds']:.1f}s)")
-        if build["rules"]:
-            out.print("schedules: " + ", ".join(f"{rule} ×{n}" for rule, n in build["rules"].items()))
-        if tuning is not None:
-            tuned = sum(bool(r["knobs"]) for r in build["rule_details"].values())
-            out.print(f"tuning: {tuned} function(s) use tuned knobs from {tuning}")
-        for fn, r in build["rule_details"].items():
-            if r["fallback_reason"]:
-                out.print(f"[yellow]  {fn}: {r['rule']} ({r['fallback_reason']})[/]")
-        if result.validation is not None:
-            print_validation(result.validation, "TVM vs onnxruntime")
-        elif result.meta["validation"]:
-            out.print(result.meta["validation"].get("skipped", ""))
-        if "kernel_check" in result.meta:
-            kc = result.meta["kernel_check"]
-            out.print(f"GPU kernels on OpenCL (PoCL) vs LLVM: {kc['kernels']} checked, worst {kc['max_rel_error']:.1e} of scale "
-                      f"({kc['worst']}) -> {'ok' if kc['ok'] else 'FAIL'}")
+        _print_compile_summary(result, tuning)
     if not result.meta.get("kernel_check", {}).get("ok", True):
         err.print("[bold red]error:[/] a GPU kernel's schedule computes other values than the unscheduled kernel")
         raise typer.Exit(1)

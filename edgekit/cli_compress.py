@@ -33,6 +33,7 @@ def compress(
     nm: Annotated[Optional[str], typer.Option("--nm", help="N:M sparsity along input channels, e.g. 2:4.")] = None,
     prune_criterion: Annotated[str, typer.Option("--prune-criterion", help="Structured: l1, l2 or activation (data-aware, uses --calib).")] = "l2",
     prune_scope: Annotated[str, typer.Option("--prune-scope", help="layer (the ratio in every layer/group) or global (one threshold).")] = "layer",
+    prune_block: Annotated[int, typer.Option("--prune-block", help="With --prune: remove whole blocks of B output channels (8: what TVM's sparse kernels skip).")] = 1,
     prune_skip: Annotated[Optional[list[str]], typer.Option("--prune-skip", help="Layer name or GLOB left dense (repeatable).")] = None,
     round_to: Annotated[int, typer.Option("--round-to", help="Structured: kept channel counts are multiples of this.")] = 8,
     sparse_format: Annotated[str, typer.Option("--sparse-format", help="Unstructured storage: mask, coo (sparse_initializer) or dense.")] = "mask",
@@ -64,7 +65,7 @@ def compress(
         bits = 8
     opts = CompressOptions(bits=bits, dynamic=dynamic, method=method, calib=calib, block_size=block_size, keep=keep_t,
                            layer_bits=per_layer, weight_only=weight_only, binarize_mode=mode, target=target, prune=prune,
-                           structured=structured, nm=nm, prune_criterion=prune_criterion, prune_scope=prune_scope,
+                           structured=structured, nm=nm, prune_criterion=prune_criterion, prune_scope=prune_scope, prune_block=prune_block,
                            prune_skip=tuple(prune_skip or ()), round_to=round_to, sparse_format=sparse_format, sweep=sweep,
                            rank=rank, rank_energy=rank_energy, depth=depth)
     with stderr.status("compressing…"):

@@ -39,6 +39,7 @@ class CompressOptions:
     nm: str | None = None  # "N:M"
     prune_criterion: str = "l2"  # structured: l1, l2, activation (needs calib)
     prune_scope: str = "layer"  # layer or global
+    prune_block: int = 1  # unstructured: prune whole blocks of this many output channels
     prune_skip: tuple[str, ...] = ()
     round_to: int = 8
     sparse_format: str = "mask"
@@ -97,6 +98,11 @@ def check_prune_options(opts: CompressOptions) -> None:
         parse_nm(opts.nm)
         if opts.structured or opts.prune is not None:
             raise EdgekitError("--nm is a pattern of its own", "give --nm N:M without --prune/--structured")
+    if opts.prune_block != 1:
+        if opts.prune_block < 1 or opts.prune_block > 64:
+            raise EdgekitError(f"bad --prune-block {opts.prune_block}", "give a block of 2-64 output channels (8 for TVM's sparse kernels)")
+        if opts.prune is None or opts.structured:
+            raise EdgekitError("--prune-block needs unstructured --prune R", "e.g. --prune 0.9 --prune-block 8")
     if opts.structured and opts.prune is None:
         raise EdgekitError("--structured needs --prune R (the fraction of channels removed)", "e.g. --prune 0.5 --structured")
     if opts.bits == 1 and opts.prunes and not opts.structured:
@@ -127,7 +133,7 @@ def prune_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[Tens
         # with quantization after it, zeros stay dense: the quantizer reads float initializers, not a decode subgraph
         storage = "dense" if opts.bits else opts.sparse_format
         cfg = prune.PruneConfig(ratio=opts.prune or 0.0, nm=prune.parse_nm(opts.nm) if opts.nm else None, scope=opts.prune_scope,
-                                storage=storage, skip=opts.prune_skip)
+                                storage=storage, skip=opts.prune_skip, block=opts.prune_block)
         pruned, report = prune.run(model, cfg)
         if opts.sweep:
             samples = calibration_samples(opts.calib or "random", specs, 8)

@@ -302,6 +302,7 @@ def _build_record(built: Built, opts: BuildOptions, seconds: float, did_simplify
             "rule_per_function": {name: r.rule for name, r in rules.items()},
             "rule_details": {name: r.to_json() for name, r in rules.items() if r.knobs or r.fallback_reason},
             "binary_layers": built.reports.binary_layers, "int8_layers": built.reports.int8_layers,
+            "sparse_layers": built.reports.sparse_layers,
             "rewrites_skipped": built.reports.skipped, "memory": built.memory, "tvm_log": built.tvm_log[:50]}
 
 

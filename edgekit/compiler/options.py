@@ -23,6 +23,7 @@ class BuildOptions:
     tuning: Mapping[str, Knobs] = field(default_factory=dict)
     winograd: bool = True  # Winograd F(4x4, 3x3) for the stride-1 3x3 convs that qualify
     fuse_blocks: bool = True  # inverted-residual blocks as one fused kernel
+    sparse: bool = True  # pruned 1x1 convs / MatMuls -> block-sparse kernels where the rule picks them
     xnor: bool = True  # binary layers -> XNOR-popcount kernels
     int8: bool = True  # QDQ models -> integer conv/matmul kernels (False: TVM's simulated-float QDQ)
     # conv/matmul weights re-laid out at compile time for streaming; off while the tuner times lone PrimFuncs
@@ -43,5 +44,5 @@ class BuildOptions:
 
     def to_json(self) -> dict:
         return {"schedules": self.schedules, "threads": self.threads, "tuned_tasks": len(self.tuning), "winograd": self.winograd,
-                "fuse_blocks": self.fuse_blocks, "xnor": self.xnor, "int8": self.int8, "prepack": self.prepack,
+                "fuse_blocks": self.fuse_blocks, "sparse": self.sparse, "xnor": self.xnor, "int8": self.int8, "prepack": self.prepack,
                 "precision": self.precision}

@@ -35,6 +35,7 @@ from edgekit.compiler.relax_passes.mean_before_permute import MeanBeforePermute
 from edgekit.compiler.relax_passes.pack_int8_convs import pack_int8_convs
 from edgekit.compiler.relax_passes.qdq import expand_qdq, qdq_passes
 from edgekit.compiler.relax_passes.scalar_minmax_to_clip import ScalarMinMaxToClip
+from edgekit.compiler.relax_passes.sparse import sparse_layers_pass
 from edgekit.compiler.relax_passes.winograd import WinogradConv
 from edgekit.compiler.schedules.base import Rule
 from edgekit.compiler.schedules.tiles import simd
@@ -77,6 +78,7 @@ class Reports:
 
     int8_layers: list[dict] = field(default_factory=list)
     binary_layers: list[dict] = field(default_factory=list)
+    sparse_layers: list[dict] = field(default_factory=list)  # pruned layers: sparse or dense kernel, and why
     skipped: RewriteLog = field(default_factory=list)
 
 
@@ -108,10 +110,10 @@ def xnor_passes(kind: str, target: tvm.target.Target, binary: bool, reports: Rep
     return [_binary(target, reports)] if binary and kind == "cpu" else []
 
 
-def cpu_fp32_passes(opts: BuildOptions, caps: TargetCaps, threads: int, log: RewriteLog | None = None
-                    ) -> list[tvm.transform.Pass]:
+def cpu_fp32_passes(opts: BuildOptions, caps: TargetCaps, threads: int, log: RewriteLog | None = None,
+                    sparse_report: list[dict] | None = None) -> list[tvm.transform.Pass]:
     """`threads`: what the fused blocks' row bands are planned for. `log` collects rewrites that failed
-    (skipped, with the reason); without one they raise."""
+    (skipped, with the reason); without one they raise. `sparse_report` gets the per-layer sparse / dense choice."""
     lanes, acc_regs = simd(caps)
     fused_blocks = mutator_pass(lambda mod: InvertedResidualFusion(mod, lanes, acc_regs, threads), "FuseInvertedResiduals", log)
     return [
@@ -120,6 +122,7 @@ def cpu_fp32_passes(opts: BuildOptions, caps: TargetCaps, threads: int, log: Rew
         mutator_pass(MeanBeforePermute, "MeanBeforePermute", log),
         relax.transform.DeadCodeElimination(),
         relax.transform.FoldConstant(),
+        *([sparse_layers_pass([] if sparse_report is None else sparse_report, log)] if opts.sparse else []),  # before fusion
         *([fused_blocks, relax.transform.DeadCodeElimination()] if opts.fuse_blocks else []),
         *([mutator_pass(WinogradConv, "WinogradConv", log)] if opts.winograd else []),
         mutator_pass(FastSigmoid, "FastSigmoid", log),
@@ -162,7 +165,7 @@ def relax_passes(kind: str, opts: BuildOptions, caps: TargetCaps, target: tvm.ta
     log = reports.skipped
     if kind == "gpu":
         return gpu_passes(opts, reports, int8, log)
-    return [*xnor_passes(kind, target, binary, reports), *(cpu_int8_passes(caps, reports, log) if int8 else cpu_fp32_passes(opts, caps, threads, log))]
+    return [*xnor_passes(kind, target, binary, reports), *(cpu_int8_passes(caps, reports, log) if int8 else cpu_fp32_passes(opts, caps, threads, log, reports.sparse_layers))]
 
 
 def rules_for(kind: str, int8: bool) -> tuple[Sequence[Rule], Rule]:

@@ -107,7 +107,7 @@ def upgrade_legacy(model: onnx.ModelProto) -> onnx.ModelProto:
                            f"edgekit cannot check its conversion to a newer opset ({why})", hint)
     from edgekit.onnxtools import ort_session
 
-    from edgekit.validate import compare_outputs
+    from edgekit.comparison import compare_outputs
 
     names = [o.name for o in model.graph.output]
     try:

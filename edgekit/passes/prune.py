@@ -3,10 +3,12 @@
     unstructured  zero the fraction `ratio` of smallest |w|: per layer, or under one global threshold
     N:M           in every M consecutive weights along the reduction (input-channel) axis keep the N largest;
                   layers whose input channels M does not divide stay dense and are named in the report
+    block B       unstructured over blocks of B consecutive output channels at one input position, ranked by
+                  their L2 norm: what a sparse kernel vectorizes (compiler/relax_passes/sparse.py runs 1x8 blocks)
 
-Zeros do not make dense kernels faster: onnxruntime and TVM densify the weights (sparse_format.py) and run the same
-dense math. What this buys is file size (and the sparsity a sparse runtime or 2:4 tensor cores could use);
-structured pruning (structured.py) is the one that cuts latency.
+Zeros do not make dense kernels faster: onnxruntime densifies the weights (sparse_format.py) and runs the same dense
+math. What unstructured zeros buy is file size; whole blocks (--prune-block 8) also let edgekit's TVM build skip
+them in 1x1 convs and Gemm / MatMul layers; structured pruning (structured.py) cuts latency everywhere.
 
 References:
     Han et al., "Learning both Weights and Connections for Efficient Neural Networks", NeurIPS 2015.
@@ -37,6 +39,7 @@ class PruneConfig:
     scope: str = "layer"
     storage: str = "mask"  # sparse_format.FORMATS
     skip: tuple[str, ...] = ()  # layer names / fnmatch patterns left dense; "first" / "last": those layers
+    block: int = 1  # with ratio: prune whole blocks of this many output channels
 
 
 def parse_nm(text: str) -> tuple[int, int]:
@@ -86,6 +89,29 @@ def magnitude_masks(weights: dict[str, np.ndarray], ratio: float, scope: str) ->
     return masks
 
 
+def _depthwise(node: onnx.NodeProto, w: np.ndarray) -> bool:
+    """A grouped conv with one input channel per group: its blocks would cut whole filters, not share an input."""
+    return node.op_type == "Conv" and w.ndim > 2 and w.shape[1] == 1 and any(a.name == "group" and a.i > 1 for a in node.attribute)
+
+
+def block_masks(layers, weights: dict[str, np.ndarray], ratio: float, scope: str, block: int) -> dict[str, np.ndarray]:
+    """Magnitude masks over 1 x `block` blocks along each layer's output axis (layers whose output channels `block`
+    does not divide are left out: dense)."""
+    axes = {l.init_name: l.axis for l in layers if l.init_name in weights and l.weight.shape[l.axis] % block == 0
+            and not _depthwise(l.node, l.weight)}
+    scores = {}
+    for name, axis in axes.items():
+        moved = np.moveaxis(weights[name], axis, 0)
+        scores[name] = np.sqrt((moved.reshape(moved.shape[0] // block, block, -1) ** 2).mean(axis=1))
+    kept = magnitude_masks(scores, ratio, scope)
+    masks = {}
+    for name, axis in axes.items():
+        moved_shape = np.moveaxis(weights[name], axis, 0).shape
+        keep = np.repeat(kept[name], block, axis=0).reshape(moved_shape)
+        masks[name] = np.moveaxis(keep, 0, axis)
+    return masks
+
+
 def sparsify(model: onnx.ModelProto, cfg: PruneConfig) -> tuple[dict[str, np.ndarray], PassReport]:
     """The pruned weights (by initializer name) and the per-layer report; the model is not changed."""
     every = weight_layers(model)
@@ -108,13 +134,20 @@ def sparsify(model: onnx.ModelProto, cfg: PruneConfig) -> tuple[dict[str, np.nda
             raise EdgekitError(f"--nm {n}:{m}: no layer has a number of input channels that {m} divides",
                                "choose M dividing the channel counts (e.g. 2:4 on multiples of 4)")
         report.extra["mode"] = f"{n}:{m} sparsity"
+    elif cfg.block > 1:
+        masks = block_masks(layers, weights, cfg.ratio, cfg.scope, cfg.block)
+        if not masks:
+            raise EdgekitError(f"--prune-block {cfg.block}: no layer has a number of output channels that {cfg.block} divides",
+                               "choose a block dividing the channel counts (8 for the TVM sparse kernels)")
+        report.extra["mode"] = f"1x{cfg.block} blocks {cfg.ratio:.0%} ({cfg.scope})"
     else:
         masks = magnitude_masks(weights, cfg.ratio, cfg.scope)
         report.extra["mode"] = f"unstructured {cfg.ratio:.0%} ({cfg.scope})"
     pruned = {name: np.where(mask, weights[name], 0).astype(weights[name].dtype) for name, mask in masks.items()}
     for l in layers:
         w = pruned.get(l.init_name)
-        note = "shared weight: left dense" if l.init_name in shared else ("input channels not divisible by M: dense" if w is None else "")
+        undivided = f"depthwise, or output channels not divisible by {cfg.block}: dense" if cfg.block > 1 and not cfg.nm else "input channels not divisible by M: dense"
+        note = "shared weight: left dense" if l.init_name in shared else (undivided if w is None else "")
         sparsity = 0.0 if w is None else 1.0 - np.count_nonzero(w) / w.size
         report.layers.append(LayerReport(l.node.name, l.node.op_type, None, l.weight.nbytes, l.weight.nbytes, note=note or f"{sparsity:.1%} zeros"))
     return pruned, report

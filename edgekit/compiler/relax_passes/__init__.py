@@ -108,3 +108,37 @@ def prim_float(prim_value: relax.Expr) -> float:
     return float(getattr(value, "value", value))
 
 
+def bias_vector(bias: relax.Expr | None, channels: int, channel_axis: int, ndim: int) -> np.ndarray | None:
+    """The per-output-channel bias vector, or None if the constant is not broadcast along that axis only."""
+    if bias is None:
+        return np.zeros(channels, dtype=np.float32)
+    arr = constant_array(bias).astype(np.float32)
+    if arr.ndim > ndim:
+        return None
+    shape = (1,) * (ndim - arr.ndim) + arr.shape
+    arr = arr.reshape(shape)
+    if any(d != 1 for i, d in enumerate(shape) if i != channel_axis) or shape[channel_axis] not in (1, channels):
+        return None
+    return np.broadcast_to(arr.reshape(-1), (channels,)).astype(np.float32).copy()
+
+
+class KernelTable:
+    """PrimFuncs added to the module, one GlobalVar per distinct kernel (shapes repeat across layers).
+
+    A BlockBuilder over the module hands out GlobalVars that carry the PrimFunc's type, which call_tir
+    needs, and picks unused names."""
+
+    def __init__(self, mod: tvm.IRModule) -> None:
+        self.builder = relax.BlockBuilder(mod)
+        self.funcs: dict[str, relax.GlobalVar] = {}
+
+    def get(self, key: str, make: Callable[[], tvm.tirx.PrimFunc]) -> relax.GlobalVar:
+        if key not in self.funcs:
+            # private (no global_symbol): TVMScript names every PrimFunc after its Python def
+            # op_pattern kOpaque (8): FuseOps leaves it alone and AnnotateTIROpPattern (sblocks only) skips it
+            func = make().without_attr("global_symbol").with_attr("op_pattern", 8)
+            self.funcs[key] = self.builder.add_func(func, key)
+        return self.funcs[key]
+
+    def module(self) -> tvm.IRModule:
+        return self.builder.get()

@@ -13,7 +13,6 @@ Binary weights with float activations ("BWN") cannot use XNOR-popcount and are l
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +20,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from edgekit.compiler.relax_passes import constant_array
+from edgekit.compiler.relax_passes import KernelTable, bias_vector, constant_array
 from edgekit.kernels import binary as kb
 from edgekit.kernels import binary_flat as kf
 
@@ -73,20 +72,6 @@ def binary_alpha(weight: np.ndarray, axis: int = 0) -> np.ndarray | None:
     return alpha.astype(np.float32)
 
 
-def _bias_vector(bias: relax.Expr | None, channels: int, channel_axis: int, ndim: int) -> np.ndarray | None:
-    """The per-output-channel bias vector, or None if the constant is not broadcast along that axis only."""
-    if bias is None:
-        return np.zeros(channels, dtype=np.float32)
-    arr = constant_array(bias).astype(np.float32)
-    if arr.ndim > ndim:
-        return None
-    shape = (1,) * (ndim - arr.ndim) + arr.shape
-    arr = arr.reshape(shape)
-    if any(d != 1 for i, d in enumerate(shape) if i != channel_axis) or shape[channel_axis] not in (1, channels):
-        return None
-    return np.broadcast_to(arr.reshape(-1), (channels,)).astype(np.float32).copy()
-
-
 def _shape(expr: relax.Expr) -> tuple[int, ...]:
     return tuple(int(d) for d in expr.ty.shape)
 
@@ -95,34 +80,12 @@ def _shape(expr: relax.Expr) -> tuple[int, ...]:
 # Emitting kernels
 # ----------------------------------------------------------------------------------------------------------
 
-class _KernelTable:
-    """PrimFuncs added to the module, one GlobalVar per distinct kernel (shapes repeat across layers).
-
-    A BlockBuilder over the module hands out GlobalVars that carry the PrimFunc's type, which call_tir
-    needs, and picks unused names."""
-
-    def __init__(self, mod: tvm.IRModule) -> None:
-        self.builder = relax.BlockBuilder(mod)
-        self.funcs: dict[str, relax.GlobalVar] = {}
-
-    def get(self, key: str, make: Callable[[], tvm.tirx.PrimFunc]) -> relax.GlobalVar:
-        if key not in self.funcs:
-            # private (no global_symbol): TVMScript names every PrimFunc after its Python def
-            # op_pattern kOpaque (8): FuseOps leaves it alone and AnnotateTIROpPattern (sblocks only) skips it
-            func = make().without_attr("global_symbol").with_attr("op_pattern", 8)
-            self.funcs[key] = self.builder.add_func(func, key)
-        return self.funcs[key]
-
-    def module(self) -> tvm.IRModule:
-        return self.builder.get()
-
-
 def _key(prefix: str, spec, isa: kb.Isa | None = None) -> str:
     fields = "_".join(str(v) for v in vars(spec).values())
     return f"{prefix}_{fields}" + (f"_{isa.name}" if isa else "")
 
 
-def emit_binary_conv(kernels: _KernelTable, x: relax.Expr, spec: kb.ConvSpec, weight: np.ndarray, alpha: np.ndarray,
+def emit_binary_conv(kernels: KernelTable, x: relax.Expr, spec: kb.ConvSpec, weight: np.ndarray, alpha: np.ndarray,
                      bias: np.ndarray, isa: kb.Isa) -> relax.Expr:
     """call_tir(pack) -> call_tir(conv) with the weights packed now: the flat-plane kernel (binary_flat) where
     the row kernel would waste vector lanes on narrow rows, the row kernel otherwise."""
@@ -142,7 +105,7 @@ def emit_binary_conv(kernels: _KernelTable, x: relax.Expr, spec: kb.ConvSpec, we
     return relax.call_tir(conv, args, relax.TensorType(spec.out_shape, "float32"))
 
 
-def emit_binary_dense(kernels: _KernelTable, x: relax.Expr, spec: kb.DenseSpec, weight: np.ndarray, alpha: np.ndarray,
+def emit_binary_dense(kernels: KernelTable, x: relax.Expr, spec: kb.DenseSpec, weight: np.ndarray, alpha: np.ndarray,
                       bias: np.ndarray, isa: kb.Isa) -> relax.Expr:
     """weight: [O, K] (signs only matter)."""
     pack = kernels.get(f"xnor_dense_pack_{spec.batch}_{spec.in_features}", lambda: kb.dense_pack_func(spec))
@@ -163,7 +126,7 @@ def _sign_ok(pat: _Patterns, m: dict) -> str | None:
 
 
 def _conv_layer(call: relax.Call, pat: _Patterns, m: dict, bias: relax.Expr | None, isa: kb.Isa,
-                kernels: _KernelTable) -> tuple[relax.Expr | None, str]:
+                kernels: KernelTable) -> tuple[relax.Expr | None, str]:
     attrs = call.attrs
     weight = constant_array(m[pat.weight])
     strides, padding, dilation = [int(v) for v in attrs.strides], [int(v) for v in attrs.padding], [int(v) for v in attrs.dilation]
@@ -181,7 +144,7 @@ def _conv_layer(call: relax.Call, pat: _Patterns, m: dict, bias: relax.Expr | No
     n, c, h, w = _shape(m[pat.x])
     if m[pat.x].ty.dtype != "float32":
         return None, f"input dtype {m[pat.x].ty.dtype}: kernels pack float32"
-    bias_vec = _bias_vector(bias, weight.shape[0], 1, 4)
+    bias_vec = bias_vector(bias, weight.shape[0], 1, 4)
     if bias_vec is None:
         return None, "bias is not per output channel"
     spec = kb.ConvSpec(n, c, h, w, weight.shape[0], weight.shape[2], strides[0], padding[0], "float32")
@@ -189,7 +152,7 @@ def _conv_layer(call: relax.Call, pat: _Patterns, m: dict, bias: relax.Expr | No
 
 
 def _dense_layer(call: relax.Call, pat: _Patterns, m: dict, bias: relax.Expr | None, isa: kb.Isa,
-                 kernels: _KernelTable) -> tuple[relax.Expr | None, str]:
+                 kernels: KernelTable) -> tuple[relax.Expr | None, str]:
     weight = constant_array(m[pat.weight])  # [K, O]: the importer transposes Gemm's B when transB=1
     xshape = _shape(m[pat.x])
     if weight.ndim != 2 or len(xshape) != 2:
@@ -199,7 +162,7 @@ def _dense_layer(call: relax.Call, pat: _Patterns, m: dict, bias: relax.Expr | N
     alpha = binary_alpha(weight, 1)
     if alpha is None:
         return None, "activations binary but weights are not ±alpha per output feature"
-    bias_vec = _bias_vector(bias, weight.shape[1], 1, 2)
+    bias_vec = bias_vector(bias, weight.shape[1], 1, 2)
     if bias_vec is None:
         return None, "bias is not per output feature"
     spec = kb.DenseSpec(xshape[0], xshape[1], weight.shape[1], "float32")
@@ -219,7 +182,7 @@ def lower_binary_layers(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[t
     Returns the new module and a report: one dict per binarized layer, lowered or skipped
     ({"op", "status": "lowered" | "skipped", "detail"/"reason"})."""
     isa = kb.isa_for_target(target)
-    kernels = _KernelTable(mod)
+    kernels = KernelTable(mod)
     report: list[dict] = []
     rewritten: dict[relax.GlobalVar, relax.Function] = {}
     seen: set = set()  # layer calls already reported (a skipped layer is matched again by the next pattern)
@@ -238,7 +201,7 @@ def lower_binary_layers(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[t
     return relax.transform.DeadCodeElimination()(out), report
 
 
-def _rewrite(func: relax.Function, op: str, kind: str, lower, with_bias: bool, isa: kb.Isa, kernels: _KernelTable,
+def _rewrite(func: relax.Function, op: str, kind: str, lower, with_bias: bool, isa: kb.Isa, kernels: KernelTable,
              report: list[dict], seen: set) -> relax.Function:
     pat = _Patterns()
     core = pat.layer(op)

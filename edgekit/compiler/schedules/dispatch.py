@@ -44,7 +44,7 @@ CPU_RULES: list[Rule] = [WinogradInput(), WinogradOutput(), Injective(), ConvNHW
                          DlightReduction()]
 CPU_INT8_RULES: list[Rule] = [Int8Conv(), *CPU_RULES]  # the float layers of a quantized model get the fp32 rules
 GPU_RULES: list[Rule] = [GpuRecurrent(), GpuDepthwiseConv(), *dlight_gpu_rules()]  # GPU_FALLBACK for the rest
-KERNEL_RESULTS = {"mbconv": "mbconv kernel", "recurrent": "recurrent kernel"}  # the rest: XNOR kernels
+KERNEL_RESULTS = {"mbconv": "mbconv kernel", "recurrent": "recurrent kernel", "block_sparse_matmul": "block-sparse kernel"}  # the rest: XNOR kernels
 FALLBACK = Fallback()
 KERNEL_ATTR = "edgekit.kernel"  # hand-written TIR (edgekit/kernels): already scheduled
 

@@ -1,0 +1,114 @@
+"""Pruned 1x1 convs and MatMul / Gemm layers as block-sparse kernels (edgekit/kernels/sparse.py), chosen per layer.
+
+Run on the NHWC module (after nhwc_layout and FoldConstant), before the fused-block rewrite. Recognized, with the
+weight a constant:
+
+    conv2d(x, W[1, 1, K, N]) [+ bias]    NHWC / HWIO, stride 1, no padding, groups 1
+    matmul(x, W[K, N]) [+ bias]          Gemm and MatMul after import
+
+A layer runs sparse where the share of its non-zero 1 x 8 output-channel blocks is at most MAX_DENSITY, dense
+otherwise: the sparse kernel does the dense kernel's work per kept block plus an index load, so below the
+break-even it is slower, and unstructured zeros rarely empty a whole block (compress --prune-block 8 prunes
+blocks). The weight then lives in the artifact as the kept blocks and their indices only. Every pruned layer
+(a quarter or more of its weights zero) is reported: which kernel and why.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, wildcard
+
+from edgekit.compiler.relax_passes import KernelTable, bias_vector, constant_array, skippable_pass
+from edgekit.kernels import sparse as ks
+
+MAX_DENSITY = 0.4  # kept blocks / all blocks: measured break-even ~0.5-0.6 (bench/prune.py), with a margin
+REPORTED_ZEROS = 0.25  # a layer with at least this share of zero weights counts as pruned: reported
+
+
+def _shape(expr: relax.Expr) -> tuple[int, ...]:
+    return tuple(int(d) for d in expr.ty.shape)
+
+
+def _pointwise_conv(call: relax.Call) -> str | None:
+    """Why this conv2d is not a sparse candidate (None: it is one)."""
+    a = call.attrs
+    if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC") or int(a.groups) != 1:
+        return f"{a.data_layout}/{a.kernel_layout} groups={a.groups}: sparse kernels are for dense NHWC convs"
+    kh, kw = _shape(call.args[1])[:2]
+    if (kh, kw) != (1, 1):
+        return f"{kh}x{kw} conv: sparse kernels are for 1x1 convs and MatMul"
+    if any(int(s) != 1 for s in a.strides) or any(int(p) != 0 for p in a.padding) or any(int(d) != 1 for d in a.dilation):
+        return "1x1 conv with stride, padding or dilation: sparse kernels are for stride 1"
+    return None
+
+
+def _layer(call: relax.Call, bias: relax.Expr | None, kernels: KernelTable) -> tuple[relax.Expr | None, dict | None]:
+    """(the sparse call or None, the report entry or None for an unpruned layer)."""
+    x, w_expr = call.args
+    weight = constant_array(w_expr)
+    if weight.dtype != np.float32 or x.ty.dtype != "float32":
+        return None, None
+    is_conv = call.op.name == "relax.nn.conv2d"
+    zeros = 1.0 - np.count_nonzero(weight) / max(1, weight.size)
+    if zeros < REPORTED_ZEROS:
+        return None, None
+    entry = {"op": "conv2d" if is_conv else "matmul", "shape": list(weight.shape), "zeros": round(zeros, 4)}
+    why = _pointwise_conv(call) if is_conv else (None if weight.ndim == 2 and len(_shape(x)) >= 2 else "not x @ W[K, N]")
+    if why:
+        return None, entry | {"kernel": "dense", "why": why}
+    w2 = weight.reshape(weight.shape[-2:])  # [K, N]
+    density = ks.block_density(w2)
+    if density is None:
+        return None, entry | {"kernel": "dense", "why": f"{w2.shape[1]} output channels: not a multiple of {ks.BLOCK}"}
+    entry["block_density"] = round(density, 4)
+    if density > MAX_DENSITY:
+        return None, entry | {"kernel": "dense", "why": f"{density:.0%} of 1x{ks.BLOCK} blocks non-zero, above {MAX_DENSITY:.0%}: dense is faster"}
+    lead = _shape(x)[:-1]
+    bias_vec = bias_vector(bias, w2.shape[1], len(lead), len(lead) + 1)
+    if bias_vec is None:
+        return None, entry | {"kernel": "dense", "why": "bias is not per output channel"}
+    sparse = ks.to_block_sparse(w2)
+    key = "block_sparse_" + "_".join(map(str, (*lead, sparse.k, sparse.n, len(sparse.indices), int(bias is not None))))
+    func = kernels.get(key, lambda: ks.spmm_func(lead, sparse, bias is not None))
+    args = [x, relax.const(sparse.values), relax.const(sparse.indices), relax.const(sparse.indptr), relax.const(bias_vec)]
+    new = relax.call_tir(func, args, relax.TensorType((*lead, sparse.n), "float32"))
+    return new, entry | {"kernel": "sparse", "weight_bytes": sparse.nbytes, "dense_weight_bytes": int(w2.nbytes)}
+
+
+def _rewrite(func: relax.Function, op: str, with_bias: bool, kernels: KernelTable, report: list[dict], seen: set) -> relax.Function:
+    core = is_op(op)(wildcard(), is_const())
+    bias = is_const()
+    pattern = is_op("relax.add")(core, bias) if with_bias else core
+
+    def rewriter(expr: relax.Expr, m: dict) -> relax.Expr:
+        call = m[core]
+        if call in seen:  # reported (and left dense) by the with-bias match
+            return expr
+        seen.add(call)
+        new, entry = _layer(call, m.get(bias) if with_bias else None, kernels)
+        if entry is not None:
+            report.append(entry)
+        return expr if new is None else new
+
+    return relax.dpl.rewrite_call(pattern, rewriter, func)
+
+
+def lower_sparse_layers(mod: tvm.IRModule, report: list[dict]) -> tvm.IRModule:
+    kernels = KernelTable(mod)
+    rewritten = {}
+    seen: set = set()
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            for op in ("relax.nn.conv2d", "relax.matmul"):
+                for with_bias in (True, False):  # with bias first: the add folds into the kernel
+                    func = _rewrite(func, op, with_bias, kernels, report, seen)
+            rewritten[gv] = func
+    out = kernels.module()
+    for gv, func in rewritten.items():
+        out[gv] = func
+    return relax.transform.DeadCodeElimination()(out)
+
+
+def sparse_layers_pass(report: list[dict], log: list | None = None) -> tvm.transform.Pass:
+    return skippable_pass("SparseLayers", lambda mod: lower_sparse_layers(mod, report), log)

@@ -1,0 +1,99 @@
+"""Block-sparse x dense products for pruned 1x1 convs and Gemm / MatMul layers (channels-last activations).
+
+The weight W [K, N] (HWIO of a 1x1 conv, or a MatMul's right operand) is cut into blocks of 1 x BLOCK output
+channels; a block that is all zeros is dropped, the rest are stored block-CSR by output-channel group:
+
+    values  [nnzb, BLOCK]  float32  the kept blocks, group by group
+    indices [nnzb]         int32    the input channel k of each kept block
+    indptr  [N / BLOCK + 1] int32   group b owns blocks indptr[b] .. indptr[b + 1]
+
+    out[p, b*BLOCK : (b+1)*BLOCK] = sum over the blocks j of group b of  x[p, indices[j]] * values[j]
+
+so each kept block costs one vector load and, per output row, one broadcast and one FMA: the register tile of a
+dense channels-last kernel with the zero blocks skipped. Unstructured zeros rarely empty a whole block, which is
+why compress --prune-block prunes whole blocks (XNNPACK's sparse inference vectorizes over pixels instead, in
+a channels-first layout that edgekit's NHWC pipeline does not have).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm.script import tirx as T
+
+BLOCK = 8  # one AVX2 / NEON-pair vector of float32; AVX-512 runs it as ymm (the FLOPs saved dwarf the width lost)
+KERNEL = "block_sparse_matmul"  # the edgekit.kernel attribute: schedules/dispatch.py keeps the kernel as written
+ROWS = 8  # output rows per register tile: 8 accumulators + a weight vector + a broadcast fit 16 registers
+
+
+@dataclass(frozen=True)
+class BlockSparse:
+    values: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    k: int
+    n: int
+
+    @property
+    def density(self) -> float:
+        """Kept blocks / all blocks."""
+        return len(self.indices) / max(1, self.k * self.n // BLOCK)
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes + self.indices.nbytes + self.indptr.nbytes
+
+
+def block_density(w: np.ndarray) -> float | None:
+    """Share of non-zero 1 x BLOCK blocks of W [K, N], or None if N is not a multiple of BLOCK."""
+    k, n = w.shape
+    if n % BLOCK:
+        return None
+    return float(np.any(w.reshape(k, n // BLOCK, BLOCK) != 0, axis=2).mean())
+
+
+def to_block_sparse(w: np.ndarray) -> BlockSparse:
+    k, n = w.shape
+    blocks = np.ascontiguousarray(w.reshape(k, n // BLOCK, BLOCK).transpose(1, 0, 2))  # [group, k, BLOCK]
+    kept = np.any(blocks != 0, axis=2)
+    indptr = np.concatenate([[0], np.cumsum(kept.sum(axis=1))]).astype(np.int32)
+    groups, ks = np.nonzero(kept)  # row-major: group by group, k ascending (streams x's row forward)
+    values = blocks[groups, ks].astype(np.float32).reshape(-1, BLOCK)
+    if len(ks) == 0:  # an all-zero weight: one explicit zero block keeps the buffers non-empty
+        values, ks = np.zeros((1, BLOCK), np.float32), np.zeros(1, np.int64)
+        indptr = np.zeros(n // BLOCK + 1, np.int32)
+    return BlockSparse(values, ks.astype(np.int32), indptr, k, n)
+
+
+def spmm_func(lead: tuple[int, ...], sparse: BlockSparse, with_bias: bool):
+    """out [*lead, N] = x [*lead, K] @ W (+ bias [N]): a parallel loop over (output group, row tile), the leading
+    dims (N, H, W of an NHWC 1x1 conv; the batch of a MatMul) read as rows of flat views of the same buffers."""
+    k, n, nnzb = sparse.k, sparse.n, len(sparse.indices)
+    rows = int(np.prod(lead, dtype=np.int64))
+    groups = n // BLOCK
+    tile = min(ROWS, rows)
+    tiles = -(-rows // tile)
+
+    @T.prim_func
+    def spmm(x: T.Buffer((*lead, k), "float32"), values: T.Buffer((nnzb, BLOCK), "float32"),
+             indices: T.Buffer((nnzb,), "int32"), indptr: T.Buffer((groups + 1,), "int32"),
+             bias: T.Buffer((n,), "float32"), out: T.Buffer((*lead, n), "float32")):
+        T.func_attr({"tirx.noalias": True, "edgekit.kernel": KERNEL})
+        x_rows = T.decl_buffer((rows, k), "float32", data=x.data)
+        out_rows = T.decl_buffer((rows, n), "float32", data=out.data)
+        for job in T.parallel(groups * tiles):
+            g = T.meta_var(job // tiles)
+            r0 = T.meta_var(T.min((job % tiles) * tile, rows - tile))  # the last tile overlaps its neighbour
+            acc = T.alloc_buffer((tile, BLOCK), "float32", scope="global")
+            for r in T.unroll(tile):
+                for lane in T.vectorized(BLOCK):
+                    acc[r, lane] = bias[g * BLOCK + lane] if with_bias else T.float32(0)
+            for j in T.serial(indptr[g], indptr[g + 1]):
+                for r in T.unroll(tile):
+                    for lane in T.vectorized(BLOCK):
+                        acc[r, lane] = acc[r, lane] + x_rows[r0 + r, indices[j]] * values[j, lane]
+            for r in T.unroll(tile):
+                for lane in T.vectorized(BLOCK):
+                    out_rows[r0 + r, g * BLOCK + lane] = acc[r, lane]
+
+    return spmm
