@@ -52,6 +52,9 @@ FAMILIES = {
                        [numpy_helper.from_array(np.array(2.0, np.float32), "k")], [1, 3, 8, 8]),
     "reshape_v5": ([helper.make_node("Reshape", ["x", "shape"], ["y"])],
                    [numpy_helper.from_array(np.array([1, 3, 64], np.int64), "shape")], [1, 3, 64]),
+    # a Constant node (no inputs) beside the ops: pytorch-operator/test_operator_addconstant, PoissonNLLLoss
+    "constant_node_add": ([helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(1.5, np.float32))),
+                           helper.make_node("Add", ["x", "c"], ["y"], broadcast=1)], [], [1, 3, 8, 8]),
     "concat_softmax_v1": ([helper.make_node("Concat", ["x", "x"], ["c"], axis=1), helper.make_node("Softmax", ["c"], ["y"], axis=1)],
                           [], [1, 6, 8, 8]),
 }

@@ -71,10 +71,15 @@ def _per_channel_prelu(model: onnx.ModelProto) -> None:
 
     from edgekit.compiler.onnx_builder import inferred_shapes
 
-    shapes, inits = inferred_shapes(model), {t.name: t for t in model.graph.initializer}
+    try:
+        shapes = inferred_shapes(model)
+    except Exception:  # noqa: BLE001 - shape inference refuses the old graph: the converter's own error follows
+        return
+    inits = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
-        slope = inits.get(node.input[1]) if node.op_type == "PRelu" and len(node.input) > 1 else None
-        dims = shapes.get(node.input[0])
+        if node.op_type != "PRelu" or len(node.input) < 2:
+            continue
+        slope, dims = inits.get(node.input[1]), shapes.get(node.input[0])
         if slope is None or not dims or len(dims) < 3 or list(slope.dims) != [dims[1]] or dims[1] == dims[-1]:
             continue
         value = numpy_helper.to_array(slope).reshape([dims[1]] + [1] * (len(dims) - 2))
