@@ -76,7 +76,10 @@ def test_prune_block_zeroes_whole_output_channel_blocks():
 
 
 @pytest.mark.parametrize("ratio, sparse_kernels", [(0.9, 3), (0.5, 0)])
-def test_block_pruned_layers_run_sparse_above_break_even_only(ratio, sparse_kernels, cli, tmp_path):
+def test_block_pruned_layers_run_sparse_above_break_even_only(ratio, sparse_kernels, cli, tmp_path, monkeypatch):
+    from edgekit.compiler.relax_passes import sparse as rule
+
+    monkeypatch.setattr(rule, "MIN_DENSE_MACS", 0)  # the test model's layers are small: judge on density alone
     onnx.save(_model(), tmp_path / "m.onnx")
     res = cli("compress", tmp_path / "m.onnx", "--prune", str(ratio), "--prune-block", "8", "-o", tmp_path / "p.onnx")
     assert res.exit_code == 0, res.stderr
@@ -93,6 +96,14 @@ def test_block_pruned_layers_run_sparse_above_break_even_only(ratio, sparse_kern
             assert l["weight_bytes"] <= 0.3 * l["dense_weight_bytes"], l
         elif "block_density" in l:
             assert "dense is faster" in l["why"], l
+
+
+def test_small_layers_stay_dense_for_their_fused_epilogues(cli, tmp_path):
+    onnx.save(_model(), tmp_path / "m.onnx")
+    assert cli("compress", tmp_path / "m.onnx", "--prune", "0.9", "--prune-block", "8", "-o", tmp_path / "p.onnx").exit_code == 0
+    res = cli("compile", tmp_path / "p.onnx", "-o", tmp_path / "art")
+    assert res.exit_code == 0, res.stderr
+    assert "0 of 4 block-sparse" in res.stdout and "too small for a sparse call" in res.stdout, res.stdout
 
 
 def test_no_sparse_builds_the_same_model_dense(cli, tmp_path):

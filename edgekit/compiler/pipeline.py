@@ -4,8 +4,8 @@ between the ONNX file and code generation; compiler/build.py drives it.
   1. ONNX_LOWERINGS          ONNX -> ONNX, before TVM's importer (frontend.to_relax): ops the importer lacks
   2. relax_passes(...)       Relax -> Relax, per target kind and model kind:
        cpu fp32:   [binary layers -> XNOR kernels] -> fold -> scalar max/min as clip -> ConvTranspose as conv ->
-                   Conv1d as conv2d -> NHWC (per-conv fallback) -> mean before permute -> [fused inverted-residual
-                   blocks] -> [Winograd] -> fast sigmoid -> fast math -> legalize + fuse ("zero")
+                   Conv1d as conv2d -> NHWC (per-conv fallback) -> mean before permute -> [block-pruned 1x1 convs
+                   and MatMuls -> block-sparse kernels] -> [fused inverted-residual blocks] -> [Winograd] -> fast sigmoid -> fast math -> legalize + fuse ("zero")
        cpu int8:   QDQ layers, QLinear adds / softmaxes / bilinear resizes as integer ops -> expand Q/DQ -> NHWC ->
                    packed u8s8 convs -> legalize + fuse
        gpu:        fold -> scalar max/min as clip -> ConvTranspose as conv -> Conv1d as conv2d (NCHW kept: the
@@ -65,7 +65,7 @@ def _onnx_lowerings() -> list[tuple[str, Callable[[onnx.ModelProto], onnx.ModelP
         ("lower_spectral", lower_spectral),  # ... no DFT / STFT
         ("unroll_constant_loops", unroll_constant_loops),  # ... and no Loop
         ("lower_pool_indices", lower_pool_indices),  # ... nor MaxPool's Indices output
-        ("densify_sparse", sparse_format.densify),  # pruned weights stored sparsely: the build is dense
+        ("densify_sparse", sparse_format.densify),  # sparse storage decoded; SparseLayers re-packs what pays as blocks
     ]
 
 

@@ -84,7 +84,7 @@ def spmm_func(lead: tuple[int, ...], sparse: BlockSparse, with_bias: bool):
         for job in T.parallel(groups * tiles):
             g = T.meta_var(job // tiles)
             r0 = T.meta_var(T.min((job % tiles) * tile, rows - tile))  # the last tile overlaps its neighbour
-            acc = T.alloc_buffer((tile, BLOCK), "float32", scope="global")
+            acc = T.alloc_buffer((tile, BLOCK), "float32", scope="local")
             for r in T.unroll(tile):
                 for lane in T.vectorized(BLOCK):
                     acc[r, lane] = bias[g * BLOCK + lane] if with_bias else T.float32(0)
