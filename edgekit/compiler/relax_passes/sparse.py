@@ -7,7 +7,7 @@ weight a constant:
     matmul(x, W[K, N]) [+ bias]          Gemm and MatMul after import
 
 A layer runs sparse where the share of its non-zero 1 x 8 output-channel blocks is at most MAX_DENSITY and its dense
-work is at least MIN_DENSE_MACS, dense otherwise: the sparse kernel does the dense kernel's work per kept block plus an index load, so below the
+work is at least MIN_DENSE_MACS (or its weights MIN_WEIGHT_BYTES), dense otherwise: the sparse kernel does the dense kernel's work per kept block plus an index load, so below the
 break-even it is slower, and unstructured zeros rarely empty a whole block (compress --prune-block 8 prunes
 blocks). The weight then lives in the artifact as the kept blocks and their indices only. Every pruned layer
 (a quarter or more of its weights zero) is reported: which kernel and why.
@@ -27,6 +27,7 @@ MAX_DENSITY = 0.4  # kept blocks / all blocks: measured break-even ~0.5-0.6 (ben
 # and the next elementwise ops, the sparse kernel does not (measured: ViT-tiny's 0.3-0.8 M MAC MatMuls at 90 %
 # blocks pruned made the model 0.85x of dense, AVX2 host)
 MIN_DENSE_MACS = 2_000_000
+MIN_WEIGHT_BYTES = 256 << 10  # ... unless its weights alone are bigger: a classifier's GEMV reads them all per call
 REPORTED_ZEROS = 0.25  # a layer with at least this share of zero weights counts as pruned: reported
 
 
@@ -70,8 +71,9 @@ def _layer(call: relax.Call, bias: relax.Expr | None, kernels: KernelTable) -> t
     entry |= {"block_density": round(density, 4), "dense_macs": macs}
     if density > MAX_DENSITY:
         return None, entry | {"kernel": "dense", "why": f"{density:.0%} of 1x{ks.BLOCK} blocks non-zero, above {MAX_DENSITY:.0%}: dense is faster"}
-    if macs < MIN_DENSE_MACS:
-        return None, entry | {"kernel": "dense", "why": f"{macs / 1e6:.2f} M MACs dense: too small for a sparse call to beat the fused dense op"}
+    if macs < MIN_DENSE_MACS and w2.nbytes < MIN_WEIGHT_BYTES:
+        return None, entry | {"kernel": "dense", "why": f"{macs / 1e6:.2f} M MACs, {w2.nbytes / 1e3:.0f} kB of weights dense: "
+                                                         "too small for a sparse call to beat the fused dense op"}
     bias_vec = bias_vector(bias, w2.shape[1], len(lead), len(lead) + 1)
     if bias_vec is None:
         return None, entry | {"kernel": "dense", "why": "bias is not per output channel"}
