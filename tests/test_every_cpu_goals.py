@@ -2,17 +2,11 @@
 (the script's measurements themselves run in `python bench/every_cpu.py --quick`, ~4 min)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "every_cpu.py"
+import bench_scripts
 
 
 def _every_cpu():
-    spec = importlib.util.spec_from_file_location("every_cpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("every_cpu")
 
 
 RESULTS = {

@@ -7,19 +7,13 @@ opset 12, a model whose output is NaN on the test's inputs (Sqrt), and an Expand
 (refused naming the node, with --freeze offered)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "onnx_backend.py"
+import bench_scripts
 
 
 def _survey():
-    spec = importlib.util.spec_from_file_location("onnx_backend", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("onnx_backend")
 
 
 SAMPLE = {
