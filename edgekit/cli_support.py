@@ -214,7 +214,7 @@ def print_compress_result(output, result: dict) -> None:
         if "sparsity" in p:
             runs = ("edgekit compile runs the block-pruned 1x1 convs and MatMuls as block-sparse kernels; onnxruntime "
                     "densifies them") if p.get("mode", "").startswith("1x") else ("onnxruntime and TVM densify it at load: the file "
-                                                                                 "shrinks, dense latency does not change; --prune-block 8 makes TVM faster")
+                                                                                 "shrinks, dense latency does not change; with --prune-block 8 TVM skips the pruned blocks")
             out.print(f"sparsity {p['sparsity']:.1%}, stored as {p['storage']} ({runs})")
         if "sweep" in p:
             sweep = p["sweep"]
