@@ -35,11 +35,6 @@ class BlockSparse:
     n: int
 
     @property
-    def density(self) -> float:
-        """Kept blocks / all blocks."""
-        return len(self.indices) / max(1, self.k * self.n // BLOCK)
-
-    @property
     def nbytes(self) -> int:
         return self.values.nbytes + self.indices.nbytes + self.indptr.nbytes
 

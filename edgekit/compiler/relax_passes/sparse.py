@@ -19,7 +19,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from edgekit.compiler.relax_passes import KernelTable, bias_vector, constant_array, skippable_pass
+from edgekit.compiler.relax_passes import KernelTable, bias_vector, constant_array, skippable_pass, static_shape
 from edgekit.kernels import sparse as ks
 
 MAX_DENSITY = 0.4  # kept blocks / all blocks: measured break-even ~0.5-0.6 (bench/prune.py), with a margin
@@ -31,16 +31,12 @@ MIN_WEIGHT_BYTES = 256 << 10  # ... unless its weights alone are bigger: a class
 REPORTED_ZEROS = 0.25  # a layer with at least this share of zero weights counts as pruned: reported
 
 
-def _shape(expr: relax.Expr) -> tuple[int, ...]:
-    return tuple(int(d) for d in expr.ty.shape)
-
-
-def _pointwise_conv(call: relax.Call) -> str | None:
+def _pointwise_conv(call: relax.Call, weight_shape: tuple[int, ...]) -> str | None:
     """Why this conv2d is not a sparse candidate (None: it is one)."""
     a = call.attrs
     if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC") or int(a.groups) != 1:
         return f"{a.data_layout}/{a.kernel_layout} groups={a.groups}: sparse kernels are for dense NHWC convs"
-    kh, kw = _shape(call.args[1])[:2]
+    kh, kw = weight_shape[:2]
     if (kh, kw) != (1, 1):
         return f"{kh}x{kw} conv: sparse kernels are for 1x1 convs and MatMul"
     if any(int(s) != 1 for s in a.strides) or any(int(p) != 0 for p in a.padding) or any(int(d) != 1 for d in a.dilation):
@@ -59,14 +55,17 @@ def _layer(call: relax.Call, bias: relax.Expr | None, kernels: KernelTable) -> t
     if zeros < REPORTED_ZEROS:
         return None, None
     entry = {"op": "conv2d" if is_conv else "matmul", "shape": list(weight.shape), "zeros": round(zeros, 4)}
-    why = _pointwise_conv(call) if is_conv else (None if weight.ndim == 2 and len(_shape(x)) >= 2 else "not x @ W[K, N]")
+    x_shape = static_shape(x)
+    if x_shape is None:
+        return None, entry | {"kernel": "dense", "why": "input shape not static"}
+    why = _pointwise_conv(call, weight.shape) if is_conv else (None if weight.ndim == 2 and len(x_shape) >= 2 else "not x @ W[K, N]")
     if why:
         return None, entry | {"kernel": "dense", "why": why}
     w2 = weight.reshape(weight.shape[-2:])  # [K, N]
     density = ks.block_density(w2)
     if density is None:
         return None, entry | {"kernel": "dense", "why": f"{w2.shape[1]} output channels: not a multiple of {ks.BLOCK}"}
-    lead = _shape(x)[:-1]
+    lead = x_shape[:-1]
     macs = int(np.prod(lead, dtype=np.int64)) * w2.size
     entry |= {"block_density": round(density, 4), "dense_macs": macs}
     if density > MAX_DENSITY:
