@@ -2,8 +2,9 @@
 on a labelled set, the accuracy of fp32 vs compressed in onnxruntime and in TVM."""
 from __future__ import annotations
 
+import functools
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,58 +14,12 @@ import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_file, check_output_path
 from edgekit.graph import TensorSpec, load_onnx, name_unnamed_nodes, random_inputs, resolve_input_specs
-from edgekit.passes import PassReport, opset
-from edgekit.passes.quantize import QuantizeConfig, check_bits, check_not_quantized
+from edgekit.passes import CompressionMethod, MethodContext, PassReport, opset
+from edgekit.passes.options import CompressOptions
+from edgekit.passes.quantize import check_not_quantized
 from edgekit.targets import DEFAULT_TARGET
 
 EVAL_SETS = ("digits",)
-
-
-@dataclass
-class CompressOptions:
-    bits: int | None = 8  # None: prune only
-    dynamic: bool = False
-    method: str = "minmax"
-    calib: str | None = None  # .npz path, "digits" or "random"
-    calib_samples: int = 256
-    block_size: int = 0
-    keep: tuple[str, ...] | None = None
-    layer_bits: dict[str, int] | None = None
-    weight_only: bool = False
-    binarize_mode: str = "weights"  # bits == 1: "weights" (BWN) or "xnor"
-    scale_activations: bool = False
-    target: str | None = None  # int8: the target whose (and this host's) onnxruntime kernels must be exact
-    prune: float | None = None  # fraction of weights (unstructured) or channels (structured) removed
-    structured: bool = False
-    nm: str | None = None  # "N:M"
-    prune_criterion: str = "l2"  # structured: l1, l2, activation (needs calib)
-    prune_scope: str = "layer"  # layer or global
-    prune_block: int = 1  # unstructured: prune whole blocks of this many output channels
-    prune_skip: tuple[str, ...] = ()
-    round_to: int = 8
-    sparse_format: str = "mask"
-    sweep: bool = False  # unstructured: one-shot sparsity sweep and its knee
-    rank: int | None = None  # low-rank factorization: a fixed rank ...
-    rank_energy: float | None = None  # ... or the fraction of Σσ² kept per layer
-    depth: int | None = None  # residual blocks replaced by fitted linear maps (needs calib)
-
-    @property
-    def prunes(self) -> bool:
-        return self.prune is not None or self.nm is not None
-
-    @property
-    def factorizes(self) -> bool:
-        return self.rank is not None or self.rank_energy is not None
-
-
-def reduce_range_for(target: str | None) -> bool:
-    """7-bit int8 weights when onnxruntime would saturate full-range ones on the target or on this machine
-    (where compile validates against onnxruntime)."""
-    from edgekit.passes.quantize import needs_reduce_range
-    from edgekit.targets import TargetCaps, load_target
-
-    caps = [TargetCaps.host()] + ([load_target(target).caps()] if target else [])
-    return any(needs_reduce_range(c) for c in caps)
 
 
 def calibration_samples(source: str | None, specs: list[TensorSpec], count: int) -> list[dict[str, np.ndarray]] | None:
@@ -109,85 +64,48 @@ def check_prune_options(opts: CompressOptions) -> None:
         raise EdgekitError("1-bit weights cannot keep unstructured zeros (sign(0) = +1)", "use --structured pruning with --bits 1, or prune without --bits")
 
 
-def prune_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[TensorSpec]) -> tuple[onnx.ModelProto, list[PassReport]]:
-    """Order: depth, structured pruning, low-rank factorization, unstructured / N:M; quantization then sees the result."""
-    from edgekit.passes import depth, lowrank, prune, structured
-    from edgekit.passes.quantize import check_not_quantized
+def methods() -> list[CompressionMethod]:
+    """The compression methods in the order they run: depth, structured pruning, low-rank factorization,
+    unstructured / N:M pruning, then binarization or quantization of what is left (each pass file's METHOD)."""
+    from edgekit.passes import binarize, depth, lowrank, prune, quantize, structured
 
-    check_not_quantized(model)
-    reports = []
-    if opts.depth is not None:
-        calib = calibration_samples(opts.calib, specs, min(opts.calib_samples, 64))
-        model, report = depth.run(model, depth.DepthConfig(blocks=opts.depth, calibration=calib))
-        reports.append(report)
-    if opts.structured:
-        calib = calibration_samples(opts.calib, specs, min(opts.calib_samples, 64))
-        cfg = structured.StructuredConfig(ratio=opts.prune, criterion=opts.prune_criterion, scope=opts.prune_scope,
-                                          round_to=opts.round_to, calibration=calib, skip=opts.prune_skip)
-        model, report = structured.run(model, cfg)
-        reports.append(report)
-    if opts.factorizes:
-        model, report = lowrank.run(model, lowrank.LowRankConfig(rank=opts.rank, energy=opts.rank_energy, skip=opts.prune_skip))
-        reports.append(report)
-    if opts.prunes and not opts.structured:
-        # with quantization after it, zeros stay dense: the quantizer reads float initializers, not a decode subgraph
-        storage = "dense" if opts.bits else opts.sparse_format
-        cfg = prune.PruneConfig(ratio=opts.prune or 0.0, nm=prune.parse_nm(opts.nm) if opts.nm else None, scope=opts.prune_scope,
-                                storage=storage, skip=opts.prune_skip, block=opts.prune_block)
-        pruned, report = prune.run(model, cfg)
-        if opts.sweep:
-            samples = calibration_samples(opts.calib or "random", specs, 8)
-            report.extra["sweep"] = prune.sweep(model, samples, [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95], opts.prune_scope,
-                                                _digits_accuracy_fn(specs) if opts.calib == "digits" else None)
-        model = pruned
-        reports.append(report)
-    return model, reports
+    return [depth.METHOD, structured.METHOD, lowrank.METHOD, prune.METHOD, binarize.METHOD, quantize.METHOD]
 
 
-def _digits_accuracy_fn(specs: list[TensorSpec]):
+def _digits_accuracy_fn(specs: list[TensorSpec]) -> Callable[[onnx.ModelProto], float]:
+    """Digits test accuracy of a model in onnxruntime (the test set is read on the first call)."""
     from edgekit.datasets import accuracy, test_batches
     from edgekit.onnxtools import ort_session
 
-    chunks, labels = test_batches(int(specs[0].shape[0]))
+    @functools.cache
+    def batches() -> tuple[list[np.ndarray], np.ndarray]:
+        return test_batches(int(specs[0].shape[0]))
 
     def evaluate(model: onnx.ModelProto) -> float:
+        chunks, labels = batches()
         session = ort_session(model)
         return accuracy(np.concatenate([session.run(None, {specs[0].name: c})[0] for c in chunks]), labels)
 
     return evaluate
 
 
-def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[TensorSpec]) -> tuple[onnx.ModelProto, list[PassReport]]:
+def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[TensorSpec],
+                 registry: list[CompressionMethod] | None = None) -> tuple[onnx.ModelProto, list[PassReport]]:
+    """Every method the options ask for, in registry order; all options are checked before the first runs."""
     check_prune_options(opts)
-    model = name_unnamed_nodes(model)
-    model, reports = prune_passes(model, opts, specs)
-    if opts.bits is None:
-        if not reports:
-            raise EdgekitError("nothing to do", "give --bits, --prune, --nm or --rank / --rank-energy")
-        return model, reports
-    check_bits(opts.bits)
-    check_not_quantized(model)
-    if opts.bits == 1:
-        from edgekit.passes import binarize
-
-        cfg = binarize.BinarizeConfig(mode=opts.binarize_mode, scale_activations=opts.scale_activations)
-        if opts.keep is not None:
-            cfg.keep = opts.keep
-        return _with(binarize.run(model, cfg), reports)
-    from edgekit.passes import quantize
-
-    calib = None
-    if opts.bits == 8 and not opts.dynamic and not opts.weight_only:
-        calib = calibration_samples(opts.calib, specs, opts.calib_samples)
-    cfg = QuantizeConfig(
-        bits=opts.bits, weight_only=opts.weight_only, dynamic=opts.dynamic, method=opts.method, block_size=opts.block_size,
-        keep=opts.keep, layer_bits=opts.layer_bits or {}, calibration=calib, reduce_range=reduce_range_for(opts.target),
-    )
-    return _with(quantize.run(model, cfg), reports)
-
-
-def _with(result: tuple[onnx.ModelProto, PassReport], reports: list[PassReport]) -> tuple[onnx.ModelProto, list[PassReport]]:
-    return result[0], reports + [result[1]]
+    chosen = [m for m in (methods() if registry is None else registry) if m.wanted(opts)]
+    if not chosen:
+        raise EdgekitError("nothing to do", "give --bits, --prune, --nm or --rank / --rank-energy")
+    for method in chosen:
+        method.check(opts)
+    check_not_quantized(model)  # the input; what the passes below add to it is theirs to combine
+    ctx = MethodContext(opts, specs, lambda n, fallback=None: calibration_samples(opts.calib or fallback, specs, n),
+                        _digits_accuracy_fn(specs) if opts.calib == "digits" else None)
+    model, reports = name_unnamed_nodes(model), []
+    for method in chosen:
+        model, report = method.run(model, method.configure(ctx))
+        reports.append(report)
+    return model, reports
 
 
 def summary(reports: list[PassReport]) -> dict:

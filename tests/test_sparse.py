@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.kernels.sparse import BLOCK, block_density, spmm_func, to_block_sparse
 from edgekit.passes.prune import PruneConfig, sparsify
-from edgekit.passes.quantize import weight_layers
+from edgekit.passes.weights import weight_layers
 
 RNG = np.random.default_rng(0)
 

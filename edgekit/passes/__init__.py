@@ -5,12 +5,23 @@
 A pass never mutates its input; it returns a new model (standard ONNX that onnxruntime runs) and a report.
 Passes record themselves in the model's metadata ("edgekit.passes", comma-separated) so that compile
 and the artifact's meta.json know what was applied.
+
+`edgekit compress` runs them through a registry (compress.methods(), in order): each pass file ends with a
+`METHOD = CompressionMethod(...)` saying when the command asks for it and how its config is built from the
+command's options, so a new compression method is its file plus one line in that list.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import onnx
+
+if TYPE_CHECKING:
+    from edgekit.passes.options import CompressOptions
+    from edgekit.graph import TensorSpec
 
 
 @dataclass
@@ -72,3 +83,25 @@ def record_pass(model: onnx.ModelProto, name: str) -> None:
 def passes_applied(model: onnx.ModelProto) -> list[str]:
     props = {p.key: p.value for p in model.metadata_props}
     return [p for p in props.get("edgekit.passes", "").split(",") if p]
+
+
+@dataclass
+class MethodContext:
+    """What a method's configure may read besides the options: the model's inputs and calibration samples."""
+
+    opts: CompressOptions
+    specs: list[TensorSpec]
+    calibration: Callable[[int], list[dict[str, np.ndarray]] | None]  # at most n samples of --calib (None: none given)
+    accuracy: Callable[[onnx.ModelProto], float] | None = None  # labelled-set accuracy, where --calib names one
+
+
+@dataclass(frozen=True)
+class CompressionMethod:
+    """One entry of compress's registry. `wanted`: does the command ask for it; `check`: option errors, raised
+    before any pass runs; `configure`: the pass's own config; `run`: the pass."""
+
+    name: str
+    wanted: Callable[[CompressOptions], bool]
+    configure: Callable[[MethodContext], Any]
+    run: Callable[[onnx.ModelProto, Any], tuple[onnx.ModelProto, PassReport]]
+    check: Callable[[CompressOptions], None] = lambda _opts: None

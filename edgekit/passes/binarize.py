@@ -31,7 +31,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.errors import EdgekitError
-from edgekit.passes import LayerReport, PassReport, opset, record_pass
+from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, opset, record_pass
+from edgekit.passes.weights import WeightLayer, weight_layers
 
 MODES = ("weights", "xnor")
 MIN_OPSET = 18  # BitwiseAnd
@@ -43,13 +44,6 @@ class BinarizeConfig:
     mode: str = "weights"  # "weights" (BWN) or "xnor" (binary weights + activations)
     keep: tuple[str, ...] = ("first", "last")  # "first", "last", node or weight names / fnmatch patterns
     scale_activations: bool = False  # XNOR-Net K (xnor mode only)
-
-
-@dataclass
-class _Target:
-    node: onnx.NodeProto
-    weight: str  # initializer name
-    transpose: bool  # stored as [K, O] (Gemm transB=0, MatMul): packed as W.T
 
 
 # --- numpy side: the format, and the reference the tests compare against ---------------------------
@@ -74,23 +68,13 @@ def unpack_signs(bits: np.ndarray, k: int) -> np.ndarray:
 # --- graph side ------------------------------------------------------------------------------------
 
 
-def _targets(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto]) -> list[_Target]:
-    out = []
-    for node in graph.node:
-        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2 or node.input[1] not in inits:
-            continue
-        w = inits[node.input[1]]
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "Conv" and len(w.dims) >= 3:
-            out.append(_Target(node, w.name, False))
-        elif node.op_type == "Gemm" and len(w.dims) == 2:
-            out.append(_Target(node, w.name, not attrs.get("transB", 0)))
-        elif node.op_type == "MatMul" and len(w.dims) == 2:
-            out.append(_Target(node, w.name, True))
-    return out
+def _targets(model: onnx.ModelProto) -> list[WeightLayer]:
+    """The layers a sign can replace: convs with spatial weights, Gemm / MatMul with 2-D weights."""
+    return [l for l in weight_layers(model, float_only=False)
+            if (l.weight.ndim >= 3 if l.node.op_type == "Conv" else l.weight.ndim == 2)]
 
 
-def _kept(targets: list[_Target], keep: tuple[str, ...]) -> dict[str, str]:
+def _kept(targets: list[WeightLayer], keep: tuple[str, ...]) -> dict[str, str]:
     """node name -> the keep entry that keeps it float."""
     kept: dict[str, str] = {}
     for k in keep:
@@ -98,7 +82,7 @@ def _kept(targets: list[_Target], keep: tuple[str, ...]) -> dict[str, str]:
             if targets:
                 kept.setdefault(targets[0 if k == "first" else -1].node.name, k)
             continue
-        hits = [t for t in targets if fnmatch.fnmatchcase(t.node.name, k) or fnmatch.fnmatchcase(t.weight, k)]
+        hits = [t for t in targets if fnmatch.fnmatchcase(t.node.name, k) or fnmatch.fnmatchcase(t.init_name, k)]
         if not hits:
             names = ", ".join(t.node.name for t in targets[:6])
             raise EdgekitError(f"binarize keep '{k}' matches no Conv/Gemm/MatMul", f"node names look like: {names}")
@@ -118,7 +102,7 @@ class _Builder:
         self.inits.setdefault(name, numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def unpack_weight(self, t: _Target, bits: np.ndarray, alpha: np.ndarray, shape: list[int], k: int) -> None:
+    def unpack_weight(self, t: WeightLayer, bits: np.ndarray, alpha: np.ndarray, shape: list[int], k: int) -> None:
         p, (o, nb) = f"binarize/{t.node.name}/", bits.shape
 
         def node(op: str, inputs: list[str], name: str, output: str | None = None, **attrs) -> str:
@@ -126,7 +110,7 @@ class _Builder:
             return output or p + name
 
         c = self.const
-        x = node("Unsqueeze", [c(f"{t.weight}.bits", bits), c("binarize/axes_2", np.array([2], np.int64))], "unsqueeze")
+        x = node("Unsqueeze", [c(f"{t.init_name}.bits", bits), c("binarize/axes_2", np.array([2], np.int64))], "unsqueeze")
         x = node("BitShift", [x, c("binarize/shifts", np.arange(8, dtype=np.uint8).reshape(1, 1, 8))], "shift",
                  direction="RIGHT")
         x = node("BitwiseAnd", [x, c("binarize/u8_one", np.array(1, np.uint8))], "and")
@@ -136,14 +120,14 @@ class _Builder:
         x = node("Cast", [x], "cast", to=TensorProto.FLOAT)
         x = node("Mul", [x, c("binarize/two", np.array(2, np.float32))], "mul2")
         x = node("Sub", [x, c("binarize/one", np.array(1, np.float32))], "sub1")
-        x = node("Mul", [x, c(f"{t.weight}.alpha", alpha)], "mul_alpha")
-        if t.transpose and t.node.op_type == "MatMul":  # MatMul wants [K, O]
+        x = node("Mul", [x, c(f"{t.init_name}.alpha", alpha)], "mul_alpha")
+        if t.stored_transposed and t.node.op_type == "MatMul":  # MatMul wants [K, O]
             x = node("Reshape", [x, c(p + "shape", np.array([o, k], np.int64))], "reshape")
-            node("Transpose", [x], "transpose", output=t.weight, perm=[1, 0])
+            node("Transpose", [x], "transpose", output=t.init_name, perm=[1, 0])
         else:  # Gemm transB=0 is switched to transB=1, so [O, K] is its shape too
-            node("Reshape", [x, c(p + "shape", np.array(shape, np.int64))], "reshape", output=t.weight)
+            node("Reshape", [x, c(p + "shape", np.array(shape, np.int64))], "reshape", output=t.init_name)
 
-    def sign_input(self, t: _Target, x: str) -> list[onnx.NodeProto]:
+    def sign_input(self, t: WeightLayer, x: str) -> list[onnx.NodeProto]:
         """Where(x >= 0, 1, -1) in front of the layer; returns the nodes, rewires the layer's input 0."""
         p = f"binarize/{t.node.name}/"
         ge = helper.make_node("GreaterOrEqual", [x, self.const("binarize/zero", np.array(0, np.float32))],
@@ -154,7 +138,7 @@ class _Builder:
         t.node.input[0] = p + "act_sign"
         return [ge, where]
 
-    def scale_output(self, t: _Target, x: str, bias: np.ndarray | None, wshape: list[int]) -> list[onnx.NodeProto]:
+    def scale_output(self, t: WeightLayer, x: str, bias: np.ndarray | None, wshape: list[int]) -> list[onnx.NodeProto]:
         """y = layer(sign x) · K (+ bias after): K = mean_c|x| (Conv: box-filtered like the conv's window)."""
         node, p = t.node, f"binarize/{t.node.name}/"
         y = node.output[0]
@@ -226,10 +210,10 @@ class _Lookup:
         return cls({i.name: i for i in g.initializer}, {o: n for n in g.node for o in n.output}, uses)
 
 
-def _float_reason(t: _Target, w: np.ndarray, cfg: BinarizeConfig, kept: dict[str, str], look: _Lookup) -> str | None:
+def _float_reason(t: WeightLayer, w: np.ndarray, cfg: BinarizeConfig, kept: dict[str, str], look: _Lookup) -> str | None:
     if t.node.name in kept:
         return kept[t.node.name]
-    if look.uses[t.weight] > 1:
+    if look.uses[t.init_name] > 1:
         return "shared weight"
     if w.dtype != np.float32:
         return f"{w.dtype} weight"
@@ -241,7 +225,7 @@ def _float_reason(t: _Target, w: np.ndarray, cfg: BinarizeConfig, kept: dict[str
     return None
 
 
-def _take_bias(t: _Target, look: _Lookup, dropped: set[str]) -> np.ndarray | None:
+def _take_bias(t: WeightLayer, look: _Lookup, dropped: set[str]) -> np.ndarray | None:
     """Remove the layer's bias input (scale_activations adds it after the scale); Gemm's beta folded in."""
     if len(t.node.input) < 3 or not t.node.input[2]:
         return None
@@ -254,15 +238,15 @@ def _take_bias(t: _Target, look: _Lookup, dropped: set[str]) -> np.ndarray | Non
     return bias * np.float32(beta)
 
 
-def _binarize_layer(t: _Target, w: np.ndarray, cfg: BinarizeConfig, b: _Builder, look: _Lookup,
+def _binarize_layer(t: WeightLayer, w: np.ndarray, cfg: BinarizeConfig, b: _Builder, look: _Lookup,
                     dropped: set[str]) -> tuple[LayerReport, list[onnx.NodeProto], list[onnx.NodeProto]]:
     """Pack one layer's weight; returns its report and the nodes to insert before / after it."""
-    w2d = w.T if t.transpose else w.reshape(w.shape[0], -1)
+    w2d = t.rows()
     signs, alpha = binarize_reference(w2d)
     bits = pack_signs(w2d)
-    b.unpack_weight(t, bits, alpha, list(w2d.shape) if t.transpose else list(w.shape), w2d.shape[1])
-    dropped.add(t.weight)
-    if t.node.op_type == "Gemm" and t.transpose:  # unpacked as [O, K]
+    b.unpack_weight(t, bits, alpha, list(w2d.shape) if t.stored_transposed else list(w.shape), w2d.shape[1])
+    dropped.add(t.init_name)
+    if t.node.op_type == "Gemm" and t.stored_transposed:  # unpacked as [O, K]
         attrs = [a for a in t.node.attribute if a.name != "transB"]
         del t.node.attribute[:]
         t.node.attribute.extend([*attrs, helper.make_attribute("transB", 1)])
@@ -298,11 +282,11 @@ def run(model: onnx.ModelProto, cfg: BinarizeConfig) -> tuple[onnx.ModelProto, P
         raise EdgekitError("scale_activations needs binary activations", "use mode 'xnor'")
     out = _prepare(model)
     g, look, b = out.graph, _Lookup.of(out.graph), _Builder()
-    targets = _targets(g, look.inits)
+    targets = _targets(out)
     kept = _kept(targets, tuple(cfg.keep))
     layers, dropped, before, after = [], set(), {}, {}
     for t in targets:
-        w = numpy_helper.to_array(look.inits[t.weight])
+        w = t.weight
         why = _float_reason(t, w, cfg, kept, look)
         if why:
             layers.append(LayerReport(t.node.name, t.node.op_type, None, w.nbytes, w.nbytes, None, f"kept float ({why})"))
@@ -326,3 +310,13 @@ def run(model: onnx.ModelProto, cfg: BinarizeConfig) -> tuple[onnx.ModelProto, P
     wb, wa = sum(l.weight_bytes_before for l in binary), sum(l.weight_bytes_after for l in binary)
     extra = {"mode": cfg.mode, "binarized_layers": len(binary), "binarized_weight_ratio": wb / wa if wa else None}
     return out, PassReport("binarize", model.ByteSize(), out.ByteSize(), layers, extra)
+
+
+def _configure(ctx: MethodContext) -> BinarizeConfig:
+    cfg = BinarizeConfig(mode=ctx.opts.binarize_mode, scale_activations=ctx.opts.scale_activations)
+    if ctx.opts.keep is not None:
+        cfg.keep = ctx.opts.keep
+    return cfg
+
+
+METHOD = CompressionMethod("binarize", wanted=lambda opts: opts.bits == 1, configure=_configure, run=run)

@@ -22,7 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.errors import EdgekitError
-from edgekit.passes import LayerReport, PassReport, record_pass
+from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, record_pass
 
 
 @dataclass
@@ -180,3 +180,10 @@ def run(model: onnx.ModelProto, cfg: DepthConfig) -> tuple[onnx.ModelProto, Pass
     record_pass(out, f"depth{cfg.blocks}")
     report.size_after = out.ByteSize()
     return out, report
+
+
+def _configure(ctx: MethodContext) -> DepthConfig:
+    return DepthConfig(blocks=ctx.opts.depth, calibration=ctx.calibration(min(ctx.opts.calib_samples, 64)))
+
+
+METHOD = CompressionMethod("depth", wanted=lambda opts: opts.depth is not None, configure=_configure, run=run)

@@ -19,8 +19,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.errors import EdgekitError
-from edgekit.passes import LayerReport, PassReport, record_pass
+from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, record_pass
 from edgekit.passes.channel_graph import attr
+from edgekit.passes.weights import WeightLayer, weight_layers
 
 
 @dataclass
@@ -54,20 +55,16 @@ def factor(w2d: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, float]:
     return (u[:, :r] * root).astype(w2d.dtype), (root[:, None] * vt[:r]).astype(w2d.dtype), kept
 
 
-def _candidates(model: onnx.ModelProto, inits: dict) -> list[tuple[int, onnx.NodeProto, np.ndarray]]:
-    """(index, node, weight as [O, K]) of the layers this pass can split."""
-    out = []
-    for index, node in enumerate(model.graph.node):
-        if len(node.input) < 2 or node.input[1] not in inits:
-            continue
-        w = numpy_helper.to_array(inits[node.input[1]])
-        if node.op_type == "Conv" and w.ndim == 4 and w.shape[2:] == (1, 1) and attr(node, "group", 1) == 1 and list(attr(node, "dilations", [1, 1])) == [1, 1]:
-            out.append((index, node, w[:, :, 0, 0]))
-        elif node.op_type == "Gemm" and w.ndim == 2 and not attr(node, "transA", 0):
-            out.append((index, node, w if attr(node, "transB", 0) else w.T))
-        elif node.op_type == "MatMul" and w.ndim == 2:
-            out.append((index, node, w.T))
-    return out
+def _candidates(model: onnx.ModelProto) -> list[WeightLayer]:
+    """The layers this pass can split: 1x1 convs without groups or dilation, Gemm without transA, 2-D MatMul."""
+    def splittable(l: WeightLayer) -> bool:
+        node, w = l.node, l.weight
+        if node.op_type == "Conv":
+            return (w.ndim == 4 and w.shape[2:] == (1, 1) and attr(node, "group", 1) == 1
+                    and list(attr(node, "dilations", [1, 1])) == [1, 1])
+        return w.ndim == 2 and not (node.op_type == "Gemm" and attr(node, "transA", 0))
+
+    return [l for l in weight_layers(model, float_only=False) if splittable(l)]
 
 
 def _replacement(node: onnx.NodeProto, b: np.ndarray, a: np.ndarray, inits: list) -> list[onnx.NodeProto]:
@@ -92,11 +89,11 @@ def run(model: onnx.ModelProto, cfg: LowRankConfig) -> tuple[onnx.ModelProto, Pa
     check_config(cfg)
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    inits = {t.name: t for t in out.graph.initializer}
     report = PassReport("lowrank", model.ByteSize(), 0, extra={"mode": f"low-rank ({'rank ' + str(cfg.rank) if cfg.rank else f'energy {cfg.energy:g}'})"})
     new_inits: list[onnx.TensorProto] = []
     replaced: dict[int, list[onnx.NodeProto]] = {}
-    for index, node, w2d in _candidates(out, inits):
+    for layer in _candidates(out):
+        index, node, w2d = layer.index, layer.node, layer.rows()
         o, k = w2d.shape
         label = node.name or node.output[0]
         if any(fnmatch.fnmatch(label, p) for p in cfg.skip):
@@ -122,3 +119,11 @@ def run(model: onnx.ModelProto, cfg: LowRankConfig) -> tuple[onnx.ModelProto, Pa
     record_pass(out, "lowrank")
     report.size_after = out.ByteSize()
     return out, report
+
+
+def _configure(ctx: MethodContext) -> LowRankConfig:
+    return LowRankConfig(rank=ctx.opts.rank, energy=ctx.opts.rank_energy, skip=ctx.opts.prune_skip)
+
+
+METHOD = CompressionMethod("lowrank", wanted=lambda opts: opts.factorizes, configure=_configure, run=run,
+                           check=lambda opts: check_config(LowRankConfig(rank=opts.rank, energy=opts.rank_energy)))

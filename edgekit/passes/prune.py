@@ -18,6 +18,7 @@ References:
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +26,8 @@ import onnx
 from onnx import numpy_helper
 
 from edgekit.errors import EdgekitError
-from edgekit.passes import LayerReport, PassReport, opset, record_pass, sparse_format
-from edgekit.passes.quantize import weight_layers
+from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, opset, record_pass, sparse_format
+from edgekit.passes.weights import weight_layers
 from edgekit.passes.structured import check_ratio
 
 SCOPES = ("layer", "global")
@@ -40,6 +41,14 @@ class PruneConfig:
     storage: str = "mask"  # sparse_format.FORMATS
     skip: tuple[str, ...] = ()  # layer names / fnmatch patterns left dense; "first" / "last": those layers
     block: int = 1  # with ratio: prune whole blocks of this many output channels
+    sweep: SweepConfig | None = None  # also report a one-shot sparsity sweep of the input model
+
+
+@dataclass
+class SweepConfig:
+    samples: list[dict[str, np.ndarray]]
+    levels: tuple[float, ...] = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+    accuracy: Callable[[onnx.ModelProto], float] | None = None  # on a labelled set, where there is one
 
 
 def parse_nm(text: str) -> tuple[int, int]:
@@ -67,10 +76,6 @@ def obeys_nm(w: np.ndarray, n: int, m: int, in_axis: int) -> bool:
     """Every group of M consecutive weights along the reduction axis has at most N non-zeros."""
     moved = _reduction_last(w, in_axis)
     return moved.shape[-1] % m == 0 and bool(((moved.reshape(-1, m) != 0).sum(axis=1) <= n).all())
-
-
-def in_axis_of(node: onnx.NodeProto, out_axis: int) -> int:
-    return 1 if node.op_type == "Conv" else (1 - out_axis if node.op_type == "Gemm" else 0)
 
 
 def magnitude_masks(weights: dict[str, np.ndarray], ratio: float, scope: str) -> dict[str, np.ndarray]:
@@ -127,7 +132,7 @@ def sparsify(model: onnx.ModelProto, cfg: PruneConfig) -> tuple[dict[str, np.nda
         n, m = cfg.nm
         masks = {}
         for l in layers:
-            axis = in_axis_of(l.node, l.axis)
+            axis = l.in_axis
             if l.init_name in weights and l.weight.shape[axis] % m == 0:
                 masks[l.init_name] = nm_mask(l.weight, n, m, axis)
         if not masks:
@@ -193,9 +198,11 @@ def run(model: onnx.ModelProto, cfg: PruneConfig) -> tuple[onnx.ModelProto, Pass
     report.extra["storage"] = cfg.storage
     if cfg.nm:
         n, m = cfg.nm
-        report.extra["nm_checked"] = all(obeys_nm(pruned[l.init_name], n, m, in_axis_of(l.node, l.axis)) for l in layers if l.init_name in pruned)
+        report.extra["nm_checked"] = all(obeys_nm(pruned[l.init_name], n, m, l.in_axis) for l in layers if l.init_name in pruned)
     record_pass(out, f"prune{cfg.nm[0]}:{cfg.nm[1]}" if cfg.nm else f"prune{cfg.ratio:g}")
     report.size_after = out.ByteSize()
+    if cfg.sweep is not None:
+        report.extra["sweep"] = sweep(model, cfg.sweep.samples, list(cfg.sweep.levels), cfg.scope, cfg.sweep.accuracy)
     return out, report
 
 
@@ -231,3 +238,16 @@ def knee(x: list[float], y: list[float]) -> float | None:
     xs = (np.asarray(x) - x[0]) / (x[-1] - x[0])
     ys = (np.asarray(y) - min(y)) / (max(y) - min(y))
     return float(x[int(np.argmax(xs - ys))])
+
+
+def _configure(ctx: MethodContext) -> PruneConfig:
+    o = ctx.opts
+    # quantization after pruning reads float initializers, not a decode subgraph: the zeros stay dense then
+    storage = "dense" if o.bits else o.sparse_format
+    swept = SweepConfig(ctx.calibration(8, "random"), accuracy=ctx.accuracy) if o.sweep else None
+    return PruneConfig(ratio=o.prune or 0.0, nm=parse_nm(o.nm) if o.nm else None, scope=o.prune_scope, storage=storage,
+                       skip=o.prune_skip, block=o.prune_block, sweep=swept)
+
+
+METHOD = CompressionMethod("prune", wanted=lambda opts: opts.prunes and not opts.structured, configure=_configure,
+                           run=run)

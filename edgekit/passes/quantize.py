@@ -17,13 +17,13 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
-from edgekit.passes import LayerReport, PassReport, opset, passes_applied, record_pass
+from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, opset, passes_applied, record_pass
+from edgekit.passes.weights import WeightLayer, weight_layers
 
-WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
                  "DynamicQuantizeLinear", "QGemm"}
 SUPPORTED_BITS = (1, 2, 4, 8)
@@ -59,14 +59,6 @@ def needs_reduce_range(caps) -> bool:
     return caps.arch == "x86_64" and not (caps.has_vnni or "avxvnni" in caps.features)
 
 
-@dataclass
-class WeightLayer:
-    node: onnx.NodeProto
-    weight: np.ndarray
-    axis: int  # output-channel axis of the weight
-    init_name: str
-
-
 def check_bits(bits: int) -> None:
     if bits not in SUPPORTED_BITS:
         raise EdgekitError(f"--bits {bits} is not supported", "choose 8, 4, 2 (quantization) or 1 (binarization)")
@@ -74,34 +66,14 @@ def check_bits(bits: int) -> None:
 
 def check_not_quantized(model: onnx.ModelProto) -> None:
     done = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS]
-    lossy = [p for p in passes_applied(model) if not p.startswith("prune")]  # pruned fp32 models may be quantized
+    # pruned, factorized or depth-reduced models are still fp32: only a quantizer or binarizer before makes it lossy
+    lossy = [p for p in passes_applied(model) if p.startswith("quantize") or p == "binarize"]
     if done or lossy:
         what = f"node '{done[0].name}' is {done[0].op_type}" if done else f"passes already applied: {', '.join(lossy)}"
         raise EdgekitError(f"the model is already quantized ({what})", "compress the fp32 model instead")
     if model.graph.sparse_initializer or any(n.name.startswith("sparse/") for n in model.graph.node):
         raise EdgekitError("the model stores pruned weights sparsely, which quantization cannot read",
                            "prune and quantize in one command: compress FP32.onnx --prune R --bits 8 ...")
-
-
-def weight_layers(model: onnx.ModelProto) -> list[WeightLayer]:
-    """Conv/Gemm/MatMul nodes whose weight is a float initializer, in graph order."""
-    inits = {t.name: t for t in model.graph.initializer}
-    layers = []
-    for node in model.graph.node:
-        if node.op_type not in WEIGHT_OPS or len(node.input) < 2 or node.input[1] not in inits:
-            continue
-        init = inits[node.input[1]]
-        if init.data_type != TensorProto.FLOAT:
-            continue
-        w = numpy_helper.to_array(init)
-        if node.op_type == "Conv":
-            axis = 0
-        elif node.op_type == "Gemm":
-            axis = 0 if any(a.name == "transB" and a.i == 1 for a in node.attribute) else 1
-        else:  # MatMul(x, W[K, N]): output features on the last axis
-            axis = w.ndim - 1
-        layers.append(WeightLayer(node, w, axis, init.name))
-    return layers
 
 
 def resolve_bits(layers: list[WeightLayer], cfg: QuantizeConfig) -> dict[str, int]:
@@ -314,3 +286,25 @@ def run(model: onnx.ModelProto, cfg: QuantizeConfig) -> tuple[onnx.ModelProto, P
     record_pass(out, f"quantize{cfg.bits}")
     report.size_after = out.ByteSize()
     return out, report
+
+
+def reduce_range_for(target: str | None) -> bool:
+    """7-bit int8 weights when onnxruntime would saturate full-range ones on the target or on this machine
+    (where compile validates against onnxruntime)."""
+    from edgekit.targets import TargetCaps, load_target
+
+    caps = [TargetCaps.host()] + ([load_target(target).caps()] if target else [])
+    return any(needs_reduce_range(c) for c in caps)
+
+
+def _configure(ctx: MethodContext) -> QuantizeConfig:
+    o = ctx.opts
+    static_int8 = o.bits == 8 and not o.dynamic and not o.weight_only
+    return QuantizeConfig(bits=o.bits, weight_only=o.weight_only, dynamic=o.dynamic, method=o.method,
+                          block_size=o.block_size, keep=o.keep, layer_bits=o.layer_bits or {},
+                          calibration=ctx.calibration(o.calib_samples) if static_int8 else None,
+                          reduce_range=reduce_range_for(o.target))
+
+
+METHOD = CompressionMethod("quantize", wanted=lambda opts: opts.bits not in (None, 1), configure=_configure, run=run,
+                           check=lambda opts: check_bits(opts.bits))

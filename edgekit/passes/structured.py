@@ -31,7 +31,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgekit.errors import EdgekitError
-from edgekit.passes import LayerReport, PassReport, record_pass
+from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, record_pass
 from edgekit.passes.channel_graph import ChannelGraph, ModelEdit, batch_one, observed_shapes
 from edgekit.passes.channels import build_channel_graph
 
@@ -332,3 +332,12 @@ def run(model: onnx.ModelProto, cfg: StructuredConfig) -> tuple[onnx.ModelProto,
     report.extra["macs_before"], report.extra["macs_after"] = count_macs_batch1(model), count_macs_batch1(out)
     record_pass(out, f"prune-structured{cfg.ratio:g}")
     return out, report
+
+
+def _configure(ctx: MethodContext) -> StructuredConfig:
+    o = ctx.opts
+    return StructuredConfig(ratio=o.prune, criterion=o.prune_criterion, scope=o.prune_scope, round_to=o.round_to,
+                            calibration=ctx.calibration(min(o.calib_samples, 64)), skip=o.prune_skip)
+
+
+METHOD = CompressionMethod("structured", wanted=lambda opts: opts.structured, configure=_configure, run=run)
