@@ -35,6 +35,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgekit.errors import last_line
+
 HERE = Path(__file__).resolve().parent
 EDGEKIT = [sys.executable, "-c", "from edgekit.cli import main; main()"]
 SUITES = ("pytorch-converted", "pytorch-operator", "simple", "light")
@@ -98,7 +100,7 @@ def ort_runs(model_path: Path, feeds: dict[str, np.ndarray]) -> str | None:
         proc = subprocess.run([sys.executable, "-c", code, str(model_path), str(Path(tmp) / "in.npz")], capture_output=True, text=True)
     if proc.returncode == 0:
         return None
-    return (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200]
+    return last_line(proc.stderr, 200, f"exit {proc.returncode}")
 
 
 def classify(proc: subprocess.CompletedProcess | None) -> tuple[str, str]:
@@ -108,7 +110,7 @@ def classify(proc: subprocess.CompletedProcess | None) -> tuple[str, str]:
     if proc.returncode < 0:
         return "signal", f"signal {-proc.returncode}"
     if "Traceback (most recent call last)" in proc.stderr:
-        return "internal", lines[-1] if lines else "traceback"
+        return "internal", last_line(proc.stderr, None, "traceback")
     first_error = next((line for line in lines if line.startswith("error:")), lines[-1] if lines else "")
     if proc.returncode == 0:
         return "matched", ""

@@ -12,7 +12,7 @@ from google.protobuf.message import DecodeError
 from onnx.external_data_helper import load_external_data_for_model
 
 from edgekit.checks import MAX_ELEMENTS, check_element_counts, check_external_data, check_initializers, check_ops_known, check_opsets
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def load_onnx(path: Path | str) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model, full_check=False)
     except (onnx.checker.ValidationError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0][:200]
+        first = first_line(str(exc))
         raise EdgekitError(f"{path} fails onnx.checker: {first}", "the file is corrupt or was written by a broken exporter") from None
     from edgekit.passes.legacy_opset import upgrade_legacy
 

@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, last_line
 from edgekit.paths import TARGETS_DIR
 
 _HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
@@ -283,7 +283,7 @@ class TargetSpec:
             with _native_stderr_silenced():  # LLVM prints its own complaint about an unknown mcpu on fd 2
                 target = tvm.target.Target(config)
         except Exception as exc:  # noqa: BLE001 - TVM's ValueError/TypeError on a malformed target dict, reported
-            raise EdgekitError(f"target {self.name}: TVM rejects its [tvm] table: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}",
+            raise EdgekitError(f"target {self.name}: TVM rejects its [tvm] table: {last_line(str(exc))}",
                                "see targets/x86_64.toml for the format") from None
         mcpu, cpu_target = cpu_config.get("mcpu"), target.host if self.is_gpu else target
         if mcpu and cpu_target.kind.name == "llvm":

@@ -24,7 +24,7 @@ from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.pipeline import Reports, relax_passes, rules_for, run_passes, target_kind, xnor_passes
 from edgekit.compiler.schedules.analysis import cpu_count
 from edgekit.compiler.schedules.base import RuleContext, RuleResult
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, last_line
 from edgekit.passes.legacy_opset import reference_model
 from edgekit.fileio import atomic_dir, check_output_path, sha256_of
 from edgekit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
@@ -375,7 +375,7 @@ def _link(executable, path: Path, cc: str, spec: TargetSpec, objects: list[str] 
         executable.export_library(str(path), cc=cc, options=[*spec.link_options, *objects])
     except Exception as exc:
         interrupts.check()
-        raise EdgekitError(f"linking model.so with {Path(cc).name} failed: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}", "check the cc of the target file and the free disk space") from None
+        raise EdgekitError(f"linking model.so with {Path(cc).name} failed: {last_line(str(exc))}", "check the cc of the target file and the free disk space") from None
     header = path.read_bytes()[:20]
     machine = int.from_bytes(header[18:20], "little")
     if header[:4] != b"\x7fELF" or machine != spec.elf_machine:

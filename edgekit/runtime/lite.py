@@ -97,6 +97,12 @@ def host_features() -> tuple[str, set[str]]:
     return arch, flags
 
 
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """edgekit.errors.message_line(exc, limit, first=True), restated: this file imports nothing of edgekit."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 def no_gpu_message(path: Path, target: dict) -> str:
     return f"{path} targets {target.get('name', '?')} ({target['gpu_arch']}) and cannot run on this machine: no CUDA GPU"
 
@@ -256,7 +262,7 @@ class Model:
             lib = _load_library(tvm, self.path / LIBRARY)
         except Exception as exc:  # noqa: BLE001 - TVM's loader errors, reported as one line
             self._interrupted()
-            self._fail(f"cannot load {self.path / LIBRARY}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}", "re-run edgekit compile")
+            self._fail(f"cannot load {self.path / LIBRARY}: {_first_line(exc)}", "re-run edgekit compile")
         self._tvm = tvm
         self._device = tvm.cuda(0) if cuda_meta else tvm.cpu()  # inputs go where the kernels run
         self._vm = VirtualMachine(lib, self._device)
