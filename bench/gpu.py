@@ -53,11 +53,11 @@ def _onnx_for(name: str, tmp: Path) -> tuple[Path, dict]:
     import onnx
     from realworld import build
 
+    from edgekit.graph import fixed_shapes
+
     model = build(name)
     onnx.save(model, path)
-    inits = {t.name for t in model.graph.initializer}
-    shapes = {i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim) for i in model.graph.input if i.name not in inits}
-    return path, shapes
+    return path, fixed_shapes(model)
 
 
 def prepare(out: Path, models: list[str], target: str, tvm_ffi_wheel: Path | None) -> list[dict]:
