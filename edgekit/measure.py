@@ -19,10 +19,6 @@ import numpy as np
 from edgekit.errors import EdgekitError, last_line
 
 
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def run_worker(job: dict) -> dict:
     env = dict(os.environ)
     if job["runtime"] == "tvm":

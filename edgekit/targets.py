@@ -130,16 +130,16 @@ class TargetCaps:
 
 def host_description() -> dict:
     """Which CPU a measurement came from: model name, cores, and the ISA features edgekit checks."""
-    import os
-
     name = ""
     try:
         name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith(("model name", "Model", "Hardware"))), "")
     except OSError:
         pass
+    from edgekit.runtime.lite import cpu_count
+
     caps = TargetCaps.host()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cpu_count()
     return {"cpu": name or platform.processor() or platform.machine(), "cores": cores, "arch": caps.arch,
             "features": sorted(caps.features), "simd_bits": caps.simd_bits}
 

@@ -22,7 +22,6 @@ from edgekit.checks import MAX_ELEMENTS, check_shape_inputs, index_bounds
 from edgekit.compiler.frontend import to_relax
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.pipeline import Reports, relax_passes, rules_for, run_passes, target_kind, xnor_passes
-from edgekit.compiler.schedules.analysis import cpu_count
 from edgekit.compiler.schedules.base import RuleContext, RuleResult
 from edgekit.errors import EdgekitError, last_line
 from edgekit.passes.legacy_opset import reference_model
@@ -32,7 +31,7 @@ from edgekit.onnxtools import ort_session, simplify
 from edgekit.passes import passes_applied
 from edgekit.progress import native_stderr_captured, steps, warn
 from edgekit.runners import open_runner
-from edgekit.runtime import BUNDLE, LIBRARY, META
+from edgekit.runtime import BUNDLE, LIBRARY, META, cpu_count
 from edgekit.targets import DEFAULT_TARGET, TargetSpec, load_target
 from edgekit.validate import (
     ValidationReport,

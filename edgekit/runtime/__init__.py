@@ -17,7 +17,7 @@ import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
 from edgekit.runtime.lite import Model as LiteModel
-from edgekit.runtime.lite import set_threads  # noqa: F401 - edgekit.runtime.set_threads, for the tuner and the RPC server
+from edgekit.runtime.lite import cpu_count, set_threads  # noqa: F401 - re-exported for the tuner and the RPC server
 
 META = "meta.json"
 LIBRARY = "model.so"

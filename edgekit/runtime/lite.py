@@ -116,8 +116,15 @@ def missing_features(target: dict) -> list[str]:
     return sorted(set(caps.get("features", [])) - flags)
 
 
+def cpu_count() -> int:
+    """The cores this process may use: its affinity mask (a container's or taskset's share), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def set_threads(threads: int) -> None:
-    """TVM reads TVM_NUM_THREADS when its thread pool starts (the first parallel call): set it before that."""
+    """The one place edgekit sets this process's TVM thread count (TVM_NUM_THREADS; 0: TVM's default). TVM
+    reads it once per process, when its thread pool starts (the first parallel call): set it before that, as
+    later values are ignored. A child process's count goes into its env dict instead."""
     if threads > 0:
         os.environ["TVM_NUM_THREADS"] = str(threads)
 
