@@ -173,6 +173,11 @@ def _tvm_errors(target: TargetSpec):
         raise EdgekitError(f"TVM could not build the model for {target.name}: {tvm_error_line(exc)}", "try --schedules none to tell an edgekit rule from a TVM limitation, and report the model") from None
 
 
+def has_qdq(model) -> bool:
+    """QuantizeLinear nodes: an int8 (QDQ) model, which gets the int8 lowering and rules."""
+    return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+
+
 def has_binary_activations(model) -> bool:
     """Where(GreaterOrEqual(x, 0), ...): how edgekit (and its exporter) writes sign activations."""
     produced_by = {out: node.op_type for node in model.graph.node for out in node.output}
@@ -241,9 +246,9 @@ def compile_onnx(
         did_simplify, mod, out_specs = _import(model, in_specs, step)
         step(f"scheduling and building for {spec.name}")
         t0 = time.perf_counter()
-        has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-        build_warnings = [w for w in [int8_format_warning(model, spec)] if has_qdq and w]
-        built = build_module(mod, spec, opts, int8=has_qdq, binary=has_binary_activations(model))
+        int8 = has_qdq(model)
+        build_warnings = [w for w in [int8_format_warning(model, spec)] if int8 and w]
+        built = build_module(mod, spec, opts, int8=int8, binary=has_binary_activations(model))
         executable, skipped = built.executable, built.reports.skipped
         build_warnings += [f"rewrite {s['pass']} skipped: {s['skipped']}" for s in skipped]
         for w in build_warnings:
@@ -347,8 +352,7 @@ def imported_module(onnx_path: Path, input_shapes: dict[str, tuple[int, ...]] | 
     has QDQ (int8) and binary activations."""
     model = load_onnx(Path(onnx_path))
     _, mod, _ = _import(model, resolve_input_specs(model, input_shapes or {}), lambda _msg: None)
-    has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-    return mod, has_qdq, has_binary_activations(model)
+    return mod, has_qdq(model), has_binary_activations(model)
 
 
 def scheduled_module(onnx_path: Path, target: str, threads: int = 2) -> tuple[object, dict[str, str]]:
