@@ -103,8 +103,19 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     return (lines[0] if lines else type(exc).__name__)[:limit]
 
 
-def no_gpu_message(path: Path, target: dict) -> str:
-    return f"{path} targets {target.get('name', '?')} ({target['gpu_arch']}) and cannot run on this machine: no CUDA GPU"
+def refusal(path: Path, target: dict, missing: list[str]) -> tuple[str, str] | None:
+    """(message, hint) if code built for `target` must not run here, given what this CPU lacks for it (`missing`,
+    from missing_features or edgekit's own check), else None: never execute code this CPU cannot run (an AVX-512
+    artifact on an AVX2 host dies of SIGILL), nor GPU code where there is no GPU."""
+    if missing:
+        arch = missing[0] in ("aarch64", "armv7", "x86_64")
+        what = f"it is built for {missing[0]}" if arch else f"this CPU lacks {', '.join(missing)}"
+        return (f"{path} targets {target.get('name', '?')} and cannot run on this machine: {what}",
+                "run it on a machine that has them, under its emulator, or on the board over --rpc")
+    if target.get("gpu_arch") and not cuda_gpu_here():
+        return (f"{path} targets {target.get('name', '?')} ({target['gpu_arch']}) and cannot run on this machine: "
+                "no CUDA GPU", "run it on a machine with an NVIDIA GPU and its driver")
+    return None
 
 
 def missing_features(target: dict) -> list[str]:
@@ -283,15 +294,9 @@ class Model:
         pass
 
     def check_runnable(self, target: dict) -> None:
-        """Never execute code this CPU cannot run (an AVX-512 artifact on an AVX2 host dies of SIGILL), nor
-        GPU code where there is no GPU."""
-        missing = missing_features(target)
-        if missing:
-            what = f"it is built for {missing[0]}" if missing[0] in ("aarch64", "armv7", "x86_64") else f"this CPU lacks {', '.join(missing)}"
-            self._fail(f"{self.path} targets {target.get('name', '?')} and cannot run on this machine: {what}",
-                       "run it on a machine that has them, under its emulator, or on the board over --rpc")
-        if target.get("gpu_arch") and not cuda_gpu_here():
-            self._fail(no_gpu_message(self.path, target), "run it on a machine with an NVIDIA GPU and its driver")
+        why = refusal(self.path, target, missing_features(target))
+        if why:
+            self._fail(*why)
 
     # --- calls ---------------------------------------------------------------------------------------------
     def _check(self, spec, value) -> np.ndarray:
