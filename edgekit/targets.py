@@ -197,7 +197,6 @@ class TargetSpec:
     apt_package: str
     runner: str = "local"
     threads: int = 0
-    simd_bits: int = 0
     aliases: tuple[str, ...] = field(default_factory=tuple)
     link_options: tuple[str, ...] = field(default_factory=tuple)
     qemu: str | None = None  # user-mode emulator for runner "qemu"
@@ -364,7 +363,6 @@ def _parse(path: Path) -> TargetSpec:
             apt_package=toolchain.get("apt_package", toolchain.get("cc", "g++")),
             runner=runner.get("default", "local"),
             threads=int(runner.get("threads", 0)),
-            simd_bits=int(runner.get("simd_bits", 0)),
             aliases=tuple(raw.get("aliases", ())),
             link_options=tuple(toolchain.get("link_options", ())),
             qemu=runner.get("qemu"),
