@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.errors import last_line
+
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = {"conv": (1, 256, 14, 14), "dense": (1, 4096)}
@@ -139,7 +141,7 @@ def _spawn(runtime: str, op: str, threads: int, quick: bool, target: str) -> dic
     cmd = [sys.executable, __file__, "--worker", runtime, "--op", op, "--threads", str(threads), "--target", target] + (["--quick"] if quick else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1][:200]
+        tail = last_line(proc.stderr)
         return {"us": None, "note": f"failed: {tail}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgekit.errors import last_line
+
 HERE = Path(__file__).resolve().parent
 EDGEKIT = [sys.executable, "-c", "from edgekit.cli import main; main()"]
 
@@ -32,7 +34,7 @@ EDGEKIT = [sys.executable, "-c", "from edgekit.cli import main; main()"]
 def _run(cmd: list, what: str) -> str:
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        tail = last_line(proc.stderr, None)
         raise SystemExit(f"error: {what} failed (exit {proc.returncode}): {tail}")
     return proc.stdout
 

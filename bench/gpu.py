@@ -53,11 +53,11 @@ def _onnx_for(name: str, tmp: Path) -> tuple[Path, dict]:
     import onnx
     from realworld import build
 
+    from edgekit.graph import fixed_shapes
+
     model = build(name)
     onnx.save(model, path)
-    inits = {t.name for t in model.graph.initializer}
-    shapes = {i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim) for i in model.graph.input if i.name not in inits}
-    return path, shapes
+    return path, fixed_shapes(model)
 
 
 def prepare(out: Path, models: list[str], target: str, tvm_ffi_wheel: Path | None) -> list[dict]:
@@ -176,6 +176,7 @@ def _in_process(job: dict) -> dict:
     proc = subprocess.run([sys.executable, __file__, "worker", json.dumps(job)], capture_output=True, text=True,
                           env=dict(os.environ, TVM_USE_RUNTIME_LIB="1"))
     if proc.returncode != 0:
+        # inline, not edgekit.errors.last_line: the run half has no edgekit on its path
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -35,6 +35,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgekit.errors import last_line
+from edgekit.graph import fixed_shapes, random_inputs, real_inputs, resolve_input_specs
+
 HERE = Path(__file__).resolve().parent
 EDGEKIT = [sys.executable, "-c", "from edgekit.cli import main; main()"]
 SUITES = ("pytorch-converted", "pytorch-operator", "simple", "light")
@@ -59,30 +62,19 @@ def cases(suites: list[str]) -> list[tuple[str, Path, list[Path]]]:
     return found
 
 
-def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    inits = {t.name for t in model.graph.initializer}
-    return [i for i in model.graph.input if i.name not in inits]
-
-
 def test_inputs(model_path: Path, input_files: list[Path]) -> dict[str, np.ndarray]:
     model = onnx.load(model_path, load_external_data=False)
-    feeds = graph_inputs(model)
     if input_files:
         arrays = [numpy_helper.to_array(onnx.load_tensor(str(p))) for p in input_files]
-        return {vi.name: a for vi, a in zip(feeds, arrays)}
-    rng = np.random.default_rng(0)
-    out = {}
-    for vi in feeds:
-        shape = [d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim]
-        out[vi.name] = rng.standard_normal(shape).astype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
-    return out
+        return {vi.name: a for vi, a in zip(real_inputs(model), arrays)}
+    return random_inputs(resolve_input_specs(model, fixed_shapes(model)), 0)  # edgekit's own test inputs
 
 
 def dynamic_shape_flags(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[str]:
     """--input-shape for each input with a named dimension, from the test's own arrays: what edgekit's refusal
     of a dynamic shape tells a user to pass."""
     flags = []
-    for vi in graph_inputs(model):
+    for vi in real_inputs(model):
         if any(not d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim) and vi.name in feeds:
             flags += ["--input-shape", f"{vi.name}={','.join(str(d) for d in feeds[vi.name].shape)}"]
     return flags
@@ -98,7 +90,7 @@ def ort_runs(model_path: Path, feeds: dict[str, np.ndarray]) -> str | None:
         proc = subprocess.run([sys.executable, "-c", code, str(model_path), str(Path(tmp) / "in.npz")], capture_output=True, text=True)
     if proc.returncode == 0:
         return None
-    return (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200]
+    return last_line(proc.stderr, 200, f"exit {proc.returncode}")
 
 
 def classify(proc: subprocess.CompletedProcess | None) -> tuple[str, str]:
@@ -108,7 +100,7 @@ def classify(proc: subprocess.CompletedProcess | None) -> tuple[str, str]:
     if proc.returncode < 0:
         return "signal", f"signal {-proc.returncode}"
     if "Traceback (most recent call last)" in proc.stderr:
-        return "internal", lines[-1] if lines else "traceback"
+        return "internal", last_line(proc.stderr, None, "traceback")
     first_error = next((line for line in lines if line.startswith("error:")), lines[-1] if lines else "")
     if proc.returncode == 0:
         return "matched", ""

@@ -26,6 +26,7 @@ import onnx
 from edgekit.bench import bench
 from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.options import BuildOptions
+from edgekit.graph import fixed_shapes
 from edgekit.targets import TargetCaps, host_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the corpus builders live beside their tests
@@ -56,8 +57,7 @@ def main() -> None:
             model = build(builder, **({} if args.quick else sizes))
             path = tmp / f"{name}.onnx"
             onnx.save(model, path)
-            inits = {t.name for t in model.graph.initializer}
-            shapes = {i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim) for i in model.graph.input if i.name not in inits}
+            shapes = fixed_shapes(model)
             t0 = time.perf_counter()
             compiled = compile_onnx(path, tmp / f"{name}.art", args.target, BuildOptions(threads=args.threads), input_shapes=shapes, quiet=True)
             compile_s = time.perf_counter() - t0

@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 
 from edgekit.errors import EdgekitError
-from edgekit.measure import default_threads, run_worker
+from edgekit.measure import run_worker
+from edgekit.runtime.lite import cpu_count  # lite: no onnx import at CLI start
 from edgekit.passes.legacy_opset import UPGRADED_KEY
 from edgekit.targets import DEFAULT_TARGET
 
@@ -78,7 +79,7 @@ def bench(
         raise EdgekitError(f"unknown runtime(s) {sorted(unknown) or '(none)'}", f"choose from {', '.join(RUNTIMES)}")
     if repeat < 1 or warmup < 0 or rounds < 1:
         raise EdgekitError("--repeat and --rounds must be >= 1 and --warmup >= 0", "e.g. --repeat 50 --rounds 2 --warmup 5")
-    threads = threads or default_threads()
+    threads = threads or cpu_count()
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmpdir:
         tmp = Path(tmpdir)
         artifact, meta, onnx_path = _resolve(model_path, onnx_path)

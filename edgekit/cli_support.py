@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import edgekit.interrupts as interrupts
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.interrupts import Terminated
 
 out = Console()
@@ -94,7 +94,7 @@ def _internal_error(exc: BaseException) -> None:
         fh.write(f"edgekit {' '.join(sys.argv[1:])}\n\n")
         traceback.print_exception(exc, file=fh)
     name = type(exc).__name__
-    first = one_line((str(exc).strip().splitlines() or [""])[0][:200])
+    first = one_line(first_line(str(exc), 200, ""))
     err.print(f"[bold red]internal error:[/] {escape(name)}: {escape(first)}", highlight=False, soft_wrap=True)
     err.print(f"[dim]hint: this is a bug in edgekit; the traceback is in {path} (please attach it to a report)[/]", highlight=False,
               soft_wrap=True)

@@ -5,6 +5,7 @@ accuracy yardstick for every stage: torch fp32, onnxruntime and TVM must agree o
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,3 +45,15 @@ def test_batches(batch: int) -> tuple[list[np.ndarray], np.ndarray]:
     split = load_digits_split()
     n = len(split.x_test) - len(split.x_test) % batch
     return [split.x_test[i: i + batch] for i in range(0, n, batch)], split.y_test[:n]
+
+
+def digits_logits(run_batch: Callable[[np.ndarray], np.ndarray], batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A model's logits over the digits test split, run in batches of `batch` (run_batch: images -> logits of
+    one batch; test_batches drops the remainder), and their labels."""
+    chunks, labels = test_batches(batch)
+    return np.concatenate([run_batch(c) for c in chunks]), labels
+
+
+def digits_accuracy(run_batch: Callable[[np.ndarray], np.ndarray], batch: int = 1) -> float:
+    """Top-1 accuracy on the digits test split of a model run as run_batch (see digits_logits)."""
+    return accuracy(*digits_logits(run_batch, batch))

@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from edgekit.bench import bench, plot
 from edgekit.compiler.build import compile_onnx
 from edgekit.export import INPUT_NAME, export_model
@@ -19,7 +17,7 @@ def digits_accuracy(model_ref: str, onnx_path: Path, artifact: Path) -> dict:
     """Test-set accuracy of the same network in torch, onnxruntime and TVM, plus their agreement."""
     import torch
 
-    from edgekit.datasets import accuracy, load_digits_split
+    from edgekit.datasets import accuracy, digits_logits, load_digits_split
     from edgekit.zoo import load_model
 
     split = load_digits_split()
@@ -28,8 +26,8 @@ def digits_accuracy(model_ref: str, onnx_path: Path, artifact: Path) -> dict:
         torch_logits = module(torch.from_numpy(split.x_test)).numpy()
     session = ort_session(onnx_path)
     compiled = load(artifact)
-    ort_logits = np.concatenate([session.run(None, {INPUT_NAME: x[None]})[0] for x in split.x_test])
-    tvm_logits = np.concatenate([compiled(x[None])[0] for x in split.x_test])
+    ort_logits, _ = digits_logits(lambda x: session.run(None, {INPUT_NAME: x})[0])
+    tvm_logits, _ = digits_logits(lambda x: compiled(x)[0])
     from edgekit.graph import load_onnx
     from edgekit.validate import tolerances_for
 

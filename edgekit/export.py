@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line, message_line
 from edgekit.fileio import atomic_file, check_output_path
 from edgekit.onnxtools import ort_session, quiet, simplify
 from edgekit.validate import compare_outputs, ValidationReport
@@ -61,7 +61,7 @@ def torch_to_onnx(module, example, opset: int, dynamic_batch: bool) -> onnx.Mode
                 verbose=False,
             )
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        msg = message_line(exc, 300, first=True)
         raise EdgekitError(f"torch.onnx.export failed: {msg}", "check that the model runs on the given --input-shape") from None
     model = program.model_proto
     if len(model.graph.output) == 1:  # name single outputs predictably; multi-output keeps torch's names
@@ -99,7 +99,7 @@ def export_model(
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise EdgekitError(f"the exported ONNX fails onnx.checker: {str(exc).splitlines()[0][:200]}", "try another --opset, or report the model (a torch exporter bug)") from None
+        raise EdgekitError(f"the exported ONNX fails onnx.checker: {first_line(str(exc))}", "try another --opset, or report the model (a torch exporter bug)") from None
 
     outputs = expected if isinstance(expected, (tuple, list)) else (expected,)
     session = ort_session(model)

@@ -12,7 +12,7 @@ from google.protobuf.message import DecodeError
 from onnx.external_data_helper import load_external_data_for_model
 
 from edgekit.checks import MAX_ELEMENTS, check_element_counts, check_external_data, check_initializers, check_ops_known, check_opsets
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def load_onnx(path: Path | str) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model, full_check=False)
     except (onnx.checker.ValidationError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0][:200]
+        first = first_line(str(exc))
         raise EdgekitError(f"{path} fails onnx.checker: {first}", "the file is corrupt or was written by a broken exporter") from None
     from edgekit.passes.legacy_opset import upgrade_legacy
 
@@ -81,10 +81,21 @@ def _spec(value_info: onnx.ValueInfoProto) -> TensorSpec:
     return TensorSpec(value_info.name, _dims(value_info), dtype)
 
 
-def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
-    """Real inputs only: older exporters also list initializers as graph inputs."""
+def real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The graph inputs that are not initializers: older exporters also list initializers as graph inputs."""
     init_names = {t.name for t in model.graph.initializer}
-    return [_spec(vi) for vi in model.graph.input if vi.name not in init_names]
+    return [vi for vi in model.graph.input if vi.name not in init_names]
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """Real inputs only (real_inputs), as TensorSpecs."""
+    return [_spec(vi) for vi in real_inputs(model)]
+
+
+def fixed_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Every real input's shape with each dynamic dim set to 1 (batch 1), as a user passes with --input-shape."""
+    return {vi.name: tuple(d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim)
+            for vi in real_inputs(model)}
 
 
 def graph_outputs(model: onnx.ModelProto) -> list[TensorSpec]:

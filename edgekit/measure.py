@@ -16,11 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
-
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+from edgekit.errors import EdgekitError, last_line
 
 
 def run_worker(job: dict) -> dict:
@@ -30,7 +26,7 @@ def run_worker(job: dict) -> dict:
         env["TVM_USE_RUNTIME_LIB"] = "1"  # what a deployed app loads: libtvm_runtime (3 MB), not the 260 MB compiler
     proc = subprocess.run([sys.executable, "-m", "edgekit.measure", json.dumps(job)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+        tail = last_line(proc.stderr, 300, "(no output)")
         raise EdgekitError(f"the {job['runtime']} benchmark worker failed: {tail}", "run the same model with `edgekit run` to see the error")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 
 import edgekit.interrupts as interrupts
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, last_line, message_line
 
 
 @contextlib.contextmanager
@@ -41,7 +41,7 @@ def simplify(model: onnx.ModelProto, fixed_shapes: dict[str, list[int]] | None) 
             raise EdgekitError(f"onnxsim crashed (signal {-proc.returncode}) simplifying the model: its shapes or attributes are "
                                "inconsistent", "check the model with onnx.checker.check_model(model, full_check=True)")
         if proc.returncode != 0 or not dst.exists():  # onnxsim is an optimisation: say it did not apply, keep the export
-            why = (proc.stderr.strip().splitlines() or ["?"])[-1][:160]
+            why = last_line(proc.stderr, 160)
             print(f"warning: onnxsim could not simplify the model ({why}); keeping it as exported", file=sys.stderr)
             return model, False
         return onnx.load(str(dst)), True
@@ -60,7 +60,7 @@ def _simplify_child(src: str, dst: str, shapes_json: str) -> int:
 
 def ort_error_line(exc: BaseException) -> str:
     """onnxruntime's message without its "Load model from /tmp/... failed:" prefix, first line, bounded."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = message_line(exc, None, first=True)
     return first.split(" failed:", 1)[-1].strip()[:240]
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 import edgekit.interrupts as interrupts
 from edgekit import __version__
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line, last_line
 from edgekit.fileio import sha256_of
 from edgekit.targets import DEFAULT_TARGET
 
@@ -234,7 +234,7 @@ def _emulated_outputs(artifact: Path, meta, feeds) -> list[list[np.ndarray]]:
                str(bundle), str(stacked), "--warmup", "0"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise EdgekitError(f"the emulated run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}", "run the bundle's example by hand")
+        raise EdgekitError(f"the emulated run failed: {last_line(proc.stderr)}", "run the bundle's example by hand")
     classes = [int(line.split()[-1]) for line in proc.stdout.splitlines() if line.startswith("sample ")]
     width = int(meta.outputs[0].shape[-1])
     per_call = len(classes) // max(len(feeds), 1)
@@ -291,7 +291,7 @@ def run_variant(variant: str, source: Path, zoo_name: str | None, cfg: ReportCon
         row.status = f"failed: {exc.message}"
     except Exception as exc:  # noqa: BLE001 - one variant's bug is that variant's row, not the end of the sweep
         interrupts.check()
-        row.status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        row.status = f"failed: {type(exc).__name__}: {first_line(str(exc), 200, '')}"
     if row.status == "ok":
         (work / "row.json").write_text(json.dumps(asdict(row)))
     return row

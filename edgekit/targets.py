@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, last_line
 from edgekit.paths import TARGETS_DIR
 
 _HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
@@ -130,16 +130,16 @@ class TargetCaps:
 
 def host_description() -> dict:
     """Which CPU a measurement came from: model name, cores, and the ISA features edgekit checks."""
-    import os
-
     name = ""
     try:
         name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith(("model name", "Model", "Hardware"))), "")
     except OSError:
         pass
+    from edgekit.runtime.lite import cpu_count
+
     caps = TargetCaps.host()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cpu_count()
     return {"cpu": name or platform.processor() or platform.machine(), "cores": cores, "arch": caps.arch,
             "features": sorted(caps.features), "simd_bits": caps.simd_bits}
 
@@ -197,7 +197,6 @@ class TargetSpec:
     apt_package: str
     runner: str = "local"
     threads: int = 0
-    simd_bits: int = 0
     aliases: tuple[str, ...] = field(default_factory=tuple)
     link_options: tuple[str, ...] = field(default_factory=tuple)
     qemu: str | None = None  # user-mode emulator for runner "qemu"
@@ -283,7 +282,7 @@ class TargetSpec:
             with _native_stderr_silenced():  # LLVM prints its own complaint about an unknown mcpu on fd 2
                 target = tvm.target.Target(config)
         except Exception as exc:  # noqa: BLE001 - TVM's ValueError/TypeError on a malformed target dict, reported
-            raise EdgekitError(f"target {self.name}: TVM rejects its [tvm] table: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}",
+            raise EdgekitError(f"target {self.name}: TVM rejects its [tvm] table: {last_line(str(exc))}",
                                "see targets/x86_64.toml for the format") from None
         mcpu, cpu_target = cpu_config.get("mcpu"), target.host if self.is_gpu else target
         if mcpu and cpu_target.kind.name == "llvm":
@@ -364,7 +363,6 @@ def _parse(path: Path) -> TargetSpec:
             apt_package=toolchain.get("apt_package", toolchain.get("cc", "g++")),
             runner=runner.get("default", "local"),
             threads=int(runner.get("threads", 0)),
-            simd_bits=int(runner.get("simd_bits", 0)),
             aliases=tuple(raw.get("aliases", ())),
             link_options=tuple(toolchain.get("link_options", ())),
             qemu=runner.get("qemu"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import edgekit.interrupts as interrupts
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, message_line
 from edgekit.passes.legacy_opset import reference_model
 
 from edgekit.comparison import DEFAULT_ATOL, DEFAULT_RTOL, OutputError, ValidationReport, compare_outputs  # noqa: F401 - re-exported
@@ -138,7 +138,7 @@ def compare_samples(samples, session, compiled, atol: float, rtol: float, frozen
             ref = dict(zip(out_names, session.run(out_names, feeds | (frozen or {}))))
         except Exception as exc:  # noqa: BLE001 - onnxruntime's pybind errors reach the user as one line
             interrupts.check()
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+            first = message_line(exc, 240, first=True)
             raise EdgekitError(f"onnxruntime could not run the reference model on these inputs: {first}",
                                "check the inputs' names, shapes and dtypes against the model") from None
         got = compiled.run(feeds)

@@ -16,10 +16,10 @@ import pytest
 from conftest import third_party_cnn
 from realworld import CORPUS, build, segnet_unpool
 from test_errors import assert_one_line_error
-from test_realworld import fixed_shapes
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.cuda import fatbin_images
+from edgekit.graph import fixed_shapes
 from edgekit.runtime.lite import FATBIN_SECTION, elf_section
 from edgekit.targets import cuda_device_here
 

@@ -114,7 +114,7 @@ def test_every_gpu_kernel_of_the_corpus_matches_llvm(name, tmp_path, context):
     import onnx
 
     from realworld import build
-    from test_realworld import fixed_shapes
+    from edgekit.graph import fixed_shapes
 
     from edgekit.compiler.gpu_check import check_model
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.errors import EdgekitError
-from edgekit.graph import random_inputs, resolve_input_specs
+from edgekit.graph import fixed_shapes, random_inputs, resolve_input_specs
 from edgekit.onnxtools import ort_session
 from edgekit.passes import prune, sparse_format, structured
 from edgekit.passes.channels import build_channel_graph
@@ -119,9 +119,7 @@ def outputs(model: onnx.ModelProto, feed: dict) -> list[np.ndarray]:
 
 
 def feed_for(model: onnx.ModelProto) -> dict:
-    inits = {t.name for t in model.graph.initializer}
-    shapes = {i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim) for i in model.graph.input if i.name not in inits}
-    return random_inputs(resolve_input_specs(model, shapes))
+    return random_inputs(resolve_input_specs(model, fixed_shapes(model)))
 
 
 @pytest.mark.parametrize("net", NETS)

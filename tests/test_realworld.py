@@ -20,15 +20,9 @@ from realworld import CORPUS, build, detector_with_nms, segnet_unpool
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.recurrent import lower_recurrent
+from edgekit.graph import fixed_shapes
 from edgekit.runtime import load
 from edgekit.errors import EdgekitError
-
-def fixed_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    """Batch 1 for every symbolic dim, as a user passes with --input-shape."""
-    inits = {t.name for t in model.graph.initializer}
-    return {i.name: tuple(d.dim_value if d.HasField("dim_value") else 1 for d in i.type.tensor_type.shape.dim)
-            for i in model.graph.input if i.name not in inits}
-
 
 def output_scale_ok(result) -> None:
     assert result.validation is not None and result.validation.ok, result.validation

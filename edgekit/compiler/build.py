@@ -22,9 +22,8 @@ from edgekit.checks import MAX_ELEMENTS, check_shape_inputs, index_bounds
 from edgekit.compiler.frontend import to_relax
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.pipeline import Reports, relax_passes, rules_for, run_passes, target_kind, xnor_passes
-from edgekit.compiler.schedules.analysis import cpu_count
 from edgekit.compiler.schedules.base import RuleContext, RuleResult
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, last_line
 from edgekit.passes.legacy_opset import reference_model
 from edgekit.fileio import atomic_dir, check_output_path, sha256_of
 from edgekit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
@@ -32,7 +31,7 @@ from edgekit.onnxtools import ort_session, simplify
 from edgekit.passes import passes_applied
 from edgekit.progress import native_stderr_captured, steps, warn
 from edgekit.runners import open_runner
-from edgekit.runtime import BUNDLE, LIBRARY, META
+from edgekit.runtime import BUNDLE, LIBRARY, META, cpu_count
 from edgekit.targets import DEFAULT_TARGET, TargetSpec, load_target
 from edgekit.validate import (
     ValidationReport,
@@ -174,6 +173,11 @@ def _tvm_errors(target: TargetSpec):
         raise EdgekitError(f"TVM could not build the model for {target.name}: {tvm_error_line(exc)}", "try --schedules none to tell an edgekit rule from a TVM limitation, and report the model") from None
 
 
+def has_qdq(model) -> bool:
+    """QuantizeLinear nodes: an int8 (QDQ) model, which gets the int8 lowering and rules."""
+    return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+
+
 def has_binary_activations(model) -> bool:
     """Where(GreaterOrEqual(x, 0), ...): how edgekit (and its exporter) writes sign activations."""
     produced_by = {out: node.op_type for node in model.graph.node for out in node.output}
@@ -242,9 +246,9 @@ def compile_onnx(
         did_simplify, mod, out_specs = _import(model, in_specs, step)
         step(f"scheduling and building for {spec.name}")
         t0 = time.perf_counter()
-        has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-        build_warnings = [w for w in [int8_format_warning(model, spec)] if has_qdq and w]
-        built = build_module(mod, spec, opts, int8=has_qdq, binary=has_binary_activations(model))
+        int8 = has_qdq(model)
+        build_warnings = [w for w in [int8_format_warning(model, spec)] if int8 and w]
+        built = build_module(mod, spec, opts, int8=int8, binary=has_binary_activations(model))
         executable, skipped = built.executable, built.reports.skipped
         build_warnings += [f"rewrite {s['pass']} skipped: {s['skipped']}" for s in skipped]
         for w in build_warnings:
@@ -348,8 +352,7 @@ def imported_module(onnx_path: Path, input_shapes: dict[str, tuple[int, ...]] | 
     has QDQ (int8) and binary activations."""
     model = load_onnx(Path(onnx_path))
     _, mod, _ = _import(model, resolve_input_specs(model, input_shapes or {}), lambda _msg: None)
-    has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-    return mod, has_qdq, has_binary_activations(model)
+    return mod, has_qdq(model), has_binary_activations(model)
 
 
 def scheduled_module(onnx_path: Path, target: str, threads: int = 2) -> tuple[object, dict[str, str]]:
@@ -375,7 +378,7 @@ def _link(executable, path: Path, cc: str, spec: TargetSpec, objects: list[str] 
         executable.export_library(str(path), cc=cc, options=[*spec.link_options, *objects])
     except Exception as exc:
         interrupts.check()
-        raise EdgekitError(f"linking model.so with {Path(cc).name} failed: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}", "check the cc of the target file and the free disk space") from None
+        raise EdgekitError(f"linking model.so with {Path(cc).name} failed: {last_line(str(exc))}", "check the cc of the target file and the free disk space") from None
     header = path.read_bytes()[:20]
     machine = int.from_bytes(header[18:20], "little")
     if header[:4] != b"\x7fELF" or machine != spec.elf_machine:

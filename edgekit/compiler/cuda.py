@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import edgekit.interrupts as interrupts
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, last_line
 from edgekit.runtime.lite import FATBIN_SECTION as SECTION
 
 FATBIN_MAGIC = 0xBA55ED50
@@ -95,9 +95,9 @@ def compile_fatbin(source: str, arch: str, nvcc: str, workdir: Path) -> tuple[Pa
         raise EdgekitError(f"nvcc could not compile TVM's CUDA kernels for {arch}: {said[0][:200]}",
                            "check that this nvcc supports the arch (`nvcc --list-gpu-code`), or report the model")
     data = fatbin.read_bytes()
-    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip().splitlines()
+    version = last_line(subprocess.run([exe, "--version"], capture_output=True, text=True).stdout, None)
     code = DeviceCode(arch, hashlib.sha256(source.encode()).hexdigest(), hashlib.sha256(data).hexdigest(), len(data),
-                      fatbin_images(data), version[-1] if version else "?")
+                      fatbin_images(data), version)
     if f"sass {arch}" not in code.images:
         raise EdgekitError(f"nvcc's fatbin holds {code.images}, not {arch} code", "check the nvcc of the target file")
     return fatbin, code

@@ -11,7 +11,7 @@ import edgekit.interrupts as interrupts
 from edgekit.compiler.pool_indices import POOL_INDICES_OP
 from edgekit.compiler.recurrent import EDGEKIT_DOMAIN, RECURRENT_OPS, SEQUENCE_OP
 from edgekit.compiler.spectral import SPECTRAL_OPS
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, message_line
 from edgekit.graph import TensorSpec
 
 
@@ -82,5 +82,5 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
             return from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
     except Exception as exc:
         interrupts.check()
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+        first = message_line(exc, 300)
         raise EdgekitError(f"TVM could not import the model: {first}", "run `edgekit export`/onnxsim with fixed shapes first, or report the op") from None

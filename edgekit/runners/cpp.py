@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, last_line
 from edgekit.runners.base import ProgramRunner, checked_input
 from edgekit.fileio import sha256_of
 from edgekit.runtime import LIBRARY, META, ArtifactMeta
@@ -56,7 +56,7 @@ class CppRunner(ProgramRunner):
             env = dict(os.environ, TVM_NUM_THREADS=str(self.threads or self.meta.target.get("threads") or os.cpu_count()))
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
-                raise EdgekitError(f"the C++ runtime failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}",
+                raise EdgekitError(f"the C++ runtime failed: {last_line(proc.stderr)}",
                                    "run bundle/bin/edgekit_example by hand to see the whole message")
             report = json.loads(proc.stdout.strip().splitlines()[-1])
             outputs = {s.name: np.load(Path(io_dir) / f"output_{i}.npy") for i, s in enumerate(self.outputs)}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, last_line
 from edgekit.runners.base import ProgramRunner, checked_input
 from edgekit.fileio import atomic_dir
 from edgekit.runtime import LIBRARY, ArtifactMeta
@@ -84,7 +84,7 @@ def ensure_guest_runtime(target: dict) -> Path:
                "-Wl,-rpath,$ORIGIN/lib", "-o", str(tmp / "edgekit_run")]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise EdgekitError(f"building the {platform} runner failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}", "check the cross compiler (apt-get install -y g++-aarch64-linux-gnu)")
+            raise EdgekitError(f"building the {platform} runner failed: {last_line(proc.stderr)}", "check the cross compiler (apt-get install -y g++-aarch64-linux-gnu)")
     return root
 
 
@@ -121,7 +121,7 @@ class QemuRunner(ProgramRunner):
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             stdout, stderr = proc.stdout, proc.stderr
             if proc.returncode != 0:
-                raise EdgekitError(f"the artifact failed under {Path(self.qemu).name}: {(stderr.strip().splitlines() or ['?'])[-1][:200]}", "validate the same model on the x86_64 target to tell a model problem from an emulator one")
+                raise EdgekitError(f"the artifact failed under {Path(self.qemu).name}: {last_line(stderr)}", "validate the same model on the x86_64 target to tell a model problem from an emulator one")
             report = json.loads(stdout.strip().splitlines()[-1])
             outputs = {}
             for spec, line in zip(self.outputs, (io / "outputs.txt").read_text().splitlines()):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line, last_line
 from edgekit.runners.base import checked_input
 from edgekit.runtime import LIBRARY, read_meta
 
@@ -62,7 +62,7 @@ def connect(rpc: str | None = None, tracker: str | None = None, key: str | None 
             return client.request(key, priority=1, session_timeout=timeout_s, max_retry=2)
         except Exception as exc:
             raise EdgekitError(
-                f"the tracker at {tracker} gave no device for key '{key}': {str(exc).splitlines()[0][:150]}",
+                f"the tracker at {tracker} gave no device for key '{key}': {first_line(str(exc), 150)}",
                 "check `edgekit rpc status --tracker HOST:PORT` for registered keys",
             ) from None
     if not rpc:
@@ -73,7 +73,7 @@ def connect(rpc: str | None = None, tracker: str | None = None, key: str | None 
         return tvm_rpc.connect(host, port, key=key or "", session_timeout=timeout_s)
     except Exception as exc:
         raise EdgekitError(
-            f"RPC handshake with {rpc} failed: {str(exc).splitlines()[0][:150]}",
+            f"RPC handshake with {rpc} failed: {first_line(str(exc), 150)}",
             "a server registered with a tracker only serves through it: use --tracker HOST:PORT --key KEY",
         ) from None
 
@@ -95,7 +95,7 @@ class RpcRunner:
             self.vm = VirtualMachine(session.load_module(remote_name), self.device)
         except Exception as exc:
             raise EdgekitError(
-                f"the device could not load {LIBRARY}: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}",
+                f"the device could not load {LIBRARY}: {last_line(str(exc))}",
                 f"was the artifact compiled for this board? it targets {self.meta.target['name']}",
             ) from None
 

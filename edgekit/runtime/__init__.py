@@ -17,7 +17,7 @@ import edgekit.interrupts as interrupts
 from edgekit.errors import EdgekitError
 from edgekit.graph import TensorSpec
 from edgekit.runtime.lite import Model as LiteModel
-from edgekit.runtime.lite import set_threads  # noqa: F401 - edgekit.runtime.set_threads, for the tuner and the RPC server
+from edgekit.runtime.lite import cpu_count, set_threads  # noqa: F401 - re-exported for the tuner and the RPC server
 
 META = "meta.json"
 LIBRARY = "model.so"
@@ -67,20 +67,14 @@ def read_meta(artifact_dir: Path | str) -> ArtifactMeta:
 
 
 def refuse_if_not_runnable(artifact_dir: Path, target: dict) -> None:
-    """Never execute code this CPU cannot run (an AVX-512 artifact on an AVX2 host dies of SIGILL), nor GPU
-    code where there is no GPU."""
-    from edgekit.runtime.lite import no_gpu_message
-    from edgekit.targets import cuda_device_here, missing_here
+    """lite's refusal as an EdgekitError, with edgekit's feature check (missing_here: also re-derives the
+    needs of artifacts older than meta.json's "caps" record, which the standalone runtime lets through)."""
+    from edgekit.runtime.lite import refusal
+    from edgekit.targets import missing_here
 
-    missing = missing_here(target)
-    if missing:
-        what = f"it is built for {missing[0]}" if missing[0] in ("aarch64", "armv7", "x86_64") else f"this CPU lacks {', '.join(missing)}"
-        raise EdgekitError(
-            f"{artifact_dir} targets {target.get('name', '?')} and cannot run on this machine: {what}",
-            "run it on a machine that has them, under its emulator, or on the board over --rpc",
-        )
-    if target.get("gpu_arch") and not cuda_device_here():
-        raise EdgekitError(no_gpu_message(artifact_dir, target), "run it on a machine with an NVIDIA GPU and its driver")
+    why = refusal(artifact_dir, target, missing_here(target))
+    if why:
+        raise EdgekitError(*why)
 
 
 def check_index_inputs(feeds: dict[str, np.ndarray], bounds: dict[str, int]) -> None:

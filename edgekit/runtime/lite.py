@@ -97,8 +97,25 @@ def host_features() -> tuple[str, set[str]]:
     return arch, flags
 
 
-def no_gpu_message(path: Path, target: dict) -> str:
-    return f"{path} targets {target.get('name', '?')} ({target['gpu_arch']}) and cannot run on this machine: no CUDA GPU"
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """edgekit.errors.message_line(exc, limit, first=True), restated: this file imports nothing of edgekit."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
+def refusal(path: Path, target: dict, missing: list[str]) -> tuple[str, str] | None:
+    """(message, hint) if code built for `target` must not run here, given what this CPU lacks for it (`missing`,
+    from missing_features or edgekit's own check), else None: never execute code this CPU cannot run (an AVX-512
+    artifact on an AVX2 host dies of SIGILL), nor GPU code where there is no GPU."""
+    if missing:
+        arch = missing[0] in ("aarch64", "armv7", "x86_64")
+        what = f"it is built for {missing[0]}" if arch else f"this CPU lacks {', '.join(missing)}"
+        return (f"{path} targets {target.get('name', '?')} and cannot run on this machine: {what}",
+                "run it on a machine that has them, under its emulator, or on the board over --rpc")
+    if target.get("gpu_arch") and not cuda_gpu_here():
+        return (f"{path} targets {target.get('name', '?')} ({target['gpu_arch']}) and cannot run on this machine: "
+                "no CUDA GPU", "run it on a machine with an NVIDIA GPU and its driver")
+    return None
 
 
 def missing_features(target: dict) -> list[str]:
@@ -110,8 +127,15 @@ def missing_features(target: dict) -> list[str]:
     return sorted(set(caps.get("features", [])) - flags)
 
 
+def cpu_count() -> int:
+    """The cores this process may use: its affinity mask (a container's or taskset's share), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def set_threads(threads: int) -> None:
-    """TVM reads TVM_NUM_THREADS when its thread pool starts (the first parallel call): set it before that."""
+    """The one place edgekit sets this process's TVM thread count (TVM_NUM_THREADS; 0: TVM's default). TVM
+    reads it once per process, when its thread pool starts (the first parallel call): set it before that, as
+    later values are ignored. A child process's count goes into its env dict instead."""
     if threads > 0:
         os.environ["TVM_NUM_THREADS"] = str(threads)
 
@@ -256,7 +280,7 @@ class Model:
             lib = _load_library(tvm, self.path / LIBRARY)
         except Exception as exc:  # noqa: BLE001 - TVM's loader errors, reported as one line
             self._interrupted()
-            self._fail(f"cannot load {self.path / LIBRARY}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}", "re-run edgekit compile")
+            self._fail(f"cannot load {self.path / LIBRARY}: {_first_line(exc)}", "re-run edgekit compile")
         self._tvm = tvm
         self._device = tvm.cuda(0) if cuda_meta else tvm.cpu()  # inputs go where the kernels run
         self._vm = VirtualMachine(lib, self._device)
@@ -270,15 +294,9 @@ class Model:
         pass
 
     def check_runnable(self, target: dict) -> None:
-        """Never execute code this CPU cannot run (an AVX-512 artifact on an AVX2 host dies of SIGILL), nor
-        GPU code where there is no GPU."""
-        missing = missing_features(target)
-        if missing:
-            what = f"it is built for {missing[0]}" if missing[0] in ("aarch64", "armv7", "x86_64") else f"this CPU lacks {', '.join(missing)}"
-            self._fail(f"{self.path} targets {target.get('name', '?')} and cannot run on this machine: {what}",
-                       "run it on a machine that has them, under its emulator, or on the board over --rpc")
-        if target.get("gpu_arch") and not cuda_gpu_here():
-            self._fail(no_gpu_message(self.path, target), "run it on a machine with an NVIDIA GPU and its driver")
+        why = refusal(self.path, target, missing_features(target))
+        if why:
+            self._fail(*why)
 
     # --- calls ---------------------------------------------------------------------------------------------
     def _check(self, spec, value) -> np.ndarray:

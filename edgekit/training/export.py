@@ -64,7 +64,7 @@ def finetune_to_onnx(
 ) -> dict:
     """Zoo or user model (`file.py:factory`) -> 1/2/4-bit-aware finetuning on digits with KD from its fp32
     self -> packed standard ONNX. Returns accuracies (torch fp32, torch finetuned, onnxruntime) and sizes."""
-    from edgekit.datasets import load_digits_split
+    from edgekit.datasets import digits_accuracy, load_digits_split
     from edgekit.errors import EdgekitError
     from edgekit.export import INPUT_NAME, torch_to_onnx
     from edgekit.onnxtools import ort_session, simplify
@@ -93,13 +93,13 @@ def finetune_to_onnx(
 
         onnx.save(model, str(tmp))
     session = ort_session(out)
-    logits = np.concatenate([session.run(None, {INPUT_NAME: x[None]})[0] for x in split.x_test])
+    ort_acc = digits_accuracy(lambda x: session.run(None, {INPUT_NAME: x})[0])
     return {
         **{k: v for k, v in report.to_json().items() if k != "layers"},
         "model": ref, "output": str(out), "bits": bits, "mode": f"{mode} ({binarizer})" if bits == 1 else f"weight-only int{bits} QAT (LSQ)",
         "epochs": epochs, "seconds": result.seconds,
         "accuracy": {"torch_fp32": fp32_acc, "torch_finetuned": result.test_accuracy,
-                     "onnxruntime": float((logits.argmax(1) == split.y_test).mean())},
+                     "onnxruntime": ort_acc},
     }
 
 
@@ -114,13 +114,15 @@ def _to_onnx(model: nn.Module):
     return simplify(graph, {INPUT_NAME: [1, 1, 8, 8]})[0]
 
 
-def _ort_accuracy(model, split) -> tuple[float, np.ndarray]:
+def _ort_accuracy(model) -> tuple[float, np.ndarray]:
+    """onnxruntime's digits test accuracy of `model`, and its logits."""
+    from edgekit.datasets import accuracy, digits_logits
     from edgekit.export import INPUT_NAME
     from edgekit.onnxtools import ort_session
 
     session = ort_session(model)
-    logits = np.concatenate([session.run(None, {INPUT_NAME: x[None]})[0] for x in split.x_test])
-    return float((logits.argmax(1) == split.y_test).mean()), logits
+    logits, labels = digits_logits(lambda x: session.run(None, {INPUT_NAME: x})[0])
+    return accuracy(logits, labels), logits
 
 
 def _random_init(module: nn.Module, seed: int) -> nn.Module:
@@ -178,7 +180,7 @@ def prune_finetune_to_onnx(ref: str, out: Path, ratio: float, method: str = "gra
         trained = None
         result["lottery"] = {k: v for k, v in ticket.items() if k not in ("model", "masks")}
         model, report = prune.run(_to_onnx(student), prune.PruneConfig(ratio=ratio, skip=("first",)))
-    onnx_acc, logits = _ort_accuracy(model, split)
+    onnx_acc, logits = _ort_accuracy(model)
     with torch.no_grad():
         torch_logits = student.eval()(torch.from_numpy(split.x_test)).numpy()
     # the ONNX pass must have removed exactly what training zeroed: same logits as the trained torch model
@@ -187,7 +189,7 @@ def prune_finetune_to_onnx(ref: str, out: Path, ratio: float, method: str = "gra
                            "structured finetuning supports models whose convolutions are not tied by residual adds; use compress --structured")
     with atomic_file(out) as tmp:
         onnx.save(model, str(tmp))
-    result["accuracy"] |= {"training_free_onnxruntime": _ort_accuracy(free, split)[0], "onnxruntime": onnx_acc,
+    result["accuracy"] |= {"training_free_onnxruntime": _ort_accuracy(free)[0], "onnxruntime": onnx_acc,
                            "torch_finetuned": trained.test_accuracy if trained else result["lottery"]["ticket_accuracy"]}
     result["accuracy"]["drop_pt"] = 100 * (result["accuracy"]["torch_fp32"] - onnx_acc)
     result |= {k: v for k, v in report.to_json().items() if k not in ("layers", "groups")}

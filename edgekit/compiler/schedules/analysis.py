@@ -101,8 +101,3 @@ def task_key(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> str:
     import tvm_ffi
 
     return f"{tvm_ffi.structural_hash(func) & 0xFFFFFFFFFFFFFFFF:016x}"
-
-def cpu_count() -> int:
-    from edgekit.measure import default_threads  # the one count of the cores this process may use
-
-    return default_threads()

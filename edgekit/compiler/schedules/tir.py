@@ -7,7 +7,11 @@ from collections.abc import Sequence
 import tvm
 from tvm.s_tir import Schedule
 
-LANES = 16  # fp32 lanes of one AVX-512 register (LLVM splits wider vectors, and narrows on AVX2/NEON)
+# fp32 lanes of one AVX-512 register: the one definition. The helpers below (par_vec, vectorize_lanes, pick_lanes)
+# cut vectors at this width on every target (LLVM splits them into ymm / q registers on AVX2 / NEON); the
+# register tiles use the target's width, tiles.simd(caps). Deriving these helpers' width from the target too
+# would change AVX2 and NEON code (not AVX-512's): a measured change, not a refactor.
+LANES = 16
 # TVM's thread pool splits each parallel loop statically over the threads and joins it with a barrier. On a
 # quiet machine that costs microseconds; when another process holds a core, a descheduled worker makes the
 # barrier wait a scheduler time slice (ms), once per parallel op. Measured (2-core znver4, 2 threads):

@@ -360,8 +360,7 @@ def tune_model(
 ) -> dict:
     """Tune the conv / depthwise / dense tasks of a model; write <out_dir>/<target>/<model>.json after every
     task (resumable: tasks already in the database are not re-timed). Returns a report dict."""
-    from edgekit.measure import default_threads
-    from edgekit.runtime import set_threads
+    from edgekit.runtime import cpu_count, set_threads
     from edgekit.targets import load_target
 
     t_start = time.monotonic()
@@ -378,7 +377,7 @@ def tune_model(
                            "tune on the board over RPC: edgekit tune ... --tracker HOST:PORT --key KEY (or --rpc HOST:PORT)")
     if trials_per_task < 0:
         raise EdgekitError("--trials must be >= 0", "e.g. --trials 16")
-    threads = threads or spec.threads or default_threads()
+    threads = threads or spec.threads or cpu_count()
     set_threads(threads)  # this process times the candidates: TVM's thread pool reads it at its first parallel call
     db_path = database_path(Path(out_dir), spec.name, onnx_path)
     target = spec.tvm_target()
