@@ -2,7 +2,6 @@
 on a labelled set, the accuracy of fp32 vs compressed in onnxruntime and in TVM."""
 from __future__ import annotations
 
-import functools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -73,18 +72,13 @@ def methods() -> list[CompressionMethod]:
 
 
 def _digits_accuracy_fn(specs: list[TensorSpec]) -> Callable[[onnx.ModelProto], float]:
-    """Digits test accuracy of a model in onnxruntime (the test set is read on the first call)."""
-    from edgekit.datasets import accuracy, test_batches
+    """Digits test accuracy of a model in onnxruntime."""
+    from edgekit.datasets import digits_accuracy
     from edgekit.onnxtools import ort_session
 
-    @functools.cache
-    def batches() -> tuple[list[np.ndarray], np.ndarray]:
-        return test_batches(int(specs[0].shape[0]))
-
     def evaluate(model: onnx.ModelProto) -> float:
-        chunks, labels = batches()
         session = ort_session(model)
-        return accuracy(np.concatenate([session.run(None, {specs[0].name: c})[0] for c in chunks]), labels)
+        return digits_accuracy(lambda c: session.run(None, {specs[0].name: c})[0], int(specs[0].shape[0]))
 
     return evaluate
 
@@ -126,26 +120,26 @@ def summary(reports: list[PassReport]) -> dict:
 def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = DEFAULT_TARGET) -> dict:
     """Digits test accuracy: fp32 in ORT, compressed in ORT and in TVM (compiled here), and torch fp32 if known."""
     from edgekit.compiler.build import compile_onnx
-    from edgekit.datasets import accuracy, test_batches
+    from edgekit.datasets import accuracy, digits_logits
     from edgekit.onnxtools import ort_session
     from edgekit.runtime import load
 
     compressed_model = load_onnx(compressed_path)
     spec = resolve_input_specs(compressed_model, {})[0]
-    chunks, labels = test_batches(int(spec.shape[0]))
-    n = len(labels)
+    batch = int(spec.shape[0])
 
-    def ort_logits(path: Path) -> np.ndarray:
+    def ort_logits(path: Path) -> tuple[np.ndarray, np.ndarray]:
         session = ort_session(path)
-        return np.concatenate([session.run(None, {spec.name: c})[0] for c in chunks])
+        return digits_logits(lambda c: session.run(None, {spec.name: c})[0], batch)
 
-    result = {"samples": n, "fp32_ort": accuracy(ort_logits(fp32_path), labels)}
-    compressed = ort_logits(compressed_path)
+    fp32, labels = ort_logits(fp32_path)
+    result = {"samples": len(labels), "fp32_ort": accuracy(fp32, labels)}
+    compressed, _ = ort_logits(compressed_path)
     result["compressed_ort"] = accuracy(compressed, labels)
     with tempfile.TemporaryDirectory() as tmp:
         art = compile_onnx(compressed_path, Path(tmp) / "art", target, quiet=True)
         model = load(Path(tmp) / "art")
-        tvm_logits = np.concatenate([model(c)[0] for c in chunks])
+        tvm_logits, _ = digits_logits(lambda c: model(c)[0], batch)
     result["compressed_tvm"] = accuracy(tvm_logits, labels)
     from edgekit.validate import compare_outputs, tolerances_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import onnx
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, message_line
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -23,7 +23,7 @@ def upgrade(model: onnx.ModelProto, minimum: int, notes: list[str] | None = None
     try:
         converted = onnx.version_converter.convert_version(model, minimum)
     except Exception as exc:  # noqa: BLE001 - onnx's converter raises plain RuntimeErrors on ops it cannot adapt
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = message_line(exc, 200, first=True)
         raise EdgekitError(f"the pass needs opset {minimum}, and onnx could not convert the model from opset {current}: {first}",
                            f"re-export the model at opset {minimum} or later") from None
     if notes is not None:

@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, record_pass
 from edgekit.passes.channel_graph import ChannelGraph, ModelEdit, batch_one, observed_shapes
 from edgekit.passes.channels import build_channel_graph
@@ -313,7 +313,7 @@ def run(model: onnx.ModelProto, cfg: StructuredConfig) -> tuple[onnx.ModelProto,
         onnx.checker.check_model(out)
         onnx.shape_inference.infer_shapes(out, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise EdgekitError(f"structured pruning produced an invalid graph: {str(exc).splitlines()[0][:200]}",
+        raise EdgekitError(f"structured pruning produced an invalid graph: {first_line(str(exc))}",
                            "this is a bug for this graph pattern; report it with the model, or --prune-skip the layer named") from None
 
     before, after = _weight_bytes(model), _weight_bytes(out)
