@@ -8,19 +8,15 @@ from tvm import relax
 from edgekit.compiler.relax_passes import mutator_pass
 from edgekit.compiler.relax_passes.conv_transpose_as_conv import ConvTransposeAsConv
 
+from .ir import Body, build
+
 run = mutator_pass(ConvTransposeAsConv, "ConvTransposeAsConv")
 W = np.arange(2 * 3 * 2 * 2, dtype="float32").reshape(2, 3, 2, 2)  # [Cin 2, Cout 3, kh 2, kw 2]
 
 
-def module(body) -> tvm.IRModule:
-    """main(x[1, 2, 4, 5]) = body(x), built with a BlockBuilder (the weight is a constant, as after import)."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 2, 4, 5), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(body(bb, x))
-        bb.emit_func_output(out)
-    return bb.get()
+def module(body: Body) -> tvm.IRModule:
+    """main(x[1, 2, 4, 5]) = body(bb, x); the weight is a constant, as after import."""
+    return build(body, x=((1, 2, 4, 5), "float32"))
 
 
 def test_upsampling_transpose_becomes_1x1_conv_and_depth_to_space() -> None:

@@ -4,23 +4,17 @@ The Expected modules emit their kernels with the same TE functions the passes us
 what is checked is which call replaced which op; the kernels' numerics are tested with the builds."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import tvm
 from tvm import relax, topi
 
 from edgekit.compiler.relax_passes import mutator_pass
 from edgekit.compiler.relax_passes.fast_math import FastSigmoid, _fast_sigmoid, fast_math
 
+from .ir import Body, build
 
-def module(body: Callable[[relax.BlockBuilder, relax.Var], relax.Expr], dtype: str = "float32") -> tvm.IRModule:
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((2, 8), dtype))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(body(bb, x))
-        bb.emit_func_output(out)
-    return bb.get()
+
+def module(body: Body, dtype: str = "float32") -> tvm.IRModule:
+    return build(body, x=((2, 8), dtype))
 
 
 def test_float32_sigmoid_becomes_fast_sigmoid_kernel() -> None:

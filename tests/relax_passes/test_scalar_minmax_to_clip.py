@@ -12,21 +12,19 @@ from tvm.script import tirx as T
 from edgekit.compiler.relax_passes import mutator_pass
 from edgekit.compiler.relax_passes.scalar_minmax_to_clip import ScalarMinMaxToClip
 
+from .ir import build
+
 run = mutator_pass(ScalarMinMaxToClip, "ScalarMinMaxToClip")
 
 
 def imported(*steps: tuple[Callable, relax.Expr]) -> tvm.IRModule:
     """main(x) = the chain of (topi op, bound) as TVM's ONNX importer emits Clip: bb.emit_te(topi.maximum, x, lo)."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 4), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = x
-            for op, bound in steps:
-                y = bb.emit_te(op, y, bound)
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
+    def body(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
+        for op, bound in steps:
+            x = bb.emit_te(op, x, bound)
+        return x  # bound to the output var gv = x, as in the Expected modules
+
+    return build(body, x=((1, 4), "float32"))
 
 
 def f32(value: float) -> relax.Constant:
