@@ -41,13 +41,15 @@ def test_linear_resize_becomes_ordered_four_corner_sum() -> None:
             for xi, dx in ((i1, d2), (i2, d1)):
                 corner = bb.emit(relax.op.take(row, const(xi, "int32"), axis=3))
                 weight = const(np.outer(dy, dx), "float64")
-                term = bb.emit(relax.op.astype(bb.emit(relax.op.multiply(bb.emit(relax.op.astype(corner, "float64")), weight)), "float32"))
+                product = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(corner, "float64")), weight))
+                term = bb.emit(relax.op.astype(product, "float32"))
                 total = term if total is None else bb.emit(relax.op.add(total, term))
         return relax.op.quantize(total, const(0.5, "float32"), const(0, "uint8"), out_dtype="uint8")
 
     report: list[dict] = []
     tvm.ir.assert_structural_equal(run(qdq_resize("linear"), report), build(expected, x=X))
-    assert report == [{"op": "resize", "status": "lowered", "detail": "bilinear 2x2 -> 4x4 (half_pixel), onnxruntime's sum order"}]
+    assert report == [{"op": "resize", "status": "lowered",
+                       "detail": "bilinear 2x2 -> 4x4 (half_pixel), onnxruntime's sum order"}]
 
 
 def test_nearest_resize_is_left_alone() -> None:

@@ -74,7 +74,8 @@ def test_binary_conv_becomes_pack_and_xnor_conv() -> None:
 
     out, report = lower_binary_layers(build(body, x=((1, 64, 8, 8), "float32")), AVX2)
     (pack, conv) = [b.value for b in out["main"].body.blocks[0].bindings]
-    assert pack.args[0].name_hint == "xnor_conv_pack_1_1_10_33_64_8_8_1" and pack.args[1].fields[0].same_as(out["main"].params[0])
+    assert pack.args[0].name_hint == "xnor_conv_pack_1_1_10_33_64_8_8_1"
+    assert pack.args[1].fields[0].same_as(out["main"].params[0])
     assert [int(d) for d in pack.ty.shape] == [1, 1, 10, 33] and pack.ty.dtype == "uint64"  # packed, padded input
     assert conv.args[0].name_hint == "xnor_conv_1_64_8_8_16_3_2_1_float32_avx2"  # the row kernel: stride 2
     packed, bits, table, alpha_arg, bias_arg = conv.args[1].fields

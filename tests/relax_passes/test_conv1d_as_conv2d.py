@@ -15,7 +15,7 @@ def test_strided_grouped_conv1d_becomes_conv2d() -> None:
     @I.ir_module
     class Before:
         @R.function
-        def main(x: R.Tensor((1, 4, 16), "float32"), w: R.Tensor((8, 2, 3), "float32")) -> R.Tensor((1, 8, 8), "float32"):
+        def main(x: R.Tensor((1, 4, 16), "float32"), w: R.Tensor((8, 2, 3), "float32")) -> R.Tensor((1, 8, 8)):
             with R.dataflow():
                 y = R.nn.conv1d(x, w, strides=2, padding=(1, 0), dilation=1, groups=2)
                 R.output(y)
@@ -24,7 +24,7 @@ def test_strided_grouped_conv1d_becomes_conv2d() -> None:
     @I.ir_module
     class Expected:
         @R.function
-        def main(x: R.Tensor((1, 4, 16), "float32"), w: R.Tensor((8, 2, 3), "float32")) -> R.Tensor((1, 8, 8), "float32"):
+        def main(x: R.Tensor((1, 4, 16), "float32"), w: R.Tensor((8, 2, 3), "float32")) -> R.Tensor((1, 8, 8)):
             with R.dataflow():
                 x2 = R.reshape(x, (1, 4, 1, 16))
                 w2 = R.reshape(w, (8, 2, 1, 3))
@@ -41,7 +41,7 @@ def test_channels_last_conv1d_is_left_alone() -> None:
     @I.ir_module
     class Before:
         @R.function
-        def main(x: R.Tensor((1, 16, 4), "float32"), w: R.Tensor((8, 4, 3), "float32")) -> R.Tensor((1, 14, 8), "float32"):
+        def main(x: R.Tensor((1, 16, 4), "float32"), w: R.Tensor((8, 4, 3), "float32")) -> R.Tensor((1, 14, 8)):
             with R.dataflow():
                 y = R.nn.conv1d(x, w, data_layout="NWC")
                 R.output(y)

@@ -55,7 +55,8 @@ def test_skip_fallback_and_log_fields() -> None:
         raise RuntimeError("no")
 
     log: list[dict] = []
-    out = skippable_pass("Outer", fail, log, on_skip=mutator_pass(ReluAsTe, "ReluAsTe"), logged_as="Inner", fallback="te")(Before)
+    fallback = mutator_pass(ReluAsTe, "ReluAsTe")
+    out = skippable_pass("Outer", fail, log, on_skip=fallback, logged_as="Inner", fallback="te")(Before)
     assert log == [{"pass": "Inner", "skipped": "no", "fallback": "te"}]
     assert [gv.name_hint for gv in out.get_global_vars()] == ["main", "te_relu"]
 

@@ -74,7 +74,7 @@ def test_fallback_transposes_each_conv_and_cancels_back_to_back_pairs() -> None:
                 xt = R.permute_dims(x, [0, 2, 3, 1])
                 wt = R.permute_dims(w, [2, 3, 1, 0])
                 yt = R.nn.conv2d(xt, wt, padding=1, data_layout="NHWC", kernel_layout="HWIO")
-                y = R.permute_dims(yt, [0, 3, 1, 2])  # dead: the next conv reads yt directly
+                y = R.permute_dims(yt, [0, 3, 1, 2])  # noqa: F841 - dead: the next conv reads yt
                 w2t = R.permute_dims(w2, [2, 3, 1, 0])
                 zt = R.nn.conv2d(yt, w2t, data_layout="NHWC", kernel_layout="HWIO")
                 z = R.permute_dims(zt, [0, 3, 1, 2])

@@ -30,7 +30,7 @@ def test_global_pool_of_nhwc_moves_before_the_transpose() -> None:
         def main(x: R.Tensor((1, 7, 7, 8), "float32")) -> R.Tensor((1, 8, 1, 1), "float32"):
             with R.dataflow():
                 p = R.permute_dims(x, [0, 3, 1, 2])  # now dead (DeadCodeElimination follows in the pipeline)
-                c = R.clip(p, R.prim_value(T.float32(0)), R.prim_value(T.float32(6)))
+                c = R.clip(p, R.prim_value(T.float32(0)), R.prim_value(T.float32(6)))  # noqa: F841 - dead
                 c2 = R.clip(x, R.prim_value(T.float32(0)), R.prim_value(T.float32(6)))
                 m2 = R.mean(c2, axis=[1, 2], keepdims=True)  # NCHW axes 2, 3 are NHWC axes 1, 2
                 m = R.permute_dims(m2, [0, 3, 1, 2])  # only the 1x1x8 result is transposed

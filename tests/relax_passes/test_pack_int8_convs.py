@@ -41,8 +41,9 @@ def int8_conv(w: np.ndarray, padding: int = 1) -> tvm.IRModule:
 
 def test_conv_becomes_packed_u8s8_kernel() -> None:
     w = weight(big=True)
-    expected = build(lambda bb, x: bb.call_te(conv2d_u8s8_te, x, const(packed(w), "int8"), (1, 1), (1, 1, 1, 1), (1, 1), 0,
-                                              CONV_BLOCK, primfunc_name_hint="conv2d_u8s8"), x=X)
+    # call_te(kernel, x, packed weights, strides, pads (t, l, b, r), dilation, pad value, block name)
+    expected = build(lambda bb, x: bb.call_te(conv2d_u8s8_te, x, const(packed(w), "int8"), (1, 1), (1, 1, 1, 1), (1, 1),
+                                              0, CONV_BLOCK, primfunc_name_hint="conv2d_u8s8"), x=X)
     tvm.ir.assert_structural_equal(pack_int8_convs()(int8_conv(w)), expected)
 
 
@@ -57,16 +58,16 @@ def test_zero_point_pad_between_transposes_folds_into_the_kernel() -> None:
         return relax.op.nn.conv2d(nhwc, const(w, "int8"), data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
 
     # the transposes and the pad die; the kernel pads (top 1, left 2, bottom 1, right 2) with the zero point 3
-    expected = build(lambda bb, x: bb.call_te(conv2d_u8s8_te, x, const(packed(w), "int8"), (1, 1), (1, 2, 1, 2), (1, 1), 3,
-                                              CONV_BLOCK_7BIT, primfunc_name_hint="conv2d_u8s8"), x=X)
+    expected = build(lambda bb, x: bb.call_te(conv2d_u8s8_te, x, const(packed(w), "int8"), (1, 1), (1, 2, 1, 2), (1, 1),
+                                              3, CONV_BLOCK_7BIT, primfunc_name_hint="conv2d_u8s8"), x=X)
     tvm.ir.assert_structural_equal(pack_int8_convs()(build(before, x=X)), expected)
 
 
 def test_same_signed_dot_kernel_gets_the_shift_correction() -> None:
     w = weight()
     correction = np.array([128 * int(w[..., o].astype(np.int64).sum()) for o in range(16)], "int32")  # 128 * sum(W[o])
-    expected = build(lambda bb, x: bb.call_te(conv2d_s8s8_te, x, const(packed(w), "int8"), const(correction, "int32"), (1, 1),
-                                              (1, 1, 1, 1), (1, 1), 0, primfunc_name_hint="conv2d_s8s8"), x=X)
+    expected = build(lambda bb, x: bb.call_te(conv2d_s8s8_te, x, const(packed(w), "int8"), const(correction, "int32"),
+                                              (1, 1), (1, 1, 1, 1), (1, 1), 0, primfunc_name_hint="conv2d_s8s8"), x=X)
     tvm.ir.assert_structural_equal(pack_int8_convs(same_signed_dot=True)(int8_conv(w)), expected)
 
 

@@ -31,12 +31,12 @@ def test_uint8_residual_add_becomes_qlinear_add_math() -> None:
 
     def expected(bb: relax.BlockBuilder, a: relax.Var, b: relax.Var) -> relax.Expr:
         a_ra = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(a, "float64")), f64(2.0)))  # a * r_a
-        # inner = float32(b * r_b + fixed)
-        inner = bb.emit(relax.op.astype(bb.emit(relax.op.add(bb.emit(relax.op.multiply(bb.emit(relax.op.astype(b, "float64")), f64(1.0))),
-                                                              f64(-7.0))), "float32"))
-        summed = bb.emit(relax.op.astype(bb.emit(relax.op.add(a_ra, bb.emit(relax.op.astype(inner, "float64")))), "float32"))
-        rounded = bb.emit(relax.op.round(summed))
-        clamped = bb.emit(relax.op.minimum(bb.emit(relax.op.maximum(rounded, const(0.0, "float32"))), const(255.0, "float32")))
+        b_rb = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(b, "float64")), f64(1.0)))
+        inner = bb.emit(relax.op.astype(bb.emit(relax.op.add(b_rb, f64(-7.0))), "float32"))  # float32(b r_b + fixed)
+        summed = bb.emit(relax.op.add(a_ra, bb.emit(relax.op.astype(inner, "float64"))))  # a r_a + inner
+        rounded = bb.emit(relax.op.round(bb.emit(relax.op.astype(summed, "float32"))))
+        low = bb.emit(relax.op.maximum(rounded, const(0.0, "float32")))
+        clamped = bb.emit(relax.op.minimum(low, const(255.0, "float32")))
         return relax.op.astype(clamped, "uint8")
 
     report: list[dict] = []

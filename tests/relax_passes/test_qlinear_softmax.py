@@ -37,7 +37,8 @@ def test_uint8_softmax_becomes_table_lookup_and_ordered_sum() -> None:
         scaled_t = bb.emit(relax.op.multiply(t, const(256.0, "float32")))  # floor(1 / s_y)
         # the sum is the cumulative sum's last element: a sequential loop, onnxruntime's order
         total = bb.emit(relax.op.strided_slice(bb.emit(relax.op.cumsum(t, axis=1)), axes=[1], begin=[d - 1], end=[d]))
-        q = bb.emit(relax.op.add(bb.emit(relax.op.round(bb.emit(relax.op.divide(scaled_t, total)))), const(0.0, "float32")))
+        rounded = bb.emit(relax.op.round(bb.emit(relax.op.divide(scaled_t, total))))
+        q = bb.emit(relax.op.add(rounded, const(0.0, "float32")))  # + z_y
         return relax.op.astype(bb.emit(relax.op.minimum(q, const(255.0, "float32"))), "uint8")
 
     report: list[dict] = []

@@ -11,14 +11,20 @@ import tvm
 from tvm import relax
 
 from edgekit.compiler.relax_passes import mutator_pass
-from edgekit.compiler.relax_passes.winograd import INPUT_BLOCK, OUTPUT_BLOCK, WinogradConv, input_transform, output_transform
+from edgekit.compiler.relax_passes.winograd import (INPUT_BLOCK, OUTPUT_BLOCK, WinogradConv, input_transform,
+                                                    output_transform)
 
 from .ir import build, const
 
 run = mutator_pass(WinogradConv, "WinogradConv")
 # F(4x4, 3x3) for the interpolation points 0, +-1, +-2, infinity (Lavin & Gray 2015)
-G = [[Fraction(1, 4), 0, 0], [Fraction(-1, 6), Fraction(-1, 6), Fraction(-1, 6)], [Fraction(-1, 6), Fraction(1, 6), Fraction(-1, 6)],
-     [Fraction(1, 24), Fraction(1, 12), Fraction(1, 6)], [Fraction(1, 24), Fraction(-1, 12), Fraction(1, 6)], [0, 0, 1]]
+F = Fraction
+G = [[F(1, 4), 0, 0],
+     [F(-1, 6), F(-1, 6), F(-1, 6)],
+     [F(-1, 6), F(1, 6), F(-1, 6)],
+     [F(1, 24), F(1, 12), F(1, 6)],
+     [F(1, 24), F(-1, 12), F(1, 6)],
+     [0, 0, 1]]
 
 
 def conv(c: int, stride: int = 1) -> tuple[tvm.IRModule, np.ndarray]:
@@ -42,9 +48,11 @@ def test_3x3_conv_becomes_three_winograd_calls() -> None:
 
     def expected(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
         # opaque input transform (8), output transform fusable with elementwise consumers (4): FuseOps patterns
-        v = bb.emit(bb.call_te(input_transform, x, 1, 1, 16, 16, primfunc_name_hint=INPUT_BLOCK, primfunc_attrs={"op_pattern": 8}))
+        v = bb.emit(bb.call_te(input_transform, x, 1, 1, 16, 16, primfunc_name_hint=INPUT_BLOCK,
+                               primfunc_attrs={"op_pattern": 8}))
         m = bb.emit(relax.op.matmul(v, const(u, "float32")))
-        return bb.call_te(output_transform, m, 1, 16, 16, primfunc_name_hint=OUTPUT_BLOCK, primfunc_attrs={"op_pattern": 4})
+        return bb.call_te(output_transform, m, 1, 16, 16, primfunc_name_hint=OUTPUT_BLOCK,
+                          primfunc_attrs={"op_pattern": 4})
 
     tvm.ir.assert_structural_equal(run(before), build(expected, x=((1, 16, 16, 16), "float32")))
 
