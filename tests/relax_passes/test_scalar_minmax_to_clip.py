@@ -37,7 +37,7 @@ def test_relu6_pair_becomes_one_clip() -> None:
         @R.function
         def main(x: R.Tensor((1, 4), "float32")) -> R.Tensor((1, 4), "float32"):
             with R.dataflow():
-                lv = R.clip(x, R.prim_value(T.float32(0)), R.prim_value(T.float32("inf")))  # dead: DCE drops it
+                lv = R.clip(x, R.prim_value(T.float32(0)), R.prim_value(T.float32("inf")))  # noqa: F841 - dead
                 lv1 = R.clip(x, R.prim_value(T.float32(0)), R.prim_value(T.float32(6)))  # min(max(x, 0), 6)
                 gv = lv1
                 R.output(gv)
@@ -66,3 +66,21 @@ def test_tensor_bound_is_left_alone() -> None:
     # maximum against a [4] constant is a broadcasting max, not a clip: the call_tir stays
     before = imported((topi.maximum, relax.const([0.0, 1.0, 2.0, 3.0], "float32")))
     tvm.ir.assert_structural_equal(run(before), before)
+
+
+def test_inverted_bounds_are_not_merged() -> None:
+    # Clip(min=6, max=0): ONNX (and the importer's max-then-min) gives min(max(x, 6), 0) = 0 everywhere, while one
+    # relax.clip(x, 6, 0) legalizes to max(min(x, 0), 6) = 6: the pair must stay two clips
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 4), "float32")) -> R.Tensor((1, 4), "float32"):
+            with R.dataflow():
+                lv = R.clip(x, R.prim_value(T.float32(6)), R.prim_value(T.float32("inf")))
+                lv1 = R.clip(lv, R.prim_value(T.float32("-inf")), R.prim_value(T.float32(0)))
+                gv = lv1
+                R.output(gv)
+            return gv
+
+    out = run(imported((topi.maximum, f32(6.0)), (topi.minimum, f32(0.0))))
+    tvm.ir.assert_structural_equal(out["main"], Expected["main"])
