@@ -43,8 +43,11 @@ class ScalarMinMaxToClip(relax.PyExprMutator):
         x = self.visit_expr(x)
         lo, hi = (bound, math.inf) if kind == "max" else (-math.inf, bound)
         inner = binding_of(self, x, "relax.clip")
-        if kind == "min" and inner is not None and math.isinf(prim_float(inner.args[2])):
-            x, lo = inner.args[0], prim_float(inner.args[1])  # min(max(y, lo), hi) = one clip of y
+        # min(max(y, lo), hi) = one clip of y, unless lo > hi: that is hi everywhere (ONNX Clip), clip's
+        # max(min(y, hi), lo) would be lo, so the two stay apart
+        if (kind == "min" and inner is not None and math.isinf(prim_float(inner.args[2]))
+                and prim_float(inner.args[1]) <= hi):
+            x, lo = inner.args[0], prim_float(inner.args[1])
         dtype = call.ty.dtype if hasattr(call.ty, "dtype") else "float32"
         return relax.op.clip(x, relax.prim_value(tvm.tirx.FloatImm(dtype, lo)), relax.prim_value(tvm.tirx.FloatImm(dtype, hi)))
 
