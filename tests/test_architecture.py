@@ -198,3 +198,11 @@ def test_runners_share_one_interface(digits_artifact):
     assert isinstance(open_runner(digits_artifact), Runner)
     for cls in (QemuRunner, RpcRunner):
         assert callable(getattr(cls, "run", None)), cls
+
+
+def test_every_pass_module_has_a_test_file_named_after_it():
+    """tests/test_<module>.py for each passes/<module>.py; passes/__init__.py (edgekit.passes) is test_passes.py."""
+    tests = PACKAGE.parent / "tests"
+    missing = [p.name for p in (PACKAGE / "passes").glob("*.py")
+               if not (tests / ("test_passes.py" if p.stem == "__init__" else f"test_{p.stem}.py")).exists()]
+    assert not missing, missing

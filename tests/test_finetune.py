@@ -1,9 +1,13 @@
-"""Binarization-aware training: quantizer values and gradients, binary layers, torch == ORT after packing."""
+"""Binarization-aware training: quantizer values and gradients, binary layers, torch == ORT after packing.
+Pruning-aware training (edgekit/training/pruning.py): the cubic schedule and the accuracy goals of
+`finetune --prune`."""
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -122,3 +126,36 @@ def test_shipped_binary_digits_model():
         w = conv.weight.detach().flatten(1)
         assert torch.equal(w.abs(), w.abs()[:, :1].expand_as(w))
     assert (MODELS_DIR / mod.WEIGHTS).stat().st_size < 1_000_000
+
+
+# --- pruning-aware training (digits) ---------------------------------------------------------------------
+
+
+def test_cubic_schedule():
+    from edgekit.training.pruning import cubic_sparsity
+
+    assert cubic_sparsity(0, 0.9, 0, 100) == 0.0 and cubic_sparsity(100, 0.9, 0, 100) == 0.9
+    assert cubic_sparsity(50, 0.9, 0, 100) == pytest.approx(0.9 * (1 - 0.5 ** 3))
+    values = [cubic_sparsity(t, 0.9, 0, 100) for t in range(0, 101, 10)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
+
+
+@pytest.mark.parametrize("args,floor_pt", [(["--prune", "0.9"], 1.0), (["--prune", "0.5", "--structured"], 2.0),
+                                           (["--prune", "0.8", "--lottery", "--rounds", "2"], 1.0)])
+def test_finetune_prune_reaches_the_accuracy_goals(cli, tmp_path, args, floor_pt):
+    """The README figures: 90% gradual and an 80% lottery ticket within 1 pt of fp32, structured 50% within 2 pt;
+    the ONNX written holds the pruning (sparse storage, or fewer channels) and reproduces the torch model."""
+    res = cli("finetune", "digits_cnn", *args, "--epochs", "20", "-o", tmp_path / "p.onnx", "--json")
+    assert res.exit_code == 0, res.stderr
+    result = json.loads(res.stdout)
+    acc = result["accuracy"]
+    assert acc["drop_pt"] <= floor_pt, acc
+    assert acc["training_free_onnxruntime"] < acc["onnxruntime"]
+    model = onnx.load(tmp_path / "p.onnx")
+    if "--structured" in args:
+        assert result["macs_after"] < 0.5 * result["macs_before"]
+    else:
+        assert any(n.name.startswith("sparse/") for n in model.graph.node)
+    if "--lottery" in args:
+        t = result["lottery"]
+        assert t["ticket_accuracy"] >= t["dense_accuracy"] - 0.01 and 0 < t["random_reinit_accuracy"] <= 1

@@ -91,3 +91,11 @@ def test_bad_bits_calibration_and_requantize(cli, digits_onnx, tmp_path):
     assert {"size_before", "size_after", "ratio"} <= set(json.loads(res.stdout))
     assert_one_line_error(cli("compress", tmp_path / "q4.onnx", "--bits", "2", "-o", tmp_path / "q2.onnx"), "already quantized")
     assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.parametrize("first", [["--bits", "8", "--calib", "random"], ["--bits", "1"], ["--prune", "0.9"]])
+def test_cli_pruning_a_quantized_binarized_or_sparse_model_is_refused(cli, tmp_path, digits_onnx, first):
+    assert cli("compress", digits_onnx, *first, "-o", tmp_path / "a.onnx").exit_code == 0
+    follow = ["--bits", "8", "--calib", "random"] if first == ["--prune", "0.9"] else ["--prune", "0.5", "--structured"]
+    res = cli("compress", tmp_path / "a.onnx", *follow, "-o", tmp_path / "b.onnx")
+    assert res.exit_code == 2 and ("already quantized" in res.stderr or "sparsely" in res.stderr), res.stderr

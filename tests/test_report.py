@@ -45,7 +45,7 @@ def test_digits_report_rows_plots_cache_and_a_failing_variant(tmp_path):
 
 
 def test_report_without_labels_measures_error_vs_fp32(tmp_path, cli):
-    from test_prune import Residual, export
+    from prune_models import Residual, export
 
     onnx.save(export(Residual(), (1, 3, 16, 16)), tmp_path / "res.onnx")
     (tmp_path / "sweep.toml").write_text(f'[report]\nmodel = "{tmp_path / "res.onnx"}"\nvariants = ["fp32", "int8", "prune50s"]\n'

@@ -31,9 +31,20 @@ def upgrade(model: onnx.ModelProto, minimum: int, notes: list[str] | None = None
     return converted
 
 
+def _domains(graph: onnx.GraphProto) -> set[str]:
+    """The domains of the graph's nodes and of the nodes in their subgraphs (If branches, Loop and Scan bodies)."""
+    used: set[str] = set()
+    for n in graph.node:
+        used.add(n.domain)
+        for a in n.attribute:
+            for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs:
+                used |= _domains(sub)
+    return used
+
+
 def keep_used_imports(model: onnx.ModelProto) -> None:
-    """Remove (in place) opset imports of domains no node uses; the default domain always stays."""
-    used = {n.domain for n in model.graph.node} | {""}
+    """Remove (in place) opset imports of domains no node uses (in subgraphs too); the default domain always stays."""
+    used = _domains(model.graph) | {""}
     kept = [o for o in model.opset_import if o.domain in used or o.domain in DEFAULT_DOMAINS]
     del model.opset_import[:]
     model.opset_import.extend(kept)
