@@ -15,6 +15,7 @@ Every (runtime, threads) runs in its own process (idle runtimes' thread pools wo
 the order alternating between rounds; the table shows the median over rounds of per-process medians.
 Ratios are what to compare: the machine is shared. Writes bench/results/binary.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,6 +44,7 @@ DEFAULT_TARGET = "host"
 # Models (ONNX, built with onnx.helper): fp32 layer, and the binarized layer in edgekit's representation
 # ----------------------------------------------------------------------------------------------------------
 
+
 def fp32_model(op: str):
     from onnx import TensorProto, helper, numpy_helper
 
@@ -55,9 +57,17 @@ def fp32_model(op: str):
         w = rng.standard_normal((4096, 4096)).astype(np.float32) * 0.02
         node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)
         out_shape = [1, 4096]
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(rng.standard_normal(w.shape[0]).astype(np.float32), "b")]
-    graph = helper.make_graph([node], op, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPES[op]))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(rng.standard_normal(w.shape[0]).astype(np.float32), "b"),
+    ]
+    graph = helper.make_graph(
+        [node],
+        op,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPES[op]))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
@@ -72,6 +82,7 @@ def binary_model(op: str):
 # ----------------------------------------------------------------------------------------------------------
 # Workers (one runtime, one process)
 # ----------------------------------------------------------------------------------------------------------
+
 
 def _time_calls(fn, number: int, repeat: int) -> float:
     """Median over `repeat` batches of the mean time of `number` calls, in microseconds."""
@@ -94,7 +105,9 @@ def _tvm_vm(op: str, kind: str, threads: int, target_name: str):
 
     target = load_target(target_name).tvm_target()
     model = binary_model(op) if kind == "xnor" else fp32_model(op)
-    mod = relax.transform.FoldConstant()(from_onnx(model, shape_dict={"x": list(SHAPES[op])}, keep_params_in_input=False))
+    mod = relax.transform.FoldConstant()(
+        from_onnx(model, shape_dict={"x": list(SHAPES[op])}, keep_params_in_input=False)
+    )
     note = ""
     if kind == "xnor":
         from edgekit.compiler.relax_passes.binary import lower_binary_layers
@@ -103,8 +116,8 @@ def _tvm_vm(op: str, kind: str, threads: int, target_name: str):
         assert [r["status"] for r in report] == ["lowered"], report
         ex = relax.build(mod, target=target)
     elif kind == "tvm-sched":
-        from edgekit.compiler.options import BuildOptions
         from edgekit.compiler.build import build_module
+        from edgekit.compiler.options import BuildOptions
 
         built = build_module(mod, load_target(target_name), BuildOptions(threads=threads))
         ex, note = built.executable, ",".join(sorted({r.rule for r in built.rules.values()}))
@@ -138,7 +151,9 @@ def worker(runtime: str, op: str, threads: int, quick: bool, target: str) -> dic
 
 def _spawn(runtime: str, op: str, threads: int, quick: bool, target: str) -> dict:
     env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, __file__, "--worker", runtime, "--op", op, "--threads", str(threads), "--target", target] + (["--quick"] if quick else [])
+    cmd = [sys.executable, __file__, "--worker", runtime, "--op", op, "--threads", str(threads), "--target", target] + (
+        ["--quick"] if quick else []
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = last_line(proc.stderr)
@@ -149,6 +164,7 @@ def _spawn(runtime: str, op: str, threads: int, quick: bool, target: str) -> dic
 # ----------------------------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------------------------
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,7 +198,14 @@ def main() -> None:
                     if res["us"] is not None:
                         samples[rt].append(res["us"])
             med = {rt: statistics.median(v) if v else None for rt, v in samples.items()}
-            row = {"op": op, "shape": list(SHAPES[op]), "threads": threads, "target": args.target, "us": med, "notes": notes}
+            row = {
+                "op": op,
+                "shape": list(SHAPES[op]),
+                "threads": threads,
+                "target": args.target,
+                "us": med,
+                "notes": notes,
+            }
             if med.get("xnor"):
                 row["speedup_vs"] = {rt: med[rt] / med["xnor"] for rt in runtimes if rt != "xnor" and med.get(rt)}
             rows.append(row)
@@ -192,7 +215,9 @@ def main() -> None:
     from edgekit.targets import TargetCaps, host_description
 
     isa = TargetCaps.host().isa_class
-    out = args.out or RESULTS / (f"binary.{isa}.json" if args.target == DEFAULT_TARGET else f"binary.{args.target}-target.{isa}.json")
+    out = args.out or RESULTS / (
+        f"binary.{isa}.json" if args.target == DEFAULT_TARGET else f"binary.{args.target}-target.{isa}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"host": host_description(), "rows": rows}, indent=2))
 

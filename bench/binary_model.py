@@ -7,6 +7,7 @@
 - binary_digits (trained, 99.3 %) packed to 1 bit vs the same network with its float ±α weights.
 Each runtime in its own process (edgekit.bench), order alternated; TVM and onnxruntime both shown.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,19 +41,30 @@ def main() -> None:
             binary = tmp / f"{name}.1bit.onnx"
             compress_file(fp32, binary, CompressOptions(bits=1, binarize_mode="xnor"))
             arts = {}
-            for label, src, xnor in (("fp32", fp32, False), ("1-bit xnor", binary, True)):  # fp32: float convs even for ±α weights
+            for label, src, xnor in (
+                ("fp32", fp32, False),
+                ("1-bit xnor", binary, True),
+            ):  # fp32: float convs even for ±α weights
                 art = tmp / f"{name}.{label.replace(' ', '_')}.art"
                 result = compile_onnx(src, art, args.target, BuildOptions(threads=args.threads, xnor=xnor), quiet=True)
                 assert result.validation.ok, (name, label, result.validation.to_json())
                 arts[label] = art
-            report = merge([bench(a, ("ort", "tvm"), threads=args.threads, warmup=3, repeat=repeat, rounds=2, quiet=True) for a in arts.values()])
+            report = merge(
+                [
+                    bench(a, ("ort", "tvm"), threads=args.threads, warmup=3, repeat=repeat, rounds=2, quiet=True)
+                    for a in arts.values()
+                ]
+            )
             p50 = {(r.model.split(".")[1], r.runtime): r.p50_ms for r in report.runs}
             row = {"model": name, "threads": args.threads, **{f"{m}_{rt}_ms": v for (m, rt), v in p50.items()}}
             row["tvm_fp32_over_tvm_1bit"] = p50[("fp32", "tvm")] / p50[("1-bit_xnor", "tvm")]
             rows.append(row)
-            print(f"{name:14s} TVM fp32 {p50[('fp32', 'tvm')]:8.3f} ms | TVM 1-bit {p50[('1-bit_xnor', 'tvm')]:8.3f} ms "
-                  f"({row['tvm_fp32_over_tvm_1bit']:.1f}x faster) | ORT fp32 {p50[('fp32', 'ort')]:8.3f} ms | "
-                  f"ORT 1-bit graph {p50[('1-bit_xnor', 'ort')]:8.3f} ms", flush=True)
+            print(
+                f"{name:14s} TVM fp32 {p50[('fp32', 'tvm')]:8.3f} ms | TVM 1-bit {p50[('1-bit_xnor', 'tvm')]:8.3f} ms "
+                f"({row['tvm_fp32_over_tvm_1bit']:.1f}x faster) | ORT fp32 {p50[('fp32', 'ort')]:8.3f} ms | "
+                f"ORT 1-bit graph {p50[('1-bit_xnor', 'ort')]:8.3f} ms",
+                flush=True,
+            )
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "binary_model.json").write_text(json.dumps(rows, indent=2))

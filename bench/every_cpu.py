@@ -16,6 +16,7 @@ Each runtime runs in its own process (edgekit.bench and the scripts above). Prin
 --quick: digits_cnn instead of ResNet-18, few repeats, no detector, no result file (checks the script, not
 the numbers).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,11 @@ def _run(cmd: list, what: str) -> str:
 
 
 def demo(target: str, tmp: Path, quick: bool) -> dict:
-    out = _run(EDGEKIT + ["demo", "--target", target, "--workdir", tmp / f"demo-{target}", "--repeat", 20 if quick else 100, "--json"], f"demo --target {target}")
+    out = _run(
+        EDGEKIT
+        + ["demo", "--target", target, "--workdir", tmp / f"demo-{target}", "--repeat", 20 if quick else 100, "--json"],
+        f"demo --target {target}",
+    )
     return {"target": target, "ok": bool(json.loads(out)["ok"])}
 
 
@@ -51,9 +56,29 @@ def int8_vs_fp32(model: str, target: str, threads: int, tmp: Path, quick: bool) 
         _run(EDGEKIT + ["export", model, "-o", fp32], f"export {model}")
     _run(EDGEKIT + ["compress", fp32, "--bits", 8, "--calib", "random", "--target", target, "-o", int8], "compress")
     runtimes = "ort,tvm" + (",openvino" if _has("openvino") else "")
-    out = _run(EDGEKIT + ["bench", fp32, int8, "--runtimes", runtimes, "--target", target, "--threads", threads,
-                          "--rounds", 1 if quick else 3, "--repeat", 5 if quick else 20, "--json"], f"bench {model} on {target}")
-    p50 = {f"{'int8' if '.int8.' in r['model'] else 'fp32'}/{r['runtime']}": r["p50_ms"] for r in json.loads(out)["runs"]}
+    out = _run(
+        EDGEKIT
+        + [
+            "bench",
+            fp32,
+            int8,
+            "--runtimes",
+            runtimes,
+            "--target",
+            target,
+            "--threads",
+            threads,
+            "--rounds",
+            1 if quick else 3,
+            "--repeat",
+            5 if quick else 20,
+            "--json",
+        ],
+        f"bench {model} on {target}",
+    )
+    p50 = {
+        f"{'int8' if '.int8.' in r['model'] else 'fp32'}/{r['runtime']}": r["p50_ms"] for r in json.loads(out)["runs"]
+    }
     return {"model": model, "target": target, "threads": threads, "p50_ms": p50}
 
 
@@ -72,7 +97,10 @@ def _has(module: str) -> bool:
 def goals(host: dict, results: dict) -> list[dict]:
     """(goal, measured, threshold, met) for the results this CPU has goals for."""
     avx512_vnni = {"avx512f", "avx512vnni"} <= set(host["features"])
-    rows = [{"goal": f"demo on {d['target']}: every validation ok", "measured": "ok" if d["ok"] else "FAIL", "met": d["ok"]} for d in results["demo"]]
+    rows = [
+        {"goal": f"demo on {d['target']}: every validation ok", "measured": "ok" if d["ok"] else "FAIL", "met": d["ok"]}
+        for d in results["demo"]
+    ]
 
     def ratio(goal: str, value: float | None, limit: float, higher_is_better: bool = False) -> None:
         met = value is not None and (value >= limit if higher_is_better else value <= limit)
@@ -117,7 +145,9 @@ def main() -> None:
         results["demo"] = [demo(t, tmp, args.quick) for t in ("x86_64", "host")]
         results["int8"] = [int8_vs_fp32(model, t, args.threads, tmp, args.quick) for t in ("x86_64", "host")]
         zoo = ["--models", "digits_cnn"] if args.quick else ["--tuning", HERE.parent / "tuning"]
-        results["fp32"] = script_rows("cpu_vs_ort", ["--target", "x86_64", "--threads", args.threads, "--no-bare", *zoo, *quick], tmp)
+        results["fp32"] = script_rows(
+            "cpu_vs_ort", ["--target", "x86_64", "--threads", args.threads, "--no-bare", *zoo, *quick], tmp
+        )
         if not args.quick:
             results["fp32"].append(script_rows("detector", ["--target", "x86_64", "--threads", args.threads], tmp))
         results["binary"] = script_rows("binary", ["--ops", "conv", *quick], tmp)["rows"]

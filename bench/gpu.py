@@ -16,6 +16,7 @@ on the GPU (same precision; int8 rows compare with PyTorch fp32) and onnxruntime
 Timing: inputs already on the GPU, each call synchronized, each runtime in its own process.
 Writes bench/results/gpu.<gpu>.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,17 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 ZOO_MODELS = ("digits_cnn", "resnet18", "mobilenetv2", "vit_tiny")
 CORPUS_MODELS = ("tf_classifier", "yolo_like", "ocr_detector", "crnn", "audio_cnn", "token_model", "gru_kws")
-PRECISIONS = {"digits_cnn": ("fp32", "fp16", "int8"), "resnet18": ("fp32", "fp16", "int8"),
-              "mobilenetv2": ("fp32", "fp16", "int8"), "vit_tiny": ("fp32", "fp16")}
+PRECISIONS = {
+    "digits_cnn": ("fp32", "fp16", "int8"),
+    "resnet18": ("fp32", "fp16", "int8"),
+    "mobilenetv2": ("fp32", "fp16", "int8"),
+    "vit_tiny": ("fp32", "fp16"),
+}
 FP32_LIMIT = 1e-3  # the issue's bar for a GPU build vs onnxruntime, relative to the output scale
 
 
 # --- prepare: any machine with edgekit (no GPU) ---------------------------------------------------------------
+
 
 def _onnx_for(name: str, tmp: Path) -> tuple[Path, dict]:
     from edgekit.export import export_model
@@ -86,13 +92,24 @@ def prepare(out: Path, models: list[str], target: str, tvm_ffi_wheel: Path | Non
             feeds = random_inputs(specs, 0)
             session = ort_session(source, reference=True)
             outputs = session.run(None, feeds)
-            np.savez(art / "reference.npz", **{f"input:{k}": v for k, v in feeds.items()},
-                     **{f"output:{i}": o for i, o in enumerate(outputs)})
+            np.savez(
+                art / "reference.npz",
+                **{f"input:{k}": v for k, v in feeds.items()},
+                **{f"output:{i}": o for i, o in enumerate(outputs)},
+            )
             tol = result.meta["build"]["tolerance"]
-            entries.append({"model": name, "precision": precision, "artifact": art.name, "onnx": source.name,
-                            "torch": name if name in ZOO_MODELS else None, "build_s": round(time.perf_counter() - t0, 1),
-                            "limit": FP32_LIMIT if precision == "fp32" else tol["rtol"],
-                            "validated_at_build": result.meta["validation"]})
+            entries.append(
+                {
+                    "model": name,
+                    "precision": precision,
+                    "artifact": art.name,
+                    "onnx": source.name,
+                    "torch": name if name in ZOO_MODELS else None,
+                    "build_s": round(time.perf_counter() - t0, 1),
+                    "limit": FP32_LIMIT if precision == "fp32" else tol["rtol"],
+                    "validated_at_build": result.meta["validation"],
+                }
+            )
             print(f"prepared {name} {precision}: {result.meta['build']['rules']}", flush=True)
     (out / "manifest.json").write_text(json.dumps({"target": target, "entries": entries}, indent=2))
     if tvm_ffi_wheel:
@@ -106,15 +123,25 @@ def runtime_site(site: Path, tvm_ffi_wheel: Path) -> None:
     import tvm
 
     shutil.rmtree(site, ignore_errors=True)
-    shutil.copytree(Path(tvm.__file__).parent, site / "tvm",
-                    ignore=shutil.ignore_patterns("libtvm_compiler.so", "3rdparty", "src", "include", "__pycache__"))
+    shutil.copytree(
+        Path(tvm.__file__).parent,
+        site / "tvm",
+        ignore=shutil.ignore_patterns("libtvm_compiler.so", "3rdparty", "src", "include", "__pycache__"),
+    )
     with zipfile.ZipFile(tvm_ffi_wheel) as wheel:
-        wheel.extractall(site, [n for n in wheel.namelist() if n.startswith("tvm_ffi/") and "/include/" not in n
-                                and "/3rdparty/" not in n])
+        wheel.extractall(
+            site,
+            [
+                n
+                for n in wheel.namelist()
+                if n.startswith("tvm_ffi/") and "/include/" not in n and "/3rdparty/" not in n
+            ],
+        )
     shutil.copy(HERE.parent / "edgekit" / "runtime" / "lite.py", site / "edgekit_runtime_lite.py")
 
 
 # --- run: the GPU machine (TVM runtime, PyTorch) -------------------------------------------------------------
+
 
 def _worker(job: dict) -> dict:
     """One runtime, one model, in this process: outputs for the reference inputs and call times."""
@@ -173,8 +200,12 @@ def _worker(job: dict) -> dict:
 
 
 def _in_process(job: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "worker", json.dumps(job)], capture_output=True, text=True,
-                          env=dict(os.environ, TVM_USE_RUNTIME_LIB="1"))
+    proc = subprocess.run(
+        [sys.executable, __file__, "worker", json.dumps(job)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TVM_USE_RUNTIME_LIB="1"),
+    )
     if proc.returncode != 0:
         # inline, not edgekit.errors.last_line: the run half has no edgekit on its path
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
@@ -196,13 +227,29 @@ def run(root: Path, repeat: int) -> list[dict]:
     manifest = json.loads((root / "manifest.json").read_text())
     rows, ort_cuda = [], _ort_cuda()
     for e in manifest["entries"]:
-        base = {"reference": str(root / e["artifact"] / "reference.npz"), "precision": e["precision"], "warmup": 10, "repeat": repeat}
+        base = {
+            "reference": str(root / e["artifact"] / "reference.npz"),
+            "precision": e["precision"],
+            "warmup": 10,
+            "repeat": repeat,
+        }
         tvm = _in_process(base | {"runtime": "tvm", "artifact": str(root / e["artifact"])})
-        row = {"model": e["model"], "precision": e["precision"], "limit": e["limit"], "tvm": tvm,
-               "ok": "rel_error" in tvm and tvm["rel_error"] <= e["limit"]}
+        row = {
+            "model": e["model"],
+            "precision": e["precision"],
+            "limit": e["limit"],
+            "tvm": tvm,
+            "ok": "rel_error" in tvm and tvm["rel_error"] <= e["limit"],
+        }
         if e["torch"]:
-            row["torch"] = _in_process(base | {"runtime": "torch", "torch": e["torch"],
-                                               "precision": "fp32" if e["precision"] == "int8" else e["precision"]})
+            row["torch"] = _in_process(
+                base
+                | {
+                    "runtime": "torch",
+                    "torch": e["torch"],
+                    "precision": "fp32" if e["precision"] == "int8" else e["precision"],
+                }
+            )
         if ort_cuda:
             row["ort_cuda"] = _in_process(base | {"runtime": "ort-cuda", "onnx": str(root / e["onnx"])})
         rows.append(row)
@@ -212,8 +259,13 @@ def run(root: Path, repeat: int) -> list[dict]:
 
 def _gpu_name() -> str:
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                              text=True, timeout=30).stdout.strip().splitlines()[0]
+        return (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+            )
+            .stdout.strip()
+            .splitlines()[0]
+        )
     except (OSError, IndexError, subprocess.SubprocessError):
         return "unknown GPU"
 
@@ -225,12 +277,22 @@ def write_results(rows: list[dict], target: str) -> Path:
     path = RESULTS / f"gpu.{slug}.json"
     path.write_text(json.dumps({"gpu": gpu, "target": target, "rows": rows}, indent=2))
     fmt = lambda r, k: f"{r[k]['p50_ms']:.3f}" if k in r and "p50_ms" in r[k] else r.get(k, {}).get("error", "—")  # noqa: E731
-    lines = [f"GPU: {gpu}, target {target}", "", "| model | precision | TVM p50 ms | PyTorch p50 ms | ORT-CUDA p50 ms | TVM/PyTorch | error/scale | ok |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"GPU: {gpu}, target {target}",
+        "",
+        "| model | precision | TVM p50 ms | PyTorch p50 ms | ORT-CUDA p50 ms | TVM/PyTorch | error/scale | ok |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        ratio = (f"{r['tvm']['p50_ms'] / r['torch']['p50_ms']:.2f}" if "p50_ms" in r.get("torch", {}) and "p50_ms" in r["tvm"] else "—")
+        ratio = (
+            f"{r['tvm']['p50_ms'] / r['torch']['p50_ms']:.2f}"
+            if "p50_ms" in r.get("torch", {}) and "p50_ms" in r["tvm"]
+            else "—"
+        )
         err = f"{r['tvm']['rel_error']:.1e}" if "rel_error" in r["tvm"] else r["tvm"].get("error", "?")
-        lines.append(f"| {r['model']} | {r['precision']} | {fmt(r, 'tvm')} | {fmt(r, 'torch')} | {fmt(r, 'ort_cuda')} | {ratio} | {err} | {'yes' if r['ok'] else 'NO'} |")
+        lines.append(
+            f"| {r['model']} | {r['precision']} | {fmt(r, 'tvm')} | {fmt(r, 'torch')} | {fmt(r, 'ort_cuda')} | {ratio} | {err} | {'yes' if r['ok'] else 'NO'} |"
+        )
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return path
@@ -245,7 +307,9 @@ def main() -> None:
         p.add_argument("--target", default="cuda-sm90")
         if mode == "prepare":
             p.add_argument("dir", type=Path)
-            p.add_argument("--tvm-ffi-wheel", type=Path, help="tvm_ffi wheel for the GPU machine's Python (runtime-only site)")
+            p.add_argument(
+                "--tvm-ffi-wheel", type=Path, help="tvm_ffi wheel for the GPU machine's Python (runtime-only site)"
+            )
         else:
             p.add_argument("--repeat", type=int, default=100)
     r = sub.add_parser("run")

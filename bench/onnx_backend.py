@@ -19,6 +19,7 @@ Models onnxruntime itself cannot load or run are listed as `ort_cannot` and left
 still compiles them: what it validates against onnx.reference instead is counted apart).
 Prints one line per model and the share matched; writes every row (with the refusal lines) to --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,9 +86,13 @@ def ort_runs(model_path: Path, feeds: dict[str, np.ndarray]) -> str | None:
     of onnxruntime must not end the survey)."""
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "in.npz", **feeds)
-        code = ("import sys, numpy as np, onnxruntime as ort; s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider']);"
-                "f = dict(np.load(sys.argv[2])); s.run(None, f)")
-        proc = subprocess.run([sys.executable, "-c", code, str(model_path), str(Path(tmp) / "in.npz")], capture_output=True, text=True)
+        code = (
+            "import sys, numpy as np, onnxruntime as ort; s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider']);"
+            "f = dict(np.load(sys.argv[2])); s.run(None, f)"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(model_path), str(Path(tmp) / "in.npz")], capture_output=True, text=True
+        )
     if proc.returncode == 0:
         return None
     return last_line(proc.stderr, 200, f"exit {proc.returncode}")
@@ -120,11 +125,21 @@ def survey_one(name: str, model_path: Path, input_files: list[Path], timeout: fl
     ort_why = ort_runs(model_path, feeds)
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "in.npz", **feeds)
-        cmd = EDGEKIT + ["compile", str(model_path), "-o", str(Path(tmp) / "art"), "--inputs", str(Path(tmp) / "in.npz"), "--json"]
+        cmd = EDGEKIT + [
+            "compile",
+            str(model_path),
+            "-o",
+            str(Path(tmp) / "art"),
+            "--inputs",
+            str(Path(tmp) / "in.npz"),
+            "--json",
+        ]
         cmd += dynamic_shape_flags(model, feeds)
         start = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "NO_COLOR": "1"})
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "NO_COLOR": "1"}
+            )
         except subprocess.TimeoutExpired:
             proc = None
         row["seconds"] = round(time.perf_counter() - start, 1)
@@ -143,9 +158,14 @@ def summary(rows: list[dict]) -> dict:
     judged = [r for r in rows if r["result"] != "ort_cannot"]
     counts = {c: sum(r["result"] == c for r in judged) for c in CLASSES}
     beyond = [r for r in rows if r["result"] == "ort_cannot" and "edgekit" in r]
-    return {"models": len(rows), "ort_runs": len(judged), "ort_cannot": len(rows) - len(judged), **counts,
-            "matched_share": round(counts["matched"] / len(judged), 4) if judged else None,
-            "ort_cannot_but_edgekit_matched": sum(r["edgekit"] == "matched" for r in beyond)}
+    return {
+        "models": len(rows),
+        "ort_runs": len(judged),
+        "ort_cannot": len(rows) - len(judged),
+        **counts,
+        "matched_share": round(counts["matched"] / len(judged), 4) if judged else None,
+        "ort_cannot_but_edgekit_matched": sum(r["edgekit"] == "matched" for r in beyond),
+    }
 
 
 def main() -> None:
@@ -168,7 +188,10 @@ def main() -> None:
         for row in pool.map(lambda c: survey_one(*c, args.timeout), todo):
             rows.append(row)
             extra = f" (edgekit: {row['edgekit']})" if "edgekit" in row else ""
-            print(f"{row['result']:11s} {row['model']:58s} opset {row['opset']!s:>2}  {row.get('why', '')}{extra}", flush=True)
+            print(
+                f"{row['result']:11s} {row['model']:58s} opset {row['opset']!s:>2}  {row.get('why', '')}{extra}",
+                flush=True,
+            )
     total = summary(rows)
     print(json.dumps(total))
     args.out.parent.mkdir(parents=True, exist_ok=True)

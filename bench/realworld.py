@@ -12,6 +12,7 @@ keyword spotter over 49 frames (hidden 128), a 128-token model. The detector and
 their patterns at small channel counts (not YOLOv8n's or DBNet's exact widths). Writes
 bench/results/realworld.<cpu>.json; every row records the host CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the
 from realworld import CORPUS, build  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-SIZES = {"tf_classifier": {"size": 224}, "yolo_like": {"size": 320}, "ocr_detector": {"size": 640},
-         "crnn": {"size": 160, "hidden": 256}, "audio_cnn": {"size": 16000}, "token_model": {"size": 128},
-         "gru_kws": {"size": 49, "hidden": 128}}
+SIZES = {
+    "tf_classifier": {"size": 224},
+    "yolo_like": {"size": 320},
+    "ocr_detector": {"size": 640},
+    "crnn": {"size": 160, "hidden": 256},
+    "audio_cnn": {"size": 16000},
+    "token_model": {"size": 128},
+    "gru_kws": {"size": 49, "hidden": 128},
+}
 VARIANTS = {"crnn_h512": ("crnn", {"size": 160, "hidden": 512})}  # extra rows: a corpus model at another size
 
 
@@ -46,7 +53,9 @@ def main() -> None:
     ap.add_argument("--target", default="host")
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="test sizes and few repeats: checks the script, not the numbers")
+    ap.add_argument(
+        "--quick", action="store_true", help="test sizes and few repeats: checks the script, not the numbers"
+    )
     args = ap.parse_args()
     repeat, rounds = (3, 1) if args.quick else (args.repeat, args.rounds)
     rows = []
@@ -59,17 +68,45 @@ def main() -> None:
             onnx.save(model, path)
             shapes = fixed_shapes(model)
             t0 = time.perf_counter()
-            compiled = compile_onnx(path, tmp / f"{name}.art", args.target, BuildOptions(threads=args.threads), input_shapes=shapes, quiet=True)
+            compiled = compile_onnx(
+                path,
+                tmp / f"{name}.art",
+                args.target,
+                BuildOptions(threads=args.threads),
+                input_shapes=shapes,
+                quiet=True,
+            )
             compile_s = time.perf_counter() - t0
-            report = bench(tmp / f"{name}.art", ("ort", "tvm"), threads=args.threads, warmup=3, repeat=repeat, rounds=rounds, quiet=True)
+            report = bench(
+                tmp / f"{name}.art",
+                ("ort", "tvm"),
+                threads=args.threads,
+                warmup=3,
+                repeat=repeat,
+                rounds=rounds,
+                quiet=True,
+            )
             p50 = {r.runtime: r.p50_ms for r in report.runs}
             ops = sorted({n.op_type for n in model.graph.node})
-            row = {"model": name, "target": args.target, "input": {k: list(v) for k, v in shapes.items()}, "threads": args.threads, "ort_p50_ms": p50["ort"],
-                   "tvm_p50_ms": p50["tvm"], "tvm_over_ort": p50["tvm"] / p50["ort"], "compile_s": round(compile_s, 1),
-                   "max_abs_vs_ort": compiled.validation.max_abs, "validated": compiled.validation.ok, "ops": ops}
+            row = {
+                "model": name,
+                "target": args.target,
+                "input": {k: list(v) for k, v in shapes.items()},
+                "threads": args.threads,
+                "ort_p50_ms": p50["ort"],
+                "tvm_p50_ms": p50["tvm"],
+                "tvm_over_ort": p50["tvm"] / p50["ort"],
+                "compile_s": round(compile_s, 1),
+                "max_abs_vs_ort": compiled.validation.max_abs,
+                "validated": compiled.validation.ok,
+                "ops": ops,
+            }
             rows.append(row)
-            print(f"{name:14s} ORT {p50['ort']:9.3f} ms  TVM {p50['tvm']:9.3f} ms  TVM/ORT {row['tvm_over_ort']:.2f}x  "
-                  f"compile {compile_s:5.1f}s  max|err| {row['max_abs_vs_ort']:.1e}  ok={row['validated']}", flush=True)
+            print(
+                f"{name:14s} ORT {p50['ort']:9.3f} ms  TVM {p50['tvm']:9.3f} ms  TVM/ORT {row['tvm_over_ort']:.2f}x  "
+                f"compile {compile_s:5.1f}s  max|err| {row['max_abs_vs_ort']:.1e}  ok={row['validated']}",
+                flush=True,
+            )
     if not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
         isa = "avx512" if "avx512f" in TargetCaps.host().features else "avx2"

@@ -9,6 +9,7 @@ A refactor of the compiler that claims "behaviour unchanged" must leave these id
 detector stand-in, an int8 (QDQ) digits CNN and an XNOR digits CNN; targets x86_64, x86_64-avx512, aarch64-rpi4.
 Scheduling only: nothing is compiled by LLVM, nothing runs, so any host can produce any target's fingerprint.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,16 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
-MODELS = ("digits_cnn", "binary_digits", "resnet18", "mobilenetv2", "vit_tiny", "detector", "digits_int8", "digits_xnor")
+MODELS = (
+    "digits_cnn",
+    "binary_digits",
+    "resnet18",
+    "mobilenetv2",
+    "vit_tiny",
+    "detector",
+    "digits_int8",
+    "digits_xnor",
+)
 TARGETS = ("x86_64", "x86_64-avx512", "aarch64-rpi4")
 
 
@@ -33,7 +43,11 @@ def _onnx_for(name: str, tmp: Path) -> Path:
         export_model(f"{HERE / 'models' / 'dbnet_like.py'}:make", path)
     elif name in ("digits_int8", "digits_xnor"):
         base = _onnx_for("digits_cnn", tmp)
-        opts = CompressOptions(bits=8, calib="digits") if name == "digits_int8" else CompressOptions(bits=1, binarize_mode="xnor")
+        opts = (
+            CompressOptions(bits=8, calib="digits")
+            if name == "digits_int8"
+            else CompressOptions(bits=1, binarize_mode="xnor")
+        )
         compress_file(base, path, opts)
     else:
         export_model(name, path)
@@ -57,12 +71,13 @@ def _scheduled(onnx_path: Path, target: str):
 
 
 def _scheduled_legacy(onnx_path: Path, target: str):
+    from edgekit.compiler.schedules.int8 import schedule_int8
+
     from edgekit.compiler.build import cpu_rewrites, has_binary_activations, lower_binary
     from edgekit.compiler.frontend import to_relax
     from edgekit.compiler.schedules import schedule_cpu
-    from edgekit.compiler.schedules.int8 import schedule_int8
-    from edgekit.onnxtools import simplify
     from edgekit.graph import load_onnx, resolve_input_specs
+    from edgekit.onnxtools import simplify
     from edgekit.targets import load_target
 
     spec = load_target(target)
@@ -88,8 +103,11 @@ def compare(a_path: Path, b_path: Path) -> int:
             print(f"{key}: only in {'after' if key not in a else 'before'}")
             bad += 1
         elif a[key]["module"] != b[key]["module"]:
-            diff = sorted(k for k in set(a[key]["functions"]) | set(b[key]["functions"])
-                          if a[key]["functions"].get(k) != b[key]["functions"].get(k))
+            diff = sorted(
+                k
+                for k in set(a[key]["functions"]) | set(b[key]["functions"])
+                if a[key]["functions"].get(k) != b[key]["functions"].get(k)
+            )
             print(f"{key}: DIFFERENT ({len(diff)} functions: {', '.join(diff[:6])})")
             bad += 1
         else:

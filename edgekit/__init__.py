@@ -1,4 +1,5 @@
 """edgekit: torch -> ONNX -> compressed ONNX -> TVM artifact, validated against onnxruntime at every step."""
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

@@ -3,6 +3,7 @@
 Each runtime is timed in its own worker process (edgekit.measure), and the order of the runtimes alternates
 between rounds.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -14,8 +15,8 @@ import onnx
 
 from edgekit.errors import EdgekitError
 from edgekit.measure import run_worker
-from edgekit.runtime.lite import cpu_count  # lite: no onnx import at CLI start
 from edgekit.passes.legacy_opset import UPGRADED_KEY
+from edgekit.runtime.lite import cpu_count  # lite: no onnx import at CLI start
 from edgekit.targets import DEFAULT_TARGET
 
 RUNTIMES = ("ort", "tvm", "openvino", "cpp")  # openvino: optional peer (pip install openvino), reads the same ONNX;
@@ -78,7 +79,9 @@ def bench(
     if unknown or not runtimes:
         raise EdgekitError(f"unknown runtime(s) {sorted(unknown) or '(none)'}", f"choose from {', '.join(RUNTIMES)}")
     if repeat < 1 or warmup < 0 or rounds < 1:
-        raise EdgekitError("--repeat and --rounds must be >= 1 and --warmup >= 0", "e.g. --repeat 50 --rounds 2 --warmup 5")
+        raise EdgekitError(
+            "--repeat and --rounds must be >= 1 and --warmup >= 0", "e.g. --repeat 50 --rounds 2 --warmup 5"
+        )
     threads = threads or cpu_count()
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -91,10 +94,14 @@ def bench(
             from edgekit.compiler.build import compile_onnx
 
             artifact = tmp / "artifact"
-            compile_onnx(onnx_path, artifact, target, input_shapes=input_shapes, validate=True, quiet=quiet, freeze=freeze)
+            compile_onnx(
+                onnx_path, artifact, target, input_shapes=input_shapes, validate=True, quiet=quiet, freeze=freeze
+            )
             meta = read_meta(artifact)
         inputs = tmp / "inputs.npz"
-        np.savez(inputs, **(random_inputs(specs) | (meta.frozen if meta is not None else {})))  # frozen inputs: their constants
+        np.savez(
+            inputs, **(random_inputs(specs) | (meta.frozen if meta is not None else {}))
+        )  # frozen inputs: their constants
         sizes = {"ort": onnx_path.stat().st_size}
         if model.metadata_props and UPGRADED_KEY in {p.key for p in model.metadata_props}:
             onnx_path = tmp / "upgraded.onnx"  # an opset 1-6 file: onnxruntime runs the checked conversion
@@ -124,21 +131,37 @@ def bench(
                         times, peak = remote[rt].time(dict(np.load(inputs)), warmup, per_round)
                         out = {"times_ms": times, "peak_rss_mb": peak}
                     else:
-                        job = {"runtime": rt, "model": str(path), "inputs": str(inputs), "threads": threads, "warmup": warmup, "repeat": per_round}
+                        job = {
+                            "runtime": rt,
+                            "model": str(path),
+                            "inputs": str(inputs),
+                            "threads": threads,
+                            "warmup": warmup,
+                            "repeat": per_round,
+                        }
                         out = run_worker(job)
                     samples[rt].extend(out["times_ms"])
                     rss[rt] = None if out["peak_rss_mb"] is None else max(rss[rt] or 0.0, out["peak_rss_mb"])
-    return BenchReport(str(model_path), [_summarize(model_path.name, rt, targets[rt], samples[rt], rss[rt], sizes[rt], threads, meta)
-                                         for rt in runtimes])
+    return BenchReport(
+        str(model_path),
+        [
+            _summarize(model_path.name, rt, targets[rt], samples[rt], rss[rt], sizes[rt], threads, meta)
+            for rt in runtimes
+        ],
+    )
 
 
-def _summarize(name: str, runtime: str, target: str, times: list[float], rss: float | None, size: int, threads: int, meta) -> BenchRun:
+def _summarize(
+    name: str, runtime: str, target: str, times: list[float], rss: float | None, size: int, threads: int, meta
+) -> BenchRun:
     """Percentiles of one runtime's samples, with TVM's static memory plan beside the TVM and C++ rows."""
     t = np.asarray(times)
     p50, p90, p99 = np.percentile(t, [50, 90, 99])
     plan = meta.raw.get("build", {}).get("memory", {}) if meta is not None and runtime in ("tvm", "cpp") else {}
     planned = (plan["planned_activation_bytes"] + plan["weight_bytes"]) / 1e6 if "weight_bytes" in plan else None
-    return BenchRun(name, runtime, target, float(p50), float(p90), float(p99), float(t.mean()), rss, size, threads, len(t), planned)
+    return BenchRun(
+        name, runtime, target, float(p50), float(p90), float(p99), float(t.mean()), rss, size, threads, len(t), planned
+    )
 
 
 def _resolve(model_path: Path, onnx_path: Path | None):

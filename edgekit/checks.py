@@ -11,6 +11,7 @@ EdgekitError naming the offending node, tensor or array; nothing here runs a mod
                   and edgekit.runtime checks every call against it (an out-of-range index reads past a buffer
                   in compiled code: `edgekit run` died of SIGSEGV)
 """
+
 from __future__ import annotations
 
 import math
@@ -34,9 +35,11 @@ def check_opsets(model: onnx.ModelProto, path: Path) -> None:
     newest = onnx.defs.onnx_opset_version()
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx") and not MIN_OPSET <= imp.version <= newest:
-            raise EdgekitError(f"{path} uses ONNX opset {imp.version}; onnx {onnx.__version__} and onnxruntime "
-                               f"{onnxruntime.__version__} implement opsets {MIN_OPSET}-{newest}",
-                               "re-export the model with a supported opset (edgekit export uses 18)")
+            raise EdgekitError(
+                f"{path} uses ONNX opset {imp.version}; onnx {onnx.__version__} and onnxruntime "
+                f"{onnxruntime.__version__} implement opsets {MIN_OPSET}-{newest}",
+                "re-export the model with a supported opset (edgekit export uses 18)",
+            )
 
 
 def check_ops_known(model: onnx.ModelProto) -> None:
@@ -45,19 +48,37 @@ def check_ops_known(model: onnx.ModelProto) -> None:
     functions = {(f.domain, f.name) for f in model.functions}
     for node in model.graph.node:
         if not isinstance(node.op_type, str) or not isinstance(node.domain, str):  # invalid UTF-8 in the protobuf
-            raise EdgekitError(f"node '{node.name!s:.60}' has a corrupt op type or domain", "the file is damaged: re-export it")
+            raise EdgekitError(
+                f"node '{node.name!s:.60}' has a corrupt op type or domain", "the file is damaged: re-export it"
+            )
         if (node.domain, node.op_type) in functions:
             continue
         if not onnx.defs.has(node.op_type, node.domain or ""):
             domain = f" in domain '{node.domain}'" if node.domain else ""
-            raise EdgekitError(f"node '{node.name or '(unnamed)'}' is op {node.op_type}{domain}, which is not an ONNX operator "
-                               "onnxruntime or TVM can run", "replace it (or export without the custom op) before compiling")
+            raise EdgekitError(
+                f"node '{node.name or '(unnamed)'}' is op {node.op_type}{domain}, which is not an ONNX operator "
+                "onnxruntime or TVM can run",
+                "replace it (or export without the custom op) before compiling",
+            )
 
 
 # the operand positions whose value (not shape) decides an op's output shape
-SHAPE_OPERANDS = {"Expand": (1,), "Reshape": (1,), "Tile": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2),
-                  "Slice": (1, 2, 3, 4), "Pad": (1,), "Resize": (2, 3), "Upsample": (1,), "TopK": (1,),
-                  "OneHot": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,)}
+SHAPE_OPERANDS = {
+    "Expand": (1,),
+    "Reshape": (1,),
+    "Tile": (1,),
+    "ConstantOfShape": (0,),
+    "Range": (0, 1, 2),
+    "Slice": (1, 2, 3, 4),
+    "Pad": (1,),
+    "Resize": (2, 3),
+    "Upsample": (1,),
+    "TopK": (1,),
+    "OneHot": (1,),
+    "Squeeze": (1,),
+    "Unsqueeze": (1,),
+    "Split": (1,),
+}
 _PASS_THROUGH = ("Cast", "Identity", "Concat")  # a shape built from an input by these still comes from it
 
 
@@ -75,9 +96,11 @@ def check_shape_inputs(model: onnx.ModelProto) -> None:
         for pos in SHAPE_OPERANDS.get(node.op_type, ()):
             if pos < len(node.input) and node.input[pos] in origin:
                 name = origin[node.input[pos]]
-                raise EdgekitError(f"input '{name}' decides the output shape of node '{node.name or '(unnamed)'}' "
-                                   f"({node.op_type}); a compiled model has fixed shapes",
-                                   f"compile it for the value you run with: --freeze {name}=V1,V2,...")
+                raise EdgekitError(
+                    f"input '{name}' decides the output shape of node '{node.name or '(unnamed)'}' "
+                    f"({node.op_type}); a compiled model has fixed shapes",
+                    f"compile it for the value you run with: --freeze {name}=V1,V2,...",
+                )
 
 
 def check_external_data(model: onnx.ModelProto, path: Path) -> None:
@@ -90,11 +113,15 @@ def check_external_data(model: onnx.ModelProto, path: Path) -> None:
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         target = (base / location).resolve()
         if not location or os.path.isabs(location) or base not in target.parents:
-            raise EdgekitError(f"tensor '{tensor.name}' of {path} keeps its data in '{location}', outside the model's directory",
-                               "external data must sit beside the .onnx file; edgekit does not read files elsewhere")
+            raise EdgekitError(
+                f"tensor '{tensor.name}' of {path} keeps its data in '{location}', outside the model's directory",
+                "external data must sit beside the .onnx file; edgekit does not read files elsewhere",
+            )
         if not target.is_file():
-            raise EdgekitError(f"tensor '{tensor.name}' of {path}: its external data file '{location}' is missing",
-                               "copy the .data file(s) next to the .onnx file")
+            raise EdgekitError(
+                f"tensor '{tensor.name}' of {path}: its external data file '{location}' is missing",
+                "copy the .data file(s) next to the .onnx file",
+            )
 
 
 def _all_tensors(model: onnx.ModelProto):
@@ -110,18 +137,25 @@ def check_element_counts(specs, max_elements: int = MAX_ELEMENTS) -> None:
         n = math.prod(int(d) for d in spec.shape)
         if n > max_elements:
             shape = "x".join(str(d) for d in spec.shape)
-            raise EdgekitError(f"input '{spec.name}' has {n:,} elements ({shape}), more than the limit of {max_elements:,}",
-                               "use a smaller --input-shape, or raise the limit with --max-elements")
+            raise EdgekitError(
+                f"input '{spec.name}' has {n:,} elements ({shape}), more than the limit of {max_elements:,}",
+                "use a smaller --input-shape, or raise the limit with --max-elements",
+            )
 
 
 def check_array(name: str, arr: np.ndarray, where: str, finite: bool = True) -> None:
     """A numeric array; floats all finite (one Inf in calibration data makes an int8 scale of inf)."""
     if arr.dtype.kind not in NUMERIC_KINDS:
-        raise EdgekitError(f"{where}: array '{name}' has dtype {arr.dtype}, not a number type", "save numeric arrays (float32, int64, ...)")
+        raise EdgekitError(
+            f"{where}: array '{name}' has dtype {arr.dtype}, not a number type",
+            "save numeric arrays (float32, int64, ...)",
+        )
     if finite and arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())
-        raise EdgekitError(f"{where}: array '{name}' has {bad} non-finite value(s) (NaN or Inf) of {arr.size}",
-                           "clean the data: calibration and inputs must be finite numbers")
+        raise EdgekitError(
+            f"{where}: array '{name}' has {bad} non-finite value(s) (NaN or Inf) of {arr.size}",
+            "clean the data: calibration and inputs must be finite numbers",
+        )
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -134,10 +168,24 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         arrays = {"": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
     except ValueError as exc:
         if "pickle" in str(exc).lower():
-            raise EdgekitError(f"{path} holds pickled objects, which edgekit never loads", "save plain numeric arrays with numpy.savez") from None
-        raise EdgekitError(f"{path} is not a readable .npy/.npz file", "write it with numpy.save / numpy.savez") from None
-    except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as exc:
-        raise EdgekitError(f"{path} is not a readable .npy/.npz file ({type(exc).__name__})", "write it with numpy.save / numpy.savez") from None
+            raise EdgekitError(
+                f"{path} holds pickled objects, which edgekit never loads", "save plain numeric arrays with numpy.savez"
+            ) from None
+        raise EdgekitError(
+            f"{path} is not a readable .npy/.npz file", "write it with numpy.save / numpy.savez"
+        ) from None
+    except (
+        OSError,
+        EOFError,
+        KeyError,
+        TypeError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+    ) as exc:
+        raise EdgekitError(
+            f"{path} is not a readable .npy/.npz file ({type(exc).__name__})", "write it with numpy.save / numpy.savez"
+        ) from None
     for name, arr in arrays.items():
         check_array(name or "(array)", arr, str(path), finite=False)
     return arrays
@@ -175,9 +223,11 @@ def check_calibration(samples: list[dict[str, np.ndarray]], where: str) -> None:
             continue
         mags = np.abs(arr[arr != 0])
         if mags.size and float(mags.max()) > OUTLIER_RATIO * float(np.median(mags)):
-            raise EdgekitError(f"{where}: input '{name}' has an extreme value {float(arr[np.argmax(np.abs(arr))]):.3g} "
-                               f"(median magnitude {float(np.median(mags)):.3g}): int8 scales would collapse",
-                               "remove outliers from the calibration data")
+            raise EdgekitError(
+                f"{where}: input '{name}' has an extreme value {float(arr[np.argmax(np.abs(arr))]):.3g} "
+                f"(median magnitude {float(np.median(mags)):.3g}): int8 scales would collapse",
+                "remove outliers from the calibration data",
+            )
 
 
 def check_initializers(model: onnx.ModelProto) -> None:
@@ -186,16 +236,28 @@ def check_initializers(model: onnx.ModelProto) -> None:
         if tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.HasField("raw_data"):
             continue
         if any(d < 0 for d in tensor.dims):
-            raise EdgekitError(f"initializer '{tensor.name}' has a negative dimension {list(tensor.dims)}", "the file is damaged: re-export it")
+            raise EdgekitError(
+                f"initializer '{tensor.name}' has a negative dimension {list(tensor.dims)}",
+                "the file is damaged: re-export it",
+            )
         try:
             itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
         except (KeyError, TypeError, ValueError):
-            raise EdgekitError(f"initializer '{tensor.name}' has an unknown data type {tensor.data_type}", "the file is damaged: re-export it") from None
+            raise EdgekitError(
+                f"initializer '{tensor.name}' has an unknown data type {tensor.data_type}",
+                "the file is damaged: re-export it",
+            ) from None
         bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}.get(tensor.data_type)
         need = math.ceil(math.prod(tensor.dims) * bits / 8) if bits else math.prod(tensor.dims) * itemsize
-        if tensor.data_type in (onnx.TensorProto.STRING,) or getattr(onnx.TensorProto, "INT2", -1) == tensor.data_type \
-                or getattr(onnx.TensorProto, "UINT2", -1) == tensor.data_type:
+        if (
+            tensor.data_type in (onnx.TensorProto.STRING,)
+            or getattr(onnx.TensorProto, "INT2", -1) == tensor.data_type
+            or getattr(onnx.TensorProto, "UINT2", -1) == tensor.data_type
+        ):
             continue
         if len(tensor.raw_data) != need:
-            raise EdgekitError(f"initializer '{tensor.name}' has {len(tensor.raw_data)} bytes of data for dims {list(tensor.dims)} "
-                               f"({need} expected)", "the file is damaged or truncated: re-export it")
+            raise EdgekitError(
+                f"initializer '{tensor.name}' has {len(tensor.raw_data)} bytes of data for dims {list(tensor.dims)} "
+                f"({need} expected)",
+                "the file is damaged or truncated: re-export it",
+            )

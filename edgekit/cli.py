@@ -1,4 +1,5 @@
 """The `edgekit` command. Thin: each subcommand parses options and calls one library function."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,12 +9,26 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgekit.cli_support import (
-    ForceOpt, FreezeOpt, JsonOpt, KeyOpt, MaxElementsOpt, RpcOpt, ShapeOpt, TrackerOpt, emit_json, err, frozen_model, handle_errors, out,
-    print_bench, print_package, print_validation,
-)
 from edgekit.checks import MAX_ELEMENTS
 from edgekit.cli_compress import compress, finetune
+from edgekit.cli_support import (
+    ForceOpt,
+    FreezeOpt,
+    JsonOpt,
+    KeyOpt,
+    MaxElementsOpt,
+    RpcOpt,
+    ShapeOpt,
+    TrackerOpt,
+    emit_json,
+    err,
+    frozen_model,
+    handle_errors,
+    out,
+    print_bench,
+    print_package,
+    print_validation,
+)
 from edgekit.errors import EdgekitError
 from edgekit.targets import DEFAULT_TARGET
 
@@ -50,8 +65,19 @@ def targets(json_out: JsonOpt = False) -> None:
 
     specs = list_targets()
     if json_out:
-        return emit_json({"targets": [t.to_json() | {"runs_on_host": t.runs_on_host, "missing_on_host": t.missing_on_host,
-                                                             "why_not_runnable": t.why_not_runnable} for t in specs]})
+        return emit_json(
+            {
+                "targets": [
+                    t.to_json()
+                    | {
+                        "runs_on_host": t.runs_on_host,
+                        "missing_on_host": t.missing_on_host,
+                        "why_not_runnable": t.why_not_runnable,
+                    }
+                    for t in specs
+                ]
+            }
+        )
     table = Table(title="edgekit targets")
     for col in ("name", "aliases", "cpu", "runs here", "description"):
         table.add_column(col)
@@ -70,10 +96,14 @@ def targets(json_out: JsonOpt = False) -> None:
 def export(
     model: Annotated[str, typer.Argument(help="Zoo name (see `edgekit models`) or path/to/file.py:factory.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .onnx path.")],
-    input_shape: Annotated[Optional[str], typer.Option("--input-shape", help="e.g. 1,3,224,224 (default: the model's).")] = None,
+    input_shape: Annotated[
+        Optional[str], typer.Option("--input-shape", help="e.g. 1,3,224,224 (default: the model's).")
+    ] = None,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Leave the batch dimension symbolic.")] = False,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 18).")] = 18,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="A state_dict to load (torch.load weights_only).")] = None,
+    weights: Annotated[
+        Optional[Path], typer.Option("--weights", help="A state_dict to load (torch.load weights_only).")
+    ] = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -90,7 +120,9 @@ def export(
         result = export_model(model, output, shape, opset, dynamic_batch, weights, force)
     if json_out:
         return emit_json(result.to_json())
-    out.print(f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {result.nodes} nodes, opset {result.opset}, input {result.input_shape})")
+    out.print(
+        f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {result.nodes} nodes, opset {result.opset}, input {result.input_shape})"
+    )
     print_validation(result.check, "onnxruntime vs torch")
 
 
@@ -103,12 +135,21 @@ app.command()(finetune)
 @handle_errors
 def tune(
     model: Annotated[Path, typer.Argument(help="Input .onnx file.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Tuning directory (writes DIR/<target>/<model>.json) or a .json file.")] = Path("tuning"),
-    target: Annotated[str, typer.Option("--target", "-t", help="Target name or .toml (must run on this machine).")] = DEFAULT_TARGET,
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="Tuning directory (writes DIR/<target>/<model>.json) or a .json file."),
+    ] = Path("tuning"),
+    target: Annotated[
+        str, typer.Option("--target", "-t", help="Target name or .toml (must run on this machine).")
+    ] = DEFAULT_TARGET,
     trials: Annotated[int, typer.Option("--trials", help="Knob settings timed per task, besides the default.")] = 16,
     threads: Annotated[int, typer.Option("--threads", help="Threads to tune for (0 = target's / all cores).")] = 0,
-    budget: Annotated[Optional[float], typer.Option("--budget", help="Seconds for this model (resumable: run again to continue).")] = None,
-    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the end-to-end default-vs-tuned benchmark.")] = False,
+    budget: Annotated[
+        Optional[float], typer.Option("--budget", help="Seconds for this model (resumable: run again to continue).")
+    ] = None,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Skip the end-to-end default-vs-tuned benchmark.")
+    ] = False,
     input_shape: ShapeOpt = None,
     freeze: FreezeOpt = None,
     rpc: RpcOpt = None,
@@ -124,20 +165,33 @@ def tune(
     from edgekit.graph import parse_input_shapes
 
     with frozen_model(model, freeze) as tuned_source:  # compile the same --freeze with --tuning to use the database
-        report = tune_model(tuned_source, target, output, trials_per_task=trials, threads=threads, budget_s=budget,
-                            input_shapes=parse_input_shapes(input_shape), progress=not json_out, verify=not no_verify,
-                            device={"rpc": rpc, "tracker": tracker, "key": key} if (rpc or tracker) else None)
+        report = tune_model(
+            tuned_source,
+            target,
+            output,
+            trials_per_task=trials,
+            threads=threads,
+            budget_s=budget,
+            input_shapes=parse_input_shapes(input_shape),
+            progress=not json_out,
+            verify=not no_verify,
+            device={"rpc": rpc, "tracker": tracker, "key": key} if (rpc or tracker) else None,
+        )
     if json_out:
         emit_json(report)
         return
-    out.print(f"wrote {report['database']}: {report['tuned']}/{report['tasks']} tasks tuned "
-              f"({report['timed']} timed now, {report['resumed']} resumed, {report['seconds']:.0f}s)")
+    out.print(
+        f"wrote {report['database']}: {report['tuned']}/{report['tasks']} tasks tuned "
+        f"({report['timed']} timed now, {report['resumed']} resumed, {report['seconds']:.0f}s)"
+    )
     if report["budget_exhausted"]:
         out.print("[yellow]budget used up: run the same command again to continue[/]")
     e2e = report.get("end_to_end")
     if e2e:
         verdict = "kept" if e2e["accepted"] else "rejected (default schedules kept)"
-        out.print(f"end to end ({e2e['threads']} threads): default {e2e['default_ms']:.3f} ms, tuned {e2e['tuned_ms']:.3f} ms, x{e2e['speedup']:.2f} - {verdict}")
+        out.print(
+            f"end to end ({e2e['threads']} threads): default {e2e['default_ms']:.3f} ms, tuned {e2e['tuned_ms']:.3f} ms, x{e2e['speedup']:.2f} - {verdict}"
+        )
 
 
 @app.command()
@@ -158,8 +212,10 @@ def inspect(
     report = inspect_model(model, parse_input_shapes(input_shape))
     if json_out:
         return emit_json(report.to_json())
-    out.print(f"[bold]{model}[/]  opset {report.opset}  {escape(report.producer)}  params {report.params:,} "
-              f"({report.weight_bytes / 1e6:.2f} MB)  MACs {'unknown (fix the input shapes)' if report.macs is None else f'{report.macs / 1e6:,.1f} M'}")
+    out.print(
+        f"[bold]{model}[/]  opset {report.opset}  {escape(report.producer)}  params {report.params:,} "
+        f"({report.weight_bytes / 1e6:.2f} MB)  MACs {'unknown (fix the input shapes)' if report.macs is None else f'{report.macs / 1e6:,.1f} M'}"
+    )
     table = Table(title="inputs / outputs")
     for col in ("", "name", "shape", "dtype"):
         table.add_column(col)
@@ -207,8 +263,10 @@ def _print_compile_summary(result, tuning: Path | None) -> None:
         out.print(result.meta["validation"].get("skipped", ""))
     if "kernel_check" in result.meta:
         kc = result.meta["kernel_check"]
-        out.print(f"GPU kernels on OpenCL (PoCL) vs LLVM: {kc['kernels']} checked, worst {kc['max_rel_error']:.1e} of scale "
-                  f"({kc['worst']}) -> {'ok' if kc['ok'] else 'FAIL'}")
+        out.print(
+            f"GPU kernels on OpenCL (PoCL) vs LLVM: {kc['kernels']} checked, worst {kc['max_rel_error']:.1e} of scale "
+            f"({kc['worst']}) -> {'ok' if kc['ok'] else 'FAIL'}"
+        )
 
 
 @app.command("compile")
@@ -216,19 +274,64 @@ def _print_compile_summary(result, tuning: Path | None) -> None:
 def compile_cmd(
     model: Annotated[Path, typer.Argument(help="Input .onnx file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Artifact directory to write.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="Target name or .toml (see `edgekit targets`; default: host, this machine's CPU).")] = DEFAULT_TARGET,
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target", "-t", help="Target name or .toml (see `edgekit targets`; default: host, this machine's CPU)."
+        ),
+    ] = DEFAULT_TARGET,
     input_shape: ShapeOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the check against onnxruntime.")] = False,
-    schedules: Annotated[str, typer.Option("--schedules", help="default (edgekit's CPU or GPU rules) or none (TVM's bare loops).")] = "default",
-    threads: Annotated[int, typer.Option("--threads", help="Threads the schedules plan for (1 = no parallel loops; 0 = target's).")] = 0,
-    no_xnor: Annotated[bool, typer.Option("--no-xnor", help="Keep binary layers as float convs (for comparisons).")] = False,
-    tuning: Annotated[Optional[Path], typer.Option("--tuning", help="Tuning database from `edgekit tune` (a .json or a directory, e.g. tuning/).")] = None,
-    no_winograd: Annotated[bool, typer.Option("--no-winograd", help="Direct 3x3 convs only (Winograd F(4,3) is faster but stores 4x their weights).")] = False,
-    no_fuse_blocks: Annotated[bool, typer.Option("--no-fuse-blocks", help="Run inverted-residual blocks (1x1 -> depthwise -> 1x1) as three ops, not one fused kernel.")] = False,
-    no_sparse: Annotated[bool, typer.Option("--no-sparse", help="Dense kernels for pruned layers too (for comparisons; block-pruned 1x1 convs / MatMuls are sparse by default).")] = False,
-    precision: Annotated[str, typer.Option("--precision", help="fp32, or fp16 on GPU targets (half activations and weights, fp32 accumulation; validated to 1e-2 of output scale).")] = "fp32",
-    inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of validation inputs (default: random).")] = None,
-    check_kernels: Annotated[bool, typer.Option("--check-kernels", help="GPU targets: run every scheduled kernel as OpenCL on this CPU (PoCL) against the unscheduled one; recorded in meta.json.")] = False,
+    schedules: Annotated[
+        str, typer.Option("--schedules", help="default (edgekit's CPU or GPU rules) or none (TVM's bare loops).")
+    ] = "default",
+    threads: Annotated[
+        int, typer.Option("--threads", help="Threads the schedules plan for (1 = no parallel loops; 0 = target's).")
+    ] = 0,
+    no_xnor: Annotated[
+        bool, typer.Option("--no-xnor", help="Keep binary layers as float convs (for comparisons).")
+    ] = False,
+    tuning: Annotated[
+        Optional[Path],
+        typer.Option("--tuning", help="Tuning database from `edgekit tune` (a .json or a directory, e.g. tuning/)."),
+    ] = None,
+    no_winograd: Annotated[
+        bool,
+        typer.Option(
+            "--no-winograd", help="Direct 3x3 convs only (Winograd F(4,3) is faster but stores 4x their weights)."
+        ),
+    ] = False,
+    no_fuse_blocks: Annotated[
+        bool,
+        typer.Option(
+            "--no-fuse-blocks",
+            help="Run inverted-residual blocks (1x1 -> depthwise -> 1x1) as three ops, not one fused kernel.",
+        ),
+    ] = False,
+    no_sparse: Annotated[
+        bool,
+        typer.Option(
+            "--no-sparse",
+            help="Dense kernels for pruned layers too (for comparisons; block-pruned 1x1 convs / MatMuls are sparse by default).",
+        ),
+    ] = False,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="fp32, or fp16 on GPU targets (half activations and weights, fp32 accumulation; validated to 1e-2 of output scale).",
+        ),
+    ] = "fp32",
+    inputs: Annotated[
+        Optional[Path], typer.Option("--inputs", help=".npz of validation inputs (default: random).")
+    ] = None,
+    check_kernels: Annotated[
+        bool,
+        typer.Option(
+            "--check-kernels",
+            help="GPU targets: run every scheduled kernel as OpenCL on this CPU (PoCL) against the unscheduled one; recorded in meta.json.",
+        ),
+    ] = False,
     freeze: FreezeOpt = None,
     max_elements: MaxElementsOpt = MAX_ELEMENTS,
     force: ForceOpt = False,
@@ -245,12 +348,34 @@ def compile_cmd(
     from edgekit.targets import load_target
 
     database = load_database(tuning, load_target(target).tvm_target()) if tuning is not None else {}
-    opts = BuildOptions(schedules=schedules, threads=threads, tuning=database, xnor=not no_xnor, winograd=not no_winograd,
-                        fuse_blocks=not no_fuse_blocks, sparse=not no_sparse, precision=precision)
+    opts = BuildOptions(
+        schedules=schedules,
+        threads=threads,
+        tuning=database,
+        xnor=not no_xnor,
+        winograd=not no_winograd,
+        fuse_blocks=not no_fuse_blocks,
+        sparse=not no_sparse,
+        precision=precision,
+    )
     if check_kernels and (freeze or not load_target(target).is_gpu):
-        raise EdgekitError("--check-kernels is for GPU targets, without --freeze", "compile for cuda / jetson-orin-gpu, or drop --check-kernels")
-    result = compile_onnx(model, output, target, opts, input_shapes=parse_input_shapes(input_shape), force=force,
-                          validate=not no_validate, inputs=inputs, quiet=json_out, max_elements=max_elements, freeze=freeze)
+        raise EdgekitError(
+            "--check-kernels is for GPU targets, without --freeze",
+            "compile for cuda / jetson-orin-gpu, or drop --check-kernels",
+        )
+    result = compile_onnx(
+        model,
+        output,
+        target,
+        opts,
+        input_shapes=parse_input_shapes(input_shape),
+        force=force,
+        validate=not no_validate,
+        inputs=inputs,
+        quiet=json_out,
+        max_elements=max_elements,
+        freeze=freeze,
+    )
     if check_kernels:
         from edgekit.compiler.gpu_check import record_kernel_check
 
@@ -279,7 +404,10 @@ def validate(
     model: Annotated[Optional[Path], typer.Argument(help="Reference .onnx (default: the artifact's source).")] = None,
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help=".npz of inputs (default: random).")] = None,
     atol: Annotated[Optional[float], typer.Option("--atol", help="Default 1e-4.")] = None,
-    rtol: Annotated[Optional[float], typer.Option("--rtol", help="Relative to output scale; default 1e-5, 1e-2 for int8 activations.")] = None,
+    rtol: Annotated[
+        Optional[float],
+        typer.Option("--rtol", help="Relative to output scale; default 1e-5, 1e-2 for int8 activations."),
+    ] = None,
     rpc: RpcOpt = None,
     tracker: TrackerOpt = None,
     key: KeyOpt = None,
@@ -292,9 +420,7 @@ def validate(
     from edgekit.validate import validate_artifact
 
     device = {"rpc": rpc, "tracker": tracker, "key": key} if (rpc or tracker) else None
-    report = validate_artifact(
-        artifact, model, inputs, atol, rtol, device=device
-    )
+    report = validate_artifact(artifact, model, inputs, atol, rtol, device=device)
     if json_out:
         emit_json(report.to_json())
     else:
@@ -310,7 +436,9 @@ def run(
     input_file: Annotated[Path, typer.Option("--input", "-i", help=".npy (single input) or .npz (named inputs).")],
     output: Annotated[Path, typer.Option("-o", "--output", help=".npy (first output) or .npz (all outputs).")],
     threads: Annotated[int, typer.Option("--threads")] = 0,
-    runtime: Annotated[str, typer.Option("--runtime", help="python (edgekit.load) or cpp (the bundle's C API app).")] = "python",
+    runtime: Annotated[
+        str, typer.Option("--runtime", help="python (edgekit.load) or cpp (the bundle's C API app).")
+    ] = "python",
     rpc: RpcOpt = None,
     tracker: TrackerOpt = None,
     key: KeyOpt = None,
@@ -330,7 +458,9 @@ def run(
     check_output_path(output, force, (input_file, artifact), kind="npy")
     compiled = open_runner(artifact, threads, rpc, tracker, key, runtime)
     if not input_file.exists():
-        raise EdgekitError(f"{input_file}: no such file", "check the path; --input takes a .npy (one input) or .npz (named inputs)")
+        raise EdgekitError(
+            f"{input_file}: no such file", "check the path; --input takes a .npy (one input) or .npz (named inputs)"
+        )
     loaded = load_arrays(input_file)  # the one reader: never unpickles, numbers only
     feeds = {compiled.inputs[0].name: loaded[""]} if "" in loaded else loaded
     outputs = compiled.run(feeds)
@@ -340,7 +470,10 @@ def run(
                 np.savez(fh, **outputs)
             else:
                 np.save(fh, next(iter(outputs.values())))
-    summary = {"output": str(output), "outputs": [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in outputs.items()]}
+    summary = {
+        "output": str(output),
+        "outputs": [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in outputs.items()],
+    }
     if json_out:
         return emit_json(summary)
     for o in summary["outputs"]:
@@ -351,7 +484,9 @@ def run(
 @handle_errors
 def package(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory (edgekit compile).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Bundle directory, or a .tar.gz with --format tar.gz.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Bundle directory, or a .tar.gz with --format tar.gz.")
+    ],
     fmt: Annotated[str, typer.Option("--format", help="dir or tar.gz.")] = "dir",
     force: ForceOpt = False,
     json_out: JsonOpt = False,
@@ -373,15 +508,23 @@ def package(
 @app.command()
 @handle_errors
 def bench(
-    models: Annotated[list[Path], typer.Argument(help=".onnx files or artifact directories (e.g. fp32 and compressed variants).")],
-    runtimes: Annotated[str, typer.Option("--runtimes", help="Comma-separated: ort,tvm,openvino,cpp (cpp: the C API).")] = "ort,tvm",
-    target: Annotated[str, typer.Option("--target", "-t", help="Target when compiling an .onnx for tvm.")] = DEFAULT_TARGET,
+    models: Annotated[
+        list[Path], typer.Argument(help=".onnx files or artifact directories (e.g. fp32 and compressed variants).")
+    ],
+    runtimes: Annotated[
+        str, typer.Option("--runtimes", help="Comma-separated: ort,tvm,openvino,cpp (cpp: the C API).")
+    ] = "ort,tvm",
+    target: Annotated[
+        str, typer.Option("--target", "-t", help="Target when compiling an .onnx for tvm.")
+    ] = DEFAULT_TARGET,
     threads: Annotated[int, typer.Option("--threads", help="Threads for every runtime (0 = all cores).")] = 0,
     warmup: Annotated[int, typer.Option("--warmup")] = 5,
     repeat: Annotated[int, typer.Option("--repeat")] = 50,
     rounds: Annotated[int, typer.Option("--rounds", help="Alternate runtime order this many times.")] = 2,
     input_shape: ShapeOpt = None,
-    onnx_model: Annotated[Optional[Path], typer.Option("--onnx", help="Reference ONNX when MODEL is an artifact.")] = None,
+    onnx_model: Annotated[
+        Optional[Path], typer.Option("--onnx", help="Reference ONNX when MODEL is an artifact.")
+    ] = None,
     freeze: FreezeOpt = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG bar chart.")] = None,
     rpc: RpcOpt = None,
@@ -393,15 +536,32 @@ def bench(
 
     Example: edgekit bench resnet18.onnx --runtimes ort,tvm --threads 2
     """
-    from edgekit.bench import bench as run_bench, merge, plot as plot_bench
+    from edgekit.bench import bench as run_bench
+    from edgekit.bench import merge
+    from edgekit.bench import plot as plot_bench
     from edgekit.graph import parse_input_shapes
 
     names = tuple(r.strip() for r in runtimes.split(",") if r.strip())
     device = {"rpc": rpc, "tracker": tracker, "key": key} if (rpc or tracker) else None
     shapes = parse_input_shapes(input_shape)
     report = merge(
-        [run_bench(m, names, threads, warmup, repeat, rounds, target, shapes, onnx_model, quiet=json_out, device=device, freeze=freeze)
-         for m in models]
+        [
+            run_bench(
+                m,
+                names,
+                threads,
+                warmup,
+                repeat,
+                rounds,
+                target,
+                shapes,
+                onnx_model,
+                quiet=json_out,
+                device=device,
+                freeze=freeze,
+            )
+            for m in models
+        ]
     )
     if plot:
         plot_bench(report, plot)
@@ -414,7 +574,9 @@ def bench(
 @handle_errors
 def demo(
     model: Annotated[str, typer.Option("--model", help="Zoo model to run end to end.")] = "digits_cnn",
-    workdir: Annotated[Path, typer.Option("--workdir", help="Where to write the ONNX, artifact and report.")] = Path("out/demo"),
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where to write the ONNX, artifact and report.")] = Path(
+        "out/demo"
+    ),
     target: Annotated[str, typer.Option("--target", "-t")] = DEFAULT_TARGET,
     repeat: Annotated[int, typer.Option("--repeat")] = 200,
     json_out: JsonOpt = False,
@@ -440,14 +602,29 @@ def demo(
 def report(
     model: Annotated[Optional[str], typer.Argument(help="An .onnx file or a zoo name (or give --config).")] = None,
     target: Annotated[str, typer.Option("--target", "-t")] = DEFAULT_TARGET,
-    variants: Annotated[Optional[str], typer.Option("--variants", help="Comma-separated, e.g. fp32,int8,int4,bwn,prune50s,prune90.")] = None,
-    eval_set: Annotated[Optional[str], typer.Option("--eval", help="digits, or data.npz with the inputs and 'labels' (else: error vs fp32).")] = None,
-    calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration data for int8 / structured / depth (default: digits or random).")] = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Report directory (report.md, report.json, plots, cache/).")] = Path("report"),
-    finetune: Annotated[bool, typer.Option("--finetune", help="Also the training-based variants (ft-bwn, ft-int4, ft-prune90, ft-prune50s).")] = False,
+    variants: Annotated[
+        Optional[str], typer.Option("--variants", help="Comma-separated, e.g. fp32,int8,int4,bwn,prune50s,prune90.")
+    ] = None,
+    eval_set: Annotated[
+        Optional[str],
+        typer.Option("--eval", help="digits, or data.npz with the inputs and 'labels' (else: error vs fp32)."),
+    ] = None,
+    calib: Annotated[
+        Optional[str],
+        typer.Option("--calib", help="Calibration data for int8 / structured / depth (default: digits or random)."),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Report directory (report.md, report.json, plots, cache/).")
+    ] = Path("report"),
+    finetune: Annotated[
+        bool,
+        typer.Option("--finetune", help="Also the training-based variants (ft-bwn, ft-int4, ft-prune90, ft-prune50s)."),
+    ] = False,
     threads: Annotated[int, typer.Option("--threads")] = 2,
     repeat: Annotated[int, typer.Option("--repeat", help="Timed calls per runtime and variant.")] = 20,
-    config: Annotated[Optional[Path], typer.Option("--config", help="A TOML file with a \\[report] table instead of the options.")] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="A TOML file with a \\[report] table instead of the options.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Every compression variant built, validated and measured: size, accuracy (or error vs fp32), latency; Pareto plots.

@@ -1,4 +1,5 @@
 """`edgekit rpc server | tracker | status`: TVM's own RPC, for running and timing artifacts on boards."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -7,13 +8,17 @@ import typer
 
 from edgekit.cli_support import JsonOpt, TrackerOpt, emit_json, handle_errors, out
 
-rpc_app = typer.Typer(help="TVM RPC server / tracker, for running and timing artifacts on boards.", no_args_is_help=True)
+rpc_app = typer.Typer(
+    help="TVM RPC server / tracker, for running and timing artifacts on boards.", no_args_is_help=True
+)
 
 
 @rpc_app.command("server")
 @handle_errors
 def rpc_server(
-    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 to accept other machines.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to bind; 0.0.0.0 to accept other machines.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 9090,
     key: Annotated[str, typer.Option("--key", help="Device key, e.g. rpi4.")] = "",
     tracker: TrackerOpt = None,
@@ -39,7 +44,9 @@ def rpc_tracker(
 
 @rpc_app.command("status")
 @handle_errors
-def rpc_status(tracker: Annotated[str, typer.Option("--tracker", help="HOST:PORT")] = "127.0.0.1:9190", json_out: JsonOpt = False) -> None:
+def rpc_status(
+    tracker: Annotated[str, typer.Option("--tracker", help="HOST:PORT")] = "127.0.0.1:9190", json_out: JsonOpt = False
+) -> None:
     """Devices registered with a tracker, by key."""
     from edgekit.runners.rpc import tracker_summary
 

@@ -3,6 +3,7 @@
 Exit codes (README "Errors"): 0 ok, 1 validation failed, 2 user error (`error:` + `hint:`), 3 internal error
 (a bug: the traceback is saved to a file whose path is printed), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,21 +32,40 @@ err = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output (only one edgekit wrote).")]
-FreezeOpt = Annotated[Optional[list[str]], typer.Option("--freeze", help="NAME=VALUE: bind an input to a constant (a number, a comma "
-                                                   "list or an .npy), so that If and shape arithmetic on it fold (repeatable).")]
-ShapeOpt = Annotated[
-    Optional[list[str]], typer.Option("--input-shape", help="Fix input shapes: 1,3,224,224 or NAME=1,3,224,224 (repeatable).")
+FreezeOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--freeze",
+        help="NAME=VALUE: bind an input to a constant (a number, a comma "
+        "list or an .npy), so that If and shape arithmetic on it fold (repeatable).",
+    ),
 ]
-MaxElementsOpt = Annotated[int, typer.Option("--max-elements", help="Refuse inputs with more elements than this (guards against "
-                                              "shapes that would allocate hundreds of GiB).")]
+ShapeOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--input-shape", help="Fix input shapes: 1,3,224,224 or NAME=1,3,224,224 (repeatable)."),
+]
+MaxElementsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-elements",
+        help="Refuse inputs with more elements than this (guards against shapes that would allocate hundreds of GiB).",
+    ),
+]
 RpcOpt = Annotated[Optional[str], typer.Option("--rpc", help="Run on a board: TVM RPC server HOST:PORT.")]
 TrackerOpt = Annotated[Optional[str], typer.Option("--tracker", help="TVM RPC tracker HOST:PORT (with --key).")]
 KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Device key registered with the tracker.")]
 
 EXIT_USER, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM = 2, 3, 130, 143
-_OS_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
-              errno.EACCES: "permission denied", errno.EPERM: "operation not permitted", errno.EDQUOT: "disk quota exceeded",
-              errno.ENAMETOOLONG: "file name too long", errno.EISDIR: "it is a directory", errno.ENOTDIR: "not a directory"}
+_OS_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EISDIR: "it is a directory",
+    errno.ENOTDIR: "not a directory",
+}
 
 
 @contextlib.contextmanager
@@ -77,7 +97,11 @@ def user_error(message: str, hint: str | None = None, code: int = EXIT_USER) -> 
     message, hint = one_line(message), one_line(hint) if hint else hint
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
-    err.print(f"[dim]hint: {escape(hint or f'see `edgekit {command} --help` for the options and an example')}[/]", highlight=False, soft_wrap=True)
+    err.print(
+        f"[dim]hint: {escape(hint or f'see `edgekit {command} --help` for the options and an example')}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(code)
 
 
@@ -96,8 +120,11 @@ def _internal_error(exc: BaseException) -> None:
     name = type(exc).__name__
     first = one_line(first_line(str(exc), 200, ""))
     err.print(f"[bold red]internal error:[/] {escape(name)}: {escape(first)}", highlight=False, soft_wrap=True)
-    err.print(f"[dim]hint: this is a bug in edgekit; the traceback is in {path} (please attach it to a report)[/]", highlight=False,
-              soft_wrap=True)
+    err.print(
+        f"[dim]hint: this is a bug in edgekit; the traceback is in {path} (please attach it to a report)[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(EXIT_INTERNAL)
 
 
@@ -176,26 +203,49 @@ def print_bench(report) -> None:
     from rich.table import Table
 
     table = Table(title="edgekit bench (p50/p90/p99 over all rounds; each runtime in its own process)")
-    for col in ("model", "runtime", "target", "thr", "p50 ms", "p90 ms", "p99 ms", "mean ms", "vs ort", "RSS MB", "plan MB", "size MB"):
+    for col in (
+        "model",
+        "runtime",
+        "target",
+        "thr",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "mean ms",
+        "vs ort",
+        "RSS MB",
+        "plan MB",
+        "size MB",
+    ):
         table.add_column(col, justify="right")
     ort_p50 = {r.model: r.p50_ms for r in report.runs if r.runtime == "ort"}
     for r in report.runs:
         ratio = r.p50_ms / ort_p50[r.model] if r.model in ort_p50 else None
         table.add_row(
-            r.model, r.runtime, r.target, str(r.threads), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.mean_ms:.3f}",
-            f"{ratio:.2f}×" if ratio else "-", "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
-            "-" if r.planned_mb is None else f"{r.planned_mb:.1f}", f"{r.size_bytes / 1e6:.2f}",
+            r.model,
+            r.runtime,
+            r.target,
+            str(r.threads),
+            f"{r.p50_ms:.3f}",
+            f"{r.p90_ms:.3f}",
+            f"{r.p99_ms:.3f}",
+            f"{r.mean_ms:.3f}",
+            f"{ratio:.2f}×" if ratio else "-",
+            "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
+            "-" if r.planned_mb is None else f"{r.planned_mb:.1f}",
+            f"{r.size_bytes / 1e6:.2f}",
         )
     out.print(table)
-
 
 
 def print_compress_result(output, result: dict) -> None:
     from rich.table import Table
 
     ratio = f", weights {result['weight_ratio']:.2f}× smaller" if result.get("weight_ratio") else ""
-    out.print(f"wrote {output}: {result['mode']}; file {result['file_bytes_before'] / 1e6:.2f} → "
-              f"{result['file_bytes_after'] / 1e6:.2f} MB ({result['file_ratio']:.2f}×){ratio}")
+    out.print(
+        f"wrote {output}: {result['mode']}; file {result['file_bytes_before'] / 1e6:.2f} → "
+        f"{result['file_bytes_after'] / 1e6:.2f} MB ({result['file_ratio']:.2f}×){ratio}"
+    )
     for p in result["passes"]:
         if p.get("opset"):
             out.print(f"[dim]converted: {p['opset']}[/]")
@@ -204,17 +254,34 @@ def print_compress_result(output, result: dict) -> None:
             table.add_column(col)
         for l in p["layers"]:
             sq = l["sqnr_db"]
-            table.add_row(l["name"], l["op"], str(l["bits"] or "float"), f"{l['weight_bytes_before'] / 1e3:.1f}",
-                          f"{l['weight_bytes_after'] / 1e3:.1f}", "-" if sq is None else f"{sq:.1f}", l.get("note", ""))
+            table.add_row(
+                l["name"],
+                l["op"],
+                str(l["bits"] or "float"),
+                f"{l['weight_bytes_before'] / 1e3:.1f}",
+                f"{l['weight_bytes_after'] / 1e3:.1f}",
+                "-" if sq is None else f"{sq:.1f}",
+                l.get("note", ""),
+            )
         out.print(table)
         if p.get("macs_before") and p.get("macs_after"):
-            out.print(f"MACs {p['macs_before'] / 1e6:.1f} M → {p['macs_after'] / 1e6:.1f} M ({p['macs_before'] / p['macs_after']:.2f}× fewer)")
+            out.print(
+                f"MACs {p['macs_before'] / 1e6:.1f} M → {p['macs_after'] / 1e6:.1f} M ({p['macs_before'] / p['macs_after']:.2f}× fewer)"
+            )
         for reason in p.get("left_dense", []):
             out.print(f"[yellow]left dense[/]: {escape(reason)}")
         if "sparsity" in p:
-            runs = ("edgekit compile runs the block-pruned 1x1 convs and MatMuls as block-sparse kernels; onnxruntime "
-                    "densifies them") if p.get("mode", "").startswith("1x") else ("onnxruntime and TVM densify it at load: the file "
-                                                                                 "shrinks, dense latency does not change; with --prune-block 8 TVM skips the pruned blocks")
+            runs = (
+                (
+                    "edgekit compile runs the block-pruned 1x1 convs and MatMuls as block-sparse kernels; onnxruntime "
+                    "densifies them"
+                )
+                if p.get("mode", "").startswith("1x")
+                else (
+                    "onnxruntime and TVM densify it at load: the file "
+                    "shrinks, dense latency does not change; with --prune-block 8 TVM skips the pruned blocks"
+                )
+            )
             out.print(f"sparsity {p['sparsity']:.1%}, stored as {p['storage']} ({runs})")
         if "sweep" in p:
             sweep = p["sweep"]
@@ -223,23 +290,31 @@ def print_compress_result(output, result: dict) -> None:
                 table.add_column(col, justify="right")
             for row in sweep["levels"]:
                 acc = row.get("accuracy")
-                table.add_row(f"{row['sparsity']:.0%}", f"{row['rel_output_error']:.4f}", "-" if acc is None else f"{acc:.2%}")
+                table.add_row(
+                    f"{row['sparsity']:.0%}", f"{row['rel_output_error']:.4f}", "-" if acc is None else f"{acc:.2%}"
+                )
             out.print(table)
     if "accuracy" in result:
         a = result["accuracy"]
-        out.print(f"digits accuracy ({a['samples']} test images): fp32 ORT {a['fp32_ort']:.2%} | compressed ORT {a['compressed_ort']:.2%} | "
-                  f"compressed TVM {a['compressed_tvm']:.2%}  (drop {a['drop_pt']:.2f} pt)")
+        out.print(
+            f"digits accuracy ({a['samples']} test images): fp32 ORT {a['fp32_ort']:.2%} | compressed ORT {a['compressed_ort']:.2%} | "
+            f"compressed TVM {a['compressed_tvm']:.2%}  (drop {a['drop_pt']:.2f} pt)"
+        )
 
 
 def print_prune_finetune(output, result: dict, method: str) -> None:
     a = result["accuracy"]
     out.print(f"wrote {output}: {result['mode']} after {method} training; file {result['ratio']:.2f}× smaller")
-    out.print(f"digits accuracy: torch fp32 {a['torch_fp32']:.2%} | training-free {a['training_free_onnxruntime']:.2%} | "
-              f"finetuned, ONNX in onnxruntime {a['onnxruntime']:.2%} (drop {a['drop_pt']:.2f} pt)")
+    out.print(
+        f"digits accuracy: torch fp32 {a['torch_fp32']:.2%} | training-free {a['training_free_onnxruntime']:.2%} | "
+        f"finetuned, ONNX in onnxruntime {a['onnxruntime']:.2%} (drop {a['drop_pt']:.2f} pt)"
+    )
     if "lottery" in result:
         t = result["lottery"]
-        out.print(f"lottery ticket: dense from scratch {t['dense_accuracy']:.2%} | ticket (rewound to epoch {t['rewind_epoch']}) "
-                  f"{t['ticket_accuracy']:.2%} | same mask, random re-init {t['random_reinit_accuracy']:.2%}")
+        out.print(
+            f"lottery ticket: dense from scratch {t['dense_accuracy']:.2%} | ticket (rewound to epoch {t['rewind_epoch']}) "
+            f"{t['ticket_accuracy']:.2%} | same mask, random re-init {t['random_reinit_accuracy']:.2%}"
+        )
 
 
 def print_package(output, result: dict) -> None:
@@ -251,8 +326,13 @@ def print_package(output, result: dict) -> None:
     table.add_column("kB", justify="right")
     for part, size in result["sizes"]["parts"].items():
         table.add_row(part, f"{size / 1e3:.0f}")
-    table.add_row("[bold]runtime (all but model.so and samples)[/]", f"[bold]{result['sizes']['runtime_bytes'] / 1e3:.0f}[/]")
+    table.add_row(
+        "[bold]runtime (all but model.so and samples)[/]", f"[bold]{result['sizes']['runtime_bytes'] / 1e3:.0f}[/]"
+    )
     out.print(table)
-    run_cmd = "bin/edgekit_example ." if result["arch"] == "x86_64" else \
-        "qemu-aarch64 -L /usr/aarch64-linux-gnu bin/edgekit_example .  (on the board: bin/edgekit_example .)"
+    run_cmd = (
+        "bin/edgekit_example ."
+        if result["arch"] == "x86_64"
+        else "qemu-aarch64 -L /usr/aarch64-linux-gnu bin/edgekit_example .  (on the board: bin/edgekit_example .)"
+    )
     out.print(f"try it: cd {output} && {run_cmd}")

@@ -3,6 +3,7 @@ output's scale, not per element: per-element ratios explode near zero and mean n
 max_abs <= atol + rtol * max |reference|. A leaf module (numpy only): the ONNX loader's opset upgrade checks its
 conversions with it too. The tolerances themselves live in validate.py.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,5 +1,6 @@
 """Stage 2: ONNX in -> compression passes -> ONNX out (written atomically), with a report and,
 on a labelled set, the accuracy of fp32 vs compressed in onnxruntime and in TVM."""
+
 from __future__ import annotations
 
 import tempfile
@@ -31,7 +32,10 @@ def calibration_samples(source: str | None, specs: list[TensorSpec], count: int)
 
         shape = tuple(int(d) for d in specs[0].shape)
         if len(specs) != 1 or shape[1:] != (1, 8, 8):
-            raise EdgekitError(f"--calib digits needs a model with one input of shape N×1×8×8, not {[list(s.shape) for s in specs]}", "pass --calib data.npz with arrays named like the inputs, or --calib random")
+            raise EdgekitError(
+                f"--calib digits needs a model with one input of shape N×1×8×8, not {[list(s.shape) for s in specs]}",
+                "pass --calib data.npz with arrays named like the inputs, or --calib random",
+            )
         x = load_digits_split().x_train[: count - count % shape[0]]
         return [{specs[0].name: x[i : i + shape[0]]} for i in range(0, len(x), shape[0])]
     from edgekit.checks import check_calibration
@@ -54,13 +58,21 @@ def check_prune_options(opts: CompressOptions) -> None:
             raise EdgekitError("--nm is a pattern of its own", "give --nm N:M without --prune/--structured")
     if opts.prune_block != 1:
         if opts.prune_block < 1 or opts.prune_block > 64:
-            raise EdgekitError(f"bad --prune-block {opts.prune_block}", "give a block of 2-64 output channels (8 for TVM's sparse kernels)")
+            raise EdgekitError(
+                f"bad --prune-block {opts.prune_block}",
+                "give a block of 2-64 output channels (8 for TVM's sparse kernels)",
+            )
         if opts.prune is None or opts.structured:
             raise EdgekitError("--prune-block needs unstructured --prune R", "e.g. --prune 0.9 --prune-block 8")
     if opts.structured and opts.prune is None:
-        raise EdgekitError("--structured needs --prune R (the fraction of channels removed)", "e.g. --prune 0.5 --structured")
+        raise EdgekitError(
+            "--structured needs --prune R (the fraction of channels removed)", "e.g. --prune 0.5 --structured"
+        )
     if opts.bits == 1 and opts.prunes and not opts.structured:
-        raise EdgekitError("1-bit weights cannot keep unstructured zeros (sign(0) = +1)", "use --structured pruning with --bits 1, or prune without --bits")
+        raise EdgekitError(
+            "1-bit weights cannot keep unstructured zeros (sign(0) = +1)",
+            "use --structured pruning with --bits 1, or prune without --bits",
+        )
 
 
 def methods() -> list[CompressionMethod]:
@@ -83,8 +95,12 @@ def _digits_accuracy_fn(specs: list[TensorSpec]) -> Callable[[onnx.ModelProto], 
     return evaluate
 
 
-def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[TensorSpec],
-                 registry: list[CompressionMethod] | None = None) -> tuple[onnx.ModelProto, list[PassReport]]:
+def apply_passes(
+    model: onnx.ModelProto,
+    opts: CompressOptions,
+    specs: list[TensorSpec],
+    registry: list[CompressionMethod] | None = None,
+) -> tuple[onnx.ModelProto, list[PassReport]]:
     """Every method the options ask for, in registry order; all options are checked before the first runs."""
     check_prune_options(opts)
     chosen = [m for m in (methods() if registry is None else registry) if m.wanted(opts)]
@@ -93,8 +109,12 @@ def apply_passes(model: onnx.ModelProto, opts: CompressOptions, specs: list[Tens
     for method in chosen:
         method.check(opts)
     check_not_quantized(model)  # the input; what the passes below add to it is theirs to combine
-    ctx = MethodContext(opts, specs, lambda n, fallback=None: calibration_samples(opts.calib or fallback, specs, n),
-                        _digits_accuracy_fn(specs) if opts.calib == "digits" else None)
+    ctx = MethodContext(
+        opts,
+        specs,
+        lambda n, fallback=None: calibration_samples(opts.calib or fallback, specs, n),
+        _digits_accuracy_fn(specs) if opts.calib == "digits" else None,
+    )
     model, reports = name_unnamed_nodes(model), []
     for method in chosen:
         model, report = method.run(model, method.configure(ctx))
@@ -162,12 +182,20 @@ def check_runs_in_onnxruntime(model: onnx.ModelProto, specs: list[TensorSpec]) -
         session.run(None, random_inputs(specs))
     except Exception as exc:  # noqa: BLE001 - onnxruntime's pybind errors, reported as one line
         interrupts.check()
-        raise EdgekitError(f"the compressed model does not run in onnxruntime: {ort_error_line(exc)}",
-                           "this is a bug in the pass for this graph; report it with the model (the output was not written)") from None
+        raise EdgekitError(
+            f"the compressed model does not run in onnxruntime: {ort_error_line(exc)}",
+            "this is a bug in the pass for this graph; report it with the model (the output was not written)",
+        ) from None
 
 
-def compress_file(src: Path, out: Path, opts: CompressOptions, force: bool = False, eval_set: str | None = None,
-                  input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict:
+def compress_file(
+    src: Path,
+    out: Path,
+    opts: CompressOptions,
+    force: bool = False,
+    eval_set: str | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> dict:
     src = Path(src)
     calib_file = Path(opts.calib) if opts.calib not in (None, "digits", "random") else None
     check_output_path(out, force, (src, calib_file), kind="onnx")
@@ -180,8 +208,12 @@ def compress_file(src: Path, out: Path, opts: CompressOptions, force: bool = Fal
     check_runs_in_onnxruntime(compressed, specs)
     with atomic_file(out) as tmp:
         onnx.save(compressed, str(tmp))
-    result = summary(reports) | {"input": str(src), "output": str(out), "file_bytes_before": src.stat().st_size,
-                                  "file_bytes_after": out.stat().st_size}
+    result = summary(reports) | {
+        "input": str(src),
+        "output": str(out),
+        "file_bytes_before": src.stat().st_size,
+        "file_bytes_after": out.stat().st_size,
+    }
     result["file_ratio"] = result["file_bytes_before"] / result["file_bytes_after"]
     if eval_set == "digits":
         result["accuracy"] = evaluate_digits(src, out)

@@ -3,6 +3,7 @@
 The digits task (scikit-learn's bundled 8x8 handwritten digits, 1797 images) is the
 accuracy yardstick for every stage: torch fp32, onnxruntime and TVM must agree on it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -44,7 +45,7 @@ def test_batches(batch: int) -> tuple[list[np.ndarray], np.ndarray]:
     """The digits test images in batches of `batch` (a model's fixed batch; the remainder dropped) and their labels."""
     split = load_digits_split()
     n = len(split.x_test) - len(split.x_test) % batch
-    return [split.x_test[i: i + batch] for i in range(0, n, batch)], split.y_test[:n]
+    return [split.x_test[i : i + batch] for i in range(0, n, batch)], split.y_test[:n]
 
 
 def digits_logits(run_batch: Callable[[np.ndarray], np.ndarray], batch: int = 1) -> tuple[np.ndarray, np.ndarray]:

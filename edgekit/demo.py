@@ -1,4 +1,5 @@
 """The end-to-end job behind `edgekit demo`: export -> compile -> validate -> accuracy -> bench."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ from pathlib import Path
 from edgekit.bench import bench, plot
 from edgekit.compiler.build import compile_onnx
 from edgekit.export import INPUT_NAME, export_model
-from edgekit.onnxtools import ort_session
 from edgekit.fileio import atomic_file
+from edgekit.onnxtools import ort_session
 from edgekit.runtime import load
 from edgekit.validate import compare_outputs
 
@@ -51,13 +52,34 @@ def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: boo
     workdir.mkdir(parents=True, exist_ok=True)
     onnx_path = workdir / f"{model_ref}.onnx"
     exported = export_model(model_ref, onnx_path, force=True)
-    table = [("export", f"{onnx_path} ({exported.size_bytes / 1e3:.0f} kB, {exported.nodes} nodes); ORT vs torch max abs {exported.check.max_abs:.1e}")]
+    table = [
+        (
+            "export",
+            f"{onnx_path} ({exported.size_bytes / 1e3:.0f} kB, {exported.nodes} nodes); ORT vs torch max abs {exported.check.max_abs:.1e}",
+        )
+    ]
     ok = exported.check.ok
     is_digits = model_ref == "digits_cnn"
     q_path = workdir / f"{model_ref}.int{bits}.onnx"
-    compressed = compress_file(onnx_path, q_path, CompressOptions(bits=bits, calib="digits" if is_digits else "random", target=target), force=True)
-    table.append((f"compress int{bits}", f"{q_path}: {compressed['mode']}, weights {compressed['weight_ratio']:.2f}× smaller, file {compressed['file_ratio']:.2f}×"))
-    report: dict = {"model": model_ref, "target": target, "export": exported.to_json(), "compress": compressed, "variants": {}}
+    compressed = compress_file(
+        onnx_path,
+        q_path,
+        CompressOptions(bits=bits, calib="digits" if is_digits else "random", target=target),
+        force=True,
+    )
+    table.append(
+        (
+            f"compress int{bits}",
+            f"{q_path}: {compressed['mode']}, weights {compressed['weight_ratio']:.2f}× smaller, file {compressed['file_ratio']:.2f}×",
+        )
+    )
+    report: dict = {
+        "model": model_ref,
+        "target": target,
+        "export": exported.to_json(),
+        "compress": compressed,
+        "variants": {},
+    }
     artifacts = {}
     for variant, path in (("fp32", onnx_path), (f"int{bits}", q_path)):
         art = workdir / f"{path.stem}.{target}"
@@ -67,15 +89,24 @@ def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: boo
         table.append((f"compile {variant}", f"{art} in {compiled.meta['build']['seconds']:.1f}s ({rules})"))
         if compiled.validation is not None:
             ok = ok and compiled.validation.ok
-            table.append((f"validate {variant}", f"TVM vs ORT max abs {compiled.validation.max_abs:.1e} -> {'ok' if compiled.validation.ok else 'FAIL'}"))
+            table.append(
+                (
+                    f"validate {variant}",
+                    f"TVM vs ORT max abs {compiled.validation.max_abs:.1e} -> {'ok' if compiled.validation.ok else 'FAIL'}",
+                )
+            )
         variant_report: dict = {"compile": compiled.meta}
         if is_digits:
             acc = digits_accuracy(model_ref, path, art)
             variant_report["accuracy"] = acc
             ok = ok and acc["predictions_identical"] and acc["tvm_vs_ort_ok"]
             torch_part = f"torch fp32 {acc['torch']:.2%} | " if variant == "fp32" else ""
-            table.append((f"digits accuracy {variant} ({acc['samples']} test images)",
-                          f"{torch_part}ORT {acc['onnxruntime']:.2%} | TVM {acc['tvm']:.2%}; TVM vs ORT max abs {acc['tvm_vs_ort_max_abs']:.1e}"))
+            table.append(
+                (
+                    f"digits accuracy {variant} ({acc['samples']} test images)",
+                    f"{torch_part}ORT {acc['onnxruntime']:.2%} | TVM {acc['tvm']:.2%}; TVM vs ORT max abs {acc['tvm_vs_ort_max_abs']:.1e}",
+                )
+            )
         report["variants"][variant] = variant_report
     from edgekit.bench import merge
 
@@ -84,8 +115,12 @@ def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: boo
     report["bench"] = bench_report.to_json()
     ort_fp32 = next(r.p50_ms for r in bench_report.runs if r.runtime == "ort")
     for run in bench_report.runs:
-        table.append((f"bench {run.model} {run.runtime}",
-                      f"p50 {run.p50_ms:.3f} ms ({run.p50_ms / ort_fp32:.2f}× ORT fp32), peak RSS {run.peak_rss_mb:.0f} MB, {run.size_bytes / 1e3:.0f} kB"))
+        table.append(
+            (
+                f"bench {run.model} {run.runtime}",
+                f"p50 {run.p50_ms:.3f} ms ({run.p50_ms / ort_fp32:.2f}× ORT fp32), peak RSS {run.peak_rss_mb:.0f} MB, {run.size_bytes / 1e3:.0f} kB",
+            )
+        )
     report["ok"], report["table"] = ok, table
     with atomic_file(workdir / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=str))

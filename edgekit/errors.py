@@ -1,4 +1,5 @@
 """The one error type users see. The CLI prints `error: <message>` and `hint: <hint>` and exits 2."""
+
 from __future__ import annotations
 
 

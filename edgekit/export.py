@@ -1,4 +1,5 @@
 """Stage 1: torch nn.Module -> checked, simplified ONNX, with its error vs torch recorded in the file."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ import onnx
 from edgekit.errors import EdgekitError, first_line, message_line
 from edgekit.fileio import atomic_file, check_output_path
 from edgekit.onnxtools import ort_session, quiet, simplify
-from edgekit.validate import compare_outputs, ValidationReport
+from edgekit.validate import ValidationReport, compare_outputs
 from edgekit.zoo import load_model
 
 MIN_OPSET = 18
@@ -62,7 +63,9 @@ def torch_to_onnx(module, example, opset: int, dynamic_batch: bool) -> onnx.Mode
             )
     except Exception as exc:
         msg = message_line(exc, 300, first=True)
-        raise EdgekitError(f"torch.onnx.export failed: {msg}", "check that the model runs on the given --input-shape") from None
+        raise EdgekitError(
+            f"torch.onnx.export failed: {msg}", "check that the model runs on the given --input-shape"
+        ) from None
     model = program.model_proto
     if len(model.graph.output) == 1:  # name single outputs predictably; multi-output keeps torch's names
         old = model.graph.output[0].name
@@ -99,19 +102,27 @@ def export_model(
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise EdgekitError(f"the exported ONNX fails onnx.checker: {first_line(str(exc))}", "try another --opset, or report the model (a torch exporter bug)") from None
+        raise EdgekitError(
+            f"the exported ONNX fails onnx.checker: {first_line(str(exc))}",
+            "try another --opset, or report the model (a torch exporter bug)",
+        ) from None
 
     outputs = expected if isinstance(expected, (tuple, list)) else (expected,)
     session = ort_session(model)
     got = session.run(None, {INPUT_NAME: example.numpy()})
     names = [o.name for o in model.graph.output]
     report = compare_outputs(
-        {n: t.detach().numpy() for n, t in zip(names, outputs)}, dict(zip(names, got)), reference_name="torch", actual_name="onnxruntime"
+        {n: t.detach().numpy() for n, t in zip(names, outputs)},
+        dict(zip(names, got)),
+        reference_name="torch",
+        actual_name="onnxruntime",
     )
     _record_metadata(model, ref, report)
     with atomic_file(out) as tmp:
         onnx.save(model, str(tmp))
-    return ExportResult(loaded.name, out, list(shape), opset, len(model.graph.node), out.stat().st_size, simplified, report)
+    return ExportResult(
+        loaded.name, out, list(shape), opset, len(model.graph.node), out.stat().st_size, simplified, report
+    )
 
 
 def _record_metadata(model: onnx.ModelProto, ref: str, report: ValidationReport) -> None:

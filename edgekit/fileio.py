@@ -5,6 +5,7 @@ Output safety lives here and only here: `check_output_path` decides whether a pa
 directory holding only artifact files, an ONNX file, a NumPy file), never a directory that contains an
 input, the working directory, $HOME or /.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,7 +26,9 @@ OutputKind = Literal["artifact", "onnx", "npy", "bundle", "file"]
 # this module stays a leaf). A directory holding anything else is not ours to replace.
 ARTIFACT_FILES = frozenset({"model.so", "meta.json", "bundle.npz", "tuning.json"})
 # What `package` writes into a bundle directory
-BUNDLE_FILES = frozenset({"edgekit.txt", "model.so", "meta.json", "README.md", "sample", "lib", "include", "example", "bin", "python"})
+BUNDLE_FILES = frozenset(
+    {"edgekit.txt", "model.so", "meta.json", "README.md", "sample", "lib", "include", "example", "bin", "python"}
+)
 _SLACK = 8 << 20  # bytes an output needs beyond twice its inputs (code, metadata, the temp copy's slack)
 _NPY_MAGIC = (b"\x93NUMPY", b"PK\x03\x04")
 
@@ -72,16 +75,23 @@ def check_output_path(out: Path, force: bool, inputs: tuple[Path | None, ...] = 
     target = Path(out).resolve()
     for protected in _protected_dirs():
         if target == protected or target in protected.parents:
-            raise EdgekitError(f"output {out} is {'the working directory' if target == Path.cwd().resolve() else 'a protected directory'} ({target})",
-                               "write to a new path, e.g. -o out/model")
+            raise EdgekitError(
+                f"output {out} is {'the working directory' if target == Path.cwd().resolve() else 'a protected directory'} ({target})",
+                "write to a new path, e.g. -o out/model",
+            )
     for src in inputs:
         if src is None:
             continue
         src_path = Path(src).resolve()
         if src_path == target:
-            raise EdgekitError(f"output {out} is the input file", "choose another output path; inputs are never overwritten")
+            raise EdgekitError(
+                f"output {out} is the input file", "choose another output path; inputs are never overwritten"
+            )
         if target in src_path.parents:
-            raise EdgekitError(f"output {out} contains the input {src}", "choose an output path outside the input's directory; inputs are never overwritten")
+            raise EdgekitError(
+                f"output {out} contains the input {src}",
+                "choose an output path outside the input's directory; inputs are never overwritten",
+            )
     check_writable(out, 2 * sum(Path(p).stat().st_size for p in inputs if p is not None and Path(p).is_file()) + _SLACK)
     if not out.exists() and not out.is_symlink():
         return
@@ -89,7 +99,10 @@ def check_output_path(out: Path, force: bool, inputs: tuple[Path | None, ...] = 
         raise EdgekitError(f"output {out} already exists", "pass --force to replace it")
     why = _is_edgekit_output(out, kind)
     if why is not None:
-        raise EdgekitError(f"refusing to replace {out}: {why}", "--force replaces only an earlier edgekit output of the same kind; choose a new path")
+        raise EdgekitError(
+            f"refusing to replace {out}: {why}",
+            "--force replaces only an earlier edgekit output of the same kind; choose a new path",
+        )
 
 
 def check_writable(out: Path, need_bytes: int) -> None:
@@ -103,12 +116,16 @@ def check_writable(out: Path, need_bytes: int) -> None:
         raise EdgekitError(f"cannot create {out}: {place} is not a directory", "choose another output path (-o)")
     if not os.access(place, os.W_OK | os.X_OK):
         read_only = bool(os.statvfs(place).f_flag & os.ST_RDONLY)
-        raise EdgekitError(f"cannot write to {place}: {'the file system is read-only' if read_only else 'permission denied'}",
-                           "choose another output path (-o)")
+        raise EdgekitError(
+            f"cannot write to {place}: {'the file system is read-only' if read_only else 'permission denied'}",
+            "choose another output path (-o)",
+        )
     free = shutil.disk_usage(place).free
     if free < need_bytes:
-        raise EdgekitError(f"{place} has {free / 1e6:.1f} MB free; writing {out.name} needs about {need_bytes / 1e6:.0f} MB",
-                           "free space or choose an output path on another disk (-o)")
+        raise EdgekitError(
+            f"{place} has {free / 1e6:.1f} MB free; writing {out.name} needs about {need_bytes / 1e6:.0f} MB",
+            "free space or choose an output path on another disk (-o)",
+        )
 
 
 @contextlib.contextmanager

@@ -24,17 +24,64 @@ conv may be folded into it by the exporter: that scales each row by one number, 
 The latent (real-valued) weights exist only for training; `binarize_module(..., keep=("first", "last"))`
 keeps the first and last Conv2d/Linear in float, as the ONNX pass does by default.
 """
+
 from __future__ import annotations
 
 from edgekit.training.export import export_binarized, finetune_to_onnx
 from edgekit.training.layers import (
-    BinaryConv2d, BinaryLinear, FakeQuantConv2d, FakeQuantLinear, SignInputConv2d, SignInputLinear, binarize_module,
-    binary_layer_names, fold_binary, fold_quant, model_mode, quantize_module,
+    BinaryConv2d,
+    BinaryLinear,
+    FakeQuantConv2d,
+    FakeQuantLinear,
+    SignInputConv2d,
+    SignInputLinear,
+    binarize_module,
+    binary_layer_names,
+    fold_binary,
+    fold_quant,
+    model_mode,
+    quantize_module,
 )
 from edgekit.training.loop import FinetuneResult, distillation_loss, evaluate, finetune, random_shift
-from edgekit.training.quantizers import BINARIZERS, Binarizer, approx_sign, biper, fake_quant, get_binarizer, hard_sign, register_binarizer, ste_sign
+from edgekit.training.quantizers import (
+    BINARIZERS,
+    Binarizer,
+    approx_sign,
+    biper,
+    fake_quant,
+    get_binarizer,
+    hard_sign,
+    register_binarizer,
+    ste_sign,
+)
 
-__all__ = ["export_binarized", "finetune_to_onnx", "BinaryConv2d", "BinaryLinear", "FakeQuantConv2d", "FakeQuantLinear",
-           "SignInputConv2d", "SignInputLinear", "binarize_module", "binary_layer_names", "fold_binary", "fold_quant", "model_mode",
-           "quantize_module", "FinetuneResult", "distillation_loss", "evaluate", "finetune", "random_shift", "BINARIZERS",
-           "Binarizer", "approx_sign", "biper", "fake_quant", "get_binarizer", "hard_sign", "register_binarizer", "ste_sign"]
+__all__ = [
+    "export_binarized",
+    "finetune_to_onnx",
+    "BinaryConv2d",
+    "BinaryLinear",
+    "FakeQuantConv2d",
+    "FakeQuantLinear",
+    "SignInputConv2d",
+    "SignInputLinear",
+    "binarize_module",
+    "binary_layer_names",
+    "fold_binary",
+    "fold_quant",
+    "model_mode",
+    "quantize_module",
+    "FinetuneResult",
+    "distillation_loss",
+    "evaluate",
+    "finetune",
+    "random_shift",
+    "BINARIZERS",
+    "Binarizer",
+    "approx_sign",
+    "biper",
+    "fake_quant",
+    "get_binarizer",
+    "hard_sign",
+    "register_binarizer",
+    "ste_sign",
+]

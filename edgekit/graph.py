@@ -1,4 +1,5 @@
 """Small helpers over onnx.ModelProto: safe loading, input/output specs, shape overrides."""
+
 from __future__ import annotations
 
 import re
@@ -8,10 +9,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-
 from onnx.external_data_helper import load_external_data_for_model
 
-from edgekit.checks import MAX_ELEMENTS, check_element_counts, check_external_data, check_initializers, check_ops_known, check_opsets
+from edgekit.checks import (
+    MAX_ELEMENTS,
+    check_element_counts,
+    check_external_data,
+    check_initializers,
+    check_ops_known,
+    check_opsets,
+)
 from edgekit.errors import EdgekitError, first_line
 
 
@@ -46,12 +53,17 @@ def load_onnx(path: Path | str) -> onnx.ModelProto:
             "re-export or re-download it",
         ) from None
     if model.ir_version == 0 or not model.graph.node or not model.opset_import:
-        raise EdgekitError(f"{path} is not an ONNX model (no graph found)", "pass a .onnx file written by an ONNX exporter")
+        raise EdgekitError(
+            f"{path} is not an ONNX model (no graph found)", "pass a .onnx file written by an ONNX exporter"
+        )
     check_external_data(model, path)
     try:
         load_external_data_for_model(model, str(path.resolve().parent))
     except (OSError, ValueError, DecodeError) as exc:
-        raise EdgekitError(f"{path}: its external data cannot be read ({type(exc).__name__})", "copy the .data file(s) next to the .onnx file") from None
+        raise EdgekitError(
+            f"{path}: its external data cannot be read ({type(exc).__name__})",
+            "copy the .data file(s) next to the .onnx file",
+        ) from None
     check_opsets(model, path)
     check_ops_known(model)
     check_initializers(model)
@@ -59,7 +71,9 @@ def load_onnx(path: Path | str) -> onnx.ModelProto:
         onnx.checker.check_model(model, full_check=False)
     except (onnx.checker.ValidationError, ValueError, TypeError) as exc:
         first = first_line(str(exc))
-        raise EdgekitError(f"{path} fails onnx.checker: {first}", "the file is corrupt or was written by a broken exporter") from None
+        raise EdgekitError(
+            f"{path} fails onnx.checker: {first}", "the file is corrupt or was written by a broken exporter"
+        ) from None
     from edgekit.passes.legacy_opset import upgrade_legacy
 
     return upgrade_legacy(model)  # opsets 1-6: converted and checked, else one error line
@@ -94,8 +108,10 @@ def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
 
 def fixed_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Every real input's shape with each dynamic dim set to 1 (batch 1), as a user passes with --input-shape."""
-    return {vi.name: tuple(d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim)
-            for vi in real_inputs(model)}
+    return {
+        vi.name: tuple(d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim)
+        for vi in real_inputs(model)
+    }
 
 
 def graph_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
@@ -124,7 +140,9 @@ def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def resolve_input_specs(model: onnx.ModelProto, overrides: dict[str, tuple[int, ...]], max_elements: int = MAX_ELEMENTS) -> list[TensorSpec]:
+def resolve_input_specs(
+    model: onnx.ModelProto, overrides: dict[str, tuple[int, ...]], max_elements: int = MAX_ELEMENTS
+) -> list[TensorSpec]:
     """Fix every input shape: static dims from the model, dynamic ones from --input-shape, else a clear error;
     no input over `max_elements` elements (a 1x3x100000x100000 input would allocate 112 GiB)."""
     inputs = graph_inputs(model)
@@ -146,10 +164,16 @@ def resolve_input_specs(model: onnx.ModelProto, overrides: dict[str, tuple[int, 
         if spec.name in overrides:
             shape = overrides[spec.name]
             if len(shape) != len(spec.shape):
-                raise EdgekitError(f"--input-shape for '{spec.name}' has rank {len(shape)}, the model expects rank {len(spec.shape)}", "give one number per dimension of that input")
+                raise EdgekitError(
+                    f"--input-shape for '{spec.name}' has rank {len(shape)}, the model expects rank {len(spec.shape)}",
+                    "give one number per dimension of that input",
+                )
             for given, declared in zip(shape, spec.shape):
                 if isinstance(declared, int) and declared != given:
-                    raise EdgekitError(f"--input-shape for '{spec.name}' is {list(shape)}, but the model fixes it to {list(spec.shape)}", "only dynamic (named) dimensions can be set with --input-shape")
+                    raise EdgekitError(
+                        f"--input-shape for '{spec.name}' is {list(shape)}, but the model fixes it to {list(spec.shape)}",
+                        "only dynamic (named) dimensions can be set with --input-shape",
+                    )
             resolved.append(TensorSpec(spec.name, tuple(shape), spec.dtype))
         elif spec.is_static:
             resolved.append(spec)
@@ -197,16 +221,24 @@ def random_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarra
         elif dtype.kind == "b":
             feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
         else:
-            raise EdgekitError(f"input '{spec.name}' has dtype {dtype}, which edgekit cannot generate test data for", "pass --inputs data.npz")
+            raise EdgekitError(
+                f"input '{spec.name}' has dtype {dtype}, which edgekit cannot generate test data for",
+                "pass --inputs data.npz",
+            )
     return feeds
 
 
-def copy_subgraph(body: onnx.GraphProto, prefix: str, bound: dict[str, str] | None = None
-                  ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], dict[str, str]]:
+def copy_subgraph(
+    body: onnx.GraphProto, prefix: str, bound: dict[str, str] | None = None
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], dict[str, str]]:
     """A subgraph's nodes and initializers (an If branch, a Loop body) for inlining into the outer graph: every name
     it defines prefixed, so copies collide neither with the outer graph nor with each other; its inputs renamed
     by `bound`; names from the outer scope kept. Returns the renaming too, for the subgraph's outputs."""
-    rename = {t.name: prefix + t.name for t in body.initializer} | {o: prefix + o for n in body.node for o in n.output} | (bound or {})
+    rename = (
+        {t.name: prefix + t.name for t in body.initializer}
+        | {o: prefix + o for n in body.node for o in n.output}
+        | (bound or {})
+    )
     inits = []
     for t in body.initializer:
         tensor = onnx.TensorProto()

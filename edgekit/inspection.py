@@ -4,6 +4,7 @@ Inputs / outputs (dynamic dims and the --input-shape that fixes them), an op his
 (TVM imports it / edgekit rewrites it first / unsupported, naming the first node), parameters, and MACs of the
 Conv / ConvTranspose / Gemm / MatMul nodes once every input shape is known (onnx shape inference).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -19,12 +20,16 @@ from edgekit.graph import TensorSpec, graph_inputs, graph_outputs, load_onnx
 from edgekit.passes.opset import default_opset
 
 # ops edgekit rewrites before TVM's importer sees them (compiler/recurrent.py, compiler/tvm_patches.py)
-EDGEKIT_LOWERED = {**{op: "edgekit recurrence kernel" for op in RECURRENT_OPS},
-                   **{op: "MatMul with a DFT matrix (edgekit)" for op in SPECTRAL_OPS},
-                   **{op: "pairwise by edgekit" for op in ("Max", "Min", "Sum", "Mean")}}
+EDGEKIT_LOWERED = {
+    **{op: "edgekit recurrence kernel" for op in RECURRENT_OPS},
+    **{op: "MatMul with a DFT matrix (edgekit)" for op in SPECTRAL_OPS},
+    **{op: "pairwise by edgekit" for op in ("Max", "Min", "Sum", "Mean")},
+}
 # control flow TVM cannot import, and what makes it compile
-CONTROL_FLOW = {"If": "folds to its branch once its condition is constant: --freeze the input it depends on",
-                "Loop": "unrolled when its trip count is constant and it cannot exit early (--freeze the trip count)"}
+CONTROL_FLOW = {
+    "If": "folds to its branch once its condition is constant: --freeze the input it depends on",
+    "Loop": "unrolled when its trip count is constant and it cannot exit early (--freeze the trip count)",
+}
 
 
 @dataclass
@@ -55,10 +60,19 @@ class Inspection:
         return [r for r in self.ops if r.status == "unsupported"]
 
     def to_json(self) -> dict:
-        return {"path": self.path, "opset": self.opset, "producer": self.producer, "inputs": [s.to_json() for s in self.inputs],
-                "outputs": [s.to_json() for s in self.outputs], "ops": [r.__dict__ for r in self.ops], "params": self.params,
-                "weight_bytes": self.weight_bytes, "macs": self.macs, "fix_shapes": self.fix_shapes,
-                "compilable": not self.unsupported}
+        return {
+            "path": self.path,
+            "opset": self.opset,
+            "producer": self.producer,
+            "inputs": [s.to_json() for s in self.inputs],
+            "outputs": [s.to_json() for s in self.outputs],
+            "ops": [r.__dict__ for r in self.ops],
+            "params": self.params,
+            "weight_bytes": self.weight_bytes,
+            "macs": self.macs,
+            "fix_shapes": self.fix_shapes,
+            "compilable": not self.unsupported,
+        }
 
 
 def _op_rows(model: onnx.ModelProto) -> list[OpRow]:
@@ -97,8 +111,10 @@ def _fixed(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.M
 def count_macs(model: onnx.ModelProto, shapes: dict[str, tuple] | None = None) -> int | None:
     """Multiply-accumulates of the weight layers; None if a shape they need is unknown (`shapes`: known ones)."""
     inferred = onnx.shape_inference.infer_shapes(model)
-    known = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-             for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    known = {
+        vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    }
     known.update({name: list(shape) for name, shape in (shapes or {}).items()})
     known.update({t.name: list(t.dims) for t in model.graph.initializer})
     total = 0
@@ -133,13 +149,23 @@ def inspect_model(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = 
     shapes = dict(input_shapes or {})
     if "" in shapes and len(inputs) == 1:
         shapes = {inputs[0].name: shapes[""]}
-    fix = [f"--input-shape {s.name}=" + ",".join(str(d) if isinstance(d, int) else "1" for d in s.shape)
-           for s in inputs if not s.is_static and s.name not in shapes]
+    fix = [
+        f"--input-shape {s.name}=" + ",".join(str(d) if isinstance(d, int) else "1" for d in s.shape)
+        for s in inputs
+        if not s.is_static and s.name not in shapes
+    ]
     fixed = _fixed(model, shapes) if shapes else model
     inputs = graph_inputs(fixed)
     weight_bytes = sum(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
     return Inspection(
-        path=str(path), opset=default_opset(model, missing=0),
-        producer=f"{model.producer_name} {model.producer_version}".strip(), inputs=inputs, outputs=graph_outputs(fixed),
-        ops=_op_rows(model), params=sum(int(np.prod(t.dims)) for t in model.graph.initializer), weight_bytes=weight_bytes,
-        macs=None if fix else count_macs(fixed), fix_shapes=fix)
+        path=str(path),
+        opset=default_opset(model, missing=0),
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        inputs=inputs,
+        outputs=graph_outputs(fixed),
+        ops=_op_rows(model),
+        params=sum(int(np.prod(t.dims)) for t in model.graph.initializer),
+        weight_bytes=weight_bytes,
+        macs=None if fix else count_macs(fixed),
+        fix_shapes=fix,
+    )

@@ -6,6 +6,7 @@ record as "rewrite skipped" or "rule failed" and go on building. So the signal h
 every such block calls `check()` first: once a signal arrived, the interrupt is raised again, whatever TVM made
 of it. Leaf module: the compiler and the CLI both import it.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -4,6 +4,7 @@
 runtime's threads compete for the cores (ORT ResNet-18 measured 30.6 ms that way vs 7.9 ms alone on a 2-core
 machine), so every runtime is timed in a process of its own. A leaf module: it imports no other stage.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,16 @@ def run_worker(job: dict) -> dict:
     if job["runtime"] == "tvm":
         env["TVM_NUM_THREADS"] = str(job["threads"])
         env["TVM_USE_RUNTIME_LIB"] = "1"  # what a deployed app loads: libtvm_runtime (3 MB), not the 260 MB compiler
-    proc = subprocess.run([sys.executable, "-m", "edgekit.measure", json.dumps(job)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgekit.measure", json.dumps(job)], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
         tail = last_line(proc.stderr, 300, "(no output)")
-        raise EdgekitError(f"the {job['runtime']} benchmark worker failed: {tail}", "run the same model with `edgekit run` to see the error")
+        raise EdgekitError(
+            f"the {job['runtime']} benchmark worker failed: {tail}",
+            "run the same model with `edgekit run` to see the error",
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 
 
 def _time_calls(fn, warmup: int, repeat: int) -> list[float]:
@@ -63,7 +67,11 @@ def _worker(job: dict) -> dict:
         prepared = model.prepare(feeds)
         # the VM runs CPU kernels synchronously: when invoke returns, the outputs are computed; GPU kernels
         # are queued, so a GPU call is timed up to the device's synchronize
-        fn = (lambda: (model.invoke(prepared), model.synchronize())) if model.on_gpu else (lambda: model.invoke(prepared))  # noqa: E731
+        fn = (
+            (lambda: (model.invoke(prepared), model.synchronize()))
+            if model.on_gpu
+            else (lambda: model.invoke(prepared))
+        )  # noqa: E731
 
     times = _time_calls(fn, job["warmup"], job["repeat"])
     return {"times_ms": times, "peak_rss_mb": _peak_rss_mb()}

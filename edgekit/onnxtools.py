@@ -1,5 +1,6 @@
 """onnxruntime sessions and onnxsim, for every stage that needs them (export, compile, validate, bench):
 a leaf module, so that those stages import it one way."""
+
 from __future__ import annotations
 
 import contextlib
@@ -35,12 +36,20 @@ def simplify(model: onnx.ModelProto, fixed_shapes: dict[str, list[int]] | None) 
     with tempfile.TemporaryDirectory(prefix="edgekit-onnxsim-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, str(src))
-        proc = subprocess.run([sys.executable, "-m", "edgekit.onnxtools", str(src), str(dst), json.dumps(fixed_shapes or {})],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgekit.onnxtools", str(src), str(dst), json.dumps(fixed_shapes or {})],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode < 0:
-            raise EdgekitError(f"onnxsim crashed (signal {-proc.returncode}) simplifying the model: its shapes or attributes are "
-                               "inconsistent", "check the model with onnx.checker.check_model(model, full_check=True)")
-        if proc.returncode != 0 or not dst.exists():  # onnxsim is an optimisation: say it did not apply, keep the export
+            raise EdgekitError(
+                f"onnxsim crashed (signal {-proc.returncode}) simplifying the model: its shapes or attributes are "
+                "inconsistent",
+                "check the model with onnx.checker.check_model(model, full_check=True)",
+            )
+        if (
+            proc.returncode != 0 or not dst.exists()
+        ):  # onnxsim is an optimisation: say it did not apply, keep the export
             why = last_line(proc.stderr, 160)
             print(f"warning: onnxsim could not simplify the model ({why}); keeping it as exported", file=sys.stderr)
             return model, False
@@ -102,7 +111,9 @@ def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0, reference
         interrupts.check()
         what = "the model" if isinstance(model, onnx.ModelProto) else str(model)
         first = ort_error_line(exc)
-        raise EdgekitError(f"onnxruntime cannot load {what}: {first}", "onnxruntime is the reference: the model must run there first") from None
+        raise EdgekitError(
+            f"onnxruntime cannot load {what}: {first}", "onnxruntime is the reference: the model must run there first"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@
 The TVM runtime libraries come from the PyPI wheels of the target's platform (as the qemu runner uses), or from
 this environment for x86_64. armv7 has no TVM runtime on PyPI: packaging refuses, saying what to do.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -43,22 +44,28 @@ def runtime_libs(target: dict) -> Path:
     if target.get("tvm", {}).get("kind", "llvm") != "llvm":
         # libedgekit's C API runs on the CPU device only, and the CUDA runtime in TVM's wheels links CUDA 13's
         # libcudart.so.13, which JetPack 6 (Orin's CUDA 12.x) lacks: no bundle would run there as built
-        raise EdgekitError(f"{target.get('name')} is a {target['tvm']['kind']} target: bundles hold CPU runtimes only",
-                           "copy the artifact directory to the board and load it there with edgekit.load(); it needs "
-                           "`pip install apache-tvm==0.27.*` (its CUDA runtime wants CUDA 13's libcudart.so.13) and the NVIDIA driver")
+        raise EdgekitError(
+            f"{target.get('name')} is a {target['tvm']['kind']} target: bundles hold CPU runtimes only",
+            "copy the artifact directory to the board and load it there with edgekit.load(); it needs "
+            "`pip install apache-tvm==0.27.*` (its CUDA runtime wants CUDA 13's libcudart.so.13) and the NVIDIA driver",
+        )
     if arch == "x86_64":
         import tvm
         import tvm_ffi
 
         tvm_lib = Path(tvm.__file__).parent / "lib"
-        return _side_by_side([tvm_lib / "libtvm_runtime.so", tvm_lib / EXTRA, Path(tvm_ffi.__file__).parent / "lib" / "libtvm_ffi.so"])
+        return _side_by_side(
+            [tvm_lib / "libtvm_runtime.so", tvm_lib / EXTRA, Path(tvm_ffi.__file__).parent / "lib" / "libtvm_ffi.so"]
+        )
     if target.get("runtime_platform"):
         from edgekit.runners.qemu import ensure_guest_runtime
 
         return ensure_guest_runtime(target) / "lib"
-    raise EdgekitError(f"no TVM runtime for {target.get('name', arch)} exists on PyPI, so edgekit cannot bundle one",
-                       "build TVM's runtime on the board (cmake -DUSE_LLVM=OFF; make runtime), then serve it with "
-                       "`python -m tvm.exec.rpc_server` and use --rpc; or package an aarch64 / x86_64 artifact")
+    raise EdgekitError(
+        f"no TVM runtime for {target.get('name', arch)} exists on PyPI, so edgekit cannot bundle one",
+        "build TVM's runtime on the board (cmake -DUSE_LLVM=OFF; make runtime), then serve it with "
+        "`python -m tvm.exec.rpc_server` and use --rpc; or package an aarch64 / x86_64 artifact",
+    )
 
 
 def _side_by_side(libs: list[Path]) -> Path:
@@ -75,14 +82,20 @@ def _side_by_side(libs: list[Path]) -> Path:
 
 
 def manifest(meta) -> str:
-    lines = ["edgekit-bundle 1", f"target {meta.target.get('name', '?')} {meta.target.get('caps', {}).get('arch', '?')}"]
+    lines = [
+        "edgekit-bundle 1",
+        f"target {meta.target.get('name', '?')} {meta.target.get('caps', {}).get('arch', '?')}",
+    ]
     features = meta.target.get("caps", {}).get("features", [])
     if features:
         lines.append("requires " + " ".join(features))
     for kind, specs in (("input", meta.inputs), ("output", meta.outputs)):
         for s in specs:
             if " " in s.name:
-                raise EdgekitError(f"{kind} name '{s.name}' has a space, which the bundle manifest cannot hold", "rename the tensor in the ONNX model")
+                raise EdgekitError(
+                    f"{kind} name '{s.name}' has a space, which the bundle manifest cannot hold",
+                    "rename the tensor in the ONNX model",
+                )
             dims = " ".join(str(d) if isinstance(d, int) else "-1" for d in s.shape)  # a named dim: known after a run
             lines.append(f"{kind} {s.name} {s.dtype} {len(s.shape)} {dims}".rstrip())
     return "\n".join(lines) + "\n"
@@ -91,7 +104,10 @@ def manifest(meta) -> str:
 def _compiler(target: dict) -> str:
     cc = target.get("cc") or "g++"
     if shutil.which(cc) is None:
-        raise EdgekitError(f"the {target.get('name')} C++ compiler '{cc}' is not installed", f"apt-get update && apt-get install -y {target.get('apt_package') or cc}")
+        raise EdgekitError(
+            f"the {target.get('name')} C++ compiler '{cc}' is not installed",
+            f"apt-get update && apt-get install -y {target.get('apt_package') or cc}",
+        )
     return cc
 
 
@@ -111,14 +127,49 @@ def build_native_parts(bundle: Path, target: dict) -> None:
     cc = _compiler(target)
     include = Path(tvm_ffi.__file__).parent / "include"
     lib = bundle / "lib"
-    _run([cc, "-std=c++17", "-O2", "-shared", "-fPIC", str(CPP / "src" / "edgekit.cc"), f"-I{CPP / 'include'}", f"-I{include}",
-          f"-L{lib}", "-ltvm_ffi", "-ltvm_runtime", "-ldl", "-Wl,-rpath,$ORIGIN", "-o", str(lib / "libedgekit.so")], "libedgekit.so")
+    _run(
+        [
+            cc,
+            "-std=c++17",
+            "-O2",
+            "-shared",
+            "-fPIC",
+            str(CPP / "src" / "edgekit.cc"),
+            f"-I{CPP / 'include'}",
+            f"-I{include}",
+            f"-L{lib}",
+            "-ltvm_ffi",
+            "-ltvm_runtime",
+            "-ldl",
+            "-Wl,-rpath,$ORIGIN",
+            "-o",
+            str(lib / "libedgekit.so"),
+        ],
+        "libedgekit.so",
+    )
     (bundle / "bin").mkdir()
-    _run([cc, "-std=c++17", "-O2", str(CPP / "example" / "main.cc"), f"-I{CPP / 'include'}", f"-L{lib}", "-ledgekit",
-          f"-Wl,-rpath-link,{lib}", "-Wl,-rpath,$ORIGIN/../lib", "-o", str(bundle / "bin" / "edgekit_example")], "the example")
+    _run(
+        [
+            cc,
+            "-std=c++17",
+            "-O2",
+            str(CPP / "example" / "main.cc"),
+            f"-I{CPP / 'include'}",
+            f"-L{lib}",
+            "-ledgekit",
+            f"-Wl,-rpath-link,{lib}",
+            "-Wl,-rpath,$ORIGIN/../lib",
+            "-o",
+            str(bundle / "bin" / "edgekit_example"),
+        ],
+        "the example",
+    )
     strip = cc[: -len("g++")] + "strip" if cc.endswith("g++") else None
     if strip and shutil.which(strip):
-        subprocess.run([strip, "--strip-unneeded", str(lib / "libedgekit.so"), str(bundle / "bin" / "edgekit_example")], capture_output=True)
+        subprocess.run(
+            [strip, "--strip-unneeded", str(lib / "libedgekit.so"), str(bundle / "bin" / "edgekit_example")],
+            capture_output=True,
+        )
 
 
 def _samples(artifact: Path, bundle: Path, meta) -> None:
@@ -140,11 +191,16 @@ def _python_runtime(bundle: Path) -> None:
     py = bundle / "python"
     (py / "edgekit_runtime").mkdir(parents=True)
     shutil.copy2(LITE, py / "edgekit_runtime" / "__init__.py")
-    pins = ['"numpy"', f'"apache-tvm=={metadata.version("apache-tvm")}"', f'"apache-tvm-ffi=={metadata.version("apache-tvm-ffi")}"']
+    pins = [
+        '"numpy"',
+        f'"apache-tvm=={metadata.version("apache-tvm")}"',
+        f'"apache-tvm-ffi=={metadata.version("apache-tvm-ffi")}"',
+    ]
     (py / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
         f'[project]\nname = "edgekit-runtime"\nversion = "0.1.0"\ndescription = "Run edgekit artifacts: numpy + the TVM runtime"\n'
-        f'requires-python = ">=3.9"\ndependencies = [{", ".join(pins)}]\n\n[tool.setuptools]\npackages = ["edgekit_runtime"]\n')
+        f'requires-python = ">=3.9"\ndependencies = [{", ".join(pins)}]\n\n[tool.setuptools]\npackages = ["edgekit_runtime"]\n'
+    )
 
 
 README = """# edgekit bundle: {name} for {target}
@@ -167,7 +223,9 @@ From Python, without torch or onnx:
 """
 
 
-def package_artifact(artifact: Path, out: Path, fmt: str = "dir", force: bool = False, keep_existing: bool = False) -> dict:
+def package_artifact(
+    artifact: Path, out: Path, fmt: str = "dir", force: bool = False, keep_existing: bool = False
+) -> dict:
     """keep_existing (dir only): another process may publish `out` first (edgekit's content-keyed bundle cache)."""
     artifact, out = Path(artifact), Path(out)
     if fmt not in FORMATS:
@@ -192,8 +250,14 @@ def package_artifact(artifact: Path, out: Path, fmt: str = "dir", force: bool = 
         _samples(artifact, tmp, meta)
         _python_runtime(tmp)
         features = ", ".join(target.get("caps", {}).get("features", [])) or "baseline"
-        (tmp / "README.md").write_text(README.format(name=Path(meta.raw.get("source", {}).get("path", "model")).name, target=target.get("name"),
-                                                     arch=target.get("caps", {}).get("arch"), features=features))
+        (tmp / "README.md").write_text(
+            README.format(
+                name=Path(meta.raw.get("source", {}).get("path", "model")).name,
+                target=target.get("name"),
+                arch=target.get("caps", {}).get("arch"),
+                features=features,
+            )
+        )
         return size_breakdown(tmp)
 
     if fmt == "dir":
@@ -206,18 +270,32 @@ def package_artifact(artifact: Path, out: Path, fmt: str = "dir", force: bool = 
             sizes = fill(Path(work) / name)
             with atomic_file(out) as tar_tmp, tarfile.open(tar_tmp, "w:gz") as tar:
                 tar.add(Path(work) / name, arcname=name)
-    return {"bundle": str(out), "format": fmt, "target": target.get("name"), "arch": target.get("caps", {}).get("arch"), "sizes": sizes}
+    return {
+        "bundle": str(out),
+        "format": fmt,
+        "target": target.get("name"),
+        "arch": target.get("caps", {}).get("arch"),
+        "sizes": sizes,
+    }
 
 
 def size_breakdown(bundle: Path) -> dict:
     """Bytes per part; `runtime` is everything a board needs besides the model (libraries and example)."""
+
     def size(path: Path) -> int:
         return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
-    parts = {"model.so": size(bundle / LIBRARY), "libtvm_runtime.so": size(bundle / "lib" / "libtvm_runtime.so"),
-             "libtvm_ffi.so": size(bundle / "lib" / "libtvm_ffi.so"), EXTRA: size(bundle / "lib" / EXTRA), "libedgekit.so": size(bundle / "lib" / "libedgekit.so"),
-             "bin/edgekit_example": size(bundle / "bin"), "include + example sources": size(bundle / "include") + size(bundle / "example"),
-             "python runtime": size(bundle / "python"), "sample + meta + manifest": size(bundle / "sample") + size(bundle / META) + size(bundle / "edgekit.txt")}
+    parts = {
+        "model.so": size(bundle / LIBRARY),
+        "libtvm_runtime.so": size(bundle / "lib" / "libtvm_runtime.so"),
+        "libtvm_ffi.so": size(bundle / "lib" / "libtvm_ffi.so"),
+        EXTRA: size(bundle / "lib" / EXTRA),
+        "libedgekit.so": size(bundle / "lib" / "libedgekit.so"),
+        "bin/edgekit_example": size(bundle / "bin"),
+        "include + example sources": size(bundle / "include") + size(bundle / "example"),
+        "python runtime": size(bundle / "python"),
+        "sample + meta + manifest": size(bundle / "sample") + size(bundle / META) + size(bundle / "edgekit.txt"),
+    }
     if not parts[EXTRA]:
         del parts[EXTRA]
     runtime = sum(v for k, v in parts.items() if k not in ("model.so", "sample + meta + manifest"))

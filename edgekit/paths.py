@@ -1,4 +1,5 @@
 """Where the repository's data directories live (models/, targets/ sit beside the edgekit package)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Progress on stderr (stdout stays clean for --json)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -76,4 +77,6 @@ def native_stderr_captured() -> Iterator[list[str]]:
             capture.seek(0)
             text = capture.read().decode(errors="replace")
             # each message once, without TVM's "[hh:mm:ss] " prefix
-            lines.extend(dict.fromkeys(re.sub(r"^\[\d\d:\d\d:\d\d\] ", "", ln.strip()) for ln in text.splitlines() if ln.strip()))
+            lines.extend(
+                dict.fromkeys(re.sub(r"^\[\d\d:\d\d:\d\d\] ", "", ln.strip()) for ln in text.splitlines() if ln.strip())
+            )

@@ -7,6 +7,7 @@ Each variant's ONNX, artifact and measured row are cached under DIR/cache by the
 options, the target and edgekit's version: a second run, or one more variant, rebuilds only what changed.
 A variant that fails is a row with the reason, never the end of the sweep.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,12 +75,16 @@ class ReportConfig:
         try:
             data = tomllib.loads(Path(path).read_text()).get("report", {})
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise EdgekitError(f"cannot read {path}: {exc}", "write a [report] table: model = ..., target = ..., variants = [...]") from None
+            raise EdgekitError(
+                f"cannot read {path}: {exc}", "write a [report] table: model = ..., target = ..., variants = [...]"
+            ) from None
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown or "model" not in data:
-            raise EdgekitError(f"{path}: {'unknown keys ' + ', '.join(unknown) if unknown else 'no model'} in [report]",
-                               f"keys: {', '.join(sorted(known))}")
+            raise EdgekitError(
+                f"{path}: {'unknown keys ' + ', '.join(unknown) if unknown else 'no model'} in [report]",
+                f"keys: {', '.join(sorted(known))}",
+            )
         data["variants"] = tuple(data.get("variants", DEFAULT_VARIANTS))
         data["out"] = Path(data.get("out", "report"))
         return cls(**data)
@@ -130,12 +135,22 @@ def source_model(cfg: ReportConfig, cache: Path) -> tuple[Path, str | None]:
 def cache_key(source: Path, variant: str, cfg: ReportConfig) -> str:
     import hashlib
 
-    spec = {"variant": variant, "options": VARIANTS.get(variant) or FINETUNED.get(variant), "target": cfg.target, "calib": cfg.calib,
-            "eval": cfg.eval, "edgekit": __version__, "repeat": cfg.repeat, "threads": cfg.threads}
+    spec = {
+        "variant": variant,
+        "options": VARIANTS.get(variant) or FINETUNED.get(variant),
+        "target": cfg.target,
+        "calib": cfg.calib,
+        "eval": cfg.eval,
+        "edgekit": __version__,
+        "repeat": cfg.repeat,
+        "threads": cfg.threads,
+    }
     return hashlib.sha256((sha256_of(source) + json.dumps(spec, sort_keys=True)).encode()).hexdigest()[:16]
 
 
-def build_variant(variant: str, source: Path, zoo_name: str | None, cfg: ReportConfig, work: Path) -> tuple[Path, dict, list[str]]:
+def build_variant(
+    variant: str, source: Path, zoo_name: str | None, cfg: ReportConfig, work: Path
+) -> tuple[Path, dict, list[str]]:
     """(the variant's ONNX, its compress/finetune result, notes)."""
     from edgekit.compress import CompressOptions, compress_file
 
@@ -184,9 +199,12 @@ def eval_set(cfg: ReportConfig, specs) -> tuple[list[dict[str, np.ndarray]], np.
 
         arrays = load_arrays(Path(cfg.eval))
         if "labels" not in arrays:
-            raise EdgekitError(f"{cfg.eval} has no 'labels' array", "save the inputs under the model's input names and the class ids as 'labels'")
+            raise EdgekitError(
+                f"{cfg.eval} has no 'labels' array",
+                "save the inputs under the model's input names and the class ids as 'labels'",
+            )
         count = len(arrays["labels"])
-        return [{s.name: arrays[s.name][i: i + 1] for s in specs} for i in range(count)], arrays["labels"]
+        return [{s.name: arrays[s.name][i : i + 1] for s in specs} for i in range(count)], arrays["labels"]
     return [random_inputs(specs, seed=i) for i in range(4)], None
 
 
@@ -195,8 +213,11 @@ def quality_of(outputs: list[list[np.ndarray]], labels: np.ndarray | None, refer
     if labels is not None:
         predicted = np.concatenate([o[0].reshape(len(o[0]), -1).argmax(1) for o in outputs])
         return float((predicted == labels[: len(predicted)]).mean())
-    errors = [np.linalg.norm(np.concatenate([a.ravel() for a in got]) - np.concatenate([b.ravel() for b in want])) /
-              max(np.linalg.norm(np.concatenate([b.ravel() for b in want])), 1e-12) for got, want in zip(outputs, reference)]
+    errors = [
+        np.linalg.norm(np.concatenate([a.ravel() for a in got]) - np.concatenate([b.ravel() for b in want]))
+        / max(np.linalg.norm(np.concatenate([b.ravel() for b in want])), 1e-12)
+        for got, want in zip(outputs, reference)
+    ]
     return float(np.mean(errors))
 
 
@@ -230,8 +251,16 @@ def _emulated_outputs(artifact: Path, meta, feeds) -> list[list[np.ndarray]]:
     with tempfile.TemporaryDirectory(prefix="edgekit-report-") as tmp:
         stacked = Path(tmp) / "x.npy"
         np.save(stacked, np.concatenate([np.asarray(f[spec.name], dtype=spec.dtype) for f in feeds]))
-        cmd = [_require_tool(meta.target["qemu"], "qemu-user"), "-L", meta.target["qemu_sysroot"], str(bundle / "bin" / "edgekit_example"),
-               str(bundle), str(stacked), "--warmup", "0"]
+        cmd = [
+            _require_tool(meta.target["qemu"], "qemu-user"),
+            "-L",
+            meta.target["qemu_sysroot"],
+            str(bundle / "bin" / "edgekit_example"),
+            str(bundle),
+            str(stacked),
+            "--warmup",
+            "0",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise EdgekitError(f"the emulated run failed: {last_line(proc.stderr)}", "run the bundle's example by hand")
@@ -239,10 +268,12 @@ def _emulated_outputs(artifact: Path, meta, feeds) -> list[list[np.ndarray]]:
     width = int(meta.outputs[0].shape[-1])
     per_call = len(classes) // max(len(feeds), 1)
     # one-hot logits carry the top class, which is all accuracy needs
-    return [[np.eye(width, dtype=np.float32)[classes[i * per_call:(i + 1) * per_call]]] for i in range(len(feeds))]
+    return [[np.eye(width, dtype=np.float32)[classes[i * per_call : (i + 1) * per_call]]] for i in range(len(feeds))]
 
 
-def measure(variant: str, onnx_path: Path, artifact: Path, built: dict, cfg: ReportConfig, feeds, labels, reference, row: Row) -> None:
+def measure(
+    variant: str, onnx_path: Path, artifact: Path, built: dict, cfg: ReportConfig, feeds, labels, reference, row: Row
+) -> None:
     from edgekit.bench import bench
     from edgekit.onnxtools import ort_session
     from edgekit.runtime import read_meta
@@ -273,7 +304,9 @@ def _initializer_bytes(path: Path) -> int:
 # --- the sweep -------------------------------------------------------------------------------------------------
 
 
-def run_variant(variant: str, source: Path, zoo_name: str | None, cfg: ReportConfig, cache: Path, feeds, labels, reference) -> Row:
+def run_variant(
+    variant: str, source: Path, zoo_name: str | None, cfg: ReportConfig, cache: Path, feeds, labels, reference
+) -> Row:
     """Build, compile (validating against onnxruntime) and measure one variant, or return the row of its failure;
     a cached row is returned as it is."""
     from edgekit.compiler.build import compile_onnx
@@ -321,15 +354,26 @@ def run_report(cfg: ReportConfig, quiet: bool = False) -> dict:
     fp32 = ort_session(source)
     reference = [fp32.run(None, f) for f in feeds]
     rows, t0 = [], time.perf_counter()
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=stderr, disable=quiet) as progress:
         task = progress.add_task("report", total=len(cfg.variants))
         for variant in cfg.variants:
             progress.update(task, description=f"building {variant}")
             rows.append(run_variant(variant, source, zoo_name, cfg, cache, feeds, labels, reference))
             progress.advance(task)
-    result = {"model": cfg.model, "target": cfg.target, "host": host_description(), "quality": "accuracy" if labels is not None else
-              "relative output error vs fp32", "eval": cfg.eval or "random inputs", "seconds": round(time.perf_counter() - t0, 1),
-              "rows": [asdict(r) for r in rows]}
+    result = {
+        "model": cfg.model,
+        "target": cfg.target,
+        "host": host_description(),
+        "quality": "accuracy" if labels is not None else "relative output error vs fp32",
+        "eval": cfg.eval or "random inputs",
+        "seconds": round(time.perf_counter() - t0, 1),
+        "rows": [asdict(r) for r in rows],
+    }
     result["files"] = write_outputs(result, out)
     return result

@@ -1,5 +1,6 @@
 """The report's outputs: report.json, report.md (the table) and two plots (quality vs latency, quality vs size),
 each point labelled with its variant and the Pareto front drawn (matplotlib)."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,9 @@ def pareto(points: list[tuple[float, float]], higher_is_better: bool) -> list[in
     """Indices of the points no other point beats on both axes (x: lower is better; y: as given)."""
     front = []
     for i, (x, y) in enumerate(points):
-        dominated = any((x2 <= x and (y2 >= y if higher_is_better else y2 <= y)) and (x2, y2) != (x, y) for x2, y2 in points)
+        dominated = any(
+            (x2 <= x and (y2 >= y if higher_is_better else y2 <= y)) and (x2, y2) != (x, y) for x2, y2 in points
+        )
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: points[i][0])
@@ -37,8 +40,22 @@ def plot(result: dict, x_key: str, x_label: str, path: Path, log_x: bool = False
     ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
     front = pareto(points, higher)
     if front:
-        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="tab:red", label="Pareto front", zorder=2)
-        ax.scatter([points[i][0] for i in front], [points[i][1] for i in front], s=90, facecolors="none", edgecolors="tab:red", zorder=4)
+        ax.plot(
+            [points[i][0] for i in front],
+            [points[i][1] for i in front],
+            "--",
+            color="tab:red",
+            label="Pareto front",
+            zorder=2,
+        )
+        ax.scatter(
+            [points[i][0] for i in front],
+            [points[i][1] for i in front],
+            s=90,
+            facecolors="none",
+            edgecolors="tab:red",
+            zorder=4,
+        )
     if log_x:
         ax.set_xscale("log")
     _place_labels(fig, ax, points, [r["variant"] for r in rows])
@@ -62,7 +79,9 @@ def _place_labels(fig, ax, points: list[tuple[float, float]], labels: list[str],
     scale = fig.dpi / 72.0
     pixel = [tuple(ax.transData.transform(p)) for p in points]
     placed = [(x - 4, y - 4, x + 4, y + 4) for x, y in pixel]  # the markers themselves
-    candidates = [(r * dx, r * dy) for r in (8, 16, 26) for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0))]
+    candidates = [
+        (r * dx, r * dy) for r in (8, 16, 26) for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0))
+    ]
 
     def overlaps(box) -> int:
         return sum(not (box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1]) for b in placed)
@@ -80,35 +99,61 @@ def _place_labels(fig, ax, points: list[tuple[float, float]], labels: list[str],
                 break
         _, dx, dy, box = best
         placed.append(box)
-        ax.annotate(label, ax.transData.inverted().transform((x, y)), textcoords="offset points", xytext=(dx, dy), fontsize=size,
-                    ha="left" if dx >= 0 else "right", va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
+        ax.annotate(
+            label,
+            ax.transData.inverted().transform((x, y)),
+            textcoords="offset points",
+            xytext=(dx, dy),
+            fontsize=size,
+            ha="left" if dx >= 0 else "right",
+            va="center",
+            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5},
+        )
 
 
 def markdown(result: dict) -> str:
     y_label, _ = _quality_label(result)
     host = result["host"]
-    lines = [f"# edgekit report: {result['model']} on {result['target']}", "",
-             f"Host: {host['cpu']} ({host['cores']} cores; {', '.join(f for f in host['features'] if f.startswith(('avx2', 'avx512f', 'avx512vnni', 'neon', 'dotprod')))}). "
-             f"Quality: {y_label}, on {result['eval']}. Latency: p50, 2 threads, each runtime in its own process. "
-             f"{result['seconds']:.0f} s.", "",
-             "![quality vs latency](quality_vs_latency.png) ![quality vs size](quality_vs_size.png)", "",
-             "| variant | status | file kB | weights kB | quality ORT | quality TVM | ORT ms | TVM ms | validated (max abs) | notes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# edgekit report: {result['model']} on {result['target']}",
+        "",
+        f"Host: {host['cpu']} ({host['cores']} cores; {', '.join(f for f in host['features'] if f.startswith(('avx2', 'avx512f', 'avx512vnni', 'neon', 'dotprod')))}). "
+        f"Quality: {y_label}, on {result['eval']}. Latency: p50, 2 threads, each runtime in its own process. "
+        f"{result['seconds']:.0f} s.",
+        "",
+        "![quality vs latency](quality_vs_latency.png) ![quality vs size](quality_vs_size.png)",
+        "",
+        "| variant | status | file kB | weights kB | quality ORT | quality TVM | ORT ms | TVM ms | validated (max abs) | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     fmt = (lambda v: f"{v:.2%}") if result["quality"] == "accuracy" else (lambda v: f"{v:.4f}")
     for r in result["rows"]:
+
         def num(key, scale=1.0, digits=1):
             return "–" if r.get(key) is None else f"{r[key] / scale:.{digits}f}"
-        valid = "–" if r["validated"] is None else ("yes" if r["validated"] else "NO") + ("" if r["max_abs_vs_ort"] is None else f" ({r['max_abs_vs_ort']:.1e})")
+
+        valid = (
+            "–"
+            if r["validated"] is None
+            else ("yes" if r["validated"] else "NO")
+            + ("" if r["max_abs_vs_ort"] is None else f" ({r['max_abs_vs_ort']:.1e})")
+        )
         notes = "; ".join(r["notes"] + ([r["latency_note"]] if r["latency_note"] else []))
-        lines.append(f"| {r['variant']} | {r['status']} | {num('file_bytes', 1e3)} | {num('weight_bytes', 1e3)} | "
-                     f"{'–' if r['quality'] is None else fmt(r['quality'])} | {'–' if r['quality_tvm'] is None else fmt(r['quality_tvm'])} | "
-                     f"{num('ort_ms', 1, 3)} | {num('tvm_ms', 1, 3)} | {valid} | {notes} |")
+        lines.append(
+            f"| {r['variant']} | {r['status']} | {num('file_bytes', 1e3)} | {num('weight_bytes', 1e3)} | "
+            f"{'–' if r['quality'] is None else fmt(r['quality'])} | {'–' if r['quality_tvm'] is None else fmt(r['quality_tvm'])} | "
+            f"{num('ort_ms', 1, 3)} | {num('tvm_ms', 1, 3)} | {valid} | {notes} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def write_outputs(result: dict, out: Path) -> dict[str, str]:
-    files = {"json": out / "report.json", "markdown": out / "report.md", "latency_plot": out / "quality_vs_latency.png",
-             "size_plot": out / "quality_vs_size.png"}
+    files = {
+        "json": out / "report.json",
+        "markdown": out / "report.md",
+        "latency_plot": out / "quality_vs_latency.png",
+        "size_plot": out / "quality_vs_size.png",
+    }
     plot(result, "tvm_ms", "latency in edgekit's TVM build, p50 ms", files["latency_plot"])
     plot(result, "file_bytes", "file size, bytes (log)", files["size_plot"], log_x=True)
     with atomic_file(files["markdown"]) as tmp:

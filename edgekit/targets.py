@@ -4,6 +4,7 @@ A file gives the TVM target (kind, mtriple, mcpu, mattr), the C++ compiler that 
 shared object (and the apt package that provides it), and the default runner and thread count.
 Users add a target by adding a file; `--target path/to/file.toml` works too.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,9 +29,29 @@ _HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm6
 # The instruction-set features edgekit's rules, kernels and the "can this CPU run it?" check care about, by
 # LLVM's names (edgekit.runtime.lite.host_features reads the host's: CPUID on x86, HWCAP names on ARM).
 CHECKED_FEATURES = {
-    "x86_64": ("sse4.2", "avx", "avx2", "fma", "f16c", "bmi", "bmi2", "popcnt", "avx512f", "avx512bw", "avx512dq",
-               "avx512vl", "avx512cd", "avx512vnni", "avx512vpopcntdq", "avx512bitalg", "avx512vbmi", "avx512vbmi2",
-               "avx512bf16", "avx512fp16", "avxvnni"),
+    "x86_64": (
+        "sse4.2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "bmi",
+        "bmi2",
+        "popcnt",
+        "avx512f",
+        "avx512bw",
+        "avx512dq",
+        "avx512vl",
+        "avx512cd",
+        "avx512vnni",
+        "avx512vpopcntdq",
+        "avx512bitalg",
+        "avx512vbmi",
+        "avx512vbmi2",
+        "avx512bf16",
+        "avx512fp16",
+        "avxvnni",
+    ),
     "aarch64": ("neon", "dotprod", "i8mm", "fullfp16", "sve", "sve2"),
     "armv7": ("neon", "vfp4", "dotprod"),
 }
@@ -132,16 +153,27 @@ def host_description() -> dict:
     """Which CPU a measurement came from: model name, cores, and the ISA features edgekit checks."""
     name = ""
     try:
-        name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith(("model name", "Model", "Hardware"))), "")
+        name = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith(("model name", "Model", "Hardware"))
+            ),
+            "",
+        )
     except OSError:
         pass
     from edgekit.runtime.lite import cpu_count
 
     caps = TargetCaps.host()
     cores = cpu_count()
-    return {"cpu": name or platform.processor() or platform.machine(), "cores": cores, "arch": caps.arch,
-            "features": sorted(caps.features), "simd_bits": caps.simd_bits}
+    return {
+        "cpu": name or platform.processor() or platform.machine(),
+        "cores": cores,
+        "arch": caps.arch,
+        "features": sorted(caps.features),
+        "simd_bits": caps.simd_bits,
+    }
 
 
 def artifact_caps(target_json: dict) -> TargetCaps:
@@ -157,8 +189,10 @@ def artifact_caps(target_json: dict) -> TargetCaps:
             config["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
         return TargetCaps.from_tvm(tvm.target.Target(config))
     except (ImportError, AttributeError, KeyError, TypeError):
-        raise EdgekitError("the artifact's meta.json does not say which CPU features it needs",
-                           "re-run edgekit compile (artifacts from older edgekit versions lack the record)") from None
+        raise EdgekitError(
+            "the artifact's meta.json does not say which CPU features it needs",
+            "re-run edgekit compile (artifacts from older edgekit versions lack the record)",
+        ) from None
 
 
 def missing_here(target_json: dict) -> list[str]:
@@ -276,22 +310,28 @@ class TargetSpec:
         if cpu_config.get("mcpu") == "native":
             cpu_config["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
         if self.is_gpu and not re.fullmatch(r"sm_\d{2,3}[a-z]?", self.gpu_arch):
-            raise EdgekitError(f"target {self.name}: arch '{self.gpu_arch}' is not a CUDA architecture",
-                               "use sm_XY, e.g. sm_80 (A100), sm_86 (RTX 30xx), sm_87 (Jetson Orin), sm_89, sm_90")
+            raise EdgekitError(
+                f"target {self.name}: arch '{self.gpu_arch}' is not a CUDA architecture",
+                "use sm_XY, e.g. sm_80 (A100), sm_86 (RTX 30xx), sm_87 (Jetson Orin), sm_89, sm_90",
+            )
         try:
             with _native_stderr_silenced():  # LLVM prints its own complaint about an unknown mcpu on fd 2
                 target = tvm.target.Target(config)
         except Exception as exc:  # noqa: BLE001 - TVM's ValueError/TypeError on a malformed target dict, reported
-            raise EdgekitError(f"target {self.name}: TVM rejects its [tvm] table: {last_line(str(exc))}",
-                               "see targets/x86_64.toml for the format") from None
+            raise EdgekitError(
+                f"target {self.name}: TVM rejects its [tvm] table: {last_line(str(exc))}",
+                "see targets/x86_64.toml for the format",
+            ) from None
         mcpu, cpu_target = cpu_config.get("mcpu"), target.host if self.is_gpu else target
         if mcpu and cpu_target.kind.name == "llvm":
             with _native_stderr_silenced():
                 known = set(tvm.target.codegen.llvm_get_cpu_archlist(cpu_target))
         if mcpu and cpu_target.kind.name == "llvm" and mcpu not in known:
             # LLVM would print an error, fall back to a generic CPU and build slow code with exit 0
-            raise EdgekitError(f"target {self.name}: LLVM does not know the CPU '{mcpu}' for {cpu_config.get('mtriple', 'this triple')}",
-                               "use a name from `llc -mcpu=help`, e.g. x86-64-v3, znver4, cortex-a72")
+            raise EdgekitError(
+                f"target {self.name}: LLVM does not know the CPU '{mcpu}' for {cpu_config.get('mtriple', 'this triple')}",
+                "use a name from `llc -mcpu=help`, e.g. x86-64-v3, znver4, cortex-a72",
+            )
         return target
 
     def compiler(self) -> str:
@@ -352,7 +392,9 @@ def _parse(path: Path) -> TargetSpec:
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise EdgekitError(f"target file {path} is not valid TOML: {exc}", "see targets/x86_64.toml for the format") from None
+        raise EdgekitError(
+            f"target file {path} is not valid TOML: {exc}", "see targets/x86_64.toml for the format"
+        ) from None
     try:
         toolchain, runner = raw.get("toolchain", {}), raw.get("runner", {})
         return TargetSpec(
@@ -371,7 +413,9 @@ def _parse(path: Path) -> TargetSpec:
             nvcc=toolchain.get("nvcc", "nvcc"),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise EdgekitError(f"target file {path} is missing or has a bad field: {exc}", "see targets/x86_64.toml for the format") from None
+        raise EdgekitError(
+            f"target file {path} is missing or has a bad field: {exc}", "see targets/x86_64.toml for the format"
+        ) from None
 
 
 def list_targets() -> list[TargetSpec]:
@@ -383,7 +427,10 @@ def load_target(name: str) -> TargetSpec:
     if name.endswith(".toml"):
         path = Path(name)
         if not path.exists():
-            raise EdgekitError(f"target file {path}: no such file", "check the path, or pass a target name (edgekit targets lists them)")
+            raise EdgekitError(
+                f"target file {path}: no such file",
+                "check the path, or pass a target name (edgekit targets lists them)",
+            )
         return _parse(path)
     for spec in list_targets():
         if name == spec.name or name in spec.aliases:

@@ -6,6 +6,7 @@ Errors are reported per output as
                                             per-element ratios explode near zero and mean nothing)
 An output passes when max_abs <= atol + rtol * max |reference|.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 import edgekit.interrupts as interrupts
+from edgekit.comparison import DEFAULT_ATOL, DEFAULT_RTOL, OutputError, ValidationReport, compare_outputs  # noqa: F401 - re-exported
 from edgekit.errors import EdgekitError, message_line
 from edgekit.passes.legacy_opset import reference_model
 
-from edgekit.comparison import DEFAULT_ATOL, DEFAULT_RTOL, OutputError, ValidationReport, compare_outputs  # noqa: F401 - re-exported
 # Models with quantized activations (QuantizeLinear in the graph): onnxruntime runs integer kernels with
 # fixed-point requantization, TVM dequantizes and computes in float, so a value sitting on a rounding
 # boundary can land one quantization step apart in any layer; measured on the digits CNN: up to 2.7e-3 of
@@ -57,10 +58,15 @@ def load_inputs_npz(path: Path, specs) -> list[dict[str, np.ndarray]]:
         if spec.name in data and data[spec.name].size == 0:
             raise EdgekitError(f"{path}: array '{spec.name}' is empty", "save at least one sample")
         if spec.name not in data:
-            raise EdgekitError(f"{path} has no array for input '{spec.name}'", f"it holds: {', '.join(data) or 'nothing'}")
+            raise EdgekitError(
+                f"{path} has no array for input '{spec.name}'", f"it holds: {', '.join(data) or 'nothing'}"
+            )
         arr = data[spec.name]
         if np.dtype(spec.dtype).kind in "iu" and arr.dtype.kind == "f":
-            raise EdgekitError(f"{path}: input '{spec.name}' is {spec.dtype} in the model, the file holds {arr.dtype}", "save it as integers")
+            raise EdgekitError(
+                f"{path}: input '{spec.name}' is {spec.dtype} in the model, the file holds {arr.dtype}",
+                "save it as integers",
+            )
         arr = arr.astype(spec.dtype, copy=False)
         shape = tuple(int(d) for d in spec.shape)
         if arr.shape == shape:
@@ -68,7 +74,10 @@ def load_inputs_npz(path: Path, specs) -> list[dict[str, np.ndarray]]:
         elif arr.shape[1:] == shape:
             batch = list(arr)
         else:
-            raise EdgekitError(f"{path}: input '{spec.name}' has shape {list(arr.shape)}, expected {list(shape)} (or N×{list(shape)})", "save arrays of the model input shape, or N of them stacked on a leading axis")
+            raise EdgekitError(
+                f"{path}: input '{spec.name}' has shape {list(arr.shape)}, expected {list(shape)} (or N×{list(shape)})",
+                "save arrays of the model input shape, or N of them stacked on a leading axis",
+            )
         for i, sample in enumerate(batch):
             if i == len(samples):
                 samples.append({})
@@ -120,16 +129,28 @@ def check_same_interface(model, compiled, onnx_path: Path, frozen: dict | None =
         return ", ".join(f"{s.name} {s.dtype}{list(s.shape)}" for s in specs)
 
     ref_inputs = [s for s in graph_inputs(model) if s.name not in (frozen or {})]
-    for kind, ref, art in (("inputs", ref_inputs, compiled.inputs), ("outputs", graph_outputs(model), compiled.outputs)):
+    for kind, ref, art in (
+        ("inputs", ref_inputs, compiled.inputs),
+        ("outputs", graph_outputs(model), compiled.outputs),
+    ):
         same = len(ref) == len(art) and all(
-            r.name == a.name and r.dtype == a.dtype and len(r.shape) == len(a.shape)
-            and all(not isinstance(d, int) or d == int(e) for d, e in zip(r.shape, a.shape)) for r, a in zip(ref, art))
+            r.name == a.name
+            and r.dtype == a.dtype
+            and len(r.shape) == len(a.shape)
+            and all(not isinstance(d, int) or d == int(e) for d, e in zip(r.shape, a.shape))
+            for r, a in zip(ref, art)
+        )
         if not same:
-            raise EdgekitError(f"{onnx_path} does not match the artifact's {kind}: the model has {describe(ref) or 'none'}, "
-                               f"the artifact {describe(art)}", "validate the artifact against the model it was compiled from")
+            raise EdgekitError(
+                f"{onnx_path} does not match the artifact's {kind}: the model has {describe(ref) or 'none'}, "
+                f"the artifact {describe(art)}",
+                "validate the artifact against the model it was compiled from",
+            )
 
 
-def compare_samples(samples, session, compiled, atol: float, rtol: float, frozen: dict | None = None) -> ValidationReport:
+def compare_samples(
+    samples, session, compiled, atol: float, rtol: float, frozen: dict | None = None
+) -> ValidationReport:
     """Worst errors over the samples; onnxruntime also gets the frozen inputs (bound to constants in the artifact)."""
     worst: ValidationReport | None = None
     out_names = [o.name for o in compiled.outputs]
@@ -139,8 +160,10 @@ def compare_samples(samples, session, compiled, atol: float, rtol: float, frozen
         except Exception as exc:  # noqa: BLE001 - onnxruntime's pybind errors reach the user as one line
             interrupts.check()
             first = message_line(exc, 240, first=True)
-            raise EdgekitError(f"onnxruntime could not run the reference model on these inputs: {first}",
-                               "check the inputs' names, shapes and dtypes against the model") from None
+            raise EdgekitError(
+                f"onnxruntime could not run the reference model on these inputs: {first}",
+                "check the inputs' names, shapes and dtypes against the model",
+            ) from None
         got = compiled.run(feeds)
         report = compare_outputs(ref, got, atol, rtol)
         if worst is None:

@@ -4,6 +4,7 @@ A zoo file defines `create() -> nn.Module`, `INPUT_SHAPE`, `DESCRIPTION` and `WE
 file name in models/, or None for random init). Both zoo and user models are loaded by path, so the
 zoo needs no package of its own and users' files work exactly like ours.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -36,7 +37,10 @@ def _import_file(path: Path) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # user code: report it in one line, it is not edgekit's bug
-        raise EdgekitError(f"importing {path} failed: {type(exc).__name__}: {exc}", "run the file with python to see the error; it must define the factory function") from None
+        raise EdgekitError(
+            f"importing {path} failed: {type(exc).__name__}: {exc}",
+            "run the file with python to see the error; it must define the factory function",
+        ) from None
     return module
 
 
@@ -64,14 +68,21 @@ def _load_weights(module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise EdgekitError(f"cannot load weights {path}: {type(exc).__name__}", "the file is corrupt or not a state_dict") from None
+        raise EdgekitError(
+            f"cannot load weights {path}: {type(exc).__name__}", "the file is corrupt or not a state_dict"
+        ) from None
     if not isinstance(state, dict):
-        raise EdgekitError(f"weights {path} are not a state_dict (got {type(state).__name__})", "save model.state_dict() with torch.save")
+        raise EdgekitError(
+            f"weights {path} are not a state_dict (got {type(state).__name__})",
+            "save model.state_dict() with torch.save",
+        )
     try:
         module.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as exc:  # missing / unexpected keys, shape mismatches
-        first = (str(exc).strip().splitlines() or ["?"])
-        raise EdgekitError(f"weights {path} do not fit the model: {' '.join(first)[:240]}", "pass the state_dict saved from this model") from None
+        first = str(exc).strip().splitlines() or ["?"]
+        raise EdgekitError(
+            f"weights {path} do not fit the model: {' '.join(first)[:240]}", "pass the state_dict saved from this model"
+        ) from None
 
 
 def load_model(ref: str, weights: Path | None = None) -> LoadedModel:
@@ -85,15 +96,22 @@ def load_model(ref: str, weights: Path | None = None) -> LoadedModel:
         file, factory_name = ref.rsplit(":", 1)
         path = Path(file)
         if not path.exists():
-            raise EdgekitError(f"{path}: no such file", "write MODEL as path/to/file.py:factory or a zoo name (edgekit models)")
+            raise EdgekitError(
+                f"{path}: no such file", "write MODEL as path/to/file.py:factory or a zoo name (edgekit models)"
+            )
         mod = _import_file(path)
         factory = getattr(mod, factory_name, None)
         if not callable(factory):
-            raise EdgekitError(f"{path} has no callable '{factory_name}'", "write MODEL as path/to/file.py:factory, naming a function that returns an nn.Module")
+            raise EdgekitError(
+                f"{path} has no callable '{factory_name}'",
+                "write MODEL as path/to/file.py:factory, naming a function that returns an nn.Module",
+            )
         try:
             module = factory()
         except Exception as exc:  # noqa: BLE001 - the user's code failed: one line naming it, not an edgekit bug
-            raise EdgekitError(f"{ref}() raised {type(exc).__name__}: {str(exc)[:200]}", "run the factory in python to debug it") from None
+            raise EdgekitError(
+                f"{ref}() raised {type(exc).__name__}: {str(exc)[:200]}", "run the factory in python to debug it"
+            ) from None
         shape = tuple(getattr(mod, "INPUT_SHAPE", ())) or None
         desc, name = f"user model {ref}", path.stem
     else:
@@ -101,7 +119,10 @@ def load_model(ref: str, weights: Path | None = None) -> LoadedModel:
     import torch
 
     if not isinstance(module, torch.nn.Module):
-        raise EdgekitError(f"{ref} did not return a torch.nn.Module (got {type(module).__name__})", "the factory must return an nn.Module instance")
+        raise EdgekitError(
+            f"{ref} did not return a torch.nn.Module (got {type(module).__name__})",
+            "the factory must return an nn.Module instance",
+        )
     if weights is not None:
         _load_weights(module, Path(weights))
     module.eval()

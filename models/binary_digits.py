@@ -8,6 +8,7 @@ sign·α per output channel, applied to Where(x >= 0, 1, -1) inputs, so the stat
 ``binary_digits.pt`` is the deployed model and `edgekit export` + the binarize pass pack it losslessly.
 Trained by ``train_binary_digits.py``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,7 @@ from edgekit.finetune import binarize_module, fold_binary
 DESCRIPTION = "XNOR CNN for 8x8 digits (1-bit weights+activations inside, float first/last), trained weights"
 INPUT_SHAPE: tuple[int, ...] = (1, 1, 8, 8)
 WEIGHTS: str | None = "binary_digits.pt"
-MODE = "xnor"          # binary weights and activations in every layer except the first and last
+MODE = "xnor"  # binary weights and activations in every layer except the first and last
 BINARIZER = "ste_sign"  # the weight quantizer it was trained with (train_binary_digits.py --binarizer)
 
 NUM_CLASSES = 10

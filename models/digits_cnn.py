@@ -3,6 +3,7 @@
 BatchNorm layers are kept on purpose so that the BN-folding passes have something
 to fold; the trained weights live in ``digits_cnn.pt`` (see ``train_digits.py``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,9 +30,9 @@ class DigitsCNN(nn.Module):
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            _conv_bn_relu(1, 16),   # 8x8
+            _conv_bn_relu(1, 16),  # 8x8
             _conv_bn_relu(16, 32),  # 8x8
-            nn.MaxPool2d(2),        # -> 4x4
+            nn.MaxPool2d(2),  # -> 4x4
             _conv_bn_relu(32, 64),  # 4x4
         )
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -4,6 +4,7 @@ torchvision is not a dependency, so the architecture is re-declared here. Module
 parameter names match ``torchvision.models.mobilenet_v2`` so that its state_dicts load
 unchanged.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,9 +42,7 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
 class ConvBNReLU6(nn.Sequential):
     """Equivalent of torchvision's Conv2dNormActivation(..., activation_layer=nn.ReLU6)."""
 
-    def __init__(
-        self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1, groups: int = 1
-    ) -> None:
+    def __init__(self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1, groups: int = 1) -> None:
         padding = (kernel_size - 1) // 2
         super().__init__(
             nn.Conv2d(cin, cout, kernel_size, stride, padding, groups=groups, bias=False),
@@ -72,9 +71,7 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    def __init__(
-        self, num_classes: int = NUM_CLASSES, width_mult: float = 1.0, dropout: float = 0.2
-    ) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES, width_mult: float = 1.0, dropout: float = 0.2) -> None:
         super().__init__()
         input_channel = _make_divisible(32 * width_mult)
         self.last_channel = _make_divisible(1280 * max(1.0, width_mult))
@@ -87,9 +84,7 @@ class MobileNetV2(nn.Module):
                 input_channel = output_channel
         features.append(ConvBNReLU6(input_channel, self.last_channel, kernel_size=1))
         self.features = nn.Sequential(*features)
-        self.classifier = nn.Sequential(
-            nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes)
-        )
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes))
 
         # Same init as torchvision.
         for m in self.modules():

@@ -4,6 +4,7 @@ torchvision is not a dependency, so the architecture is re-declared here. Module
 parameter names match ``torchvision.models.resnet18`` so that its state_dicts load
 unchanged (V1.5 variant: the stride-2 sits on the 3x3 conv of each downsampling block).
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,9 +31,7 @@ def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(
-        self, cin: int, cout: int, stride: int = 1, downsample: nn.Module | None = None
-    ) -> None:
+    def __init__(self, cin: int, cout: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = _conv3x3(cin, cout, stride)
         self.bn1 = nn.BatchNorm2d(cout)
@@ -49,9 +48,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(
-        self, layers: tuple[int, int, int, int] = (2, 2, 2, 2), num_classes: int = NUM_CLASSES
-    ) -> None:
+    def __init__(self, layers: tuple[int, int, int, int] = (2, 2, 2, 2), num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)

@@ -11,6 +11,7 @@ the form ``binary_digits.create()`` builds. ``--compare`` also finetunes the tra
 binary weights only (BWN, from its float weights). Single thread, seeded, deterministic; the test split
 is only used for the reported numbers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,7 +61,9 @@ def main() -> None:
     parser.add_argument("--bwn-epochs", type=int, default=20)
     parser.add_argument("--bwn-lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--compare", action="store_true", help="print the BWN/XNOR x ste_sign/biper table, save nothing")
+    parser.add_argument(
+        "--compare", action="store_true", help="print the BWN/XNOR x ste_sign/biper table, save nothing"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds for --compare")
     parser.add_argument("--out", type=Path, default=HERE / "binary_digits.pt")
     args = parser.parse_args()
@@ -72,8 +75,11 @@ def main() -> None:
                 bwn = finetune_bwn(binarizer, args.bwn_epochs, args.bwn_lr, args.distill, seed, log=None)
                 xnor = train_xnor(binarizer, args.epochs, args.lr, args.distill, seed, log=None)
                 accs.append((bwn.test_accuracy, xnor.test_accuracy))
-                print(f"{binarizer:9s} seed {seed}  BWN {bwn.test_accuracy:.4f} ({bwn.seconds:.0f}s)  "
-                      f"XNOR {xnor.test_accuracy:.4f} ({xnor.seconds:.0f}s)", flush=True)
+                print(
+                    f"{binarizer:9s} seed {seed}  BWN {bwn.test_accuracy:.4f} ({bwn.seconds:.0f}s)  "
+                    f"XNOR {xnor.test_accuracy:.4f} ({xnor.seconds:.0f}s)",
+                    flush=True,
+                )
             mean = np.mean(accs, axis=0)
             print(f"{binarizer:9s} mean    BWN {mean[0]:.4f}  XNOR {mean[1]:.4f}", flush=True)
         return

@@ -8,6 +8,7 @@ Training runs single-threaded on CPU with all randomness seeded and deterministi
 algorithms enforced, so the same torch version reproduces the same weights. The test
 split is only used for the final report, never for model selection.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,7 @@ def predict(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     return model(torch.from_numpy(x)).numpy()
 
 
-def train(
-    epochs: int, batch_size: int, lr: float, weight_decay: float
-) -> tuple[torch.nn.Module, float]:
+def train(epochs: int, batch_size: int, lr: float, weight_decay: float) -> tuple[torch.nn.Module, float]:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(SEED)
@@ -59,9 +58,7 @@ def train(
     model = _load_model_module().create()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = (len(x_train) + batch_size - 1) // batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.2
-    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.2)
 
     for epoch in range(epochs):
         model.train()
@@ -87,9 +84,7 @@ def train(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-2)

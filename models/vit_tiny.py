@@ -4,6 +4,7 @@ Attention is written out with matmul + softmax rather than nn.MultiheadAttention
 F.scaled_dot_product_attention: those export to fused/optional ONNX patterns that
 edge compilers (e.g. TVM's ONNX importer) handle less reliably than plain MatMul/Softmax.
 """
+
 from __future__ import annotations
 
 import torch

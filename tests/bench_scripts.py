@@ -1,4 +1,5 @@
 """bench/ scripts as modules, for the tests that check their logic (they are scripts, not a package)."""
+
 from __future__ import annotations
 
 import importlib.util

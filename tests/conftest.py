@@ -13,8 +13,17 @@ from edgekit.cli import app
 # One TVM target per x86 ISA edgekit has code paths for. Tests run each one the host CPU can execute and
 # skip (with the missing features named) the others: never a hard-coded CPU model.
 X86_TARGETS = {
-    "avx512": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni", "+avx512vpopcntdq"]},
-    "avx2": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"},  # AVX2 + FMA, no VNNI, no vector popcount
+    "avx512": {
+        "kind": "llvm",
+        "mtriple": "x86_64-linux-gnu",
+        "mcpu": "x86-64-v4",
+        "mattr": ["+avx512vnni", "+avx512vpopcntdq"],
+    },
+    "avx2": {
+        "kind": "llvm",
+        "mtriple": "x86_64-linux-gnu",
+        "mcpu": "x86-64-v3",
+    },  # AVX2 + FMA, no VNNI, no vector popcount
 }
 
 
@@ -92,10 +101,14 @@ def third_party_cnn(batch: int | str = "N", size: int = 32, seed: int = 0) -> on
         return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
 
     inits = [
-        init("w1", (16, 3, 3, 3)), init("b1", (16,)),
-        init("w2", (16, 4, 3, 3)), init("b2", (16,)),  # grouped conv, 4 groups
-        init("w3", (16, 1, 3, 3)), init("b3", (16,)),  # depthwise
-        init("wf", (10, 16)), init("bf", (10,)),
+        init("w1", (16, 3, 3, 3)),
+        init("b1", (16,)),
+        init("w2", (16, 4, 3, 3)),
+        init("b2", (16,)),  # grouped conv, 4 groups
+        init("w3", (16, 1, 3, 3)),
+        init("b3", (16,)),  # depthwise
+        init("wf", (10, 16)),
+        init("bf", (10,)),
     ]
     nodes = [
         helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1], strides=[2, 2]),
@@ -111,7 +124,8 @@ def third_party_cnn(batch: int | str = "N", size: int = 32, seed: int = 0) -> on
         helper.make_node("Softmax", ["fc"], ["probs"], name="softmax", axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "third_party_cnn",
+        nodes,
+        "third_party_cnn",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, size, size])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 10])],
         inits,

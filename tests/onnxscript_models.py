@@ -1,5 +1,6 @@
 """Models written with onnxscript, as users' exporters write them (Constant nodes, CastLike, nested If).
 A module of its own without `from __future__ import annotations`: onnxscript reads the type annotations."""
+
 import onnx
 from onnxscript import FLOAT, INT64, script
 from onnxscript import opset17 as op

@@ -1,6 +1,7 @@
 """Small torch models and helpers shared by the pruning-family tests (test_structured, test_prune, test_lowrank,
 test_depth): the export every test uses, the residual CNN and the MLP more than one file prunes, and the
 onnxruntime run the results are compared with. Imported as a plain module, as realworld.py is."""
+
 from __future__ import annotations
 
 import io
@@ -26,7 +27,9 @@ def export(module: nn.Module, shape: tuple[int, ...]) -> onnx.ModelProto:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.rand(*shape),), buf, opset_version=17, dynamo=False, input_names=["x"], output_names=["y"])
+        torch.onnx.export(
+            module, (torch.rand(*shape),), buf, opset_version=17, dynamo=False, input_names=["x"], output_names=["y"]
+        )
     return onnx.load_from_string(buf.getvalue())
 
 

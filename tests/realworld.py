@@ -4,6 +4,7 @@ Small random weights, built here (onnx.helper for what tf2onnx emits, torch's To
 PyTorch exports, with a dynamic batch as such exports usually have): no downloads. `build(name, size)` returns
 an onnx.ModelProto; `CORPUS` lists the names. bench/realworld.py times the same builders at realistic sizes.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,7 +26,11 @@ def _tf_classifier(size: int = 32, opset: int = 13) -> onnx.ModelProto:
     inits: list[onnx.TensorProto] = []
 
     def const(name, array):
-        inits.append(numpy_helper.from_array(np.asarray(array, np.float32 if np.asarray(array).dtype.kind == "f" else np.int64), name))
+        inits.append(
+            numpy_helper.from_array(
+                np.asarray(array, np.float32 if np.asarray(array).dtype.kind == "f" else np.int64), name
+            )
+        )
         return name
 
     def conv(name, x, cin, cout, kh, kw, **attrs):
@@ -33,37 +38,46 @@ def _tf_classifier(size: int = 32, opset: int = 13) -> onnx.ModelProto:
         b = const(f"{name}_b", rng.standard_normal(cout) * 0.1)
         return helper.make_node("Conv", [x, w, b], [name], name=name, kernel_shape=[kh, kw], **attrs)
 
-    n = [helper.make_node("Transpose", ["input_1"], ["nchw"], perm=[0, 3, 1, 2]),
-         conv("c1", "nchw", 3, 16, 3, 3, pads=[1, 1, 1, 1]),
-         helper.make_node("Max", ["c1", const("floor", -0.4)], ["m1"]),
-         conv("c2", "m1", 16, 16, 3, 1, pads=[1, 0, 1, 0]),
-         helper.make_node("LeakyRelu", ["c2"], ["l2"], alpha=0.1),
-         conv("c3", "l2", 16, 16, 1, 3, pads=[0, 1, 0, 1]),
-         helper.make_node("Pad", ["c3", const("p4", [0, 0, 1, 1, 0, 0, 1, 1])], ["pad4"], mode="reflect"),
-         conv("c4", "pad4", 16, 24, 3, 3),
-         helper.make_node("Min", ["c4", const("cap", 6.0), const("cap2", 5.5)], ["m4"]),
-         helper.make_node("Max", ["m4", const("zero", 0.0)], ["r4"]),
-         helper.make_node("Pad", ["r4", const("p5", [0, 0, 1, 1, 0, 0, 1, 1]), const("pv", 0.0)], ["pad5"], mode="constant"),
-         conv("c5", "pad5", 24, 32, 3, 3, strides=[2, 2]),
-         helper.make_node("Transpose", ["c5"], ["nhwc"], perm=[0, 2, 3, 1]),
-         # LayerNormalization as tf2onnx spells it: mean, centred square, mean, add eps, sqrt, divide, scale, shift
-         helper.make_node("ReduceMean", ["nhwc"], ["mu"], axes=[-1], keepdims=1),
-         helper.make_node("Sub", ["nhwc", "mu"], ["xc"]),
-         helper.make_node("Mul", ["xc", "xc"], ["sq"]),
-         helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1], keepdims=1),
-         helper.make_node("Add", ["var", const("eps", 1e-3)], ["vare"]),
-         helper.make_node("Sqrt", ["vare"], ["std"]),
-         helper.make_node("Div", ["xc", "std"], ["xn"]),
-         helper.make_node("Mul", ["xn", const("gamma", rng.uniform(0.5, 1.5, 32))], ["xg"]),
-         helper.make_node("Add", ["xg", const("beta", rng.standard_normal(32) * 0.1)], ["ln"]),
-         helper.make_node("Transpose", ["ln"], ["back"], perm=[0, 3, 1, 2]),
-         helper.make_node("GlobalMaxPool", ["back"], ["gmp"]),
-         helper.make_node("Flatten", ["gmp"], ["flat"]),
-         helper.make_node("MatMul", ["flat", const("dense_w", rng.standard_normal((32, 10)) * 0.2)], ["mm"]),
-         helper.make_node("Add", ["mm", const("dense_b", rng.standard_normal(10) * 0.1)], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)]
-    graph = helper.make_graph(n, "tf_classifier", [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["unk__1", size, size, 3])],
-                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["unk__2", 10])], inits)
+    n = [
+        helper.make_node("Transpose", ["input_1"], ["nchw"], perm=[0, 3, 1, 2]),
+        conv("c1", "nchw", 3, 16, 3, 3, pads=[1, 1, 1, 1]),
+        helper.make_node("Max", ["c1", const("floor", -0.4)], ["m1"]),
+        conv("c2", "m1", 16, 16, 3, 1, pads=[1, 0, 1, 0]),
+        helper.make_node("LeakyRelu", ["c2"], ["l2"], alpha=0.1),
+        conv("c3", "l2", 16, 16, 1, 3, pads=[0, 1, 0, 1]),
+        helper.make_node("Pad", ["c3", const("p4", [0, 0, 1, 1, 0, 0, 1, 1])], ["pad4"], mode="reflect"),
+        conv("c4", "pad4", 16, 24, 3, 3),
+        helper.make_node("Min", ["c4", const("cap", 6.0), const("cap2", 5.5)], ["m4"]),
+        helper.make_node("Max", ["m4", const("zero", 0.0)], ["r4"]),
+        helper.make_node(
+            "Pad", ["r4", const("p5", [0, 0, 1, 1, 0, 0, 1, 1]), const("pv", 0.0)], ["pad5"], mode="constant"
+        ),
+        conv("c5", "pad5", 24, 32, 3, 3, strides=[2, 2]),
+        helper.make_node("Transpose", ["c5"], ["nhwc"], perm=[0, 2, 3, 1]),
+        # LayerNormalization as tf2onnx spells it: mean, centred square, mean, add eps, sqrt, divide, scale, shift
+        helper.make_node("ReduceMean", ["nhwc"], ["mu"], axes=[-1], keepdims=1),
+        helper.make_node("Sub", ["nhwc", "mu"], ["xc"]),
+        helper.make_node("Mul", ["xc", "xc"], ["sq"]),
+        helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1], keepdims=1),
+        helper.make_node("Add", ["var", const("eps", 1e-3)], ["vare"]),
+        helper.make_node("Sqrt", ["vare"], ["std"]),
+        helper.make_node("Div", ["xc", "std"], ["xn"]),
+        helper.make_node("Mul", ["xn", const("gamma", rng.uniform(0.5, 1.5, 32))], ["xg"]),
+        helper.make_node("Add", ["xg", const("beta", rng.standard_normal(32) * 0.1)], ["ln"]),
+        helper.make_node("Transpose", ["ln"], ["back"], perm=[0, 3, 1, 2]),
+        helper.make_node("GlobalMaxPool", ["back"], ["gmp"]),
+        helper.make_node("Flatten", ["gmp"], ["flat"]),
+        helper.make_node("MatMul", ["flat", const("dense_w", rng.standard_normal((32, 10)) * 0.2)], ["mm"]),
+        helper.make_node("Add", ["mm", const("dense_b", rng.standard_normal(10) * 0.1)], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        n,
+        "tf_classifier",
+        [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["unk__1", size, size, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["unk__2", 10])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tf2onnx")
     model.ir_version = 7
     onnx.checker.check_model(model)
@@ -137,8 +151,13 @@ class _Crnn(nn.Module):
 
     def __init__(self, hidden: int = 32, classes: int = 37) -> None:
         super().__init__()
-        self.convs = nn.Sequential(_ConvBnAct(1, 16, act=nn.ReLU), nn.MaxPool2d(2), _ConvBnAct(16, 32, act=nn.ReLU), nn.MaxPool2d((2, 1)),
-                                   _ConvBnAct(32, 48, act=nn.ReLU))
+        self.convs = nn.Sequential(
+            _ConvBnAct(1, 16, act=nn.ReLU),
+            nn.MaxPool2d(2),
+            _ConvBnAct(16, 32, act=nn.ReLU),
+            nn.MaxPool2d((2, 1)),
+            _ConvBnAct(32, 48, act=nn.ReLU),
+        )
         self.rnn = nn.LSTM(48, hidden, bidirectional=True, batch_first=True)
         self.fc = nn.Linear(2 * hidden, classes)
 
@@ -160,11 +179,17 @@ class _AudioCnn(nn.Module):
         self.stft = nn.Conv1d(1, 2 * bins, n_fft, stride=hop, bias=False)
         self.stft.weight.data = torch.tensor(basis[:, None, :], dtype=torch.float32)
         self.bins = bins
-        self.cnn = nn.Sequential(_ConvBnAct(1, 8, act=nn.ReLU), _ConvBnAct(8, 16, s=2, act=nn.ReLU), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+        self.cnn = nn.Sequential(
+            _ConvBnAct(1, 8, act=nn.ReLU),
+            _ConvBnAct(8, 16, s=2, act=nn.ReLU),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(16, 3),
+        )
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         spec = self.stft(wave)
-        power = spec[:, : self.bins] ** 2 + spec[:, self.bins:] ** 2
+        power = spec[:, : self.bins] ** 2 + spec[:, self.bins :] ** 2
         logmel = torch.log(power + 1e-6)
         lo, hi = logmel.amin((1, 2), keepdim=True), logmel.amax((1, 2), keepdim=True)
         norm = (logmel - lo) / (hi - lo + 1e-6)
@@ -201,30 +226,50 @@ def detector_with_nms(size: int = 32, candidates: int = 16) -> onnx.ModelProto:
     tvm.contrib.sort functions by name at run time, so this also checks the deployed runtime has them."""
     rng = np.random.default_rng(0)
     anchors, classes = (size // 4) ** 2, 2
-    inits = [numpy_helper.from_array(a, n) for n, a in (
-        ("w", rng.normal(0, 0.3, (4 + classes, 3, 3, 3)).astype(np.float32)),
-        ("head_shape", np.array([1, 4 + classes, anchors], np.int64)), ("k", np.array([candidates], np.int64)),
-        ("box_lo", np.array([0], np.int64)), ("box_hi", np.array([4], np.int64)), ("cls_hi", np.array([4 + classes], np.int64)),
-        ("axis1", np.array([1], np.int64)), ("scale", np.array(float(size), np.float32)),
-        ("max_out", np.array([8], np.int64)), ("iou", np.array([0.5], np.float32)), ("score_min", np.array([0.3], np.float32)))]
+    inits = [
+        numpy_helper.from_array(a, n)
+        for n, a in (
+            ("w", rng.normal(0, 0.3, (4 + classes, 3, 3, 3)).astype(np.float32)),
+            ("head_shape", np.array([1, 4 + classes, anchors], np.int64)),
+            ("k", np.array([candidates], np.int64)),
+            ("box_lo", np.array([0], np.int64)),
+            ("box_hi", np.array([4], np.int64)),
+            ("cls_hi", np.array([4 + classes], np.int64)),
+            ("axis1", np.array([1], np.int64)),
+            ("scale", np.array(float(size), np.float32)),
+            ("max_out", np.array([8], np.int64)),
+            ("iou", np.array([0.5], np.float32)),
+            ("score_min", np.array([0.3], np.float32)),
+        )
+    ]
     node = helper.make_node
     nodes = [
         node("Conv", ["image", "w"], ["head"], kernel_shape=[3, 3], strides=[4, 4], pads=[1, 1, 1, 1]),
         node("Reshape", ["head", "head_shape"], ["flat"]),
         node("Slice", ["flat", "box_lo", "box_hi", "axis1"], ["box_raw"]),
-        node("Sigmoid", ["box_raw"], ["box_unit"]), node("Mul", ["box_unit", "scale"], ["box_px"]),
+        node("Sigmoid", ["box_raw"], ["box_unit"]),
+        node("Mul", ["box_unit", "scale"], ["box_px"]),
         node("Transpose", ["box_px"], ["boxes_all"], perm=[0, 2, 1]),  # [1, anchors, 4] corners
-        node("Slice", ["flat", "box_hi", "cls_hi", "axis1"], ["cls_raw"]), node("Sigmoid", ["cls_raw"], ["scores_all"]),
+        node("Slice", ["flat", "box_hi", "cls_hi", "axis1"], ["cls_raw"]),
+        node("Sigmoid", ["cls_raw"], ["scores_all"]),
         node("ReduceMax", ["scores_all"], ["best"], axes=[1], keepdims=0),
         node("TopK", ["best", "k"], ["top_scores", "top_idx"], axis=1),
         node("Squeeze", ["top_idx", "box_lo"], ["idx"]),
-        node("Gather", ["boxes_all", "idx"], ["boxes"], axis=1), node("Gather", ["scores_all", "idx"], ["scores"], axis=2),
+        node("Gather", ["boxes_all", "idx"], ["boxes"], axis=1),
+        node("Gather", ["scores_all", "idx"], ["scores"], axis=2),
         node("NonMaxSuppression", ["boxes", "scores", "max_out", "iou", "score_min"], ["selected"]),
     ]
-    graph = helper.make_graph(nodes, "detector_with_nms", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
-                              [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, candidates, 4]),
-                               helper.make_tensor_value_info("top_scores", TensorProto.FLOAT, [1, candidates]),
-                               helper.make_tensor_value_info("selected", TensorProto.INT64, ["detections", 3])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "detector_with_nms",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, candidates, 4]),
+            helper.make_tensor_value_info("top_scores", TensorProto.FLOAT, [1, candidates]),
+            helper.make_tensor_value_info("selected", TensorProto.INT64, ["detections", 3]),
+        ],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
@@ -233,19 +278,31 @@ def segnet_unpool(size: int = 16) -> onnx.ModelProto:
     max_unpool2d for export, so written with onnx.helper as older exports have it)."""
     rng = np.random.default_rng(0)
     node = helper.make_node
-    nodes = [node("Conv", ["x", "w1"], ["c"], pads=[1] * 4), node("Relu", ["c"], ["r"]),
-             node("MaxPool", ["r"], ["p", "idx"], kernel_shape=[2, 2], strides=[2, 2]),
-             node("Conv", ["p", "w2"], ["q"], pads=[1] * 4),
-             node("MaxUnpool", ["q", "idx"], ["u"], kernel_shape=[2, 2], strides=[2, 2]),
-             node("Conv", ["u", "w3"], ["mask"], pads=[1] * 4)]
-    weights = [numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
-               for name, shape in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)), ("w3", (2, 8, 3, 3)))]
-    graph = helper.make_graph(nodes, "segnet_unpool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
-                              [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 2, size, size])], weights)
+    nodes = [
+        node("Conv", ["x", "w1"], ["c"], pads=[1] * 4),
+        node("Relu", ["c"], ["r"]),
+        node("MaxPool", ["r"], ["p", "idx"], kernel_shape=[2, 2], strides=[2, 2]),
+        node("Conv", ["p", "w2"], ["q"], pads=[1] * 4),
+        node("MaxUnpool", ["q", "idx"], ["u"], kernel_shape=[2, 2], strides=[2, 2]),
+        node("Conv", ["u", "w3"], ["mask"], pads=[1] * 4),
+    ]
+    weights = [
+        numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+        for name, shape in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)), ("w3", (2, 8, 3, 3)))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "segnet_unpool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 2, size, size])],
+        weights,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
-def _torch_onnx(module: nn.Module, example: torch.Tensor, opset: int, input_name: str, outputs: list[str]) -> onnx.ModelProto:
+def _torch_onnx(
+    module: nn.Module, example: torch.Tensor, opset: int, input_name: str, outputs: list[str]
+) -> onnx.ModelProto:
     torch.manual_seed(0)
     module.eval()
     for m in module.modules():  # non-trivial BN statistics, so folding them is tested
@@ -255,8 +312,16 @@ def _torch_onnx(module: nn.Module, example: torch.Tensor, opset: int, input_name
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), buf, opset_version=opset, dynamo=False, input_names=[input_name], output_names=outputs,
-                          dynamic_axes={input_name: {0: "batch"}, **{o: {0: "batch"} for o in outputs}})
+        torch.onnx.export(
+            module,
+            (example,),
+            buf,
+            opset_version=opset,
+            dynamo=False,
+            input_names=[input_name],
+            output_names=outputs,
+            dynamic_axes={input_name: {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+        )
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -283,5 +348,12 @@ def build(name: str, size: int | None = None, opset: int = 13, hidden: int | Non
 
 CORPUS = ("tf_classifier", "yolo_like", "ocr_detector", "crnn", "audio_cnn", "token_model", "gru_kws")
 # What a user passes to fix the dynamic batch these exports have (tf2onnx's 'unk__1', torch's 'batch').
-INPUT_NAMES = {"tf_classifier": "input_1", "yolo_like": "images", "ocr_detector": "x", "crnn": "image", "audio_cnn": "wave",
-               "token_model": "ids", "gru_kws": "frames"}
+INPUT_NAMES = {
+    "tf_classifier": "input_1",
+    "yolo_like": "images",
+    "ocr_detector": "x",
+    "crnn": "image",
+    "audio_cnn": "wave",
+    "token_model": "ids",
+    "gru_kws": "frames",
+}

@@ -1,5 +1,6 @@
 """The structure the design promises: no import cycle in edgekit/ (imports inside functions count too), no
 module over ~500 lines, the dispatcher picks up a new rule from its list, and the pass pipeline is one list."""
+
 from __future__ import annotations
 
 import ast
@@ -44,7 +45,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -73,16 +74,24 @@ def test_leaf_modules_stay_leaves():
         assert graph[leaf] <= {"edgekit.errors", "edgekit.interrupts"}, (leaf, graph[leaf])
     assert graph["edgekit.interrupts"] == set()
     # the timing worker loads what it times (onnxruntime, the artifact runtime) and nothing of bench or the tuner
-    assert graph["edgekit.measure"] <= {"edgekit.errors", "edgekit.onnxtools", "edgekit.runtime"}, graph["edgekit.measure"]
+    assert graph["edgekit.measure"] <= {"edgekit.errors", "edgekit.onnxtools", "edgekit.runtime"}, graph[
+        "edgekit.measure"
+    ]
 
 
 def test_no_module_is_too_long():
-    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > MAX_LINES and str(p.relative_to(PACKAGE)) not in LONG_FILES_ALLOWED}
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES and str(p.relative_to(PACKAGE)) not in LONG_FILES_ALLOWED
+    }
     assert not long, long
 
 
-KERNEL_BUILDERS = {("kernels/mbconv.py", "mbconv_func"), ("kernels/binary_flat.py", "conv_func")}  # one generated kernel each
+KERNEL_BUILDERS = {
+    ("kernels/mbconv.py", "mbconv_func"),
+    ("kernels/binary_flat.py", "conv_func"),
+}  # one generated kernel each
 
 
 def test_no_function_is_too_long():
@@ -167,8 +176,14 @@ def test_pipeline_lists_every_rewrite_by_options():
 
     caps = load_target("x86_64").caps()
     names = [p.info.name for p in cpu_fp32_passes(BuildOptions(), caps, 2)]
-    for rewrite in ("ScalarMinMaxToClip", "ConvTransposeAsConv", "MeanBeforePermute", "FuseInvertedResiduals", "WinogradConv",
-                    "EdgekitFastMath"):
+    for rewrite in (
+        "ScalarMinMaxToClip",
+        "ConvTransposeAsConv",
+        "MeanBeforePermute",
+        "FuseInvertedResiduals",
+        "WinogradConv",
+        "EdgekitFastMath",
+    ):
         assert rewrite in names, names
     off = [p.info.name for p in cpu_fp32_passes(BuildOptions(winograd=False, fuse_blocks=False), caps, 2)]
     assert "WinogradConv" not in off and "FuseInvertedResiduals" not in off
@@ -180,7 +195,9 @@ def test_build_options_are_explicit():
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):  # code only: docstrings may name them
             if isinstance(getattr(node, "body", None), list):
-                node.body = [n for n in node.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))] or [ast.Pass()]
+                node.body = [
+                    n for n in node.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+                ] or [ast.Pass()]
         code = ast.unparse(tree)
         assert "import contextvars" not in code and "os.environ" not in code, path
     from edgekit.compiler.options import BuildOptions
@@ -203,6 +220,9 @@ def test_runners_share_one_interface(digits_artifact):
 def test_every_pass_module_has_a_test_file_named_after_it():
     """tests/test_<module>.py for each passes/<module>.py; passes/__init__.py (edgekit.passes) is test_passes.py."""
     tests = PACKAGE.parent / "tests"
-    missing = [p.name for p in (PACKAGE / "passes").glob("*.py")
-               if not (tests / ("test_passes.py" if p.stem == "__init__" else f"test_{p.stem}.py")).exists()]
+    missing = [
+        p.name
+        for p in (PACKAGE / "passes").glob("*.py")
+        if not (tests / ("test_passes.py" if p.stem == "__init__" else f"test_{p.stem}.py")).exists()
+    ]
     assert not missing, missing

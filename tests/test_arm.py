@@ -1,4 +1,5 @@
 """ARM targets: cross-compilation, execution under qemu against onnxruntime, clear errors for missing tools."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from test_errors import assert_one_line_error
 
 needs_aarch64 = pytest.mark.skipif(
@@ -101,7 +101,11 @@ def inner_loops(objdump: str) -> list[list[str]]:
     loops = []
     for addr, mnemonic, text in code:
         branch_to = re.search(r"\b([0-9a-f]+) <", text)
-        if mnemonic.startswith(("b.", "cbnz", "cbz", "tbnz", "tbz")) and branch_to and int(branch_to.group(1), 16) < addr:
+        if (
+            mnemonic.startswith(("b.", "cbnz", "cbz", "tbnz", "tbz"))
+            and branch_to
+            and int(branch_to.group(1), 16) < addr
+        ):
             loops.append((int(branch_to.group(1), 16), addr))
     innermost = [(s, e) for s, e in loops if not any(s <= s2 and e2 < e for s2, e2 in loops if (s2, e2) != (s, e))]
     return [[m for a, m, _ in code if s <= a <= e] for s, e in innermost]
@@ -114,10 +118,34 @@ def test_aarch64_resnet18_int8_bit_exact_under_qemu(tmp_path, cli):
     import numpy as np
 
     assert cli("export", "resnet18", "-o", tmp_path / "r18.onnx").exit_code == 0
-    assert cli("compress", tmp_path / "r18.onnx", "--bits", 8, "--calib", "random", "--target", "rpi5", "-o", tmp_path / "q.onnx").exit_code == 0
+    assert (
+        cli(
+            "compress",
+            tmp_path / "r18.onnx",
+            "--bits",
+            8,
+            "--calib",
+            "random",
+            "--target",
+            "rpi5",
+            "-o",
+            tmp_path / "q.onnx",
+        ).exit_code
+        == 0
+    )
     # seed 0's first input has near-ties in the residual adds: dequantize-add-quantize put logits one step off
     np.savez(tmp_path / "x.npz", input=np.random.default_rng(0).standard_normal((1, 1, 3, 224, 224)).astype(np.float32))
-    res = cli("compile", tmp_path / "q.onnx", "--target", "rpi5", "-o", tmp_path / "art", "--inputs", tmp_path / "x.npz", "--json")
+    res = cli(
+        "compile",
+        tmp_path / "q.onnx",
+        "--target",
+        "rpi5",
+        "-o",
+        tmp_path / "art",
+        "--inputs",
+        tmp_path / "x.npz",
+        "--json",
+    )
     assert res.exit_code == 0, res.stderr
     validation = json.loads(res.stdout)["validation"]
     assert validation["executed"] == "emulated" and validation["outputs"][0]["max_abs"] == 0, validation
@@ -129,14 +157,24 @@ def test_aarch64_int8_dot_products_and_bit_exact_under_qemu(target, rule, dot, d
     """+dotprod targets (rpi5, Jetson Orin) run the int8 convs on `sdot`, found in the inner loops of the code that
     was built; rpi4 (Cortex-A72) has none and multiply-accumulates with smlal. Both bit-exact vs onnxruntime's
     integer kernels under qemu."""
-    assert cli("compress", digits_onnx, "--bits", 8, "--calib", "digits", "--target", target, "-o", tmp_path / "q.onnx").exit_code == 0
+    assert (
+        cli(
+            "compress", digits_onnx, "--bits", 8, "--calib", "digits", "--target", target, "-o", tmp_path / "q.onnx"
+        ).exit_code
+        == 0
+    )
     res = cli("compile", tmp_path / "q.onnx", "--target", target, "-o", tmp_path / "art", "--json")
     assert res.exit_code == 0, res.stderr
     meta = json.loads(res.stdout)
     convs = {name: r for name, r in meta["build"]["rule_per_function"].items() if "conv2d" in name}
     assert convs and set(convs.values()) == {rule}, convs
     assert meta["validation"]["executed"] == "emulated" and meta["validation"]["outputs"][0]["max_abs"] == 0
-    objdump = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "art" / "model.so")], capture_output=True, text=True, check=True).stdout
+    objdump = subprocess.run(
+        ["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "art" / "model.so")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     loops = inner_loops(objdump)
     if dot:
         assert max(loop.count("sdot") for loop in loops) >= 4

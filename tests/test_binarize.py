@@ -1,4 +1,5 @@
 """The ONNX 1-bit pass: bit layout, unpack exactness, ORT vs an independent torch reference, sizes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +7,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import third_party_cnn
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.datasets import load_digits_split
@@ -14,7 +16,6 @@ from edgekit.export import export_model
 from edgekit.onnxtools import ort_session
 from edgekit.passes import passes_applied
 from edgekit.passes.binarize import BinarizeConfig, pack_signs, run, unpack_signs
-from conftest import third_party_cnn
 
 
 def ref_binarize(w: np.ndarray) -> np.ndarray:
@@ -106,11 +107,17 @@ def test_ort_matches_torch_reference(digits_dyn, mode, scale):
 def _gemm_matmul_model() -> onnx.ModelProto:
     rng = np.random.default_rng(1)
     w1, w2 = rng.standard_normal((12, 5)).astype(np.float32), rng.standard_normal((5, 3)).astype(np.float32)
-    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc_transB0"),  # x[N,12] @ w1[12,5]
-             helper.make_node("MatMul", ["h", "w2"], ["y"], name="mm")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 12])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])],
-                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc_transB0"),  # x[N,12] @ w1[12,5]
+        helper.make_node("MatMul", ["h", "w2"], ["y"], name="mm"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
@@ -156,11 +163,14 @@ def test_keep_by_pattern_and_shared_weight():
     assert notes["fc_twin"] == notes["fc_transB0"] == "kept float (shared weight)" and notes["mm"] == ""
 
 
-@pytest.mark.parametrize("cfg,msg", [
-    (BinarizeConfig(mode="ternary"), "unknown binarize mode"),
-    (BinarizeConfig(scale_activations=True), "scale_activations needs binary activations"),
-    (BinarizeConfig(keep=("nope*",)), "matches no Conv/Gemm/MatMul"),
-])
+@pytest.mark.parametrize(
+    "cfg,msg",
+    [
+        (BinarizeConfig(mode="ternary"), "unknown binarize mode"),
+        (BinarizeConfig(scale_activations=True), "scale_activations needs binary activations"),
+        (BinarizeConfig(keep=("nope*",)), "matches no Conv/Gemm/MatMul"),
+    ],
+)
 def test_bad_config_messages(cfg, msg):
     with pytest.raises(EdgekitError, match=msg):
         run(third_party_cnn(), cfg)

@@ -1,5 +1,6 @@
 """passes/channel_graph.py: the union-find over atomic channel ids, freezing, the copy-on-write ModelEdit, the small
 readers (attr, axis_list, batch_one) and the walk's own blocking rules."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,10 +40,17 @@ def test_freeze_marks_the_class_with_the_first_reason():
 def _two_readers() -> onnx.ModelProto:
     """Two Mul nodes read one initializer `s`."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
-    nodes = [helper.make_node("Mul", ["x", "s"], ["a"], name="m1"),
-             helper.make_node("Mul", ["a", "s"], ["y"], name="m2")]
-    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(np.arange(4, dtype=np.float32), "s")])
+    nodes = [
+        helper.make_node("Mul", ["x", "s"], ["a"], name="m1"),
+        helper.make_node("Mul", ["a", "s"], ["y"], name="m2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [x],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.arange(4, dtype=np.float32), "s")],
+    )
     return helper.make_model(graph)
 
 
@@ -63,8 +71,14 @@ def test_model_edit_copies_a_shared_constant_instead_of_editing_it_for_both_read
 
 def test_batch_one_fixes_symbolic_dims_on_a_copy():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", 8])
-    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x],
-                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]))
+    model = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            "g",
+            [x],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        )
+    )
     fixed = batch_one(model)
     assert [d.dim_value for d in fixed.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 1, 8]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"

@@ -1,5 +1,6 @@
 """passes/channel_ops.py: the handlers for weight layers, elementwise ops, Concat, Split and Slice: the layout each
 gives its output, the classes it ties, what it blocks, and that its edits leave a model onnxruntime runs."""
+
 from __future__ import annotations
 
 import numpy as np

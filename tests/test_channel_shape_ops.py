@@ -1,5 +1,6 @@
 """passes/channel_shape_ops.py: the handlers for ops that move, reshape or read the channel axis: where the channel
 axis ends up, which uses of it block pruning, and the Reshape edit into a Gemm's features."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,11 +50,14 @@ def test_squeeze_and_unsqueeze_follow_the_channel_axis():
     assert (graph.layouts["sq"].axis, graph.layouts["unsq"].axis) == (1, 2)  # (1, 8) -> (1, 1, 8)
 
 
-@pytest.mark.parametrize(("op", "attrs", "reason"), [
-    ("ReduceMax", {"axes": [1]}, "reduces over the channels"),
-    ("Softmax", {"axis": 1}, "normalizes over the channels"),
-    ("LayerNormalization", {"axis": 1}, "normalizes over the channels"),
-])
+@pytest.mark.parametrize(
+    ("op", "attrs", "reason"),
+    [
+        ("ReduceMax", {"axes": [1]}, "reduces over the channels"),
+        ("Softmax", {"axis": 1}, "normalizes over the channels"),
+        ("LayerNormalization", {"axis": 1}, "normalizes over the channels"),
+    ],
+)
 def test_ops_that_read_across_the_channels_block(op: str, attrs: dict, reason: str):
     def build(g, conv):
         if op == "LayerNormalization":  # its scale spans every normalized axis

@@ -1,5 +1,6 @@
 """passes/channels.py: which handler each op gets, and build_channel_graph on a residual block (which channels a
 residual Add couples, what freezes a class). The handlers themselves: test_channel_ops.py, test_channel_shape_ops.py."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,22 +13,25 @@ from edgekit.passes import channel_shape_ops as shape_ops
 from edgekit.passes.channels import build_channel_graph, handler_for
 
 
-@pytest.mark.parametrize(("op", "handler", "any_input"), [
-    ("Conv", ops.conv, True),
-    ("Gemm", ops.gemm, True),
-    ("BatchNormalization", ops.per_channel, False),
-    ("Relu", ops.pass_through, False),  # UNARY_PASS
-    ("MaxPool", ops.pass_through, False),
-    ("Add", ops.elementwise, True),  # ELEMENTWISE: channels may arrive on the second input
-    ("Where", ops.elementwise, True),
-    ("Concat", ops.concat, True),
-    ("Split", ops.split, False),
-    ("Transpose", shape_ops.transpose, False),
-    ("ReduceMean", shape_ops.reduce, False),  # REDUCE
-    ("LogSoftmax", shape_ops.softmax, False),  # SOFTMAX
-    ("LRN", None, False),  # mixes neighbouring channels: no handler, so the analysis blocks there
-    ("NonMaxSuppression", None, False),
-])
+@pytest.mark.parametrize(
+    ("op", "handler", "any_input"),
+    [
+        ("Conv", ops.conv, True),
+        ("Gemm", ops.gemm, True),
+        ("BatchNormalization", ops.per_channel, False),
+        ("Relu", ops.pass_through, False),  # UNARY_PASS
+        ("MaxPool", ops.pass_through, False),
+        ("Add", ops.elementwise, True),  # ELEMENTWISE: channels may arrive on the second input
+        ("Where", ops.elementwise, True),
+        ("Concat", ops.concat, True),
+        ("Split", ops.split, False),
+        ("Transpose", shape_ops.transpose, False),
+        ("ReduceMean", shape_ops.reduce, False),  # REDUCE
+        ("LogSoftmax", shape_ops.softmax, False),  # SOFTMAX
+        ("LRN", None, False),  # mixes neighbouring channels: no handler, so the analysis blocks there
+        ("NonMaxSuppression", None, False),
+    ],
+)
 def test_handler_table(op: str, handler, any_input: bool):
     assert handler_for(helper.make_node(op, ["a", "b"], ["c"])) == (handler, any_input)
 

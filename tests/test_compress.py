@@ -1,5 +1,6 @@
 """compress.py: the registry of compression methods (order, selection, a new method is one list entry) and the
 chaining of methods in one command."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,11 +18,16 @@ def _mlp() -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     w1, w2 = rng.normal(size=(32, 64)).astype(np.float32), rng.normal(size=(10, 64)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["r"], name="relu"),
-         helper.make_node("Gemm", ["r", "w2"], ["y"], name="fc2", transB=1)],
-        "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 32])],
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("Gemm", ["r", "w2"], ["y"], name="fc2", transB=1),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 32])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 10])],
-        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -29,13 +35,16 @@ def test_methods_run_in_the_documented_order():
     assert [m.name for m in methods()] == ["depth", "structured", "lowrank", "prune", "binarize", "quantize"]
 
 
-@pytest.mark.parametrize(("opts", "chosen"), [
-    (CompressOptions(bits=8), ["quantize"]),
-    (CompressOptions(bits=1), ["binarize"]),
-    (CompressOptions(bits=None, prune=0.5), ["prune"]),
-    (CompressOptions(bits=8, prune=0.5, structured=True), ["structured", "quantize"]),
-    (CompressOptions(bits=4, rank=4, nm="2:4"), ["lowrank", "prune", "quantize"]),
-])
+@pytest.mark.parametrize(
+    ("opts", "chosen"),
+    [
+        (CompressOptions(bits=8), ["quantize"]),
+        (CompressOptions(bits=1), ["binarize"]),
+        (CompressOptions(bits=None, prune=0.5), ["prune"]),
+        (CompressOptions(bits=8, prune=0.5, structured=True), ["structured", "quantize"]),
+        (CompressOptions(bits=4, rank=4, nm="2:4"), ["lowrank", "prune", "quantize"]),
+    ],
+)
 def test_each_option_set_selects_its_methods(opts: CompressOptions, chosen: list[str]):
     assert [m.name for m in methods() if m.wanted(opts)] == chosen
 
@@ -51,11 +60,16 @@ def test_a_new_method_is_one_registry_entry():
         record_pass(out, f"mark-{tag}")
         return out, PassReport(f"mark-{tag}", model.ByteSize(), out.ByteSize(), extra={"mode": tag})
 
-    marker = CompressionMethod("mark", wanted=lambda opts: opts.calib == "random",
-                               configure=lambda ctx: f"{len(ctx.specs)} input", run=mark)
+    marker = CompressionMethod(
+        "mark", wanted=lambda opts: opts.calib == "random", configure=lambda ctx: f"{len(ctx.specs)} input", run=mark
+    )
     model = _mlp()
-    out, reports = apply_passes(model, CompressOptions(bits=None, prune=0.5, calib="random"),
-                                resolve_input_specs(model, {}), registry=[marker, *methods()])
+    out, reports = apply_passes(
+        model,
+        CompressOptions(bits=None, prune=0.5, calib="random"),
+        resolve_input_specs(model, {}),
+        registry=[marker, *methods()],
+    )
     assert seen == ["1 input"]
     assert [r.name for r in reports] == ["mark-1 input", "prune"]
     assert passes_applied(out) == ["mark-1 input", "prune0.5"]
@@ -63,8 +77,12 @@ def test_a_new_method_is_one_registry_entry():
 
 def test_every_option_is_checked_before_any_pass_runs():
     ran: list[str] = []
-    spy = CompressionMethod("spy", wanted=lambda opts: True, configure=lambda ctx: None,
-                            run=lambda model, cfg: ran.append("spy") or (model, PassReport("spy", 0, 0)))
+    spy = CompressionMethod(
+        "spy",
+        wanted=lambda opts: True,
+        configure=lambda ctx: None,
+        run=lambda model, cfg: ran.append("spy") or (model, PassReport("spy", 0, 0)),
+    )
     model = _mlp()
     with pytest.raises(EdgekitError, match="--bits 3"):
         apply_passes(model, CompressOptions(bits=3), resolve_input_specs(model, {}), registry=[spy, *methods()])

@@ -1,5 +1,6 @@
 """passes/depth.py: residual blocks replaced by linear maps fitted on calibration data, and the CLI's --depth
 (with --rank beside it)."""
+
 from __future__ import annotations
 
 import json
@@ -45,7 +46,9 @@ def test_depth_replaces_the_least_changing_block_by_a_fitted_map(tmp_path):
     assert "blocks.2" in replaced.name or report.extra["candidates"][0]["exit"] == replaced.name.split(" -> ")[1]
     convs = [n for n in out.graph.node if n.op_type == "Conv"]
     assert len(convs) == 1 + 3 * 2 + 1 + 1  # stem, three blocks, the fitted 1×1 map, head
-    err = np.mean([np.abs(outputs(out, f)[0] - outputs(model, f)[0]).mean() / np.abs(outputs(model, f)[0]).mean() for f in calib])
+    err = np.mean(
+        [np.abs(outputs(out, f)[0] - outputs(model, f)[0]).mean() / np.abs(outputs(model, f)[0]).mean() for f in calib]
+    )
     assert err < 0.05, err
     with pytest.raises(EdgekitError, match="replaceable residual block"):
         depth.run(model, depth.DepthConfig(blocks=5, calibration=calib))
@@ -56,7 +59,9 @@ def test_depth_replaces_the_least_changing_block_by_a_fitted_map(tmp_path):
 def test_cli_depth_and_lowrank(cli, tmp_path):
     model = export(Deep(), (1, 3, 12, 12))
     onnx.save(model, tmp_path / "deep.onnx")
-    res = cli("compress", tmp_path / "deep.onnx", "--depth", "1", "--calib", "random", "-o", tmp_path / "d.onnx", "--json")
+    res = cli(
+        "compress", tmp_path / "deep.onnx", "--depth", "1", "--calib", "random", "-o", tmp_path / "d.onnx", "--json"
+    )
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["pass"] == "depth"
     res = cli("compress", tmp_path / "deep.onnx", "--rank", "2", "-o", tmp_path / "r.onnx", "--json")

@@ -4,6 +4,7 @@ FMA, no AVX-512, no VNNI; qemu's TCG implements nothing past AVX2, so an AVX-512
 It checks on an AVX-512 host what a user's AVX2 laptop does with edgekit's output: onnxruntime's int8 kernels
 there (vpmaddubsw, which saturates u8 x s8 pair sums in int16), the x86_64 bundle's code, and the C runtime's CPU
 check. Results only: emulated timings mean nothing."""
+
 from __future__ import annotations
 
 import platform
@@ -20,11 +21,15 @@ import pytest
 from edgekit.compress import calibration_samples
 from edgekit.datasets import load_digits_split
 from edgekit.graph import resolve_input_specs
-from edgekit.passes.quantize import QuantizeConfig, run as quantize
+from edgekit.passes.quantize import QuantizeConfig
+from edgekit.passes.quantize import run as quantize
 
 QEMU = shutil.which("qemu-x86_64")
 AVX2_CPU = "EPYC-Rome"
-pytestmark = pytest.mark.skipif(QEMU is None or platform.machine() != "x86_64", reason="needs qemu-x86_64 (apt-get install -y qemu-user) on an x86_64 host")
+pytestmark = pytest.mark.skipif(
+    QEMU is None or platform.machine() != "x86_64",
+    reason="needs qemu-x86_64 (apt-get install -y qemu-user) on an x86_64 host",
+)
 
 ORT_SCRIPT = """
 import sys, numpy as np, onnxruntime as ort
@@ -108,13 +113,24 @@ def test_x86_64_bundle_runs_on_avx2_and_avx512_bundle_is_refused(int8_digits, x8
     io = tmp_path / "io"
     io.mkdir()
     np.save(io / "input_0.npy", images[3:4])
-    proc = emulated(str(bundles["x86_64"] / "bin" / "edgekit_example"), str(bundles["x86_64"]), "--inputs", str(io), "--outputs", str(io), "--repeat", "1")
+    proc = emulated(
+        str(bundles["x86_64"] / "bin" / "edgekit_example"),
+        str(bundles["x86_64"]),
+        "--inputs",
+        str(io),
+        "--outputs",
+        str(io),
+        "--repeat",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert np.array_equal(np.load(io / "output_0.npy"), native_outputs(x86_64_artifacts["u8s7"], images[3:4]))
     # cpuid, not the host's /proc/cpuinfo (which qemu-user passes through): one line naming what is missing, no SIGILL
     proc = emulated(str(bundles["x86_64-avx512"] / "bin" / "edgekit_example"), str(bundles["x86_64-avx512"]))
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
-    assert re.search(r"this CPU lacks avx512bw, .*avx512vnni.*which the bundle's target x86_64-avx512 needs", proc.stderr)
+    assert re.search(
+        r"this CPU lacks avx512bw, .*avx512vnni.*which the bundle's target x86_64-avx512 needs", proc.stderr
+    )
 
 
 def test_python_side_sees_the_emulated_cpu_and_refuses(int8_digits, tmp_path):
@@ -122,13 +138,24 @@ def test_python_side_sees_the_emulated_cpu_and_refuses(int8_digits, tmp_path):
     /proc/cpuinfo through): `edgekit run` of an AVX-512 artifact is one error line there, not SIGILL."""
     from edgekit.compiler.build import compile_onnx
 
-    proc = emulated(sys.executable, "-c", "from edgekit.targets import TargetCaps; print(*sorted(TargetCaps.host().features))")
+    proc = emulated(
+        sys.executable, "-c", "from edgekit.targets import TargetCaps; print(*sorted(TargetCaps.host().features))"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {"avx2", "fma"} <= set(proc.stdout.split()) and "avx512f" not in proc.stdout.split()
     compile_onnx(int8_digits["u8s7"], tmp_path / "avx512", "x86_64-avx512", validate=False, quiet=True)
     np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
     edgekit_cli = Path(sys.executable).parent / "edgekit"
-    proc = emulated(sys.executable, str(edgekit_cli), "run", str(tmp_path / "avx512"), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"))
+    proc = emulated(
+        sys.executable,
+        str(edgekit_cli),
+        "run",
+        str(tmp_path / "avx512"),
+        "-i",
+        str(tmp_path / "x.npy"),
+        "-o",
+        str(tmp_path / "y.npy"),
+    )
     assert proc.returncode not in (0, 132, -4), (proc.returncode, proc.stderr[-2000:])
     assert re.search(r"cannot run on this machine: this CPU lacks avx512bw, .*avx512vnni", proc.stderr)
     assert not (tmp_path / "y.npy").exists()

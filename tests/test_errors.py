@@ -1,10 +1,10 @@
 """Every bad input: one clear line on stderr (plus an optional hint line), exit code 2, no traceback."""
+
 from __future__ import annotations
 
 import onnx
-from onnx import TensorProto, helper
-
 from conftest import third_party_cnn
+from onnx import TensorProto, helper
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
@@ -53,7 +53,10 @@ def test_empty_file(cli, tmp_path):
 
 def test_unsupported_op_names_node(cli, tmp_path):
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["r"], name="relu0"), helper.make_node("Det", ["r"], ["y"], name="my_determinant")],
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="relu0"),
+            helper.make_node("Det", ["r"], ["y"], name="my_determinant"),
+        ],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
@@ -104,12 +107,16 @@ def test_wrong_input_shape_for_model(cli, digits_onnx, tmp_path):
 
 
 def test_not_an_artifact(cli, tmp_path):
-    assert_one_line_error(cli("run", tmp_path, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy"), "not an edgekit artifact")
+    assert_one_line_error(
+        cli("run", tmp_path, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy"), "not an edgekit artifact"
+    )
 
 
 BAD_ARRAYS = {
     "pickled.npz": lambda p: __import__("numpy").savez(p, input=__import__("numpy").array([{"a": 1}], dtype=object)),
-    "pickled.npy": lambda p: __import__("numpy").save(p, __import__("numpy").array([None], dtype=object), allow_pickle=True),
+    "pickled.npy": lambda p: __import__("numpy").save(
+        p, __import__("numpy").array([None], dtype=object), allow_pickle=True
+    ),
     "strings.npz": lambda p: __import__("numpy").savez(p, input=__import__("numpy").array(["a", "b"])),
     "empty.npz": lambda p: __import__("numpy").savez(p),
     "mismatched.npz": lambda p: __import__("numpy").savez(p, input=__import__("numpy").zeros((2, 3), "float32")),
@@ -122,10 +129,14 @@ def test_bad_array_files_are_refused_by_every_command_that_reads_them(cli, tmp_p
     for name, write in BAD_ARRAYS.items():
         path = tmp_path / name
         write(path)
-        commands = [("run", digits_artifact, "-i", path, "-o", tmp_path / "y.npy"),
-                    ("validate", digits_artifact, digits_onnx, "--inputs", path),
-                    ("compile", digits_onnx, "-o", tmp_path / "art", "--inputs", path),
-                    ("compress", digits_onnx, "--bits", "8", "--calib", path, "-o", tmp_path / "q.onnx")]
+        commands = [
+            ("run", digits_artifact, "-i", path, "-o", tmp_path / "y.npy"),
+            ("validate", digits_artifact, digits_onnx, "--inputs", path),
+            ("compile", digits_onnx, "-o", tmp_path / "art", "--inputs", path),
+            ("compress", digits_onnx, "--bits", "8", "--calib", path, "-o", tmp_path / "q.onnx"),
+        ]
         for args in commands:
             assert_one_line_error(cli(*args))
-        assert not (tmp_path / "y.npy").exists() and not (tmp_path / "art").exists() and not (tmp_path / "q.onnx").exists()
+        assert (
+            not (tmp_path / "y.npy").exists() and not (tmp_path / "art").exists() and not (tmp_path / "q.onnx").exists()
+        )

@@ -1,6 +1,7 @@
 """Binarization-aware training: quantizer values and gradients, binary layers, torch == ORT after packing.
 Pruning-aware training (edgekit/training/pruning.py): the cubic schedule and the accuracy goals of
 `finetune --prune`."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -12,9 +13,16 @@ import pytest
 import torch
 
 from edgekit.datasets import load_digits_split
+from edgekit.finetune import (
+    BinaryConv2d,
+    binarize_module,
+    evaluate,
+    export_binarized,
+    finetune,
+    fold_binary,
+    get_binarizer,
+)
 from edgekit.onnxtools import ort_session
-from edgekit.finetune import (BinaryConv2d, binarize_module, evaluate, export_binarized, finetune,
-                              fold_binary, get_binarizer)
 from edgekit.paths import MODELS_DIR
 from edgekit.zoo import load_model
 
@@ -68,8 +76,9 @@ def test_binarize_module_keeps_first_last_and_state_dict(binarizer):
 
 
 def test_xnor_layer_binarizes_its_input():
-    conv = binarize_module(torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Conv2d(3, 3, 1),
-                                               torch.nn.Conv2d(3, 1, 1)), mode="xnor")[1].eval()
+    conv = binarize_module(
+        torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 1, 1)), mode="xnor"
+    )[1].eval()
     assert isinstance(conv, BinaryConv2d) and conv.binarize_input
     x = torch.randn(1, 3, 4, 4)
     ref = torch.nn.functional.conv2d(torch.where(x >= 0, 1.0, -1.0), conv.binary_weight(), conv.bias)
@@ -135,13 +144,19 @@ def test_cubic_schedule():
     from edgekit.training.pruning import cubic_sparsity
 
     assert cubic_sparsity(0, 0.9, 0, 100) == 0.0 and cubic_sparsity(100, 0.9, 0, 100) == 0.9
-    assert cubic_sparsity(50, 0.9, 0, 100) == pytest.approx(0.9 * (1 - 0.5 ** 3))
+    assert cubic_sparsity(50, 0.9, 0, 100) == pytest.approx(0.9 * (1 - 0.5**3))
     values = [cubic_sparsity(t, 0.9, 0, 100) for t in range(0, 101, 10)]
     assert all(b >= a for a, b in zip(values, values[1:]))
 
 
-@pytest.mark.parametrize("args,floor_pt", [(["--prune", "0.9"], 1.0), (["--prune", "0.5", "--structured"], 2.0),
-                                           (["--prune", "0.8", "--lottery", "--rounds", "2"], 1.0)])
+@pytest.mark.parametrize(
+    "args,floor_pt",
+    [
+        (["--prune", "0.9"], 1.0),
+        (["--prune", "0.5", "--structured"], 2.0),
+        (["--prune", "0.8", "--lottery", "--rounds", "2"], 1.0),
+    ],
+)
 def test_finetune_prune_reaches_the_accuracy_goals(cli, tmp_path, args, floor_pt):
     """The README figures: 90% gradual and an 80% lottery ticket within 1 pt of fp32, structured 50% within 2 pt;
     the ONNX written holds the pruning (sparse storage, or fewer channels) and reproduces the torch model."""

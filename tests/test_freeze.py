@@ -1,5 +1,6 @@
 """--freeze NAME=VALUE: an input bound to a constant, the If on it folded to the taken branch, the artifact without
 that input, validation against onnxruntime fed the frozen value; clear errors otherwise."""
+
 from __future__ import annotations
 
 import json
@@ -8,10 +9,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from test_errors import assert_one_line_error
 
 from edgekit.onnxtools import ort_session
 from edgekit.passes.freeze import freeze_inputs, parse_freeze
-from test_errors import assert_one_line_error
 
 
 def vad_like() -> onnx.ModelProto:
@@ -22,18 +23,37 @@ def vad_like() -> onnx.ModelProto:
 
     def branch(name: str, scale: float) -> onnx.GraphProto:
         c = numpy_helper.from_array(np.array(scale, np.float32), f"{name}_scale")
-        return helper.make_graph([helper.make_node("Mul", ["feat", f"{name}_scale"], [f"{name}_out"])], name, [],
-                                 [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)], [c])
+        return helper.make_graph(
+            [helper.make_node("Mul", ["feat", f"{name}_scale"], [f"{name}_out"])],
+            name,
+            [],
+            [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)],
+            [c],
+        )
 
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["feat"], pads=[2, 2], name="conv"),
         helper.make_node("Equal", ["sr", "k16"], ["is16k"], name="is16k"),
-        helper.make_node("If", ["is16k"], ["scaled"], then_branch=branch("then", 2.0), else_branch=branch("else", 0.5), name="sr_branch"),
+        helper.make_node(
+            "If",
+            ["is16k"],
+            ["scaled"],
+            then_branch=branch("then", 2.0),
+            else_branch=branch("else", 0.5),
+            name="sr_branch",
+        ),
         helper.make_node("Relu", ["scaled"], ["y"], name="relu"),
     ]
-    graph = helper.make_graph(nodes, "vad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 64]),
-                                             helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 64])], [w, k16])
+    graph = helper.make_graph(
+        nodes,
+        "vad",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 64]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 64])],
+        [w, k16],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -70,16 +90,46 @@ def test_bench_and_tune_an_onnx_with_freeze(cli, tmp_path):
     """The commands that take the .onnx itself bind the input too (validate and run read the artifact, which
     records what compile froze)."""
     onnx.save(vad_like(), tmp_path / "vad.onnx")
-    res = cli("bench", tmp_path / "vad.onnx", "--runtimes", "ort,tvm", "--freeze", "sr=8000", "--repeat", "2", "--rounds", "1", "--json")
+    res = cli(
+        "bench",
+        tmp_path / "vad.onnx",
+        "--runtimes",
+        "ort,tvm",
+        "--freeze",
+        "sr=8000",
+        "--repeat",
+        "2",
+        "--rounds",
+        "1",
+        "--json",
+    )
     assert res.exit_code == 0, res.stderr
     assert_one_line_error(cli("tune", tmp_path / "vad.onnx", "-o", tmp_path / "db"), "uses op If")
-    res = cli("tune", tmp_path / "vad.onnx", "--freeze", "sr=8000", "--trials", "1", "--no-verify", "-o", tmp_path / "db", "--json")
+    res = cli(
+        "tune",
+        tmp_path / "vad.onnx",
+        "--freeze",
+        "sr=8000",
+        "--trials",
+        "1",
+        "--no-verify",
+        "-o",
+        tmp_path / "db",
+        "--json",
+    )
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["tasks"] >= 1 and (tmp_path / "db" / "host" / "vad.json").exists()
 
 
-@pytest.mark.parametrize("item,message", [("sr", "bad --freeze"), ("rate=1", "no input 'rate'"), ("sr=a,b", "not a number"),
-                                          ("sr=1,2", "2 value(s) for an input of shape []")])
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("sr", "bad --freeze"),
+        ("rate=1", "no input 'rate'"),
+        ("sr=a,b", "not a number"),
+        ("sr=1,2", "2 value(s) for an input of shape []"),
+    ],
+)
 def test_bad_freeze(cli, tmp_path, item, message):
     onnx.save(vad_like(), tmp_path / "vad.onnx")
     assert_one_line_error(cli("compile", tmp_path / "vad.onnx", "-o", tmp_path / "art", "--freeze", item), message)
@@ -88,23 +138,42 @@ def test_bad_freeze(cli, tmp_path, item, message):
 def loop_model(trip_from_input: bool = False) -> onnx.ModelProto:
     """v <- v * 2 + i for i in range(M), with the scan of every v: what torch.jit exports for a Python for-loop."""
     body = helper.make_graph(
-        [helper.make_node("Cast", ["i"], ["i_f"], to=TensorProto.FLOAT), helper.make_node("Mul", ["v", "two"], ["v2"]),
-         helper.make_node("Add", ["v2", "i_f"], ["v_next"]), helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Identity", ["v_next"], ["scan"])],
-        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-                 helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_next", TensorProto.FLOAT, [1, 4]),
-         helper.make_tensor_value_info("scan", TensorProto.FLOAT, [1, 4])],
-        [numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+        [
+            helper.make_node("Cast", ["i"], ["i_f"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["v", "two"], ["v2"]),
+            helper.make_node("Add", ["v2", "i_f"], ["v_next"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Identity", ["v_next"], ["scan"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_next", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("scan", TensorProto.FLOAT, [1, 4]),
+        ],
+        [numpy_helper.from_array(np.array(2.0, np.float32), "two")],
+    )
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])]
     inits = [numpy_helper.from_array(np.array(True), "cond0")]
     if trip_from_input:
         inputs.append(helper.make_tensor_value_info("M", TensorProto.INT64, []))
     else:
         inits.append(numpy_helper.from_array(np.array(3, np.int64), "M"))
-    graph = helper.make_graph([helper.make_node("Loop", ["M", "cond0", "x"], ["v_final", "scans"], body=body, name="loop")], "g", inputs,
-                              [helper.make_tensor_value_info("v_final", TensorProto.FLOAT, [1, 4]),
-                               helper.make_tensor_value_info("scans", TensorProto.FLOAT, [3, 1, 4])], inits)
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["M", "cond0", "x"], ["v_final", "scans"], body=body, name="loop")],
+        "g",
+        inputs,
+        [
+            helper.make_tensor_value_info("v_final", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("scans", TensorProto.FLOAT, [3, 1, 4]),
+        ],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -147,14 +216,21 @@ def test_freeze_folds_ifs_on_constant_node_conditions(rate, cli, tmp_path):
     np.testing.assert_allclose(edgekit.load(tmp_path / "art")(x)[0], want, rtol=1e-6)
 
 
-@pytest.mark.parametrize("target_shape, out_shape", [([3, 1, 3], [3, 3, 3]), ([3, 1], [1, 3, 1])])  # fewer dims: broadcast
+@pytest.mark.parametrize(
+    "target_shape, out_shape", [([3, 1, 3], [3, 3, 3]), ([3, 1], [1, 3, 1])]
+)  # fewer dims: broadcast
 def test_a_shape_input_is_refused_by_node_and_compiles_frozen(target_shape, out_shape, cli, tmp_path):
     """Expand(x, shape) with `shape` a graph input (onnx's simple/test_expand_shape_model*): onnxruntime sizes the
     output at run time; TVM's importer failed or built a wrong rank. Refused naming the node, then --freeze works."""
-    graph = helper.make_graph([helper.make_node("Expand", ["x", "shape"], ["y"], name="grow")], "expand",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 1]),
-                               helper.make_tensor_value_info("shape", TensorProto.INT64, [len(target_shape)])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
+    graph = helper.make_graph(
+        [helper.make_node("Expand", ["x", "shape"], ["y"], name="grow")],
+        "expand",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 1]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [len(target_shape)]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, tmp_path / "m.onnx")

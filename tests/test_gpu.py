@@ -1,6 +1,7 @@
 """GPU targets (cuda, cuda-smXY, jetson-orin-gpu): builds of the zoo and of the third-party corpus on a machine
 without a GPU, what model.so carries (nvcc's fatbin for the arch, the CUDA source it came from), the refusals
 where no GPU is present, and execution tests (marked gpu) where one is."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from conftest import third_party_cnn
 from realworld import CORPUS, build, segnet_unpool
 from test_errors import assert_one_line_error
@@ -26,7 +26,9 @@ from edgekit.targets import cuda_device_here
 NO_GPU = not cuda_device_here()
 needs_gpu = pytest.mark.skipif(NO_GPU, reason="no CUDA GPU on this machine: the CUDA kernels cannot execute here")
 # CUDA builds compile the kernels with nvcc (the CUDA toolkit; no pip package carries it for every machine)
-needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc on PATH: CUDA artifacts cannot be built here")
+needs_nvcc = pytest.mark.skipif(
+    shutil.which("nvcc") is None, reason="no nvcc on PATH: CUDA artifacts cannot be built here"
+)
 
 
 def serialized_cuda_source(library: Path) -> bytes:
@@ -34,7 +36,7 @@ def serialized_cuda_source(library: Path) -> bytes:
     data = library.read_bytes()
     start = data.index(b"#ifdef __CUDACC_RTC__") - 1  # the source begins with a newline
     (size,) = struct.unpack_from("<Q", data, start - 8)
-    return data[start:start + size]
+    return data[start : start + size]
 
 
 def check_gpu_artifact(art: Path, arch: str, elf_machine: int) -> dict:
@@ -48,7 +50,9 @@ def check_gpu_artifact(art: Path, arch: str, elf_machine: int) -> dict:
     assert fatbin is not None and hashlib.sha256(fatbin).hexdigest() == cuda["fatbin_sha256"]
     assert f"sass {arch}" in fatbin_images(fatbin) and f"ptx {arch}" in fatbin_images(fatbin)
     assert hashlib.sha256(serialized_cuda_source(library)).hexdigest() == cuda["source_sha256"]
-    assert meta["build"]["rules"] and all(rule.startswith("gpu-") for rule in meta["build"]["rules"]), meta["build"]["rules"]
+    assert meta["build"]["rules"] and all(rule.startswith("gpu-") for rule in meta["build"]["rules"]), meta["build"][
+        "rules"
+    ]
     if NO_GPU:
         assert meta["validation"]["ok"] is None and "not validated here" in meta["validation"]["skipped"]
     return meta
@@ -98,7 +102,17 @@ def test_jetson_orin_gpu_is_an_aarch64_library_with_sm87_kernels(zoo_onnx, tmp_p
 
 @needs_nvcc
 def test_fp16_builds_half_kernels_with_their_tolerance(zoo_onnx, tmp_path, cli):
-    res = cli("compile", zoo_onnx("digits_cnn"), "--target", "cuda-sm86", "--precision", "fp16", "-o", tmp_path / "art", "--json")
+    res = cli(
+        "compile",
+        zoo_onnx("digits_cnn"),
+        "--target",
+        "cuda-sm86",
+        "--precision",
+        "fp16",
+        "-o",
+        tmp_path / "art",
+        "--json",
+    )
     assert res.exit_code == 0, res.stderr
     meta = check_gpu_artifact(tmp_path / "art", "sm_86", 62)
     assert meta["build"]["tolerance"] == {"atol": 1e-4, "rtol": 1e-2, "precision": "fp16"}
@@ -141,13 +155,19 @@ def test_without_a_gpu_every_command_refuses_a_cuda_artifact(cuda_artifact, cli,
 def test_bad_gpu_input_is_one_line(cli, tmp_path, digits_onnx):
     bad_arch = tmp_path / "gpu-bad.toml"
     bad_arch.write_text('description = "x"\n[tvm]\nkind = "cuda"\narch = "sm80"\n[tvm.host]\nkind = "llvm"\n')
-    assert_one_line_error(cli("compile", digits_onnx, "--target", bad_arch, "-o", tmp_path / "a"), "not a CUDA architecture")
+    assert_one_line_error(
+        cli("compile", digits_onnx, "--target", bad_arch, "-o", tmp_path / "a"), "not a CUDA architecture"
+    )
     no_nvcc = tmp_path / "gpu-nonvcc.toml"
-    no_nvcc.write_text('description = "x"\n[tvm]\nkind = "cuda"\narch = "sm_80"\n[tvm.host]\nkind = "llvm"\n'
-                       '[toolchain]\nnvcc = "nvcc-not-installed"\n')
+    no_nvcc.write_text(
+        'description = "x"\n[tvm]\nkind = "cuda"\narch = "sm_80"\n[tvm.host]\nkind = "llvm"\n'
+        '[toolchain]\nnvcc = "nvcc-not-installed"\n'
+    )
     assert_one_line_error(cli("compile", digits_onnx, "--target", no_nvcc, "-o", tmp_path / "b"), "need nvcc")
     assert_one_line_error(cli("compile", digits_onnx, "--precision", "fp16", "-o", tmp_path / "c"), "for GPU targets")
-    assert_one_line_error(cli("compile", digits_onnx, "--target", "cuda", "--precision", "bf8", "-o", tmp_path / "d"), "precision")
+    assert_one_line_error(
+        cli("compile", digits_onnx, "--target", "cuda", "--precision", "bf8", "-o", tmp_path / "d"), "precision"
+    )
     assert not any((tmp_path / d).exists() for d in "abcd")
 
 
@@ -155,11 +175,15 @@ def test_bad_gpu_input_is_one_line(cli, tmp_path, digits_onnx):
 def test_an_op_no_gpu_rule_can_spread_over_threads_is_named(cli, tmp_path):
     """ScatterElements (max-unpooling in SegNet-style decoders) has no GPU rule: refused by name, exit 2."""
     onnx.save(segnet_unpool(), tmp_path / "m.onnx")
-    assert_one_line_error(cli("compile", tmp_path / "m.onnx", "--target", "cuda", "-o", tmp_path / "a"),
-                          "scatter_elements", "over threads")
+    assert_one_line_error(
+        cli("compile", tmp_path / "m.onnx", "--target", "cuda", "-o", tmp_path / "a"),
+        "scatter_elements",
+        "over threads",
+    )
 
 
 # --- where a GPU exists ---------------------------------------------------------------------------------
+
 
 @needs_nvcc
 @pytest.mark.gpu
@@ -168,7 +192,9 @@ def test_an_op_no_gpu_rule_can_spread_over_threads_is_named(cli, tmp_path):
 def test_cuda_artifacts_validate_on_the_gpu(zoo_onnx, tmp_path, precision):
     from edgekit.compiler.options import BuildOptions
 
-    result = compile_onnx(zoo_onnx("mobilenetv2"), tmp_path / "art", "cuda", BuildOptions(precision=precision), quiet=True)
+    result = compile_onnx(
+        zoo_onnx("mobilenetv2"), tmp_path / "art", "cuda", BuildOptions(precision=precision), quiet=True
+    )
     assert result.validation is not None and result.validation.ok, result.validation
 
 
@@ -199,11 +225,26 @@ def test_the_gpu_benchmark_prepares_its_artifacts_without_a_gpu(tmp_path):
     import sys
 
     root = Path(__file__).parent.parent
-    proc = subprocess.run([sys.executable, str(root / "bench" / "gpu.py"), "prepare", str(tmp_path / "b"),
-                           "--models", "digits_cnn", "--target", "cuda"], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(root / "bench" / "gpu.py"),
+            "prepare",
+            str(tmp_path / "b"),
+            "--models",
+            "digits_cnn",
+            "--target",
+            "cuda",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert [(e["model"], e["precision"]) for e in manifest["entries"]] == [("digits_cnn", p) for p in ("fp32", "fp16", "int8")]
+    assert [(e["model"], e["precision"]) for e in manifest["entries"]] == [
+        ("digits_cnn", p) for p in ("fp32", "fp16", "int8")
+    ]
     for e in manifest["entries"]:
         check_gpu_artifact(tmp_path / "b" / e["artifact"], "sm_80", 62)
         ref = np.load(tmp_path / "b" / e["artifact"] / "reference.npz")
@@ -223,9 +264,13 @@ def test_a_kernel_with_no_thread_binding_is_unbound():
 
 @needs_nvcc
 def test_compile_check_kernels_records_the_opencl_check(zoo_onnx, cli, tmp_path):
-    res = cli("compile", zoo_onnx("digits_cnn"), "--target", "cuda", "--check-kernels", "-o", tmp_path / "art", "--json")
+    res = cli(
+        "compile", zoo_onnx("digits_cnn"), "--target", "cuda", "--check-kernels", "-o", tmp_path / "art", "--json"
+    )
     assert res.exit_code == 0, res.stderr
     check = json.loads((tmp_path / "art" / "meta.json").read_text())["kernel_check"]
     assert check["ok"] and check["kernels"] == len(json.loads(res.stdout)["build"]["rule_per_function"])
     assert check["max_rel_error"] <= 1e-4
-    assert_one_line_error(cli("compile", zoo_onnx("digits_cnn"), "--check-kernels", "-o", tmp_path / "cpu"), "GPU targets")
+    assert_one_line_error(
+        cli("compile", zoo_onnx("digits_cnn"), "--check-kernels", "-o", tmp_path / "cpu"), "GPU targets"
+    )

@@ -1,5 +1,6 @@
 """The GPU kernel check (compiler/gpu_check.py): GPU-scheduled TIR run as OpenCL on PoCL vs the unscheduled
 PrimFunc on LLVM. CI installs PoCL (.ci/run), so these run on every machine."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,9 @@ def _dlight(mod: tvm.IRModule) -> tvm.IRModule:
     import tvm.s_tir.dlight as dl
 
     with tvm.target.Target({"kind": "cuda", "arch": "sm_80", "host": {"kind": "llvm"}}):
-        return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback())(mod)
+        return dl.ApplyDefaultSchedule(
+            dl.gpu.Matmul(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
+        )(mod)
 
 
 def test_dlight_kernels_match_llvm(context):
@@ -31,7 +34,9 @@ def test_dlight_kernels_match_llvm(context):
     rng = np.random.default_rng(0)
     with bb.function("main", [x]):
         with bb.dataflow():
-            y = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(x, relax.const(rng.random((16, 16, 3, 3), "float32")), padding=1)))
+            y = bb.emit(
+                relax.op.nn.relu(relax.op.nn.conv2d(x, relax.const(rng.random((16, 16, 3, 3), "float32")), padding=1))
+            )
             y = bb.emit(relax.op.nn.softmax(y, axis=1))
             out = bb.emit_output(relax.op.mean(y, axis=[2, 3]))
         bb.emit_func_output(out)
@@ -70,6 +75,7 @@ def test_an_unbound_kernel_is_refused(context):
 
 # --- every GPU kernel of the zoo and of the third-party corpus, as compile schedules them ------------------
 
+
 @pytest.fixture(scope="module")
 def zoo_model(tmp_path_factory):
     from pathlib import Path
@@ -86,7 +92,11 @@ def zoo_model(tmp_path_factory):
         if name == "detector":  # DBNet-like: hardswish, depthwise, upsampling (bench/models/dbnet_like.py)
             export_model(f"{Path(__file__).parent.parent / 'bench' / 'models' / 'dbnet_like.py'}:make", path)
         elif name in ("digits_int8", "digits_xnor"):
-            opts = CompressOptions(bits=8, calib="digits") if name == "digits_int8" else CompressOptions(bits=1, binarize_mode="xnor")
+            opts = (
+                CompressOptions(bits=8, calib="digits")
+                if name == "digits_int8"
+                else CompressOptions(bits=1, binarize_mode="xnor")
+            )
             compress_file(get("digits_cnn"), path, opts)
         else:
             export_model(name, path)
@@ -101,31 +111,41 @@ def _assert_all_match(checks, limit: float = 1e-4) -> None:
     assert worst.max_rel_error <= limit, worst
 
 
-@pytest.mark.parametrize("name", ["digits_cnn", "binary_digits", "digits_int8", "digits_xnor", "resnet18", "mobilenetv2",
-                                  "vit_tiny", "detector"])
+@pytest.mark.parametrize(
+    "name",
+    ["digits_cnn", "binary_digits", "digits_int8", "digits_xnor", "resnet18", "mobilenetv2", "vit_tiny", "detector"],
+)
 def test_every_gpu_kernel_of_the_zoo_matches_llvm(name, zoo_model, context):
     from edgekit.compiler.gpu_check import check_model
 
     _assert_all_match(check_model(zoo_model(name), "cuda", context=context))
 
 
-@pytest.mark.parametrize("name", ["tf_classifier", "yolo_like", "ocr_detector", "crnn", "audio_cnn", "token_model", "gru_kws"])
+@pytest.mark.parametrize(
+    "name", ["tf_classifier", "yolo_like", "ocr_detector", "crnn", "audio_cnn", "token_model", "gru_kws"]
+)
 def test_every_gpu_kernel_of_the_corpus_matches_llvm(name, tmp_path, context):
     import onnx
-
     from realworld import build
-    from edgekit.graph import fixed_shapes
 
     from edgekit.compiler.gpu_check import check_model
+    from edgekit.graph import fixed_shapes
 
     model = build(name)
     onnx.save(model, tmp_path / "m.onnx")
     _assert_all_match(check_model(tmp_path / "m.onnx", "cuda", context=context, input_shapes=fixed_shapes(model)))
 
 
-@pytest.mark.parametrize("kind,steps,batch,hidden,reverse,lbr", [
-    ("LSTM", 5, 2, 16, (False, True), False), ("GRU", 4, 1, 12, (True,), False), ("GRU", 4, 2, 8, (False, True), True),
-    ("RNN", 6, 1, 10, (False,), False), ("LSTM", 3, 1, 300, (False,), False)])
+@pytest.mark.parametrize(
+    "kind,steps,batch,hidden,reverse,lbr",
+    [
+        ("LSTM", 5, 2, 16, (False, True), False),
+        ("GRU", 4, 1, 12, (True,), False),
+        ("GRU", 4, 2, 8, (False, True), True),
+        ("RNN", 6, 1, 10, (False,), False),
+        ("LSTM", 3, 1, 300, (False,), False),
+    ],
+)
 def test_the_gpu_recurrence_kernels_match_the_cpu_ones(kind, steps, batch, hidden, reverse, lbr, context):
     from edgekit.kernels.recurrent import RecurrentSpec, sequence_func
     from edgekit.kernels.recurrent_gpu import gpu_sequence_func

@@ -1,17 +1,18 @@
 """Host capabilities: an artifact whose target needs a CPU feature this machine lacks is built, never executed
 here. compile skips validation with a clear line; validate / run / bench / edgekit.load refuse with one error
 line; `targets` says "no (needs ...)". No command ends by SIGILL."""
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
+from test_errors import assert_one_line_error
 
 import edgekit
 from edgekit.errors import EdgekitError
 from edgekit.targets import CHECKED_FEATURES, TargetCaps, load_target
-from test_errors import assert_one_line_error
 
 
 def _absent_feature() -> str:
@@ -31,13 +32,17 @@ def foreign(tmp_path_factory, digits_onnx):
     feature = _absent_feature()
     root = tmp_path_factory.mktemp("foreign")
     toml = root / "needs-more.toml"
-    toml.write_text(f'description = "test: x86-64-v3 + {feature}"\n[tvm]\nkind = "llvm"\nmtriple = "x86_64-linux-gnu"\n'
-                    f'mcpu = "x86-64-v3"\nmattr = ["+{feature}"]\n')
+    toml.write_text(
+        f'description = "test: x86-64-v3 + {feature}"\n[tvm]\nkind = "llvm"\nmtriple = "x86_64-linux-gnu"\n'
+        f'mcpu = "x86-64-v3"\nmattr = ["+{feature}"]\n'
+    )
     from typer.testing import CliRunner
 
     from edgekit.cli import app
 
-    result = CliRunner().invoke(app, ["compile", str(digits_onnx), "-o", str(root / "art"), "--target", str(toml), "--json"])
+    result = CliRunner().invoke(
+        app, ["compile", str(digits_onnx), "-o", str(root / "art"), "--target", str(toml), "--json"]
+    )
     assert result.exit_code == 0, result.stderr
     return root / "art", toml, feature
 
@@ -67,8 +72,12 @@ def test_cpuid_reader_covers_every_checked_x86_feature():
         # on real hardware CPUID (what the process can execute) and the kernel's flags agree
         from edgekit.runtime.lite import CPUINFO_NAMES
 
-        flags = {CPUINFO_NAMES.get(f, f) for line in open("/proc/cpuinfo") if line.startswith("flags")
-                 for f in line.split(":", 1)[1].split()}
+        flags = {
+            CPUINFO_NAMES.get(f, f)
+            for line in open("/proc/cpuinfo")
+            if line.startswith("flags")
+            for f in line.split(":", 1)[1].split()
+        }
         assert TargetCaps.host().features == frozenset(flags) & set(CHECKED_FEATURES["x86_64"])
 
 
@@ -83,7 +92,11 @@ def test_compile_builds_but_does_not_execute(foreign):
 def test_every_command_refuses_with_one_line(cli, foreign, digits_onnx, tmp_path):
     art, _, feature = foreign
     np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
-    for args in (("validate", art), ("run", art, "-i", tmp_path / "x.npy", "-o", tmp_path / "y.npy"), ("bench", art, "--repeat", "2")):
+    for args in (
+        ("validate", art),
+        ("run", art, "-i", tmp_path / "x.npy", "-o", tmp_path / "y.npy"),
+        ("bench", art, "--repeat", "2"),
+    ):
         assert_one_line_error(cli(*args), "cannot run on this machine", feature)
     assert not (tmp_path / "y.npy").exists()
     with pytest.raises(EdgekitError, match=feature):

@@ -1,5 +1,6 @@
 """`edgekit inspect`: op status (TVM / edgekit rewrite / unsupported with the node), dynamic inputs and the flag
 that fixes them, parameters and MACs checked against hand counts."""
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,22 @@ from realworld import build
 
 def _conv_gemm(batch="N") -> onnx.ModelProto:
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in (("w", (8, 3, 3, 3)), ("g", (512, 10)))]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv"), helper.make_node("Flatten", ["y"], ["f"]),
-             helper.make_node("Gemm", ["f", "g"], ["out"], name="fc")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, 10])], inits)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+        for n, s in (("w", (8, 3, 3, 3)), ("g", (512, 10)))
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Flatten", ["y"], ["f"]),
+        helper.make_node("Gemm", ["f", "g"], ["out"], name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, 10])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -39,13 +51,19 @@ def test_recurrent_ops_are_edgekit_rewrites_and_counted(cli, tmp_path):
     status = {r["op"]: r["status"] for r in report["ops"]}
     assert status["LSTM"] == "edgekit" and status["Conv"] == "tvm"
     # convs 16·32·32·9 + 32·16·16·144 + 48·8·16·288, LSTM 16 steps x 2 dirs x 128 x (48 + 32), fc 16 x 37 x 64
-    assert report["macs"] == 16 * 32 * 32 * 9 + 32 * 16 * 16 * 144 + 48 * 8 * 16 * 288 + 16 * 2 * 128 * 80 + 16 * 37 * 64
+    assert (
+        report["macs"] == 16 * 32 * 32 * 9 + 32 * 16 * 16 * 144 + 48 * 8 * 16 * 288 + 16 * 2 * 128 * 80 + 16 * 37 * 64
+    )
 
 
 def test_an_op_tvm_cannot_import_is_named(cli, tmp_path):
     model = _conv_gemm(batch=1)
-    model.graph.node.extend([helper.make_node("Reshape", ["out", "square_shape"], ["square"], name="to_square"),
-                             helper.make_node("Det", ["square"], ["det"], name="my_det")])  # TVM 0.27 has no Det
+    model.graph.node.extend(
+        [
+            helper.make_node("Reshape", ["out", "square_shape"], ["square"], name="to_square"),
+            helper.make_node("Det", ["square"], ["det"], name="my_det"),
+        ]
+    )  # TVM 0.27 has no Det
     model.graph.initializer.append(numpy_helper.from_array(np.array([2, 5], np.int64), "square_shape"))
     model.graph.output.append(helper.make_tensor_value_info("det", TensorProto.FLOAT, []))
     onnx.save(model, tmp_path / "m.onnx")

@@ -3,6 +3,7 @@
 Kernels are checked bit-exact against a numpy integer reference (the fp32 conv of ±1 values is exact in
 integers); the lowering against onnxruntime on an ONNX model in edgekit's binarized representation.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,14 +15,13 @@ import numpy as np
 import onnx
 import pytest
 import tvm
+from conftest import X86_TARGETS, skip_unless_host_runs
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
 from edgekit.compiler.relax_passes.binary import binary_alpha, lower_binary_layers
 from edgekit.kernels import binary as kb
 from edgekit.kernels import binary_flat as kf
-
-from conftest import X86_TARGETS, skip_unless_host_runs
 
 X86_V3 = X86_TARGETS["avx2"]  # AVX2, no vector popcount instruction
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
@@ -54,8 +54,10 @@ def _float_epilogue(rng: np.random.Generator, channels: int) -> tuple[np.ndarray
 # Conv kernels
 # ----------------------------------------------------------------------------------------------------------
 
-def run_conv(spec: kb.ConvSpec, target: str, seed: int = 0, flat: bool = False,
-             data: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+
+def run_conv(
+    spec: kb.ConvSpec, target: str, seed: int = 0, flat: bool = False, data: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(kernel output, expected) for random float inputs/weights (exact zeros included in x), or `data` = (x, w);
     `flat` runs the stride-1 flat-plane kernel (binary_flat) instead of the row kernel."""
     rng = np.random.default_rng(seed)
@@ -88,8 +90,12 @@ def run_conv(spec: kb.ConvSpec, target: str, seed: int = 0, flat: bool = False,
 # Every channel count (a partial word, one word, a partial second word, four words) with every stride, padding
 # and kernel; the output-channel counts (under one tile, whole tiles, a remainder tile) rotate through those rows,
 # so each meets every channel count too. The full product took 3x the compiles and found nothing more.
-CONV_GRID = [(c, (8, 64, 96)[i % 3], s, p, k) for i, (c, s, p, k) in
-             enumerate((c, s, p, k) for c in (3, 64, 100, 256) for s in (1, 2) for p in (0, 1) for k in (1, 3))]
+CONV_GRID = [
+    (c, (8, 64, 96)[i % 3], s, p, k)
+    for i, (c, s, p, k) in enumerate(
+        (c, s, p, k) for c in (3, 64, 100, 256) for s in (1, 2) for p in (0, 1) for k in (1, 3)
+    )
+]
 
 
 @pytest.mark.parametrize("isa", sorted(X86_TARGETS))
@@ -102,8 +108,15 @@ def test_conv_int32_bit_exact(c, o, stride, pad, k, isa):
 
 
 @pytest.mark.parametrize("isa", sorted(X86_TARGETS))
-@pytest.mark.parametrize("c,o,pad,k,h,w", [(c, (8, 96)[(i + i // 2) % 2], p, k, h, w) for i, (c, p, k, h, w) in enumerate(
-    (c, p, k, h, w) for c in (3, 100, 256) for p in (0, 1) for k in (1, 3) for h, w in ((9, 7), (14, 14)))])  # o rotates (against h, w and k too), as above
+@pytest.mark.parametrize(
+    "c,o,pad,k,h,w",
+    [
+        (c, (8, 96)[(i + i // 2) % 2], p, k, h, w)
+        for i, (c, p, k, h, w) in enumerate(
+            (c, p, k, h, w) for c in (3, 100, 256) for p in (0, 1) for k in (1, 3) for h, w in ((9, 7), (14, 14))
+        )
+    ],
+)  # o rotates (against h, w and k too), as above
 def test_flat_conv_int32_bit_exact(c, o, pad, k, h, w, isa):
     skip_unless_host_runs(X86_TARGETS[isa])
     spec = kb.ConvSpec(1, c, h, w, o, k, 1, pad, "int32")
@@ -111,12 +124,15 @@ def test_flat_conv_int32_bit_exact(c, o, pad, k, h, w, isa):
     np.testing.assert_array_equal(got, ref)
 
 
-@pytest.mark.parametrize("spec", [
-    kb.ConvSpec(2, 70, 14, 14, 40, 3, 1, 1, "int32"),   # batch 2
-    kb.ConvSpec(1, 64, 2, 5, 8, 3, 1, 1, "int32"),      # two output rows: every lane is in the first or last row
-    kb.ConvSpec(1, 130, 5, 6, 24, 1, 1, 1, "int32"),    # 1x1 pad 1: the whole output border is zero
-    kb.ConvSpec(1, 64, 28, 28, 16, 3, 1, 1, "float32"), # float epilogue, plane a multiple of the tile
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        kb.ConvSpec(2, 70, 14, 14, 40, 3, 1, 1, "int32"),  # batch 2
+        kb.ConvSpec(1, 64, 2, 5, 8, 3, 1, 1, "int32"),  # two output rows: every lane is in the first or last row
+        kb.ConvSpec(1, 130, 5, 6, 24, 1, 1, 1, "int32"),  # 1x1 pad 1: the whole output border is zero
+        kb.ConvSpec(1, 64, 28, 28, 16, 3, 1, 1, "float32"),  # float epilogue, plane a multiple of the tile
+    ],
+)
 def test_flat_conv_edge_shapes_x86_v3(spec):
     got, ref = run_conv(spec, "v3", flat=True)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-5)
@@ -124,10 +140,10 @@ def test_flat_conv_edge_shapes_x86_v3(spec):
 
 def test_flat_kernel_is_chosen_where_rows_waste_lanes():
     lanes = kb.AVX512.lanes
-    assert kf.applies(kb.ConvSpec(1, 256, 14, 14, 256, 3, 1, 1), lanes)     # 14-wide rows: 16 lanes for 14
+    assert kf.applies(kb.ConvSpec(1, 256, 14, 14, 256, 3, 1, 1), lanes)  # 14-wide rows: 16 lanes for 14
     assert not kf.applies(kb.ConvSpec(1, 64, 56, 56, 64, 3, 1, 1), lanes)  # 56 = 7 x 8: no waste
     assert not kf.applies(kb.ConvSpec(1, 64, 28, 28, 64, 3, 2, 1), lanes)  # stride 2
-    assert not kf.applies(kb.ConvSpec(1, 64, 2, 2, 64, 3, 1, 1), lanes)    # plane smaller than a tile
+    assert not kf.applies(kb.ConvSpec(1, 64, 2, 2, 64, 3, 1, 1), lanes)  # plane smaller than a tile
 
 
 def test_flat_epilogue_terms_rebuild_the_border_table():
@@ -138,8 +154,17 @@ def test_flat_epilogue_terms_rebuild_the_border_table():
     for rc in (0, 1, 2):
         for cc in (0, 1, 2):
             fr, lr, fc, lc = rc == 1, rc == 2, cc == 1, cc == 2
-            value = t[:, 0] + fr * t[:, 1] + lr * t[:, 2] + fc * t[:, 3] + lc * t[:, 4] + \
-                fr * fc * t[:, 5] + fr * lc * t[:, 6] + lr * fc * t[:, 7] + lr * lc * t[:, 8]
+            value = (
+                t[:, 0]
+                + fr * t[:, 1]
+                + lr * t[:, 2]
+                + fc * t[:, 3]
+                + lc * t[:, 4]
+                + fr * fc * t[:, 5]
+                + fr * lc * t[:, 6]
+                + lr * fc * t[:, 7]
+                + lr * lc * t[:, 8]
+            )
             np.testing.assert_array_equal(value, base[:, rc, cc])
 
 
@@ -155,12 +180,15 @@ def test_flat_conv_nibble_counters_flush_before_a_byte_overflows(k, pad, epilogu
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("spec", [
-    kb.ConvSpec(2, 100, 14, 14, 96, 3, 1, 1, "int32"),   # batch 2, width 14: two overlapping column tiles
-    kb.ConvSpec(1, 64, 20, 33, 8, 3, 2, 1, "int32"),     # wide rows, stride 2
-    kb.ConvSpec(1, 3, 1, 1, 8, 3, 1, 1, "int32"),        # one pixel: every tap but the centre on the border
-    kb.ConvSpec(1, 130, 5, 6, 24, 1, 1, 1, "int32"),     # 1x1 pad 1: the whole output border is zero
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        kb.ConvSpec(2, 100, 14, 14, 96, 3, 1, 1, "int32"),  # batch 2, width 14: two overlapping column tiles
+        kb.ConvSpec(1, 64, 20, 33, 8, 3, 2, 1, "int32"),  # wide rows, stride 2
+        kb.ConvSpec(1, 3, 1, 1, 8, 3, 1, 1, "int32"),  # one pixel: every tap but the centre on the border
+        kb.ConvSpec(1, 130, 5, 6, 24, 1, 1, 1, "int32"),  # 1x1 pad 1: the whole output border is zero
+    ],
+)
 def test_conv_edge_shapes_x86_v3(spec):
     """The AVX2 fallback (no vpopcntq) on shapes that exercise tiling edges; runs on any x86-64-v3 host."""
     got, ref = run_conv(spec, "v3")
@@ -194,6 +222,7 @@ def test_conv_rejects_unsupported_padding():
 # Dense kernels
 # ----------------------------------------------------------------------------------------------------------
 
+
 def run_dense(spec: kb.DenseSpec, target: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     isa = kb.isa_for_target(_target(target))
@@ -213,7 +242,10 @@ def run_dense(spec: kb.DenseSpec, target: str, seed: int = 0) -> tuple[np.ndarra
     return out.numpy(), (ref * alpha + bias).astype(np.float32)
 
 
-DENSE_GRID = [((1, 3, 6)[i % 3], k, o) for i, (k, o) in enumerate((k, o) for k in (3, 64, 100, 256, 1000) for o in (8, 33, 64, 96))]  # batch rotates
+DENSE_GRID = [
+    ((1, 3, 6)[i % 3], k, o)
+    for i, (k, o) in enumerate((k, o) for k in (3, 64, 100, 256, 1000) for o in (8, 33, 64, 96))
+]  # batch rotates
 
 
 @pytest.mark.parametrize("isa", sorted(X86_TARGETS))
@@ -236,11 +268,15 @@ def test_dense_x86_v3_and_float_epilogue(n, k, o):
 # aarch64: NEON code (cnt on v registers) and execution under qemu
 # ----------------------------------------------------------------------------------------------------------
 
+
 def test_aarch64_asm_uses_neon_cnt():
     spec_c = kb.ConvSpec(1, 64, 8, 8, 16, 3, 1, 1, "int32")
     spec_d = kb.DenseSpec(1, 256, 64, "int32")
-    for name, func in {"conv": kb.conv_func(spec_c, kb.NEON), "flat_conv": kf.conv_func(spec_c, kb.NEON),
-                       "dense": kb.dense_func(spec_d, kb.NEON)}.items():
+    for name, func in {
+        "conv": kb.conv_func(spec_c, kb.NEON),
+        "flat_conv": kf.conv_func(spec_c, kb.NEON),
+        "dense": kb.dense_func(spec_d, kb.NEON),
+    }.items():
         asm = _compile({name: func}, "aarch64").mod.inspect_source("asm")
         assert re.search(r"\bcnt\s+v\d+\.16b", asm), f"no NEON popcount (cnt v.16b) in the aarch64 {name} code"
 
@@ -248,6 +284,7 @@ def test_aarch64_asm_uses_neon_cnt():
 # ----------------------------------------------------------------------------------------------------------
 # ONNX models in edgekit's binarized representation
 # ----------------------------------------------------------------------------------------------------------
+
 
 def _unpack_weight(prefix: str, weight: np.ndarray, nodes: list, inits: list) -> str:
     """edgekit's 1-bit weight encoding with standard ops: uint8 bits [O, ceil(K/8)] (LSB-first, 1 = +1),
@@ -269,11 +306,24 @@ def _unpack_weight(prefix: str, weight: np.ndarray, nodes: list, inits: list) ->
         nodes.append(helper.make_node(op, inputs, [f"{prefix}_{out}"], **attrs))
         return f"{prefix}_{out}"
 
-    t = node("Unsqueeze", [init("bits", np.packbits(bits, axis=1, bitorder="little")), init("axis", np.array([2], np.int64))], "u")
+    t = node(
+        "Unsqueeze",
+        [init("bits", np.packbits(bits, axis=1, bitorder="little")), init("axis", np.array([2], np.int64))],
+        "u",
+    )
     t = node("BitShift", [t, init("shifts", np.arange(8, dtype=np.uint8).reshape(1, 1, 8))], "shr", direction="RIGHT")
     t = node("BitwiseAnd", [t, init("one_u8", np.array(1, np.uint8))], "and")
     t = node("Reshape", [t, init("shape_bits", np.array([o, nb * 8], np.int64))], "flat")
-    t = node("Slice", [t, init("s0", np.array([0], np.int64)), init("sk", np.array([k], np.int64)), init("s1", np.array([1], np.int64))], "sl")
+    t = node(
+        "Slice",
+        [
+            t,
+            init("s0", np.array([0], np.int64)),
+            init("sk", np.array([k], np.int64)),
+            init("s1", np.array([1], np.int64)),
+        ],
+        "sl",
+    )
     t = node("Cast", [t], "f", to=TensorProto.FLOAT)
     t = node("Mul", [t, init("two", np.array(2.0, np.float32))], "x2")
     t = node("Sub", [t, init("one", np.array(1.0, np.float32))], "pm1")
@@ -308,14 +358,23 @@ def binary_model(bwn_conv: bool = False, float_conv: bool = False) -> onnx.Model
         inits.append(numpy_helper.from_array(rng.standard_normal((24, 20, 3, 3)).astype(np.float32), "conv_float_w"))
         w1 = "conv_float_w"
     inits.append(numpy_helper.from_array(rng.standard_normal(24).astype(np.float32), "conv_bias"))
-    nodes.append(helper.make_node("Conv", [_binarize("a1", x, nodes, inits), w1, "conv_bias"], ["y1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]))
+    nodes.append(
+        helper.make_node(
+            "Conv", [_binarize("a1", x, nodes, inits), w1, "conv_bias"], ["y1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]
+        )
+    )
     inits.append(numpy_helper.from_array(np.array([1, 24 * 36], np.int64), "flat_shape"))
     nodes.append(helper.make_node("Reshape", ["y1", "flat_shape"], ["f1"]))
     w2 = _unpack_weight("fc", rng.standard_normal((10, 24 * 36)).astype(np.float32), nodes, inits)
     inits.append(numpy_helper.from_array(rng.standard_normal(10).astype(np.float32), "fc_bias"))
     nodes.append(helper.make_node("Gemm", [_binarize("a2", "f1", nodes, inits), w2, "fc_bias"], ["y"], transB=1))
-    graph = helper.make_graph(nodes, "bnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(IN_SHAPE))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "bnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(IN_SHAPE))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     onnx.checker.check_model(model)
     return model
@@ -345,7 +404,11 @@ def _input(seed: int = 3) -> np.ndarray:
 
 def test_unpack_subgraph_folds_to_binary_constants():
     bindings = [b for block in _import(binary_model())["main"].body.blocks for b in block.bindings]
-    layers = [b.value for b in bindings if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") in ("relax.nn.conv2d", "relax.matmul")]
+    layers = [
+        b.value
+        for b in bindings
+        if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") in ("relax.nn.conv2d", "relax.matmul")
+    ]
     weights = [call.args[1] for call in layers]
     assert len(weights) == 2 and all(isinstance(w, tvm.ir.expr.Constant) for w in weights)
     for w in weights:
@@ -408,8 +471,11 @@ def test_lowered_model_runs_on_aarch64_under_qemu(tmp_path):
     assert any(gv.name_hint.startswith("xnor_conv_flat") for gv in mod.functions)  # 6x6 plane: the flat NEON kernel
     ex = relax.build(mod, target=spec.tvm_target())
     ex.export_library(str(tmp_path / "model.so"), cc=spec.compiler())
-    meta = {"target": spec.to_json(), "inputs": [{"name": "x", "shape": list(IN_SHAPE), "dtype": "float32"}],
-            "outputs": [{"name": "y", "shape": [1, 10], "dtype": "float32"}]}
+    meta = {
+        "target": spec.to_json(),
+        "inputs": [{"name": "x", "shape": list(IN_SHAPE), "dtype": "float32"}],
+        "outputs": [{"name": "y", "shape": [1, 10], "dtype": "float32"}],
+    }
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     x = _input()
     from edgekit.runtime import read_meta

@@ -1,17 +1,18 @@
 """Opset 1-6 models (passes/legacy_opset.py), as PyTorch 0.3 / 0.4 exported them (IR 3, initializers listed as
 graph inputs, attributes that later opsets dropped): upgraded on load, checked against the original, compiled
 and validated; what cannot be checked is refused in one line naming the ops."""
+
 from __future__ import annotations
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from test_errors import assert_one_line_error
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.graph import load_onnx
 from edgekit.passes.legacy_opset import UPGRADED_KEY
-from test_errors import assert_one_line_error
 
 F = TensorProto.FLOAT
 RNG = np.random.default_rng(0)
@@ -33,30 +34,71 @@ def old_export(nodes, inits, out_shape, opset: int = 6) -> onnx.ModelProto:
 
 
 FAMILIES = {
-    "conv": ([helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
-             [_w("w", (4, 3, 3, 3)), _w("b", (4,))], [1, 4, 8, 8]),
-    "batchnorm_is_test": ([helper.make_node("BatchNormalization", ["x", "s", "bb", "m", "v"], ["y"], epsilon=1e-5, is_test=1)],
-                          [_w("s", (3,)), _w("bb", (3,)), _w("m", (3,)), _w("v", (3,), positive=True)], [1, 3, 8, 8]),
+    "conv": (
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+        [_w("w", (4, 3, 3, 3)), _w("b", (4,))],
+        [1, 4, 8, 8],
+    ),
+    "batchnorm_is_test": (
+        [helper.make_node("BatchNormalization", ["x", "s", "bb", "m", "v"], ["y"], epsilon=1e-5, is_test=1)],
+        [_w("s", (3,)), _w("bb", (3,)), _w("m", (3,)), _w("v", (3,), positive=True)],
+        [1, 3, 8, 8],
+    ),
     "prelu": ([helper.make_node("PRelu", ["x", "slope"], ["y"])], [_w("slope", (3, 1, 1))], [1, 3, 8, 8]),
-    "leakyrelu_elu": ([helper.make_node("LeakyRelu", ["x"], ["a"], alpha=0.1), helper.make_node("Elu", ["a"], ["y"], alpha=0.5)],
-                      [], [1, 3, 8, 8]),
-    "pools_and_pad_v2": ([helper.make_node("MaxPool", ["x"], ["a"], kernel_shape=[2, 2], strides=[2, 2]),
-                          helper.make_node("Pad", ["a"], ["b"], pads=[0, 0, 1, 1, 0, 0, 1, 1], mode="constant", value=0.0),
-                          helper.make_node("AveragePool", ["b"], ["y"], kernel_shape=[2, 2], strides=[1, 1])], [], [1, 3, 5, 5]),
-    "linear_gemm_broadcast": ([helper.make_node("Flatten", ["x"], ["f"], axis=1),
-                               helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1, broadcast=1)],
-                              [_w("gw", (10, 192)), _w("gb", (10,))], [1, 10]),
-    "dropout_logsoftmax": ([helper.make_node("Dropout", ["x"], ["d"], is_test=1, ratio=0.5),
-                            helper.make_node("LogSoftmax", ["d"], ["y"], axis=1)], [], [1, 3, 8, 8]),
-    "sum_mul_scalar": ([helper.make_node("Sum", ["x", "x"], ["s"]), helper.make_node("Mul", ["s", "k"], ["y"], broadcast=1)],
-                       [numpy_helper.from_array(np.array(2.0, np.float32), "k")], [1, 3, 8, 8]),
-    "reshape_v5": ([helper.make_node("Reshape", ["x", "shape"], ["y"])],
-                   [numpy_helper.from_array(np.array([1, 3, 64], np.int64), "shape")], [1, 3, 64]),
+    "leakyrelu_elu": (
+        [helper.make_node("LeakyRelu", ["x"], ["a"], alpha=0.1), helper.make_node("Elu", ["a"], ["y"], alpha=0.5)],
+        [],
+        [1, 3, 8, 8],
+    ),
+    "pools_and_pad_v2": (
+        [
+            helper.make_node("MaxPool", ["x"], ["a"], kernel_shape=[2, 2], strides=[2, 2]),
+            helper.make_node("Pad", ["a"], ["b"], pads=[0, 0, 1, 1, 0, 0, 1, 1], mode="constant", value=0.0),
+            helper.make_node("AveragePool", ["b"], ["y"], kernel_shape=[2, 2], strides=[1, 1]),
+        ],
+        [],
+        [1, 3, 5, 5],
+    ),
+    "linear_gemm_broadcast": (
+        [
+            helper.make_node("Flatten", ["x"], ["f"], axis=1),
+            helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1, broadcast=1),
+        ],
+        [_w("gw", (10, 192)), _w("gb", (10,))],
+        [1, 10],
+    ),
+    "dropout_logsoftmax": (
+        [
+            helper.make_node("Dropout", ["x"], ["d"], is_test=1, ratio=0.5),
+            helper.make_node("LogSoftmax", ["d"], ["y"], axis=1),
+        ],
+        [],
+        [1, 3, 8, 8],
+    ),
+    "sum_mul_scalar": (
+        [helper.make_node("Sum", ["x", "x"], ["s"]), helper.make_node("Mul", ["s", "k"], ["y"], broadcast=1)],
+        [numpy_helper.from_array(np.array(2.0, np.float32), "k")],
+        [1, 3, 8, 8],
+    ),
+    "reshape_v5": (
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        [numpy_helper.from_array(np.array([1, 3, 64], np.int64), "shape")],
+        [1, 3, 64],
+    ),
     # a Constant node (no inputs) beside the ops: pytorch-operator/test_operator_addconstant, PoissonNLLLoss
-    "constant_node_add": ([helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(1.5, np.float32))),
-                           helper.make_node("Add", ["x", "c"], ["y"], broadcast=1)], [], [1, 3, 8, 8]),
-    "concat_softmax_v1": ([helper.make_node("Concat", ["x", "x"], ["c"], axis=1), helper.make_node("Softmax", ["c"], ["y"], axis=1)],
-                          [], [1, 6, 8, 8]),
+    "constant_node_add": (
+        [
+            helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(1.5, np.float32))),
+            helper.make_node("Add", ["x", "c"], ["y"], broadcast=1),
+        ],
+        [],
+        [1, 3, 8, 8],
+    ),
+    "concat_softmax_v1": (
+        [helper.make_node("Concat", ["x", "x"], ["c"], axis=1), helper.make_node("Softmax", ["c"], ["y"], axis=1)],
+        [],
+        [1, 6, 8, 8],
+    ),
 }
 
 
@@ -73,7 +115,9 @@ def test_an_old_export_is_upgraded_and_validates(family, tmp_path):
 def test_a_per_channel_prelu_slope_stays_per_channel(tmp_path):
     """PyTorch 0.3 wrote PRelu's slope as [C]: per channel at opset 6, against the last axis from opset 7."""
     slope = np.array([0.1, 0.5, 2.0], np.float32)
-    model = old_export([helper.make_node("PRelu", ["x", "slope"], ["y"])], [numpy_helper.from_array(slope, "slope")], [1, 3, 8, 8])
+    model = old_export(
+        [helper.make_node("PRelu", ["x", "slope"], ["y"])], [numpy_helper.from_array(slope, "slope")], [1, 3, 8, 8]
+    )
     onnx.save(model, tmp_path / "old.onnx")
     from edgekit.onnxtools import ort_session
 
@@ -90,7 +134,9 @@ def test_what_cannot_be_checked_is_refused_naming_the_ops(cli, tmp_path):
     nodes = family[0] + [helper.make_node("Dropout", ["y0"], ["y"], is_test=1)]
     nodes[0] = helper.make_node("BatchNormalization", ["x", "s", "bb", "m", "v"], ["y0"], epsilon=1e-5, is_test=1)
     onnx.save(old_export(nodes, family[1], family[2]), tmp_path / "old.onnx")
-    assert_one_line_error(cli("compile", tmp_path / "old.onnx", "-o", tmp_path / "art"), "opset 6", "BatchNormalization", "Dropout")
+    assert_one_line_error(
+        cli("compile", tmp_path / "old.onnx", "-o", tmp_path / "art"), "opset 6", "BatchNormalization", "Dropout"
+    )
     assert not (tmp_path / "art").exists()
 
 
@@ -109,10 +155,18 @@ def test_numeric_input_names_compile_quietly(tmp_path):
     import subprocess
     import sys
 
-    graph = helper.make_graph([helper.make_node("Relu", ["0"], ["1"])], "old",
-                              [helper.make_tensor_value_info("0", F, [1, 3, 8, 8])], [helper.make_tensor_value_info("1", F, [1, 3, 8, 8])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["0"], ["1"])],
+        "old",
+        [helper.make_tensor_value_info("0", F, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("1", F, [1, 3, 8, 8])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)]), tmp_path / "m.onnx")
-    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "art")],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgekit.cli", "compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "art")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-1000:]
     assert "Renaming" not in proc.stderr + proc.stdout, proc.stderr

@@ -1,5 +1,6 @@
 """passes/lowrank.py: low-rank factorization of weight layers (exact at the weights' true rank, ranks chosen by
 the energy kept), compiled and validated."""
+
 from __future__ import annotations
 
 import numpy as np

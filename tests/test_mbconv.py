@@ -1,5 +1,6 @@
 """Fused inverted-residual blocks: the kernel (edgekit.kernels.mbconv) against a NumPy reference, and the Relax
 rewrite (edgekit.compiler.relax_passes.inverted_residual) end to end against onnxruntime."""
+
 import json
 import shutil
 
@@ -7,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 import tvm
+from conftest import X86_TARGETS, skip_unless_host_runs
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import X86_TARGETS, skip_unless_host_runs
 from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.relax_passes import inverted_residual
@@ -22,23 +23,38 @@ def _weights(spec: mbconv.MBConvSpec, seed: int = 0):
     rng = np.random.default_rng(seed)
     cm, ci, co = spec.mid_channels, spec.in_channels, spec.out_channels
     w_e = (rng.standard_normal((1, 1, ci, cm)) / np.sqrt(ci)).astype(np.float32) if spec.expand_channels else None
-    return (w_e, (rng.standard_normal(cm) * 0.5).astype(np.float32), (rng.standard_normal((3, 3, 1, cm)) / 2).astype(np.float32),
-            (rng.standard_normal(cm) * 0.5).astype(np.float32), (rng.standard_normal((1, 1, cm, co)) / np.sqrt(cm)).astype(np.float32),
-            rng.standard_normal(co).astype(np.float32))
+    return (
+        w_e,
+        (rng.standard_normal(cm) * 0.5).astype(np.float32),
+        (rng.standard_normal((3, 3, 1, cm)) / 2).astype(np.float32),
+        (rng.standard_normal(cm) * 0.5).astype(np.float32),
+        (rng.standard_normal((1, 1, cm, co)) / np.sqrt(cm)).astype(np.float32),
+        rng.standard_normal(co).astype(np.float32),
+    )
 
 
 @pytest.mark.parametrize("isa", sorted(TARGETS))
-@pytest.mark.parametrize("spec,bands", [
-    (mbconv.MBConvSpec(1, 16, 16, 8, 32, 8, 1, True), 2),             # residual, stride 1
-    (mbconv.MBConvSpec(1, 15, 13, 8, 48, 24, 2, False), 2),           # odd sizes, stride 2, 24 output channels
-    (mbconv.MBConvSpec(2, 9, 7, 32, 0, 24, 1, False), 3),             # no expansion, batch 2, 3 bands
-    (mbconv.MBConvSpec(1, 7, 5, 4, 24, 40, 2, False), 1),             # width below the register tile, 1 band
-    (mbconv.MBConvSpec(1, 6, 6, 16, 64, 16, 1, True, (0.0, np.inf), (0.0, np.inf)), 4),  # ReLU; more bands than rows/2
-])
+@pytest.mark.parametrize(
+    "spec,bands",
+    [
+        (mbconv.MBConvSpec(1, 16, 16, 8, 32, 8, 1, True), 2),  # residual, stride 1
+        (mbconv.MBConvSpec(1, 15, 13, 8, 48, 24, 2, False), 2),  # odd sizes, stride 2, 24 output channels
+        (mbconv.MBConvSpec(2, 9, 7, 32, 0, 24, 1, False), 3),  # no expansion, batch 2, 3 bands
+        (mbconv.MBConvSpec(1, 7, 5, 4, 24, 40, 2, False), 1),  # width below the register tile, 1 band
+        (
+            mbconv.MBConvSpec(1, 6, 6, 16, 64, 16, 1, True, (0.0, np.inf), (0.0, np.inf)),
+            4,
+        ),  # ReLU; more bands than rows/2
+    ],
+)
 def test_kernel_matches_reference(spec, bands, isa):
     target, lanes, acc = TARGETS[isa]
     w_e, b_e, w_d, b_d, w_p, b_p = _weights(spec)
-    x = np.random.default_rng(1).standard_normal((spec.batch, spec.height, spec.width, spec.in_channels)).astype(np.float32)
+    x = (
+        np.random.default_rng(1)
+        .standard_normal((spec.batch, spec.height, spec.width, spec.in_channels))
+        .astype(np.float32)
+    )
     want = mbconv.mbconv_reference(spec, x, w_e, b_e, w_d, b_d, w_p, b_p)
     we, wd, wp = mbconv.pack_weights(spec, w_e, w_d, w_p, lanes, acc)
     func = mbconv.mbconv_func(spec, lanes, acc, bands).with_attr("global_symbol", "main")
@@ -58,16 +74,34 @@ def test_spec_rejects_what_the_kernel_cannot_do():
         mbconv.MBConvSpec(1, 8, 8, 8, 16, 12, 1, True)
 
 
-def _block_model(path, n=1, c=16, expand=64, out=16, h=12, w=12, stride=1, residual=True, act="Clip", dw_kernel=3,
-                 dilation=1, expanded_is_output=False, seed=0):
+def _block_model(
+    path,
+    n=1,
+    c=16,
+    expand=64,
+    out=16,
+    h=12,
+    w=12,
+    stride=1,
+    residual=True,
+    act="Clip",
+    dw_kernel=3,
+    dilation=1,
+    expanded_is_output=False,
+    seed=0,
+):
     """[Conv1x1 -> act] -> depthwise Conv -> act -> Conv1x1 [-> Add(x)], in ONNX; `expand=0`: no expansion."""
     rng = np.random.default_rng(seed)
     cm = expand or c
     inits, nodes = [], []
 
     def conv(name, inp, w, group=1, **attrs):
-        inits.extend([numpy_helper.from_array(w.astype(np.float32), f"{name}_w"),
-                      numpy_helper.from_array((rng.standard_normal(w.shape[0]) * 0.3).astype(np.float32), f"{name}_b")])
+        inits.extend(
+            [
+                numpy_helper.from_array(w.astype(np.float32), f"{name}_w"),
+                numpy_helper.from_array((rng.standard_normal(w.shape[0]) * 0.3).astype(np.float32), f"{name}_b"),
+            ]
+        )
         nodes.append(helper.make_node("Conv", [inp, f"{name}_w", f"{name}_b"], [name], group=group, **attrs))
         return name
 
@@ -79,11 +113,23 @@ def _block_model(path, n=1, c=16, expand=64, out=16, h=12, w=12, stride=1, resid
             nodes.append(helper.make_node("Relu", [inp], [name]))
         return name
 
-    inits += [numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    inits += [
+        numpy_helper.from_array(np.array(0, np.float32), "lo"),
+        numpy_helper.from_array(np.array(6, np.float32), "hi"),
+    ]
     e = activation(conv("expand", "x", rng.standard_normal((cm, c, 1, 1)) / np.sqrt(c))) if expand else "x"
     pad = dilation * (dw_kernel // 2)
-    d = activation(conv("dw", e, rng.standard_normal((cm, 1, dw_kernel, dw_kernel)) / 2, group=cm, strides=[stride] * 2,
-                        pads=[pad] * 4, dilations=[dilation] * 2))
+    d = activation(
+        conv(
+            "dw",
+            e,
+            rng.standard_normal((cm, 1, dw_kernel, dw_kernel)) / 2,
+            group=cm,
+            strides=[stride] * 2,
+            pads=[pad] * 4,
+            dilations=[dilation] * 2,
+        )
+    )
     y = conv("project", d, rng.standard_normal((out, cm, 1, 1)) / np.sqrt(cm))
     if residual:
         nodes.append(helper.make_node("Add", [y, "x"], ["y"]))
@@ -92,7 +138,9 @@ def _block_model(path, n=1, c=16, expand=64, out=16, h=12, w=12, stride=1, resid
     outputs = [helper.make_tensor_value_info(y, TensorProto.FLOAT, [n, out, oh, ow])]
     if expanded_is_output:
         outputs.append(helper.make_tensor_value_info(e, TensorProto.FLOAT, [n, cm, h, w]))
-    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c, h, w])], outputs, inits)
+    graph = helper.make_graph(
+        nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c, h, w])], outputs, inits
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -109,12 +157,15 @@ def _compile(tmp_path, path, target="x86_64", **kw):
     return result.meta["build"]["rule_per_function"]
 
 
-@pytest.mark.parametrize("block", [
-    dict(),                                                   # MobileNetV2's stride-1 block with residual
-    dict(stride=2, residual=False, out=24, h=13, w=11),       # stride 2, odd input
-    dict(expand=0, residual=False, out=8, n=2),               # first block: depthwise -> projection, batch 2
-    dict(act="Relu", c=8, out=8, expand=24),                  # ReLU instead of ReLU6
-])
+@pytest.mark.parametrize(
+    "block",
+    [
+        dict(),  # MobileNetV2's stride-1 block with residual
+        dict(stride=2, residual=False, out=24, h=13, w=11),  # stride 2, odd input
+        dict(expand=0, residual=False, out=8, n=2),  # first block: depthwise -> projection, batch 2
+        dict(act="Relu", c=8, out=8, expand=24),  # ReLU instead of ReLU6
+    ],
+)
 def test_fused_blocks_match_onnxruntime(tmp_path, any_size, block):
     rules = _compile(tmp_path, _block_model(tmp_path / "block.onnx", **block))
     assert list(rules.values()).count("mbconv kernel") == 1, rules
@@ -148,11 +199,14 @@ def test_expansion_used_elsewhere_stays_a_conv(tmp_path, any_size):
     assert list(rules.values()).count("mbconv kernel") == 1 and "conv2d-nhwc-regblock" in rules.values(), rules
 
 
-@pytest.mark.parametrize("why,block", [
-    ("small map (fits the caches)", dict(h=8, w=8)),
-    ("5x5 depthwise", dict(dw_kernel=5)),
-    ("dilated depthwise", dict(dilation=2)),
-])
+@pytest.mark.parametrize(
+    "why,block",
+    [
+        ("small map (fits the caches)", dict(h=8, w=8)),
+        ("5x5 depthwise", dict(dw_kernel=5)),
+        ("dilated depthwise", dict(dilation=2)),
+    ],
+)
 def test_fusion_only_where_it_applies(tmp_path, monkeypatch, why, block):
     if why != "small map (fits the caches)":
         monkeypatch.setattr(inverted_residual, "MIN_EXPANDED_BYTES", 0)
@@ -160,8 +214,12 @@ def test_fusion_only_where_it_applies(tmp_path, monkeypatch, why, block):
     assert "mbconv kernel" not in rules.values(), why
 
 
-@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")),
-                    reason="needs g++-aarch64-linux-gnu and qemu-user")
+@pytest.mark.skipif(
+    not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")),
+    reason="needs g++-aarch64-linux-gnu and qemu-user",
+)
 def test_fused_block_on_aarch64_matches_onnxruntime(tmp_path, any_size):
-    rules = _compile(tmp_path, _block_model(tmp_path / "block.onnx", stride=2, residual=False, out=24, h=9, w=9), target="aarch64")
+    rules = _compile(
+        tmp_path, _block_model(tmp_path / "block.onnx", stride=2, residual=False, out=24, h=9, w=9), target="aarch64"
+    )
     assert "mbconv kernel" in rules.values(), rules

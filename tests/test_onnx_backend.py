@@ -5,11 +5,11 @@ The sample is one model per kind of answer the survey gives: an opset-6 PyTorch 
 (PRelu(6) with a per-channel slope: converted by edgekit, checked against onnx.reference), a sequence model at
 opset 12, a model whose output is NaN on the test's inputs (Sqrt), and an Expand whose shape is a graph input
 (refused naming the node, with --freeze offered)."""
+
 from __future__ import annotations
 
-import pytest
-
 import bench_scripts
+import pytest
 
 
 def _survey():

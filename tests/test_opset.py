@@ -1,5 +1,6 @@
 """passes/opset.py: the default opset a model imports, upgrading it with onnx's version converter (ops rewritten,
 not relabelled; the input untouched; a failure as one EdgekitError), and dropping opset imports no node uses."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,16 +14,23 @@ from edgekit.passes import opset
 
 
 def _model(nodes: list[onnx.NodeProto], imports: list[tuple[str, int]]) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in imports])
 
 
-@pytest.mark.parametrize(("imports", "expected"), [
-    ([("", 13)], 13),
-    ([("com.microsoft", 1), ("ai.onnx", 17)], 17),  # the default domain under its long name
-    ([("com.microsoft", 1)], 1),  # none: `missing`
-])
+@pytest.mark.parametrize(
+    ("imports", "expected"),
+    [
+        ([("", 13)], 13),
+        ([("com.microsoft", 1), ("ai.onnx", 17)], 17),  # the default domain under its long name
+        ([("com.microsoft", 1)], 1),  # none: `missing`
+    ],
+)
 def test_default_opset(imports: list[tuple[str, int]], expected: int):
     assert opset.default_opset(_model([], imports)) == expected
 
@@ -64,8 +72,9 @@ def test_keep_used_imports_drops_unused_domains_and_keeps_the_default():
     model = _model([node], [("", 17), ("ai.onnx.training", 1), ("com.microsoft", 1), ("com.microsoft.nchwc", 1)])
     opset.keep_used_imports(model)
     assert [(o.domain, o.version) for o in model.opset_import] == [("", 17), ("com.microsoft", 1)]
-    unused_default = _model([helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")],
-                            [("ai.onnx", 17), ("com.microsoft", 1)])
+    unused_default = _model(
+        [helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")], [("ai.onnx", 17), ("com.microsoft", 1)]
+    )
     opset.keep_used_imports(unused_default)  # no node in the default domain: its import stays all the same
     assert [o.domain for o in unused_default.opset_import] == ["ai.onnx", "com.microsoft"]
 
@@ -73,6 +82,7 @@ def test_keep_used_imports_drops_unused_domains_and_keeps_the_default():
 def test_keep_used_imports_sees_ops_inside_subgraphs():
     """An import used only inside an If branch (or a Loop body) is used: dropping it leaves a model the checker
     rejects ("No opset import for domain ...")."""
+
     def branch(name: str, node: onnx.NodeProto) -> onnx.GraphProto:
         out = helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, [2, 3, 4])
         return helper.make_graph([node], name, [], [out])  # reads the outer graph's x
@@ -80,10 +90,15 @@ def test_keep_used_imports_sees_ops_inside_subgraphs():
     then_branch = branch("then", helper.make_node("Gelu", ["x"], ["t"], domain="com.microsoft"))
     else_branch = branch("else", helper.make_node("Relu", ["x"], ["e"]))
     if_node = helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch)
-    graph = helper.make_graph([if_node], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
-                               helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])])
+    graph = helper.make_graph(
+        [if_node],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])],
+    )
     imports = [helper.make_opsetid(d, v) for d, v in (("", 17), ("com.microsoft", 1), ("com.microsoft.nchwc", 1))]
     model = helper.make_model(graph, opset_imports=imports)
     onnx.checker.check_model(model)

@@ -1,15 +1,16 @@
 """Output safety: --force replaces only an earlier edgekit output of the same kind; nothing that contains an
 input, no directory holding other files, never ., $HOME or /. Inputs stay byte-identical."""
+
 from __future__ import annotations
 
 import os
 import shutil
 
 import pytest
+from test_errors import assert_one_line_error
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_dir, check_output_path
-from test_errors import assert_one_line_error
 
 
 def _snapshot(root):
@@ -85,7 +86,9 @@ def test_compress_output_may_not_be_the_calibration_file(cli, digits_onnx, tmp_p
     calib = tmp_path / "calib.npz"
     np.savez(calib, input=np.zeros((4, 1, 1, 8, 8), np.float32))
     before = calib.read_bytes()
-    assert_one_line_error(cli("compress", digits_onnx, "--bits", "8", "--calib", calib, "-o", calib, "--force"), "is the input")
+    assert_one_line_error(
+        cli("compress", digits_onnx, "--bits", "8", "--calib", calib, "-o", calib, "--force"), "is the input"
+    )
     assert calib.read_bytes() == before
 
 
@@ -131,8 +134,13 @@ def test_loading_an_artifact_recompiled_in_place_runs_the_new_code(tmp_path):
     x = np.ones((1, 4), np.float32)
     for factor in (2.0, 3.0):
         weight = numpy_helper.from_array(np.full((1, 4), factor, np.float32), "w")
-        graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "scale", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+        graph = helper.make_graph(
+            [helper.make_node("Mul", ["x", "w"], ["y"])],
+            "scale",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+            [weight],
+        )
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "scale.onnx")
         compile_onnx(tmp_path / "scale.onnx", tmp_path / "art", "host", validate=False, quiet=True, force=True)
         for _ in range(2):  # and again: a path loaded through a copy stays right on the next load

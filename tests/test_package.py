@@ -1,5 +1,6 @@
 """The embedded runtime: `edgekit package` bundles, libedgekit's C API (from C and through the C++ example),
 CMake builds, aarch64 under qemu, the torch-free Python runtime, and every bad input a C caller can make."""
+
 from __future__ import annotations
 
 import json
@@ -11,21 +12,23 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from realworld import detector_with_nms
+from test_arm import needs_aarch64, needs_armv7
+from test_errors import assert_one_line_error
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.datasets import load_digits_split
 from edgekit.onnxtools import ort_session
 from edgekit.package import package_artifact
-from realworld import detector_with_nms
-from test_arm import needs_aarch64, needs_armv7
-from test_errors import assert_one_line_error
 
 QEMU = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]
 
 
 def run_example(bundle, *args, arch="x86_64") -> subprocess.CompletedProcess:
     prefix = QEMU if arch == "aarch64" else []
-    return subprocess.run([*prefix, str(bundle / "bin" / "edgekit_example"), str(bundle), *map(str, args)], capture_output=True, text=True)
+    return subprocess.run(
+        [*prefix, str(bundle / "bin" / "edgekit_example"), str(bundle), *map(str, args)], capture_output=True, text=True
+    )
 
 
 def summary(proc) -> dict:
@@ -61,13 +64,28 @@ def test_native_bundle_classifies_the_digits_test_set_as_onnxruntime(digits_bund
     assert len(got) == len(ort_classes) == 450
     assert (got == ort_classes).all()
     s = summary(run_example(digits_bundle, "--repeat", "5"))
-    assert s["target"] == "x86_64" and s["top_class"] == int(np.load(digits_bundle / "sample" / "output_0.npy").argmax())
+    assert s["target"] == "x86_64" and s["top_class"] == int(
+        np.load(digits_bundle / "sample" / "output_0.npy").argmax()
+    )
 
 
 def test_bundle_layout_and_manifest(digits_bundle):
-    for part in ("edgekit.txt", "model.so", "meta.json", "lib/libedgekit.so", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so",
-                 "include/edgekit.h", "include/edgekit.hpp", "example/CMakeLists.txt", "example/toolchain-aarch64.cmake",
-                 "bin/edgekit_example", "python/pyproject.toml", "sample/input_0.npy", "README.md"):
+    for part in (
+        "edgekit.txt",
+        "model.so",
+        "meta.json",
+        "lib/libedgekit.so",
+        "lib/libtvm_runtime.so",
+        "lib/libtvm_ffi.so",
+        "include/edgekit.h",
+        "include/edgekit.hpp",
+        "example/CMakeLists.txt",
+        "example/toolchain-aarch64.cmake",
+        "bin/edgekit_example",
+        "python/pyproject.toml",
+        "sample/input_0.npy",
+        "README.md",
+    ):
         assert (digits_bundle / part).exists(), part
     manifest = (digits_bundle / "edgekit.txt").read_text().splitlines()
     assert manifest[0] == "edgekit-bundle 1" and manifest[1] == "target x86_64 x86_64"
@@ -104,8 +122,24 @@ def compile_c_check(bundle, tmp_path, cc="gcc"):
     src = tmp_path / "check.c"
     src.write_text(C_PROGRAM)
     exe = tmp_path / "check"
-    subprocess.run([cc, "-std=c99", "-Wall", "-Werror", str(src), f"-I{bundle / 'include'}", f"-L{bundle / 'lib'}", "-ledgekit",
-                    f"-Wl,-rpath-link,{bundle / 'lib'}", f"-Wl,-rpath,{bundle / 'lib'}", "-o", str(exe)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            cc,
+            "-std=c99",
+            "-Wall",
+            "-Werror",
+            str(src),
+            f"-I{bundle / 'include'}",
+            f"-L{bundle / 'lib'}",
+            "-ledgekit",
+            f"-Wl,-rpath-link,{bundle / 'lib'}",
+            f"-Wl,-rpath,{bundle / 'lib'}",
+            "-o",
+            str(exe),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return exe
 
 
@@ -167,7 +201,9 @@ def test_a_bundle_replaced_in_place_is_reloaded_with_its_new_model(digits_onnx, 
     from onnx import numpy_helper
 
     model = onnx.load(digits_onnx)
-    last = [init for init in model.graph.initializer if numpy_helper.to_array(init).shape == (10,)][-1]  # the classifier's bias
+    last = [init for init in model.graph.initializer if numpy_helper.to_array(init).shape == (10,)][
+        -1
+    ]  # the classifier's bias
     last.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(last) + 1.0, last.name))
     onnx.save(model, tmp_path / "shifted.onnx")
     bundles = {}
@@ -178,10 +214,27 @@ def test_a_bundle_replaced_in_place_is_reloaded_with_its_new_model(digits_onnx, 
     src = tmp_path / "reload.c"
     src.write_text(RELOAD_PROGRAM)
     lib = bundles["original"] / "lib"
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Werror", str(src), f"-I{lib.parent / 'include'}", f"-L{lib}", "-ledgekit",
-                    f"-Wl,-rpath,{tmp_path / 'runtime'}", "-o", str(tmp_path / "reload")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "gcc",
+            "-std=c99",
+            "-Wall",
+            "-Werror",
+            str(src),
+            f"-I{lib.parent / 'include'}",
+            f"-L{lib}",
+            "-ledgekit",
+            f"-Wl,-rpath,{tmp_path / 'runtime'}",
+            "-o",
+            str(tmp_path / "reload"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     shutil.copytree(lib, tmp_path / "runtime")  # the program's libraries stay put while the bundles move
-    proc = subprocess.run([str(tmp_path / "reload"), str(bundles["original"]), str(bundles["shifted"])], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(tmp_path / "reload"), str(bundles["original"]), str(bundles["shifted"])], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     before, after = (float(v) for v in proc.stdout.split())
     assert after == pytest.approx(before + 1.0, abs=1e-4), (before, after)
@@ -190,11 +243,22 @@ def test_a_bundle_replaced_in_place_is_reloaded_with_its_new_model(digits_onnx, 
 @pytest.mark.skipif(not shutil.which("gcc"), reason="needs a C compiler")
 def test_broken_bundles_are_refused_by_the_library(digits_bundle, tmp_path):
     exe = compile_c_check(digits_bundle, tmp_path)
-    cases = {"no_manifest": lambda b: (b / "edgekit.txt").unlink(), "no_library": lambda b: (b / "model.so").unlink(),
-             "fake_feature": lambda b: (b / "edgekit.txt").write_text((b / "edgekit.txt").read_text() + "requires avx512fake\n"),
-             "other_arch": lambda b: (b / "edgekit.txt").write_text((b / "edgekit.txt").read_text().replace("x86_64 x86_64", "aarch64-rpi4 aarch64"))}
-    expect = {"no_manifest": ("2", "no edgekit.txt"), "no_library": ("2", "cannot load"), "fake_feature": ("3", "this CPU lacks avx512fake"),
-              "other_arch": ("3", "built for aarch64")}
+    cases = {
+        "no_manifest": lambda b: (b / "edgekit.txt").unlink(),
+        "no_library": lambda b: (b / "model.so").unlink(),
+        "fake_feature": lambda b: (b / "edgekit.txt").write_text(
+            (b / "edgekit.txt").read_text() + "requires avx512fake\n"
+        ),
+        "other_arch": lambda b: (b / "edgekit.txt").write_text(
+            (b / "edgekit.txt").read_text().replace("x86_64 x86_64", "aarch64-rpi4 aarch64")
+        ),
+    }
+    expect = {
+        "no_manifest": ("2", "no edgekit.txt"),
+        "no_library": ("2", "cannot load"),
+        "fake_feature": ("3", "this CPU lacks avx512fake"),
+        "other_arch": ("3", "built for aarch64"),
+    }
     for name, breaks in cases.items():
         broken = tmp_path / name
         shutil.copytree(digits_bundle, broken, symlinks=True)
@@ -207,14 +271,20 @@ def test_broken_bundles_are_refused_by_the_library(digits_bundle, tmp_path):
 
 @pytest.mark.skipif(not shutil.which("cmake"), reason="needs cmake (installed by .ci/run)")
 def test_cmake_builds_the_example(digits_bundle, tmp_path):
-    subprocess.run(["cmake", "-S", str(digits_bundle / "example"), "-B", str(tmp_path / "build")], check=True, capture_output=True)
+    subprocess.run(
+        ["cmake", "-S", str(digits_bundle / "example"), "-B", str(tmp_path / "build")], check=True, capture_output=True
+    )
     subprocess.run(["cmake", "--build", str(tmp_path / "build")], check=True, capture_output=True)
-    proc = subprocess.run([str(tmp_path / "build" / "edgekit_example"), str(digits_bundle)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(tmp_path / "build" / "edgekit_example"), str(digits_bundle)], capture_output=True, text=True
+    )
     assert summary(proc)["top_class"] == int(np.load(digits_bundle / "sample" / "output_0.npy").argmax())
 
 
 @needs_aarch64
-def test_aarch64_bundle_digits_and_resnet18_under_qemu(digits_onnx, digits_test_npy, digits_bundle, resnet18_rpi4, tmp_path):
+def test_aarch64_bundle_digits_and_resnet18_under_qemu(
+    digits_onnx, digits_test_npy, digits_bundle, resnet18_rpi4, tmp_path
+):
     compile_onnx(digits_onnx, tmp_path / "art", "rpi4", quiet=True)
     result = package_artifact(tmp_path / "art", tmp_path / "digits")
     assert result["sizes"]["runtime_bytes"] <= 6_000_000, result["sizes"]  # everything but the model and samples
@@ -230,7 +300,9 @@ def test_aarch64_bundle_digits_and_resnet18_under_qemu(digits_onnx, digits_test_
     got, want = np.load(io / "output_0.npy"), np.load(tmp_path / "r18" / "sample" / "output_0.npy")
     assert np.abs(got - want).max() <= 1e-4 + 1e-5 * np.abs(want).max()
     # the x86_64 library refuses the aarch64 bundle: exit 1 and one line, not a crash
-    proc = subprocess.run([str(digits_bundle / "bin" / "edgekit_example"), str(tmp_path / "digits")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(digits_bundle / "bin" / "edgekit_example"), str(tmp_path / "digits")], capture_output=True, text=True
+    )
     assert proc.returncode == 1 and "the bundle is built for aarch64" in proc.stderr
 
 
@@ -240,10 +312,22 @@ def test_cmake_cross_compiles_the_example_for_aarch64(digits_onnx, tmp_path):
     compile_onnx(digits_onnx, tmp_path / "art", "rpi4", quiet=True)
     bundle = tmp_path / "b"
     package_artifact(tmp_path / "art", bundle)
-    subprocess.run(["cmake", "-S", str(bundle / "example"), "-B", str(tmp_path / "build"),
-                    f"-DCMAKE_TOOLCHAIN_FILE={bundle / 'example' / 'toolchain-aarch64.cmake'}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "cmake",
+            "-S",
+            str(bundle / "example"),
+            "-B",
+            str(tmp_path / "build"),
+            f"-DCMAKE_TOOLCHAIN_FILE={bundle / 'example' / 'toolchain-aarch64.cmake'}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run(["cmake", "--build", str(tmp_path / "build")], check=True, capture_output=True)
-    proc = subprocess.run([*QEMU, str(tmp_path / "build" / "edgekit_example"), str(bundle)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [*QEMU, str(tmp_path / "build" / "edgekit_example"), str(bundle)], capture_output=True, text=True
+    )
     assert summary(proc)["target"] == "aarch64-rpi4"
 
 
@@ -258,12 +342,20 @@ def test_detector_bundle_ships_the_sort_runtime_and_reports_data_dependent_shape
     assert (bundle / "lib" / "libtvm_runtime_extra.so").exists() and "libtvm_runtime_extra.so" in sizes
     assert not (digits_bundle / "lib" / "libtvm_runtime_extra.so").exists()  # only models that call it pay its 1.3 MB
     assert "output selected int64 2 -1 3" in (bundle / "edgekit.txt").read_text().splitlines()
-    assert "libtvm_runtime_extra" not in subprocess.run(["readelf", "-d", str(bundle / "lib" / "libedgekit.so")], capture_output=True,
-                                                        text=True).stdout  # loaded, not linked: one libedgekit runs any bundle
+    assert (
+        "libtvm_runtime_extra"
+        not in subprocess.run(
+            ["readelf", "-d", str(bundle / "lib" / "libedgekit.so")], capture_output=True, text=True
+        ).stdout
+    )  # loaded, not linked: one libedgekit runs any bundle
     io = tmp_path / "io"
     io.mkdir()
     shutil.copy(bundle / "sample" / "input_0.npy", io / "input_0.npy")
-    summary(run_example(bundle, "--inputs", io, "--outputs", io, "--repeat", "1", arch="x86_64" if target == "x86_64" else "aarch64"))
+    summary(
+        run_example(
+            bundle, "--inputs", io, "--outputs", io, "--repeat", "1", arch="x86_64" if target == "x86_64" else "aarch64"
+        )
+    )
     for i in range(3):  # onnxruntime's outputs, the detections' count included
         got, want = np.load(io / f"output_{i}.npy"), np.load(bundle / "sample" / f"output_{i}.npy")
         assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), i
@@ -292,7 +384,9 @@ def test_package_cli_and_its_errors(cli, digits_artifact, tmp_path):
         assert "b/edgekit.txt" in tar.getnames() and "b/bin/edgekit_example" in tar.getnames()
     assert_one_line_error(cli("package", tmp_path, "-o", tmp_path / "c"), "not an edgekit artifact")
     assert_one_line_error(cli("package", digits_artifact, "-o", tmp_path / "b.tar.gz", "--format", "tar.gz"), "exists")
-    assert_one_line_error(cli("package", digits_artifact, "-o", tmp_path / "d", "--format", "zip"), "unknown bundle format")
+    assert_one_line_error(
+        cli("package", digits_artifact, "-o", tmp_path / "d", "--format", "zip"), "unknown bundle format"
+    )
 
 
 @needs_armv7
@@ -305,7 +399,9 @@ def test_torch_free_python_runtime_in_a_fresh_venv(digits_bundle, tmp_path):
     """pip install bundle/python into a venv without torch or onnx, then run the bundle's sample input."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(digits_bundle / "python")], capture_output=True, text=True)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(digits_bundle / "python")], capture_output=True, text=True
+    )
     assert pip.returncode == 0, pip.stderr[-2000:]
     script = (
         "import importlib.util, sys, numpy as np, edgekit_runtime as ek\n"
@@ -318,7 +414,9 @@ def test_torch_free_python_runtime_in_a_fresh_venv(digits_bundle, tmp_path):
         "try:\n    m(x[:, :, :4])\nexcept ek.RuntimeFailure as e:\n    print('refused:', e.message)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "refused: input 'input' has shape [1, 1, 4, 8]" in proc.stdout
 

@@ -1,6 +1,7 @@
 """passes/__init__.py (the module edgekit.passes): the reports every pass returns and the edgekit.passes metadata
 that records what was applied. Named after the module, as the other test files are (test_compress.py tests the
 registry these types are used in)."""
+
 from __future__ import annotations
 
 import onnx
@@ -24,10 +25,22 @@ def test_report_ratios_sum_the_layers():
 
 def test_report_json_has_the_totals_the_layers_and_the_extra_keys():
     data = _report().to_json()
-    assert {k: data[k] for k in ("pass", "size_before", "size_after", "ratio", "weight_ratio")} == \
-        {"pass": "quantize8", "size_before": 1000, "size_after": 400, "ratio": 2.5, "weight_ratio": 2.0}
-    assert data["layers"][0] == {"name": "conv", "op": "Conv", "bits": 8, "weight_bytes_before": 400,
-                                 "weight_bytes_after": 100, "sqnr_db": 40.0, "note": ""}
+    assert {k: data[k] for k in ("pass", "size_before", "size_after", "ratio", "weight_ratio")} == {
+        "pass": "quantize8",
+        "size_before": 1000,
+        "size_after": 400,
+        "ratio": 2.5,
+        "weight_ratio": 2.0,
+    }
+    assert data["layers"][0] == {
+        "name": "conv",
+        "op": "Conv",
+        "bits": 8,
+        "weight_bytes_before": 400,
+        "weight_bytes_after": 100,
+        "sqnr_db": 40.0,
+        "note": "",
+    }
     assert data["calibration"] == "random"  # extra is merged at the top level
     assert PassReport("no layers", 10, 5).to_json()["weight_ratio"] is None
 

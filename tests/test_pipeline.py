@@ -1,4 +1,5 @@
 """End to end: export -> compile -> validate on the zoo and on ONNX written by someone else."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,9 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import third_party_cnn
 
 import edgekit
-from conftest import third_party_cnn
 from edgekit.compiler.build import compile_onnx
 from edgekit.export import export_model
 from edgekit.runtime import BUNDLE
@@ -88,7 +89,19 @@ def test_digits_accuracy_agrees_across_runtimes(digits_onnx, digits_artifact):
 
 
 def test_bench_json_keys(digits_artifact, cli, tmp_path):
-    res = cli("bench", digits_artifact, "--repeat", "6", "--warmup", "1", "--threads", "1", "--json", "--plot", tmp_path / "b.png")
+    res = cli(
+        "bench",
+        digits_artifact,
+        "--repeat",
+        "6",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        "--plot",
+        tmp_path / "b.png",
+    )
     assert res.exit_code == 0, res.stderr
     runs = json.loads(res.stdout)["runs"]
     assert [r["runtime"] for r in runs] == ["ort", "tvm"]
@@ -145,16 +158,23 @@ def test_conv_transpose_after_conv_compiles(tmp_path, kernel, pads):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, n)
-             for n, s in (("w1", (8, 3, 3, 3)), ("wt", (8, 4, kernel, kernel)))]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, n)
+        for n, s in (("w1", (8, 3, 3, 3)), ("wt", (8, 4, kernel, kernel)))
+    ]
     extra = {"output_padding": [1, 1]} if kernel == 3 else {}
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["c"], name="conv", pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
         helper.make_node("ConvTranspose", ["r", "wt"], ["y"], name="up", strides=[2, 2], pads=pads, **extra),
     ]
-    graph = helper.make_graph(nodes, "det_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 32, 32])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "det_head",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 32, 32])],
+        inits,
+    )
     path = tmp_path / "head.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
     result = compile_onnx(path, tmp_path / "art", "x86_64", quiet=True)

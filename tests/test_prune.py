@@ -1,5 +1,6 @@
 """passes/prune.py: unstructured and N:M sparsity with sparse storage, the sweep and its knee, the CLI's pruning
 options and their errors. References: onnxruntime runs every pruned model; edgekit compiles and validates one."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,6 @@ from prune_models import Residual, export, feed_for, outputs
 from edgekit.compiler.build import compile_onnx
 from edgekit.errors import EdgekitError
 from edgekit.passes import prune, sparse_format
-
 
 # --- unstructured / N:M --------------------------------------------------------------------------------
 
@@ -68,7 +68,20 @@ def test_knee_of_a_curve():
 
 
 def test_cli_structured_then_int8_and_sweep(cli, tmp_path, digits_onnx):
-    res = cli("compress", digits_onnx, "--prune", "0.5", "--structured", "--bits", "8", "--calib", "digits", "-o", tmp_path / "p.onnx", "--json")
+    res = cli(
+        "compress",
+        digits_onnx,
+        "--prune",
+        "0.5",
+        "--structured",
+        "--bits",
+        "8",
+        "--calib",
+        "digits",
+        "-o",
+        tmp_path / "p.onnx",
+        "--json",
+    )
     assert res.exit_code == 0, res.stderr
     result = json.loads(res.stdout)
     assert result["pass"] == "prune-structured+quantize"
@@ -76,23 +89,28 @@ def test_cli_structured_then_int8_and_sweep(cli, tmp_path, digits_onnx):
     model = onnx.load(tmp_path / "p.onnx")
     assert any(n.op_type == "DequantizeLinear" for n in model.graph.node)
     assert {p.key: p.value for p in model.metadata_props}["edgekit.passes"] == "prune-structured0.5,quantize8"
-    res = cli("compress", digits_onnx, "--prune", "0.8", "--sweep", "--calib", "digits", "-o", tmp_path / "u.onnx", "--json")
+    res = cli(
+        "compress", digits_onnx, "--prune", "0.8", "--sweep", "--calib", "digits", "-o", tmp_path / "u.onnx", "--json"
+    )
     assert res.exit_code == 0, res.stderr
     sweep = json.loads(res.stdout)["passes"][0]["sweep"]
     accs = [row["accuracy"] for row in sweep["levels"]]
     assert accs[0] > 0.95 and accs[-1] < accs[0] and sweep["knee"] is not None
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--prune", "1.0"], "outside [0, 1)"),
-    (["--prune", "-0.1", "--structured"], "outside [0, 1)"),
-    (["--structured"], "needs --prune"),
-    (["--nm", "4:2"], "bad --nm"),
-    (["--nm", "2:4", "--structured", "--prune", "0.5"], "pattern of its own"),
-    (["--nm", "3:7"], "no layer"),
-    (["--prune", "0.5", "--bits", "1"], "cannot keep unstructured zeros"),
-    (["--prune", "0.5", "--structured", "--prune-criterion", "taylor"], "unknown pruning criterion"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--prune", "1.0"], "outside [0, 1)"),
+        (["--prune", "-0.1", "--structured"], "outside [0, 1)"),
+        (["--structured"], "needs --prune"),
+        (["--nm", "4:2"], "bad --nm"),
+        (["--nm", "2:4", "--structured", "--prune", "0.5"], "pattern of its own"),
+        (["--nm", "3:7"], "no layer"),
+        (["--prune", "0.5", "--bits", "1"], "cannot keep unstructured zeros"),
+        (["--prune", "0.5", "--structured", "--prune-criterion", "taylor"], "unknown pruning criterion"),
+    ],
+)
 def test_cli_bad_prune_options(cli, tmp_path, digits_onnx, args, message):
     res = cli("compress", digits_onnx, *args, "-o", tmp_path / "o.onnx")
     assert res.exit_code == 2 and message in res.stderr, res.stderr

@@ -1,13 +1,14 @@
 """Quantization-aware finetuning (int2/int4) and the `edgekit finetune` command."""
+
 from __future__ import annotations
 
 import json
 
 import torch
+from test_errors import assert_one_line_error
 
 from edgekit.finetune import fake_quant, fold_quant, quantize_module
 from edgekit.zoo import load_model
-from test_errors import assert_one_line_error
 
 
 def test_fake_quant_grid_and_gradients():

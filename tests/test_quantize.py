@@ -1,4 +1,5 @@
 """Quantization passes: sizes, accuracy on the digits task, ORT vs TVM agreement, and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -6,11 +7,11 @@ import json
 import numpy as np
 import onnx
 import pytest
+from test_errors import assert_one_line_error
 
 from edgekit.compress import CompressOptions, compress_file
 from edgekit.export import export_model
 from edgekit.passes.quantize import QuantizeConfig, quantize_symmetric, run
-from test_errors import assert_one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,9 @@ def test_resnet18_weight_ratios(resnet18_onnx, tmp_path):
         assert result["file_ratio"] >= 0.95 * result["weight_ratio"]  # sub-byte weights are stored packed
     calib = tmp_path / "calib.npz"
     np.savez(calib, input=np.random.default_rng(0).standard_normal((4, 1, 3, 224, 224)).astype(np.float32))
-    ratios[8] = compress_file(resnet18_onnx, tmp_path / "q8.onnx", CompressOptions(bits=8, calib=str(calib)))["weight_ratio"]
+    ratios[8] = compress_file(resnet18_onnx, tmp_path / "q8.onnx", CompressOptions(bits=8, calib=str(calib)))[
+        "weight_ratio"
+    ]
     assert ratios[8] >= 3.9 and ratios[4] >= 7.8 and ratios[2] >= 15, ratios
 
 
@@ -56,6 +59,7 @@ def test_default_keeps_first_and_last_at_8_bits(digits_onnx):
 
 def test_blocked_int4_runs_in_onnxruntime(tmp_path):
     from conftest import third_party_cnn
+
     from edgekit.onnxtools import ort_session
 
     model = third_party_cnn(batch=1)
@@ -83,13 +87,19 @@ def test_bad_bits_calibration_and_requantize(cli, digits_onnx, tmp_path):
     assert_one_line_error(cli("compress", digits_onnx, "--bits", "8", "-o", tmp_path / "q.onnx"), "calibration")
     bad = tmp_path / "calib.npz"
     np.savez(bad, input=np.zeros((4, 3, 8, 8), np.float32))
-    assert_one_line_error(cli("compress", digits_onnx, "--bits", "8", "--calib", bad, "-o", tmp_path / "q.onnx"), "shape")
+    assert_one_line_error(
+        cli("compress", digits_onnx, "--bits", "8", "--calib", bad, "-o", tmp_path / "q.onnx"), "shape"
+    )
     np.savez(bad, image=np.zeros((4, 1, 1, 8, 8), np.float32), other=np.zeros(3))
-    assert_one_line_error(cli("compress", digits_onnx, "--bits", "8", "--calib", bad, "-o", tmp_path / "q.onnx"), "no array for input")
+    assert_one_line_error(
+        cli("compress", digits_onnx, "--bits", "8", "--calib", bad, "-o", tmp_path / "q.onnx"), "no array for input"
+    )
     res = cli("compress", digits_onnx, "--bits", "4", "-o", tmp_path / "q4.onnx", "--json")
     assert res.exit_code == 0, res.stderr
     assert {"size_before", "size_after", "ratio"} <= set(json.loads(res.stdout))
-    assert_one_line_error(cli("compress", tmp_path / "q4.onnx", "--bits", "2", "-o", tmp_path / "q2.onnx"), "already quantized")
+    assert_one_line_error(
+        cli("compress", tmp_path / "q4.onnx", "--bits", "2", "-o", tmp_path / "q2.onnx"), "already quantized"
+    )
     assert not (tmp_path / "q.onnx").exists()
 
 

@@ -1,5 +1,6 @@
 """The reliability issue's cases, one test each: exit codes of the error boundary, interrupts, broken user
 files, calibration data that would collapse int8 scales, out-of-range index inputs, exposed RPC servers."""
+
 from __future__ import annotations
 
 import errno
@@ -17,10 +18,10 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-
-from edgekit.errors import EdgekitError
 from test_errors import assert_one_line_error
 from test_robustness import tiny_model
+
+from edgekit.errors import EdgekitError
 
 
 @pytest.fixture
@@ -40,7 +41,9 @@ def test_internal_errors_exit_3_with_a_saved_traceback(cli, tiny, tmp_path, monk
     assert "ZeroDivisionError" in open(crash).read()
 
 
-@pytest.mark.parametrize("exc,code", [(KeyboardInterrupt(), 130), (RuntimeError("TVM callback: KeyboardInterrupt"), 130)])
+@pytest.mark.parametrize(
+    "exc,code", [(KeyboardInterrupt(), 130), (RuntimeError("TVM callback: KeyboardInterrupt"), 130)]
+)
 def test_interrupts_exit_130_even_when_tvm_wraps_them(cli, tiny, tmp_path, monkeypatch, exc, code):
     import edgekit.compiler.build as build
 
@@ -80,13 +83,19 @@ def test_unknown_mcpu_is_refused_before_any_work(cli, tiny, tmp_path):
 
 
 def test_user_factory_and_state_dict_failures(cli, tmp_path):
-    (tmp_path / "f.py").write_text("import torch\ndef boom():\n    raise RuntimeError('kaputt')\n"
-                                   "def net():\n    return torch.nn.Linear(4, 2)\nINPUT_SHAPE = (1, 4)\n")
-    assert_one_line_error(cli("export", f"{tmp_path / 'f.py'}:boom", "-o", tmp_path / "a.onnx", "--input-shape", "1,4"),
-                          "raised RuntimeError: kaputt")
+    (tmp_path / "f.py").write_text(
+        "import torch\ndef boom():\n    raise RuntimeError('kaputt')\n"
+        "def net():\n    return torch.nn.Linear(4, 2)\nINPUT_SHAPE = (1, 4)\n"
+    )
+    assert_one_line_error(
+        cli("export", f"{tmp_path / 'f.py'}:boom", "-o", tmp_path / "a.onnx", "--input-shape", "1,4"),
+        "raised RuntimeError: kaputt",
+    )
     torch.save({"other.weight": torch.zeros(3)}, tmp_path / "w.pt")
-    assert_one_line_error(cli("export", f"{tmp_path / 'f.py'}:net", "-o", tmp_path / "b.onnx", "--weights", tmp_path / "w.pt"),
-                          "do not fit the model")
+    assert_one_line_error(
+        cli("export", f"{tmp_path / 'f.py'}:net", "-o", tmp_path / "b.onnx", "--weights", tmp_path / "w.pt"),
+        "do not fit the model",
+    )
 
 
 @pytest.mark.parametrize("poison", ["inf", "nan_all", "huge"])
@@ -106,16 +115,24 @@ def test_calibration_data_that_would_collapse_int8_is_refused(cli, tiny, tmp_pat
 
 def test_pickled_and_string_npz_are_refused_without_unpickling(cli, tiny, tmp_path):
     np.save(tmp_path / "p.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    assert_one_line_error(cli("compress", tiny, "--bits", "8", "--calib", tmp_path / "p.npy", "-o", tmp_path / "q.onnx"), "pickled")
+    assert_one_line_error(
+        cli("compress", tiny, "--bits", "8", "--calib", tmp_path / "p.npy", "-o", tmp_path / "q.onnx"), "pickled"
+    )
     np.savez(tmp_path / "s.npz", x=np.array(["a"]))
-    assert_one_line_error(cli("compress", tiny, "--bits", "8", "--calib", tmp_path / "s.npz", "-o", tmp_path / "q.onnx"), "not a number")
+    assert_one_line_error(
+        cli("compress", tiny, "--bits", "8", "--calib", tmp_path / "s.npz", "-o", tmp_path / "q.onnx"), "not a number"
+    )
 
 
 def test_out_of_range_gather_index_is_refused_not_a_segfault(cli, tmp_path):
     table = numpy_helper.from_array(np.arange(40, dtype=np.float32).reshape(10, 4), "table")
-    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"], axis=0)], "emb",
-                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])], [table])
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["y"], axis=0)],
+        "emb",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
+        [table],
+    )
     path = tmp_path / "emb.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
     res = cli("compile", path, "-o", tmp_path / "art", "--json")
@@ -124,7 +141,9 @@ def test_out_of_range_gather_index_is_refused_not_a_segfault(cli, tmp_path):
     np.save(tmp_path / "ok.npy", np.array([0, 9, -10], np.int64))
     assert cli("run", tmp_path / "art", "-i", tmp_path / "ok.npy", "-o", tmp_path / "y.npy").exit_code == 0
     np.save(tmp_path / "bad.npy", np.array([0, 100000, 2], np.int64))
-    assert_one_line_error(cli("run", tmp_path / "art", "-i", tmp_path / "bad.npy", "-o", tmp_path / "y2.npy"), "ids", "0..100000")
+    assert_one_line_error(
+        cli("run", tmp_path / "art", "-i", tmp_path / "bad.npy", "-o", tmp_path / "y2.npy"), "ids", "0..100000"
+    )
 
 
 def test_rpc_listen_checks():
@@ -181,8 +200,12 @@ def test_a_real_signal_during_the_build_stops_it(mobilenet_onnx, tmp_path, signu
     model = tmp_path / "mb.onnx"
     shutil.copy(mobilenet_onnx, model)
     before = model.read_bytes()
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "compile", str(model), "-o", str(tmp_path / "art")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgekit.cli", "compile", str(model), "-o", str(tmp_path / "art")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if when == "onnxsim":
         deadline = time.monotonic() + 60
         while not _children_of(proc.pid) and time.monotonic() < deadline:
@@ -227,7 +250,9 @@ def test_full_or_read_only_disk_is_refused_before_any_work(cli, tiny, tmp_path, 
     monkeypatch.undo()
     monkeypatch.setattr(build, "load_onnx", no_work)
     monkeypatch.setattr(compress, "load_onnx", no_work)
-    monkeypatch.setattr(fileio.os, "access", lambda _p, mode, **_k: not mode & os_module.W_OK)  # a read-only mount (even to root)
+    monkeypatch.setattr(
+        fileio.os, "access", lambda _p, mode, **_k: not mode & os_module.W_OK
+    )  # a read-only mount (even to root)
     monkeypatch.setattr(fileio.os, "statvfs", lambda _p: type("vfs", (), {"f_flag": os_module.ST_RDONLY})())
     assert_one_line_error(cli(*args), "read-only", str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]
@@ -237,12 +262,26 @@ def test_tvm_cpp_warnings_go_to_meta_json_not_the_terminal(tmp_path):
     """The token model's embedding Gather makes TVM's C++ print "Fast mode segfaults ..." on fd 2 while it
     legalizes; a user's terminal (and a --json consumer) never sees it: meta.json's build.tvm_log keeps it."""
     import onnx
-
     from realworld import build
 
     onnx.save(build("token_model"), tmp_path / "m.onnx")
-    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "art"),
-                           "--input-shape", "ids=1,16", "--json"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgekit.cli",
+            "compile",
+            str(tmp_path / "m.onnx"),
+            "-o",
+            str(tmp_path / "art"),
+            "--input-shape",
+            "ids=1,16",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-1000:]
     assert "Fast mode" not in proc.stderr
     json.loads(proc.stdout)  # stdout is exactly one JSON document

@@ -1,5 +1,6 @@
 """`edgekit report`: the sweep builds, validates and measures every variant; failures are rows; the cache makes a
 second run and one more variant cheap; TOML configs; the Pareto front; ARM rows say they are emulated."""
+
 from __future__ import annotations
 
 import json
@@ -7,11 +8,11 @@ import shutil
 
 import onnx
 import pytest
+from test_arm import needs_aarch64
+from test_errors import assert_one_line_error
 
 from edgekit.report import ReportConfig, run_report
 from edgekit.report_plot import pareto
-from test_arm import needs_aarch64
-from test_errors import assert_one_line_error
 
 
 def test_pareto_front():
@@ -21,8 +22,14 @@ def test_pareto_front():
 
 
 def test_digits_report_rows_plots_cache_and_a_failing_variant(tmp_path):
-    cfg = ReportConfig("digits_cnn", "x86_64", ("fp32", "int8", "prune50s", "prune90", "prune50s+int8", "depth2"), "digits",
-                       out=tmp_path / "rep", repeat=3)
+    cfg = ReportConfig(
+        "digits_cnn",
+        "x86_64",
+        ("fp32", "int8", "prune50s", "prune90", "prune50s+int8", "depth2"),
+        "digits",
+        out=tmp_path / "rep",
+        repeat=3,
+    )
     result = run_report(cfg, quiet=True)
     rows = {r["variant"]: r for r in result["rows"]}
     assert rows["fp32"]["quality"] > 0.95 and rows["fp32"]["validated"] is True
@@ -39,7 +46,11 @@ def test_digits_report_rows_plots_cache_and_a_failing_variant(tmp_path):
     # a second run reuses every cached row; one more variant builds only that one
     cached = {p.name: p.stat().st_mtime for p in (tmp_path / "rep" / "cache").glob("*/row.json")}
     again = run_report(ReportConfig(**{**cfg.__dict__, "variants": cfg.variants + ("int4",)}), quiet=True)
-    assert {p.name: p.stat().st_mtime for p in (tmp_path / "rep" / "cache").glob("*/row.json") if p.parent.name.split("-")[0] != "int4"} == cached
+    assert {
+        p.name: p.stat().st_mtime
+        for p in (tmp_path / "rep" / "cache").glob("*/row.json")
+        if p.parent.name.split("-")[0] != "int4"
+    } == cached
     assert [r["variant"] for r in again["rows"]][-1] == "int4" and again["rows"][-1]["status"] == "ok"
     assert again["rows"][0] == result["rows"][0]
 
@@ -48,8 +59,10 @@ def test_report_without_labels_measures_error_vs_fp32(tmp_path, cli):
     from prune_models import Residual, export
 
     onnx.save(export(Residual(), (1, 3, 16, 16)), tmp_path / "res.onnx")
-    (tmp_path / "sweep.toml").write_text(f'[report]\nmodel = "{tmp_path / "res.onnx"}"\nvariants = ["fp32", "int8", "prune50s"]\n'
-                                         f'out = "{tmp_path / "rep"}"\nrepeat = 3\n')
+    (tmp_path / "sweep.toml").write_text(
+        f'[report]\nmodel = "{tmp_path / "res.onnx"}"\nvariants = ["fp32", "int8", "prune50s"]\n'
+        f'out = "{tmp_path / "rep"}"\nrepeat = 3\n'
+    )
     res = cli("report", "--config", tmp_path / "sweep.toml", "--json")
     assert res.exit_code == 0, res.stderr
     result = json.loads(res.stdout)
@@ -60,7 +73,9 @@ def test_report_without_labels_measures_error_vs_fp32(tmp_path, cli):
 
 
 def test_report_bad_options(cli, tmp_path):
-    assert_one_line_error(cli("report", "digits_cnn", "--variants", "fp32,int9", "-o", tmp_path / "r"), "unknown variant(s) int9")
+    assert_one_line_error(
+        cli("report", "digits_cnn", "--variants", "fp32,int9", "-o", tmp_path / "r"), "unknown variant(s) int9"
+    )
     res = cli("report", "digits_cnn", "--variants", "ft-bwn", "-o", tmp_path / "r")
     assert res.exit_code == 2 and "need --finetune" in res.stderr
     assert_one_line_error(cli("report", "-o", tmp_path / "r"), "give a MODEL or --config")
@@ -71,9 +86,13 @@ def test_report_bad_options(cli, tmp_path):
 
 @needs_aarch64
 def test_arm_report_latency_is_marked_emulated(tmp_path):
-    result = run_report(ReportConfig("digits_cnn", "rpi4", ("fp32", "int8"), "digits", out=tmp_path / "rep", repeat=2), quiet=True)
+    result = run_report(
+        ReportConfig("digits_cnn", "rpi4", ("fp32", "int8"), "digits", out=tmp_path / "rep", repeat=2), quiet=True
+    )
     for r in result["rows"]:
         assert r["status"] == "ok", r
-        assert r["latency_note"] == "emulated, not a speed figure" and r["quality_tvm"] == pytest.approx(r["quality"], abs=0.01)
+        assert r["latency_note"] == "emulated, not a speed figure" and r["quality_tvm"] == pytest.approx(
+            r["quality"], abs=0.01
+        )
     assert "emulated, not a speed figure" in (tmp_path / "rep" / "report.md").read_text()
     shutil.rmtree(tmp_path / "rep" / "cache")

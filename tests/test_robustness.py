@@ -6,6 +6,7 @@ output and no temp file.
 
 CI runs EDGEKIT_FUZZ_EXAMPLES (default 200) cases; locally, e.g. EDGEKIT_FUZZ_EXAMPLES=10000. Failures found
 here are kept as regression files in tests/fuzz_corpus/ (replayed by test_corpus_replays)."""
+
 from __future__ import annotations
 
 import os
@@ -21,20 +22,35 @@ from onnx import TensorProto, helper, numpy_helper
 
 EXAMPLES = int(os.environ.get("EDGEKIT_FUZZ_EXAMPLES", "200"))
 CORPUS = Path(__file__).parent / "fuzz_corpus"
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("EDGEKIT_FUZZ_RANDOM"),
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not os.environ.get("EDGEKIT_FUZZ_RANDOM"),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def tiny_model(seed: int = 0) -> onnx.ModelProto:
     """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm, 1x2x6x6: small enough to compile in a second."""
     rng = np.random.default_rng(seed)
-    inits = [numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "fc")]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["p"], name="gap"), helper.make_node("Flatten", ["p"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc", transB=1)]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "fc"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="gap"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
@@ -50,8 +66,19 @@ def _mutate_proto(model: onnx.ModelProto, kind: str, data: st.DataObject) -> byt
         else:
             dim.dim_value = {"zero": 0, "negative": -3, "huge": 100000, "big": 1 << 40}[choice]
     elif kind == "dtype":
-        g.input[0].type.tensor_type.elem_type = data.draw(st.sampled_from(
-            [TensorProto.STRING, TensorProto.INT64, TensorProto.BOOL, TensorProto.FLOAT16, TensorProto.INT8, TensorProto.DOUBLE, 0]))
+        g.input[0].type.tensor_type.elem_type = data.draw(
+            st.sampled_from(
+                [
+                    TensorProto.STRING,
+                    TensorProto.INT64,
+                    TensorProto.BOOL,
+                    TensorProto.FLOAT16,
+                    TensorProto.INT8,
+                    TensorProto.DOUBLE,
+                    0,
+                ]
+            )
+        )
     elif kind == "opset":
         m.opset_import[0].version = data.draw(st.integers(0, 40))
     elif kind == "external":
@@ -66,7 +93,9 @@ def _mutate_proto(model: onnx.ModelProto, kind: str, data: st.DataObject) -> byt
     elif kind == "cycle":
         g.node[0].input[0] = g.node[2].output[0]
     elif kind == "unknown_op":
-        g.node[data.draw(st.integers(0, len(g.node) - 1))].op_type = data.draw(st.sampled_from(["FooBarOp", "Det", "Unique", "If"]))
+        g.node[data.draw(st.integers(0, len(g.node) - 1))].op_type = data.draw(
+            st.sampled_from(["FooBarOp", "Det", "Unique", "If"])
+        )
         if data.draw(st.booleans()):
             g.node[0].domain = "com.example.custom"
     elif kind == "drop_initializer":
@@ -74,8 +103,12 @@ def _mutate_proto(model: onnx.ModelProto, kind: str, data: st.DataObject) -> byt
     elif kind == "attribute":
         node = g.node[0]
         del node.attribute[:]
-        node.attribute.append(helper.make_attribute(data.draw(st.sampled_from(["pads", "strides", "group", "kernel_shape"])),
-                                                    data.draw(st.sampled_from([[0], [-1, 2], [1000, 1000, 1000, 1000], 0, 7]))))
+        node.attribute.append(
+            helper.make_attribute(
+                data.draw(st.sampled_from(["pads", "strides", "group", "kernel_shape"])),
+                data.draw(st.sampled_from([[0], [-1, 2], [1000, 1000, 1000, 1000], 0, 7])),
+            )
+        )
     raw = m.SerializeToString()
     if kind == "truncate":
         raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
@@ -88,7 +121,19 @@ def _mutate_proto(model: onnx.ModelProto, kind: str, data: st.DataObject) -> byt
     return raw
 
 
-PROTO_KINDS = ["truncate", "bitflip", "dim", "dtype", "opset", "external", "duplicate", "cycle", "unknown_op", "drop_initializer", "attribute"]
+PROTO_KINDS = [
+    "truncate",
+    "bitflip",
+    "dim",
+    "dtype",
+    "opset",
+    "external",
+    "duplicate",
+    "cycle",
+    "unknown_op",
+    "drop_initializer",
+    "attribute",
+]
 COMMANDS = ["compile", "compress8", "compress4", "compress1", "validate"]
 
 
@@ -118,11 +163,13 @@ def _run_case(cli, root: Path, raw: bytes, command: str, artifact: Path | None) 
     model = inputs_dir / "model.onnx"
     model.write_bytes(raw)
     out = root / ("art" if command == "compile" else "out.onnx")
-    args = {"compile": ["compile", model, "-o", out],
-            "compress8": ["compress", model, "--bits", "8", "--calib", "random", "-o", out],
-            "compress4": ["compress", model, "--bits", "4", "--keep", "none", "-o", out],
-            "compress1": ["compress", model, "--bits", "1", "-o", out],
-            "validate": ["validate", artifact, model] if artifact else ["validate", inputs_dir, model]}[command]
+    args = {
+        "compile": ["compile", model, "-o", out],
+        "compress8": ["compress", model, "--bits", "8", "--calib", "random", "-o", out],
+        "compress4": ["compress", model, "--bits", "4", "--keep", "none", "-o", out],
+        "compress1": ["compress", model, "--bits", "1", "-o", out],
+        "validate": ["validate", artifact, model] if artifact else ["validate", inputs_dir, model],
+    }[command]
     check_command(cli, args, inputs_dir, out)
 
 
@@ -162,8 +209,11 @@ def _mutate_array(kind: str, data: st.DataObject) -> dict[str, np.ndarray]:
 
 
 @FUZZ
-@given(data=st.data(), kind=st.sampled_from(["nan", "inf", "huge", "string", "shape", "name", "int", "empty", "pickle", "garbage"]),
-       command=st.sampled_from(["compress8", "validate", "run"]))
+@given(
+    data=st.data(),
+    kind=st.sampled_from(["nan", "inf", "huge", "string", "shape", "name", "int", "empty", "pickle", "garbage"]),
+    command=st.sampled_from(["compress8", "validate", "run"]),
+)
 def test_mutated_data_files_never_crash(cli, tmp_path, tiny_artifact, data, kind, command):
     root = tmp_path / "case"
     shutil.rmtree(root, ignore_errors=True)
@@ -180,9 +230,11 @@ def test_mutated_data_files_never_crash(cli, tmp_path, tiny_artifact, data, kind
     else:
         np.savez(arrays, **_mutate_array(kind, data))
     out = root / "out.npy" if command == "run" else root / "out.onnx"
-    args = {"compress8": ["compress", model, "--bits", "8", "--calib", arrays, "-o", out],
-            "validate": ["validate", tiny_artifact, model, "--inputs", arrays],
-            "run": ["run", tiny_artifact, "--input", arrays, "-o", out]}[command]
+    args = {
+        "compress8": ["compress", model, "--bits", "8", "--calib", arrays, "-o", out],
+        "validate": ["validate", tiny_artifact, model, "--inputs", arrays],
+        "run": ["run", tiny_artifact, "--input", arrays, "-o", out],
+    }[command]
     check_command(cli, args, inputs_dir, out)
 
 

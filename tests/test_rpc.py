@@ -1,4 +1,5 @@
 """TVM RPC on loopback with the local CPU as the device: a tracker, a server registered with it, a direct server."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from test_errors import assert_one_line_error
 
 
@@ -29,7 +29,9 @@ def start(*args: str) -> subprocess.Popen:
 def rpc_devices():
     tracker_port, server_port, direct_port = free_port(), free_port(), free_port()
     procs = [start("tracker", "--port", str(tracker_port))]
-    procs.append(start("server", "--port", str(server_port), "--key", "loopback", "--tracker", f"127.0.0.1:{tracker_port}"))
+    procs.append(
+        start("server", "--port", str(server_port), "--key", "loopback", "--tracker", f"127.0.0.1:{tracker_port}")
+    )
     procs.append(start("server", "--port", str(direct_port), "--threads", "1"))
     time.sleep(0.5)  # registration with the tracker is asynchronous
     yield {"tracker": f"127.0.0.1:{tracker_port}", "direct": f"127.0.0.1:{direct_port}"}
@@ -44,7 +46,9 @@ def test_validate_and_bench_through_tracker(rpc_devices, digits_artifact, cli):
     res = cli("validate", digits_artifact, "--tracker", rpc_devices["tracker"], "--key", "loopback", "--json")
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["outputs"][0]["max_abs"] <= 1e-4
-    res = cli("bench", digits_artifact, "--tracker", rpc_devices["tracker"], "--key", "loopback", "--repeat", "6", "--json")
+    res = cli(
+        "bench", digits_artifact, "--tracker", rpc_devices["tracker"], "--key", "loopback", "--repeat", "6", "--json"
+    )
     assert res.exit_code == 0, res.stderr
     ort, tvm = json.loads(res.stdout)["runs"]
     assert tvm["target"] == "x86_64 (rpc loopback)" and tvm["samples"] == 6 and tvm["p50_ms"] > 0
@@ -56,7 +60,9 @@ def test_run_on_direct_server(rpc_devices, digits_artifact, cli, tmp_path):
 
     bundle = np.load(digits_artifact / "bundle.npz")
     np.save(tmp_path / "x.npy", bundle["input:input"])
-    res = cli("run", digits_artifact, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy", "--rpc", rpc_devices["direct"])
+    res = cli(
+        "run", digits_artifact, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy", "--rpc", rpc_devices["direct"]
+    )
     assert res.exit_code == 0, res.stderr
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), bundle["output:output"], atol=1e-4)
 
@@ -64,7 +70,9 @@ def test_run_on_direct_server(rpc_devices, digits_artifact, cli, tmp_path):
 def test_unreachable_and_unknown_key(rpc_devices, digits_artifact, cli):
     dead = f"127.0.0.1:{free_port()}"
     assert_one_line_error(cli("validate", digits_artifact, "--rpc", dead), "cannot reach the RPC server", dead)
-    assert_one_line_error(cli("bench", digits_artifact, "--tracker", dead, "--key", "x"), "cannot reach the RPC tracker")
+    assert_one_line_error(
+        cli("bench", digits_artifact, "--tracker", dead, "--key", "x"), "cannot reach the RPC tracker"
+    )
     res = cli("validate", digits_artifact, "--tracker", rpc_devices["tracker"], "--key", "jetson")
     assert_one_line_error(res, "no device with key 'jetson'")
     assert "loopback" in res.stderr
@@ -73,8 +81,19 @@ def test_unreachable_and_unknown_key(rpc_devices, digits_artifact, cli):
 
 def test_tune_over_rpc_writes_a_database_compile_uses(rpc_devices, digits_onnx, cli, tmp_path):
     """Candidates built here, uploaded and timed on the 'board' (the loopback server) through the tracker."""
-    res = cli("tune", digits_onnx, "--tracker", rpc_devices["tracker"], "--key", "loopback", "--trials", "2",
-              "-o", tmp_path / "tuning", "--json")
+    res = cli(
+        "tune",
+        digits_onnx,
+        "--tracker",
+        rpc_devices["tracker"],
+        "--key",
+        "loopback",
+        "--trials",
+        "2",
+        "-o",
+        tmp_path / "tuning",
+        "--json",
+    )
     assert res.exit_code == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["tasks"] > 0 and report["timed"] == report["tasks"]

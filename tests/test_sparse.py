@@ -1,6 +1,7 @@
 """Block sparsity that runs sparse: compress --prune-block 8 (passes/prune.py), the block-sparse kernel
 (kernels/sparse.py) and the per-layer choice in the build (compiler/relax_passes/sparse.py), validated against
 onnxruntime. Speed is bench/prune.py's (README's pruning table), not a test's."""
+
 from __future__ import annotations
 
 import json
@@ -23,11 +24,14 @@ def _block_pruned(k: int, n: int, keep: float) -> np.ndarray:
     return w * np.repeat(RNG.random((k, n // BLOCK)) < keep, BLOCK, axis=1)
 
 
-@pytest.mark.parametrize("lead, k, n, keep, bias", [
-    ((1, 7, 7), 24, 32, 0.2, True),   # 49 rows: the last row tile overlaps its neighbour
-    ((3,), 40, 16, 0.5, False),       # fewer rows than a tile
-    ((2, 5, 9), 8, 24, 0.0, True),    # an all-zero weight: bias only
-])
+@pytest.mark.parametrize(
+    "lead, k, n, keep, bias",
+    [
+        ((1, 7, 7), 24, 32, 0.2, True),  # 49 rows: the last row tile overlaps its neighbour
+        ((3,), 40, 16, 0.5, False),  # fewer rows than a tile
+        ((2, 5, 9), 8, 24, 0.0, True),  # an all-zero weight: bias only
+    ],
+)
 def test_kernel_matches_numpy(lead, k, n, keep, bias):
     w = _block_pruned(k, n, keep)
     sparse = to_block_sparse(w)
@@ -43,19 +47,37 @@ def test_kernel_matches_numpy(lead, k, n, keep, bias):
 
 def _model(out_channels: int = 64) -> onnx.ModelProto:
     """1x1 conv, depthwise 3x3, 3x3 conv, 1x1 conv, Gemm: what MobileNet / ResNet heads are made of."""
+
     def t(name, *shape):
         return numpy_helper.from_array((RNG.standard_normal(shape) * 0.2).astype(np.float32), name)
 
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="pw1"), helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "wd"], ["d"], group=out_channels, pads=[1, 1, 1, 1], name="dw"),
-             helper.make_node("Conv", ["d", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv3"), helper.make_node("Relu", ["c2"], ["r2"]),
-             helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], name="pw2"),
-             helper.make_node("GlobalAveragePool", ["c3"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1, name="fc")]
-    graph = helper.make_graph(nodes, "pw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 12, 12])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
-                              [t("w1", out_channels, 16, 1, 1), t("b1", out_channels), t("wd", out_channels, 1, 3, 3),
-                               t("w2", 48, out_channels, 3, 3), t("w3", 40, 48, 1, 1), t("b3", 40), t("wg", 16, 40), t("bg", 16)])
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="pw1"),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "wd"], ["d"], group=out_channels, pads=[1, 1, 1, 1], name="dw"),
+        helper.make_node("Conv", ["d", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv3"),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], name="pw2"),
+        helper.make_node("GlobalAveragePool", ["c3"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pw",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        [
+            t("w1", out_channels, 16, 1, 1),
+            t("b1", out_channels),
+            t("wd", out_channels, 1, 3, 3),
+            t("w2", 48, out_channels, 3, 3),
+            t("w3", 40, 48, 1, 1),
+            t("b3", 40),
+            t("wg", 16, 40),
+            t("bg", 16),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -100,7 +122,12 @@ def test_block_pruned_layers_run_sparse_above_break_even_only(ratio, sparse_kern
 
 def test_small_layers_stay_dense_for_their_fused_epilogues(cli, tmp_path):
     onnx.save(_model(), tmp_path / "m.onnx")
-    assert cli("compress", tmp_path / "m.onnx", "--prune", "0.9", "--prune-block", "8", "-o", tmp_path / "p.onnx").exit_code == 0
+    assert (
+        cli(
+            "compress", tmp_path / "m.onnx", "--prune", "0.9", "--prune-block", "8", "-o", tmp_path / "p.onnx"
+        ).exit_code
+        == 0
+    )
     res = cli("compile", tmp_path / "p.onnx", "-o", tmp_path / "art")
     assert res.exit_code == 0, res.stderr
     text = " ".join(res.stdout.split())  # rich wraps the console at 80 columns
@@ -109,18 +136,26 @@ def test_small_layers_stay_dense_for_their_fused_epilogues(cli, tmp_path):
 
 def test_no_sparse_builds_the_same_model_dense(cli, tmp_path):
     onnx.save(_model(), tmp_path / "m.onnx")
-    assert cli("compress", tmp_path / "m.onnx", "--prune", "0.9", "--prune-block", "8", "-o", tmp_path / "p.onnx").exit_code == 0
+    assert (
+        cli(
+            "compress", tmp_path / "m.onnx", "--prune", "0.9", "--prune-block", "8", "-o", tmp_path / "p.onnx"
+        ).exit_code
+        == 0
+    )
     res = cli("compile", tmp_path / "p.onnx", "-o", tmp_path / "art", "--no-sparse", "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["validation"]["ok"], res.stderr
     meta = json.loads((tmp_path / "art" / "meta.json").read_text())["build"]
     assert meta["sparse_layers"] == [] and "block-sparse kernel" not in meta["rules"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--prune-block", "8"], "--prune-block needs unstructured --prune"),
-    (["--prune", "0.5", "--structured", "--prune-block", "8"], "--prune-block needs unstructured --prune"),
-    (["--prune", "0.5", "--prune-block", "0"], "bad --prune-block 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prune-block", "8"], "--prune-block needs unstructured --prune"),
+        (["--prune", "0.5", "--structured", "--prune-block", "8"], "--prune-block needs unstructured --prune"),
+        (["--prune", "0.5", "--prune-block", "0"], "bad --prune-block 0"),
+    ],
+)
 def test_bad_prune_block(args, message, cli, tmp_path):
     from test_errors import assert_one_line_error
 

@@ -1,6 +1,7 @@
 """passes/sparse_format.py: the mask and coo encodings of sparse weights (plain onnxruntime computes the dense model
 from either), densify (what the compiler does before TVM imports the model) and the byte counts the prune pass
 chooses an encoding by."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,10 +22,13 @@ def _sparse(shape: tuple[int, ...], density: float) -> np.ndarray:
 
 def _matmul(w: np.ndarray) -> onnx.ModelProto:
     """y = x @ w with w an initializer, at opset 18 (the mask decoder's BitwiseAnd)."""
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, w.shape[0]])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, w.shape[1]])],
-                              [numpy_helper.from_array(w, "w")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, w.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, w.shape[1]])],
+        [numpy_helper.from_array(w, "w")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
@@ -97,8 +101,11 @@ def test_densify_reads_coordinate_indices_too():
     coords = np.argwhere(w).astype(np.int64)
     model = _matmul(w)
     del model.graph.initializer[:]
-    model.graph.sparse_initializer.append(helper.make_sparse_tensor(
-        numpy_helper.from_array(w[tuple(coords.T)], "w"), numpy_helper.from_array(coords, "w.indices"), [3, 4]))
+    model.graph.sparse_initializer.append(
+        helper.make_sparse_tensor(
+            numpy_helper.from_array(w[tuple(coords.T)], "w"), numpy_helper.from_array(coords, "w.indices"), [3, 4]
+        )
+    )
     np.testing.assert_array_equal(_dense_weight(sparse_format.densify(model)), w)
 
 

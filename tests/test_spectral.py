@@ -1,5 +1,6 @@
 """DFT / STFT lowered to a MatMul with a constant DFT matrix (compiler/spectral.py): compiled and validated against
 onnxruntime's own DFT / STFT kernels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,13 @@ from edgekit.errors import EdgekitError
 
 
 def _model(nodes, inputs, output_shape, inits=(), opset=17) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "spectral", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)], list(inits))
+    graph = helper.make_graph(
+        nodes,
+        "spectral",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)],
+        list(inits),
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8 if opset < 20 else 9
     return model
@@ -35,17 +41,22 @@ def test_dft_matrix_is_numpy_fft():
     np.testing.assert_allclose(back, x, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape,axis,onesided,inverse,length", [
-    ((2, 64, 1), 1, 1, 0, None),      # real signal, half spectrum (torch.fft.rfft)
-    ((2, 32, 2), 1, 0, 0, None),      # complex
-    ((2, 32, 2), 1, 0, 1, None),      # inverse
-    ((2, 64, 1), 1, 0, 0, 48),        # dft_length < N: truncated
-    ((1, 40, 1), 1, 1, 0, 64),        # dft_length > N: zero padded
-    ((2, 16, 3, 1), 1, 0, 0, None),   # signal axis not next to the last: transposed around the MatMul
-])
+@pytest.mark.parametrize(
+    "shape,axis,onesided,inverse,length",
+    [
+        ((2, 64, 1), 1, 1, 0, None),  # real signal, half spectrum (torch.fft.rfft)
+        ((2, 32, 2), 1, 0, 0, None),  # complex
+        ((2, 32, 2), 1, 0, 1, None),  # inverse
+        ((2, 64, 1), 1, 0, 0, 48),  # dft_length < N: truncated
+        ((1, 40, 1), 1, 1, 0, 64),  # dft_length > N: zero padded
+        ((2, 16, 3, 1), 1, 0, 0, None),  # signal axis not next to the last: transposed around the MatMul
+    ],
+)
 def test_dft_matches_onnxruntime(shape, axis, onesided, inverse, length, tmp_path):
     inits = [numpy_helper.from_array(np.array(length, np.int64), "n")] if length else []
-    node = helper.make_node("DFT", ["x", "n"] if length else ["x"], ["y"], axis=axis, onesided=onesided, inverse=inverse)
+    node = helper.make_node(
+        "DFT", ["x", "n"] if length else ["x"], ["y"], axis=axis, onesided=onesided, inverse=inverse
+    )
     n = length or shape[axis]
     out = list(shape[:-1]) + [2]
     out[axis] = n // 2 + 1 if onesided else n
@@ -77,7 +88,9 @@ def test_stft_matches_onnxruntime(window, tmp_path):
 
 def test_stft_with_a_runtime_frame_step_is_refused_naming_the_node():
     node = helper.make_node("STFT", ["x", "step", "", "frame"], ["y"], name="frontend/stft", onesided=1)
-    model = _model([node], [("x", [1, 1000, 1])], [1, 5, 129, 2], [numpy_helper.from_array(np.array(256, np.int64), "frame")])
+    model = _model(
+        [node], [("x", [1, 1000, 1])], [1, 5, 129, 2], [numpy_helper.from_array(np.array(256, np.int64), "frame")]
+    )
     model.graph.input.append(helper.make_tensor_value_info("step", TensorProto.INT64, []))
     with pytest.raises(EdgekitError, match="frontend/stft.*frame_step"):
         lower_spectral(model)

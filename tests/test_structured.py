@@ -1,5 +1,6 @@
 """passes/structured.py: structured channel pruning (dependency groups on the ONNX graph). References:
 onnxruntime runs every pruned model; edgekit compiles and validates them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,9 @@ class Inverted(nn.Module):
         super().__init__()
         self.stem = cbr(3, 16, s=2)
         self.expand, self.dw = cbr(16, 64, 1), cbr(64, 64, groups=64)
-        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(64, 16, 1), nn.ReLU(), nn.Conv2d(16, 64, 1), nn.Hardsigmoid())
+        self.se = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(64, 16, 1), nn.ReLU(), nn.Conv2d(16, 64, 1), nn.Hardsigmoid()
+        )
         self.project = nn.Sequential(nn.Conv2d(64, 16, 1, bias=False), nn.BatchNorm2d(16))
         self.head = nn.Conv2d(16, 8, 1)
 
@@ -68,8 +71,13 @@ class Decoder(nn.Module):
         return self.head(self.up(self.mid(self.enc(x))))
 
 
-NETS = {"residual": (Residual, (1, 3, 16, 16)), "depthwise": (Inverted, (1, 3, 16, 16)), "concat": (Pyramid, (1, 3, 16, 16)),
-        "convtranspose": (Decoder, (1, 3, 16, 16)), "mlp": (lambda: Mlp(), (1, 3, 16, 16))}
+NETS = {
+    "residual": (Residual, (1, 3, 16, 16)),
+    "depthwise": (Inverted, (1, 3, 16, 16)),
+    "concat": (Pyramid, (1, 3, 16, 16)),
+    "convtranspose": (Decoder, (1, 3, 16, 16)),
+    "mlp": (lambda: Mlp(), (1, 3, 16, 16)),
+}
 
 
 @pytest.mark.parametrize("net", NETS)
@@ -110,7 +118,10 @@ def zeroed_reference(model: onnx.ModelProto, cfg: structured.StructuredConfig) -
     return m
 
 
-@pytest.mark.parametrize("name", ["residual", "depthwise", "concat", "convtranspose", "mlp", "tf_classifier", "yolo_like", "ocr_detector", "crnn"])
+@pytest.mark.parametrize(
+    "name",
+    ["residual", "depthwise", "concat", "convtranspose", "mlp", "tf_classifier", "yolo_like", "ocr_detector", "crnn"],
+)
 def test_pruned_model_equals_the_dense_one_with_dropped_channels_zeroed(name):
     model = export(NETS[name][0](), NETS[name][1]) if name in NETS else build(name)
     cfg = structured.StructuredConfig(ratio=0.5, round_to=4)
@@ -155,7 +166,9 @@ def test_depthwise_follows_its_producer_and_se_multiplies_alike():
     model = export(Inverted(), (1, 3, 16, 16))
     pruned, _ = structured.run(model, structured.StructuredConfig(ratio=0.5, round_to=4))
     inits = {t.name: t for t in pruned.graph.initializer}
-    dw = next(n for n in pruned.graph.node if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute))
+    dw = next(
+        n for n in pruned.graph.node if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+    )
     group = next(a.i for a in dw.attribute if a.name == "group")
     assert group == inits[dw.input[1]].dims[0] == 32 and inits[dw.input[1]].dims[1] == 1
     ch = {name.split("/")[1]: c for name, c in _conv_out_channels(pruned).items()}
@@ -190,7 +203,9 @@ def test_structured_on_third_party_graphs(name):
 def test_activation_criterion_and_global_scope():
     model = export(Residual(), (4, 3, 16, 16))
     calib = [random_inputs(resolve_input_specs(model, {}), seed=i) for i in range(4)]
-    pruned, report = structured.run(model, structured.StructuredConfig(ratio=0.5, criterion="activation", calibration=calib, round_to=4))
+    pruned, report = structured.run(
+        model, structured.StructuredConfig(ratio=0.5, criterion="activation", calibration=calib, round_to=4)
+    )
     assert report.extra["macs_after"] < 0.5 * report.extra["macs_before"]
     with pytest.raises(EdgekitError, match="needs calibration"):
         structured.run(model, structured.StructuredConfig(ratio=0.5, criterion="activation"))

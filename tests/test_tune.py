@@ -1,4 +1,5 @@
 """edgekit tune: a small real tuning run on the digits CNN, resume, and compile with the database."""
+
 from __future__ import annotations
 
 import json
@@ -98,11 +99,15 @@ def test_register_tile_fits_the_target_registers():
     from edgekit.targets import TargetCaps
 
     shapes = [(112, 64), (56, 64), (28, 128), (14, 256), (7, 512), (56, 144), (7, 960)]
-    avx2 = TargetCaps.from_tvm(tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"}))  # 16 ymm
+    avx2 = TargetCaps.from_tvm(
+        tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"})
+    )  # 16 ymm
     for w, c in shapes:
         vec, row = pick_tile("conv", {"row_n": w, "col_n": c}, avx2)
         assert c % vec == 0 and w % row == 0 and row * math.ceil(vec / 8) <= 12
-    avx512 = TargetCaps.from_tvm(tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4"}))
+    avx512 = TargetCaps.from_tvm(
+        tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4"})
+    )
     assert pick_tile("conv", {"row_n": 56, "col_n": 64}, avx512) == (32, 8)
 
 
@@ -151,17 +156,22 @@ def test_conv_weights_are_prepacked_once_at_compile_time(digits_onnx):
     import tvm
     from tvm import relax
 
-    from edgekit.compiler.frontend import to_relax
     from edgekit.compiler.build import schedule_module
+    from edgekit.compiler.frontend import to_relax
     from edgekit.graph import load_onnx, resolve_input_specs
     from edgekit.targets import load_target
 
     model = load_onnx(digits_onnx)
-    mod, report, _ = schedule_module(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64"), BuildOptions(threads=2))
+    mod, report, _ = schedule_module(
+        to_relax(model, resolve_input_specs(model, {})), load_target("x86_64"), BuildOptions(threads=2)
+    )
     convs = [name for name, r in report.items() if r.rule == "conv2d-nhwc-regblock"]
     assert convs
     calls: list[relax.Call] = []
-    relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call) and e.op.name == "relax.call_tir" else None)
+    relax.analysis.post_order_visit(
+        mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call) and e.op.name == "relax.call_tir" else None
+    )
+
     def const_ndim(expr) -> int | None:  # TVM 0.27 folds constants to GenericConst(.value)
         value = getattr(expr, "value", None) if "Const" in type(expr).__name__ else None
         return value.numpy().ndim if value is not None else None
@@ -169,7 +179,11 @@ def test_conv_weights_are_prepacked_once_at_compile_time(digits_onnx):
     packed = [c for c in calls if any(const_ndim(a) == 5 for a in c.args[1].fields)]
     assert len(packed) == len(convs)
     assert not any(c.args[1].fields and all(const_ndim(a) is not None for a in c.args[1].fields) for c in calls)
-    left = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and "meta_schedule.layout_rewrite_preproc" in str(f)]
+    left = [
+        gv.name_hint
+        for gv, f in mod.functions.items()
+        if isinstance(f, tvm.tirx.PrimFunc) and "meta_schedule.layout_rewrite_preproc" in str(f)
+    ]
     assert not left, (left, report)
 
 
@@ -182,27 +196,38 @@ def test_constant_matmul_weights_are_prepacked_and_activations_are_not(tmp_path)
 
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((64, 96)).astype(np.float32), "w")
-    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], transB=1),                 # [8, 96] @ W^T -> [8, 64]
-             helper.make_node("Transpose", ["h"], ["ht"], perm=[1, 0]),
-             helper.make_node("MatMul", ["h", "ht"], ["y"])]                        # activations only
-    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 96])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 8])], [w])
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["h"], transB=1),  # [8, 96] @ W^T -> [8, 64]
+        helper.make_node("Transpose", ["h"], ["ht"], perm=[1, 0]),
+        helper.make_node("MatMul", ["h", "ht"], ["y"]),
+    ]  # activations only
+    graph = helper.make_graph(
+        nodes,
+        "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 96])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 8])],
+        [w],
+    )
     path = tmp_path / "mm.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     result = compile_onnx(path, tmp_path / "art", "x86_64", quiet=True)
     assert result.validation.ok and result.validation.max_abs <= 1e-4
 
-    from edgekit.compiler.frontend import to_relax
     from edgekit.compiler.build import prepare_module, schedule_module
+    from edgekit.compiler.frontend import to_relax
     from edgekit.compiler.schedules.analysis import constant_params
     from edgekit.graph import load_onnx, resolve_input_specs
     from edgekit.targets import load_target
 
     model = load_onnx(path)
-    mod = prepare_module(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64"), BuildOptions(threads=2))
+    mod = prepare_module(
+        to_relax(model, resolve_input_specs(model, {})), load_target("x86_64"), BuildOptions(threads=2)
+    )
     constants = {name: idx for name, idx in constant_params(mod).items() if "matmul" in name}
     assert sorted(map(sorted, constants.values())) == [[], [1]], constants  # the Gemm's weights, nothing of the MatMul
-    scheduled, _, _ = schedule_module(to_relax(model, resolve_input_specs(model, {})), load_target("x86_64"), BuildOptions(threads=2))
+    scheduled, _, _ = schedule_module(
+        to_relax(model, resolve_input_specs(model, {})), load_target("x86_64"), BuildOptions(threads=2)
+    )
     matmuls = [gv.name_hint for gv in scheduled.functions if "matmul" in gv.name_hint]
     assert sum(name.endswith("_prepacked") for name in matmuls) == 1, matmuls
 
@@ -215,12 +240,24 @@ def test_global_average_pool_reduces_nhwc_without_transposing_the_map(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((32, 8, 1, 1)).astype(np.float32), "w"),
-             numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Clip", ["c", "lo", "hi"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["y"])]
-    graph = helper.make_graph(nodes, "gap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])], inits)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((32, 8, 1, 1)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array(0, np.float32), "lo"),
+        numpy_helper.from_array(np.array(6, np.float32), "hi"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Clip", ["c", "lo", "hi"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "gap",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+        inits,
+    )
     path = tmp_path / "gap.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     result = compile_onnx(path, tmp_path / "art", "x86_64", quiet=True)
@@ -239,13 +276,29 @@ def test_clip_activations_stay_nhwc_between_convs(tmp_path, activation):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((16, 8, 3, 3)).astype(np.float32) * 0.3, "w1"),
-             numpy_helper.from_array(rng.standard_normal((8, 16, 1, 1)).astype(np.float32) * 0.3, "w2"),
-             numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
-    act = helper.make_node("HardSwish", ["a"], ["h"]) if activation == "HardSwish" else helper.make_node("Clip", ["a", "lo", "hi"], ["h"])
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]), act, helper.make_node("Conv", ["h", "w2"], ["y"])]
-    graph = helper.make_graph(nodes, "act", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((16, 8, 3, 3)).astype(np.float32) * 0.3, "w1"),
+        numpy_helper.from_array(rng.standard_normal((8, 16, 1, 1)).astype(np.float32) * 0.3, "w2"),
+        numpy_helper.from_array(np.array(0, np.float32), "lo"),
+        numpy_helper.from_array(np.array(6, np.float32), "hi"),
+    ]
+    act = (
+        helper.make_node("HardSwish", ["a"], ["h"])
+        if activation == "HardSwish"
+        else helper.make_node("Clip", ["a", "lo", "hi"], ["h"])
+    )
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        act,
+        helper.make_node("Conv", ["h", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "act",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        inits,
+    )
     path = tmp_path / "act.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     result = compile_onnx(path, tmp_path / "art", "x86_64", quiet=True)

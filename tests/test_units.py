@@ -1,9 +1,11 @@
 """Unit tests of the small pieces: shape parsing, tolerance maths, target files, atomic writes."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_dir
@@ -68,6 +70,10 @@ def test_compare_outputs_agrees_on_the_same_nan_and_infinity_only():
     """sqrt / log of a negative input: NaN in onnxruntime and TVM alike is agreement; NaN or inf on one side is not."""
     ref = np.array([1.0, np.nan, np.inf, -np.inf], np.float32)
     assert compare_outputs({"y": ref}, {"y": ref.copy()}).ok
-    for wrong in ([1.0, 0.0, np.inf, -np.inf], [1.0, np.nan, 1.0, -np.inf], [np.nan, np.nan, np.inf, -np.inf],
-                  [1.0, np.nan, -np.inf, -np.inf]):
+    for wrong in (
+        [1.0, 0.0, np.inf, -np.inf],
+        [1.0, np.nan, 1.0, -np.inf],
+        [np.nan, np.nan, np.inf, -np.inf],
+        [1.0, np.nan, -np.inf, -np.inf],
+    ):
         assert not compare_outputs({"y": ref}, {"y": np.array(wrong, np.float32)}).ok, wrong

@@ -1,4 +1,5 @@
 """passes/weights.py: where each op keeps its output and input features, for every weight-editing pass."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,14 +17,18 @@ def _one_layer(op: str, w: np.ndarray, **attrs) -> onnx.ModelProto:
     return helper.make_model(helper.make_graph([node], "g", [x], [y], [numpy_helper.from_array(w, "w")]))
 
 
-@pytest.mark.parametrize(("op", "shape", "attrs", "out_axis", "in_axis", "transposed"), [
-    ("Conv", (8, 3, 3, 3), {}, 0, 1, False),
-    ("Gemm", (16, 8), {"transB": 1}, 0, 1, False),
-    ("Gemm", (16, 8), {}, 1, 0, True),
-    ("MatMul", (16, 8), {}, 1, 0, True),
-])
-def test_axes_and_rows_per_op(op: str, shape: tuple[int, ...], attrs: dict, out_axis: int, in_axis: int,
-                              transposed: bool):
+@pytest.mark.parametrize(
+    ("op", "shape", "attrs", "out_axis", "in_axis", "transposed"),
+    [
+        ("Conv", (8, 3, 3, 3), {}, 0, 1, False),
+        ("Gemm", (16, 8), {"transB": 1}, 0, 1, False),
+        ("Gemm", (16, 8), {}, 1, 0, True),
+        ("MatMul", (16, 8), {}, 1, 0, True),
+    ],
+)
+def test_axes_and_rows_per_op(
+    op: str, shape: tuple[int, ...], attrs: dict, out_axis: int, in_axis: int, transposed: bool
+):
     w = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
     [layer] = weight_layers(_one_layer(op, w, **attrs))
     assert (layer.axis, layer.in_axis, layer.stored_transposed) == (out_axis, in_axis, transposed)

@@ -1,4 +1,5 @@
 """Winograd F(4x4, 3x3): the transform matrices, when the rewrite applies, and compiled convs vs onnxruntime."""
+
 from __future__ import annotations
 
 import json
@@ -19,39 +20,74 @@ def test_transforms_reproduce_a_direct_correlation():
     b_t, a_t = np.asarray(winograd.B_T, float), np.asarray(winograd.A_T, float)
     u = winograd.transform_weights(g.reshape(3, 3, 1, 1)).reshape(6, 6)
     y = a_t @ (u * (b_t @ d @ b_t.T)) @ a_t.T
-    direct = np.array([[(d[i:i + 3, j:j + 3] * g).sum() for j in range(4)] for i in range(4)])
+    direct = np.array([[(d[i : i + 3, j : j + 3] * g).sum() for j in range(4)] for i in range(4)])
     np.testing.assert_allclose(y, direct, rtol=1e-12, atol=1e-12)
 
 
-def _conv_model(path, n=1, c=16, k=24, h=20, w=20, pads=(1, 1, 1, 1), strides=(1, 1), dilations=(1, 1), group=1,
-                kernel=3, residual=False, seed=0):
+def _conv_model(
+    path,
+    n=1,
+    c=16,
+    k=24,
+    h=20,
+    w=20,
+    pads=(1, 1, 1, 1),
+    strides=(1, 1),
+    dilations=(1, 1),
+    group=1,
+    kernel=3,
+    residual=False,
+    seed=0,
+):
     """Conv(+bias) -> Relu (-> Conv -> Add(residual) -> Relu), written directly in ONNX."""
     rng = np.random.default_rng(seed)
-    inits = [numpy_helper.from_array((rng.standard_normal((k, c // group, kernel, kernel)) * 0.2).astype(np.float32), "w1"),
-             numpy_helper.from_array(rng.standard_normal(k).astype(np.float32), "b1")]
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=list(pads), strides=list(strides),
-                              dilations=list(dilations), group=group),
-             helper.make_node("Relu", ["c1"], ["y"])]
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((k, c // group, kernel, kernel)) * 0.2).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal(k).astype(np.float32), "b1"),
+    ]
+    nodes = [
+        helper.make_node(
+            "Conv",
+            ["x", "w1", "b1"],
+            ["c1"],
+            pads=list(pads),
+            strides=list(strides),
+            dilations=list(dilations),
+            group=group,
+        ),
+        helper.make_node("Relu", ["c1"], ["y"]),
+    ]
     out_h = (h + pads[0] + pads[2] - dilations[0] * (kernel - 1) - 1) // strides[0] + 1
     out_w = (w + pads[1] + pads[3] - dilations[1] * (kernel - 1) - 1) // strides[1] + 1
     if residual:  # a second 3x3 conv whose output transform carries bias + residual add + ReLU
         inits.append(numpy_helper.from_array((rng.standard_normal((k, k, 3, 3)) * 0.1).astype(np.float32), "w2"))
         nodes[-1] = helper.make_node("Relu", ["c1"], ["r1"])
-        nodes += [helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
-                  helper.make_node("Add", ["c2", "r1"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c, h, w])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, k, out_h, out_w])], inits)
+        nodes += [
+            helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["c2", "r1"], ["s"]),
+            helper.make_node("Relu", ["s"], ["y"]),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c, h, w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, k, out_h, out_w])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
 
-@pytest.mark.parametrize("shape", [
-    dict(h=20, w=20),                                  # 25 tiles: padded to 30 GEMM rows
-    dict(h=15, w=13, c=32, k=16),                      # output not a multiple of the 4x4 tile
-    dict(h=18, w=18, pads=(0, 0, 0, 0)),               # 'valid' conv: 16x16 output
-    dict(h=17, w=22, pads=(2, 1, 0, 1)),               # asymmetric padding
-    dict(n=2, h=12, w=12, residual=True),              # batch 2; the second conv fuses bias + residual + ReLU
-])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        dict(h=20, w=20),  # 25 tiles: padded to 30 GEMM rows
+        dict(h=15, w=13, c=32, k=16),  # output not a multiple of the 4x4 tile
+        dict(h=18, w=18, pads=(0, 0, 0, 0)),  # 'valid' conv: 16x16 output
+        dict(h=17, w=22, pads=(2, 1, 0, 1)),  # asymmetric padding
+        dict(n=2, h=12, w=12, residual=True),  # batch 2; the second conv fuses bias + residual + ReLU
+    ],
+)
 def test_winograd_convs_match_onnxruntime(tmp_path, shape):
     path = _conv_model(tmp_path / "conv.onnx", **shape)
     result = compile_onnx(path, tmp_path / "art", "x86_64", quiet=True)
@@ -64,14 +100,17 @@ def test_winograd_convs_match_onnxruntime(tmp_path, shape):
     assert not any(rule.startswith("conv2d") for rule in rules.values()), rules
 
 
-@pytest.mark.parametrize("why,shape", [
-    ("stride 2", dict(strides=(2, 2), h=40, w=40)),
-    ("dilated", dict(dilations=(2, 2), pads=(2, 2, 2, 2))),
-    ("grouped", dict(group=4)),
-    ("1x1", dict(kernel=1, pads=(0, 0, 0, 0))),
-    ("too few tiles", dict(h=8, w=8)),
-    ("too few channels", dict(c=3)),
-])
+@pytest.mark.parametrize(
+    "why,shape",
+    [
+        ("stride 2", dict(strides=(2, 2), h=40, w=40)),
+        ("dilated", dict(dilations=(2, 2), pads=(2, 2, 2, 2))),
+        ("grouped", dict(group=4)),
+        ("1x1", dict(kernel=1, pads=(0, 0, 0, 0))),
+        ("too few tiles", dict(h=8, w=8)),
+        ("too few channels", dict(c=3)),
+    ],
+)
 def test_winograd_only_where_it_applies(tmp_path, why, shape):
     path = _conv_model(tmp_path / "conv.onnx", **shape)
     result = compile_onnx(path, tmp_path / "art", "x86_64", quiet=True)

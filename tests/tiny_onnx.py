@@ -1,6 +1,7 @@
 """Tiny hand-built ONNX graphs for the unit tests of passes/ (channel analysis, opset, sparse storage): a builder
 that names every node after its output, and the pruning step of structured.run applied to a chosen set of channels.
 Imported as a plain module, as realworld.py is."""
+
 from __future__ import annotations
 
 import numpy as np

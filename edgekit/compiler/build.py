@@ -3,6 +3,7 @@
 The artifact: model.so (TVM executable for the target), meta.json (inputs/outputs, target, source sha256,
 validation vs onnxruntime, build time), bundle.npz (sample inputs and onnxruntime's outputs for them).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,11 @@ from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.pipeline import Reports, relax_passes, rules_for, run_passes, target_kind, xnor_passes
 from edgekit.compiler.schedules.base import RuleContext, RuleResult
 from edgekit.errors import EdgekitError, last_line
-from edgekit.passes.legacy_opset import reference_model
 from edgekit.fileio import atomic_dir, check_output_path, sha256_of
 from edgekit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
 from edgekit.onnxtools import ort_session, simplify
 from edgekit.passes import passes_applied
+from edgekit.passes.legacy_opset import reference_model
 from edgekit.progress import native_stderr_captured, steps, warn
 from edgekit.runners import open_runner
 from edgekit.runtime import BUNDLE, LIBRARY, META, cpu_count
@@ -82,8 +83,15 @@ def build_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = Fa
     return Built(executable, rules, reports, plan, tvm_log)
 
 
-def prepare_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = False, binary: bool = False,
-                   reports: Reports | None = None) -> object:
+def prepare_module(
+    mod,
+    target: TargetSpec,
+    opts: BuildOptions,
+    *,
+    int8: bool = False,
+    binary: bool = False,
+    reports: Reports | None = None,
+) -> object:
     """The Relax half of the build: every pass compiler/pipeline.py lists for the target's kind, in order."""
     reports = reports if reports is not None else Reports()
     kind = target_kind(target.tvm.get("kind", "llvm"))
@@ -91,13 +99,22 @@ def prepare_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = 
     with _tvm_errors(target):
         if opts.schedules != "default":  # TVM's bare pipeline; XNOR kernels are hand-scheduled TIR, kept
             return run_passes(mod, xnor_passes(kind, tvm_target, binary and opts.xnor, reports))
-        passes = relax_passes(kind, opts, target.caps(), tvm_target, _threads(target, opts), int8=int8 and opts.int8,
-                              binary=binary and opts.xnor, reports=reports)
+        passes = relax_passes(
+            kind,
+            opts,
+            target.caps(),
+            tvm_target,
+            _threads(target, opts),
+            int8=int8 and opts.int8,
+            binary=binary and opts.xnor,
+            reports=reports,
+        )
         return run_passes(mod, passes)
 
 
-def schedule_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = False, binary: bool = False
-                    ) -> tuple[object, dict[str, RuleResult], Reports]:
+def schedule_module(
+    mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = False, binary: bool = False
+) -> tuple[object, dict[str, RuleResult], Reports]:
     """Everything build_module does before code generation: prepare_module, then every PrimFunc's schedule rule."""
     reports = Reports()
     mod = prepare_module(mod, target, opts, int8=int8, binary=binary, reports=reports)
@@ -107,8 +124,9 @@ def schedule_module(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool =
     return mod, results, reports
 
 
-def schedule_prepared(mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = False
-                      ) -> tuple[object, dict[str, RuleResult]]:
+def schedule_prepared(
+    mod, target: TargetSpec, opts: BuildOptions, *, int8: bool = False
+) -> tuple[object, dict[str, RuleResult]]:
     """Every PrimFunc of a prepare_module result scheduled by the rules of the target's kind (GPU: each one
     checked thread-bound; CPU: constant weight re-layouts folded)."""
     from edgekit.compiler.schedules.analysis import effective_threads, fold_weight_prepacks
@@ -147,9 +165,11 @@ def check_thread_bound(mod, results: dict[str, RuleResult], target: TargetSpec) 
         left = unbound_blocks(func)
         if left:
             why = results.get(gv.name_hint, RuleResult("none")).fallback_reason
-            raise EdgekitError(f"no GPU schedule rule could spread '{gv.name_hint}' over threads for {target.name}"
-                               f" (block {left[0]} is not thread-bound{'; ' + why if why else ''})",
-                               "compile for a CPU target, or report the model: the op needs a GPU rule")
+            raise EdgekitError(
+                f"no GPU schedule rule could spread '{gv.name_hint}' over threads for {target.name}"
+                f" (block {left[0]} is not thread-bound{'; ' + why if why else ''})",
+                "compile for a CPU target, or report the model: the op needs a GPU rule",
+            )
 
 
 def tvm_error_line(exc: BaseException) -> str:
@@ -170,7 +190,10 @@ def _tvm_errors(target: TargetSpec):
         raise
     except Exception as exc:  # noqa: BLE001 - reported to the user as one line
         interrupts.check()
-        raise EdgekitError(f"TVM could not build the model for {target.name}: {tvm_error_line(exc)}", "try --schedules none to tell an edgekit rule from a TVM limitation, and report the model") from None
+        raise EdgekitError(
+            f"TVM could not build the model for {target.name}: {tvm_error_line(exc)}",
+            "try --schedules none to tell an edgekit rule from a TVM limitation, and report the model",
+        ) from None
 
 
 def has_qdq(model) -> bool:
@@ -190,12 +213,22 @@ def int8_format_warning(model, spec: TargetSpec) -> str | None:
     from edgekit.targets import TargetCaps
 
     fmt = {p.key: p.value for p in model.metadata_props}.get(INT8_FORMAT_KEY, "u8s8")
-    where = [name for name, caps in (("this machine", TargetCaps.host()), (spec.name, spec.caps())) if needs_reduce_range(caps)]
+    where = [
+        name
+        for name, caps in (("this machine", TargetCaps.host()), (spec.name, spec.caps()))
+        if needs_reduce_range(caps)
+    ]
     if fmt == "u8s7" or not where:
         return None
-    slow = f"; TVM's convs for {spec.name} take slow widening code for them (several times fp32)" if needs_reduce_range(spec.caps()) else ""
-    return (f"this int8 model has full-range 8-bit weights, which onnxruntime saturates on {' and '.join(where)} (no VNNI): "
-            f"its results there are not exact integer math{slow}; re-quantize with `edgekit compress --bits 8 --target {spec.name}`")
+    slow = (
+        f"; TVM's convs for {spec.name} take slow widening code for them (several times fp32)"
+        if needs_reduce_range(spec.caps())
+        else ""
+    )
+    return (
+        f"this int8 model has full-range 8-bit weights, which onnxruntime saturates on {' and '.join(where)} (no VNNI): "
+        f"its results there are not exact integer math{slow}; re-quantize with `edgekit compress --bits 8 --target {spec.name}`"
+    )
 
 
 def summarize_rules(rules: dict[str, RuleResult]) -> dict[str, int]:
@@ -254,7 +287,8 @@ def compile_onnx(
         for w in build_warnings:
             warn(w, quiet)
         build = _build_record(built, opts, round(time.perf_counter() - t0, 3), did_simplify) | {
-            "tolerance": {"atol": atol, "rtol": rtol, "precision": opts.precision}}
+            "tolerance": {"atol": atol, "rtol": rtol, "precision": opts.precision}
+        }
         cc = spec.compiler()
         with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="edgekit-device-") as device_dir:
             device_objects = []
@@ -293,29 +327,46 @@ def _check_target(spec: TargetSpec, opts: BuildOptions) -> None:
 
         require_nvcc(spec.nvcc)
     elif opts.precision != "fp32":
-        raise EdgekitError(f"--precision {opts.precision} is for GPU targets; {spec.name} is a CPU",
-                           "use --precision fp32 here, or compress with --bits 8 for a smaller, faster CPU model")
+        raise EdgekitError(
+            f"--precision {opts.precision} is for GPU targets; {spec.name} is a CPU",
+            "use --precision fp32 here, or compress with --bits 8 for a smaller, faster CPU model",
+        )
 
 
 def _build_record(built: Built, opts: BuildOptions, seconds: float, did_simplify: bool) -> dict:
     """meta.json's "build": options, the rule of every PrimFunc, the reporting passes' logs, the memory plan."""
     rules = built.rules
-    return {"seconds": seconds, "onnxsim": did_simplify, "options": opts.to_json(),
-            "schedules": "edgekit-default" if rules else "tvm-bare", "rules": summarize_rules(rules),
-            "winograd": opts.winograd, "fused_blocks": opts.fuse_blocks,
-            "rule_per_function": {name: r.rule for name, r in rules.items()},
-            "rule_details": {name: r.to_json() for name, r in rules.items() if r.knobs or r.fallback_reason},
-            "binary_layers": built.reports.binary_layers, "int8_layers": built.reports.int8_layers,
-            "sparse_layers": built.reports.sparse_layers,
-            "rewrites_skipped": built.reports.skipped, "memory": built.memory, "tvm_log": built.tvm_log[:50]}
+    return {
+        "seconds": seconds,
+        "onnxsim": did_simplify,
+        "options": opts.to_json(),
+        "schedules": "edgekit-default" if rules else "tvm-bare",
+        "rules": summarize_rules(rules),
+        "winograd": opts.winograd,
+        "fused_blocks": opts.fuse_blocks,
+        "rule_per_function": {name: r.rule for name, r in rules.items()},
+        "rule_details": {name: r.to_json() for name, r in rules.items() if r.knobs or r.fallback_reason},
+        "binary_layers": built.reports.binary_layers,
+        "int8_layers": built.reports.int8_layers,
+        "sparse_layers": built.reports.sparse_layers,
+        "rewrites_skipped": built.reports.skipped,
+        "memory": built.memory,
+        "tvm_log": built.tvm_log[:50],
+    }
 
 
-def _meta(onnx_path: Path, spec: TargetSpec, in_specs, out_specs, model, build: dict, tmp: Path, build_warnings: list[str]) -> dict:
+def _meta(
+    onnx_path: Path, spec: TargetSpec, in_specs, out_specs, model, build: dict, tmp: Path, build_warnings: list[str]
+) -> dict:
     return {
         "schema_version": META_SCHEMA_VERSION,
         "edgekit_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "source": {"path": str(onnx_path.resolve()), "sha256": sha256_of(onnx_path), "size_bytes": onnx_path.stat().st_size},
+        "source": {
+            "path": str(onnx_path.resolve()),
+            "sha256": sha256_of(onnx_path),
+            "size_bytes": onnx_path.stat().st_size,
+        },
         "target": spec.to_json() | {"runs_on_host": spec.runs_on_host},
         "inputs": [s.to_json() for s in in_specs],
         "outputs": [s.to_json() for s in out_specs],
@@ -347,7 +398,9 @@ def _import(model, in_specs, step) -> tuple[bool, object, list]:
     return did_simplify, mod, fixed_output_specs(simplified)
 
 
-def imported_module(onnx_path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[object, bool, bool]:
+def imported_module(
+    onnx_path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
+) -> tuple[object, bool, bool]:
     """An ONNX file as Relax (as compile imports it, with `input_shapes` for its dynamic inputs), and whether it
     has QDQ (int8) and binary activations."""
     model = load_onnx(Path(onnx_path))
@@ -378,11 +431,17 @@ def _link(executable, path: Path, cc: str, spec: TargetSpec, objects: list[str] 
         executable.export_library(str(path), cc=cc, options=[*spec.link_options, *objects])
     except Exception as exc:
         interrupts.check()
-        raise EdgekitError(f"linking model.so with {Path(cc).name} failed: {last_line(str(exc))}", "check the cc of the target file and the free disk space") from None
+        raise EdgekitError(
+            f"linking model.so with {Path(cc).name} failed: {last_line(str(exc))}",
+            "check the cc of the target file and the free disk space",
+        ) from None
     header = path.read_bytes()[:20]
     machine = int.from_bytes(header[18:20], "little")
     if header[:4] != b"\x7fELF" or machine != spec.elf_machine:
-        raise EdgekitError(f"{path.name} is not an ELF shared object for {spec.arch} (e_machine {machine})", "check the target's cc in its .toml")
+        raise EdgekitError(
+            f"{path.name} is not an ELF shared object for {spec.arch} (e_machine {machine})",
+            "check the target's cc in its .toml",
+        )
 
 
 def _write_bundle(path: Path, feeds: dict[str, np.ndarray], session, frozen: dict | None = None) -> None:

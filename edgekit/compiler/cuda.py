@@ -7,6 +7,7 @@ for the target's sm_XY and the board needs no CUDA compiler: the fatbin (SASS fo
 GPUs) is linked into model.so as the ELF section SECTION, and the loader (runtime/lite.py) hands it to TVM
 from that callback, matched to the source by its sha256.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,8 +73,10 @@ def require_nvcc(nvcc: str) -> str:
     """The path of the target's nvcc; checked before any work, so a missing toolkit fails in a second."""
     exe = shutil.which(nvcc)
     if exe is None:
-        raise EdgekitError(f"CUDA targets need nvcc ('{nvcc}'), which is not installed",
-                           "install the CUDA toolkit (it puts nvcc in /usr/local/cuda/bin) or set [toolchain] nvcc in the target file")
+        raise EdgekitError(
+            f"CUDA targets need nvcc ('{nvcc}'), which is not installed",
+            "install the CUDA toolkit (it puts nvcc in /usr/local/cuda/bin) or set [toolchain] nvcc in the target file",
+        )
     return exe
 
 
@@ -83,21 +86,40 @@ def compile_fatbin(source: str, arch: str, nvcc: str, workdir: Path) -> tuple[Pa
     number = arch.removeprefix("sm_")
     cu, fatbin = workdir / "device.cu", workdir / "device.fatbin"
     cu.write_text(source)
-    cmd = [exe, "--fatbin", "-O3", "-w", "-gencode", f"arch=compute_{number},code=[sm_{number},compute_{number}]",
-           "-o", str(fatbin), str(cu)]
+    cmd = [
+        exe,
+        "--fatbin",
+        "-O3",
+        "-w",
+        "-gencode",
+        f"arch=compute_{number},code=[sm_{number},compute_{number}]",
+        "-o",
+        str(fatbin),
+        str(cu),
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     except subprocess.TimeoutExpired:
         raise EdgekitError(f"nvcc took over 30 minutes on the kernels for {arch}", "report the model") from None
     interrupts.check()
     if done.returncode != 0:
-        said = [ln for ln in (done.stderr + done.stdout).splitlines() if "error" in ln.lower()] or [done.stderr.strip()[-200:]]
-        raise EdgekitError(f"nvcc could not compile TVM's CUDA kernels for {arch}: {said[0][:200]}",
-                           "check that this nvcc supports the arch (`nvcc --list-gpu-code`), or report the model")
+        said = [ln for ln in (done.stderr + done.stdout).splitlines() if "error" in ln.lower()] or [
+            done.stderr.strip()[-200:]
+        ]
+        raise EdgekitError(
+            f"nvcc could not compile TVM's CUDA kernels for {arch}: {said[0][:200]}",
+            "check that this nvcc supports the arch (`nvcc --list-gpu-code`), or report the model",
+        )
     data = fatbin.read_bytes()
     version = last_line(subprocess.run([exe, "--version"], capture_output=True, text=True).stdout, None)
-    code = DeviceCode(arch, hashlib.sha256(source.encode()).hexdigest(), hashlib.sha256(data).hexdigest(), len(data),
-                      fatbin_images(data), version)
+    code = DeviceCode(
+        arch,
+        hashlib.sha256(source.encode()).hexdigest(),
+        hashlib.sha256(data).hexdigest(),
+        len(data),
+        fatbin_images(data),
+        version,
+    )
     if f"sass {arch}" not in code.images:
         raise EdgekitError(f"nvcc's fatbin holds {code.images}, not {arch} code", "check the nvcc of the target file")
     return fatbin, code
@@ -106,6 +128,8 @@ def compile_fatbin(source: str, arch: str, nvcc: str, workdir: Path) -> tuple[Pa
 def fatbin_object(fatbin: Path, workdir: Path) -> Path:
     """An assembler file placing the fatbin in SECTION; linked into model.so with the target's g++ (any arch)."""
     asm = workdir / "device_fatbin.S"
-    asm.write_text(f'.section {SECTION},"a",%progbits\n.balign 16\n.incbin "{fatbin.resolve()}"\n'
-                   '.section .note.GNU-stack,"",%progbits\n')
+    asm.write_text(
+        f'.section {SECTION},"a",%progbits\n.balign 16\n.incbin "{fatbin.resolve()}"\n'
+        '.section .note.GNU-stack,"",%progbits\n'
+    )
     return asm

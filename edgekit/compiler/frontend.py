@@ -1,4 +1,5 @@
 """ONNX -> Relax: fixed shapes, a supported-op check that names the node, and TVM's importer."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +19,9 @@ from edgekit.graph import TensorSpec
 def supported_onnx_ops() -> set[str]:
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    return set(onnx_frontend._get_convert_map()) | set(RECURRENT_OPS) | set(SPECTRAL_OPS)  # lowered by edgekit before the import
+    return (
+        set(onnx_frontend._get_convert_map()) | set(RECURRENT_OPS) | set(SPECTRAL_OPS)
+    )  # lowered by edgekit before the import
 
 
 def check_supported(model: onnx.ModelProto) -> None:
@@ -32,7 +35,8 @@ def check_supported(model: onnx.ModelProto) -> None:
             control = node.op_type in ("If", "Loop", "Scan")
             raise EdgekitError(
                 f"node '{node.name or '<unnamed>'}' uses op {where}{node.op_type}, which TVM's ONNX importer does not support",
-                "bind the input its condition or trip count depends on with --freeze NAME=VALUE, so that it folds" if control
+                "bind the input its condition or trip count depends on with --freeze NAME=VALUE, so that it folds"
+                if control
                 else "replace or remove that op before compiling (it still runs in onnxruntime)",
             )
 
@@ -83,4 +87,7 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
     except Exception as exc:
         interrupts.check()
         first = message_line(exc, 300)
-        raise EdgekitError(f"TVM could not import the model: {first}", "run `edgekit export`/onnxsim with fixed shapes first, or report the op") from None
+        raise EdgekitError(
+            f"TVM could not import the model: {first}",
+            "run `edgekit export`/onnxsim with fixed shapes first, or report the op",
+        ) from None

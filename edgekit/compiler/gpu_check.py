@@ -14,6 +14,7 @@ serialization hides; those need a real GPU.
 Why hand-written: TVM 0.27's wheel has no OpenCL runtime (`tvm.opencl(0).exist` is False), so its host code
 cannot launch the kernels; the launch extents are read here from the host function's call_ffi_kernel calls.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ def _lower_for_opencl(func: tvm.tirx.PrimFunc) -> tuple[tvm.IRModule, tvm.IRModu
         host, devices = split_host_device_mods(pipeline(mod))
     if len(devices) != 1:
         raise ValueError("the scheduled function launches no GPU kernel (no loop is bound to a GPU thread)")
-    (device_target, device), = devices.items()
+    ((device_target, device),) = devices.items()
     device = finalize_device()(device)
     return host, device, codegen_build(device, device_target).inspect_source()
 
@@ -83,8 +84,11 @@ def _global_scratch(func: tvm.tirx.PrimFunc) -> list:
     from tvm.s_tir import SBlock
 
     found: list = []
-    tvm_ffi.structural_walk(func.body, (SBlock, lambda block: found.extend(
-        b for b in block.alloc_buffers if b.scope() == "global")), order="pre")
+    tvm_ffi.structural_walk(
+        func.body,
+        (SBlock, lambda block: found.extend(b for b in block.alloc_buffers if b.scope() == "global")),
+        order="pre",
+    )
     return found
 
 
@@ -110,8 +114,9 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.max(np.where(same, 0.0, np.abs(got - want)), initial=0.0)) / (scale or 1.0)
 
 
-def check_kernel(name: str, scheduled: tvm.tirx.PrimFunc, reference: tvm.tirx.PrimFunc, context,
-                 seed: int = 0) -> KernelCheck:
+def check_kernel(
+    name: str, scheduled: tvm.tirx.PrimFunc, reference: tvm.tirx.PrimFunc, context, seed: int = 0
+) -> KernelCheck:
     """Run the scheduled PrimFunc as OpenCL and the unscheduled one on LLVM; the last parameter is the output
     (as Relax's call_tir writes PrimFuncs)."""
     import pyopencl as cl
@@ -119,7 +124,9 @@ def check_kernel(name: str, scheduled: tvm.tirx.PrimFunc, reference: tvm.tirx.Pr
     params = list(reference.params)
     # parameters of one name are one tensor passed twice (x * x): the kernel's buffers are matched by name
     first_of: dict[str, np.ndarray] = {}
-    arrays = [first_of.setdefault(p.name, a) for p, a in zip(params, _random_inputs(params, np.random.default_rng(seed)))]
+    arrays = [
+        first_of.setdefault(p.name, a) for p, a in zip(params, _random_inputs(params, np.random.default_rng(seed)))
+    ]
     ref_mod = tvm.compile(tvm.IRModule({"main": reference.with_attr("global_symbol", "main")}), target="llvm")
     ref_args = [tvm.runtime.tensor(a) for a in arrays]
     ref_mod["main"](*ref_args)
@@ -129,7 +136,9 @@ def check_kernel(name: str, scheduled: tvm.tirx.PrimFunc, reference: tvm.tirx.Pr
     program = cl.Program(context, source).build()
     queue = cl.CommandQueue(context)
     flags = cl.mem_flags
-    buffers = {p.name: cl.Buffer(context, flags.READ_WRITE | flags.COPY_HOST_PTR, hostbuf=a) for p, a in zip(params, arrays)}
+    buffers = {
+        p.name: cl.Buffer(context, flags.READ_WRITE | flags.COPY_HOST_PTR, hostbuf=a) for p, a in zip(params, arrays)
+    }
     for buffer in _global_scratch(scheduled):  # kernels of one PrimFunc that pass data through global memory
         size = int(np.prod([int(d) for d in buffer.shape])) * np.dtype(str(buffer.dtype)).itemsize
         buffers.setdefault(buffer.name, cl.Buffer(context, flags.READ_WRITE, size=max(size, 1)))
@@ -140,12 +149,12 @@ def check_kernel(name: str, scheduled: tvm.tirx.PrimFunc, reference: tvm.tirx.Pr
         kernel_name = str(call.args[0].value)
         kernel_params = device[kernel_name].params
         args = []
-        for arg, param in zip(call.args[1:1 + len(kernel_params)], kernel_params):
+        for arg, param in zip(call.args[1 : 1 + len(kernel_params)], kernel_params):
             if isinstance(param.ty, tvm.ir.PointerType):
                 args.append(buffers[arg.args[0].name])  # buffer_data(Buffer): a parameter of the PrimFunc
             else:
                 args.append(np.dtype(str(param.ty.dtype)).type(int(arg.value)))
-        extents = [int(e.value) for e in call.args[1 + len(kernel_params):]]
+        extents = [int(e.value) for e in call.args[1 + len(kernel_params) :]]
         grid, block = [1, 1, 1], [1, 1, 1]
         for tag, extent in zip(call.attrs.launch_params, extents):
             scope, axis = str(tag).split(".")
@@ -163,12 +172,16 @@ def check_module(scheduled: tvm.IRModule, unscheduled: tvm.IRModule, context=Non
     if context is None:
         raise RuntimeError("no OpenCL platform: install pyopencl and a CPU OpenCL (apt-get install pocl-opencl-icd)")
     originals = {gv.name_hint: f for gv, f in unscheduled.functions.items()}
-    return [check_kernel(gv.name_hint, func, originals[gv.name_hint], context)
-            for gv, func in scheduled.functions.items() if isinstance(func, tvm.tirx.PrimFunc)]
+    return [
+        check_kernel(gv.name_hint, func, originals[gv.name_hint], context)
+        for gv, func in scheduled.functions.items()
+        if isinstance(func, tvm.tirx.PrimFunc)
+    ]
 
 
-def check_model(onnx_path, target: str = "cuda", opts=None, context=None,
-                input_shapes: dict[str, tuple[int, ...]] | None = None) -> list[KernelCheck]:
+def check_model(
+    onnx_path, target: str = "cuda", opts=None, context=None, input_shapes: dict[str, tuple[int, ...]] | None = None
+) -> list[KernelCheck]:
     """check_module over every PrimFunc of an ONNX model as compile schedules it for a GPU target: the PrimFuncs
     after the Relax passes (the reference) and the same after edgekit's GPU rules."""
     from edgekit.compiler.build import imported_module, prepare_module, schedule_prepared
@@ -198,16 +211,26 @@ def record_kernel_check(artifact, onnx_path, target: str, opts=None, input_shape
     from edgekit.targets import load_target
 
     if not load_target(target).is_gpu:
-        raise EdgekitError(f"--check-kernels checks GPU schedules; {target} is a CPU target", "compile for a GPU target (edgekit targets)")
+        raise EdgekitError(
+            f"--check-kernels checks GPU schedules; {target} is a CPU target",
+            "compile for a GPU target (edgekit targets)",
+        )
     context = opencl_context()
     if context is None:
-        raise EdgekitError("--check-kernels runs the GPU kernels as OpenCL on this CPU and finds no OpenCL platform",
-                           "pip install pyopencl; apt-get install -y pocl-opencl-icd ocl-icd-libopencl1")
+        raise EdgekitError(
+            "--check-kernels runs the GPU kernels as OpenCL on this CPU and finds no OpenCL platform",
+            "pip install pyopencl; apt-get install -y pocl-opencl-icd ocl-icd-libopencl1",
+        )
     checks = check_model(onnx_path, target, opts, context, input_shapes)
     worst = max(checks, key=lambda c: c.max_rel_error)
-    summary = {"how": "every GPU-scheduled kernel run as OpenCL (PoCL) vs the unscheduled kernel on LLVM",
-               "kernels": len(checks), "max_rel_error": worst.max_rel_error, "worst": worst.name,
-               "limit": CHECK_LIMIT, "ok": worst.max_rel_error <= CHECK_LIMIT}
+    summary = {
+        "how": "every GPU-scheduled kernel run as OpenCL (PoCL) vs the unscheduled kernel on LLVM",
+        "kernels": len(checks),
+        "max_rel_error": worst.max_rel_error,
+        "worst": worst.name,
+        "limit": CHECK_LIMIT,
+        "ok": worst.max_rel_error <= CHECK_LIMIT,
+    }
     meta_path = Path(artifact) / "meta.json"
     meta = json.loads(meta_path.read_text()) | {"kernel_check": summary}
     with atomic_file(meta_path) as tmp:

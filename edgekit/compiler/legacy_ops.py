@@ -1,5 +1,6 @@
 """Ops of old exports (PyTorch <= 1.4, Keras through old tf2onnx) that TVM 0.27's ONNX importer converts wrongly,
 with converters that replace its own (registered by compiler/tvm_patches.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,9 @@ def _upsample_scales(inputs: list, attr: dict, params) -> list[float]:
     scales = get_constant(inputs[1], params) if len(inputs) > 1 else None
     if isinstance(scales, tvm.ir.GenericConst):  # opset 9: the second input
         return [float(s) for s in scales.value.numpy().reshape(-1)]
-    raise ValueError("Upsample's scales are not constant: make them an initializer, or bind the input with --freeze NAME=VALUE")
+    raise ValueError(
+        "Upsample's scales are not constant: make them an initializer, or bind the input with --freeze NAME=VALUE"
+    )
 
 
 class UpsampleConverter:
@@ -41,13 +44,21 @@ class UpsampleConverter:
         shape = [int(d) for d in inputs[0].ty.shape]
         mode = attr.get("mode", b"nearest").decode()
         if len(shape) != 4 or scales[:2] != [1.0, 1.0] or mode not in _UPSAMPLE_MODES or min(scales) < 1:
-            raise ValueError(f"Upsample of a {len(shape)}-D tensor with scales {scales}, mode {mode}: edgekit converts 4-D "
-                             "NCHW with unit batch and channel scales >= 1, nearest or linear")
+            raise ValueError(
+                f"Upsample of a {len(shape)}-D tensor with scales {scales}, mode {mode}: edgekit converts 4-D "
+                "NCHW with unit batch and channel scales >= 1, nearest or linear"
+            )
         out_hw = tuple(int(np.floor(d * s)) for d, s in zip(shape[2:], scales[2:]))
         if all(_F32(o) / _F32(d) == _F32(s) for o, d, s in zip(out_hw, shape[2:], scales[2:])):
-            return relax.op.image.resize2d(inputs[0], roi=None, size=relax.ShapeExpr(list(out_hw)), layout="NCHW",
-                                           method=_UPSAMPLE_MODES[mode], coordinate_transformation_mode="asymmetric",
-                                           rounding_method="floor")
+            return relax.op.image.resize2d(
+                inputs[0],
+                roi=None,
+                size=relax.ShapeExpr(list(out_hw)),
+                layout="NCHW",
+                method=_UPSAMPLE_MODES[mode],
+                coordinate_transformation_mode="asymmetric",
+                rounding_method="floor",
+            )
         if _UPSAMPLE_MODES[mode] == "linear":
             return ort_bilinear(inputs[0], tuple(shape), out_hw, "asymmetric", (scales[2], scales[3]))
         out = inputs[0]

@@ -8,6 +8,7 @@ Unrolled only when the loop cannot stop early: M is a constant (at most MAX_UNRO
 absent or constant true, and the body's condition output is its condition input passed through or a constant
 true. Other Loops stay, and the importer check names them with the --freeze hint.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,15 +38,19 @@ def _never_stops_early(body: onnx.GraphProto) -> bool:
     return cond_out in inits and bool(numpy_helper.to_array(inits[cond_out]).all())
 
 
-def _iteration(node: onnx.NodeProto, body: onnx.GraphProto, i: int, carried: list[str], cond: str) -> tuple[list, list, list[str], list[str]]:
+def _iteration(
+    node: onnx.NodeProto, body: onnx.GraphProto, i: int, carried: list[str], cond: str
+) -> tuple[list, list, list[str], list[str]]:
     """(nodes, initializers, carried outputs, scan outputs) of iteration i, body names prefixed."""
     prefix = f"{node.name or node.output[0]}/iter{i}/"
-    bound = {body.input[0].name: prefix + "i", body.input[1].name: cond} | {inp.name: v for inp, v in zip(body.input[2:], carried)}
+    bound = {body.input[0].name: prefix + "i", body.input[1].name: cond} | {
+        inp.name: v for inp, v in zip(body.input[2:], carried)
+    }
     nodes, inits, rename = copy_subgraph(body, prefix, bound)
     inits.insert(0, numpy_helper.from_array(np.array(i, np.int64), prefix + "i"))
     outs = [rename.get(o.name, o.name) for o in body.output]
     n_carried = len(carried)
-    return nodes, inits, outs[1:1 + n_carried], outs[1 + n_carried:]
+    return nodes, inits, outs[1 : 1 + n_carried], outs[1 + n_carried :]
 
 
 def _unroll(node: onnx.NodeProto, trips: int) -> tuple[list, list]:
@@ -72,7 +77,9 @@ def _unroll(node: onnx.NodeProto, trips: int) -> tuple[list, list]:
     for k, out in enumerate(node.output[n_carried:]):
         stacked = []
         for i, scan in enumerate(scans):
-            nodes.append(helper.make_node("Unsqueeze", [scan[k], axis.name], [f"{out}/{i}"], name=f"{node.name}/stack{k}/{i}"))
+            nodes.append(
+                helper.make_node("Unsqueeze", [scan[k], axis.name], [f"{out}/{i}"], name=f"{node.name}/stack{k}/{i}")
+            )
             stacked.append(f"{out}/{i}")
         nodes.append(helper.make_node("Concat", stacked, [out], axis=0, name=f"{node.name}/scan{k}"))
     return nodes, inits

@@ -7,6 +7,7 @@ References:
     Pisarchyk & Lee, "Efficient Memory Management for Deep Neural Net Inference", 2020 (shared buffers vs the
     naive one-buffer-per-tensor sum).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,14 @@ def analyze(mod) -> dict:
     import tvm
     from tvm import relax
 
-    stats = {"planned_activation_bytes": 0, "naive_activation_bytes": 0, "weight_bytes": 0, "buffers": 0, "tensors": 0, "dynamic": 0}
+    stats = {
+        "planned_activation_bytes": 0,
+        "naive_activation_bytes": 0,
+        "weight_bytes": 0,
+        "buffers": 0,
+        "tensors": 0,
+        "dynamic": 0,
+    }
     seen_constants: set = set()  # TVM objects hash and compare by identity
 
     @relax.expr_functor.visitor
@@ -43,7 +51,9 @@ def analyze(mod) -> dict:
                 stats["naive_activation_bytes"] += size or 0
             for arg in call.args:  # the weights: constants passed to the kernels
                 value = getattr(arg, "value", None) if isinstance(arg, tvm.ir.expr.GenericConst) else None
-                if hasattr(value, "shape") and hasattr(value, "dtype") and arg not in seen_constants:  # a tensor, not a dtype/int
+                if (
+                    hasattr(value, "shape") and hasattr(value, "dtype") and arg not in seen_constants
+                ):  # a tensor, not a dtype/int
                     seen_constants.add(arg)
                     stats["weight_bytes"] += _bytes(value.shape, tvm.DataType(str(value.dtype))) or 0
             super().visit_call_(call)

@@ -1,4 +1,5 @@
 """Building replacement ONNX nodes for the lowerings that run before TVM's import (recurrent.py, spectral.py)."""
+
 from __future__ import annotations
 
 import itertools
@@ -49,8 +50,12 @@ def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
         return None
     if attr.name == "value":
         return numpy_helper.to_array(attr.t)
-    simple = {"value_float": (np.float32, lambda a: a.f), "value_floats": (np.float32, lambda a: list(a.floats)),
-              "value_int": (np.int64, lambda a: a.i), "value_ints": (np.int64, lambda a: list(a.ints))}
+    simple = {
+        "value_float": (np.float32, lambda a: a.f),
+        "value_floats": (np.float32, lambda a: list(a.floats)),
+        "value_int": (np.int64, lambda a: a.i),
+        "value_ints": (np.int64, lambda a: list(a.ints)),
+    }
     if attr.name in simple:
         dtype, read = simple[attr.name]
         return np.array(read(attr), dtype)
@@ -75,8 +80,10 @@ def constant_nodes_as_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     inferred = onnx.shape_inference.infer_shapes(model)
-    return {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-            for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    return {
+        vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.input)
+    }
 
 
 def replace_nodes(model: onnx.ModelProto, lowered: dict[int, tuple[list, list]]) -> onnx.ModelProto:

@@ -1,5 +1,6 @@
 """BuildOptions: every switch of a build, in one frozen value passed explicitly from the CLI to the rules.
 No build switch lives in a context variable or in os.environ."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,6 +44,15 @@ class BuildOptions:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
-        return {"schedules": self.schedules, "threads": self.threads, "tuned_tasks": len(self.tuning), "winograd": self.winograd,
-                "fuse_blocks": self.fuse_blocks, "sparse": self.sparse, "xnor": self.xnor, "int8": self.int8, "prepack": self.prepack,
-                "precision": self.precision}
+        return {
+            "schedules": self.schedules,
+            "threads": self.threads,
+            "tuned_tasks": len(self.tuning),
+            "winograd": self.winograd,
+            "fuse_blocks": self.fuse_blocks,
+            "sparse": self.sparse,
+            "xnor": self.xnor,
+            "int8": self.int8,
+            "prepack": self.prepack,
+            "precision": self.precision,
+        }

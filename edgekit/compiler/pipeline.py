@@ -14,6 +14,7 @@ between the ONNX file and code generation; compiler/build.py drives it.
   3. rules_for(kind, int8)   the schedule rules every fused PrimFunc is offered, in priority order
                              (schedules/dispatch.schedule_functions gives each the first that applies)
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -45,7 +46,7 @@ GPU_KINDS = ("cuda", "opencl")
 
 
 def target_kind(tvm_kind: str) -> str:
-    """"gpu" for TVM's GPU target kinds, "cpu" for llvm."""
+    """ "gpu" for TVM's GPU target kinds, "cpu" for llvm."""
     return "gpu" if tvm_kind in GPU_KINDS else "cpu"
 
 
@@ -110,19 +111,28 @@ def xnor_passes(kind: str, target: tvm.target.Target, binary: bool, reports: Rep
     return [_binary(target, reports)] if binary and kind == "cpu" else []
 
 
-def cpu_fp32_passes(opts: BuildOptions, caps: TargetCaps, threads: int, log: RewriteLog | None = None,
-                    sparse_report: list[dict] | None = None) -> list[tvm.transform.Pass]:
+def cpu_fp32_passes(
+    opts: BuildOptions,
+    caps: TargetCaps,
+    threads: int,
+    log: RewriteLog | None = None,
+    sparse_report: list[dict] | None = None,
+) -> list[tvm.transform.Pass]:
     """`threads`: what the fused blocks' row bands are planned for. `log` collects rewrites that failed
     (skipped, with the reason); without one they raise. `sparse_report` gets the per-layer sparse / dense choice."""
     lanes, acc_regs = simd(caps)
-    fused_blocks = mutator_pass(lambda mod: InvertedResidualFusion(mod, lanes, acc_regs, threads), "FuseInvertedResiduals", log)
+    fused_blocks = mutator_pass(
+        lambda mod: InvertedResidualFusion(mod, lanes, acc_regs, threads), "FuseInvertedResiduals", log
+    )
     return [
         *_front(log),
         nhwc_layout(log),
         mutator_pass(MeanBeforePermute, "MeanBeforePermute", log),
         relax.transform.DeadCodeElimination(),
         relax.transform.FoldConstant(),
-        *([sparse_layers_pass([] if sparse_report is None else sparse_report, log)] if opts.sparse else []),  # before fusion
+        *(
+            [sparse_layers_pass([] if sparse_report is None else sparse_report, log)] if opts.sparse else []
+        ),  # before fusion
         *([fused_blocks, relax.transform.DeadCodeElimination()] if opts.fuse_blocks else []),
         *([mutator_pass(WinogradConv, "WinogradConv", log)] if opts.winograd else []),
         mutator_pass(FastSigmoid, "FastSigmoid", log),
@@ -147,7 +157,9 @@ def cpu_int8_passes(caps: TargetCaps, reports: Reports, log: RewriteLog | None =
     ]
 
 
-def gpu_passes(opts: BuildOptions, reports: Reports, int8: bool, log: RewriteLog | None = None) -> list[tvm.transform.Pass]:
+def gpu_passes(
+    opts: BuildOptions, reports: Reports, int8: bool, log: RewriteLog | None = None
+) -> list[tvm.transform.Pass]:
     """GPU builds keep NCHW (the GPU conv rules read it as an implicit GEMM) and TVM's own fusion."""
     return [
         *_front(log),
@@ -158,14 +170,30 @@ def gpu_passes(opts: BuildOptions, reports: Reports, int8: bool, log: RewriteLog
     ]
 
 
-def relax_passes(kind: str, opts: BuildOptions, caps: TargetCaps, target: tvm.target.Target, threads: int, *,
-                 int8: bool, binary: bool, reports: Reports) -> list[tvm.transform.Pass]:
+def relax_passes(
+    kind: str,
+    opts: BuildOptions,
+    caps: TargetCaps,
+    target: tvm.target.Target,
+    threads: int,
+    *,
+    int8: bool,
+    binary: bool,
+    reports: Reports,
+) -> list[tvm.transform.Pass]:
     """Every Relax pass of a build, in order (see the module docstring)."""
     tvm_patches.apply()
     log = reports.skipped
     if kind == "gpu":
         return gpu_passes(opts, reports, int8, log)
-    return [*xnor_passes(kind, target, binary, reports), *(cpu_int8_passes(caps, reports, log) if int8 else cpu_fp32_passes(opts, caps, threads, log, reports.sparse_layers))]
+    return [
+        *xnor_passes(kind, target, binary, reports),
+        *(
+            cpu_int8_passes(caps, reports, log)
+            if int8
+            else cpu_fp32_passes(opts, caps, threads, log, reports.sparse_layers)
+        ),
+    ]
 
 
 def rules_for(kind: str, int8: bool) -> tuple[Sequence[Rule], Rule]:

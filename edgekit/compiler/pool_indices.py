@@ -7,6 +7,7 @@ takes the first maximum over them, as onnxruntime does (its scan replaces the ru
 greater value, rows then columns), and turns the tap into onnxruntime's flat index into the input
 (((n * C + c) * H + h) * W + w; storage_order 1: ... * W * H + w * H + h).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,9 @@ POOL_INDICES_OP = "MaxPoolWithIndices"
 
 
 def _returns_indices(node: onnx.NodeProto) -> bool:
-    return node.op_type == "MaxPool" and node.domain in ("", "ai.onnx") and len(node.output) > 1 and bool(node.output[1])
+    return (
+        node.op_type == "MaxPool" and node.domain in ("", "ai.onnx") and len(node.output) > 1 and bool(node.output[1])
+    )
 
 
 def lower_pool_indices(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -45,8 +48,10 @@ def _geometry(shape: list[int], attr: dict) -> tuple[list[int], list[int], list[
     pads = [int(p) for p in attr.get("pads", (0, 0, 0, 0))]
     auto_pad = attr.get("auto_pad", b"NOTSET").decode()
     if len(shape) != 4 or len(kernel) != 2 or auto_pad not in ("NOTSET", "VALID"):
-        raise ValueError(f"MaxPool with Indices on a {len(shape)}-D input, auto_pad {auto_pad}: edgekit computes the indices "
-                         "of 2-D pooling with explicit pads")
+        raise ValueError(
+            f"MaxPool with Indices on a {len(shape)}-D input, auto_pad {auto_pad}: edgekit computes the indices "
+            "of 2-D pooling with explicit pads"
+        )
     rounding = math.ceil if int(attr.get("ceil_mode", 0)) else math.floor
     out = []
     for axis in range(2):
@@ -76,9 +81,17 @@ class MaxPoolIndicesConverter:
         need = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip((oh, ow), strides, kernel, dilations)]
         pad_width = [0, 0, 0, 0, pads[0], max(0, need[0] - h - pads[0]), pads[1], max(0, need[1] - w - pads[1])]
         padded = bb.emit(relax.op.nn.pad(inputs[0], pad_width, pad_value=float("-inf")))
-        taps = [relax.op.strided_slice(padded, [2, 3], [i * dilations[0], j * dilations[1]],
-                                       [i * dilations[0] + (oh - 1) * strides[0] + 1, j * dilations[1] + (ow - 1) * strides[1] + 1], strides)
-                for i in range(kernel[0]) for j in range(kernel[1])]
+        taps = [
+            relax.op.strided_slice(
+                padded,
+                [2, 3],
+                [i * dilations[0], j * dilations[1]],
+                [i * dilations[0] + (oh - 1) * strides[0] + 1, j * dilations[1] + (ow - 1) * strides[1] + 1],
+                strides,
+            )
+            for i in range(kernel[0])
+            for j in range(kernel[1])
+        ]
         stacked = bb.emit(relax.op.stack(taps, axis=0))
         values = bb.emit(relax.op.max(stacked, axis=0))
         tap = bb.emit(relax.op.astype(relax.op.argmax(stacked, axis=0), "int64"))  # the first maximum

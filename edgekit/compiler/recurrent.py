@@ -12,6 +12,7 @@ weights as initializers or Constant nodes,
 peepholes (LSTM), linear_before_reset (GRU), the default activations. Anything else (clip, input_forget, other
 activations, per-batch sequence_lens) is refused naming the node, never approximated.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,10 @@ _DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", 
 
 
 def _refuse(node: onnx.NodeProto, what: str) -> EdgekitError:
-    return EdgekitError(f"node '{node.name or node.op_type}' ({node.op_type}) uses {what}, which edgekit cannot compile",
-                        "export the recurrent layer with the default activations and no clip, or report the model")
+    return EdgekitError(
+        f"node '{node.name or node.op_type}' ({node.op_type}) uses {what}, which edgekit cannot compile",
+        "export the recurrent layer with the default activations and no clip, or report the model",
+    )
 
 
 def _check_supported(node: onnx.NodeProto, attrs: dict, constants: dict[str, np.ndarray], steps: int) -> None:
@@ -60,11 +63,13 @@ def _direction_arrays(node: onnx.NodeProto, constants: dict[str, np.ndarray], d:
     gates = GATES[node.op_type]
     w, r = _constant_input(node, constants, 1)[d], _constant_input(node, constants, 2)[d]
     b = _constant_input(node, constants, 3)
-    wb, rb = (np.zeros(gates * hidden, np.float32),) * 2 if b is None else (b[d, : gates * hidden], b[d, gates * hidden:])
+    wb, rb = (
+        (np.zeros(gates * hidden, np.float32),) * 2 if b is None else (b[d, : gates * hidden], b[d, gates * hidden :])
+    )
     out = {"w_t": w.T, "r": r, "bias": wb + rb}
     if node.op_type == "GRU":  # R·h of the candidate gate is gated by r: its bias stays on the recurrent side
-        out["bias"] = np.concatenate([wb[: 2 * hidden] + rb[: 2 * hidden], wb[2 * hidden:]])
-        out["rb_h"] = rb[2 * hidden:]
+        out["bias"] = np.concatenate([wb[: 2 * hidden] + rb[: 2 * hidden], wb[2 * hidden :]])
+        out["rb_h"] = rb[2 * hidden :]
     if node.op_type == "LSTM":
         p = _constant_input(node, constants, 7)
         out["peep"] = np.zeros((3, hidden), np.float32) if p is None else p[d].reshape(3, hidden)  # i, o, f
@@ -87,27 +92,51 @@ def lower(node: onnx.NodeProto, x_shape: list[int], constants: dict[str, np.ndar
     direction = attrs.get("direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
     reverse = (False, True) if direction == "bidirectional" else (direction == "reverse",)
-    spec = RecurrentSpec(node.op_type, steps, batch, int(attrs["hidden_size"]), reverse, bool(attrs.get("linear_before_reset", 0)))
+    spec = RecurrentSpec(
+        node.op_type, steps, batch, int(attrs["hidden_size"]), reverse, bool(attrs.get("linear_before_reset", 0))
+    )
     g = NodeBuilder(node.name or node.op_type.lower())
     x = g.op("Transpose", [node.input[0]], perm=[1, 0, 2]) if layout else node.input[0]
     arrays = [_direction_arrays(node, constants, d, spec.hidden) for d in range(spec.directions)]
     w_all = np.concatenate([a["w_t"] for a in arrays], axis=1)  # [I, D·G·H]: all directions in one GEMM
-    proj = g.op("Add", [g.op("MatMul", [g.reshape(x, [steps * batch, -1]), g.const(w_all, "W_t")]),
-                        g.const(np.concatenate([a["bias"] for a in arrays]), "bias")])
-    inputs = [g.reshape(proj, [steps, batch, spec.directions, spec.gate_width]),
-              g.const(pack_recurrent_weights(np.stack([a["r"] for a in arrays]), spec), "R_packed"),
-              _initial_state(g, node, 5, spec, layout)]
+    proj = g.op(
+        "Add",
+        [
+            g.op("MatMul", [g.reshape(x, [steps * batch, -1]), g.const(w_all, "W_t")]),
+            g.const(np.concatenate([a["bias"] for a in arrays]), "bias"),
+        ],
+    )
+    inputs = [
+        g.reshape(proj, [steps, batch, spec.directions, spec.gate_width]),
+        g.const(pack_recurrent_weights(np.stack([a["r"] for a in arrays]), spec), "R_packed"),
+        _initial_state(g, node, 5, spec, layout),
+    ]
     if node.op_type == "LSTM":
-        inputs += [_initial_state(g, node, 6, spec, layout), g.const(np.stack([a["peep"] for a in arrays]), "peepholes")]
+        inputs += [
+            _initial_state(g, node, 6, spec, layout),
+            g.const(np.stack([a["peep"] for a in arrays]), "peepholes"),
+        ]
     if node.op_type == "GRU":
         inputs.append(g.const(np.stack([a["rb_h"] for a in arrays]), "Rb_h"))
     outputs = [g.name(n) for n in ("Y", "Y_h", "Y_c")[: 3 if node.op_type == "LSTM" else 2]]
-    g.nodes.append(helper.make_node(SEQUENCE_OP, inputs, outputs, name=g.name(SEQUENCE_OP), domain=EDGEKIT_DOMAIN,
-                                    kind=node.op_type, hidden=spec.hidden, reverse=[int(r) for r in reverse],
-                                    linear_before_reset=int(spec.linear_before_reset)))
+    g.nodes.append(
+        helper.make_node(
+            SEQUENCE_OP,
+            inputs,
+            outputs,
+            name=g.name(SEQUENCE_OP),
+            domain=EDGEKIT_DOMAIN,
+            kind=node.op_type,
+            hidden=spec.hidden,
+            reverse=[int(r) for r in reverse],
+            linear_before_reset=int(spec.linear_before_reset),
+        )
+    )
     for k, (produced, wanted) in enumerate(zip(outputs, node.output)):
         if wanted:  # Y [T, D, B, H] (layout 1: [B, T, D, H]); Y_h, Y_c [D, B, H] (layout 1: [B, D, H])
-            g.op("Transpose", [produced], wanted, perm=[2, 0, 1, 3] if k == 0 else [1, 0, 2]) if layout else g.op("Identity", [produced], wanted)
+            g.op("Transpose", [produced], wanted, perm=[2, 0, 1, 3] if k == 0 else [1, 0, 2]) if layout else g.op(
+                "Identity", [produced], wanted
+            )
     return g.nodes, g.inits
 
 
@@ -129,7 +158,9 @@ class RecurrentSequenceConverter:
         spec = RecurrentSpec(kind, steps, batch, int(attr["hidden"]), reverse, bool(attr.get("linear_before_reset", 0)))
         kernel = bb.add_func(sequence_func(spec), f"recurrent_{kind.lower()}")
         state = relax.TensorType((dirs, batch, spec.hidden), "float32")
-        outs = [relax.TensorType((steps, dirs, batch, spec.hidden), "float32"), state] + ([state] if kind == "LSTM" else [])
+        outs = [relax.TensorType((steps, dirs, batch, spec.hidden), "float32"), state] + (
+            [state] if kind == "LSTM" else []
+        )
         call = bb.emit(relax.call_tir(kernel, list(inputs), outs))
         return relax.Tuple([bb.emit(relax.TupleGetItem(call, i)) for i in range(len(outs))])
 
@@ -147,8 +178,10 @@ def lower_recurrent(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         x_shape = shapes.get(node.input[0])
         if not x_shape or len(x_shape) != 3 or None in x_shape:
-            raise EdgekitError(f"node '{node.name or node.op_type}' ({node.op_type}) needs a fixed sequence length and batch to be compiled",
-                               "fix the input shapes with --input-shape NAME=...")
+            raise EdgekitError(
+                f"node '{node.name or node.op_type}' ({node.op_type}) needs a fixed sequence length and batch to be compiled",
+                "fix the input shapes with --input-shape NAME=...",
+            )
         lowered[i] = lower(node, x_shape, constants)
     out = replace_nodes(model, lowered)  # the original W / R / B are transposed / packed copies now
     out.opset_import.append(helper.make_opsetid(EDGEKIT_DOMAIN, 1))

@@ -8,6 +8,7 @@ SplitToSequence is a Split (+ Squeeze for keepdims=0), SequenceAt an Identity of
 constant, ConcatFromSequence a Concat (of Unsqueezed elements for new_axis=1). A sequence that leaves the graph,
 enters a Loop / If, or has a computed index or split stays as it is (the importer then names what it cannot do).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,16 @@ from onnx import helper
 from edgekit.compiler.onnx_builder import NodeBuilder, constant_values, inferred_shapes
 from edgekit.passes.opset import default_opset
 
-SEQUENCE_OPS = ("SequenceConstruct", "SequenceEmpty", "SequenceInsert", "SequenceErase", "SequenceAt", "SequenceLength",
-                "SplitToSequence", "ConcatFromSequence")
+SEQUENCE_OPS = (
+    "SequenceConstruct",
+    "SequenceEmpty",
+    "SequenceInsert",
+    "SequenceErase",
+    "SequenceAt",
+    "SequenceLength",
+    "SplitToSequence",
+    "ConcatFromSequence",
+)
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -59,7 +68,9 @@ def _split_sizes(node: onnx.NodeProto, consts: dict, shapes: dict) -> list[int] 
     return [int(s) for s in split]
 
 
-def _lower(node: onnx.NodeProto, seqs: dict[str, list[str]], consts: dict, shapes: dict, g: NodeBuilder, opset: int) -> bool:
+def _lower(
+    node: onnx.NodeProto, seqs: dict[str, list[str]], consts: dict, shapes: dict, g: NodeBuilder, opset: int
+) -> bool:
     """Record or rewrite one sequence op; False where its sequence or an index is not static."""
     op, out = node.op_type, node.output[0]
     items = seqs.get(node.input[0]) if node.input else None
@@ -73,7 +84,9 @@ def _lower(node: onnx.NodeProto, seqs: dict[str, list[str]], consts: dict, shape
             return False
         parts = [g.name("part") for _ in sizes]
         if opset >= 13:
-            split = helper.make_node("Split", [node.input[0], g.const(np.array(sizes, np.int64), "split")], parts, axis=axis)
+            split = helper.make_node(
+                "Split", [node.input[0], g.const(np.array(sizes, np.int64), "split")], parts, axis=axis
+            )
         else:  # opset 11-12: the sizes are an attribute
             split = helper.make_node("Split", [node.input[0]], parts, axis=axis, split=sizes)
         split.name = g.name("Split")
@@ -84,10 +97,18 @@ def _lower(node: onnx.NodeProto, seqs: dict[str, list[str]], consts: dict, shape
     elif items is None:
         return False
     elif op in ("SequenceInsert", "SequenceErase"):
-        pos = _index(consts, node, 2 if op == "SequenceInsert" else 1, len(items), len(items) if op == "SequenceInsert" else len(items) - 1)
+        pos = _index(
+            consts,
+            node,
+            2 if op == "SequenceInsert" else 1,
+            len(items),
+            len(items) if op == "SequenceInsert" else len(items) - 1,
+        )
         if pos is None:
             return False
-        seqs[out] = items[:pos] + [node.input[1]] + items[pos:] if op == "SequenceInsert" else items[:pos] + items[pos + 1:]
+        seqs[out] = (
+            items[:pos] + [node.input[1]] + items[pos:] if op == "SequenceInsert" else items[:pos] + items[pos + 1 :]
+        )
     elif op == "SequenceAt":
         pos = _index(consts, node, 1, len(items), None)
         if pos is None or not 0 <= pos < len(items):

@@ -14,6 +14,7 @@ runs as a conv2d, see relax_passes/conv1d_as_conv2d.py).
 O(N²) MACs instead of an FFT's O(N log N): for the frame sizes of speech models (256-1024) a GEMM at full
 vector speed beats an FFT written in TIR, and it stays exact to float rounding (validated like every build).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,9 @@ def matrix_bytes(samples: int, length: int, components: int, onesided: bool) -> 
     return 4 * samples * components * 2 * (length // 2 + 1 if onesided else length)
 
 
-def dft_matrix(samples: int, length: int, components: int, onesided: bool, inverse: bool,
-               window: np.ndarray | None = None) -> np.ndarray:
+def dft_matrix(
+    samples: int, length: int, components: int, onesided: bool, inverse: bool, window: np.ndarray | None = None
+) -> np.ndarray:
     """[samples·components, bins·2] float32: interleaved input (n, re/im) -> interleaved output (k, re/im)."""
     bins = length // 2 + 1 if onesided else length
     n = np.arange(min(samples, length))[:, None]
@@ -49,16 +51,20 @@ def dft_matrix(samples: int, length: int, components: int, onesided: bool, inver
 
 
 def _refuse(node: onnx.NodeProto, what: str) -> EdgekitError:
-    return EdgekitError(f"node '{node.name or node.op_type}' ({node.op_type}) has {what}, which edgekit cannot compile",
-                        "fix the input shapes with --input-shape and make the lengths constants (--freeze NAME=VALUE)")
+    return EdgekitError(
+        f"node '{node.name or node.op_type}' ({node.op_type}) has {what}, which edgekit cannot compile",
+        "fix the input shapes with --input-shape and make the lengths constants (--freeze NAME=VALUE)",
+    )
 
 
 def _check_size(node: onnx.NodeProto, samples: int, length: int, components: int, onesided: bool) -> None:
     size = matrix_bytes(samples, length, components, onesided)
     if size > MAX_MATRIX_BYTES:
-        raise EdgekitError(f"node '{node.name or node.op_type}' ({node.op_type}) is a DFT of length {length}: its matrix would take "
-                           f"{size / 2**20:.0f} MB (edgekit lowers DFT to a MatMul and has no FFT)",
-                           "frame the signal (STFT) or compute the long transform outside the model")
+        raise EdgekitError(
+            f"node '{node.name or node.op_type}' ({node.op_type}) is a DFT of length {length}: its matrix would take "
+            f"{size / 2**20:.0f} MB (edgekit lowers DFT to a MatMul and has no FFT)",
+            "frame the signal (STFT) or compute the long transform outside the model",
+        )
 
 
 def _scalar(node: onnx.NodeProto, index: int, constants: dict, what: str) -> int | None:
@@ -87,8 +93,10 @@ def _lower_dft(node: onnx.NodeProto, shape: list[int], constants: dict, opset: i
     x = g.op("Transpose", [node.input[0]], perm=perm) if axis != len(shape) - 2 else node.input[0]
     lead = [shape[i] for i in perm[:-2]]
     matrix = dft_matrix(samples, length, components, onesided, inverse)
-    y = g.reshape(g.op("MatMul", [g.reshape(x, [*lead, samples * components]), g.const(matrix, "dft_matrix")]),
-                  [*lead, matrix.shape[1] // 2, 2])
+    y = g.reshape(
+        g.op("MatMul", [g.reshape(x, [*lead, samples * components]), g.const(matrix, "dft_matrix")]),
+        [*lead, matrix.shape[1] // 2, 2],
+    )
     if axis != len(shape) - 2:
         g.op("Transpose", [y], node.output[0], perm=list(np.argsort(perm)))
     else:
@@ -109,13 +117,22 @@ def _lower_stft(node: onnx.NodeProto, shape: list[int], constants: dict) -> tupl
     _check_size(node, frame_length, frame_length, components, onesided)
     frames = (signal_length - frame_length) // step + 1
     g = NodeBuilder(node.name or "stft")
-    matrix = dft_matrix(frame_length, frame_length, components, onesided, False,
-                        None if window is None else np.asarray(window, np.float64))
+    matrix = dft_matrix(
+        frame_length,
+        frame_length,
+        components,
+        onesided,
+        False,
+        None if window is None else np.asarray(window, np.float64),
+    )
     bins = matrix.shape[1] // 2
     # the framed MatMul is a strided Conv1d: kernel [bins·2, components, frame_length], stride = frame step
     kernel = matrix.reshape(frame_length, components, bins * 2).transpose(2, 1, 0)
-    y = g.op("Conv", [g.op("Transpose", [node.input[0]], perm=[0, 2, 1]), g.const(np.ascontiguousarray(kernel), "dft_kernel")],
-             strides=[step])  # [B, bins·2, F]
+    y = g.op(
+        "Conv",
+        [g.op("Transpose", [node.input[0]], perm=[0, 2, 1]), g.const(np.ascontiguousarray(kernel), "dft_kernel")],
+        strides=[step],
+    )  # [B, bins·2, F]
     g.op("Transpose", [g.reshape(y, [batch, bins, 2, frames])], node.output[0], perm=[0, 3, 1, 2])
     return g.nodes, g.inits
 
@@ -132,5 +149,7 @@ def lower_spectral(model: onnx.ModelProto) -> onnx.ModelProto:
         shape = shapes.get(node.input[0])
         if not shape or None in shape or (node.op_type == "STFT" and len(shape) != 3):
             raise _refuse(node, f"an input of unknown or unsupported shape {shape}")
-        lowered[i] = _lower_dft(node, shape, constants, opset) if node.op_type == "DFT" else _lower_stft(node, shape, constants)
+        lowered[i] = (
+            _lower_dft(node, shape, constants, opset) if node.op_type == "DFT" else _lower_stft(node, shape, constants)
+        )
     return replace_nodes(model, lowered)

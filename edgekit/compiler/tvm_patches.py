@@ -1,5 +1,6 @@
 """Every change edgekit makes to TVM's global state, in one place, each with the TVM 0.27 gap it works around.
 `apply()` is idempotent and called by the compiler pipeline before any pass runs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -75,8 +76,13 @@ def import_edgekit_converters() -> None:
     original = frontend._get_convert_map
 
     def convert_map() -> dict:
-        return {**original(), SEQUENCE_OP: RecurrentSequenceConverter, POOL_INDICES_OP: MaxPoolIndicesConverter, "Upsample": UpsampleConverter,
-                "Slice": SliceConverter}
+        return {
+            **original(),
+            SEQUENCE_OP: RecurrentSequenceConverter,
+            POOL_INDICES_OP: MaxPoolIndicesConverter,
+            "Upsample": UpsampleConverter,
+            "Slice": SliceConverter,
+        }
 
     convert_map._edgekit = True
     frontend._get_convert_map = convert_map

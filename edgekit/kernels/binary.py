@@ -28,6 +28,7 @@ a row of activation words; stride 2 loads every other word), with OB output chan
 registers; dense vectorizes over output features. Both parallelize the outermost fused loop
 (TVM thread pool, TVM_NUM_THREADS).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ EPILOGUES = ("int32", "float32")
 # ----------------------------------------------------------------------------------------------------------
 # Target ISA: how many uint64 lanes a vector register holds and how many registers accumulators may take
 # ----------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Isa:
@@ -74,6 +76,7 @@ def words(k: int) -> int:
 # ----------------------------------------------------------------------------------------------------------
 # Conv2d
 # ----------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ConvSpec:
@@ -218,7 +221,9 @@ def conv_pack_func(spec: ConvSpec) -> tvm.tirx.PrimFunc:
                         for xv in T.vectorized(xt):
                             word[xv] = word[xv] | T.Select(
                                 x[nc // cw_, (nc % cw_) * WORD + b, y, T.min(t * xt, w_ - xt) + xv] >= T.float32(0),
-                                T.shift_left(T.uint64(1), T.Cast("uint64", b)), T.uint64(0))
+                                T.shift_left(T.uint64(1), T.Cast("uint64", b)),
+                                T.uint64(0),
+                            )
                     for xv in T.vectorized(xt):
                         a[nc // cw_, nc % cw_, y + p, T.min(t * xt, w_ - xt) + xv + p] = word[xv]
 
@@ -268,8 +273,14 @@ def conv_func(spec: ConvSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
     # Tiles overlap at the far edge (start = min(i * tile, extent - tile)) instead of masking: every vector
     # has a constant power-of-two length and recomputed columns/channels store identical values.
     @T.prim_func
-    def conv(a: T.Buffer(a_shape, "uint64"), wb: T.Buffer(w_shape, "uint64"), base: T.Buffer((o_, 4, 4), "int32"),
-             alpha: T.Buffer((o_,), "float32"), bias: T.Buffer((o_,), "float32"), out: T.Buffer(out_shape, out_dtype)):
+    def conv(
+        a: T.Buffer(a_shape, "uint64"),
+        wb: T.Buffer(w_shape, "uint64"),
+        base: T.Buffer((o_, 4, 4), "int32"),
+        alpha: T.Buffer((o_,), "float32"),
+        bias: T.Buffer((o_,), "float32"),
+        out: T.Buffer(out_shape, out_dtype),
+    ):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": "binary_conv2d"})
         for job in T.parallel(n_ * n_ob * ho):
             n = T.meta_var(job // (n_ob * ho))
@@ -287,18 +298,23 @@ def conv_func(spec: ConvSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
                         for kw in T.unroll(k):
                             for i in T.unroll(ob):
                                 for w in T.vectorized(wt):
-                                    acc[i, w] = acc[i, w] + T.Cast("int64", T.popcount(
-                                        a[n, cw, h * s + kh, (w0 + w) * s + kw] ^ wb[o0 + i, kh, kw, cw]))
+                                    acc[i, w] = acc[i, w] + T.Cast(
+                                        "int64",
+                                        T.popcount(a[n, cw, h * s + kh, (w0 + w) * s + kw] ^ wb[o0 + i, kh, kw, cw]),
+                                    )
                 for i in range(ob):
                     res = T.alloc_buffer((wt,), out_dtype, scope="global")
                     for w in T.vectorized(wt):
                         # base = K + border correction for this row class and the column's class
-                        res[w] = T.Cast(out_dtype, T.Select(
-                            w0 + w == 0,
-                            T.Select(w0 + w == wo - 1, base[o0 + i, rc, first + last_col], base[o0 + i, rc, first]),
-                            T.Select(w0 + w == wo - 1, base[o0 + i, rc, last_col], base[o0 + i, rc, 0]))
-                            - T.Cast("int32", acc[i, w]) * 2) * (alpha[o0 + i] if float_out else 1) + (
-                            bias[o0 + i] if float_out else 0)
+                        res[w] = T.Cast(
+                            out_dtype,
+                            T.Select(
+                                w0 + w == 0,
+                                T.Select(w0 + w == wo - 1, base[o0 + i, rc, first + last_col], base[o0 + i, rc, first]),
+                                T.Select(w0 + w == wo - 1, base[o0 + i, rc, last_col], base[o0 + i, rc, 0]),
+                            )
+                            - T.Cast("int32", acc[i, w]) * 2,
+                        ) * (alpha[o0 + i] if float_out else 1) + (bias[o0 + i] if float_out else 0)
                     if ragged:
                         for w in range(wo):
                             out[n, o0 + i, h, w] = res[w]
@@ -327,6 +343,7 @@ def _root_block(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
 # ----------------------------------------------------------------------------------------------------------
 # Dense
 # ----------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class DenseSpec:
@@ -380,14 +397,18 @@ def dense_pack_func(spec: DenseSpec) -> tvm.tirx.PrimFunc:
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": "binary_dense_pack"})
         for n in range(n_):
             for j in range(full):
-                a[n, j] = T.reinterpret("uint64", T.Cast(
-                    "uint1x64", x[n, T.Ramp(j * WORD, 1, WORD)] >= T.Broadcast(T.float32(0), WORD)))
+                a[n, j] = T.reinterpret(
+                    "uint64", T.Cast("uint1x64", x[n, T.Ramp(j * WORD, 1, WORD)] >= T.Broadcast(T.float32(0), WORD))
+                )
             if tail > 0:
                 word = T.alloc_buffer((1,), "uint64", scope="global")
                 word[0] = T.uint64(0)
                 for b in range(tail):
-                    word[0] = word[0] | T.Select(x[n, full * WORD + b] >= T.float32(0),
-                                                 T.shift_left(T.uint64(1), T.Cast("uint64", b)), T.uint64(0))
+                    word[0] = word[0] | T.Select(
+                        x[n, full * WORD + b] >= T.float32(0),
+                        T.shift_left(T.uint64(1), T.Cast("uint64", b)),
+                        T.uint64(0),
+                    )
                 a[n, kw_ - 1] = word[0]
 
     return _root_block(pack)
@@ -403,8 +424,13 @@ def dense_func(spec: DenseSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
     out_dtype = spec.epilogue
 
     @T.prim_func
-    def dense(a: T.Buffer((n_, kw_), "uint64"), wb: T.Buffer((nb, kw_, ov), "uint64"),
-              alpha: T.Buffer((o_,), "float32"), bias: T.Buffer((o_,), "float32"), out: T.Buffer((n_, o_), out_dtype)):
+    def dense(
+        a: T.Buffer((n_, kw_), "uint64"),
+        wb: T.Buffer((nb, kw_, ov), "uint64"),
+        alpha: T.Buffer((o_,), "float32"),
+        bias: T.Buffer((o_,), "float32"),
+        out: T.Buffer((n_, o_), out_dtype),
+    ):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": "binary_dense"})
         for blk in T.parallel(nb):
             for r in range(n_nt):
@@ -415,14 +441,16 @@ def dense_func(spec: DenseSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
                 for kk in range(kw_):
                     for i in T.unroll(nt):
                         for j in T.vectorized(ov):
-                            acc[i, j] = acc[i, j] + T.Cast("int64", T.popcount(
-                                a[T.min(r * nt, n_ - nt) + i, kk] ^ wb[blk, kk, j]))
+                            acc[i, j] = acc[i, j] + T.Cast(
+                                "int64", T.popcount(a[T.min(r * nt, n_ - nt) + i, kk] ^ wb[blk, kk, j])
+                            )
                 for i in range(nt):
                     for j in T.vectorized(ov):
                         out[T.min(r * nt, n_ - nt) + i, T.min(blk * ov, o_ - ov) + j] = T.Cast(
-                            out_dtype, k_ - T.Cast("int32", acc[i, j]) * 2) * (
-                            alpha[T.min(blk * ov, o_ - ov) + j] if float_out else 1) + (
-                            bias[T.min(blk * ov, o_ - ov) + j] if float_out else 0)
+                            out_dtype, k_ - T.Cast("int32", acc[i, j]) * 2
+                        ) * (alpha[T.min(blk * ov, o_ - ov) + j] if float_out else 1) + (
+                            bias[T.min(blk * ov, o_ - ov) + j] if float_out else 0
+                        )
 
     return _root_block(dense if float_out else _drop_params(dense, ("alpha", "bias")))
 
@@ -430,6 +458,7 @@ def dense_func(spec: DenseSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
 # ----------------------------------------------------------------------------------------------------------
 # numpy references (the fp32 conv / matmul of ±1 values is exact in integers)
 # ----------------------------------------------------------------------------------------------------------
+
 
 def sign_pm1(x: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(x) >= 0, 1, -1).astype(np.int64)
@@ -445,7 +474,7 @@ def conv_reference(x: np.ndarray, weight: np.ndarray, stride: int, pad: int) -> 
     out = np.zeros((n, o, ho, wo), dtype=np.int64)
     for kh in range(k):
         for kw in range(k):
-            patch = xs[:, :, kh:kh + stride * (ho - 1) + 1:stride, kw:kw + stride * (wo - 1) + 1:stride]
+            patch = xs[:, :, kh : kh + stride * (ho - 1) + 1 : stride, kw : kw + stride * (wo - 1) + 1 : stride]
             out += np.einsum("nchw,oc->nohw", patch, ws[:, :, kh, kw])
     return out
 

@@ -20,14 +20,24 @@ output row/column, and the border correction base[o, row class, col class] is re
 (constant, first row, last row, first col, last col, and the four corners) with masked adds. Tiles that touch
 neither the first nor the last row skip the row terms.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import tvm
 from tvm.script import tirx as T
 
-from edgekit.kernels.binary import (AVX512, WORD, ConvSpec, Isa, _drop_params, _last_has_border, _pow2_tile, _root_block,
-                                    vector_tile)
+from edgekit.kernels.binary import (
+    AVX512,
+    WORD,
+    ConvSpec,
+    Isa,
+    _drop_params,
+    _last_has_border,
+    _pow2_tile,
+    _root_block,
+    vector_tile,
+)
 
 # coefficient columns of the epilogue table, in this order
 TERMS = ("const", "first_row", "last_row", "first_col", "last_col", "fr_fc", "fr_lc", "lr_fc", "lr_lc")
@@ -80,7 +90,9 @@ def epilogue_terms(base: np.ndarray) -> np.ndarray:
     b = base.astype(np.int64)
     c = b[:, 0, 0]
     fr, lr, fc, lc = b[:, 1, 0] - c, b[:, 2, 0] - c, b[:, 0, 1] - c, b[:, 0, 2] - c
-    corners = [b[:, r, k] - c - (fr if r == 1 else lr) - (fc if k == 1 else lc) for r, k in ((1, 1), (1, 2), (2, 1), (2, 2))]
+    corners = [
+        b[:, r, k] - c - (fr if r == 1 else lr) - (fc if k == 1 else lc) for r, k in ((1, 1), (1, 2), (2, 1), (2, 2))
+    ]
     return np.stack([c, fr, lr, fc, lc, *corners], axis=1).astype(np.int32)
 
 
@@ -115,7 +127,9 @@ def shifted_pack_func(spec: ConvSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
                         for xv in T.vectorized(xt):
                             word[xv] = word[xv] | T.Select(
                                 x[n, cw * WORD + b, y - p, T.min(t * xt, w_ - xt) + xv] >= T.float32(0),
-                                T.shift_left(T.uint64(1), T.Cast("uint64", b)), T.uint64(0))
+                                T.shift_left(T.uint64(1), T.Cast("uint64", b)),
+                                T.uint64(0),
+                            )
                     for xv in range(xt):
                         row[T.min(t * xt, w_ - xt) + xv + p] = word[xv]
             for kw in range(k):
@@ -132,8 +146,11 @@ def shifted_pack_func(spec: ConvSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
 def _nibble_taps(k: int, wo: int, ob: int, ob_lo: int, wt: int, nv: int, flush_rows: int):
     """The AVX2 tap loop of conv_func (a TVMScript macro): vpshufb lookups of pre-split nibbles into byte counters."""
     lut = T.reinterpret(  # popcounts of 0..15, per 128-bit lane: words [lo, hi, lo, hi]
-        T.Broadcast(T.uint64(POPCOUNT_LO), 4) + (T.Ramp(T.uint64(0), T.uint64(1), 4) & T.Broadcast(T.uint64(1), 4))
-        * T.Broadcast(T.uint64(POPCOUNT_HI - POPCOUNT_LO), 4), dtype="uint8x32")
+        T.Broadcast(T.uint64(POPCOUNT_LO), 4)
+        + (T.Ramp(T.uint64(0), T.uint64(1), 4) & T.Broadcast(T.uint64(1), 4))
+        * T.Broadcast(T.uint64(POPCOUNT_HI - POPCOUNT_LO), 4),
+        dtype="uint8x32",
+    )
 
     @T.macro
     def nibble_taps(s, wb, n, o0, q0, cw, kh_first, lo, hi):
@@ -148,15 +165,30 @@ def _nibble_taps(k: int, wo: int, ob: int, ob_lo: int, wt: int, nv: int, flush_r
                     a_lo = T.meta_var(s.vload([n, kw, cw, 0, q0 + kh * wo + v * 4], "uint64x4"))
                     a_hi = T.meta_var(s.vload([n, kw, cw, 1, q0 + kh * wo + v * 4], "uint64x4"))
                     for i in T.unroll(ob):
-                        x_lo = T.meta_var(T.reinterpret(a_lo ^ T.Broadcast(wb[0, o0 + i, kh, kw, cw], 4), dtype="uint8x32"))
-                        x_hi = T.meta_var(T.reinterpret(a_hi ^ T.Broadcast(wb[1, o0 + i, kh, kw, cw], 4), dtype="uint8x32"))
+                        x_lo = T.meta_var(
+                            T.reinterpret(a_lo ^ T.Broadcast(wb[0, o0 + i, kh, kw, cw], 4), dtype="uint8x32")
+                        )
+                        x_hi = T.meta_var(
+                            T.reinterpret(a_hi ^ T.Broadcast(wb[1, o0 + i, kh, kw, cw], 4), dtype="uint8x32")
+                        )
                         counts[i, T.Ramp(v * 32, 1, 32)] = counts[i, T.Ramp(v * 32, 1, 32)] + (
-                            T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pshuf.b"), lut, x_lo, dtype="uint8x32")
-                            + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pshuf.b"), lut, x_hi, dtype="uint8x32"))
+                            T.call_llvm_pure_intrin(
+                                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pshuf.b"), lut, x_lo, dtype="uint8x32"
+                            )
+                            + T.call_llvm_pure_intrin(
+                                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pshuf.b"), lut, x_hi, dtype="uint8x32"
+                            )
+                        )
         for i in T.unroll(ob):
             for v in T.unroll(nv):
-                total = T.meta_var(T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.psad.bw"),
-                                                           counts[i, T.Ramp(v * 32, 1, 32)], T.Broadcast(T.uint8(0), 32), dtype="int64x4"))
+                total = T.meta_var(
+                    T.call_llvm_pure_intrin(
+                        T.llvm_lookup_intrinsic_id("llvm.x86.avx2.psad.bw"),
+                        counts[i, T.Ramp(v * 32, 1, 32)],
+                        T.Broadcast(T.uint8(0), 32),
+                        dtype="int64x4",
+                    )
+                )
                 if i < ob_lo:
                     lo[i, T.Ramp(v * 4, 1, 4)] = lo[i, T.Ramp(v * 4, 1, 4)] + total
                 else:
@@ -200,11 +232,14 @@ def conv_func(spec: ConvSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
             value = value + T.Select(col == 0, terms[o, _TERM["first_col"]], 0)
         if last_col:
             value = value + T.Select(col == wo - 1, terms[o, _TERM["last_col"]], 0)
-        for flag, on, edge, at_first_col, at_last_col in ((first, row == 0, "first_row", "fr_fc", "fr_lc"),
-                                                          (last_row, row == ho - 1, "last_row", "lr_fc", "lr_lc")):
+        for flag, on, edge, at_first_col, at_last_col in (
+            (first, row == 0, "first_row", "fr_fc", "fr_lc"),
+            (last_row, row == ho - 1, "last_row", "lr_fc", "lr_lc"),
+        ):
             if rows and flag:
-                corner = T.Select(col == 0, terms[o, _TERM[at_first_col]],
-                                  T.Select(col == wo - 1, terms[o, _TERM[at_last_col]], 0))
+                corner = T.Select(
+                    col == 0, terms[o, _TERM[at_first_col]], T.Select(col == wo - 1, terms[o, _TERM[at_last_col]], 0)
+                )
                 value = value + T.Select(on, terms[o, _TERM[edge]] + corner, 0)
         dot = T.Cast(out_dtype, value - T.Cast("int32", acc) * 2)
         return dot * alpha[o] + bias[o] if float_out else dot
@@ -222,8 +257,14 @@ def conv_func(spec: ConvSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
     nibble_taps = _nibble_taps(k, wo, ob, ob_lo, wt, nv, flush_rows)
 
     @T.prim_func
-    def conv(s: T.Buffer(s_shape, "uint64"), wb: T.Buffer(w_shape, "uint64"), terms: T.Buffer((o_, 9), "int32"),
-             alpha: T.Buffer((o_,), "float32"), bias: T.Buffer((o_,), "float32"), out: T.Buffer(out_shape, out_dtype)):
+    def conv(
+        s: T.Buffer(s_shape, "uint64"),
+        wb: T.Buffer(w_shape, "uint64"),
+        terms: T.Buffer((o_, 9), "int32"),
+        alpha: T.Buffer((o_,), "float32"),
+        bias: T.Buffer((o_,), "float32"),
+        out: T.Buffer(out_shape, out_dtype),
+    ):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": "binary_conv2d"})
         flat = T.decl_buffer((n_, o_, plane), out_dtype, data=out.data)
         for job in T.parallel(n_ * n_ob * n_t):
@@ -250,12 +291,15 @@ def conv_func(spec: ConvSpec, isa: Isa = AVX512) -> tvm.tirx.PrimFunc:
                         for kw in T.unroll(k):
                             for i in T.unroll(ob_lo):
                                 for w in T.vectorized(wt):
-                                    lo[i, w] = lo[i, w] + T.Cast("int64", T.popcount(
-                                        s[n, kw, cw, q0 + kh * wo + w] ^ wb[o0 + i, kh, kw, cw]))
+                                    lo[i, w] = lo[i, w] + T.Cast(
+                                        "int64", T.popcount(s[n, kw, cw, q0 + kh * wo + w] ^ wb[o0 + i, kh, kw, cw])
+                                    )
                             for i in T.unroll(ob - ob_lo):
                                 for w in T.vectorized(wt):
-                                    hi[i, w] = hi[i, w] + T.Cast("int64", T.popcount(
-                                        s[n, kw, cw, q0 + kh * wo + w] ^ wb[o0 + ob_lo + i, kh, kw, cw]))
+                                    hi[i, w] = hi[i, w] + T.Cast(
+                                        "int64",
+                                        T.popcount(s[n, kw, cw, q0 + kh * wo + w] ^ wb[o0 + ob_lo + i, kh, kw, cw]),
+                                    )
             # the store twice on purpose: a branch per tile lets interior tiles (21 of 25 at 14x14) skip the
             # row-border terms (a select would evaluate them for every tile)
             if q0 < wo or q0 + wt > (ho - 1) * wo:  # the tile holds first- or last-row lanes

@@ -88,12 +88,24 @@ def pick_tile(width: int, channels: int, lanes: int, acc_regs: int, row_cap: int
     return Tile(rows, nv, lanes)
 
 
-def mbconv_func(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX512, bands: int = 1,
-                tiling: tuple[Tile, Tile, Tile] | None = None) -> tvm.tirx.PrimFunc:
+def mbconv_func(
+    spec: MBConvSpec,
+    lanes: int = 16,
+    acc_regs: int = ACC_REGS_AVX512,
+    bands: int = 1,
+    tiling: tuple[Tile, Tile, Tile] | None = None,
+) -> tvm.tirx.PrimFunc:
     """The fused block for NHWC float32. Parameters (x, we, be, wd, bd, wp, bp, out): see pack_weights.
     `bands`: parallel jobs per image (the thread count; each recomputes up to 2 expanded rows at its start)."""
-    n_, h_, w_, ci_, cm_, co_, s = (spec.batch, spec.height, spec.width, spec.in_channels, spec.mid_channels,
-                                    spec.out_channels, spec.stride)
+    n_, h_, w_, ci_, cm_, co_, s = (
+        spec.batch,
+        spec.height,
+        spec.width,
+        spec.in_channels,
+        spec.mid_channels,
+        spec.out_channels,
+        spec.stride,
+    )
     ho, wo = spec.out_h, spec.out_w
     expand = spec.expand_channels > 0
     et, dt, pt = tiling or tiles(spec, lanes, acc_regs)
@@ -120,7 +132,9 @@ def mbconv_func(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX5
             for i in T.unroll(tl.rows):
                 for j in T.unroll(tl.nv):
                     for v in T.vectorized(tl.lanes):
-                        acc[i, j * tl.lanes + v] = acc[i, j * tl.lanes + v] + a[a0, a1, px0 + i, k] * w[cb, k, j * tl.lanes + v]
+                        acc[i, j * tl.lanes + v] = (
+                            acc[i, j * tl.lanes + v] + a[a0, a1, px0 + i, k] * w[cb, k, j * tl.lanes + v]
+                        )
 
     @T.macro
     def expand_row(x, we, be, ring, n, ih, slot):
@@ -132,8 +146,9 @@ def mbconv_func(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX5
                 for i in T.unroll(et.rows):
                     for j in T.unroll(et.nv):
                         for v in T.vectorized(et.lanes):
-                            ring[slot, 1 + T.min(t * et.rows, w_ - et.rows) + i, cb * et.vec + j * et.lanes + v] = \
-                                clip(acc[i, j * et.lanes + v], elo, ehi)
+                            ring[slot, 1 + T.min(t * et.rows, w_ - et.rows) + i, cb * et.vec + j * et.lanes + v] = clip(
+                                acc[i, j * et.lanes + v], elo, ehi
+                            )
 
     @T.macro
     def copy_row(x, ring, n, ih, slot):
@@ -142,11 +157,16 @@ def mbconv_func(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX5
                 ring[slot, 1 + w, c] = x[n, ih, w, c]
 
     @T.prim_func
-    def mbconv(x: T.Buffer((n_, h_, w_, ci_), "float32"),
-               we: T.Buffer(we_shape, "float32"), be: T.Buffer((cm_,), "float32"),
-               wd: T.Buffer((KERNEL * KERNEL, cm_), "float32"), bd: T.Buffer((cm_,), "float32"),
-               wp: T.Buffer((co_ // pt.vec, cm_, pt.vec), "float32"), bp: T.Buffer((co_,), "float32"),
-               out: T.Buffer((n_, ho, wo, co_), "float32")):
+    def mbconv(
+        x: T.Buffer((n_, h_, w_, ci_), "float32"),
+        we: T.Buffer(we_shape, "float32"),
+        be: T.Buffer((cm_,), "float32"),
+        wd: T.Buffer((KERNEL * KERNEL, cm_), "float32"),
+        bd: T.Buffer((cm_,), "float32"),
+        wp: T.Buffer((co_ // pt.vec, cm_, pt.vec), "float32"),
+        bp: T.Buffer((co_,), "float32"),
+        out: T.Buffer((n_, ho, wo, co_), "float32"),
+    ):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": "mbconv"})
         for job in T.parallel(n_ * bands):
             n = T.meta_var(job // bands)
@@ -185,15 +205,21 @@ def mbconv_func(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX5
                                 for i in T.unroll(dt.rows):
                                     for j in T.unroll(dt.nv):
                                         for v in T.vectorized(dt.lanes):
-                                            dacc[i, j * dt.lanes + v] = dacc[i, j * dt.lanes + v] + ring[
-                                                ((r0 + r) * s + 2 + kh) % 3,
-                                                (T.min(t * dt.rows, wo - dt.rows) + i) * s + kw,
-                                                cb * dt.vec + j * dt.lanes + v] * wd[kh * KERNEL + kw, cb * dt.vec + j * dt.lanes + v]
+                                            dacc[i, j * dt.lanes + v] = (
+                                                dacc[i, j * dt.lanes + v]
+                                                + ring[
+                                                    ((r0 + r) * s + 2 + kh) % 3,
+                                                    (T.min(t * dt.rows, wo - dt.rows) + i) * s + kw,
+                                                    cb * dt.vec + j * dt.lanes + v,
+                                                ]
+                                                * wd[kh * KERNEL + kw, cb * dt.vec + j * dt.lanes + v]
+                                            )
                         for i in T.unroll(dt.rows):
                             for j in T.unroll(dt.nv):
                                 for v in T.vectorized(dt.lanes):
-                                    mid[0, 0, T.min(t * dt.rows, wo - dt.rows) + i, cb * dt.vec + j * dt.lanes + v] = \
+                                    mid[0, 0, T.min(t * dt.rows, wo - dt.rows) + i, cb * dt.vec + j * dt.lanes + v] = (
                                         clip(dacc[i, j * dt.lanes + v], dlo, dhi)
+                                    )
                 # projection row -> out (+ bias, + residual)
                 for cb in range(co_ // pt.vec):
                     for t in range(-(-wo // pt.rows)):
@@ -204,15 +230,30 @@ def mbconv_func(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX5
                             for i in T.unroll(pt.rows):
                                 for j in T.unroll(pt.nv):
                                     for v in T.vectorized(pt.lanes):
-                                        out[n, r0 + r, T.min(t * pt.rows, wo - pt.rows) + i, cb * pt.vec + j * pt.lanes + v] = \
-                                            pacc[i, j * pt.lanes + v] + x[n, r0 + r, T.min(t * pt.rows, wo - pt.rows) + i,
-                                                                          cb * pt.vec + j * pt.lanes + v]
+                                        out[
+                                            n,
+                                            r0 + r,
+                                            T.min(t * pt.rows, wo - pt.rows) + i,
+                                            cb * pt.vec + j * pt.lanes + v,
+                                        ] = (
+                                            pacc[i, j * pt.lanes + v]
+                                            + x[
+                                                n,
+                                                r0 + r,
+                                                T.min(t * pt.rows, wo - pt.rows) + i,
+                                                cb * pt.vec + j * pt.lanes + v,
+                                            ]
+                                        )
                         else:
                             for i in T.unroll(pt.rows):
                                 for j in T.unroll(pt.nv):
                                     for v in T.vectorized(pt.lanes):
-                                        out[n, r0 + r, T.min(t * pt.rows, wo - pt.rows) + i, cb * pt.vec + j * pt.lanes + v] = \
-                                            pacc[i, j * pt.lanes + v]
+                                        out[
+                                            n,
+                                            r0 + r,
+                                            T.min(t * pt.rows, wo - pt.rows) + i,
+                                            cb * pt.vec + j * pt.lanes + v,
+                                        ] = pacc[i, j * pt.lanes + v]
 
     return _root_block(mbconv)
 
@@ -220,13 +261,22 @@ def mbconv_func(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX5
 def tiles(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX512) -> tuple[Tile, Tile, Tile]:
     """(expansion, depthwise, projection) register tiles mbconv_func uses for this spec."""
     cm = spec.mid_channels
-    return (pick_tile(spec.width, cm, lanes, acc_regs, 14), pick_tile(spec.out_w, cm, lanes, acc_regs, 4),
-            pick_tile(spec.out_w, spec.out_channels, lanes, acc_regs, 14, max_nv=3))
+    return (
+        pick_tile(spec.width, cm, lanes, acc_regs, 14),
+        pick_tile(spec.out_w, cm, lanes, acc_regs, 4),
+        pick_tile(spec.out_w, spec.out_channels, lanes, acc_regs, 14, max_nv=3),
+    )
 
 
-def pack_weights(spec: MBConvSpec, w_expand: np.ndarray | None, w_dw: np.ndarray, w_project: np.ndarray,
-                 lanes: int = 16, acc_regs: int = ACC_REGS_AVX512,
-                 tiling: tuple[Tile, Tile, Tile] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pack_weights(
+    spec: MBConvSpec,
+    w_expand: np.ndarray | None,
+    w_dw: np.ndarray,
+    w_project: np.ndarray,
+    lanes: int = 16,
+    acc_regs: int = ACC_REGS_AVX512,
+    tiling: tuple[Tile, Tile, Tile] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """HWIO weights (1x1xCIxCM, 3x3x1xCM, 1x1xCMxCO) -> the kernel's layouts: we [CM/V, CI, V] (the V lanes
     of a reduction step contiguous), wd [9, CM], wp [CO/V, CM, V]. No expansion: we is a zero [1, CI, V] dummy."""
     et, _, pt = tiling or tiles(spec, lanes, acc_regs)
@@ -240,7 +290,9 @@ def pack_weights(spec: MBConvSpec, w_expand: np.ndarray | None, w_dw: np.ndarray
     return tuple(np.ascontiguousarray(a, dtype=np.float32) for a in (we, wd, wp))
 
 
-def mbconv_reference(spec: MBConvSpec, x: np.ndarray, w_expand, b_expand, w_dw, b_dw, w_project, b_project) -> np.ndarray:
+def mbconv_reference(
+    spec: MBConvSpec, x: np.ndarray, w_expand, b_expand, w_dw, b_dw, w_project, b_project
+) -> np.ndarray:
     """NumPy reference on HWIO weights (the test oracle)."""
     h = x.astype(np.float64)
     if w_expand is not None:
@@ -252,7 +304,7 @@ def mbconv_reference(spec: MBConvSpec, x: np.ndarray, w_expand, b_expand, w_dw, 
     d = np.zeros((n, ho, wo, c))
     for kh in range(KERNEL):
         for kw in range(KERNEL):
-            d += p[:, kh:kh + s * (ho - 1) + 1:s, kw:kw + s * (wo - 1) + 1:s] * w_dw[kh, kw, 0]
+            d += p[:, kh : kh + s * (ho - 1) + 1 : s, kw : kw + s * (wo - 1) + 1 : s] * w_dw[kh, kw, 0]
     d = np.clip(d + b_dw, *spec.dw_clip)
     y = d @ w_project.reshape(c, -1) + b_project
     if spec.residual:

@@ -15,6 +15,7 @@ the graph (compiler/recurrent.py), and this kernel runs the recurrence itself:
 Gate order and equations are ONNX's (LSTM i, o, f, c with optional peepholes; GRU z, r, h with either
 linear_before_reset; RNN tanh). The kernel is target-neutral TIR: LLVM picks the vector instructions.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,15 @@ MAX_TILE = 64  # GEMV output lanes per block: 4 zmm / 8 ymm / 16 q accumulators,
 
 # tanh(x) ~ x·p(x²)/q(x²) on [-9, 9] (the rational form of Eigen's and TVM's fast_tanh; |error| < 1e-6);
 # libm's tanhf / expf are scalar calls that LLVM cannot vectorize
-_TANH_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
-           1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03)
+_TANH_P = (
+    -2.76076847742355e-16,
+    2.00018790482477e-13,
+    -8.60467152213735e-11,
+    5.12229709037114e-08,
+    1.48572235717979e-05,
+    6.37261928875436e-04,
+    4.89352455891786e-03,
+)
 _TANH_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
 
 
@@ -144,11 +152,16 @@ def _lstm_cell_macro(spec: RecurrentSpec):
         # units jb·V .. jb·V+V-1 of step t: gates from proj + g (h·R, gate-major), c in place, h into h[out]
         for v in T.vectorized(v_):  # no let-bound index here: TVM 0.27 vectorizes LetStmts wrongly
             g[b, jb * v_ + v] = fast_sigmoid(  # i, then f, in place
-                proj[t, b, d, jb * v_ + v] + g[b, jb * v_ + v] + peep[d, 0, jb * v_ + v] * c[b, jb * v_ + v])
-            g[b, 2 * h_ + jb * v_ + v] = fast_sigmoid(proj[t, b, d, 2 * h_ + jb * v_ + v] + g[b, 2 * h_ + jb * v_ + v]
-                                                    + peep[d, 2, jb * v_ + v] * c[b, jb * v_ + v])
+                proj[t, b, d, jb * v_ + v] + g[b, jb * v_ + v] + peep[d, 0, jb * v_ + v] * c[b, jb * v_ + v]
+            )
+            g[b, 2 * h_ + jb * v_ + v] = fast_sigmoid(
+                proj[t, b, d, 2 * h_ + jb * v_ + v]
+                + g[b, 2 * h_ + jb * v_ + v]
+                + peep[d, 2, jb * v_ + v] * c[b, jb * v_ + v]
+            )
             c[b, jb * v_ + v] = g[b, 2 * h_ + jb * v_ + v] * c[b, jb * v_ + v] + g[b, jb * v_ + v] * fast_tanh(
-                proj[t, b, d, 3 * h_ + jb * v_ + v] + g[b, 3 * h_ + jb * v_ + v])
+                proj[t, b, d, 3 * h_ + jb * v_ + v] + g[b, 3 * h_ + jb * v_ + v]
+            )
             h[out, b, jb * v_ + v] = fast_sigmoid(
                 proj[t, b, d, h_ + jb * v_ + v] + g[b, h_ + jb * v_ + v] + peep[d, 1, jb * v_ + v] * c[b, jb * v_ + v]
             ) * fast_tanh(c[b, jb * v_ + v])
@@ -169,9 +182,16 @@ def lstm_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     per_direction = T.serial if step_parallel else T.parallel
 
     @T.prim_func
-    def lstm(proj: T.Buffer((t_, b_, d_, gh), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
-             h0: T.Buffer((d_, b_, h_), "float32"), c0: T.Buffer((d_, b_, h_), "float32"), peep: T.Buffer((d_, 3, h_), "float32"),
-             y: T.Buffer((t_, d_, b_, h_), "float32"), yh: T.Buffer((d_, b_, h_), "float32"), yc: T.Buffer((d_, b_, h_), "float32")):
+    def lstm(
+        proj: T.Buffer((t_, b_, d_, gh), "float32"),
+        r: T.Buffer((d_, nb, h_, v_), "float32"),
+        h0: T.Buffer((d_, b_, h_), "float32"),
+        c0: T.Buffer((d_, b_, h_), "float32"),
+        peep: T.Buffer((d_, 3, h_), "float32"),
+        y: T.Buffer((t_, d_, b_, h_), "float32"),
+        yh: T.Buffer((d_, b_, h_), "float32"),
+        yc: T.Buffer((d_, b_, h_), "float32"),
+    ):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": "recurrent"})
         for d in per_direction(d_):
             h = T.alloc_buffer((2, b_, h_), "float32", scope="global")
@@ -208,14 +228,24 @@ def gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     block needs only its own three GEMV blocks (so spec.step_parallel may split a step over the threads, h then
     double-buffered); otherwise the candidate's GEMV runs on r ⊙ h, after all z / r gates."""
     t_, b_, h_, d_, v_ = spec.steps, spec.batch, spec.hidden, spec.directions, spec.tile
-    gh, nb, ub, zr_blocks = spec.gate_width, spec.gate_width // spec.tile, spec.hidden // spec.tile, 2 * spec.hidden // spec.tile
+    gh, nb, ub, zr_blocks = (
+        spec.gate_width,
+        spec.gate_width // spec.tile,
+        spec.hidden // spec.tile,
+        2 * spec.hidden // spec.tile,
+    )
     lbr, step_parallel = spec.linear_before_reset, spec.step_parallel
     gemv = _gemv_macro(spec)
 
     @T.prim_func
-    def gru(proj: T.Buffer((t_, b_, d_, gh), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
-            h0: T.Buffer((d_, b_, h_), "float32"), rbh: T.Buffer((d_, h_), "float32"),
-            y: T.Buffer((t_, d_, b_, h_), "float32"), yh: T.Buffer((d_, b_, h_), "float32")):
+    def gru(
+        proj: T.Buffer((t_, b_, d_, gh), "float32"),
+        r: T.Buffer((d_, nb, h_, v_), "float32"),
+        h0: T.Buffer((d_, b_, h_), "float32"),
+        rbh: T.Buffer((d_, h_), "float32"),
+        y: T.Buffer((t_, d_, b_, h_), "float32"),
+        yh: T.Buffer((d_, b_, h_), "float32"),
+    ):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": "recurrent"})
         for d in (T.serial if step_parallel else T.parallel)(d_):
             h = T.alloc_buffer((2, b_, h_), "float32", scope="global")
@@ -233,11 +263,14 @@ def gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
                                 gemv(h, s % 2, r, g, acc, d, b, gate * ub + jb, gate * ub + jb + 1)
                             for v in T.vectorized(v_):  # no let-bound values here: TVM 0.27 vectorizes LetStmts wrongly
                                 g[b, jb * v_ + v] = fast_sigmoid(proj[t, b, d, jb * v_ + v] + g[b, jb * v_ + v])  # z
-                                g[b, h_ + jb * v_ + v] = fast_tanh(proj[t, b, d, 2 * h_ + jb * v_ + v] + fast_sigmoid(
-                                    proj[t, b, d, h_ + jb * v_ + v] + g[b, h_ + jb * v_ + v]) * (
-                                    g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v]))  # the candidate, in r's place
+                                g[b, h_ + jb * v_ + v] = fast_tanh(
+                                    proj[t, b, d, 2 * h_ + jb * v_ + v]
+                                    + fast_sigmoid(proj[t, b, d, h_ + jb * v_ + v] + g[b, h_ + jb * v_ + v])
+                                    * (g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v])
+                                )  # the candidate, in r's place
                                 h[(s + 1) % 2, b, jb * v_ + v] = g[b, h_ + jb * v_ + v] + g[b, jb * v_ + v] * (
-                                    h[s % 2, b, jb * v_ + v] - g[b, h_ + jb * v_ + v])  # (1 - z)·cand + z·h
+                                    h[s % 2, b, jb * v_ + v] - g[b, h_ + jb * v_ + v]
+                                )  # (1 - z)·cand + z·h
                                 y[t, d, b, jb * v_ + v] = h[(s + 1) % 2, b, jb * v_ + v]
                 else:
                     acc = T.alloc_buffer((v_,), "float32", scope="global")
@@ -245,17 +278,27 @@ def gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
                         gemv(h, 0, r, g, acc, d, b, 0, nb if lbr else zr_blocks)
                         for jb in range(ub):
                             for v in T.vectorized(v_):
-                                g[b, jb * v_ + v] = fast_sigmoid(proj[t, b, d, jb * v_ + v] + g[b, jb * v_ + v])  # z, kept
-                                rh[0, b, jb * v_ + v] = fast_sigmoid(proj[t, b, d, h_ + jb * v_ + v] + g[b, h_ + jb * v_ + v]) * (
-                                    g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v] if lbr else h[0, b, jb * v_ + v])
+                                g[b, jb * v_ + v] = fast_sigmoid(
+                                    proj[t, b, d, jb * v_ + v] + g[b, jb * v_ + v]
+                                )  # z, kept
+                                rh[0, b, jb * v_ + v] = fast_sigmoid(
+                                    proj[t, b, d, h_ + jb * v_ + v] + g[b, h_ + jb * v_ + v]
+                                ) * (g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v] if lbr else h[0, b, jb * v_ + v])
                         if not lbr:
                             gemv(rh, 0, r, g, acc, d, b, zr_blocks, nb)
                         for jb in range(ub):
                             for v in T.vectorized(v_):
-                                g[b, 2 * h_ + jb * v_ + v] = fast_tanh(proj[t, b, d, 2 * h_ + jb * v_ + v] + (
-                                    rh[0, b, jb * v_ + v] if lbr else g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v]))  # candidate
+                                g[b, 2 * h_ + jb * v_ + v] = fast_tanh(
+                                    proj[t, b, d, 2 * h_ + jb * v_ + v]
+                                    + (
+                                        rh[0, b, jb * v_ + v]
+                                        if lbr
+                                        else g[b, 2 * h_ + jb * v_ + v] + rbh[d, jb * v_ + v]
+                                    )
+                                )  # candidate
                                 h[0, b, jb * v_ + v] = g[b, 2 * h_ + jb * v_ + v] + g[b, jb * v_ + v] * (
-                                    h[0, b, jb * v_ + v] - g[b, 2 * h_ + jb * v_ + v])  # (1 - z)·cand + z·h
+                                    h[0, b, jb * v_ + v] - g[b, 2 * h_ + jb * v_ + v]
+                                )  # (1 - z)·cand + z·h
                                 y[t, d, b, jb * v_ + v] = h[0, b, jb * v_ + v]
             for b, j in T.grid(b_, h_):
                 yh[d, b, j] = h[t_ % 2 if step_parallel else 0, b, j]
@@ -270,8 +313,13 @@ def rnn_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     gemv = _gemv_macro(spec)
 
     @T.prim_func
-    def rnn(proj: T.Buffer((t_, b_, d_, h_), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
-            h0: T.Buffer((d_, b_, h_), "float32"), y: T.Buffer((t_, d_, b_, h_), "float32"), yh: T.Buffer((d_, b_, h_), "float32")):
+    def rnn(
+        proj: T.Buffer((t_, b_, d_, h_), "float32"),
+        r: T.Buffer((d_, nb, h_, v_), "float32"),
+        h0: T.Buffer((d_, b_, h_), "float32"),
+        y: T.Buffer((t_, d_, b_, h_), "float32"),
+        yh: T.Buffer((d_, b_, h_), "float32"),
+    ):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": "recurrent"})
         for d in T.parallel(d_):
             h = T.alloc_buffer((1, b_, h_), "float32", scope="global")

@@ -8,6 +8,7 @@ per step; a GRU without linear_before_reset needs all of r ⊙ h before its cand
 buffer and barrier. Hidden sizes above the block's thread limit are refused (the rule falls back, the build
 says so). R keeps the CPU kernel's packed layout [D, G·H / V, H, V]: row i of gate block i // V, lane i % V.
 """
+
 from __future__ import annotations
 
 import tvm
@@ -62,9 +63,16 @@ def gpu_lstm_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     dot, (initial_state, step_out, final_state) = _dot_macro(spec), _state_macros(spec)
 
     @T.prim_func
-    def lstm(proj: T.Buffer((t_, b_, d_, gh), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
-             h0: T.Buffer((d_, b_, h_), "float32"), c0: T.Buffer((d_, b_, h_), "float32"), peep: T.Buffer((d_, 3, h_), "float32"),
-             y: T.Buffer((t_, d_, b_, h_), "float32"), yh: T.Buffer((d_, b_, h_), "float32"), yc: T.Buffer((d_, b_, h_), "float32")):
+    def lstm(
+        proj: T.Buffer((t_, b_, d_, gh), "float32"),
+        r: T.Buffer((d_, nb, h_, v_), "float32"),
+        h0: T.Buffer((d_, b_, h_), "float32"),
+        c0: T.Buffer((d_, b_, h_), "float32"),
+        peep: T.Buffer((d_, 3, h_), "float32"),
+        y: T.Buffer((t_, d_, b_, h_), "float32"),
+        yh: T.Buffer((d_, b_, h_), "float32"),
+        yc: T.Buffer((d_, b_, h_), "float32"),
+    ):
         T.func_attr({"tirx.noalias": True})
         for d in T.thread_binding(d_, thread="blockIdx.x"):
             for j in T.thread_binding(h_, thread="threadIdx.x"):
@@ -85,10 +93,21 @@ def gpu_lstm_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
                         dot(go, h, s % 2, r, d, b, h_ + j)
                         dot(gf, h, s % 2, r, d, b, 2 * h_ + j)
                         dot(gc, h, s % 2, r, d, b, 3 * h_ + j)
-                        c[b] = fast_sigmoid(proj[t, b, d, 2 * h_ + j] + gf[0] + peep[d, 2, j] * c[b]) * c[b] + fast_sigmoid(
-                            proj[t, b, d, j] + gi[0] + peep[d, 0, j] * c[b]) * fast_tanh(proj[t, b, d, 3 * h_ + j] + gc[0])
-                        step_out(h, y, fast_sigmoid(proj[t, b, d, h_ + j] + go[0] + peep[d, 1, j] * c[b]) * fast_tanh(c[b]),
-                                 s, t, d, b, j)
+                        c[b] = fast_sigmoid(proj[t, b, d, 2 * h_ + j] + gf[0] + peep[d, 2, j] * c[b]) * c[
+                            b
+                        ] + fast_sigmoid(proj[t, b, d, j] + gi[0] + peep[d, 0, j] * c[b]) * fast_tanh(
+                            proj[t, b, d, 3 * h_ + j] + gc[0]
+                        )
+                        step_out(
+                            h,
+                            y,
+                            fast_sigmoid(proj[t, b, d, h_ + j] + go[0] + peep[d, 1, j] * c[b]) * fast_tanh(c[b]),
+                            s,
+                            t,
+                            d,
+                            b,
+                            j,
+                        )
                     T.tvm_storage_sync("shared")
                 final_state(h, yh, d, j)
                 for b in range(b_):
@@ -103,9 +122,14 @@ def gpu_gru_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     dot, (initial_state, step_out, final_state) = _dot_macro(spec), _state_macros(spec)
 
     @T.prim_func
-    def gru(proj: T.Buffer((t_, b_, d_, gh), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
-            h0: T.Buffer((d_, b_, h_), "float32"), rbh: T.Buffer((d_, h_), "float32"),
-            y: T.Buffer((t_, d_, b_, h_), "float32"), yh: T.Buffer((d_, b_, h_), "float32")):
+    def gru(
+        proj: T.Buffer((t_, b_, d_, gh), "float32"),
+        r: T.Buffer((d_, nb, h_, v_), "float32"),
+        h0: T.Buffer((d_, b_, h_), "float32"),
+        rbh: T.Buffer((d_, h_), "float32"),
+        y: T.Buffer((t_, d_, b_, h_), "float32"),
+        yh: T.Buffer((d_, b_, h_), "float32"),
+    ):
         T.func_attr({"tirx.noalias": True})
         for d in T.thread_binding(d_, thread="blockIdx.x"):
             for j in T.thread_binding(h_, thread="threadIdx.x"):
@@ -147,8 +171,13 @@ def gpu_rnn_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     dot, (initial_state, step_out, final_state) = _dot_macro(spec), _state_macros(spec)
 
     @T.prim_func
-    def rnn(proj: T.Buffer((t_, b_, d_, h_), "float32"), r: T.Buffer((d_, nb, h_, v_), "float32"),
-            h0: T.Buffer((d_, b_, h_), "float32"), y: T.Buffer((t_, d_, b_, h_), "float32"), yh: T.Buffer((d_, b_, h_), "float32")):
+    def rnn(
+        proj: T.Buffer((t_, b_, d_, h_), "float32"),
+        r: T.Buffer((d_, nb, h_, v_), "float32"),
+        h0: T.Buffer((d_, b_, h_), "float32"),
+        y: T.Buffer((t_, d_, b_, h_), "float32"),
+        yh: T.Buffer((d_, b_, h_), "float32"),
+    ):
         T.func_attr({"tirx.noalias": True})
         for d in T.thread_binding(d_, thread="blockIdx.x"):
             for j in T.thread_binding(h_, thread="threadIdx.x"):

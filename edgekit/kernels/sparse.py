@@ -14,6 +14,7 @@ dense channels-last kernel with the zero blocks skipped. Unstructured zeros rare
 why compress --prune-block prunes whole blocks (XNNPACK's sparse inference vectorizes over pixels instead, in
 a channels-first layout that edgekit's NHWC pipeline does not have).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,9 +71,14 @@ def spmm_func(lead: tuple[int, ...], sparse: BlockSparse, with_bias: bool):
     tiles = -(-rows // tile)
 
     @T.prim_func
-    def spmm(x: T.Buffer((*lead, k), "float32"), values: T.Buffer((nnzb, BLOCK), "float32"),
-             indices: T.Buffer((nnzb,), "int32"), indptr: T.Buffer((groups + 1,), "int32"),
-             bias: T.Buffer((n,), "float32"), out: T.Buffer((*lead, n), "float32")):
+    def spmm(
+        x: T.Buffer((*lead, k), "float32"),
+        values: T.Buffer((nnzb, BLOCK), "float32"),
+        indices: T.Buffer((nnzb,), "int32"),
+        indptr: T.Buffer((groups + 1,), "int32"),
+        bias: T.Buffer((n,), "float32"),
+        out: T.Buffer((*lead, n), "float32"),
+    ):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": KERNEL})
         x_rows = T.decl_buffer((rows, k), "float32", data=x.data)
         out_rows = T.decl_buffer((rows, n), "float32", data=out.data)

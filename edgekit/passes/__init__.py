@@ -10,6 +10,7 @@ and the artifact's meta.json know what was applied.
 `METHOD = CompressionMethod(...)` saying when the command asks for it and how its config is built from the
 command's options, so a new compression method is its file plus one line in that list.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -20,8 +21,8 @@ import numpy as np
 import onnx
 
 if TYPE_CHECKING:
-    from edgekit.passes.options import CompressOptions
     from edgekit.graph import TensorSpec
+    from edgekit.passes.options import CompressOptions
 
 
 @dataclass

@@ -21,6 +21,7 @@ References:
     Rastegari et al., "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks",
     ECCV 2016 (α, K). Courbariaux et al., "BinaryConnect", NeurIPS 2015 (binary weights).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -70,8 +71,11 @@ def unpack_signs(bits: np.ndarray, k: int) -> np.ndarray:
 
 def _targets(model: onnx.ModelProto) -> list[WeightLayer]:
     """The layers a sign can replace: convs with spatial weights, Gemm / MatMul with 2-D weights."""
-    return [l for l in weight_layers(model, float_only=False)
-            if (l.weight.ndim >= 3 if l.node.op_type == "Conv" else l.weight.ndim == 2)]
+    return [
+        l
+        for l in weight_layers(model, float_only=False)
+        if (l.weight.ndim >= 3 if l.node.op_type == "Conv" else l.weight.ndim == 2)
+    ]
 
 
 def _kept(targets: list[WeightLayer], keep: tuple[str, ...]) -> dict[str, str]:
@@ -110,13 +114,27 @@ class _Builder:
             return output or p + name
 
         c = self.const
-        x = node("Unsqueeze", [c(f"{t.init_name}.bits", bits), c("binarize/axes_2", np.array([2], np.int64))], "unsqueeze")
-        x = node("BitShift", [x, c("binarize/shifts", np.arange(8, dtype=np.uint8).reshape(1, 1, 8))], "shift",
-                 direction="RIGHT")
+        x = node(
+            "Unsqueeze", [c(f"{t.init_name}.bits", bits), c("binarize/axes_2", np.array([2], np.int64))], "unsqueeze"
+        )
+        x = node(
+            "BitShift",
+            [x, c("binarize/shifts", np.arange(8, dtype=np.uint8).reshape(1, 1, 8))],
+            "shift",
+            direction="RIGHT",
+        )
         x = node("BitwiseAnd", [x, c("binarize/u8_one", np.array(1, np.uint8))], "and")
         x = node("Reshape", [x, c(p + "flat_shape", np.array([o, nb * 8], np.int64))], "flatten")
-        x = node("Slice", [x, c("binarize/zero_i64", np.array([0], np.int64)), c(p + "k", np.array([k], np.int64)),
-                           c("binarize/one_i64", np.array([1], np.int64))], "slice")
+        x = node(
+            "Slice",
+            [
+                x,
+                c("binarize/zero_i64", np.array([0], np.int64)),
+                c(p + "k", np.array([k], np.int64)),
+                c("binarize/one_i64", np.array([1], np.int64)),
+            ],
+            "slice",
+        )
         x = node("Cast", [x], "cast", to=TensorProto.FLOAT)
         x = node("Mul", [x, c("binarize/two", np.array(2, np.float32))], "mul2")
         x = node("Sub", [x, c("binarize/one", np.array(1, np.float32))], "sub1")
@@ -130,11 +148,22 @@ class _Builder:
     def sign_input(self, t: WeightLayer, x: str) -> list[onnx.NodeProto]:
         """Where(x >= 0, 1, -1) in front of the layer; returns the nodes, rewires the layer's input 0."""
         p = f"binarize/{t.node.name}/"
-        ge = helper.make_node("GreaterOrEqual", [x, self.const("binarize/zero", np.array(0, np.float32))],
-                              [p + "act_ge"], name=p + "act_ge")
-        where = helper.make_node("Where", [p + "act_ge", self.const("binarize/one", np.array(1, np.float32)),
-                                           self.const("binarize/minus_one", np.array(-1, np.float32))],
-                                 [p + "act_sign"], name=p + "act_sign")
+        ge = helper.make_node(
+            "GreaterOrEqual",
+            [x, self.const("binarize/zero", np.array(0, np.float32))],
+            [p + "act_ge"],
+            name=p + "act_ge",
+        )
+        where = helper.make_node(
+            "Where",
+            [
+                p + "act_ge",
+                self.const("binarize/one", np.array(1, np.float32)),
+                self.const("binarize/minus_one", np.array(-1, np.float32)),
+            ],
+            [p + "act_sign"],
+            name=p + "act_sign",
+        )
         t.node.input[0] = p + "act_sign"
         return [ge, where]
 
@@ -144,22 +173,39 @@ class _Builder:
         y = node.output[0]
         node.output[0] = p + "unscaled"
         conv = node.op_type == "Conv"
-        nodes = [helper.make_node("Abs", [x], [p + "act_abs"], name=p + "act_abs"),
-                 helper.make_node("ReduceMean", [p + "act_abs", self.const(p + "mean_axes", np.array(
-                     [1 if conv else -1], np.int64))], [p + "act_mean"], name=p + "act_mean", keepdims=1)]
+        nodes = [
+            helper.make_node("Abs", [x], [p + "act_abs"], name=p + "act_abs"),
+            helper.make_node(
+                "ReduceMean",
+                [p + "act_abs", self.const(p + "mean_axes", np.array([1 if conv else -1], np.int64))],
+                [p + "act_mean"],
+                name=p + "act_mean",
+                keepdims=1,
+            ),
+        ]
         k = p + "act_mean"
         if conv:
             ksize = wshape[2:]
             box = np.full([1, 1, *ksize], 1.0 / np.prod(ksize), np.float32)
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute
-                     if a.name in ("strides", "pads", "dilations", "auto_pad", "kernel_shape")}
-            nodes.append(helper.make_node("Conv", [k, self.const(p + "box", box)], [p + "act_k"], name=p + "act_k", **attrs))
+            attrs = {
+                a.name: helper.get_attribute_value(a)
+                for a in node.attribute
+                if a.name in ("strides", "pads", "dilations", "auto_pad", "kernel_shape")
+            }
+            nodes.append(
+                helper.make_node("Conv", [k, self.const(p + "box", box)], [p + "act_k"], name=p + "act_k", **attrs)
+            )
             k = p + "act_k"
-        nodes.append(helper.make_node("Mul", [p + "unscaled", k], [p + "scaled" if bias is not None else y], name=p + "scale"))
+        nodes.append(
+            helper.make_node("Mul", [p + "unscaled", k], [p + "scaled" if bias is not None else y], name=p + "scale")
+        )
         if bias is not None:
             b = bias.reshape(-1, *[1] * (len(wshape) - 2)) if conv else bias
-            nodes.append(helper.make_node("Add", [p + "scaled", self.const(p + "bias", b.astype(np.float32))], [y],
-                                          name=p + "bias_add"))
+            nodes.append(
+                helper.make_node(
+                    "Add", [p + "scaled", self.const(p + "bias", b.astype(np.float32))], [y], name=p + "bias_add"
+                )
+            )
         return nodes
 
 
@@ -210,7 +256,9 @@ class _Lookup:
         return cls({i.name: i for i in g.initializer}, {o: n for n in g.node for o in n.output}, uses)
 
 
-def _float_reason(t: WeightLayer, w: np.ndarray, cfg: BinarizeConfig, kept: dict[str, str], look: _Lookup) -> str | None:
+def _float_reason(
+    t: WeightLayer, w: np.ndarray, cfg: BinarizeConfig, kept: dict[str, str], look: _Lookup
+) -> str | None:
     if t.node.name in kept:
         return kept[t.node.name]
     if look.uses[t.init_name] > 1:
@@ -238,8 +286,9 @@ def _take_bias(t: WeightLayer, look: _Lookup, dropped: set[str]) -> np.ndarray |
     return bias * np.float32(beta)
 
 
-def _binarize_layer(t: WeightLayer, w: np.ndarray, cfg: BinarizeConfig, b: _Builder, look: _Lookup,
-                    dropped: set[str]) -> tuple[LayerReport, list[onnx.NodeProto], list[onnx.NodeProto]]:
+def _binarize_layer(
+    t: WeightLayer, w: np.ndarray, cfg: BinarizeConfig, b: _Builder, look: _Lookup, dropped: set[str]
+) -> tuple[LayerReport, list[onnx.NodeProto], list[onnx.NodeProto]]:
     """Pack one layer's weight; returns its report and the nodes to insert before / after it."""
     w2d = t.rows()
     signs, alpha = binarize_reference(w2d)
@@ -289,7 +338,9 @@ def run(model: onnx.ModelProto, cfg: BinarizeConfig) -> tuple[onnx.ModelProto, P
         w = t.weight
         why = _float_reason(t, w, cfg, kept, look)
         if why:
-            layers.append(LayerReport(t.node.name, t.node.op_type, None, w.nbytes, w.nbytes, None, f"kept float ({why})"))
+            layers.append(
+                LayerReport(t.node.name, t.node.op_type, None, w.nbytes, w.nbytes, None, f"kept float ({why})")
+            )
             continue
         report, before[t.node.name], after[t.node.name] = _binarize_layer(t, w, cfg, b, look, dropped)
         layers.append(report)

@@ -25,6 +25,7 @@ References:
     Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023 (grouping coupled channels).
     Wang et al., "Structurally Prune Anything: Any Architecture, Any Framework, Any Time", 2024 (on ONNX graphs).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,12 +36,18 @@ import onnx
 from onnx import numpy_helper
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-UNARY_PASS = frozenset("""Relu Sigmoid Tanh LeakyRelu HardSigmoid HardSwish Clip Elu Selu Celu Softplus Softsign Erf Exp
+UNARY_PASS = frozenset(
+    """Relu Sigmoid Tanh LeakyRelu HardSigmoid HardSwish Clip Elu Selu Celu Softplus Softsign Erf Exp
     Log Sqrt Neg Abs Identity Dropout Cast Floor Ceil Round Reciprocal Sin Cos Gelu Mish ThresholdedRelu Sign IsNaN
-    MaxPool AveragePool GlobalAveragePool GlobalMaxPool LpPool GlobalLpPool""".split())
-ELEMENTWISE = frozenset("Add Sub Mul Div Pow Max Min Sum Mean Where PRelu Equal Less Greater LessOrEqual GreaterOrEqual And Or Xor".split())
+    MaxPool AveragePool GlobalAveragePool GlobalMaxPool LpPool GlobalLpPool""".split()
+)
+ELEMENTWISE = frozenset(
+    "Add Sub Mul Div Pow Max Min Sum Mean Where PRelu Equal Less Greater LessOrEqual GreaterOrEqual And Or Xor".split()
+)
 PER_CHANNEL_PARAMS = {"BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2)}
-REDUCE = frozenset("ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceLogSumExp ReduceSumSquare".split())
+REDUCE = frozenset(
+    "ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceLogSumExp ReduceSumSquare".split()
+)
 SOFTMAX = frozenset(("Softmax", "LogSoftmax", "Hardmax"))
 
 
@@ -57,6 +64,7 @@ Kept = Callable[[np.ndarray], np.ndarray]
 @dataclass
 class Edit:
     """One change pruning makes: `apply(kept, model_edit)` rewrites a node's constants or attributes."""
+
     node: str
     apply: Callable[[Kept, "ModelEdit"], None]
 
@@ -72,6 +80,7 @@ class Producer:
 @dataclass
 class Consumer:
     """A weight layer reading tracked channels: where `ids` sit on its weight's `in_axis`."""
+
     node: onnx.NodeProto
     weight: np.ndarray
     in_axis: int
@@ -151,7 +160,9 @@ class ModelEdit:
         n = self.nodes[node]
         old = n.input[index]
         name = old if self.uses.get(old, 0) <= 1 else f"{old}.pruned.{node}.{index}"
-        tensor = numpy_helper.from_array(np.ascontiguousarray(value.astype(numpy_helper.to_array(self.inits[old]).dtype)), name)
+        tensor = numpy_helper.from_array(
+            np.ascontiguousarray(value.astype(numpy_helper.to_array(self.inits[old]).dtype)), name
+        )
         if name == old:
             self.inits[old].CopyFrom(tensor)
         else:
@@ -196,7 +207,9 @@ def observed_shapes(model: onnx.ModelProto, inferred: onnx.ModelProto) -> dict[s
     from edgekit.graph import random_inputs, resolve_input_specs
     from edgekit.onnxtools import ort_session
 
-    elem = {vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    elem = {
+        vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info) + list(inferred.graph.output)
+    }
     probe = batch_one(model)
     known = {o.name for o in probe.graph.output}
     names = [o for n in probe.graph.node for o in n.output if o and elem.get(o) and o not in known]
@@ -221,8 +234,12 @@ class Analysis:
         for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
             t = vi.type.tensor_type
             if t.HasField("shape"):
-                self.shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
-        if any(None in v for v in self.shapes.values()) or any(o not in self.shapes for n in model.graph.node for o in n.output if o):
+                self.shapes[vi.name] = tuple(
+                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
+                )
+        if any(None in v for v in self.shapes.values()) or any(
+            o not in self.shapes for n in model.graph.node for o in n.output if o
+        ):
             self.shapes.update(observed_shapes(model, inferred))
         self.inits = {t.name: t for t in model.graph.initializer}
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -294,5 +311,3 @@ def axis_list(a: Analysis, node: onnx.NodeProto, input_index: int, attr_name: st
         if value is None:
             return None
     return None if value is None else [int(v) for v in np.atleast_1d(value)]
-
-

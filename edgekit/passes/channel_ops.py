@@ -1,11 +1,23 @@
 """Channel handlers for weight layers, elementwise ops, Concat, Split and Slice (see channel_graph.py)."""
+
 from __future__ import annotations
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgekit.passes.channel_graph import PER_CHANNEL_PARAMS, Analysis, Consumer, Edit, Kept, Layout, ModelEdit, Producer, attr
+from edgekit.passes.channel_graph import (
+    PER_CHANNEL_PARAMS,
+    Analysis,
+    Consumer,
+    Edit,
+    Kept,
+    Layout,
+    ModelEdit,
+    Producer,
+    attr,
+)
+
 
 def pass_through(a: Analysis, node: onnx.NodeProto) -> None:
     layout = a.g.layouts.get(node.input[0])
@@ -111,7 +123,9 @@ def gemm(a: Analysis, node: onnx.NodeProto) -> None:
     bias = a.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     sliced_bias = bias is not None and bias.size > 1
     _produce(a, node, w, 0 if trans_b else 1, sliced_bias)
-    if (len(node.input) > 2 and node.input[2] and bias is None) or (sliced_bias and (bias.ndim != 1 or bias.shape[0] != outputs)):
+    if (len(node.input) > 2 and node.input[2] and bias is None) or (
+        sliced_bias and (bias.ndim != 1 or bias.shape[0] != outputs)
+    ):
         a.g.freeze(node.output[0], f"{node.name} (Gemm): its bias is not a per-output constant", node.name)
 
 
@@ -133,7 +147,12 @@ def _consume(a: Analysis, node: onnx.NodeProto, w: np.ndarray, in_axis: int, lay
         return a.block(node, f"weight has {w.shape[in_axis]} input channels, the tensor {len(layout.ids)}")
     ids = layout.ids
     a.g.consumers.append(Consumer(node, w, in_axis, node.input[0], ids))
-    a.g.edits.append(Edit(node.name, lambda kept, m: m.set_input(node.name, 1, np.take(m.array(node.name, 1), kept(ids), axis=in_axis))))
+    a.g.edits.append(
+        Edit(
+            node.name,
+            lambda kept, m: m.set_input(node.name, 1, np.take(m.array(node.name, 1), kept(ids), axis=in_axis)),
+        )
+    )
 
 
 def _produce(a: Analysis, node: onnx.NodeProto, w: np.ndarray, out_axis: int, bias: bool, tensor_axis: int = 1) -> None:
@@ -188,12 +207,12 @@ def elementwise(a: Analysis, node: onnx.NodeProto) -> None:
         a.g.union(ids, layout.ids)
     a.g.layouts[node.output[0]] = Layout(axis, ids)
     if to_slice:
+
         def edit(kept: Kept, m: ModelEdit) -> None:
             for index, local in to_slice:
                 m.set_input(node.name, index, np.take(m.array(node.name, index), kept(ids), axis=local))
 
         a.g.edits.append(Edit(node.name, edit))
-
 
 
 def concat(a: Analysis, node: onnx.NodeProto) -> None:
@@ -246,7 +265,7 @@ def split(a: Analysis, node: onnx.NodeProto) -> None:
             return a.block(node, "uneven split")
         sizes = [len(layout.ids) // count] * count
     bounds = np.cumsum([0] + [int(s) for s in sizes])
-    pieces = [layout.ids[bounds[i]: bounds[i + 1]] for i in range(len(sizes))]
+    pieces = [layout.ids[bounds[i] : bounds[i + 1]] for i in range(len(sizes))]
     for out, ids in zip(node.output, pieces):
         a.g.layouts[out] = Layout(axis, ids)
 
@@ -285,8 +304,12 @@ def slice_(a: Analysis, node: onnx.NodeProto) -> None:
         starts, ends = a.const(node.input[1]), a.const(node.input[2])
         axes = a.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
         steps = a.const(node.input[4]) if len(node.input) > 4 and node.input[4] else None
-        if starts is None or ends is None or (len(node.input) > 3 and node.input[3] and axes is None) or \
-                (len(node.input) > 4 and node.input[4] and steps is None):
+        if (
+            starts is None
+            or ends is None
+            or (len(node.input) > 3 and node.input[3] and axes is None)
+            or (len(node.input) > 4 and node.input[4] and steps is None)
+        ):
             return a.block(node, "non-constant slice bounds")
     axes = list(range(len(starts))) if axes is None else [int(x) % rank for x in axes]
     if layout.axis not in axes:
@@ -309,5 +332,3 @@ def slice_(a: Analysis, node: onnx.NodeProto) -> None:
             m.set_input(node.name, index, arr)
 
     a.g.edits.append(Edit(node.name, edit))
-
-

@@ -1,11 +1,13 @@
 """Channel handlers for ops that move, reshape or read the channel axis: Transpose, Squeeze/Unsqueeze, Reduce*,
 Softmax, LayerNormalization, Flatten/Reshape (into a Gemm's features), Resize, Pad, Shape (see channel_graph.py)."""
+
 from __future__ import annotations
 
 import numpy as np
 import onnx
 
 from edgekit.passes.channel_graph import Analysis, Edit, Kept, Layout, ModelEdit, attr, axis_list
+
 
 def transpose(a: Analysis, node: onnx.NodeProto) -> None:
     layout = a.g.layouts[node.input[0]]
@@ -77,11 +79,13 @@ def flatten(a: Analysis, node: onnx.NodeProto) -> None:
     _to_features(a, node, layout, dims, start)
 
 
-def _to_features(a: Analysis, node: onnx.NodeProto, layout: Layout, dims: tuple, start: int, shape_index: int | None = None) -> None:
+def _to_features(
+    a: Analysis, node: onnx.NodeProto, layout: Layout, dims: tuple, start: int, shape_index: int | None = None
+) -> None:
     """(…, C, H, W) flattened from `start` on: each channel id repeated once per spatial position."""
     if layout.axis < start:
         return a.block(node, "flattens the channels into an earlier axis")
-    inner, outer = dims[layout.axis + 1:], dims[start:layout.axis]
+    inner, outer = dims[layout.axis + 1 :], dims[start : layout.axis]
     if not all(isinstance(d, int) for d in inner + outer):
         return a.block(node, "unknown spatial size")
     inner_n, outer_n = int(np.prod(inner, dtype=np.int64)), int(np.prod(outer, dtype=np.int64))
@@ -109,7 +113,7 @@ def reshape(a: Analysis, node: onnx.NodeProto) -> None:
     for k in range(len(dst) + 1):
         if tuple(dst[:k]) != tuple(src[:c]):
             continue
-        if k < len(dst) and dst[k] == src[c] and _same_product(dst[k + 1:], src[c + 1:]):
+        if k < len(dst) and dst[k] == src[c] and _same_product(dst[k + 1 :], src[c + 1 :]):
             if target[k] > 0:
                 a.g.edits.append(_reshape_entry_edit(node, k, layout.ids, 1))
             elif target[k] == 0 and k != c:

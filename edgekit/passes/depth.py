@@ -13,6 +13,7 @@ References:
     Shopkhoev et al., "ReplaceMe: Network Simplification via Depth Pruning and Transformer Block Linearization", 2025.
     Men et al., "ShortGPT: Layers in Large Language Models are More Redundant Than You Expect", 2024.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -94,7 +95,9 @@ def _activations(model: onnx.ModelProto, names: list[str], samples) -> dict[str,
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names if n not in known)
+    probe.graph.output.extend(
+        helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names if n not in known
+    )
     session = ort_session(probe)
     got: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for feed in samples:
@@ -105,7 +108,9 @@ def _activations(model: onnx.ModelProto, names: list[str], samples) -> dict[str,
 
 def _rows(xs: list[np.ndarray]) -> np.ndarray:
     """[positions, C]: NCHW -> channels last; [..., C] as is."""
-    return np.concatenate([np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]) if x.ndim == 4 else x.reshape(-1, x.shape[-1]) for x in xs]).astype(np.float64)
+    return np.concatenate(
+        [np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]) if x.ndim == 4 else x.reshape(-1, x.shape[-1]) for x in xs]
+    ).astype(np.float64)
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
@@ -123,16 +128,23 @@ def run(model: onnx.ModelProto, cfg: DepthConfig) -> tuple[onnx.ModelProto, Pass
     from edgekit.passes.structured import prepare
 
     if cfg.blocks < 1:
-        raise EdgekitError(f"--depth {cfg.blocks} must be >= 1", "give the number of residual blocks to replace, e.g. --depth 2")
+        raise EdgekitError(
+            f"--depth {cfg.blocks} must be >= 1", "give the number of residual blocks to replace, e.g. --depth 2"
+        )
     if not cfg.calibration:
-        raise EdgekitError("--depth needs calibration inputs to fit the replacement maps", "pass --calib data.npz (or 'digits', 'random')")
+        raise EdgekitError(
+            "--depth needs calibration inputs to fit the replacement maps",
+            "pass --calib data.npz (or 'digits', 'random')",
+        )
     model = prepare(model)
     fixed = batch_one(model)
     shapes = observed_shapes(fixed, onnx.shape_inference.infer_shapes(fixed))
     blocks = find_blocks(model, shapes)
     if len(blocks) < cfg.blocks:
-        raise EdgekitError(f"--depth {cfg.blocks}: the model has {len(blocks)} replaceable residual block(s)",
-                           "depth pruning replaces blocks with an identity shortcut (Add(x, f(x)) of the same shape)")
+        raise EdgekitError(
+            f"--depth {cfg.blocks}: the model has {len(blocks)} replaceable residual block(s)",
+            "depth pruning replaces blocks with an identity shortcut (Add(x, f(x)) of the same shape)",
+        )
     acts = _activations(model, sorted({b.entry for b in blocks} | {b.exit for b in blocks}), cfg.calibration)
     for b in blocks:
         x, y = _rows(acts[b.entry]), _rows(acts[b.exit])
@@ -153,15 +165,37 @@ def run(model: onnx.ModelProto, cfg: DepthConfig) -> tuple[onnx.ModelProto, Pass
         name = f"depth/{k}"
         rank4 = acts[b.entry][0].ndim == 4
         w = t.reshape(*t.shape, 1, 1) if rank4 else t.T
-        out.graph.initializer.extend([numpy_helper.from_array(w.astype(np.float32), f"{name}/T"), numpy_helper.from_array(bias.astype(np.float32), f"{name}/b")])
-        new = [helper.make_node("Conv", [b.entry, f"{name}/T", f"{name}/b"], [b.exit], name=f"{name}/conv", kernel_shape=[1, 1])] if rank4 else \
-            [helper.make_node("MatMul", [b.entry, f"{name}/T"], [f"{name}/mm"], name=f"{name}/matmul"),
-             helper.make_node("Add", [f"{name}/mm", f"{name}/b"], [b.exit], name=f"{name}/add")]
+        out.graph.initializer.extend(
+            [
+                numpy_helper.from_array(w.astype(np.float32), f"{name}/T"),
+                numpy_helper.from_array(bias.astype(np.float32), f"{name}/b"),
+            ]
+        )
+        new = (
+            [
+                helper.make_node(
+                    "Conv", [b.entry, f"{name}/T", f"{name}/b"], [b.exit], name=f"{name}/conv", kernel_shape=[1, 1]
+                )
+            ]
+            if rank4
+            else [
+                helper.make_node("MatMul", [b.entry, f"{name}/T"], [f"{name}/mm"], name=f"{name}/matmul"),
+                helper.make_node("Add", [f"{name}/mm", f"{name}/b"], [b.exit], name=f"{name}/add"),
+            ]
+        )
         inserted[max(b.nodes)] = new
         removed |= set(b.nodes)
         weights = sum(inits[i].nbytes for m in b.nodes for i in nodes[m].input if i in inits)
-        report.layers.append(LayerReport(f"{b.entry} -> {b.exit}", "block", None, weights, w.nbytes + bias.astype(np.float32).nbytes,
-                                         note=f"{len(b.nodes)} nodes, cosine distance {b.score:.3f}, fit residual {residual:.3f}"))
+        report.layers.append(
+            LayerReport(
+                f"{b.entry} -> {b.exit}",
+                "block",
+                None,
+                weights,
+                w.nbytes + bias.astype(np.float32).nbytes,
+                note=f"{len(b.nodes)} nodes, cosine distance {b.score:.3f}, fit residual {residual:.3f}",
+            )
+        )
     kept = []
     for i, n in enumerate(nodes):
         if i in inserted:
@@ -176,7 +210,9 @@ def run(model: onnx.ModelProto, cfg: DepthConfig) -> tuple[onnx.ModelProto, Pass
     out.graph.initializer.extend(live)
     del out.graph.value_info[:]
     onnx.checker.check_model(out)
-    report.extra["candidates"] = [{"entry": b.entry, "exit": b.exit, "cosine_distance": b.score} for b in sorted(blocks, key=lambda b: b.score)]
+    report.extra["candidates"] = [
+        {"entry": b.entry, "exit": b.exit, "cosine_distance": b.score} for b in sorted(blocks, key=lambda b: b.score)
+    ]
     record_pass(out, f"depth{cfg.blocks}")
     report.size_after = out.ByteSize()
     return out, report

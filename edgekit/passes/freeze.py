@@ -7,6 +7,7 @@ Folding evaluates, with onnx.reference, only nodes downstream of a frozen input 
 weights and quantization subgraphs that do not depend on a frozen input are left as they are. Names inside an
 inlined branch are prefixed with the If node's name, so they cannot collide with the outer graph's.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,19 +31,33 @@ def parse_freeze(items: list[str] | None, model: onnx.ModelProto) -> dict[str, n
     for item in items or []:
         name, sep, text = item.partition("=")
         if not sep or not name or not text:
-            raise EdgekitError(f"bad --freeze '{item}'", "write NAME=VALUE: a number, a comma list or an .npy file, e.g. --freeze sr=16000")
+            raise EdgekitError(
+                f"bad --freeze '{item}'",
+                "write NAME=VALUE: a number, a comma list or an .npy file, e.g. --freeze sr=16000",
+            )
         if name not in inputs:
-            raise EdgekitError(f"--freeze {name}: the model has no input '{name}'", f"inputs: {', '.join(inputs) or '(none)'}")
+            raise EdgekitError(
+                f"--freeze {name}: the model has no input '{name}'", f"inputs: {', '.join(inputs) or '(none)'}"
+            )
         t = inputs[name].type.tensor_type
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)) if t.elem_type else np.dtype("float32")
         try:
-            value = load_arrays(Path(text))[""] if text.endswith(".npy") and Path(text).exists() else np.array([float(v) for v in text.split(",")])
+            value = (
+                load_arrays(Path(text))[""]
+                if text.endswith(".npy") and Path(text).exists()
+                else np.array([float(v) for v in text.split(",")])
+            )
         except ValueError:
-            raise EdgekitError(f"--freeze {name}: '{text}' is not a number, a comma list or an .npy file", "e.g. --freeze sr=16000") from None
+            raise EdgekitError(
+                f"--freeze {name}: '{text}' is not a number, a comma list or an .npy file", "e.g. --freeze sr=16000"
+            ) from None
         dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
         if None not in dims:
             if int(np.prod(dims, dtype=np.int64)) != value.size:
-                raise EdgekitError(f"--freeze {name}: {value.size} value(s) for an input of shape {dims}", f"give {int(np.prod(dims))} value(s)")
+                raise EdgekitError(
+                    f"--freeze {name}: {value.size} value(s) for an input of shape {dims}",
+                    f"give {int(np.prod(dims))} value(s)",
+                )
             value = value.reshape(dims)
         values[name] = value.astype(dtype)
     return values
@@ -53,7 +68,9 @@ def _evaluate(node: onnx.NodeProto, consts: dict[str, np.ndarray], opsets) -> li
     from onnx.reference import ReferenceEvaluator
 
     feeds = [numpy_helper.from_array(np.asarray(consts[i]), i) for i in dict.fromkeys(node.input) if i]
-    graph = helper.make_graph([node], "fold", [], [helper.make_value_info(o, onnx.TypeProto()) for o in node.output], feeds)
+    graph = helper.make_graph(
+        [node], "fold", [], [helper.make_value_info(o, onnx.TypeProto()) for o in node.output], feeds
+    )
     try:
         return list(ReferenceEvaluator(helper.make_model(graph, opset_imports=opsets)).run(None, {}))
     except Exception:  # noqa: BLE001 - a node the reference cannot fold stays in the graph for the compiler
@@ -65,7 +82,11 @@ def _inline(node: onnx.NodeProto, branch: onnx.GraphProto) -> tuple[list[onnx.No
     prefix = f"{node.name or node.output[0]}/"
     nodes, inits, rename = copy_subgraph(branch, prefix)
     for out, branch_out in zip(node.output, branch.output):
-        nodes.append(helper.make_node("Identity", [rename.get(branch_out.name, branch_out.name)], [out], name=prefix + "out/" + out))
+        nodes.append(
+            helper.make_node(
+                "Identity", [rename.get(branch_out.name, branch_out.name)], [out], name=prefix + "out/" + out
+            )
+        )
     return nodes, inits
 
 
@@ -96,7 +117,12 @@ def freeze_inputs(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx
                     consts[node.output[0]] = value
                     constant_made.add(node.output[0])
             if node.op_type == "If" and node.input[0] in consts:
-                taken = next(a.g for a in node.attribute if a.name == ("then_branch" if bool(np.asarray(consts[node.input[0]]).ravel()[0]) else "else_branch"))
+                taken = next(
+                    a.g
+                    for a in node.attribute
+                    if a.name
+                    == ("then_branch" if bool(np.asarray(consts[node.input[0]]).ravel()[0]) else "else_branch")
+                )
                 branch_nodes, branch_inits = _inline(node, taken)
                 nodes.extend(branch_nodes)
                 g.initializer.extend(branch_inits)
@@ -106,7 +132,11 @@ def freeze_inputs(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx
             real_inputs = [i for i in node.input if i]
             from_frozen = any(i in derived for i in real_inputs)
             from_constants = bool(real_inputs) and all(i in constant_made for i in real_inputs)
-            foldable = node.op_type not in ("If", "Constant") and (from_frozen or from_constants) and all(i in consts for i in real_inputs)
+            foldable = (
+                node.op_type not in ("If", "Constant")
+                and (from_frozen or from_constants)
+                and all(i in consts for i in real_inputs)
+            )
             results = _evaluate(node, consts, out.opset_import) if foldable else None
             if results is not None and all(np.asarray(r).size <= MAX_FOLDED_ELEMENTS for r in results):
                 for name, value in zip(node.output, results):
@@ -121,7 +151,11 @@ def freeze_inputs(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     have = {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
     emitted = set(values) | folded
-    g.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items() if k in used and k not in have and k in emitted)
+    g.initializer.extend(
+        numpy_helper.from_array(np.asarray(v), k)
+        for k, v in consts.items()
+        if k in used and k not in have and k in emitted
+    )
     for o in g.output:  # an output that folded to a constant: an Identity of its initializer keeps it an output
         if o.name in consts and o.name in emitted and not any(o.name in n.output for n in g.node):
             g.initializer.append(numpy_helper.from_array(np.asarray(consts[o.name]), o.name + "/frozen"))

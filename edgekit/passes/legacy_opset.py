@@ -7,6 +7,7 @@ runs the original where it can, onnx.reference (which implements the old op vers
 on random inputs, against onnxruntime on the conversion. Two facts of the converter, measured: on an IR-3 model
 it fails ("Input w is undefined") unless the IR version is raised, and raised it converts per op exactly.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,7 +55,11 @@ def _outputs_of_original(model: onnx.ModelProto, feeds: dict) -> tuple[list | No
     try:
         return ort_session(model).run(None, feeds), ""
     except Exception as exc:  # noqa: BLE001 - no kernel for an old op version: try the reference implementation
-        ort_why = exc.message.removeprefix("onnxruntime cannot load the model: ") if isinstance(exc, EdgekitError) else ort_error_line(exc)
+        ort_why = (
+            exc.message.removeprefix("onnxruntime cannot load the model: ")
+            if isinstance(exc, EdgekitError)
+            else ort_error_line(exc)
+        )
     try:
         from onnx.reference import ReferenceEvaluator
 
@@ -103,27 +108,37 @@ def upgrade_legacy(model: onnx.ModelProto) -> onnx.ModelProto:
         converted = onnx.version_converter.convert_version(work, TARGET_OPSET)
         onnx.checker.check_model(converted)
     except Exception as exc:  # noqa: BLE001 - the converter's RuntimeErrors: one line naming what it could not adapt
-        raise EdgekitError(f"the model uses ONNX opset {current}, and onnx's version converter cannot upgrade it: "
-                           f"{message_line(exc)}", hint) from None
+        raise EdgekitError(
+            f"the model uses ONNX opset {current}, and onnx's version converter cannot upgrade it: {message_line(exc)}",
+            hint,
+        ) from None
     feeds = _random_feeds(model)
     want, why = _outputs_of_original(model, feeds)
     if want is None:
-        raise EdgekitError(f"the model uses ONNX opset {current}, and neither onnxruntime nor onnx.reference runs it, so "
-                           f"edgekit cannot check its conversion to a newer opset ({why})", hint)
-    from edgekit.onnxtools import ort_session
-
+        raise EdgekitError(
+            f"the model uses ONNX opset {current}, and neither onnxruntime nor onnx.reference runs it, so "
+            f"edgekit cannot check its conversion to a newer opset ({why})",
+            hint,
+        )
     from edgekit.comparison import compare_outputs
+    from edgekit.onnxtools import ort_session
 
     names = [o.name for o in model.graph.output]
     try:
         got = ort_session(converted).run(None, feeds)
     except Exception as exc:  # noqa: BLE001 - onnxruntime refuses the converted graph: the converter got it wrong
-        raise EdgekitError(f"the model uses ONNX opset {current}, and onnxruntime cannot run onnx's conversion of it "
-                           f"({message_line(exc, 200)})", hint) from None
+        raise EdgekitError(
+            f"the model uses ONNX opset {current}, and onnxruntime cannot run onnx's conversion of it "
+            f"({message_line(exc, 200)})",
+            hint,
+        ) from None
     check = compare_outputs(dict(zip(names, want)), dict(zip(names, got)), atol=TOLERANCE, rtol=TOLERANCE)
     for out in check.outputs:
         if not out.ok:
-            raise EdgekitError(f"the model uses ONNX opset {current}, and onnx's version converter changes its output "
-                               f"'{out.name}' (error {out.max_abs:.2g} at scale {out.scale:.2g})", hint)
+            raise EdgekitError(
+                f"the model uses ONNX opset {current}, and onnx's version converter changes its output "
+                f"'{out.name}' (error {out.max_abs:.2g} at scale {out.scale:.2g})",
+                hint,
+            )
     converted.metadata_props.append(onnx.StringStringEntryProto(key=UPGRADED_KEY, value=str(current)))
     return converted

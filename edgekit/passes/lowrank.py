@@ -9,6 +9,7 @@ Strides and pads of a 1×1 conv go to the first factor; the bias to the second.
 References:
     Denton et al., "Exploiting Linear Structure Within Convolutional Networks for Efficient Evaluation", NeurIPS 2014.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -33,7 +34,9 @@ class LowRankConfig:
 
 def check_config(cfg: LowRankConfig) -> None:
     if (cfg.rank is None) == (cfg.energy is None):
-        raise EdgekitError("give one of --rank R or --rank-energy E", "e.g. --rank-energy 0.9 (keep 90% of each layer's Σσ²)")
+        raise EdgekitError(
+            "give one of --rank R or --rank-energy E", "e.g. --rank-energy 0.9 (keep 90% of each layer's Σσ²)"
+        )
     if cfg.rank is not None and cfg.rank < 1:
         raise EdgekitError(f"--rank {cfg.rank} must be >= 1", "e.g. --rank 16")
     if cfg.energy is not None and not 0.0 < cfg.energy <= 1.0:
@@ -51,17 +54,22 @@ def factor(w2d: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, float]:
     """(B [O, r], A [r, K], kept energy) of w2d [O, K]."""
     u, s, vt = np.linalg.svd(w2d.astype(np.float64), full_matrices=False)
     root = np.sqrt(s[:r])
-    kept = float((s[:r] ** 2).sum() / max((s ** 2).sum(), 1e-30))
+    kept = float((s[:r] ** 2).sum() / max((s**2).sum(), 1e-30))
     return (u[:, :r] * root).astype(w2d.dtype), (root[:, None] * vt[:r]).astype(w2d.dtype), kept
 
 
 def _candidates(model: onnx.ModelProto) -> list[WeightLayer]:
     """The layers this pass can split: 1x1 convs without groups or dilation, Gemm without transA, 2-D MatMul."""
+
     def splittable(l: WeightLayer) -> bool:
         node, w = l.node, l.weight
         if node.op_type == "Conv":
-            return (w.ndim == 4 and w.shape[2:] == (1, 1) and attr(node, "group", 1) == 1
-                    and list(attr(node, "dilations", [1, 1])) == [1, 1])
+            return (
+                w.ndim == 4
+                and w.shape[2:] == (1, 1)
+                and attr(node, "group", 1) == 1
+                and list(attr(node, "dilations", [1, 1])) == [1, 1]
+            )
         return w.ndim == 2 and not (node.op_type == "Gemm" and attr(node, "transA", 0))
 
     return [l for l in weight_layers(model, float_only=False) if splittable(l)]
@@ -71,25 +79,60 @@ def _replacement(node: onnx.NodeProto, b: np.ndarray, a: np.ndarray, inits: list
     name, hidden = node.name or node.output[0], f"{node.output[0]}.lowrank"
     a_name, b_name = f"{name}.lowrank.A", f"{name}.lowrank.B"
     if node.op_type == "Conv":
-        inits += [numpy_helper.from_array(a[:, :, None, None], a_name), numpy_helper.from_array(b[:, :, None, None], b_name)]
-        first_attrs = {x.name: helper.get_attribute_value(x) for x in node.attribute if x.name in ("strides", "pads", "auto_pad")}
-        return [helper.make_node("Conv", [node.input[0], a_name], [hidden], name=f"{name}/lowrank_a", kernel_shape=[1, 1], **first_attrs),
-                helper.make_node("Conv", [hidden, b_name, *node.input[2:]], list(node.output), name=f"{name}/lowrank_b", kernel_shape=[1, 1])]
+        inits += [
+            numpy_helper.from_array(a[:, :, None, None], a_name),
+            numpy_helper.from_array(b[:, :, None, None], b_name),
+        ]
+        first_attrs = {
+            x.name: helper.get_attribute_value(x) for x in node.attribute if x.name in ("strides", "pads", "auto_pad")
+        }
+        return [
+            helper.make_node(
+                "Conv", [node.input[0], a_name], [hidden], name=f"{name}/lowrank_a", kernel_shape=[1, 1], **first_attrs
+            ),
+            helper.make_node(
+                "Conv",
+                [hidden, b_name, *node.input[2:]],
+                list(node.output),
+                name=f"{name}/lowrank_b",
+                kernel_shape=[1, 1],
+            ),
+        ]
     if node.op_type == "Gemm":
         inits += [numpy_helper.from_array(a, a_name), numpy_helper.from_array(b, b_name)]
         alpha, beta = attr(node, "alpha", 1.0), attr(node, "beta", 1.0)
-        return [helper.make_node("Gemm", [node.input[0], a_name], [hidden], name=f"{name}/lowrank_a", transB=1),
-                helper.make_node("Gemm", [hidden, b_name, *node.input[2:]], list(node.output), name=f"{name}/lowrank_b", transB=1, alpha=alpha, beta=beta)]
-    inits += [numpy_helper.from_array(np.ascontiguousarray(a.T), a_name), numpy_helper.from_array(np.ascontiguousarray(b.T), b_name)]
-    return [helper.make_node("MatMul", [node.input[0], a_name], [hidden], name=f"{name}/lowrank_a"),
-            helper.make_node("MatMul", [hidden, b_name], list(node.output), name=f"{name}/lowrank_b")]
+        return [
+            helper.make_node("Gemm", [node.input[0], a_name], [hidden], name=f"{name}/lowrank_a", transB=1),
+            helper.make_node(
+                "Gemm",
+                [hidden, b_name, *node.input[2:]],
+                list(node.output),
+                name=f"{name}/lowrank_b",
+                transB=1,
+                alpha=alpha,
+                beta=beta,
+            ),
+        ]
+    inits += [
+        numpy_helper.from_array(np.ascontiguousarray(a.T), a_name),
+        numpy_helper.from_array(np.ascontiguousarray(b.T), b_name),
+    ]
+    return [
+        helper.make_node("MatMul", [node.input[0], a_name], [hidden], name=f"{name}/lowrank_a"),
+        helper.make_node("MatMul", [hidden, b_name], list(node.output), name=f"{name}/lowrank_b"),
+    ]
 
 
 def run(model: onnx.ModelProto, cfg: LowRankConfig) -> tuple[onnx.ModelProto, PassReport]:
     check_config(cfg)
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    report = PassReport("lowrank", model.ByteSize(), 0, extra={"mode": f"low-rank ({'rank ' + str(cfg.rank) if cfg.rank else f'energy {cfg.energy:g}'})"})
+    report = PassReport(
+        "lowrank",
+        model.ByteSize(),
+        0,
+        extra={"mode": f"low-rank ({'rank ' + str(cfg.rank) if cfg.rank else f'energy {cfg.energy:g}'})"},
+    )
     new_inits: list[onnx.TensorProto] = []
     replaced: dict[int, list[onnx.NodeProto]] = {}
     for layer in _candidates(out):
@@ -100,13 +143,34 @@ def run(model: onnx.ModelProto, cfg: LowRankConfig) -> tuple[onnx.ModelProto, Pa
             continue
         r = choose_rank(np.linalg.svd(w2d.astype(np.float64), compute_uv=False), cfg)
         if r * (o + k) >= o * k:
-            report.layers.append(LayerReport(label, node.op_type, None, w2d.nbytes, w2d.nbytes, note=f"rank {r} of {min(o, k)} would not shrink it: kept"))
+            report.layers.append(
+                LayerReport(
+                    label,
+                    node.op_type,
+                    None,
+                    w2d.nbytes,
+                    w2d.nbytes,
+                    note=f"rank {r} of {min(o, k)} would not shrink it: kept",
+                )
+            )
             continue
         b, a, kept = factor(w2d, r)
         replaced[index] = _replacement(node, b, a, new_inits)
-        report.layers.append(LayerReport(label, node.op_type, None, w2d.nbytes, a.nbytes + b.nbytes, note=f"rank {r} of {min(o, k)}, energy {kept:.3f}"))
+        report.layers.append(
+            LayerReport(
+                label,
+                node.op_type,
+                None,
+                w2d.nbytes,
+                a.nbytes + b.nbytes,
+                note=f"rank {r} of {min(o, k)}, energy {kept:.3f}",
+            )
+        )
     if not replaced:
-        raise EdgekitError("no layer gets smaller at this rank", "lower --rank / --rank-energy, or the model has no Gemm/MatMul/1×1 Conv to factorize")
+        raise EdgekitError(
+            "no layer gets smaller at this rank",
+            "lower --rank / --rank-energy, or the model has no Gemm/MatMul/1×1 Conv to factorize",
+        )
     nodes = [n for i, old in enumerate(out.graph.node) for n in replaced.get(i, [old])]
     del out.graph.node[:]
     out.graph.node.extend(nodes)
@@ -125,5 +189,10 @@ def _configure(ctx: MethodContext) -> LowRankConfig:
     return LowRankConfig(rank=ctx.opts.rank, energy=ctx.opts.rank_energy, skip=ctx.opts.prune_skip)
 
 
-METHOD = CompressionMethod("lowrank", wanted=lambda opts: opts.factorizes, configure=_configure, run=run,
-                           check=lambda opts: check_config(LowRankConfig(rank=opts.rank, energy=opts.rank_energy)))
+METHOD = CompressionMethod(
+    "lowrank",
+    wanted=lambda opts: opts.factorizes,
+    configure=_configure,
+    run=run,
+    check=lambda opts: check_config(LowRankConfig(rank=opts.rank, energy=opts.rank_energy)),
+)

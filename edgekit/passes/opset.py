@@ -1,6 +1,7 @@
 """Opset housekeeping shared by the passes: upgrade a model to the opset a pass emits (onnx's version converter,
 so ops whose signature changed, e.g. ReduceMean's axes or Split's sizes, are rewritten, not just relabelled), and
 drop opset imports no node uses (onnxruntime's pre-processing leaves ai.onnx.training, com.microsoft.nchwc, ...)."""
+
 from __future__ import annotations
 
 import onnx
@@ -24,8 +25,10 @@ def upgrade(model: onnx.ModelProto, minimum: int, notes: list[str] | None = None
         converted = onnx.version_converter.convert_version(model, minimum)
     except Exception as exc:  # noqa: BLE001 - onnx's converter raises plain RuntimeErrors on ops it cannot adapt
         first = message_line(exc, 200, first=True)
-        raise EdgekitError(f"the pass needs opset {minimum}, and onnx could not convert the model from opset {current}: {first}",
-                           f"re-export the model at opset {minimum} or later") from None
+        raise EdgekitError(
+            f"the pass needs opset {minimum}, and onnx could not convert the model from opset {current}: {first}",
+            f"re-export the model at opset {minimum} or later",
+        ) from None
     if notes is not None:
         notes.append(f"opset {current} -> {minimum} (onnx version converter)")
     return converted

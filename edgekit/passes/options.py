@@ -1,5 +1,6 @@
 """What `edgekit compress` was asked to do: one flat set of the command's options, which each compression
 method's `configure` (passes/<method>.py, listed by compress.methods()) turns into that pass's own config."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

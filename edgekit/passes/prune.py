@@ -15,6 +15,7 @@ References:
     Mishra et al., "Accelerating Sparse Deep Neural Networks", 2021 (2:4 along the reduction axis).
     Chen et al., "Sparsity May Cry: ... essential sparsity", ICLR 2023 (the one-shot sweep and its knee).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -27,8 +28,8 @@ from onnx import numpy_helper
 
 from edgekit.errors import EdgekitError
 from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, opset, record_pass, sparse_format
-from edgekit.passes.weights import weight_layers
 from edgekit.passes.structured import check_ratio
+from edgekit.passes.weights import weight_layers
 
 SCOPES = ("layer", "global")
 
@@ -96,14 +97,22 @@ def magnitude_masks(weights: dict[str, np.ndarray], ratio: float, scope: str) ->
 
 def _depthwise(node: onnx.NodeProto, w: np.ndarray) -> bool:
     """A grouped conv with one input channel per group: its blocks would cut whole filters, not share an input."""
-    return node.op_type == "Conv" and w.ndim > 2 and w.shape[1] == 1 and any(a.name == "group" and a.i > 1 for a in node.attribute)
+    return (
+        node.op_type == "Conv"
+        and w.ndim > 2
+        and w.shape[1] == 1
+        and any(a.name == "group" and a.i > 1 for a in node.attribute)
+    )
 
 
 def block_masks(layers, weights: dict[str, np.ndarray], ratio: float, scope: str, block: int) -> dict[str, np.ndarray]:
     """Magnitude masks over 1 x `block` blocks along each layer's output axis (layers whose output channels `block`
     does not divide are left out: dense)."""
-    axes = {l.init_name: l.axis for l in layers if l.init_name in weights and l.weight.shape[l.axis] % block == 0
-            and not _depthwise(l.node, l.weight)}
+    axes = {
+        l.init_name: l.axis
+        for l in layers
+        if l.init_name in weights and l.weight.shape[l.axis] % block == 0 and not _depthwise(l.node, l.weight)
+    }
     scores = {}
     for name, axis in axes.items():
         moved = np.moveaxis(weights[name], axis, 0)
@@ -124,7 +133,9 @@ def sparsify(model: onnx.ModelProto, cfg: PruneConfig) -> tuple[dict[str, np.nda
     skip = [named.get(k, k) for k in cfg.skip]  # "first" / "last" as in --keep
     layers = [l for l in every if not any(fnmatch.fnmatch(l.node.name, k) for k in skip)]
     if not layers:
-        raise EdgekitError("the model has no Conv/Gemm/MatMul layer with float weights to prune", "pruning needs weight layers")
+        raise EdgekitError(
+            "the model has no Conv/Gemm/MatMul layer with float weights to prune", "pruning needs weight layers"
+        )
     report = PassReport("prune", model.ByteSize(), 0)
     shared = {l.init_name for l in layers if sum(x.init_name == l.init_name for x in layers) > 1}
     weights = {l.init_name: l.weight for l in layers if l.init_name not in shared}
@@ -136,14 +147,18 @@ def sparsify(model: onnx.ModelProto, cfg: PruneConfig) -> tuple[dict[str, np.nda
             if l.init_name in weights and l.weight.shape[axis] % m == 0:
                 masks[l.init_name] = nm_mask(l.weight, n, m, axis)
         if not masks:
-            raise EdgekitError(f"--nm {n}:{m}: no layer has a number of input channels that {m} divides",
-                               "choose M dividing the channel counts (e.g. 2:4 on multiples of 4)")
+            raise EdgekitError(
+                f"--nm {n}:{m}: no layer has a number of input channels that {m} divides",
+                "choose M dividing the channel counts (e.g. 2:4 on multiples of 4)",
+            )
         report.extra["mode"] = f"{n}:{m} sparsity"
     elif cfg.block > 1:
         masks = block_masks(layers, weights, cfg.ratio, cfg.scope, cfg.block)
         if not masks:
-            raise EdgekitError(f"--prune-block {cfg.block}: no layer has a number of output channels that {cfg.block} divides",
-                               "choose a block dividing the channel counts (8 for the TVM sparse kernels)")
+            raise EdgekitError(
+                f"--prune-block {cfg.block}: no layer has a number of output channels that {cfg.block} divides",
+                "choose a block dividing the channel counts (8 for the TVM sparse kernels)",
+            )
         report.extra["mode"] = f"1x{cfg.block} blocks {cfg.ratio:.0%} ({cfg.scope})"
     else:
         masks = magnitude_masks(weights, cfg.ratio, cfg.scope)
@@ -151,14 +166,29 @@ def sparsify(model: onnx.ModelProto, cfg: PruneConfig) -> tuple[dict[str, np.nda
     pruned = {name: np.where(mask, weights[name], 0).astype(weights[name].dtype) for name, mask in masks.items()}
     for l in layers:
         w = pruned.get(l.init_name)
-        undivided = f"depthwise, or output channels not divisible by {cfg.block}: dense" if cfg.block > 1 and not cfg.nm else "input channels not divisible by M: dense"
+        undivided = (
+            f"depthwise, or output channels not divisible by {cfg.block}: dense"
+            if cfg.block > 1 and not cfg.nm
+            else "input channels not divisible by M: dense"
+        )
         note = "shared weight: left dense" if l.init_name in shared else (undivided if w is None else "")
         sparsity = 0.0 if w is None else 1.0 - np.count_nonzero(w) / w.size
-        report.layers.append(LayerReport(l.node.name, l.node.op_type, None, l.weight.nbytes, l.weight.nbytes, note=note or f"{sparsity:.1%} zeros"))
+        report.layers.append(
+            LayerReport(
+                l.node.name,
+                l.node.op_type,
+                None,
+                l.weight.nbytes,
+                l.weight.nbytes,
+                note=note or f"{sparsity:.1%} zeros",
+            )
+        )
     return pruned, report
 
 
-def store(model: onnx.ModelProto, pruned: dict[str, np.ndarray], storage: str) -> tuple[onnx.ModelProto, dict[str, int]]:
+def store(
+    model: onnx.ModelProto, pruned: dict[str, np.ndarray], storage: str
+) -> tuple[onnx.ModelProto, dict[str, int]]:
     """A copy of the model with the pruned weights written in `storage`; bytes each weight takes on disk."""
     if storage not in sparse_format.FORMATS:
         raise EdgekitError(f"unknown sparse storage '{storage}'", f"choose from {', '.join(sparse_format.FORMATS)}")
@@ -198,7 +228,9 @@ def run(model: onnx.ModelProto, cfg: PruneConfig) -> tuple[onnx.ModelProto, Pass
     report.extra["storage"] = cfg.storage
     if cfg.nm:
         n, m = cfg.nm
-        report.extra["nm_checked"] = all(obeys_nm(pruned[l.init_name], n, m, l.in_axis) for l in layers if l.init_name in pruned)
+        report.extra["nm_checked"] = all(
+            obeys_nm(pruned[l.init_name], n, m, l.in_axis) for l in layers if l.init_name in pruned
+        )
     record_pass(out, f"prune{cfg.nm[0]}:{cfg.nm[1]}" if cfg.nm else f"prune{cfg.ratio:g}")
     report.size_after = out.ByteSize()
     if cfg.sweep is not None:
@@ -206,8 +238,13 @@ def run(model: onnx.ModelProto, cfg: PruneConfig) -> tuple[onnx.ModelProto, Pass
     return out, report
 
 
-def sweep(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], levels: list[float], scope: str = "layer",
-          evaluate=None) -> dict:
+def sweep(
+    model: onnx.ModelProto,
+    samples: list[dict[str, np.ndarray]],
+    levels: list[float],
+    scope: str = "layer",
+    evaluate=None,
+) -> dict:
     """One-shot magnitude pruning at each level: output error vs the dense model (and `evaluate(model)` accuracy),
     with the knee: the level after which quality starts to drop fast (Kneedle: the point farthest above the chord)."""
     from edgekit.onnxtools import ort_session
@@ -227,7 +264,11 @@ def sweep(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], levels: 
         if evaluate is not None:
             row["accuracy"] = evaluate(dense)
         rows.append(row)
-    quality = [r["rel_output_error"] for r in rows] if evaluate is None else [rows[0]["accuracy"] - r["accuracy"] for r in rows]
+    quality = (
+        [r["rel_output_error"] for r in rows]
+        if evaluate is None
+        else [rows[0]["accuracy"] - r["accuracy"] for r in rows]
+    )
     return {"levels": rows, "knee": knee(levels, quality), "knee_on": "accuracy drop" if evaluate else "output error"}
 
 
@@ -245,9 +286,17 @@ def _configure(ctx: MethodContext) -> PruneConfig:
     # quantization after pruning reads float initializers, not a decode subgraph: the zeros stay dense then
     storage = "dense" if o.bits else o.sparse_format
     swept = SweepConfig(ctx.calibration(8, "random"), accuracy=ctx.accuracy) if o.sweep else None
-    return PruneConfig(ratio=o.prune or 0.0, nm=parse_nm(o.nm) if o.nm else None, scope=o.prune_scope, storage=storage,
-                       skip=o.prune_skip, block=o.prune_block, sweep=swept)
+    return PruneConfig(
+        ratio=o.prune or 0.0,
+        nm=parse_nm(o.nm) if o.nm else None,
+        scope=o.prune_scope,
+        storage=storage,
+        skip=o.prune_skip,
+        block=o.prune_block,
+        sweep=swept,
+    )
 
 
-METHOD = CompressionMethod("prune", wanted=lambda opts: opts.prunes and not opts.structured, configure=_configure,
-                           run=run)
+METHOD = CompressionMethod(
+    "prune", wanted=lambda opts: opts.prunes and not opts.structured, configure=_configure, run=run
+)

@@ -6,6 +6,7 @@ int4/int2 is edgekit's own, because ORT's tools have no per-layer int2 and no MS
 weights become INT4/INT2 initializers behind a DequantizeLinear (opset 21 for int4, 25 for int2),
 per output channel or blocked along the reduction axis (`block_size`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,16 @@ from edgekit.errors import EdgekitError
 from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, opset, passes_applied, record_pass
 from edgekit.passes.weights import WeightLayer, weight_layers
 
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
-                 "DynamicQuantizeLinear", "QGemm"}
+QUANTIZED_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeLinear",
+    "QGemm",
+}
 SUPPORTED_BITS = (1, 2, 4, 8)
 _ML_DTYPE = {8: np.int8, 4: ml_dtypes.int4, 2: ml_dtypes.int2}
 _OPSET_FOR_BITS = {8: 21, 4: 21, 2: 25}  # DequantizeLinear with blocks: 21; INT2: 25
@@ -72,8 +81,10 @@ def check_not_quantized(model: onnx.ModelProto) -> None:
         what = f"node '{done[0].name}' is {done[0].op_type}" if done else f"passes already applied: {', '.join(lossy)}"
         raise EdgekitError(f"the model is already quantized ({what})", "compress the fp32 model instead")
     if model.graph.sparse_initializer or any(n.name.startswith("sparse/") for n in model.graph.node):
-        raise EdgekitError("the model stores pruned weights sparsely, which quantization cannot read",
-                           "prune and quantize in one command: compress FP32.onnx --prune R --bits 8 ...")
+        raise EdgekitError(
+            "the model stores pruned weights sparsely, which quantization cannot read",
+            "prune and quantize in one command: compress FP32.onnx --prune R --bits 8 ...",
+        )
 
 
 def resolve_bits(layers: list[WeightLayer], cfg: QuantizeConfig) -> dict[str, int]:
@@ -83,7 +94,11 @@ def resolve_bits(layers: list[WeightLayer], cfg: QuantizeConfig) -> dict[str, in
     for i, layer in enumerate(layers):
         name = layer.node.name
         bits = cfg.bits
-        if ("first" in keep and i == 0) or ("last" in keep and i == len(layers) - 1) or any(fnmatch.fnmatch(name, k) for k in keep):
+        if (
+            ("first" in keep and i == 0)
+            or ("last" in keep and i == len(layers) - 1)
+            or any(fnmatch.fnmatch(name, k) for k in keep)
+        ):
             bits = 8
         for pattern, pattern_bits in cfg.layer_bits.items():
             if fnmatch.fnmatch(name, pattern):
@@ -135,7 +150,13 @@ def _restore(q: np.ndarray, w: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(q.reshape(moved_shape), 0, axis)
 
 
-def _weight_only(model: onnx.ModelProto, layers: list[WeightLayer], bits_by_layer: dict[str, int], block_size: int, report: PassReport) -> None:
+def _weight_only(
+    model: onnx.ModelProto,
+    layers: list[WeightLayer],
+    bits_by_layer: dict[str, int],
+    block_size: int,
+    report: PassReport,
+) -> None:
     """Replace each float weight with INTn initializer -> DequantizeLinear (in place on `model`, a copy)."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
@@ -159,9 +180,24 @@ def _weight_only(model: onnx.ModelProto, layers: list[WeightLayer], bits_by_laye
             scale_arr = scale.reshape(-1)
             dq_attrs = {"axis": axis}
         graph.initializer.extend([q_init, numpy_helper.from_array(scale_arr, f"{base}.scale")])
-        new_nodes.append(helper.make_node("DequantizeLinear", [q_init.name, f"{base}.scale"], [base], name=f"quantize/{layer.node.name}/dq", **dq_attrs))
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [q_init.name, f"{base}.scale"],
+                [base],
+                name=f"quantize/{layer.node.name}/dq",
+                **dq_attrs,
+            )
+        )
         report.layers.append(
-            LayerReport(layer.node.name, layer.node.op_type, bits, w.nbytes, (q_arr.size * bits + 7) // 8 + scale_arr.nbytes, sqnr_db(w, w_hat))
+            LayerReport(
+                layer.node.name,
+                layer.node.op_type,
+                bits,
+                w.nbytes,
+                (q_arr.size * bits + 7) // 8 + scale_arr.nbytes,
+                sqnr_db(w, w_hat),
+            )
         )
     # DQ nodes produce the old weight names, so consumers are untouched; put them first to keep topological order
     nodes = list(graph.node)
@@ -190,8 +226,10 @@ def _quantizer_errors():
         interrupts.check()
         from edgekit.onnxtools import ort_error_line
 
-        raise EdgekitError(f"onnxruntime's int8 quantizer failed on the model: {ort_error_line(exc)}",
-                           "the model must run in onnxruntime with float inputs; check it with `edgekit validate` first") from None
+        raise EdgekitError(
+            f"onnxruntime's int8 quantizer failed on the model: {ort_error_line(exc)}",
+            "the model must run in onnxruntime with float inputs; check it with `edgekit validate` first",
+        ) from None
 
 
 def _int8_sqnr(layer: WeightLayer, q: np.ndarray, scale: np.ndarray) -> float | None:
@@ -213,7 +251,13 @@ def _reduce_range(cfg: QuantizeConfig) -> bool:
     return needs_reduce_range(TargetCaps.host())
 
 
-def _ort_int8(model: onnx.ModelProto, layers: list[WeightLayer], bits_by_layer: dict[str, int], cfg: QuantizeConfig, report: PassReport) -> onnx.ModelProto:
+def _ort_int8(
+    model: onnx.ModelProto,
+    layers: list[WeightLayer],
+    bits_by_layer: dict[str, int],
+    cfg: QuantizeConfig,
+    report: PassReport,
+) -> onnx.ModelProto:
     from onnxruntime import quantization as q
 
     exclude = [name for name, b in bits_by_layer.items() if b > 8]
@@ -226,26 +270,65 @@ def _ort_int8(model: onnx.ModelProto, layers: list[WeightLayer], bits_by_layer: 
         onnx.save(model, src)
         q.quant_pre_process(str(src), str(pre), skip_optimization=False, skip_symbolic_shape=True)
         if cfg.dynamic:
-            q.quantize_dynamic(str(pre), str(dst), per_channel=cfg.per_channel, reduce_range=reduce_range,
-                               weight_type=q.QuantType.QInt8, nodes_to_exclude=exclude)
+            q.quantize_dynamic(
+                str(pre),
+                str(dst),
+                per_channel=cfg.per_channel,
+                reduce_range=reduce_range,
+                weight_type=q.QuantType.QInt8,
+                nodes_to_exclude=exclude,
+            )
         else:
             if not cfg.calibration:
-                raise EdgekitError("int8 static quantization needs calibration data", "pass --calib data.npz (or --calib digits), or use --dynamic")
-            method = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile, "entropy": q.CalibrationMethod.Entropy}
+                raise EdgekitError(
+                    "int8 static quantization needs calibration data",
+                    "pass --calib data.npz (or --calib digits), or use --dynamic",
+                )
+            method = {
+                "minmax": q.CalibrationMethod.MinMax,
+                "percentile": q.CalibrationMethod.Percentile,
+                "entropy": q.CalibrationMethod.Entropy,
+            }
             q.quantize_static(
-                str(pre), str(dst), _Reader(cfg.calibration), quant_format=q.QuantFormat.QDQ, per_channel=cfg.per_channel, reduce_range=reduce_range,
-                activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8, calibrate_method=method[cfg.method],
-                nodes_to_exclude=exclude, extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                str(pre),
+                str(dst),
+                _Reader(cfg.calibration),
+                quant_format=q.QuantFormat.QDQ,
+                per_channel=cfg.per_channel,
+                reduce_range=reduce_range,
+                activation_type=q.QuantType.QUInt8,
+                weight_type=q.QuantType.QInt8,
+                calibrate_method=method[cfg.method],
+                nodes_to_exclude=exclude,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
         out = onnx.load(str(dst))
     inits = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
     for layer in layers:
         qname, sname = f"{layer.init_name}_quantized", f"{layer.init_name}_scale"
         if qname not in inits:
-            report.layers.append(LayerReport(layer.node.name, layer.node.op_type, None, layer.weight.nbytes, layer.weight.nbytes, None, "kept float"))
+            report.layers.append(
+                LayerReport(
+                    layer.node.name,
+                    layer.node.op_type,
+                    None,
+                    layer.weight.nbytes,
+                    layer.weight.nbytes,
+                    None,
+                    "kept float",
+                )
+            )
             continue
-        report.layers.append(LayerReport(layer.node.name, layer.node.op_type, 8, layer.weight.nbytes, inits[qname].nbytes + inits[sname].nbytes,
-                                         _int8_sqnr(layer, inits[qname], inits[sname])))
+        report.layers.append(
+            LayerReport(
+                layer.node.name,
+                layer.node.op_type,
+                8,
+                layer.weight.nbytes,
+                inits[qname].nbytes + inits[sname].nbytes,
+                _int8_sqnr(layer, inits[qname], inits[sname]),
+            )
+        )
     return out
 
 
@@ -254,11 +337,16 @@ def run(model: onnx.ModelProto, cfg: QuantizeConfig) -> tuple[onnx.ModelProto, P
     if cfg.bits == 1:
         raise EdgekitError("1-bit is binarization, not quantization", "use edgekit.passes.binarize (compress --bits 1)")
     if cfg.method not in CALIBRATION_METHODS:
-        raise EdgekitError(f"unknown calibration method '{cfg.method}'", f"choose from {', '.join(CALIBRATION_METHODS)}")
+        raise EdgekitError(
+            f"unknown calibration method '{cfg.method}'", f"choose from {', '.join(CALIBRATION_METHODS)}"
+        )
     check_not_quantized(model)
     layers = weight_layers(model)
     if not layers:
-        raise EdgekitError("the model has no Conv/Gemm/MatMul layer with float weights to quantize", "quantization needs weight layers; compile the model as fp32")
+        raise EdgekitError(
+            "the model has no Conv/Gemm/MatMul layer with float weights to quantize",
+            "quantization needs weight layers; compile the model as fp32",
+        )
     bits_by_layer = resolve_bits(layers, cfg)
     report = PassReport("quantize", model.ByteSize(), 0, extra={"bits": cfg.bits, "mode": ""})
     notes: list[str] = []
@@ -272,14 +360,18 @@ def run(model: onnx.ModelProto, cfg: QuantizeConfig) -> tuple[onnx.ModelProto, P
         out.metadata_props.add(key=INT8_FORMAT_KEY, value=fmt)
         report.extra["int8_format"] = fmt
         weights = "7-bit weights, reduce_range" if fmt == "u8s7" else "full-range weights"
-        report.extra["mode"] = ("int8 dynamic" if cfg.dynamic else f"int8 static QDQ U8S8 ({cfg.method})") + f", {weights}"
+        report.extra["mode"] = (
+            "int8 dynamic" if cfg.dynamic else f"int8 static QDQ U8S8 ({cfg.method})"
+        ) + f", {weights}"
     else:
         # INT4 / INT2 initializers need opset 21 / 25: convert the model's other ops too, not only the label
         upgraded = opset.upgrade(model, max(_OPSET_FOR_BITS[b] for b in bits_by_layer.values()), notes)
         out = onnx.ModelProto()
         out.CopyFrom(upgraded)
         _weight_only(out, weight_layers(out), bits_by_layer, cfg.block_size, report)
-        report.extra["mode"] = f"weight-only int{cfg.bits}" + (f" blocks of {cfg.block_size}" if cfg.block_size else " per-channel")
+        report.extra["mode"] = f"weight-only int{cfg.bits}" + (
+            f" blocks of {cfg.block_size}" if cfg.block_size else " per-channel"
+        )
     opset.keep_used_imports(out)
     if notes:
         report.extra["opset"] = "; ".join(notes)
@@ -300,11 +392,23 @@ def reduce_range_for(target: str | None) -> bool:
 def _configure(ctx: MethodContext) -> QuantizeConfig:
     o = ctx.opts
     static_int8 = o.bits == 8 and not o.dynamic and not o.weight_only
-    return QuantizeConfig(bits=o.bits, weight_only=o.weight_only, dynamic=o.dynamic, method=o.method,
-                          block_size=o.block_size, keep=o.keep, layer_bits=o.layer_bits or {},
-                          calibration=ctx.calibration(o.calib_samples) if static_int8 else None,
-                          reduce_range=reduce_range_for(o.target))
+    return QuantizeConfig(
+        bits=o.bits,
+        weight_only=o.weight_only,
+        dynamic=o.dynamic,
+        method=o.method,
+        block_size=o.block_size,
+        keep=o.keep,
+        layer_bits=o.layer_bits or {},
+        calibration=ctx.calibration(o.calib_samples) if static_int8 else None,
+        reduce_range=reduce_range_for(o.target),
+    )
 
 
-METHOD = CompressionMethod("quantize", wanted=lambda opts: opts.bits not in (None, 1), configure=_configure, run=run,
-                           check=lambda opts: check_bits(opts.bits))
+METHOD = CompressionMethod(
+    "quantize",
+    wanted=lambda opts: opts.bits not in (None, 1),
+    configure=_configure,
+    run=run,
+    check=lambda opts: check_bits(opts.bits),
+)

@@ -14,6 +14,7 @@ onnxruntime densifies both when the session is created (sparse initializers are 
 decode subgraph is constant-folded), so latency and memory at run time are those of the dense model: the
 encoding shrinks the file, not the work. `densify` does the same before TVM imports the model.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,7 +71,9 @@ def encode_coo(graph: onnx.GraphProto, name: str, w: np.ndarray) -> None:
     flat = w.ravel()
     index = np.nonzero(flat)[0].astype(np.int64)
     values = numpy_helper.from_array(flat[index], name)
-    graph.sparse_initializer.append(helper.make_sparse_tensor(values, numpy_helper.from_array(index, name + ".indices"), list(w.shape)))
+    graph.sparse_initializer.append(
+        helper.make_sparse_tensor(values, numpy_helper.from_array(index, name + ".indices"), list(w.shape))
+    )
     _remove_initializer(graph, name)
 
 
@@ -98,7 +101,11 @@ def decode_mask(mask: np.ndarray, values: np.ndarray, shape: tuple[int, ...]) ->
 
 def densify(model: onnx.ModelProto) -> onnx.ModelProto:
     """Sparse initializers and mask-decode subgraphs -> plain dense initializers (a copy; the input unchanged)."""
-    decoded = [n for n in model.graph.node if n.name.startswith(PREFIX) and n.name.endswith("/reshape") and n.op_type == "Reshape"]
+    decoded = [
+        n
+        for n in model.graph.node
+        if n.name.startswith(PREFIX) and n.name.endswith("/reshape") and n.op_type == "Reshape"
+    ]
     if not decoded and not model.graph.sparse_initializer:
         return model
     out = onnx.ModelProto()
@@ -107,8 +114,11 @@ def densify(model: onnx.ModelProto) -> onnx.ModelProto:
     inits = {t.name: t for t in g.initializer}
     for node in decoded:
         p = node.name[: -len("reshape")]
-        dense = decode_mask(numpy_helper.to_array(inits[p + "mask"]), numpy_helper.to_array(inits[p + "values"]),
-                            tuple(numpy_helper.to_array(inits[p + "shape"]).tolist()))
+        dense = decode_mask(
+            numpy_helper.to_array(inits[p + "mask"]),
+            numpy_helper.to_array(inits[p + "values"]),
+            tuple(numpy_helper.to_array(inits[p + "shape"]).tolist()),
+        )
         g.initializer.append(numpy_helper.from_array(dense, node.output[0]))
     keep = [n for n in g.node if not any(n.name.startswith(d.name[: -len("reshape")]) for d in decoded)]
     del g.node[:]

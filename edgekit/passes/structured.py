@@ -21,6 +21,7 @@ References:
     Sun et al., "A Simple and Effective Pruning Approach for Large Language Models" (Wanda), ICLR 2024.
     An et al., "Fluctuation-based Adaptive Structured Pruning for Large Language Models" (FLAP), AAAI 2024.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -51,7 +52,9 @@ class StructuredConfig:
 
 def check_ratio(ratio: float, flag: str = "--prune") -> None:
     if not 0.0 <= ratio < 1.0:
-        raise EdgekitError(f"{flag} {ratio} is outside [0, 1)", f"give the fraction of weights or channels to remove, e.g. {flag} 0.5")
+        raise EdgekitError(
+            f"{flag} {ratio} is outside [0, 1)", f"give the fraction of weights or channels to remove, e.g. {flag} 0.5"
+        )
 
 
 # --- importance ------------------------------------------------------------------------------------------
@@ -59,14 +62,18 @@ def check_ratio(ratio: float, flag: str = "--prune") -> None:
 
 def _norms(w: np.ndarray, axis: int, kind: str) -> np.ndarray:
     moved = np.moveaxis(w.astype(np.float64), axis, 0).reshape(w.shape[axis], -1)
-    return np.abs(moved).sum(axis=1) if kind == "l1" else np.sqrt((moved ** 2).sum(axis=1))
+    return np.abs(moved).sum(axis=1) if kind == "l1" else np.sqrt((moved**2).sum(axis=1))
 
 
 def _bn_scale(graph: ChannelGraph, output: str, count: int) -> np.ndarray:
     """|γ|/sqrt(var + ε) of the BatchNormalization reading `output` directly, else ones."""
     inits = {t.name: t for t in graph.model.graph.initializer}
     for node in graph.model.graph.node:
-        if node.op_type == "BatchNormalization" and node.input[0] == output and all(n in inits for n in node.input[1:5]):
+        if (
+            node.op_type == "BatchNormalization"
+            and node.input[0] == output
+            and all(n in inits for n in node.input[1:5])
+        ):
             gamma, var = (numpy_helper.to_array(inits[node.input[i]]).astype(np.float64) for i in (1, 4))
             eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
             if gamma.shape == (count,):
@@ -84,14 +91,18 @@ def magnitude_scores(graph: ChannelGraph, kind: str) -> tuple[np.ndarray, np.nda
     return total, count
 
 
-def channel_stats(model: onnx.ModelProto, tensors: list[str], samples: list[dict[str, np.ndarray]], axes: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def channel_stats(
+    model: onnx.ModelProto, tensors: list[str], samples: list[dict[str, np.ndarray]], axes: dict[str, int]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(mean, std) over the calibration inputs of each channel of `tensors` (onnxruntime, with them as outputs)."""
     from edgekit.onnxtools import ort_session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors if t not in known)
+    probe.graph.output.extend(
+        onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors if t not in known
+    )
     session = ort_session(probe)
     first: dict[str, np.ndarray] = {}
     second: dict[str, np.ndarray] = {}
@@ -99,20 +110,24 @@ def channel_stats(model: onnx.ModelProto, tensors: list[str], samples: list[dict
         for name, value in zip(tensors, session.run(tensors, feed)):
             x = np.moveaxis(value.astype(np.float64), axes[name], 0).reshape(value.shape[axes[name]], -1)
             first[name] = first.get(name, 0) + x.mean(axis=1)
-            second[name] = second.get(name, 0) + (x ** 2).mean(axis=1)
+            second[name] = second.get(name, 0) + (x**2).mean(axis=1)
     out = {}
     for name in first:
         mean = first[name] / len(samples)
-        out[name] = (mean, np.sqrt(np.maximum(second[name] / len(samples) - mean ** 2, 0.0)))
+        out[name] = (mean, np.sqrt(np.maximum(second[name] / len(samples) - mean**2, 0.0)))
     return out
 
 
-def consumer_stats(graph: ChannelGraph, samples: list[dict[str, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def consumer_stats(
+    graph: ChannelGraph, samples: list[dict[str, np.ndarray]]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     tensors = sorted({c.input for c in graph.consumers})
     return channel_stats(graph.model, tensors, samples, {c.input: graph.layouts[c.input].axis for c in graph.consumers})
 
 
-def activation_scores(graph: ChannelGraph, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def activation_scores(
+    graph: ChannelGraph, stats: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
     """(sum, count) per atomic id of ‖W[:, c]‖·std(x_c) over the layers that read each channel: the output change
     removing c causes once its mean is moved into the bias (compensate_biases)."""
     total, count = np.zeros(len(graph.parent)), np.zeros(len(graph.parent))
@@ -126,7 +141,9 @@ def activation_scores(graph: ChannelGraph, stats: dict[str, tuple[np.ndarray, np
     return total, count
 
 
-def compensate_biases(out: onnx.ModelProto, graph: ChannelGraph, mask: np.ndarray, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[str]:
+def compensate_biases(
+    out: onnx.ModelProto, graph: ChannelGraph, mask: np.ndarray, stats: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> list[str]:
     """Each layer that lost input channels gets their mean contribution added to its bias, Σ_c W[:, c]·E[x_c]
     (kernel taps summed; exact away from padded borders). Returns the layers it could not compensate (MatMul:
     no bias input)."""
@@ -154,7 +171,9 @@ def compensate_biases(out: onnx.ModelProto, graph: ChannelGraph, mask: np.ndarra
         delta = delta[kept_out.get(node.name, np.arange(len(delta)))]
         if len(node.input) > 2 and node.input[2]:
             bias = numpy_helper.to_array(inits[node.input[2]])
-            inits[node.input[2]].CopyFrom(numpy_helper.from_array((bias + delta.reshape(bias.shape)).astype(bias.dtype), node.input[2]))
+            inits[node.input[2]].CopyFrom(
+                numpy_helper.from_array((bias + delta.reshape(bias.shape)).astype(bias.dtype), node.input[2])
+            )
         else:
             name = f"{node.name}.compensation"
             out.graph.initializer.append(numpy_helper.from_array(delta.astype(np.float32), name))
@@ -188,7 +207,9 @@ def prunable_groups(graph: ChannelGraph, cfg: StructuredConfig, stats=None) -> t
     roots = np.array([graph.find(i) for i in range(len(graph.parent))], dtype=np.int64)
     if cfg.criterion == "activation":
         if stats is None:
-            raise EdgekitError("--prune-criterion activation needs calibration inputs", "pass --calib data.npz (or 'digits', 'random')")
+            raise EdgekitError(
+                "--prune-criterion activation needs calibration inputs", "pass --calib data.npz (or 'digits', 'random')"
+            )
         total, count = activation_scores(graph, stats)
     else:
         total, count = magnitude_scores(graph, cfg.criterion)
@@ -205,7 +226,10 @@ def prunable_groups(graph: ChannelGraph, cfg: StructuredConfig, stats=None) -> t
         if root in frozen or owners & skipped or class_count[root] == 0:
             continue
         by_layers.setdefault(tuple(sorted(owners)), []).append(root)
-    groups = [Group(layers, np.array(classes), class_total[classes] / class_count[classes]) for layers, classes in by_layers.items()]
+    groups = [
+        Group(layers, np.array(classes), class_total[classes] / class_count[classes])
+        for layers, classes in by_layers.items()
+    ]
     return groups, roots
 
 
@@ -227,7 +251,7 @@ def keep_mask(graph: ChannelGraph, groups: list[Group], roots: np.ndarray) -> np
     mask = np.ones(len(roots), dtype=bool)
     for g in groups:
         order = np.argsort(-g.scores, kind="stable")
-        mask[g.classes[order[g.kept:]]] = False
+        mask[g.classes[order[g.kept :]]] = False
     return mask[roots]  # per atomic id
 
 
@@ -278,7 +302,11 @@ def count_macs_batch1(model: onnx.ModelProto) -> int | None:
     fixed = batch_one(model)
     try:
         macs = count_macs(fixed)
-        return macs if macs is not None else count_macs(fixed, observed_shapes(fixed, onnx.shape_inference.infer_shapes(fixed)))
+        return (
+            macs
+            if macs is not None
+            else count_macs(fixed, observed_shapes(fixed, onnx.shape_inference.infer_shapes(fixed)))
+        )
     except onnx.shape_inference.InferenceError:
         return None
 
@@ -296,8 +324,10 @@ def run(model: onnx.ModelProto, cfg: StructuredConfig) -> tuple[onnx.ModelProto,
     groups, roots = prunable_groups(graph, cfg, stats)
     if not groups:
         reasons = sorted(set(graph.blocked.values()) | set(graph.frozen_roots().values()))[:3]
-        raise EdgekitError("no channel of this model can be pruned safely" + (f" ({'; '.join(reasons)})" if reasons else ""),
-                           "structured pruning needs Conv/Gemm/MatMul layers whose outputs feed other weight layers")
+        raise EdgekitError(
+            "no channel of this model can be pruned safely" + (f" ({'; '.join(reasons)})" if reasons else ""),
+            "structured pruning needs Conv/Gemm/MatMul layers whose outputs feed other weight layers",
+        )
     choose(groups, cfg)
     mask = keep_mask(graph, groups, roots)
 
@@ -313,22 +343,34 @@ def run(model: onnx.ModelProto, cfg: StructuredConfig) -> tuple[onnx.ModelProto,
         onnx.checker.check_model(out)
         onnx.shape_inference.infer_shapes(out, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise EdgekitError(f"structured pruning produced an invalid graph: {first_line(str(exc))}",
-                           "this is a bug for this graph pattern; report it with the model, or --prune-skip the layer named") from None
+        raise EdgekitError(
+            f"structured pruning produced an invalid graph: {first_line(str(exc))}",
+            "this is a bug for this graph pattern; report it with the model, or --prune-skip the layer named",
+        ) from None
 
     before, after = _weight_bytes(model), _weight_bytes(out)
-    report = PassReport("prune-structured", source.ByteSize(), out.ByteSize(), extra={"mode": f"structured {cfg.ratio:.0%} ({cfg.criterion}, {cfg.scope})"})
+    report = PassReport(
+        "prune-structured",
+        source.ByteSize(),
+        out.ByteSize(),
+        extra={"mode": f"structured {cfg.ratio:.0%} ({cfg.criterion}, {cfg.scope})"},
+    )
     channels = {p.node.name: (len(p.ids), int(mask[p.ids].sum())) for p in graph.producers}
     frozen = graph.frozen_roots()
     why = {p.node.name: next((frozen[r] for r in roots[p.ids].tolist() if r in frozen), "") for p in graph.producers}
     for name, size in before.items():
         c = channels.get(name)
-        note = (f"{c[0]}→{c[1]} out" if c else "") + (f"; dense: {why[name]}" if why.get(name) and c and c[0] == c[1] else "")
+        note = (f"{c[0]}→{c[1]} out" if c else "") + (
+            f"; dense: {why[name]}" if why.get(name) and c and c[0] == c[1] else ""
+        )
         report.layers.append(LayerReport(name, edit.nodes[name].op_type, None, size, after.get(name, 0), note=note))
     report.extra["groups"] = [{"layers": list(g.layers), "channels": len(g.classes), "kept": g.kept} for g in groups]
     report.extra["left_dense"] = sorted(set(graph.blocked.values()))
-    report.extra["bias_compensation"] = "off (no calibration data)" if uncompensated is None else \
-        ("on" + (f"; not for {', '.join(uncompensated)} (MatMul has no bias)" if uncompensated else ""))
+    report.extra["bias_compensation"] = (
+        "off (no calibration data)"
+        if uncompensated is None
+        else ("on" + (f"; not for {', '.join(uncompensated)} (MatMul has no bias)" if uncompensated else ""))
+    )
     report.extra["macs_before"], report.extra["macs_after"] = count_macs_batch1(model), count_macs_batch1(out)
     record_pass(out, f"prune-structured{cfg.ratio:g}")
     return out, report
@@ -336,8 +378,14 @@ def run(model: onnx.ModelProto, cfg: StructuredConfig) -> tuple[onnx.ModelProto,
 
 def _configure(ctx: MethodContext) -> StructuredConfig:
     o = ctx.opts
-    return StructuredConfig(ratio=o.prune, criterion=o.prune_criterion, scope=o.prune_scope, round_to=o.round_to,
-                            calibration=ctx.calibration(min(o.calib_samples, 64)), skip=o.prune_skip)
+    return StructuredConfig(
+        ratio=o.prune,
+        criterion=o.prune_criterion,
+        scope=o.prune_scope,
+        round_to=o.round_to,
+        calibration=ctx.calibration(min(o.calib_samples, 64)),
+        skip=o.prune_skip,
+    )
 
 
 METHOD = CompressionMethod("structured", wanted=lambda opts: opts.structured, configure=_configure, run=run)

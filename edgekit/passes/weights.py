@@ -3,6 +3,7 @@
 One place knows where the output and input features of each op's weight are (Conv [O, C, kh, kw]; Gemm
 [K, O] unless transB=1; MatMul [.., K, O]), so quantize, binarize, prune and lowrank read the same layers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

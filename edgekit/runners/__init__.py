@@ -6,6 +6,7 @@
 - rpc:   a TVM RPC server on the board (edgekit.runners.rpc);
 - cpp:   the embedded path, libedgekit's C API through a bundle's example app (edgekit.runners.cpp).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,14 @@ class Runner(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-def open_runner(artifact_dir: Path | str, threads: int = 0, rpc: str | None = None, tracker: str | None = None,
-                key: str | None = None, runtime: str = "python") -> Runner:
+def open_runner(
+    artifact_dir: Path | str,
+    threads: int = 0,
+    rpc: str | None = None,
+    tracker: str | None = None,
+    key: str | None = None,
+    runtime: str = "python",
+) -> Runner:
     """The runner for this artifact: the board if --rpc/--tracker is given, else local if the CPU matches,
     else the target's emulator. runtime "cpp": through the bundle's C API (natively or emulated) instead."""
     meta = read_meta(artifact_dir)
@@ -38,7 +45,10 @@ def open_runner(artifact_dir: Path | str, threads: int = 0, rpc: str | None = No
         raise EdgekitError(f"unknown runtime '{runtime}'", "choose python or cpp")
     if runtime == "cpp":
         if rpc or tracker:
-            raise EdgekitError("--runtime cpp runs here (natively or emulated), not over RPC", "copy the bundle (edgekit package) to the board")
+            raise EdgekitError(
+                "--runtime cpp runs here (natively or emulated), not over RPC",
+                "copy the bundle (edgekit package) to the board",
+            )
         from edgekit.runners.cpp import CppRunner
 
         return CppRunner(Path(artifact_dir), meta, threads)

@@ -1,5 +1,6 @@
 """What the runners that execute a helper program share (qemu, the C++ example): a leaf, so that they import it
 without importing the runner registry (edgekit.runners), which imports them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,9 @@ class ProgramRunner:
     """A runner that runs a helper program per call (qemu, the C++ example): subclasses define
     _invoke(feeds, warmup, repeat) -> (outputs, per-call ms, peak RSS MB)."""
 
-    def _invoke(self, feeds: dict[str, np.ndarray], warmup: int, repeat: int) -> tuple[dict[str, np.ndarray], list[float], float]:
+    def _invoke(
+        self, feeds: dict[str, np.ndarray], warmup: int, repeat: int
+    ) -> tuple[dict[str, np.ndarray], list[float], float]:
         raise NotImplementedError
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -27,6 +30,8 @@ def checked_input(spec, value: np.ndarray) -> np.ndarray:
     (runners that hand buffers to C++ must check: the C side reads exactly the compiled byte size)."""
     arr = np.asarray(value, dtype=spec.dtype, order="C")  # not ascontiguousarray: it makes 0-d 1-d
     if tuple(arr.shape) != tuple(spec.shape):
-        raise EdgekitError(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}",
-                           "recompile with --input-shape for this shape, or reshape the input")
+        raise EdgekitError(
+            f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}",
+            "recompile with --input-shape for this shape, or reshape the input",
+        )
     return arr

@@ -1,6 +1,7 @@
 """The embedded path as a runner: the artifact packaged into a bundle (cached), run by the bundle's C++ example
 over libedgekit's C API — natively, or under qemu for an ARM target. `run --runtime cpp` and `bench --runtimes
 cpp` use it, so the C API is timed and checked against the Python runtime and onnxruntime in the same table."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, last_line
-from edgekit.runners.base import ProgramRunner, checked_input
 from edgekit.fileio import sha256_of
+from edgekit.runners.base import ProgramRunner, checked_input
 from edgekit.runtime import LIBRARY, META, ArtifactMeta
 
 
@@ -46,18 +47,37 @@ class CppRunner(ProgramRunner):
             self.label = "cpp"
         self.bundle = cached_bundle(Path(artifact_dir))
 
-    def _invoke(self, feeds: dict[str, np.ndarray], warmup: int, repeat: int) -> tuple[dict[str, np.ndarray], list[float], float]:
+    def _invoke(
+        self, feeds: dict[str, np.ndarray], warmup: int, repeat: int
+    ) -> tuple[dict[str, np.ndarray], list[float], float]:
         with tempfile.TemporaryDirectory(prefix="edgekit-cpp-") as io_dir:
             for i, spec in enumerate(self.inputs):
                 arr = checked_input(spec, feeds[spec.name])
                 np.save(Path(io_dir) / f"input_{i}.npy", arr)
-            cmd = [*self.prefix, str(self.bundle / "bin" / "edgekit_example"), str(self.bundle), "--inputs", io_dir, "--outputs", io_dir,
-                   "--warmup", str(warmup), "--repeat", str(repeat), "--threads", str(self.threads)]
-            env = dict(os.environ, TVM_NUM_THREADS=str(self.threads or self.meta.target.get("threads") or os.cpu_count()))
+            cmd = [
+                *self.prefix,
+                str(self.bundle / "bin" / "edgekit_example"),
+                str(self.bundle),
+                "--inputs",
+                io_dir,
+                "--outputs",
+                io_dir,
+                "--warmup",
+                str(warmup),
+                "--repeat",
+                str(repeat),
+                "--threads",
+                str(self.threads),
+            ]
+            env = dict(
+                os.environ, TVM_NUM_THREADS=str(self.threads or self.meta.target.get("threads") or os.cpu_count())
+            )
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
-                raise EdgekitError(f"the C++ runtime failed: {last_line(proc.stderr)}",
-                                   "run bundle/bin/edgekit_example by hand to see the whole message")
+                raise EdgekitError(
+                    f"the C++ runtime failed: {last_line(proc.stderr)}",
+                    "run bundle/bin/edgekit_example by hand to see the whole message",
+                )
             report = json.loads(proc.stdout.strip().splitlines()[-1])
             outputs = {s.name: np.load(Path(io_dir) / f"output_{i}.npy") for i, s in enumerate(self.outputs)}
             return outputs, report["times_ms"], report["peak_rss_mb"]

@@ -6,6 +6,7 @@ apache-tvm-ffi wheels for the platform. Both are cached per platform and TVM ver
 (~/.cache/edgekit/runtime, or $EDGEKIT_CACHE). Results are the target's own arithmetic; timings are
 emulated and only good for relative comparisons on the same host.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,14 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, last_line
-from edgekit.runners.base import ProgramRunner, checked_input
 from edgekit.fileio import atomic_dir
+from edgekit.runners.base import ProgramRunner, checked_input
 from edgekit.runtime import LIBRARY, ArtifactMeta
 
 RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "runtime" / "cpp" / "edgekit_run.cc"
 # (wheel, file inside it) for the two libraries the guest needs
-RUNTIME_LIBS = (("apache-tvm", "tvm/lib/libtvm_runtime.so"), ("apache-tvm", "tvm/lib/libtvm_runtime_extra.so"),
-                ("apache-tvm-ffi", "tvm_ffi/lib/libtvm_ffi.so"))
+RUNTIME_LIBS = (
+    ("apache-tvm", "tvm/lib/libtvm_runtime.so"),
+    ("apache-tvm", "tvm/lib/libtvm_runtime_extra.so"),
+    ("apache-tvm-ffi", "tvm_ffi/lib/libtvm_ffi.so"),
+)
 # libtvm_runtime_extra registers the packed functions TVM's TopK / argsort / NonMaxSuppression / random kernels call
 # by name at run time (tvm.contrib.sort.*, tvm.contrib.random.*): linked in with --no-as-needed, since nothing in the
 # runner references it and the linker would drop it, and the model would fail with "Cannot find function".
@@ -51,8 +55,22 @@ def _download_runtime_libs(platform: str, dest: Path) -> None:
     pyver = f"{sys.version_info.major}{sys.version_info.minor}"
     pins = sorted({f"{name}=={metadata.version(name)}" for name, _ in RUNTIME_LIBS})
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               "--platform", platform, "--python-version", pyver, "-d", tmp, *pins]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--platform",
+            platform,
+            "--python-version",
+            pyver,
+            "-d",
+            tmp,
+            *pins,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise EdgekitError(
@@ -72,7 +90,9 @@ def ensure_guest_runtime(target: dict) -> Path:
     platform = target["runtime_platform"]
     key = f"{platform}-tvm{metadata.version('apache-tvm')}-ffi{metadata.version('apache-tvm-ffi')}"
     root = cache_root() / "runtime" / key
-    complete = (root / "edgekit_run").exists() and all((root / "lib" / Path(member).name).exists() for _, member in RUNTIME_LIBS)
+    complete = (root / "edgekit_run").exists() and all(
+        (root / "lib" / Path(member).name).exists() for _, member in RUNTIME_LIBS
+    )
     if complete and (RUNNER_SOURCE.stat().st_mtime <= (root / "edgekit_run").stat().st_mtime):
         return root
     cc = _require_tool(target["cc"], target.get("apt_package") or target["cc"])
@@ -80,11 +100,24 @@ def ensure_guest_runtime(target: dict) -> Path:
     with atomic_dir(root, keep_existing=not root.exists()) as tmp:
         _download_runtime_libs(platform, tmp / "lib")
         include = Path(tvm_ffi.__file__).parent / "include"
-        cmd = [cc, "-std=c++17", "-O2", str(RUNNER_SOURCE), f"-I{include}", f"-L{tmp / 'lib'}", *LINK_RUNTIME,
-               "-Wl,-rpath,$ORIGIN/lib", "-o", str(tmp / "edgekit_run")]
+        cmd = [
+            cc,
+            "-std=c++17",
+            "-O2",
+            str(RUNNER_SOURCE),
+            f"-I{include}",
+            f"-L{tmp / 'lib'}",
+            *LINK_RUNTIME,
+            "-Wl,-rpath,$ORIGIN/lib",
+            "-o",
+            str(tmp / "edgekit_run"),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise EdgekitError(f"building the {platform} runner failed: {last_line(proc.stderr)}", "check the cross compiler (apt-get install -y g++-aarch64-linux-gnu)")
+            raise EdgekitError(
+                f"building the {platform} runner failed: {last_line(proc.stderr)}",
+                "check the cross compiler (apt-get install -y g++-aarch64-linux-gnu)",
+            )
     return root
 
 
@@ -104,7 +137,9 @@ class QemuRunner(ProgramRunner):
         self.qemu = _require_tool(self.target["qemu"], "qemu-user")
         self.guest = ensure_guest_runtime(self.target)
 
-    def _invoke(self, feeds: dict[str, np.ndarray], warmup: int, repeat: int) -> tuple[dict[str, np.ndarray], list[float], float]:
+    def _invoke(
+        self, feeds: dict[str, np.ndarray], warmup: int, repeat: int
+    ) -> tuple[dict[str, np.ndarray], list[float], float]:
         """Run in the emulator; returns (outputs, per-call ms, peak RSS MB of the emulated process)."""
         with tempfile.TemporaryDirectory(prefix="edgekit-qemu-") as io_dir:
             io = Path(io_dir)
@@ -116,12 +151,23 @@ class QemuRunner(ProgramRunner):
                 lines.append(f"input_{i}.bin {code} {bits} {arr.ndim} {' '.join(map(str, arr.shape))}")
             (io / "inputs.txt").write_text("\n".join(lines) + "\n")
             env = dict(os.environ, TVM_NUM_THREADS=str(self.threads or self.target.get("threads") or 1))
-            cmd = [self.qemu, "-L", self.target["qemu_sysroot"], str(self.guest / "edgekit_run"), str(self.path / LIBRARY), io_dir,
-                   str(warmup), str(repeat)]
+            cmd = [
+                self.qemu,
+                "-L",
+                self.target["qemu_sysroot"],
+                str(self.guest / "edgekit_run"),
+                str(self.path / LIBRARY),
+                io_dir,
+                str(warmup),
+                str(repeat),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             stdout, stderr = proc.stdout, proc.stderr
             if proc.returncode != 0:
-                raise EdgekitError(f"the artifact failed under {Path(self.qemu).name}: {last_line(stderr)}", "validate the same model on the x86_64 target to tell a model problem from an emulator one")
+                raise EdgekitError(
+                    f"the artifact failed under {Path(self.qemu).name}: {last_line(stderr)}",
+                    "validate the same model on the x86_64 target to tell a model problem from an emulator one",
+                )
             report = json.loads(stdout.strip().splitlines()[-1])
             outputs = {}
             for spec, line in zip(self.outputs, (io / "outputs.txt").read_text().splitlines()):

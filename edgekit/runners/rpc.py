@@ -4,6 +4,7 @@ edgekit adds only what TVM's RPC lacks for this job: fast, clear errors for unre
 upload names (re-uploading a name can crash a server child), and the Relax VM's stateful calls
 (set_input / invoke_stateful / get_outputs), because tuple returns do not cross RPC.
 """
+
 from __future__ import annotations
 
 import errno
@@ -40,7 +41,9 @@ def _check_reachable(host: str, port: int, what: str) -> None:
             if what == "tracker"
             else "on the board run `edgekit rpc server --host 0.0.0.0 --port 9090` (or TVM's python -m tvm.exec.rpc_server)"
         )
-        raise EdgekitError(f"cannot reach the RPC {what} at {host}:{port} ({exc.strerror or type(exc).__name__})", hint) from None
+        raise EdgekitError(
+            f"cannot reach the RPC {what} at {host}:{port} ({exc.strerror or type(exc).__name__})", hint
+        ) from None
 
 
 def connect(rpc: str | None = None, tracker: str | None = None, key: str | None = None, timeout_s: int = 120):
@@ -48,7 +51,10 @@ def connect(rpc: str | None = None, tracker: str | None = None, key: str | None 
 
     if tracker:
         if not key:
-            raise EdgekitError("--tracker needs --key (the device key the board registered with)", "e.g. --tracker HOST:9190 --key rpi4")
+            raise EdgekitError(
+                "--tracker needs --key (the device key the board registered with)",
+                "e.g. --tracker HOST:9190 --key rpi4",
+            )
         host, port = parse_address(tracker, "tracker")
         _check_reachable(host, port, "tracker")
         client = tvm_rpc.connect_tracker(host, port)
@@ -133,15 +139,19 @@ def check_listen(host: str, port: int, key: str, what: str) -> None:
     if not 1 <= port <= 65535:
         raise EdgekitError(f"--port {port} is not a TCP port", "choose one in 1-65535, e.g. 9090")
     if host not in LOOPBACK and what == "server" and not key:
-        raise EdgekitError(f"--host {host} exposes this machine's RPC server, which runs any library it receives, and no --key is set",
-                           "pass --key NAME (the device key clients ask for), and expose it only on a trusted network")
+        raise EdgekitError(
+            f"--host {host} exposes this machine's RPC server, which runs any library it receives, and no --key is set",
+            "pass --key NAME (the device key clients ask for), and expose it only on a trusted network",
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         try:
             probe.bind((host, port))
         except OSError as exc:
             why = "is already in use" if exc.errno in (errno.EADDRINUSE,) else f"cannot be bound ({exc.strerror})"
-            raise EdgekitError(f"{host}:{port} {why}", "choose another --port or stop the process that holds it") from None
+            raise EdgekitError(
+                f"{host}:{port} {why}", "choose another --port or stop the process that holds it"
+            ) from None
 
 
 def serve(host: str, port: int, key: str, tracker: str | None, threads: int) -> None:
@@ -159,8 +169,13 @@ def serve(host: str, port: int, key: str, tracker: str | None, threads: int) -> 
     if tracker_addr:
         _check_reachable(*tracker_addr, "tracker")
     with _deferred_signals() as pending:  # a SIGTERM/SIGINT while TVM starts its worker must still stop the worker
-        server = tvm_rpc.Server(host=host, port=port, port_end=port + 1, key=key, tracker_addr=tracker_addr, silent=True)
-    print(f"edgekit rpc server listening on {host}:{server.port} (key '{key}'{', tracker ' + tracker if tracker else ''})", flush=True)
+        server = tvm_rpc.Server(
+            host=host, port=port, port_end=port + 1, key=key, tracker_addr=tracker_addr, silent=True
+        )
+    print(
+        f"edgekit rpc server listening on {host}:{server.port} (key '{key}'{', tracker ' + tracker if tracker else ''})",
+        flush=True,
+    )
     _block(server, pending)
 
 
@@ -180,7 +195,10 @@ class _deferred_signals:
 
     def __enter__(self) -> list[int]:
         self.pending: list[int] = []
-        self.previous = {sig: signal.signal(sig, lambda signum, _frame: self.pending.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.previous = {
+            sig: signal.signal(sig, lambda signum, _frame: self.pending.append(signum))
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         return self.pending
 
     def __exit__(self, *exc) -> None:

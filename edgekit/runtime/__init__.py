@@ -1,10 +1,11 @@
 """Load and run a compiled artifact (model.so + meta.json). Needs only TVM's runtime, not the compiler.
 
-    import edgekit
-    model = edgekit.load("artifact/")
-    logits, = model(x)                 # positional, in input order
-    outs = model.run({"input": x})     # {output name: array}
+import edgekit
+model = edgekit.load("artifact/")
+logits, = model(x)                 # positional, in input order
+outs = model.run({"input": x})     # {output name: array}
 """
+
 from __future__ import annotations
 
 import json
@@ -47,18 +48,30 @@ class ArtifactMeta:
     def from_json(cls, data: object, where: Path) -> "ArtifactMeta":
         try:
             assert isinstance(data, dict)
-            return cls(int(data.get("schema_version", 1)), dict(data["target"]), _specs(data["inputs"]), _specs(data["outputs"]),
-                       Path(data["source"]["path"]) if data.get("source", {}).get("path") else None,
-                       {str(k): int(v) for k, v in data.get("index_inputs", {}).items()}, data.get("validation"), data)
+            return cls(
+                int(data.get("schema_version", 1)),
+                dict(data["target"]),
+                _specs(data["inputs"]),
+                _specs(data["outputs"]),
+                Path(data["source"]["path"]) if data.get("source", {}).get("path") else None,
+                {str(k): int(v) for k, v in data.get("index_inputs", {}).items()},
+                data.get("validation"),
+                data,
+            )
         except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise EdgekitError(f"{where} is not a valid edgekit meta.json (bad or missing {exc})", "re-run edgekit compile") from None
+            raise EdgekitError(
+                f"{where} is not a valid edgekit meta.json (bad or missing {exc})", "re-run edgekit compile"
+            ) from None
 
 
 def read_meta(artifact_dir: Path | str) -> ArtifactMeta:
     artifact_dir = Path(artifact_dir)
     meta_path = artifact_dir / META
     if not artifact_dir.is_dir() or not meta_path.exists():
-        raise EdgekitError(f"{artifact_dir} is not an edgekit artifact (no {META})", "create one with `edgekit compile model.onnx -o DIR`")
+        raise EdgekitError(
+            f"{artifact_dir} is not an edgekit artifact (no {META})",
+            "create one with `edgekit compile model.onnx -o DIR`",
+        )
     try:
         data = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -86,8 +99,10 @@ def check_index_inputs(feeds: dict[str, np.ndarray], bounds: dict[str, int]) -> 
             continue
         lo, hi = int(arr.min()), int(arr.max())
         if lo < -size or hi >= size:
-            raise EdgekitError(f"input '{name}' indexes a dimension of size {size}, but holds values {lo}..{hi}",
-                               f"index values must be in [{-size}, {size - 1}]")
+            raise EdgekitError(
+                f"input '{name}' indexes a dimension of size {size}, but holds values {lo}..{hi}",
+                f"index values must be in [{-size}, {size - 1}]",
+            )
 
 
 def _specs(items: list[dict]) -> list[TensorSpec]:

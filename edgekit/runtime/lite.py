@@ -9,6 +9,7 @@ no edgekit). `edgekit package` ships this file as the `edgekit_runtime` package;
 Standalone on purpose: it must install on a board without the rest of edgekit, so the few facts it shares with
 edgekit (the CPU flag names, meta.json's fields) are restated here rather than imported.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,10 +23,21 @@ import numpy as np
 META = "meta.json"
 LIBRARY = "model.so"
 # /proc/cpuinfo spellings -> the feature names meta.json records (edgekit.targets.TargetCaps)
-CPUINFO_NAMES = {"sse4_2": "sse4.2", "bmi1": "bmi", "avx512_vnni": "avx512vnni", "avx512_vpopcntdq": "avx512vpopcntdq",
-                 "avx512_bitalg": "avx512bitalg", "avx512_vbmi2": "avx512vbmi2", "avx512_bf16": "avx512bf16",
-                 "avx512_fp16": "avx512fp16", "avx_vnni": "avxvnni", "asimd": "neon", "asimddp": "dotprod", "asimdhp": "fullfp16",
-                 "vfpv4": "vfp4"}
+CPUINFO_NAMES = {
+    "sse4_2": "sse4.2",
+    "bmi1": "bmi",
+    "avx512_vnni": "avx512vnni",
+    "avx512_vpopcntdq": "avx512vpopcntdq",
+    "avx512_bitalg": "avx512bitalg",
+    "avx512_vbmi2": "avx512vbmi2",
+    "avx512_bf16": "avx512bf16",
+    "avx512_fp16": "avx512fp16",
+    "avx_vnni": "avxvnni",
+    "asimd": "neon",
+    "asimddp": "dotprod",
+    "asimdhp": "fullfp16",
+    "vfpv4": "vfp4",
+}
 ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 FATBIN_SECTION = ".edgekit_cuda_fatbin"  # where edgekit compile links the nvcc-built kernels into model.so
 
@@ -48,10 +60,20 @@ class Spec(NamedTuple):
 # "active" half of each leaf is what is usable, the OS's saved register state (XCR0) included.
 _X86_LEAVES = {
     0: {2: {12: "fma", 20: "sse4.2", 23: "popcnt", 28: "avx", 29: "f16c"}},  # CPUID 1
-    1: {1: {3: "bmi", 5: "avx2", 8: "bmi2", 16: "avx512f", 17: "avx512dq", 28: "avx512cd", 30: "avx512bw",
-            31: "avx512vl"},  # CPUID 7: ebx
+    1: {
+        1: {
+            3: "bmi",
+            5: "avx2",
+            8: "bmi2",
+            16: "avx512f",
+            17: "avx512dq",
+            28: "avx512cd",
+            30: "avx512bw",
+            31: "avx512vl",
+        },  # CPUID 7: ebx
         2: {1: "avx512vbmi", 6: "avx512vbmi2", 11: "avx512vnni", 12: "avx512bitalg", 14: "avx512vpopcntdq"},  # ecx
-        3: {23: "avx512fp16"}},  # edx
+        3: {23: "avx512fp16"},
+    },  # edx
     6: {0: {4: "avxvnni", 5: "avx512bf16"}},  # CPUID 7, subleaf 1: eax
 }
 
@@ -71,8 +93,9 @@ def _x86_cpuid_features() -> set[str] | None:
     found = set()
     for index, registers in _X86_LEAVES.items():
         active = leaf(index).contents[4:]
-        found.update(name for register, bits in registers.items() for bit, name in bits.items()
-                     if active[register] >> bit & 1)
+        found.update(
+            name for register, bits in registers.items() for bit, name in bits.items() if active[register] >> bit & 1
+        )
     return found
 
 
@@ -110,11 +133,16 @@ def refusal(path: Path, target: dict, missing: list[str]) -> tuple[str, str] | N
     if missing:
         arch = missing[0] in ("aarch64", "armv7", "x86_64")
         what = f"it is built for {missing[0]}" if arch else f"this CPU lacks {', '.join(missing)}"
-        return (f"{path} targets {target.get('name', '?')} and cannot run on this machine: {what}",
-                "run it on a machine that has them, under its emulator, or on the board over --rpc")
+        return (
+            f"{path} targets {target.get('name', '?')} and cannot run on this machine: {what}",
+            "run it on a machine that has them, under its emulator, or on the board over --rpc",
+        )
     if target.get("gpu_arch") and not cuda_gpu_here():
-        return (f"{path} targets {target.get('name', '?')} ({target['gpu_arch']}) and cannot run on this machine: "
-                "no CUDA GPU", "run it on a machine with an NVIDIA GPU and its driver")
+        return (
+            f"{path} targets {target.get('name', '?')} ({target['gpu_arch']}) and cannot run on this machine: "
+            "no CUDA GPU",
+            "run it on a machine with an NVIDIA GPU and its driver",
+        )
     return None
 
 
@@ -159,11 +187,11 @@ def elf_section(path: Path, name: str) -> bytes | None:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as elf:
         if elf[:6] != b"\x7fELF\x02\x01":
             return None
-        shoff, = struct.unpack_from("<Q", elf, 0x28)
+        (shoff,) = struct.unpack_from("<Q", elf, 0x28)
         entsize, count, names_index = struct.unpack_from("<HHH", elf, 0x3A)
 
         def header(i: int) -> tuple[int, int, int]:
-            name_at, = struct.unpack_from("<I", elf, shoff + i * entsize)
+            (name_at,) = struct.unpack_from("<I", elf, shoff + i * entsize)
             offset, size = struct.unpack_from("<QQ", elf, shoff + i * entsize + 0x18)
             return name_at, offset, size
 
@@ -171,8 +199,8 @@ def elf_section(path: Path, name: str) -> bytes | None:
         wanted = name.encode() + b"\0"
         for i in range(count):
             name_at, offset, size = header(i)
-            if elf[names_offset + name_at:names_offset + name_at + len(wanted)] == wanted:
-                return bytes(elf[offset:offset + size])
+            if elf[names_offset + name_at : names_offset + name_at + len(wanted)] == wanted:
+                return bytes(elf[offset : offset + size])
     return None
 
 
@@ -258,7 +286,10 @@ class Model:
         self.path = Path(path)
         meta_path = self.path / META
         if not meta_path.exists():
-            self._fail(f"{self.path} is not an edgekit artifact or bundle (no {META})", "create one with `edgekit compile` / `edgekit package`")
+            self._fail(
+                f"{self.path} is not an edgekit artifact or bundle (no {META})",
+                "create one with `edgekit compile` / `edgekit package`",
+            )
         try:
             self.meta_json = json.loads(meta_path.read_text())
             self.inputs = [Spec(i["name"], tuple(i["shape"]), i["dtype"]) for i in self.meta_json["inputs"]]
@@ -301,12 +332,16 @@ class Model:
     # --- calls ---------------------------------------------------------------------------------------------
     def _check(self, spec, value) -> np.ndarray:
         if np.asarray(value).dtype.kind not in "biuf":
-            self._fail(f"input '{spec.name}' has dtype {np.asarray(value).dtype}, the artifact takes {spec.dtype}",
-                       "convert the array to the dtype the artifact was compiled for")
+            self._fail(
+                f"input '{spec.name}' has dtype {np.asarray(value).dtype}, the artifact takes {spec.dtype}",
+                "convert the array to the dtype the artifact was compiled for",
+            )
         arr = np.asarray(value, dtype=spec.dtype, order="C")  # not ascontiguousarray: it makes 0-d 1-d
         if tuple(arr.shape) != tuple(spec.shape):
-            self._fail(f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}",
-                       "recompile with --input-shape for this shape, or reshape the input")
+            self._fail(
+                f"input '{spec.name}' has shape {list(arr.shape)}, the artifact was compiled for {list(spec.shape)}",
+                "recompile with --input-shape for this shape, or reshape the input",
+            )
         return arr
 
     def check_feeds(self, feeds: dict) -> None:

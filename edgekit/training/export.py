@@ -1,4 +1,5 @@
 """Export of a trained (binary or low-bit) torch model to packed standard ONNX."""
+
 from __future__ import annotations
 
 import copy
@@ -8,8 +9,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekit.training.layers import weight_layers, binarize_module, binary_layer_names, fold_binary, fold_quant, model_mode, quantize_module
+from edgekit.training.layers import (
+    binarize_module,
+    binary_layer_names,
+    fold_binary,
+    fold_quant,
+    model_mode,
+    quantize_module,
+    weight_layers,
+)
 from edgekit.training.loop import evaluate, finetune
+
 
 def export_binarized(
     model: nn.Module, out: Path | None = None, input_shape: tuple[int, ...] = (1, 1, 8, 8), opset: int = 18
@@ -44,8 +54,10 @@ def digits_teacher(ref: str) -> nn.Module:
 
     loaded = load_model(ref)
     if loaded.input_shape is not None and tuple(loaded.input_shape)[1:] != (1, 8, 8):
-        raise EdgekitError(f"{ref} takes {list(loaded.input_shape)}; finetuning runs on the digits task (N×1×8×8)",
-                           "finetune trains on scikit-learn digits: pass a model taking N×1×8×8")
+        raise EdgekitError(
+            f"{ref} takes {list(loaded.input_shape)}; finetuning runs on the digits task (N×1×8×8)",
+            "finetune trains on scikit-learn digits: pass a model taking N×1×8×8",
+        )
     return loaded.module.eval()
 
 
@@ -67,12 +79,16 @@ def finetune_to_onnx(
     from edgekit.datasets import digits_accuracy, load_digits_split
     from edgekit.errors import EdgekitError
     from edgekit.export import INPUT_NAME, torch_to_onnx
-    from edgekit.onnxtools import ort_session, simplify
     from edgekit.fileio import atomic_file, check_output_path
-    from edgekit.passes.quantize import QuantizeConfig, run as quantize_run
+    from edgekit.onnxtools import ort_session, simplify
+    from edgekit.passes.quantize import QuantizeConfig
+    from edgekit.passes.quantize import run as quantize_run
 
     if bits not in (1, 2, 4):
-        raise EdgekitError(f"--bits {bits} is not trainable here", "finetune handles 1 (binary), 2 and 4 bits; 8 bits needs no training")
+        raise EdgekitError(
+            f"--bits {bits} is not trainable here",
+            "finetune handles 1 (binary), 2 and 4 bits; 8 bits needs no training",
+        )
     check_output_path(out, force, kind="onnx")
     teacher = digits_teacher(ref)
     split = load_digits_split()
@@ -96,10 +112,13 @@ def finetune_to_onnx(
     ort_acc = digits_accuracy(lambda x: session.run(None, {INPUT_NAME: x})[0])
     return {
         **{k: v for k, v in report.to_json().items() if k != "layers"},
-        "model": ref, "output": str(out), "bits": bits, "mode": f"{mode} ({binarizer})" if bits == 1 else f"weight-only int{bits} QAT (LSQ)",
-        "epochs": epochs, "seconds": result.seconds,
-        "accuracy": {"torch_fp32": fp32_acc, "torch_finetuned": result.test_accuracy,
-                     "onnxruntime": ort_acc},
+        "model": ref,
+        "output": str(out),
+        "bits": bits,
+        "mode": f"{mode} ({binarizer})" if bits == 1 else f"weight-only int{bits} QAT (LSQ)",
+        "epochs": epochs,
+        "seconds": result.seconds,
+        "accuracy": {"torch_fp32": fp32_acc, "torch_finetuned": result.test_accuracy, "onnxruntime": ort_acc},
     }
 
 
@@ -136,8 +155,19 @@ def _random_init(module: nn.Module, seed: int) -> nn.Module:
     return fresh
 
 
-def prune_finetune_to_onnx(ref: str, out: Path, ratio: float, method: str = "gradual", epochs: int = 20, lr: float = 5e-3,
-                           distill_weight: float = 0.5, rounds: int = 3, rewind_epoch: int = 1, seed: int = 0, force: bool = False) -> dict:
+def prune_finetune_to_onnx(
+    ref: str,
+    out: Path,
+    ratio: float,
+    method: str = "gradual",
+    epochs: int = 20,
+    lr: float = 5e-3,
+    distill_weight: float = 0.5,
+    rounds: int = 3,
+    rewind_epoch: int = 1,
+    seed: int = 0,
+    force: bool = False,
+) -> dict:
     """Pruning-aware training on digits (gradual, lottery ticket or structured), exported to ONNX that the ONNX
     passes store sparsely (unstructured) or shrink (structured); the training-free figure at the same ratio beside."""
     import onnx
@@ -155,27 +185,55 @@ def prune_finetune_to_onnx(ref: str, out: Path, ratio: float, method: str = "gra
     teacher = digits_teacher(ref)
     split = load_digits_split()
     dense_onnx = _to_onnx(teacher)
-    result: dict = {"model": ref, "output": str(out), "method": method, "ratio": ratio, "epochs": epochs,
-                    "accuracy": {"torch_fp32": evaluate(teacher, split.x_test, split.y_test)}}
+    result: dict = {
+        "model": ref,
+        "output": str(out),
+        "method": method,
+        "ratio": ratio,
+        "epochs": epochs,
+        "accuracy": {"torch_fp32": evaluate(teacher, split.x_test, split.y_test)},
+    }
     if method == "structured":
         free, _ = structured.run(dense_onnx, structured.StructuredConfig(ratio=ratio, round_to=4))
         student = copy.deepcopy(teacher)
         masks = ChannelMasks(student, ratio, round_to=4)
         masks.apply()
-        trained = finetune(student, teacher=teacher, epochs=epochs, lr=lr, distill_weight=distill_weight, seed=seed,
-                           after_step=lambda *_: masks.apply())
+        trained = finetune(
+            student,
+            teacher=teacher,
+            epochs=epochs,
+            lr=lr,
+            distill_weight=distill_weight,
+            seed=seed,
+            after_step=lambda *_: masks.apply(),
+        )
         model, report = structured.run(_to_onnx(student), structured.StructuredConfig(ratio=ratio, round_to=4))
     elif method == "gradual":
         # the first conv stays dense (1 input channel: 9 weights per filter), in torch and in ONNX alike
         free, _ = prune.run(dense_onnx, prune.PruneConfig(ratio=ratio, skip=("first",)))
         student = copy.deepcopy(teacher)
-        trained, _ = gradual_prune(student, ratio, epochs, teacher=teacher, lr=lr, seed=seed, distill_weight=distill_weight,
-                                   skip=(weight_layers(teacher)[0][0],))
+        trained, _ = gradual_prune(
+            student,
+            ratio,
+            epochs,
+            teacher=teacher,
+            lr=lr,
+            seed=seed,
+            distill_weight=distill_weight,
+            skip=(weight_layers(teacher)[0][0],),
+        )
         model, report = prune.run(_to_onnx(student), prune.PruneConfig(ratio=ratio, skip=("first",)))
     else:
         free, _ = prune.run(dense_onnx, prune.PruneConfig(ratio=ratio, skip=("first",)))
-        ticket = lottery_ticket(lambda: _random_init(teacher, seed), ratio, rounds=rounds, epochs=epochs, rewind_epoch=rewind_epoch, seed=seed,
-                                skip=(weight_layers(teacher)[0][0],))
+        ticket = lottery_ticket(
+            lambda: _random_init(teacher, seed),
+            ratio,
+            rounds=rounds,
+            epochs=epochs,
+            rewind_epoch=rewind_epoch,
+            seed=seed,
+            skip=(weight_layers(teacher)[0][0],),
+        )
         student = ticket["model"]
         trained = None
         result["lottery"] = {k: v for k, v in ticket.items() if k not in ("model", "masks")}
@@ -185,12 +243,17 @@ def prune_finetune_to_onnx(ref: str, out: Path, ratio: float, method: str = "gra
         torch_logits = student.eval()(torch.from_numpy(split.x_test)).numpy()
     # the ONNX pass must have removed exactly what training zeroed: same logits as the trained torch model
     if not np.allclose(logits, torch_logits, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(torch_logits).max()))):
-        raise EdgekitError("the pruned ONNX model does not reproduce the finetuned torch model",
-                           "structured finetuning supports models whose convolutions are not tied by residual adds; use compress --structured")
+        raise EdgekitError(
+            "the pruned ONNX model does not reproduce the finetuned torch model",
+            "structured finetuning supports models whose convolutions are not tied by residual adds; use compress --structured",
+        )
     with atomic_file(out) as tmp:
         onnx.save(model, str(tmp))
-    result["accuracy"] |= {"training_free_onnxruntime": _ort_accuracy(free)[0], "onnxruntime": onnx_acc,
-                           "torch_finetuned": trained.test_accuracy if trained else result["lottery"]["ticket_accuracy"]}
+    result["accuracy"] |= {
+        "training_free_onnxruntime": _ort_accuracy(free)[0],
+        "onnxruntime": onnx_acc,
+        "torch_finetuned": trained.test_accuracy if trained else result["lottery"]["ticket_accuracy"],
+    }
     result["accuracy"]["drop_pt"] = 100 * (result["accuracy"]["torch_fp32"] - onnx_acc)
     result |= {k: v for k, v in report.to_json().items() if k not in ("layers", "groups")}
     return result

@@ -1,4 +1,5 @@
 """Binary and fake-quantized torch layers, and the module surgery that swaps them in and folds them out."""
+
 from __future__ import annotations
 
 import copy
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekit.training.quantizers import Binarizer, fake_quant, get_binarizer, hard_sign
+
 
 class _BinaryMixin:
     """Weights q(W)·α with α_o = mean|W[o]| (XNOR-Net); inputs q_a(x) when binarize_input (xnor mode)."""
@@ -83,8 +85,17 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 def _clone_as(layer: nn.Module, cls: type) -> nn.Module:
     # Same constructor arguments and state dict keys as the original layer: checkpoints stay interchangeable.
     if isinstance(layer, nn.Conv2d):
-        new = cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                  layer.dilation, layer.groups, layer.bias is not None, layer.padding_mode)
+        new = cls(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            layer.bias is not None,
+            layer.padding_mode,
+        )
     else:
         new = cls(layer.in_features, layer.out_features, layer.bias is not None)
     new.load_state_dict(layer.state_dict())
@@ -129,8 +140,11 @@ def fold_binary(model: nn.Module) -> nn.Module:
     for name, layer in weight_layers(model):
         if isinstance(layer, _BinaryMixin):
             is_conv = isinstance(layer, nn.Conv2d)
-            cls = (SignInputConv2d if is_conv else SignInputLinear) if layer.binarize_input else (
-                nn.Conv2d if is_conv else nn.Linear)
+            cls = (
+                (SignInputConv2d if is_conv else SignInputLinear)
+                if layer.binarize_input
+                else (nn.Conv2d if is_conv else nn.Linear)
+            )
             new = _clone_as(layer, cls)
             new.weight.copy_(layer.binary_weight())
             _replace(model, name, new)
@@ -207,8 +221,17 @@ def fold_quant(model: nn.Module) -> nn.Module:
 def _clone_as_plain(layer: nn.Module, cls: type) -> nn.Module:
     state = {k: v for k, v in layer.state_dict().items() if k != "scale"}
     if cls is nn.Conv2d:
-        new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                        layer.dilation, layer.groups, layer.bias is not None, layer.padding_mode)
+        new = nn.Conv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            layer.bias is not None,
+            layer.padding_mode,
+        )
     else:
         new = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None)
     new.load_state_dict(state)

@@ -1,4 +1,5 @@
 """The finetuning loop on the digits task, with knowledge distillation from the float model."""
+
 from __future__ import annotations
 
 import time
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 
 @dataclass
 class FinetuneResult:
@@ -38,8 +40,11 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     r"""Hinton KD: T² · KL(softmax(t/T) ‖ softmax(s/T)); the T² keeps gradients comparable across T."""
     t = temperature
-    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean",
-                    log_target=True) * t * t
+    return (
+        F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean", log_target=True)
+        * t
+        * t
+    )
 
 
 @torch.no_grad()

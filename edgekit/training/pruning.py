@@ -14,6 +14,7 @@ References:
     Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019; Frankle et al., "Stabilizing the Lottery
     Ticket Hypothesis" (rewinding to iteration k), 2019.
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,8 +63,16 @@ class WeightMasks:
         return 1.0 - sum(int(m.sum()) for m in self.masks.values()) / total
 
 
-def gradual_prune(model: nn.Module, final: float, epochs: int, teacher: nn.Module | None = None, lr: float = 2e-3, seed: int = 0,
-                  skip: tuple[str, ...] = (), distill_weight: float = 0.5):
+def gradual_prune(
+    model: nn.Module,
+    final: float,
+    epochs: int,
+    teacher: nn.Module | None = None,
+    lr: float = 2e-3,
+    seed: int = 0,
+    skip: tuple[str, ...] = (),
+    distill_weight: float = 0.5,
+):
     """Finetune `model` (in place) while its sparsity rises from 0 to `final` over the first 60% of the steps,
     pruning every 1/20 of that span; the rest of training recovers at the final sparsity."""
     from edgekit.training.loop import finetune
@@ -77,12 +86,22 @@ def gradual_prune(model: nn.Module, final: float, epochs: int, teacher: nn.Modul
             masks.prune_to(cubic_sparsity(step, final, 0, end))
         masks.apply()
 
-    result = finetune(model, teacher=teacher, epochs=epochs, lr=lr, distill_weight=distill_weight, seed=seed, after_step=after_step)
+    result = finetune(
+        model, teacher=teacher, epochs=epochs, lr=lr, distill_weight=distill_weight, seed=seed, after_step=after_step
+    )
     return result, masks
 
 
-def lottery_ticket(create: callable, sparsity: float, rounds: int = 3, epochs: int = 30, rewind_epoch: int = 1, lr: float = 5e-3,
-                   seed: int = 0, skip: tuple[str, ...] = ()) -> dict:
+def lottery_ticket(
+    create: callable,
+    sparsity: float,
+    rounds: int = 3,
+    epochs: int = 30,
+    rewind_epoch: int = 1,
+    lr: float = 5e-3,
+    seed: int = 0,
+    skip: tuple[str, ...] = (),
+) -> dict:
     """Iterative magnitude pruning with rewinding, from a fresh `create()` model: returns the ticket (a trained
     model, its masks, its accuracy), the dense accuracy, and the random re-initialization control."""
     from edgekit.training.loop import finetune
@@ -112,9 +131,18 @@ def lottery_ticket(create: callable, sparsity: float, rounds: int = 3, epochs: i
     control_masks = WeightMasks(control, skip)
     control_masks.masks = {k: v.clone() for k, v in masks.masks.items()}
     control_masks.apply()
-    control_acc = finetune(control, epochs=epochs, lr=lr, seed=seed, after_step=lambda *_: control_masks.apply()).test_accuracy
-    return {"model": model, "masks": masks, "dense_accuracy": dense, "ticket_accuracy": history[-1]["accuracy"],
-            "random_reinit_accuracy": control_acc, "rounds": history, "rewind_epoch": rewind_epoch}
+    control_acc = finetune(
+        control, epochs=epochs, lr=lr, seed=seed, after_step=lambda *_: control_masks.apply()
+    ).test_accuracy
+    return {
+        "model": model,
+        "masks": masks,
+        "dense_accuracy": dense,
+        "ticket_accuracy": history[-1]["accuracy"],
+        "random_reinit_accuracy": control_acc,
+        "rounds": history,
+        "rewind_epoch": rewind_epoch,
+    }
 
 
 class ChannelMasks:
@@ -127,13 +155,13 @@ class ChannelMasks:
         modules = list(model.modules())
         for i, m in enumerate(modules):
             if isinstance(m, nn.Conv2d) and m.groups == 1:
-                bn = next((b for b in modules[i + 1:i + 2] if isinstance(b, nn.BatchNorm2d)), None)
+                bn = next((b for b in modules[i + 1 : i + 2] if isinstance(b, nn.BatchNorm2d)), None)
                 with torch.no_grad():
                     score = m.weight.flatten(1).norm(dim=1)
                     if bn is not None:
                         score = score * bn.weight.abs() / torch.sqrt(bn.running_var + bn.eps)
                 keep = torch.zeros(m.out_channels, dtype=torch.bool)
-                keep[torch.argsort(-score, stable=True)[:_kept_count(m.out_channels, ratio, round_to)]] = True
+                keep[torch.argsort(-score, stable=True)[: _kept_count(m.out_channels, ratio, round_to)]] = True
                 self.pairs.append((m, bn, keep))
 
     @torch.no_grad()

@@ -1,5 +1,6 @@
 """1-bit and low-bit quantizers for training, each a small function registered by name (Larq style): sign-STE,
 BiPer, ApproxSign, and LSQ fake quantization."""
+
 from __future__ import annotations
 
 import math

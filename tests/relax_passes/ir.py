@@ -1,4 +1,5 @@
 """Small builders shared by the Relax rewrite tests: a one-function module from a body, typed constants."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

@@ -1,4 +1,5 @@
 """lower_quantized_bilinear_resizes: quantize(resize2d(dq(x), linear)) -> onnxruntime's four-corner float sum."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,8 +49,9 @@ def test_linear_resize_becomes_ordered_four_corner_sum() -> None:
 
     report: list[dict] = []
     tvm.ir.assert_structural_equal(run(qdq_resize("linear"), report), build(expected, x=X))
-    assert report == [{"op": "resize", "status": "lowered",
-                       "detail": "bilinear 2x2 -> 4x4 (half_pixel), onnxruntime's sum order"}]
+    assert report == [
+        {"op": "resize", "status": "lowered", "detail": "bilinear 2x2 -> 4x4 (half_pixel), onnxruntime's sum order"}
+    ]
 
 
 def test_nearest_resize_is_left_alone() -> None:

@@ -2,6 +2,7 @@
 
 The two kernels come from their builders in kernels/binary.py (tested numerically in tests/test_kernels_binary.py);
 the weight bits, alpha and the bias operand are worked out here."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,10 +24,16 @@ BIAS = np.arange(8, dtype="float32")
 
 def binary_dense(sign_activations: bool = True) -> tvm.IRModule:
     """Gemm of a binarized model after import and FoldConstant: the weight is ±alpha_o per column."""
+
     def body(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
         if sign_activations:
-            x = bb.emit(relax.op.where(bb.emit(relax.op.greater_equal(x, const(0.0, "float32"))),
-                                       const(1.0, "float32"), const(-1.0, "float32")))
+            x = bb.emit(
+                relax.op.where(
+                    bb.emit(relax.op.greater_equal(x, const(0.0, "float32"))),
+                    const(1.0, "float32"),
+                    const(-1.0, "float32"),
+                )
+            )
         y = bb.emit(relax.op.matmul(x, const(SIGNS * ALPHA, "float32")))
         return relax.op.add(y, const(BIAS, "float32"))
 
@@ -67,8 +74,11 @@ def test_binary_conv_becomes_pack_and_xnor_conv() -> None:
     signs = np.where(np.random.default_rng(1).random((16, 64, 3, 3)) < 0.5, -1.0, 1.0).astype("float32")  # OIHW
 
     def body(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
-        s = bb.emit(relax.op.where(bb.emit(relax.op.greater_equal(x, const(0.0, "float32"))),
-                                   const(1.0, "float32"), const(-1.0, "float32")))
+        s = bb.emit(
+            relax.op.where(
+                bb.emit(relax.op.greater_equal(x, const(0.0, "float32"))), const(1.0, "float32"), const(-1.0, "float32")
+            )
+        )
         y = bb.emit(relax.op.nn.conv2d(s, const(signs * alpha[:, None, None, None], "float32"), strides=2, padding=1))
         return relax.op.add(y, const(BIAS.repeat(2).reshape(1, 16, 1, 1), "float32"))
 
@@ -81,8 +91,13 @@ def test_binary_conv_becomes_pack_and_xnor_conv() -> None:
     packed, bits, table, alpha_arg, bias_arg = conv.args[1].fields
     assert packed.same_as(out["main"].body.blocks[0].bindings[0].var)
     # bits[o, i, j, 0]: bit c set where W[o, c, i, j] >= 0
-    want = np.array([[[[sum(1 << c for c in range(64) if signs[o, c, i, j] > 0)] for j in range(3)] for i in range(3)]
-                     for o in range(16)], "uint64")
+    want = np.array(
+        [
+            [[[sum(1 << c for c in range(64) if signs[o, c, i, j] > 0)] for j in range(3)] for i in range(3)]
+            for o in range(16)
+        ],
+        "uint64",
+    )
     np.testing.assert_array_equal(bits.value.numpy(), want)
     assert table.value.numpy().shape == (16, 4, 4) and table.value.numpy().dtype == np.int32
     np.testing.assert_array_equal(alpha_arg.value.numpy(), alpha)

@@ -1,4 +1,5 @@
 """Conv1dAsConv2d: conv1d(NCW) -> reshape to a height-1 image, conv2d with (1, s) strides, reshape back."""
+
 from __future__ import annotations
 
 import tvm

@@ -1,4 +1,5 @@
 """ConvTransposeAsConv: stride = kernel conv2d_transpose -> 1x1 conv to Cout*k*k channels + depth-to-space."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -2,6 +2,7 @@
 
 The Expected modules emit their kernels with the same TE functions the passes use (_fast_sigmoid, topi.fast_erf):
 what is checked is which call replaced which op; the kernels' numerics are tested with the builds."""
+
 from __future__ import annotations
 
 import tvm

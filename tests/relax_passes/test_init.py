@@ -1,5 +1,6 @@
 """relax_passes/__init__.py: a failing rewrite is recorded as skipped where the pipeline gives a log, raised
 where it gives none; mutator_pass copies the PrimFuncs a mutator emits into the result."""
+
 from __future__ import annotations
 
 import pytest

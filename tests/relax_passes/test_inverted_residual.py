@@ -3,6 +3,7 @@
 The Expected call is built with the kernel module's own builders (mbconv_func, and pack_weights, the kernel's
 weight layout, tested with the kernel in tests/test_mbconv.py): what is checked is the rewrite's reading of the
 graph: the block spec (shapes, stride, clips, residual), which constant goes to which operand, the biases."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,9 +29,13 @@ run = mutator_pass(lambda mod: InvertedResidualFusion(mod, LANES, ACC_REGS, 1), 
 
 def block(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
     """MobileNetV2's stride-1 residual block after ConvertLayout (NHWC / HWIO) and ScalarMinMaxToClip."""
+
     def conv_bias(y: relax.Expr, w: np.ndarray, b: np.ndarray, groups: int = 1, padding: int = 0) -> relax.Var:
-        conv = bb.emit(relax.op.nn.conv2d(y, const(w, "float32"), padding=padding, groups=groups,
-                                          data_layout="NHWC", kernel_layout="HWIO"))
+        conv = bb.emit(
+            relax.op.nn.conv2d(
+                y, const(w, "float32"), padding=padding, groups=groups, data_layout="NHWC", kernel_layout="HWIO"
+            )
+        )
         return bb.emit(relax.op.add(conv, const(b.reshape(1, 1, 1, -1), "float32")))
 
     def relu6(y: relax.Expr) -> relax.Var:

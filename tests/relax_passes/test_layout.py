@@ -1,4 +1,5 @@
 """nhwc_layout: TVM's ConvertLayout to NHWC / HWIO convs; where it raises, the per-conv fallback (logged)."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,6 +49,7 @@ def test_convert_layout_carries_nhwc_through_the_graph() -> None:
 @pytest.fixture
 def broken_convert_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     """ConvertLayout raising as it did on the importer's 5-D stack of Max/Min."""
+
     def broken(_layouts: dict) -> tvm.transform.Pass:
         raise RuntimeError("Invalid SLayout: can't find S in source layout ABCDE")
 
@@ -83,8 +85,13 @@ def test_fallback_transposes_each_conv_and_cancels_back_to_back_pairs() -> None:
 
     log: list[dict] = []
     tvm.ir.assert_structural_equal(nhwc_layout(log)(Before), Expected)
-    assert log == [{"pass": "ConvertLayout", "skipped": "Invalid SLayout: can't find S in source layout ABCDE",
-                    "fallback": FALLBACK}]
+    assert log == [
+        {
+            "pass": "ConvertLayout",
+            "skipped": "Invalid SLayout: can't find S in source layout ABCDE",
+            "fallback": FALLBACK,
+        }
+    ]
 
 
 @pytest.mark.usefixtures("broken_convert_layout")

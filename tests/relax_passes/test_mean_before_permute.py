@@ -1,4 +1,5 @@
 """MeanBeforePermute: mean(clip(permute(y))) over the permuted H, W -> permute(mean(clip(y))) over y's own axes."""
+
 from __future__ import annotations
 
 import tvm

@@ -2,6 +2,7 @@
 
 Parameters are powers of two so the folded constants (bias correction, requantize multiplier) are exact and
 written out by hand below."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,6 +20,7 @@ X = ((1, 2, 4, 4), "uint8")
 
 def qdq_conv(x_dtype: str = "uint8") -> tvm.IRModule:
     """quantize(conv2d(dq(x), dq(W)) + reshape(dq(b))) as onnxruntime's quantizer writes a layer and TVM imports it."""
+
     def body(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
         dx = bb.emit(relax.op.dequantize(x, const(0.5, "float32"), const(3, x_dtype), axis=1))
         sw, zw = const([0.25, 0.125], "float32"), const([0, 0], "int8")
@@ -58,8 +60,14 @@ def test_int8_activations_stay_float_and_are_reported() -> None:
     before = qdq_conv("int8")
     report: list[dict] = []
     tvm.ir.assert_structural_equal(reporting_pass(lower_qdq_layers, "LowerQDQLayers", report)(before), before)
-    assert report == [{"op": "conv2d", "status": "skipped", "shape": "1x2x6x6",
-                       "reason": "activations int8 -> uint8: only uint8 (U8S8) is lowered"}]
+    assert report == [
+        {
+            "op": "conv2d",
+            "status": "skipped",
+            "shape": "1x2x6x6",
+            "reason": "activations int8 -> uint8: only uint8 (U8S8) is lowered",
+        }
+    ]
 
 
 def test_expand_qdq_per_tensor() -> None:

@@ -1,6 +1,7 @@
 """lower_qlinear_adds: quantize(dq(a) + dq(b)) -> onnxruntime's QLinearAdd arithmetic (fma chain in float64).
 
 s_a / s_c = 2, s_b / s_c = 1 and fixed = z_c - (2 * z_a + 1 * z_b) = 1 - (4 + 4) = -7: exact, written by hand."""
+
 from __future__ import annotations
 
 import tvm

@@ -1,4 +1,5 @@
 """lower_qlinear_softmaxes: quantize(softmax(dq(x))) -> onnxruntime's QLinearSoftmax (exp table, ordered sum)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """ScalarMinMaxToClip: the importer's Clip / Max / Min with a scalar (call_tirs) become relax.clip."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -19,6 +20,7 @@ run = mutator_pass(ScalarMinMaxToClip, "ScalarMinMaxToClip")
 
 def imported(*steps: tuple[Callable, relax.Expr]) -> tvm.IRModule:
     """main(x) = the chain of (topi op, bound) as TVM's ONNX importer emits Clip: bb.emit_te(topi.maximum, x, lo)."""
+
     def body(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
         for op, bound in steps:
             x = bb.emit_te(op, x, bound)

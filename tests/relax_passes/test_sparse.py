@@ -2,6 +2,7 @@
 
 The Expected kernel comes from the same kernel builder (kernels/sparse.spmm_func, tested there); the kept blocks,
 their indices and the group pointers are written out by hand."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,12 +42,21 @@ def pruned_weight() -> np.ndarray:
 
 def test_pruned_matmul_becomes_block_sparse_kernel() -> None:
     w = pruned_weight()
-    blocks = BlockSparse(values=np.stack([w[3, :8], w[10, :8], w[5, 8:]]), indices=np.array([3, 10, 5], "int32"),
-                         indptr=np.array([0, 2, 3], "int32"), k=16, n=16)
+    blocks = BlockSparse(
+        values=np.stack([w[3, :8], w[10, :8], w[5, 8:]]),
+        indices=np.array([3, 10, 5], "int32"),
+        indptr=np.array([0, 2, 3], "int32"),
+        k=16,
+        n=16,
+    )
     kernels = KernelTable(tvm.IRModule())
     spmm = kernels.get("block_sparse_4_16_16_3_1", lambda: spmm_func((4,), blocks, True))  # bias folded in: "_1"
-    args = [const(blocks.values, "float32"), const(blocks.indices, "int32"), const(blocks.indptr, "int32"),
-            const(BIAS, "float32")]
+    args = [
+        const(blocks.values, "float32"),
+        const(blocks.indices, "int32"),
+        const(blocks.indptr, "int32"),
+        const(BIAS, "float32"),
+    ]
     expected = kernels.module()
     main = build(lambda bb, x: relax.call_tir(spmm, [x, *args], relax.TensorType((4, 16), "float32")), x=X)
     expected["main"] = main["main"]

@@ -4,6 +4,7 @@ A rewrite is a PyExprMutator run over every Relax function by `mutator_pass`. A 
 pass silently: it raises, or, where the pipeline gives it a log, the failure is recorded there as skipped
 (with the reason) and the build goes on without that optimization; the log reaches meta.json and the console.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -18,9 +19,14 @@ from edgekit.errors import message_line
 RewriteLog = list  # [{"pass": name, "skipped": reason}]
 
 
-def skippable_pass(name: str, run: Callable[[tvm.IRModule], tvm.IRModule], log: RewriteLog | None = None,
-                   on_skip: Callable[[tvm.IRModule], tvm.IRModule] | None = None, logged_as: str = "",
-                   **log_extra) -> tvm.transform.Pass:
+def skippable_pass(
+    name: str,
+    run: Callable[[tvm.IRModule], tvm.IRModule],
+    log: RewriteLog | None = None,
+    on_skip: Callable[[tvm.IRModule], tvm.IRModule] | None = None,
+    logged_as: str = "",
+    **log_extra,
+) -> tvm.transform.Pass:
     """The one pass shape of edgekit's rewrites: a module pass running `run`; if it raises, the failure is
     recorded in `log` and the module goes on unchanged (or through `on_skip`, a fallback); without a log it raises."""
 
@@ -39,8 +45,9 @@ def skippable_pass(name: str, run: Callable[[tvm.IRModule], tvm.IRModule], log: 
     return _pass
 
 
-def mutator_pass(make_mutator: Callable[[tvm.IRModule], relax.PyExprMutator], name: str,
-                 log: RewriteLog | None = None) -> tvm.transform.Pass:
+def mutator_pass(
+    make_mutator: Callable[[tvm.IRModule], relax.PyExprMutator], name: str, log: RewriteLog | None = None
+) -> tvm.transform.Pass:
     """A pass running make_mutator(mod) over every Relax function (PrimFuncs the mutator emits are copied into
     the result)."""
 
@@ -58,8 +65,9 @@ def mutator_pass(make_mutator: Callable[[tvm.IRModule], relax.PyExprMutator], na
     return skippable_pass(name, run, log)
 
 
-def reporting_pass(rewrite: Callable[[relax.Function], tuple[relax.Function, list[dict]]], name: str,
-                   report: list[dict]) -> tvm.transform.Pass:
+def reporting_pass(
+    rewrite: Callable[[relax.Function], tuple[relax.Function, list[dict]]], name: str, report: list[dict]
+) -> tvm.transform.Pass:
     """A pass running a per-function rewrite that also reports what it did per layer (appended to `report`)."""
 
     def run(mod: tvm.IRModule) -> tvm.IRModule:

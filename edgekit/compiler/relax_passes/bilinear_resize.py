@@ -15,6 +15,7 @@ corners, each product rounded to float32 through float64 (exact there, and not c
 sums in float32 in that order. Later onnxruntime versions may interpolate separably; the test that compares
 against the installed onnxruntime bit for bit is what notices.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,9 @@ def source_coordinates(n_in: int, n_out: int, mode: str, scale: float | None = N
     return (x + _F32(0.5)) / scale - _F32(0.5)
 
 
-def axis_taps(n_in: int, n_out: int, mode: str, scale: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def axis_taps(
+    n_in: int, n_out: int, mode: str, scale: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(i1, i2, d1, d2) per output index: the two source indices and onnxruntime's distances to them."""
     c = np.clip(source_coordinates(n_in, n_out, mode, scale), _F32(0), _F32(n_in - 1)).astype(_F32)
     i1 = np.minimum(c.astype(np.int64), n_in - 1)
@@ -51,17 +54,22 @@ def axis_taps(n_in: int, n_out: int, mode: str, scale: float | None = None) -> t
     return i1, i2, d1.astype(_F32), d2.astype(_F32)
 
 
-def ort_bilinear(x: relax.Expr, shape: tuple[int, ...], out_hw: tuple[int, int], mode: str,
-                 scales: tuple[float, float] | None = None) -> relax.Expr:
+def ort_bilinear(
+    x: relax.Expr, shape: tuple[int, ...], out_hw: tuple[int, int], mode: str, scales: tuple[float, float] | None = None
+) -> relax.Expr:
     """onnxruntime's bilinear resize of a static NCHW `x` to `out_hw` (scales: the (H, W) scales, if given)."""
     y1, y2, dy1, dy2 = axis_taps(shape[2], out_hw[0], mode, scales and scales[0])
     x1, x2, dx1, dx2 = axis_taps(shape[3], out_hw[1], mode, scales and scales[1])
     rows = [relax.op.take(x, relax.const(i.astype("int32")), axis=2) for i in (y1, y2)]
-    corners = [relax.op.take(r, relax.const(i.astype("int32")), axis=3) for r in rows for i in (x1, x2)]  # X11 X21 X12 X22
+    corners = [
+        relax.op.take(r, relax.const(i.astype("int32")), axis=3) for r in rows for i in (x1, x2)
+    ]  # X11 X21 X12 X22
     weights = [np.outer(dy, dx).astype(_F32) for dy in (dy2, dy1) for dx in (dx2, dx1)]
     total = None
     for corner, weight in zip(corners, weights):
-        product = relax.op.multiply(relax.op.astype(corner, "float64"), relax.const(weight.astype(np.float64), "float64"))
+        product = relax.op.multiply(
+            relax.op.astype(corner, "float64"), relax.const(weight.astype(np.float64), "float64")
+        )
         term = relax.op.astype(product, "float32")
         total = term if total is None else relax.op.add(total, term)
     return total
@@ -79,13 +87,25 @@ def lower_quantized_bilinear_resizes(func: relax.Function) -> tuple[relax.Functi
         call = m[resize]
         attrs, shape, out_shape = call.attrs, static_shape(m[dequantized]), static_shape(call)
         mode = str(attrs.coordinate_transformation_mode)
-        if (shape is None or out_shape is None or len(shape) != 4 or str(attrs.layout) != "NCHW"
-                or str(attrs.method) != "linear" or mode not in _MODES or any(prim_float(r) != 0 for r in attrs.roi)
-                or str(call.ty.dtype) != "float32"):
+        if (
+            shape is None
+            or out_shape is None
+            or len(shape) != 4
+            or str(attrs.layout) != "NCHW"
+            or str(attrs.method) != "linear"
+            or mode not in _MODES
+            or any(prim_float(r) != 0 for r in attrs.roi)
+            or str(call.ty.dtype) != "float32"
+        ):
             return expr  # other layouts, modes and dtypes: TVM's resize2d as imported
         new = ort_bilinear(m[dequantized], shape, out_shape[2:], mode)
-        report.append({"op": "resize", "status": "lowered",
-                       "detail": f"bilinear {shape[2]}x{shape[3]} -> {out_shape[2]}x{out_shape[3]} ({mode}), onnxruntime's sum order"})
+        report.append(
+            {
+                "op": "resize",
+                "status": "lowered",
+                "detail": f"bilinear {shape[2]}x{shape[3]} -> {out_shape[2]}x{out_shape[3]} ({mode}), onnxruntime's sum order",
+            }
+        )
         return relax.op.quantize(new, *expr.args[1:], axis=expr.attrs.axis, out_dtype=expr.attrs.out_dtype)
 
     return rewrite_call(pattern, rewrite, func), report

@@ -1,4 +1,5 @@
 """Conv1d (audio front ends, STFT-as-conv, TCNs, CRNN heads) as a conv2d over a height-1 image."""
+
 from __future__ import annotations
 
 import tvm
@@ -26,8 +27,13 @@ class Conv1dAsConv2d(relax.PyExprMutator):
         o, cg, k = w_shape.values
         left, right = (int(v) for v in a.padding)
         y = relax.op.nn.conv2d(
-            relax.op.reshape(x, (n, c, 1, width)), relax.op.reshape(w, (o, cg, 1, k)),
-            strides=(1, int(a.strides[0])), padding=(0, left, 0, right), dilation=(1, int(a.dilation[0])),
-            groups=int(a.groups), out_dtype=a.out_dtype)
+            relax.op.reshape(x, (n, c, 1, width)),
+            relax.op.reshape(w, (o, cg, 1, k)),
+            strides=(1, int(a.strides[0])),
+            padding=(0, left, 0, right),
+            dilation=(1, int(a.dilation[0])),
+            groups=int(a.groups),
+            out_dtype=a.out_dtype,
+        )
         out_width = call.ty.shape.values[2]
         return relax.op.reshape(y, (n, o, out_width))

@@ -1,4 +1,5 @@
 """Non-overlapping ConvTranspose (detector upsampling heads) as a 1x1 conv + depth-to-space."""
+
 from __future__ import annotations
 
 import tvm
@@ -19,12 +20,21 @@ class ConvTransposeAsConv(relax.PyExprMutator):
         if not call.op.same_as(tvm.ir.Op.get("relax.nn.conv2d_transpose")):
             return call
         a, (x, w) = call.attrs, call.args
-        if not isinstance(w, tvm.ir.expr.Constant) or a.data_layout != "NCHW" or a.kernel_layout != "IOHW" or int(a.groups) != 1:
+        if (
+            not isinstance(w, tvm.ir.expr.Constant)
+            or a.data_layout != "NCHW"
+            or a.kernel_layout != "IOHW"
+            or int(a.groups) != 1
+        ):
             return call
         weight = w.value.numpy()  # [Cin, Cout, kh, kw]
         cin, cout, kh, kw = weight.shape
-        if [int(v) for v in a.strides] != [kh, kw] or any(int(v) for v in a.padding) or any(int(v) for v in a.output_padding) \
-                or any(int(v) != 1 for v in a.dilation):
+        if (
+            [int(v) for v in a.strides] != [kh, kw]
+            or any(int(v) for v in a.padding)
+            or any(int(v) for v in a.output_padding)
+            or any(int(v) != 1 for v in a.dilation)
+        ):
             return call
         n, _, h, wd = (int(d) for d in x.ty.shape)
         w1x1 = weight.transpose(1, 2, 3, 0).reshape(cout * kh * kw, cin, 1, 1)  # rows ordered (co, i, j)

@@ -10,6 +10,7 @@ with act = Clip (ReLU6) or ReLU and every intermediate used once. Applied only w
 big enough to leave the caches (MIN_EXPANDED_BYTES): there the three separate ops are memory-bound, while
 for small late-stage maps the kernel's per-band recompute of 2 expanded rows would cost more than it saves.
 """
+
 import dataclasses
 import math
 
@@ -40,7 +41,9 @@ def _conv(expr, var2val, kernel: int, depthwise: bool) -> relax.Call | None:
     if call is None or not isinstance(call.args[1], tvm.ir.expr.Constant) or call.ty.dtype != "float32":
         return None
     a = call.attrs
-    if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC") or any(int(d) != 1 for d in a.dilation):
+    if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC") or any(
+        int(d) != 1 for d in a.dilation
+    ):
         return None
     w = static_shape(call.args[1])
     if w is None or w[:2] != (kernel, kernel) or static_shape(call.args[0]) is None:
@@ -86,6 +89,7 @@ class _Block:
 
 def match_block(projection_add: relax.Expr, var2val, uses) -> _Block | None:
     """The block whose projection (+ bias) is `projection_add`, if every intermediate is used once."""
+
     def once(expr) -> bool:
         return isinstance(expr, relax.Var) and uses.get(expr, 0) == 1
 
@@ -117,8 +121,9 @@ def match_block(projection_add: relax.Expr, var2val, uses) -> _Block | None:
     n, h, w, ci = static_shape(x)
     if w_e is None and ci != cm:
         return None
-    spec = mbconv.MBConvSpec(n, h, w, ci, cm if w_e is not None else 0, co, int(conv_d.attrs.strides[0]), False,
-                             clip_e, d[1])
+    spec = mbconv.MBConvSpec(
+        n, h, w, ci, cm if w_e is not None else 0, co, int(conv_d.attrs.strides[0]), False, clip_e, d[1]
+    )
     if h * w * cm * 4 < MIN_EXPANDED_BYTES:
         return None
     return _Block(x, spec, w_e, b_e, conv_d.args[1].value.numpy(), bias_d[1], w_p, found[1])
@@ -193,11 +198,18 @@ class InvertedResidualFusion(relax.PyExprMutator):
         spec = block.spec
         lanes, acc_regs = self._lanes, self._acc_regs
         # private (no global_symbol): TVMScript names every PrimFunc "mbconv", and relax.build needs unique symbols
-        func = mbconv.mbconv_func(spec, lanes, acc_regs, self._bands).without_attr("global_symbol").with_attr("op_pattern", OPAQUE)
+        func = (
+            mbconv.mbconv_func(spec, lanes, acc_regs, self._bands)
+            .without_attr("global_symbol")
+            .with_attr("op_pattern", OPAQUE)
+        )
         w_e, b_e, w_d, b_d, w_p, b_p = block.weights
         we, wd, wp = mbconv.pack_weights(spec, w_e, w_d, w_p, lanes, acc_regs)
         b_e = np.zeros(spec.mid_channels, np.float32) if b_e is None else b_e
         gv = self.builder_.add_func(func, "fused_mbconv")
-        args = [self.visit_expr(block.x), *(relax.const(np.ascontiguousarray(a, np.float32)) for a in (we, b_e, wd, b_d, wp, b_p))]
+        args = [
+            self.visit_expr(block.x),
+            *(relax.const(np.ascontiguousarray(a, np.float32)) for a in (we, b_e, wd, b_d, wp, b_p)),
+        ]
         out = relax.TensorType((spec.batch, spec.out_h, spec.out_w, spec.out_channels), "float32")
         return relax.call_tir(gv, args, out)

@@ -7,6 +7,7 @@ NCHW after, with back-to-back transpose pairs between consecutive convs cancelle
 conversion (the transposes around elementwise ops stay), never wrong; the log (meta.json's rewrites_skipped)
 says it happened and why.
 """
+
 from __future__ import annotations
 
 import tvm
@@ -33,9 +34,17 @@ class PerOperatorNhwc(relax.PyExprMutator):
         a, (x, w) = call.attrs, call.args
         if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or a.out_layout != "NCHW":
             return call
-        y = relax.op.nn.conv2d(self._to_nhwc(x), relax.op.permute_dims(w, OIHW_TO_HWIO), strides=a.strides,
-                               padding=a.padding, dilation=a.dilation, groups=a.groups, data_layout="NHWC",
-                               kernel_layout="HWIO", out_dtype=a.out_dtype)
+        y = relax.op.nn.conv2d(
+            self._to_nhwc(x),
+            relax.op.permute_dims(w, OIHW_TO_HWIO),
+            strides=a.strides,
+            padding=a.padding,
+            dilation=a.dilation,
+            groups=a.groups,
+            data_layout="NHWC",
+            kernel_layout="HWIO",
+            out_dtype=a.out_dtype,
+        )
         return relax.op.permute_dims(self.builder_.emit(y), TO_NCHW)
 
     def _to_nhwc(self, x: relax.Expr) -> relax.Expr:
@@ -49,5 +58,11 @@ def nhwc_layout(log: RewriteLog | None = None) -> tvm.transform.Pass:
     """ConvertLayout(NHWC); if it raises, PerOperatorNhwc (recorded in `log`; without a log the error is raised)."""
     # ConvertLayout is looked up when the pass runs, not when the pass list is made, so a failure at either
     # point (tests replace it with one that raises) takes the per-operator fallback
-    return skippable_pass("EdgekitNhwcLayout", lambda mod: relax.transform.ConvertLayout(NHWC)(mod), log, logged_as="ConvertLayout",
-                          on_skip=mutator_pass(PerOperatorNhwc, "PerOperatorNhwc"), fallback=FALLBACK)
+    return skippable_pass(
+        "EdgekitNhwcLayout",
+        lambda mod: relax.transform.ConvertLayout(NHWC)(mod),
+        log,
+        logged_as="ConvertLayout",
+        on_skip=mutator_pass(PerOperatorNhwc, "PerOperatorNhwc"),
+        fallback=FALLBACK,
+    )

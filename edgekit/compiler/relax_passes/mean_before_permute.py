@@ -1,4 +1,5 @@
 """Global average pooling of NHWC networks: mean over H, W with channels as vector lanes."""
+
 from __future__ import annotations
 
 import tvm

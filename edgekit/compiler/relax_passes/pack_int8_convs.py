@@ -9,6 +9,7 @@ ARM's dot products are same-signed (sdot s8 x s8, udot u8 x u8; usdot needs +i8m
 (x - 128 as int8, exact) and the sum gets 128·Σw back per output channel, a constant folded at build time:
     Σ x·w = Σ (x - 128)·w + 128·Σ w
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,6 +31,7 @@ DOT_K = 4  # input channels summed per lane by vpdpbusd
 
 # ----------------------------------------------------------------------------------------------------------
 
+
 def pack_weights(w_hwio: np.ndarray) -> np.ndarray:
     """HWIO int8 -> [CO/16, KH, KW, CI/4, 16, 4] (input channels zero-padded to a multiple of 4)."""
     kh, kw, ci, co = w_hwio.shape
@@ -40,8 +42,15 @@ def pack_weights(w_hwio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(4, 0, 1, 2, 5, 3))
 
 
-def conv2d_u8s8_te(x: te.Tensor, wp: te.Tensor, strides: tuple[int, int], pads: tuple[int, int, int, int],
-                   dilation: tuple[int, int], pad_value: int, block_name: str = CONV_BLOCK) -> te.Tensor:
+def conv2d_u8s8_te(
+    x: te.Tensor,
+    wp: te.Tensor,
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilation: tuple[int, int],
+    pad_value: int,
+    block_name: str = CONV_BLOCK,
+) -> te.Tensor:
     """NHWC uint8 x packed int8 -> NHWC int32. Spatial padding uses pad_value (the input zero point);
     the channel padding to a multiple of 4 meets zero weights, so its value does not matter."""
     n, h, w, c = (int(d) for d in x.shape)
@@ -71,8 +80,15 @@ def conv2d_u8s8_te(x: te.Tensor, wp: te.Tensor, strides: tuple[int, int], pads: 
     )
 
 
-def conv2d_s8s8_te(x: te.Tensor, wp: te.Tensor, correction: te.Tensor, strides: tuple[int, int],
-                   pads: tuple[int, int, int, int], dilation: tuple[int, int], pad_value: int) -> te.Tensor:
+def conv2d_s8s8_te(
+    x: te.Tensor,
+    wp: te.Tensor,
+    correction: te.Tensor,
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilation: tuple[int, int],
+    pad_value: int,
+) -> te.Tensor:
     """conv2d_u8s8_te for same-signed dot products: the padding stage (always present here) writes x - 128 as
     int8, the reduction is s8 x s8, and `correction` [CO] int32 = 128·Σw adds the shift back."""
     n, h, w, c = (int(d) for d in x.shape)
@@ -117,7 +133,13 @@ class PackInt8Conv(relax.PyExprMutator):
     def _rewrite(self, call: relax.Call) -> relax.Expr | None:
         a = call.attrs
         w = _const(call.args[1])
-        if (a.data_layout, a.kernel_layout, a.out_layout, a.out_dtype, int(a.groups)) != ("NHWC", "HWIO", "NHWC", "int32", 1):
+        if (a.data_layout, a.kernel_layout, a.out_layout, a.out_dtype, int(a.groups)) != (
+            "NHWC",
+            "HWIO",
+            "NHWC",
+            "int32",
+            1,
+        ):
             return None
         if w is None or w.dtype != np.int8 or w.shape[3] % LANES_I32 or str(call.args[0].ty.dtype) != "uint8":
             return None
@@ -128,13 +150,31 @@ class PackInt8Conv(relax.PyExprMutator):
         wp = pack_weights(w)
         if self.same_signed_dot:
             correction = 128 * w.astype(np.int32).sum(axis=(0, 1, 2))
-            return self.builder.call_te(conv2d_s8s8_te, x, relax.const(wp, "int8"), relax.const(correction, "int32"), strides,
-                                        pads, dilation, pad_value, primfunc_name_hint="conv2d_s8s8")
+            return self.builder.call_te(
+                conv2d_s8s8_te,
+                x,
+                relax.const(wp, "int8"),
+                relax.const(correction, "int32"),
+                strides,
+                pads,
+                dilation,
+                pad_value,
+                primfunc_name_hint="conv2d_s8s8",
+            )
         # call_te: placeholders take the Relax (int64) shapes, as legalized PrimFuncs do (FuseTIR needs them equal);
         # add_func reuses a structurally equal PrimFunc, so repeated layer shapes share one kernel
         block = CONV_BLOCK_7BIT if int(np.abs(w.astype(np.int32)).max(initial=0)) <= 64 else CONV_BLOCK
-        return self.builder.call_te(conv2d_u8s8_te, x, relax.const(wp, "int8"), strides, pads, dilation, pad_value, block,
-                                    primfunc_name_hint="conv2d_u8s8")
+        return self.builder.call_te(
+            conv2d_u8s8_te,
+            x,
+            relax.const(wp, "int8"),
+            strides,
+            pads,
+            dilation,
+            pad_value,
+            block,
+            primfunc_name_hint="conv2d_u8s8",
+        )
 
     def _unpad(self, x: relax.Expr, conv_pads: list[int]) -> tuple[relax.Expr, tuple[int, ...] | None, int]:
         """(NHWC input, (top, left, bottom, right), pad value): absorbs permute([0,2,3,1], pad(y)) and the
@@ -155,7 +195,6 @@ class PackInt8Conv(relax.PyExprMutator):
         else:
             y = self.builder.normalize(relax.op.permute_dims(pad.args[0], [0, 2, 3, 1]))
         return y, (w[4], w[6], w[5], w[7]), int(value)
-
 
 
 def pack_int8_convs(same_signed_dot: bool = False) -> tvm.transform.Pass:

@@ -20,6 +20,7 @@ Residual adds of two uint8 tensors take QLinearAdd's arithmetic (qlinear_add.py)
 (qlinear_softmax.py), bilinear resizes onnxruntime's float sum order (bilinear_resize.py); means and everything else stay
 dequantize -> float -> quantize (TVM fuses them).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -43,6 +44,7 @@ _U8_MIN, _U8_MAX = 0, 255
 # ----------------------------------------------------------------------------------------------------------
 # Patterns
 # ----------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Patterns:
@@ -89,6 +91,7 @@ def pool_pattern(p: _Patterns) -> DFPattern:
 # ----------------------------------------------------------------------------------------------------------
 # Constants and checks
 # ----------------------------------------------------------------------------------------------------------
+
 
 def _dtype(expr: relax.Expr) -> str:
     return str(expr.ty.dtype)
@@ -146,6 +149,7 @@ def requant_multiplier(sx: float, sw: np.ndarray, sy: float) -> np.ndarray:
 # Emitting integer layers
 # ----------------------------------------------------------------------------------------------------------
 
+
 def requantize(acc: relax.Expr, multiplier: np.ndarray, zy: int, channel_axis: int, ndim: int) -> relax.Expr:
     """int32 accumulator -> uint8 like MlasRequantizeOutput: fp32 scale, round half to even, clamp, + z_y."""
     shape = [1] * ndim
@@ -185,15 +189,24 @@ def _conv_layer(p: _Patterns, m: dict) -> tuple[relax.Expr | None, str]:
     x = m[p.x]
     if any((pt, pl, pb, pr)):  # pad with z_x: the padded value dequantizes to exactly 0.0
         x = relax.op.nn.pad(x, [0, 0, 0, 0, pt, pb, pl, pr], pad_value=float(zx))
-    acc = relax.op.nn.conv2d(x, relax.const(w, "int8"), strides=attrs.strides, padding=0, dilation=attrs.dilation,
-                             groups=attrs.groups, out_dtype="int32")
+    acc = relax.op.nn.conv2d(
+        x,
+        relax.const(w, "int8"),
+        strides=attrs.strides,
+        padding=0,
+        dilation=attrs.dilation,
+        groups=attrs.groups,
+        out_dtype="int32",
+    )
     # sum_k (x - z_x) w = sum_k x w - z_x sum_k w: the correction folds into the int32 bias
     corrected = bias.astype(np.int64) - zx * w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
     acc = _add_channel_const(acc, _checked_int32(corrected), 1, 4)
     out = requantize(acc, requant_multiplier(sx, sw, sy), zy, 1, 4)
     kh, kw = w.shape[2:]
-    detail = (f"conv2d {kh}x{kw} s{int(attrs.strides[0])} g{int(attrs.groups)} "
-              f"{w.shape[1] * int(attrs.groups)}->{w.shape[0]} in {'x'.join(map(str, _shape(m[p.x])))}")
+    detail = (
+        f"conv2d {kh}x{kw} s{int(attrs.strides[0])} g{int(attrs.groups)} "
+        f"{w.shape[1] * int(attrs.groups)}->{w.shape[0]} in {'x'.join(map(str, _shape(m[p.x])))}"
+    )
     return out, detail
 
 
@@ -230,8 +243,16 @@ def _pool_layer(p: _Patterns, m: dict) -> tuple[relax.Expr | None, str]:
     if np.float32(sx) != np.float32(sy) or zx != zy:
         return None, "max pool changes quantization parameters"
     a = m[p.core].attrs
-    out = relax.op.nn.max_pool2d(m[p.x], pool_size=a.pool_size, strides=a.strides, padding=a.padding, dilation=a.dilation,
-                                 ceil_mode=a.ceil_mode, layout=a.layout, out_layout=a.out_layout)
+    out = relax.op.nn.max_pool2d(
+        m[p.x],
+        pool_size=a.pool_size,
+        strides=a.strides,
+        padding=a.padding,
+        dilation=a.dilation,
+        ceil_mode=a.ceil_mode,
+        layout=a.layout,
+        out_layout=a.out_layout,
+    )
     return out, f"max_pool2d uint8 in {'x'.join(map(str, _shape(m[p.x])))}"
 
 
@@ -285,8 +306,14 @@ def lower_qdq(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[dict]]:
     return tvm.transform.Sequential(qdq_passes(report))(mod), report
 
 
-def _rewrite(func: relax.Function, kind: str, make_pattern: Callable[[_Patterns], DFPattern], lower: _Lower,
-             report: list[dict], skipped: dict[str, str]) -> relax.Function:
+def _rewrite(
+    func: relax.Function,
+    kind: str,
+    make_pattern: Callable[[_Patterns], DFPattern],
+    lower: _Lower,
+    report: list[dict],
+    skipped: dict[str, str],
+) -> relax.Function:
     p = _Patterns()
     pattern = make_pattern(p)
 
@@ -313,8 +340,14 @@ def _leftover_float_layers(func: relax.Function, skipped: dict[str, str]) -> lis
         if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in _FLOAT_LAYERS:
             if "float" in _dtype(expr):
                 reason = skipped.get(str(expr), "not a DequantizeLinear -> layer -> QuantizeLinear pattern")
-                left.append({"op": _FLOAT_LAYERS[expr.op.name], "status": "skipped", "reason": reason,
-                             "shape": "x".join(map(str, _shape(expr)))})
+                left.append(
+                    {
+                        "op": _FLOAT_LAYERS[expr.op.name],
+                        "status": "skipped",
+                        "reason": reason,
+                        "shape": "x".join(map(str, _shape(expr))),
+                    }
+                )
 
     relax.analysis.post_order_visit(func, visit)
     return left
@@ -323,6 +356,7 @@ def _leftover_float_layers(func: relax.Function, skipped: dict[str, str]) -> lis
 # ----------------------------------------------------------------------------------------------------------
 # Per-tensor Q/DQ as elementwise ops (for layout passes)
 # ----------------------------------------------------------------------------------------------------------
+
 
 def _expand_dequantize(expr: relax.Expr, m: dict, x: DFPattern, s: DFPattern, z: DFPattern) -> relax.Expr:
     scale, zero = constant_scalar(m[s]), constant_scalar(m[z])

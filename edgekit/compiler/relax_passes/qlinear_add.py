@@ -15,6 +15,7 @@ is rounded once to float32 except when its operands' exponents are ~30 apart and
 float32 midpoint. onnxruntime's NEON kernel uses a fixed-point form instead; edgekit validates every target
 against the host's onnxruntime, so ARM builds use this one too.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -34,7 +35,9 @@ def fma_f32(x: float, y: float, z: float) -> np.float32:
     return min(candidates, key=lambda c: (abs(Fraction(float(c)) - exact), int(c.view(np.uint32)) & 1))
 
 
-def qlinear_add_constants(sa: float, za: int, sb: float, zb: int, sc: float, zc: int) -> tuple[np.float32, np.float32, np.float32]:
+def qlinear_add_constants(
+    sa: float, za: int, sb: float, zb: int, sc: float, zc: int
+) -> tuple[np.float32, np.float32, np.float32]:
     """(r_a, r_b, fixed) as onnxruntime's kernel computes them."""
     ra, rb = np.float32(sa) / np.float32(sc), np.float32(sb) / np.float32(sc)
     fixed = np.float32(zc) - fma_f32(ra, np.float32(za), rb * np.float32(zb))
@@ -53,7 +56,9 @@ def _fma(x: relax.Expr, y: float, z: relax.Expr) -> relax.Expr:
 def lower_qlinear_adds(func: relax.Function) -> tuple[relax.Function, list[dict]]:
     """quantize(add(dequantize(a), dequantize(b))) on same-shape per-tensor uint8 tensors -> QLinearAdd's math."""
     a, b, sa, za, sb, zb, sc, zc = wildcard(), wildcard(), *(is_const() for _ in range(6))
-    pattern = is_op("relax.quantize")(is_op("relax.add")(is_op("relax.dequantize")(a, sa, za), is_op("relax.dequantize")(b, sb, zb)), sc, zc)
+    pattern = is_op("relax.quantize")(
+        is_op("relax.add")(is_op("relax.dequantize")(a, sa, za), is_op("relax.dequantize")(b, sb, zb)), sc, zc
+    )
     report: list[dict] = []
 
     def rewrite(expr: relax.Expr, m: dict) -> relax.Expr:
@@ -62,7 +67,9 @@ def lower_qlinear_adds(func: relax.Function) -> tuple[relax.Function, list[dict]
         shape = static_shape(m[a])
         if None in params or dtypes != {"uint8"} or shape is None or shape != static_shape(m[b]):
             return expr  # broadcast, dynamic, per-channel or int8: dequantize-add-quantize as imported
-        ra, rb, fixed = qlinear_add_constants(params[0], int(params[1]), params[2], int(params[3]), params[4], int(params[5]))
+        ra, rb, fixed = qlinear_add_constants(
+            params[0], int(params[1]), params[2], int(params[3]), params[4], int(params[5])
+        )
         inner = _fma(m[b], rb, _f64(fixed))
         summed = relax.op.round(_fma(m[a], ra, relax.op.astype(inner, "float64")))
         clamped = relax.op.minimum(relax.op.maximum(summed, relax.const(0.0, "float32")), relax.const(255.0, "float32"))

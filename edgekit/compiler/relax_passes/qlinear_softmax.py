@@ -16,6 +16,7 @@ parameter sets x 64 rows: this formula matched onnxruntime's output in every ele
 The sum's order is part of the result: a reduction rule could split or vectorize a `sum`, so it is the last
 element of a cumulative sum (TOPI's scan, a sequential loop per row). The max is exact in any order.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,9 @@ def qlinear_softmax_table(sx: float, reduce_len: int) -> np.ndarray:
     return np.exp((np.arange(256, dtype=np.float64) - 255 + shift) * np.float64(np.float32(sx))).astype(np.float32)
 
 
-def _qlinear_softmax(x: relax.Expr, shape: tuple[int, ...], axis: int, sx: float, sy: float, zy: int) -> relax.Expr | None:
+def _qlinear_softmax(
+    x: relax.Expr, shape: tuple[int, ...], axis: int, sx: float, sy: float, zy: int
+) -> relax.Expr | None:
     table = qlinear_softmax_table(sx, shape[axis])
     multiplier = np.floor(np.float32(1.0) / np.float32(sy))
     if not np.isfinite(table[-1] * multiplier):  # D = 1: onnxruntime's own product overflows there
@@ -60,14 +63,25 @@ def lower_qlinear_softmaxes(func: relax.Function) -> tuple[relax.Function, list[
         params = [constant_scalar(m[c]) for c in (sx, zx, sy, zy)]
         rows = m[softmax].args[0]
         shape, out_shape = static_shape(rows), static_shape(expr)
-        if None in params or {str(m[c].ty.dtype) for c in (x, zx, zy)} != {"uint8"} or shape is None or out_shape is None:
+        if (
+            None in params
+            or {str(m[c].ty.dtype) for c in (x, zx, zy)} != {"uint8"}
+            or shape is None
+            or out_shape is None
+        ):
             return expr  # int8, per-channel or dynamic: dequantize-softmax-quantize as imported
         axis = int(m[softmax].attrs.axis) % len(shape)
         x_rows = m[x] if static_shape(m[x]) == shape else relax.op.reshape(m[x], shape)
         new = _qlinear_softmax(x_rows, shape, axis, params[0], params[2], int(params[3]))
         if new is None:
             return expr
-        report.append({"op": "softmax", "status": "lowered", "detail": f"QLinearSoftmax uint8 in {'x'.join(map(str, shape))}, axis {axis}"})
+        report.append(
+            {
+                "op": "softmax",
+                "status": "lowered",
+                "detail": f"QLinearSoftmax uint8 in {'x'.join(map(str, shape))}, axis {axis}",
+            }
+        )
         return new if shape == out_shape else relax.op.reshape(new, out_shape)
 
     return rewrite_call(pattern, rewrite, func), report

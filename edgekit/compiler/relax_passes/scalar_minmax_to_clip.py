@@ -1,6 +1,7 @@
 """The ONNX importer emits Clip (ReLU6) and Max/Min with a scalar as call_tir(maximum/minimum, (x, scalar)).
 Opaque call_tirs block ConvertLayout (NCHW<->NHWC transposes around every ReLU6) and conv epilogue fusion:
 turn them back into relax.clip."""
+
 from __future__ import annotations
 
 import math
@@ -30,7 +31,11 @@ class ScalarMinMaxToClip(relax.PyExprMutator):
         if not isinstance(expr.args[0], tvm.ir.GlobalVar) or not isinstance(expr.args[1], relax.Tuple):
             return None
         fields = expr.args[1].fields
-        if len(fields) != 2 or not isinstance(fields[1], tvm.ir.expr.Constant) or getattr(fields[1].ty, "ndim", -1) != 0:
+        if (
+            len(fields) != 2
+            or not isinstance(fields[1], tvm.ir.expr.Constant)
+            or getattr(fields[1].ty, "ndim", -1) != 0
+        ):
             return None
         kind = scalar_minmax_kind(self.mod_[expr.args[0]])
         return None if kind is None else (kind, fields[0], float(fields[1].value.numpy()))
@@ -45,11 +50,17 @@ class ScalarMinMaxToClip(relax.PyExprMutator):
         inner = binding_of(self, x, "relax.clip")
         # min(max(y, lo), hi) = one clip of y, unless lo > hi: that is hi everywhere (ONNX Clip), clip's
         # max(min(y, hi), lo) would be lo, so the two stay apart
-        if (kind == "min" and inner is not None and math.isinf(prim_float(inner.args[2]))
-                and prim_float(inner.args[1]) <= hi):
+        if (
+            kind == "min"
+            and inner is not None
+            and math.isinf(prim_float(inner.args[2]))
+            and prim_float(inner.args[1]) <= hi
+        ):
             x, lo = inner.args[0], prim_float(inner.args[1])
         dtype = call.ty.dtype if hasattr(call.ty, "dtype") else "float32"
-        return relax.op.clip(x, relax.prim_value(tvm.tirx.FloatImm(dtype, lo)), relax.prim_value(tvm.tirx.FloatImm(dtype, hi)))
+        return relax.op.clip(
+            x, relax.prim_value(tvm.tirx.FloatImm(dtype, lo)), relax.prim_value(tvm.tirx.FloatImm(dtype, hi))
+        )
 
 
 def scalar_minmax_kind(func: tvm.tirx.PrimFunc) -> str | None:

@@ -12,6 +12,7 @@ break-even it is slower, and unstructured zeros rarely empty a whole block (comp
 blocks). The weight then lives in the artifact as the kept blocks and their indices only. Every pruned layer
 (a quarter or more of its weights zero) is reported: which kernel and why.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,7 +40,11 @@ def _pointwise_conv(call: relax.Call, weight_shape: tuple[int, ...]) -> str | No
     kh, kw = weight_shape[:2]
     if (kh, kw) != (1, 1):
         return f"{kh}x{kw} conv: sparse kernels are for 1x1 convs and MatMul"
-    if any(int(s) != 1 for s in a.strides) or any(int(p) != 0 for p in a.padding) or any(int(d) != 1 for d in a.dilation):
+    if (
+        any(int(s) != 1 for s in a.strides)
+        or any(int(p) != 0 for p in a.padding)
+        or any(int(d) != 1 for d in a.dilation)
+    ):
         return "1x1 conv with stride, padding or dilation: sparse kernels are for stride 1"
     return None
 
@@ -58,7 +63,11 @@ def _layer(call: relax.Call, bias: relax.Expr | None, kernels: KernelTable) -> t
     x_shape = static_shape(x)
     if x_shape is None:
         return None, entry | {"kernel": "dense", "why": "input shape not static"}
-    why = _pointwise_conv(call, weight.shape) if is_conv else (None if weight.ndim == 2 and len(x_shape) >= 2 else "not x @ W[K, N]")
+    why = (
+        _pointwise_conv(call, weight.shape)
+        if is_conv
+        else (None if weight.ndim == 2 and len(x_shape) >= 2 else "not x @ W[K, N]")
+    )
     if why:
         return None, entry | {"kernel": "dense", "why": why}
     w2 = weight.reshape(weight.shape[-2:])  # [K, N]
@@ -69,22 +78,36 @@ def _layer(call: relax.Call, bias: relax.Expr | None, kernels: KernelTable) -> t
     macs = int(np.prod(lead, dtype=np.int64)) * w2.size
     entry |= {"block_density": round(density, 4), "dense_macs": macs}
     if density > MAX_DENSITY:
-        return None, entry | {"kernel": "dense", "why": f"{density:.0%} of 1x{ks.BLOCK} blocks non-zero, above {MAX_DENSITY:.0%}: dense is faster"}
+        return None, entry | {
+            "kernel": "dense",
+            "why": f"{density:.0%} of 1x{ks.BLOCK} blocks non-zero, above {MAX_DENSITY:.0%}: dense is faster",
+        }
     if macs < MIN_DENSE_MACS and w2.nbytes < MIN_WEIGHT_BYTES:
-        return None, entry | {"kernel": "dense", "why": f"{macs / 1e6:.2f} M MACs, {w2.nbytes / 1e3:.0f} kB of weights dense: "
-                                                         "too small for a sparse call to beat the fused dense op"}
+        return None, entry | {
+            "kernel": "dense",
+            "why": f"{macs / 1e6:.2f} M MACs, {w2.nbytes / 1e3:.0f} kB of weights dense: "
+            "too small for a sparse call to beat the fused dense op",
+        }
     bias_vec = bias_vector(bias, w2.shape[1], len(lead), len(lead) + 1)
     if bias_vec is None:
         return None, entry | {"kernel": "dense", "why": "bias is not per output channel"}
     sparse = ks.to_block_sparse(w2)
     key = "block_sparse_" + "_".join(map(str, (*lead, sparse.k, sparse.n, len(sparse.indices), int(bias is not None))))
     func = kernels.get(key, lambda: ks.spmm_func(lead, sparse, bias is not None))
-    args = [x, relax.const(sparse.values), relax.const(sparse.indices), relax.const(sparse.indptr), relax.const(bias_vec)]
+    args = [
+        x,
+        relax.const(sparse.values),
+        relax.const(sparse.indices),
+        relax.const(sparse.indptr),
+        relax.const(bias_vec),
+    ]
     new = relax.call_tir(func, args, relax.TensorType((*lead, sparse.n), "float32"))
     return new, entry | {"kernel": "sparse", "weight_bytes": sparse.nbytes, "dense_weight_bytes": int(w2.nbytes)}
 
 
-def _rewrite(func: relax.Function, op: str, with_bias: bool, kernels: KernelTable, report: list[dict], seen: set) -> relax.Function:
+def _rewrite(
+    func: relax.Function, op: str, with_bias: bool, kernels: KernelTable, report: list[dict], seen: set
+) -> relax.Function:
     core = is_op(op)(wildcard(), is_const())
     bias = is_const()
     pattern = is_op("relax.add")(core, bias) if with_bias else core

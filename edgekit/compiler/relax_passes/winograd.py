@@ -14,6 +14,7 @@ the position loops are unrolled (the winograd-input / winograd-output rules in c
 ones for interpolation points 0, +-1, +-2 (Lavin & Gray, "Fast Algorithms for Convolutional Neural
 Networks", 2015); test_winograd checks them against a direct convolution.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction as F
@@ -36,22 +37,23 @@ MIN_CHANNELS = 16
 GEMM_ROWS = 6  # the dense rule's AVX-512 tile: 6 rows x 64 lanes = 24 accumulator registers
 OUT_ELEMWISE_FUSABLE, OPAQUE = 4, 8  # relax's OpPatternKind (kOutEWiseFusable, kOpaque)
 
-B_T = [[4, 0, -5, 0, 1, 0],
-       [0, -4, -4, 1, 1, 0],
-       [0, 4, -4, -1, 1, 0],
-       [0, -2, -1, 2, 1, 0],
-       [0, 2, -1, -2, 1, 0],
-       [0, 4, 0, -5, 0, 1]]
-G = [[F(1, 4), 0, 0],
-     [F(-1, 6), F(-1, 6), F(-1, 6)],
-     [F(-1, 6), F(1, 6), F(-1, 6)],
-     [F(1, 24), F(1, 12), F(1, 6)],
-     [F(1, 24), F(-1, 12), F(1, 6)],
-     [0, 0, 1]]
-A_T = [[1, 1, 1, 1, 1, 0],
-       [0, 1, -1, 2, -2, 0],
-       [0, 1, 1, 4, 4, 0],
-       [0, 1, -1, 8, -8, 1]]
+B_T = [
+    [4, 0, -5, 0, 1, 0],
+    [0, -4, -4, 1, 1, 0],
+    [0, 4, -4, -1, 1, 0],
+    [0, -2, -1, 2, 1, 0],
+    [0, 2, -1, -2, 1, 0],
+    [0, 4, 0, -5, 0, 1],
+]
+G = [
+    [F(1, 4), 0, 0],
+    [F(-1, 6), F(-1, 6), F(-1, 6)],
+    [F(-1, 6), F(1, 6), F(-1, 6)],
+    [F(1, 24), F(1, 12), F(1, 6)],
+    [F(1, 24), F(-1, 12), F(1, 6)],
+    [0, 0, 1],
+]
+A_T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
 
 
 def transform_weights(hwio: np.ndarray) -> np.ndarray:
@@ -114,7 +116,9 @@ def input_transform(x: te.Tensor, pad_top: int, pad_left: int, out_h: int, out_w
     t = te.compute((ALPHA, ALPHA, padded_tiles(n, out_h, out_w), c), rows, name=INPUT_ROWS_BLOCK)
     return te.compute(
         (ALPHA * ALPHA, padded_tiles(n, out_h, out_w), c),
-        lambda e, p, ch: _select(e % ALPHA, [_linear(B_T[r], lambda j: t[e // ALPHA, j, p, ch], x.dtype) for r in range(ALPHA)]),
+        lambda e, p, ch: _select(
+            e % ALPHA, [_linear(B_T[r], lambda j: t[e // ALPHA, j, p, ch], x.dtype) for r in range(ALPHA)]
+        ),
         name=INPUT_BLOCK,
     )
 
@@ -125,7 +129,9 @@ def output_transform(m: te.Tensor, n: int, out_h: int, out_w: int) -> te.Tensor:
     th, tw = -(-out_h // TILE), -(-out_w // TILE)
     s = te.compute(
         (TILE, ALPHA, int(m.shape[1]), int(m.shape[2])),
-        lambda r, c, p, k: _select(r, [_linear(A_T[row], lambda a: m[a * ALPHA + c, p, k], m.dtype) for row in range(TILE)]),
+        lambda r, c, p, k: _select(
+            r, [_linear(A_T[row], lambda a: m[a * ALPHA + c, p, k], m.dtype) for row in range(TILE)]
+        ),
         name=OUTPUT_ROWS_BLOCK,
     )
 

@@ -1,7 +1,7 @@
 """Whole-module analyses the CPU build uses around the per-PrimFunc rules: work estimates, constant parameters,
 call counts, tuning keys, and the compile-time folding of weight re-layouts."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import tvm
 from tvm import relax
@@ -14,6 +14,7 @@ from edgekit.compiler.schedules.tir import block_work, single_reduction
 # A model doing fewer multiply-adds than this in all its convs/matmuls runs single-threaded throughout.
 SMALL_MODEL_MACS = 30_000_000
 
+
 def fold_weight_prepacks(mod: tvm.IRModule) -> tvm.IRModule:
     """Weight re-layouts marked by prepack_weights become their own PrimFuncs (SplitLayoutRewritePreproc),
     which FoldConstant then runs once on the constant weights. The split pass aborts on PrimFuncs without
@@ -21,9 +22,12 @@ def fold_weight_prepacks(mod: tvm.IRModule) -> tvm.IRModule:
     marked = {gv for gv, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc) and has_prepack(func)}
     if not marked:
         return mod
-    others = {gv: func for gv, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc) and gv not in marked}
+    others = {
+        gv: func for gv, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc) and gv not in marked
+    }
     split = relax.transform.SplitLayoutRewritePreproc()(
-        tvm.IRModule({gv: func for gv, func in mod.functions.items() if gv not in others}, attrs=mod.attrs))
+        tvm.IRModule({gv: func for gv, func in mod.functions.items() if gv not in others}, attrs=mod.attrs)
+    )
     for gv, func in others.items():
         split.update_func(gv, func)
     # the split leaves the original PrimFuncs behind, and FoldConstant the re-layout ones: drop what main no
@@ -31,8 +35,10 @@ def fold_weight_prepacks(mod: tvm.IRModule) -> tvm.IRModule:
     entries = [gv.name_hint for gv, func in split.functions.items() if isinstance(func, relax.Function)]
     return relax.transform.DeadCodeElimination(entries)(relax.transform.FoldConstant()(split))
 
+
 def has_prepack(func: tvm.tirx.PrimFunc) -> bool:
     return "meta_schedule.layout_rewrite_preproc" in func.script()
+
 
 def effective_threads(mod: tvm.IRModule, threads: int) -> int:
     """`threads`, or 1 for a small model (see SMALL_MODEL_MACS): its ops are too short to amortize a
@@ -45,6 +51,7 @@ def effective_threads(mod: tvm.IRModule, threads: int) -> int:
         interrupts.check()
         return threads
     return 1 if total < SMALL_MODEL_MACS else threads
+
 
 def model_macs(mod: tvm.IRModule) -> int:
     """Multiply-adds of the prepared module's conv/matmul PrimFuncs, times how often main calls each."""
@@ -60,6 +67,7 @@ def model_macs(mod: tvm.IRModule) -> int:
                 interrupts.check()
                 continue
     return total
+
 
 def constant_params(mod: tvm.IRModule) -> dict[str, set[int]]:
     """Per PrimFunc, the parameters that every call_tir in main passes a constant (weights): only these may
@@ -78,6 +86,7 @@ def constant_params(mod: tvm.IRModule) -> dict[str, set[int]]:
             relax.analysis.post_order_visit(func, visit)
     return seen
 
+
 def call_counts(mod: tvm.IRModule) -> dict[str, int]:
     """How often the Relax functions call each PrimFunc (identical layers share one PrimFunc)."""
     counts: dict[str, int] = {}
@@ -94,6 +103,7 @@ def call_counts(mod: tvm.IRModule) -> dict[str, int]:
         if isinstance(func, relax.Function):
             _Count().visit_expr(func)
     return counts
+
 
 def task_key(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> str:
     """Tuning-database key of a fused PrimFunc (before scheduling): its structural hash. Identical convs of a

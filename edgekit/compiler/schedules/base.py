@@ -3,6 +3,7 @@ PrimFunc and schedules it; the dispatcher (schedules/dispatch.py) is a list of r
 
 To add a rule: write one file with a `Rule` subclass, add an instance to its target kind's list in dispatch.py
 (CPU_RULES, CPU_INT8_RULES, GPU_RULES)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

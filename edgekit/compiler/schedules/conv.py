@@ -1,4 +1,5 @@
 """Dense NHWC convolution (any stride, padding, kernel): a register tile of output pixels x channel lanes."""
+
 from __future__ import annotations
 
 from tvm.s_tir import Schedule

@@ -1,4 +1,5 @@
 """Matmul / Gemm / batched matmul: a register tile of rows x output-feature lanes."""
+
 from __future__ import annotations
 
 from tvm.s_tir import Schedule

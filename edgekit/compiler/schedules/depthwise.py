@@ -1,4 +1,5 @@
 """Depthwise and grouped NHWC convolution: channels are both the reduction's and the output's vector lanes."""
+
 from __future__ import annotations
 
 from tvm.s_tir import Schedule

@@ -5,6 +5,7 @@ Adding a rule: write a `Rule` subclass in its own file (see base.py), put an ins
 target kind below (CPU_RULES, CPU_INT8_RULES, GPU_RULES), in priority order; compiler/pipeline.rules_for picks
 the list for a build.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -37,14 +38,26 @@ from edgekit.compiler.schedules.tiles import (
     knob_space,
     tile_dims,
 )
-from edgekit.errors import message_line
 from edgekit.compiler.schedules.winograd import WinogradInput, WinogradOutput
+from edgekit.errors import message_line
 
-CPU_RULES: list[Rule] = [WinogradInput(), WinogradOutput(), Injective(), ConvNHWC(), DepthwiseConv(), Dense(), ReductionVec(),
-                         DlightReduction()]
+CPU_RULES: list[Rule] = [
+    WinogradInput(),
+    WinogradOutput(),
+    Injective(),
+    ConvNHWC(),
+    DepthwiseConv(),
+    Dense(),
+    ReductionVec(),
+    DlightReduction(),
+]
 CPU_INT8_RULES: list[Rule] = [Int8Conv(), *CPU_RULES]  # the float layers of a quantized model get the fp32 rules
 GPU_RULES: list[Rule] = [GpuRecurrent(), GpuDepthwiseConv(), *dlight_gpu_rules()]  # GPU_FALLBACK for the rest
-KERNEL_RESULTS = {"mbconv": "mbconv kernel", "recurrent": "recurrent kernel", "block_sparse_matmul": "block-sparse kernel"}  # the rest: XNOR kernels
+KERNEL_RESULTS = {
+    "mbconv": "mbconv kernel",
+    "recurrent": "recurrent kernel",
+    "block_sparse_matmul": "block-sparse kernel",
+}  # the rest: XNOR kernels
 FALLBACK = Fallback()
 KERNEL_ATTR = "edgekit.kernel"  # hand-written TIR (edgekit/kernels): already scheduled
 
@@ -53,9 +66,14 @@ def pick_rule(sch: Schedule, ctx: RuleContext, rules: Sequence[Rule] = CPU_RULES
     return next((r for r in rules if r.applies(sch, ctx)), fallback)
 
 
-def schedule_prim_func(func: tvm.tirx.PrimFunc, ctx: RuleContext, knobs: Knobs | None = None,
-                       constant_params: Sequence[int] = (), rules: Sequence[Rule] = CPU_RULES,
-                       fallback: Rule = FALLBACK) -> tuple[tvm.tirx.PrimFunc, RuleResult]:
+def schedule_prim_func(
+    func: tvm.tirx.PrimFunc,
+    ctx: RuleContext,
+    knobs: Knobs | None = None,
+    constant_params: Sequence[int] = (),
+    rules: Sequence[Rule] = CPU_RULES,
+    fallback: Rule = FALLBACK,
+) -> tuple[tvm.tirx.PrimFunc, RuleResult]:
     """Apply the first applicable rule. `knobs` (from a tuning database) override a tunable rule's defaults; if
     the rule fails with them it is retried with its defaults (a stale database never breaks a build).
     `constant_params`: parameters every caller passes a constant; only their layouts may change at compile time."""
@@ -94,7 +112,9 @@ def schedule_prim_func(func: tvm.tirx.PrimFunc, ctx: RuleContext, knobs: Knobs |
         return func, RuleResult("none", None, f"{why}; fallback failed: {message_line(exc, 160)}".lstrip("; "))
 
 
-def _hand_written(func: tvm.tirx.PrimFunc, ctx: RuleContext, rules: Sequence[Rule]) -> tuple[tvm.tirx.PrimFunc, RuleResult]:
+def _hand_written(
+    func: tvm.tirx.PrimFunc, ctx: RuleContext, rules: Sequence[Rule]
+) -> tuple[tvm.tirx.PrimFunc, RuleResult]:
     """An edgekit kernel: kept as written, or rebuilt by the rule that replaces it for this target kind."""
     kernel = str(func.attrs[KERNEL_ATTR])
     rule = next((r for r in rules if r.replaces_kernel == kernel), None)
@@ -108,7 +128,9 @@ def _hand_written(func: tvm.tirx.PrimFunc, ctx: RuleContext, rules: Sequence[Rul
         return func, RuleResult("none", None, f"{rule.name} failed: {message_line(exc, 160)}")
 
 
-def tunable_space(func: tvm.tirx.PrimFunc, ctx: RuleContext) -> tuple[str, Knobs, dict[str, list], dict[str, int]] | None:
+def tunable_space(
+    func: tvm.tirx.PrimFunc, ctx: RuleContext
+) -> tuple[str, Knobs, dict[str, list], dict[str, int]] | None:
     """(knob kind, default knobs, knob space, dims) of a PrimFunc whose rule has knobs, else None."""
     try:
         sch = Schedule(func)
@@ -126,5 +148,14 @@ def tunable_space(func: tvm.tirx.PrimFunc, ctx: RuleContext) -> tuple[str, Knobs
     return kind, default_knobs(kind, dims, ctx.threads, ctx.caps), knob_space(kind, dims, ctx.threads, ctx.caps), dims
 
 
-__all__ = ["CPU_RULES", "CPU_INT8_RULES", "GPU_RULES", "FALLBACK", "GPU_FALLBACK", "pick_rule", "schedule_prim_func",
-           "tunable_space", "format_knobs"]
+__all__ = [
+    "CPU_RULES",
+    "CPU_INT8_RULES",
+    "GPU_RULES",
+    "FALLBACK",
+    "GPU_FALLBACK",
+    "pick_rule",
+    "schedule_prim_func",
+    "tunable_space",
+    "format_knobs",
+]

@@ -1,4 +1,5 @@
 """Softmax / layer norm (reductions over the innermost axis): dlight's CPU Reduction rule, rows in parallel."""
+
 from __future__ import annotations
 
 from tvm.s_tir import Schedule

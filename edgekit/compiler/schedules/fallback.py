@@ -1,4 +1,5 @@
 """The safe default for any PrimFunc, and what a rule that failed is replaced by."""
+
 from __future__ import annotations
 
 from tvm.s_tir import Schedule

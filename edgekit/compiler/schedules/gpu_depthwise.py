@@ -3,6 +3,7 @@
 Each thread computes a run of `ROW` neighbouring output pixels of one channel row in registers, so every
 input value it loads serves up to ROW x kw taps; the zero padding is inlined (a bounds check per tap) and the
 epilogue (bias, activation, residual) is folded into the register write-back."""
+
 from __future__ import annotations
 
 from tvm.s_tir import Schedule

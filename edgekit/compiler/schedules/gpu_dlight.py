@@ -2,6 +2,7 @@
 
 dlight's `apply` returns None where its rule does not fit; here that is `applies() == False`, so the dispatcher
 moves on to the next rule and reports which one scheduled each kernel."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -40,8 +41,12 @@ class DlightGpu(Rule):
 
 
 def dlight_gpu_rules() -> list[Rule]:
-    return [DlightGpu("gpu-matmul", dlight.gpu.Matmul), DlightGpu("gpu-gemv", dlight.gpu.GEMV),
-            DlightGpu("gpu-reduction", dlight.gpu.Reduction), DlightGpu("gpu-general-reduction", dlight.gpu.GeneralReduction)]
+    return [
+        DlightGpu("gpu-matmul", dlight.gpu.Matmul),
+        DlightGpu("gpu-gemv", dlight.gpu.GEMV),
+        DlightGpu("gpu-reduction", dlight.gpu.Reduction),
+        DlightGpu("gpu-general-reduction", dlight.gpu.GeneralReduction),
+    ]
 
 
 # spatial loops bound to blocks x threads, reductions serial per thread: what a kernel no rule fits gets

@@ -1,6 +1,7 @@
 """LSTM / GRU / RNN on a GPU: edgekit's recurrence kernel (a hand-written CPU TIR kernel, kernels/recurrent.py)
 rebuilt as its GPU twin (kernels/recurrent_gpu.py: a block per direction, a thread per hidden unit), from the
 RecurrentSpec the kernel records. Same parameters, so the Relax call around it is unchanged."""
+
 from __future__ import annotations
 
 from tvm.s_tir import Schedule

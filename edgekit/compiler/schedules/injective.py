@@ -1,4 +1,5 @@
 """Elementwise / transpose / reshape chains: inlined into the outputs, each output parallel + vectorized."""
+
 from __future__ import annotations
 
 from tvm.s_tir import Schedule

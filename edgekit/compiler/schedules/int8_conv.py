@@ -1,13 +1,14 @@
 """uint8 x int8 -> int32 convolution (the packed-weight kernel of relax_passes/pack_int8_convs.py):
 
-  conv2d-u8s8-vnni     output row tile x 16 int32 lanes, AVX-512 VNNI `vpdpbusd` over 4 input channels per step
-  conv2d-u8s7-avx2     the same nest on AVX2 without VNNI, for 7-bit weights: `vpmaddubsw` (u8 x s8 pairs -> s16,
-                       exact when |w| <= 64) + `vpmaddwd` by ones (-> s32) + `vpaddd`; tiles of 8 int32 lanes (one ymm)
-                       x up to 12 rows, so that the accumulators fit AVX2's 16 registers
-  conv2d-s8s8-sdot     AArch64 +dotprod (rpi5, Jetson Orin): activations shifted to int8 by the padding stage, four
-                       `sdot` (4 int32 lanes x 4 channels each) per 16 lanes, 6-row tiles (24 of the 32 q registers)
-  conv2d-u8s8-vec      same nest otherwise (full-range weights without VNNI, AArch64 without dotprod): widening vector code
+conv2d-u8s8-vnni     output row tile x 16 int32 lanes, AVX-512 VNNI `vpdpbusd` over 4 input channels per step
+conv2d-u8s7-avx2     the same nest on AVX2 without VNNI, for 7-bit weights: `vpmaddubsw` (u8 x s8 pairs -> s16,
+                     exact when |w| <= 64) + `vpmaddwd` by ones (-> s32) + `vpaddd`; tiles of 8 int32 lanes (one ymm)
+                     x up to 12 rows, so that the accumulators fit AVX2's 16 registers
+conv2d-s8s8-sdot     AArch64 +dotprod (rpi5, Jetson Orin): activations shifted to int8 by the padding stage, four
+                     `sdot` (4 int32 lanes x 4 channels each) per 16 lanes, 6-row tiles (24 of the 32 q registers)
+conv2d-u8s8-vec      same nest otherwise (full-range weights without VNNI, AArch64 without dotprod): widening vector code
 """
+
 from __future__ import annotations
 
 from tvm.s_tir import Schedule, TensorIntrin
@@ -103,10 +104,15 @@ def _dot_8x4_avx2(
         T.writes(C[0:8])
         a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
         a_u8x32 = T.reinterpret(T.broadcast(a_i32, 8), dtype="uint8x32")
-        pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), a_u8x32,
-                                        B.vload([0, 0], dtype="int8x32"), dtype="int16x16")
+        pairs = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+            a_u8x32,
+            B.vload([0, 0], dtype="int8x32"),
+            dtype="int16x16",
+        )
         C[T.ramp(0, 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.broadcast(T.int16(1), 16), dtype="int32x8")
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.broadcast(T.int16(1), 16), dtype="int32x8"
+        )
 
 
 SDOT_INTRIN = "edgekit_dot_16x4_s8s8i32_sdot"
@@ -127,8 +133,12 @@ def _dot_16x4_sdot(
         a_s8x16 = T.reinterpret(T.broadcast(a_i32, 4), dtype="int8x16")
         for quad in T.unroll(4):
             C[T.ramp(quad * 4, 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([quad * 4], dtype="int32x4"),
-                B.vload([quad * 4, 0], dtype="int8x16"), a_s8x16, dtype="int32x4")
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+                C.vload([quad * 4], dtype="int32x4"),
+                B.vload([quad * 4, 0], dtype="int8x16"),
+                a_s8x16,
+                dtype="int32x4",
+            )
 
 
 def _register_intrin() -> None:
@@ -163,8 +173,9 @@ class Int8Conv(Rule):
         return name
 
 
-def _conv_u8s8(sch: Schedule, block: str, threads: int, intrin: str | None, max_row: int = MAX_ROW,
-               lanes: int = LANES_I32) -> None:
+def _conv_u8s8(
+    sch: Schedule, block: str, threads: int, intrin: str | None, max_row: int = MAX_ROW, lanes: int = LANES_I32
+) -> None:
     """(co/16, n, h, w/R) parallel > [16/lanes] > kh, kw, ci/4 > R (unrolled) > [lanes x 4 channels] (a dot-product
     intrinsic). lanes < 16 runs the packed 16-channel weight block in parts, each a register tile of its own."""
     vnni = intrin is not None  # (every intrinsic has the lanes x 4 shape)

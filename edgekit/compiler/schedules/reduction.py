@@ -1,12 +1,24 @@
 """Pooling / mean over non-innermost axes: channels (innermost in NHWC) vectorized inside the reduction."""
+
 from __future__ import annotations
 
 from tvm.s_tir import Schedule
 
 from edgekit.compiler.schedules.base import Knobs, Rule, RuleContext
 from edgekit.compiler.schedules.tir import (
-    PARALLEL_MIN_ELEMS, block_work, extent, inline_elementwise, inline_pad, iter_kinds, other_spatial, par_vec, pick_lanes,
-    reduces_innermost, reduction_blocks, single_reduction, vectorize_lanes,
+    PARALLEL_MIN_ELEMS,
+    block_work,
+    extent,
+    inline_elementwise,
+    inline_pad,
+    iter_kinds,
+    other_spatial,
+    par_vec,
+    pick_lanes,
+    reduces_innermost,
+    reduction_blocks,
+    single_reduction,
+    vectorize_lanes,
 )
 
 
@@ -27,7 +39,7 @@ class ReductionVec(Rule):
             par_vec(sch, blk, ctx.threads)
         kinds = iter_kinds(sch, red)
         loops = sch.get_loops(red)
-        spatial, reduce_ = loops[: kinds.index("R")], loops[kinds.index("R"):]
+        spatial, reduce_ = loops[: kinds.index("R")], loops[kinds.index("R") :]
         c_o, c_i = sch.split(spatial[-1], [None, pick_lanes(extent(sch, spatial[-1]), prefer=(32, 16, 64, 8))])
         sch.reorder(*spatial[:-1], c_o, *reduce_, c_i)
         par = sch.fuse(*spatial[:-1], c_o)

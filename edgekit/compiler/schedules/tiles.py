@@ -9,6 +9,7 @@ Knobs (defaults are the untuned heuristics; edgekit.compiler.tuning.search times
   order  "col": col_o outermost (a thread's chunk reuses one weight tile); "outer": outer loops first
 Tiles are sized to the target's vector registers (TargetCaps: AVX-512, AVX2, NEON).
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,20 @@ from tvm.s_tir import Schedule
 
 from edgekit.compiler.schedules.base import CONST_PARAMS_ATTR, Knobs
 from edgekit.compiler.schedules.tir import (
-    LANES, PARALLEL_MIN_MACS, block_work, extent, inline_elementwise, inline_pad, largest_divisor, other_spatial, par_vec,
-    pick_lanes, reverse_inline_epilogue, single_reduction, uses_only, vectorize_lanes,
+    LANES,
+    PARALLEL_MIN_MACS,
+    block_work,
+    extent,
+    inline_elementwise,
+    inline_pad,
+    largest_divisor,
+    other_spatial,
+    par_vec,
+    pick_lanes,
+    reverse_inline_epilogue,
+    single_reduction,
+    uses_only,
+    vectorize_lanes,
 )
 from edgekit.targets import TargetCaps
 
@@ -28,17 +41,31 @@ KNOB_NAMES = ("vec", "row", "red", "par", "order")
 
 COL_ORDER_MIN_WEIGHT_BYTES = 2 << 20
 
+
 def tile_dims(sch: Schedule, kind: str) -> dict[str, int]:
     red_block = single_reduction(sch)
     loops = sch.get_loops(red_block)
     macs = block_work(sch, red_block)
     if kind == "dense":
         *batch, i, j, k = loops
-        return {"row_n": extent(sch, i), "col_n": extent(sch, j), "red_n": extent(sch, k), "macs": macs, "outer": len(batch)}
+        return {
+            "row_n": extent(sch, i),
+            "col_n": extent(sch, j),
+            "red_n": extent(sch, k),
+            "macs": macs,
+            "outer": len(batch),
+        }
     n, h, w, co, kh, kw, ci = loops
     weight_bytes = 4 * extent(sch, co) * extent(sch, kh) * extent(sch, kw) * extent(sch, ci)
-    return {"row_n": extent(sch, w), "col_n": extent(sch, co), "red_n": extent(sch, ci), "macs": macs, "outer": 2,
-            "weight_bytes": weight_bytes}
+    return {
+        "row_n": extent(sch, w),
+        "col_n": extent(sch, co),
+        "red_n": extent(sch, ci),
+        "macs": macs,
+        "outer": 2,
+        "weight_bytes": weight_bytes,
+    }
+
 
 VEC_PREFER = {
     "conv": (32, 48, 64, 16, 24, 8),
@@ -49,6 +76,7 @@ VEC_PREFER = {
 # depthwise: no input reuse across a row tile (every tap is its own load), so short tiles win; the MobileNetV2
 # tuning runs picked rows of 2-4 over 8 on 6 of 10 depthwise layers (e.g. 112x112x32: 53 vs 66 us)
 ROW_CAP = {"conv": 14, "depthwise": 4, "dense": 8}
+
 
 def simd(caps: TargetCaps) -> tuple[int, int]:
     """(fp32 lanes per vector register, accumulator registers a tile may use) for the target.
@@ -101,6 +129,7 @@ def pick_tile(kind: str, dims: dict[str, int], caps: TargetCaps) -> tuple[int, i
             best, best_score = (vec, row), score
     return best
 
+
 def default_knobs(kind: str, dims: dict[str, int], threads: int, caps: TargetCaps) -> Knobs:
     vec, row = pick_tile(kind, dims, caps)
     red = 4 if kind != "depthwise" and dims["red_n"] % 4 == 0 and dims["red_n"] > 4 else 1
@@ -112,17 +141,29 @@ def default_knobs(kind: str, dims: dict[str, int], threads: int, caps: TargetCap
     order = "col" if kind == "conv" and dims.get("weight_bytes", 0) > COL_ORDER_MIN_WEIGHT_BYTES else "outer"
     return {"vec": vec, "row": row, "red": red, "par": par, "order": order}
 
+
 def knob_space(kind: str, dims: dict[str, int], threads: int, caps: TargetCaps) -> dict[str, list]:
     default = default_knobs(kind, dims, threads, caps)
     col_n, row_n, red_n = dims["col_n"], dims["row_n"], dims["red_n"]
-    vecs = sorted({v for v in range(4, 129) if col_n % v == 0 and (v % 4 == 0 or v == col_n or v < LANES)} | {default["vec"]})
+    vecs = sorted(
+        {v for v in range(4, 129) if col_n % v == 0 and (v % 4 == 0 or v == col_n or v < LANES)} | {default["vec"]}
+    )
     rows = sorted({r for r in range(1, 17) if row_n % r == 0} | {default["row"]})
-    reds = [1] if kind == "depthwise" else sorted({u for u in (1, 2, 4, 8) if red_n % u == 0 and red_n > u} | {1, default["red"]})
+    reds = (
+        [1]
+        if kind == "depthwise"
+        else sorted({u for u in (1, 2, 4, 8) if red_n % u == 0 and red_n > u} | {1, default["red"]})
+    )
     # "none" only for small tasks, where waking the thread pool is the question: for big ones a
     # single-threaded win only means another process held the other core while tuning (machine load)
-    pars = ["none"] if threads <= 1 else ["outer", "outer+row"] + (["none"] if dims["macs"] < 16 * PARALLEL_MIN_MACS else [])
+    pars = (
+        ["none"]
+        if threads <= 1
+        else ["outer", "outer+row"] + (["none"] if dims["macs"] < 16 * PARALLEL_MIN_MACS else [])
+    )
     orders = ["col", "outer"] if dims["outer"] else ["col"]
     return {"vec": vecs, "row": rows, "red": reds, "par": pars, "order": orders}
+
 
 def resolve_knobs(kind: str, dims: dict[str, int], threads: int, knobs: Knobs | None, caps: TargetCaps) -> Knobs:
     out = default_knobs(kind, dims, threads, caps)
@@ -133,12 +174,18 @@ def resolve_knobs(kind: str, dims: dict[str, int], threads: int, knobs: Knobs | 
         out.update(knobs)
     if threads <= 1:
         out["par"] = "none"  # a database tuned for more threads, compiled for one (or a small model)
-    if dims["col_n"] % int(out["vec"]) or dims["row_n"] % int(out["row"]) or (int(out["red"]) > 1 and dims["red_n"] % int(out["red"])):
+    if (
+        dims["col_n"] % int(out["vec"])
+        or dims["row_n"] % int(out["row"])
+        or (int(out["red"]) > 1 and dims["red_n"] % int(out["red"]))
+    ):
         raise ValueError(f"knobs {format_knobs(out)} do not divide the loop extents")
     return out
 
+
 def format_knobs(knobs: Knobs) -> str:
     return ",".join(f"{k}={knobs[k]}" for k in sorted(knobs))
+
 
 def regblock(sch: Schedule, red_block, outer: list, row: tuple, col: tuple, red: list, knobs: Knobs) -> None:
     """Shared register-tiling core of the conv and dense rules.
@@ -183,6 +230,7 @@ def regblock(sch: Schedule, red_block, outer: list, row: tuple, col: tuple, red:
     vectorize_lanes(sch, s_col, unroll_outer=False)
     sch.decompose_reduction(red_block, red[0])  # last: parallel/vectorize first, or the init nest breaks them
 
+
 def relayout_constant_read(sch: Schedule, block, matches: Callable, layout: Callable) -> None:
     """The first read of `block` from a constant parameter (CONST_PARAMS_ATTR) for which matches(region) holds:
     re-laid out by `layout` in a copy block marked as layout-rewrite preprocessing, which fold_weight_prepacks
@@ -196,14 +244,20 @@ def relayout_constant_read(sch: Schedule, block, matches: Callable, layout: Call
             sch.transform_layout(block, ("read", index), layout)
             return
 
+
 def prepack_weights(sch: Schedule, conv, hwio: tuple[int, ...], vec: int) -> None:
     """Weights HWIO -> [O/V, H, W, I, V], so the V lanes of every reduction step are the next 128 B of one
     stream. In HWIO they are V floats every O floats (a 2 KB stride for 512 channels), which the hardware
     prefetcher cannot follow: ResNet-18's last-stage convs ran at 70 % of FMA peak with weights from memory.
     The re-layout is a copy block marked as TVM's layout-rewrite preprocessing; schedule_cpu splits it out
     (SplitLayoutRewritePreproc) and FoldConstant runs it once at compile time on the constant weights."""
-    relayout_constant_read(sch, conv, lambda region: tuple(int(d) for d in region.source.shape) == hwio,
-                            lambda kh, kw, ci, co: (co // vec, kh, kw, ci, co % vec))
+    relayout_constant_read(
+        sch,
+        conv,
+        lambda region: tuple(int(d) for d in region.source.shape) == hwio,
+        lambda kh, kw, ci, co: (co // vec, kh, kw, ci, co % vec),
+    )
+
 
 def prepack_dense_weights(sch: Schedule, mm, vec: int) -> None:
     """Constant [.., K, N] matmul weights -> [.., N/V, K, V]: the V lanes each reduction step reads are the
@@ -214,7 +268,11 @@ def prepack_dense_weights(sch: Schedule, mm, vec: int) -> None:
 
     def is_k_by_n(region) -> bool:
         last_two = region.region[-2:]
-        return len(last_two) == 2 and uses_only(last_two[0].min, k) and uses_only(last_two[1].min, j) \
+        return (
+            len(last_two) == 2
+            and uses_only(last_two[0].min, k)
+            and uses_only(last_two[1].min, j)
             and int(region.source.shape[-1]) % vec == 0
+        )
 
     relayout_constant_read(sch, mm, is_k_by_n, lambda *ix: (*ix[:-2], ix[-1] // vec, ix[-2], ix[-1] % vec))

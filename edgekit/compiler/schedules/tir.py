@@ -1,4 +1,5 @@
 """Small TIR scheduling helpers shared by the rules: block queries and the parallel/vectorize idioms."""
+
 from __future__ import annotations
 
 import math
@@ -56,7 +57,9 @@ def vectorize_lanes(sch: Schedule, loop, unroll_outer: bool) -> None:
     such as <24 x float> compile to slow code, so wide loops are split by their largest divisor <= 16."""
     n = extent(sch, loop)
     if n > LANES:
-        piece = max((d for d in range(4, LANES + 1) if n % d == 0), key=lambda d: (d % 8 == 0, d % 4 == 0, d), default=1)
+        piece = max(
+            (d for d in range(4, LANES + 1) if n % d == 0), key=lambda d: (d % 8 == 0, d % 4 == 0, d), default=1
+        )
         if piece >= 4:
             o, loop = sch.split(loop, [None, piece])
             if unroll_outer:
@@ -169,8 +172,10 @@ def is_matmul(sch: Schedule, blk) -> bool:
     if not kinds.endswith("SSR") or kinds.count("R") != 1 or len(block.reads) < 2:
         return False
     j, k = block.iter_vars[-2].var, block.iter_vars[-1].var
+
     def last_is(region, var) -> bool:
         return len(region.region) >= 2 and uses_only(region.region[-1].min, var)
+
     return any(last_is(r, j) for r in block.reads) and any(last_is(r, k) for r in block.reads)
 
 

@@ -1,12 +1,21 @@
 """The two transforms of a Winograd F(4x4, 3x3) conv (edgekit.compiler.relax_passes.winograd); its 36 batched
 GEMMs take the dense rule."""
+
 from __future__ import annotations
 
 from tvm.s_tir import Schedule
 
-from edgekit.compiler.schedules.base import Knobs, Rule, RuleContext
 from edgekit.compiler.relax_passes import winograd
-from edgekit.compiler.schedules.tir import PARALLEL_MIN_ELEMS, block_names, block_work, blocks, extent, inline_elementwise, pick_lanes
+from edgekit.compiler.schedules.base import Knobs, Rule, RuleContext
+from edgekit.compiler.schedules.tir import (
+    PARALLEL_MIN_ELEMS,
+    block_names,
+    block_work,
+    blocks,
+    extent,
+    inline_elementwise,
+    pick_lanes,
+)
 
 
 class WinogradInput(Rule):

@@ -13,6 +13,7 @@ Database (JSON, one file per model: <out_dir>/<target name>/<model>.json), rewri
 `knobs: null` means "the default was best" (the task is done and is not re-timed on resume).
 compile --tuning loads every *.json under a directory (or one file) whose "target" matches.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,9 @@ def load_database(path: str | Path, target=None) -> dict[str, dict]:
     (the default was best) are left out."""
     path = Path(path)
     if not path.exists():
-        raise EdgekitError(f"tuning database {path} does not exist", "create it with `edgekit tune model.onnx -o tuning/`")
+        raise EdgekitError(
+            f"tuning database {path} does not exist", "create it with `edgekit tune model.onnx -o tuning/`"
+        )
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
     want = target_string(target) if target is not None else None
     out: dict[str, dict] = {}

@@ -12,6 +12,7 @@ default schedules (within measurement noise).
 
 The database format is in tuning/db.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,13 +42,14 @@ MIN_GAIN = 0.03  # a tuned setting must beat the default by 3% (per task and end
 # Tasks
 # ----------------------------------------------------------------------------------------------------------
 
+
 def extract_tasks(onnx_path: Path, spec, input_shapes=None):
     """(prepared Relax module, [task dicts]) for the tunable fused PrimFuncs of the model, biggest first."""
     import tvm
 
+    from edgekit.compiler.build import prepare_module
     from edgekit.compiler.frontend import to_relax
     from edgekit.compiler.options import BuildOptions
-    from edgekit.compiler.build import prepare_module
     from edgekit.compiler.schedules.analysis import call_counts, task_key
     from edgekit.graph import load_onnx, resolve_input_specs
     from edgekit.onnxtools import simplify
@@ -105,7 +107,11 @@ def _random_args(func) -> list:
     args = []
     for info in ArgInfo.from_prim_func(func):
         shape = [int(d) for d in info.shape]
-        args.append(tvm.runtime.tensor(rng.standard_normal(shape).astype(info.dtype) if "float" in info.dtype else np.zeros(shape, info.dtype)))
+        args.append(
+            tvm.runtime.tensor(
+                rng.standard_normal(shape).astype(info.dtype) if "float" in info.dtype else np.zeros(shape, info.dtype)
+            )
+        )
     return args
 
 
@@ -150,7 +156,9 @@ class _Timer:
 
         self._tvm = tvm
         self.dev = device.dev if device else tvm.cpu()
-        self.args = [tvm.runtime.tensor(a.numpy(), self.dev) for a in _random_args(func)] if device else _random_args(func)
+        self.args = (
+            [tvm.runtime.tensor(a.numpy(), self.dev) for a in _random_args(func)] if device else _random_args(func)
+        )
         self.sets = [self.args]
         if device is None:
             nbytes = sum(a.numpy().nbytes for a in self.args)
@@ -182,7 +190,9 @@ class _Timer:
         return [a.numpy().copy() for a in self.args]
 
 
-def _time_rounds(timer: _Timer, mods: dict[int, object], rounds: int, samples: dict[int, list[float]], rng: random.Random) -> None:
+def _time_rounds(
+    timer: _Timer, mods: dict[int, object], rounds: int, samples: dict[int, list[float]], rng: random.Random
+) -> None:
     for _ in range(rounds):
         order = list(mods)
         rng.shuffle(order)
@@ -190,8 +200,16 @@ def _time_rounds(timer: _Timer, mods: dict[int, object], rounds: int, samples: d
             samples[i].append(timer.once(mods[i]))
 
 
-def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | None, min_gain: float = MIN_GAIN, on_step=None,
-              device: RemoteDevice | None = None) -> dict:
+def tune_task(
+    task: dict,
+    spec,
+    threads: int,
+    trials: int,
+    deadline: float | None,
+    min_gain: float = MIN_GAIN,
+    on_step=None,
+    device: RemoteDevice | None = None,
+) -> dict:
     """Time the default and up to `trials` knob settings of one task. Returns its database entry."""
     from edgekit.compiler.schedules.base import RuleContext
     from edgekit.compiler.schedules.dispatch import schedule_prim_func, tunable_space
@@ -201,8 +219,20 @@ def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | Non
     # its weights on every call: time them without the compile-time weight prepacking
     ctx = RuleContext.for_target(target, threads, prepack=False)
     kind, default, space, dims = tunable_space(task["func"], ctx)  # the defaults depend on the target's vector width
-    entry = {"name": task["name"], "rule": kind, "count": task["count"], "macs": dims["macs"], "threads": threads,
-             "default": default, "knobs": None, "default_us": None, "best_us": None, "gain": 0.0, "trials": 0, "candidates": []}
+    entry = {
+        "name": task["name"],
+        "rule": kind,
+        "count": task["count"],
+        "macs": dims["macs"],
+        "threads": threads,
+        "default": default,
+        "knobs": None,
+        "default_us": None,
+        "best_us": None,
+        "gain": 0.0,
+        "trials": 0,
+        "candidates": [],
+    }
     cands = [default] + _candidates(default, space, trials, task["key"])
     mods: dict[int, object] = {}
     knobs_of: dict[int, dict] = {}
@@ -253,8 +283,16 @@ def tune_task(task: dict, spec, threads: int, trials: int, deadline: float | Non
 # End-to-end check: the whole model, default vs tuned, each timed in its own process, alternating
 # ----------------------------------------------------------------------------------------------------------
 
-def _bench_pair(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, dict], threads: int, input_shapes, rounds: int = 6,
-                device: RemoteDevice | None = None) -> dict:
+
+def _bench_pair(
+    onnx_path: Path,
+    spec_name: str,
+    db_tasks: Mapping[str, dict],
+    threads: int,
+    input_shapes,
+    rounds: int = 6,
+    device: RemoteDevice | None = None,
+) -> dict:
     if device is not None:
         return _bench_pair_remote(onnx_path, spec_name, db_tasks, threads, input_shapes, rounds, device)
     from edgekit.compiler.build import compile_onnx
@@ -265,26 +303,64 @@ def _bench_pair(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, dict], t
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
         tmp = Path(tmpdir)
         arts = {
-            name: compile_onnx(onnx_path, tmp / name, spec_name, BuildOptions(threads=threads, tuning=dict(db_tasks) if name == "tuned" else {}),
-                               input_shapes=input_shapes, validate=False, quiet=True).artifact
+            name: compile_onnx(
+                onnx_path,
+                tmp / name,
+                spec_name,
+                BuildOptions(threads=threads, tuning=dict(db_tasks) if name == "tuned" else {}),
+                input_shapes=input_shapes,
+                validate=False,
+                quiet=True,
+            ).artifact
             for name in ("default", "tuned")
         }
         inputs = tmp / "inputs.npz"
         np.savez(inputs, **random_inputs(resolve_input_specs(load_onnx(onnx_path), input_shapes or {})))
-        probe = run_worker({"runtime": "tvm", "model": str(arts["default"]), "inputs": str(inputs), "threads": threads, "warmup": 2, "repeat": 5})
+        probe = run_worker(
+            {
+                "runtime": "tvm",
+                "model": str(arts["default"]),
+                "inputs": str(inputs),
+                "threads": threads,
+                "warmup": 2,
+                "repeat": 5,
+            }
+        )
         per_call = max(float(np.median(probe["times_ms"])), 1e-3)
         repeat = int(min(200, max(5, 300.0 / per_call)))  # ~0.3 s of calls per round and variant
         times: dict[str, list[float]] = {"default": [], "tuned": []}
         for rnd in range(rounds):
-            for name in (("default", "tuned") if rnd % 2 == 0 else ("tuned", "default")):
-                out = run_worker({"runtime": "tvm", "model": str(arts[name]), "inputs": str(inputs), "threads": threads, "warmup": 3, "repeat": repeat})
+            for name in ("default", "tuned") if rnd % 2 == 0 else ("tuned", "default"):
+                out = run_worker(
+                    {
+                        "runtime": "tvm",
+                        "model": str(arts[name]),
+                        "inputs": str(inputs),
+                        "threads": threads,
+                        "warmup": 3,
+                        "repeat": repeat,
+                    }
+                )
                 times[name].extend(out["times_ms"])
     d, t = float(np.median(times["default"])), float(np.median(times["tuned"]))
-    return {"default_ms": round(d, 4), "tuned_ms": round(t, 4), "speedup": round(d / t, 4), "samples": len(times["tuned"]), "threads": threads}
+    return {
+        "default_ms": round(d, 4),
+        "tuned_ms": round(t, 4),
+        "speedup": round(d / t, 4),
+        "samples": len(times["tuned"]),
+        "threads": threads,
+    }
 
 
-def _bench_pair_remote(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, dict], threads: int, input_shapes, rounds: int,
-                       device: RemoteDevice) -> dict:
+def _bench_pair_remote(
+    onnx_path: Path,
+    spec_name: str,
+    db_tasks: Mapping[str, dict],
+    threads: int,
+    input_shapes,
+    rounds: int,
+    device: RemoteDevice,
+) -> dict:
     """The same comparison on the board: both whole-model artifacts uploaded, timed alternately over RPC."""
     from edgekit.compiler.build import compile_onnx
     from edgekit.compiler.options import BuildOptions
@@ -294,23 +370,40 @@ def _bench_pair_remote(onnx_path: Path, spec_name: str, db_tasks: Mapping[str, d
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
         tmp = Path(tmpdir)
         runners = {
-            name: RpcRunner(compile_onnx(onnx_path, tmp / name, spec_name, BuildOptions(threads=threads, tuning=dict(db_tasks) if name == "tuned" else {}),
-                                         input_shapes=input_shapes, validate=False, quiet=True).artifact, device.session)
+            name: RpcRunner(
+                compile_onnx(
+                    onnx_path,
+                    tmp / name,
+                    spec_name,
+                    BuildOptions(threads=threads, tuning=dict(db_tasks) if name == "tuned" else {}),
+                    input_shapes=input_shapes,
+                    validate=False,
+                    quiet=True,
+                ).artifact,
+                device.session,
+            )
             for name in ("default", "tuned")
         }
         feeds = random_inputs(resolve_input_specs(load_onnx(onnx_path), input_shapes or {}))
         times: dict[str, list[float]] = {"default": [], "tuned": []}
         for rnd in range(rounds):
-            for name in (("default", "tuned") if rnd % 2 == 0 else ("tuned", "default")):
+            for name in ("default", "tuned") if rnd % 2 == 0 else ("tuned", "default"):
                 times[name].extend(runners[name].time(feeds, 2, 10)[0])
     d, t = float(np.median(times["default"])), float(np.median(times["tuned"]))
-    return {"default_ms": round(d, 4), "tuned_ms": round(t, 4), "speedup": round(d / t, 4), "samples": len(times["tuned"]), "threads": threads,
-            "device": "rpc"}
+    return {
+        "default_ms": round(d, 4),
+        "tuned_ms": round(t, 4),
+        "speedup": round(d / t, 4),
+        "samples": len(times["tuned"]),
+        "threads": threads,
+        "device": "rpc",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------------------------
+
 
 def _tunable_tasks(onnx_path: Path, spec, target, threads: int, input_shapes) -> tuple[list[dict], int]:
     """The model's tasks whose rule has knobs, biggest share of the work first, and the threads schedule_cpu will
@@ -340,8 +433,17 @@ def _open_db(db_path: Path, onnx_path: Path, spec, target, threads: int) -> dict
     if db is not None and (db.get("target") != target_string(target) or db.get("model_sha256") != sha):
         db = None  # another target or another model under the same name: start over
     if db is None:
-        db = {"format": FORMAT, "version": VERSION, "target": target_string(target), "target_name": spec.name, "threads": threads,
-              "model": onnx_path.name, "model_sha256": sha, "tasks": {}, "end_to_end": None}
+        db = {
+            "format": FORMAT,
+            "version": VERSION,
+            "target": target_string(target),
+            "target_name": spec.name,
+            "threads": threads,
+            "model": onnx_path.name,
+            "model_sha256": sha,
+            "tasks": {},
+            "end_to_end": None,
+        }
     return db
 
 
@@ -373,8 +475,10 @@ def tune_model(
 
         remote = RemoteDevice(connect(**device), spec)
     elif spec.tvm.get("kind") != "llvm" or spec.runnable_here != "native":
-        raise EdgekitError(f"target {spec.name} does not run on this machine ({spec.why_not_runnable or 'not native'}), so its candidates cannot be timed here",
-                           "tune on the board over RPC: edgekit tune ... --tracker HOST:PORT --key KEY (or --rpc HOST:PORT)")
+        raise EdgekitError(
+            f"target {spec.name} does not run on this machine ({spec.why_not_runnable or 'not native'}), so its candidates cannot be timed here",
+            "tune on the board over RPC: edgekit tune ... --tracker HOST:PORT --key KEY (or --rpc HOST:PORT)",
+        )
     if trials_per_task < 0:
         raise EdgekitError("--trials must be >= 0", "e.g. --trials 16")
     threads = threads or spec.threads or cpu_count()
@@ -385,23 +489,50 @@ def tune_model(
     tunable, sched_threads = _tunable_tasks(onnx_path, spec, target, threads, input_shapes)
     todo = [t for t in tunable if t["key"] not in db["tasks"]]
     resumed = len(tunable) - len(todo)
-    report = {"model": str(onnx_path), "database": str(db_path), "target": spec.name, "threads": threads, "schedule_threads": sched_threads,
-              "tasks": len(tunable), "resumed": resumed, "timed": 0, "tuned": 0, "budget_exhausted": False}
+    report = {
+        "model": str(onnx_path),
+        "database": str(db_path),
+        "target": spec.name,
+        "threads": threads,
+        "schedule_threads": sched_threads,
+        "tasks": len(tunable),
+        "resumed": resumed,
+        "timed": 0,
+        "tuned": 0,
+        "budget_exhausted": False,
+    }
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from edgekit.progress import stderr
 
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=stderr, disable=not progress, transient=False) as bar:
-        overall = bar.add_task(f"tuning {onnx_path.name}", total=len(tunable), completed=resumed, status=f"[dim]{resumed} resumed[/]")
+        overall = bar.add_task(
+            f"tuning {onnx_path.name}", total=len(tunable), completed=resumed, status=f"[dim]{resumed} resumed[/]"
+        )
         for task in todo:
             if deadline is not None and time.monotonic() > deadline:
                 report["budget_exhausted"] = True
                 break
             sub = bar.add_task(f"  {task['name'][:40]}", total=trials_per_task + 1, status="")
-            entry = tune_task(task, spec, sched_threads, trials_per_task, deadline, min_gain, on_step=lambda s=sub: bar.advance(s), device=remote)
+            entry = tune_task(
+                task,
+                spec,
+                sched_threads,
+                trials_per_task,
+                deadline,
+                min_gain,
+                on_step=lambda s=sub: bar.advance(s),
+                device=remote,
+            )
             bar.remove_task(sub)
             db["tasks"][task["key"]] = entry
             db["end_to_end"] = None  # the set of tuned tasks changed: re-verify
@@ -421,7 +552,15 @@ def tune_model(
     return report
 
 
-def _verify(onnx_path: Path, spec_name: str, db: dict, threads: int, input_shapes, min_gain: float, device: RemoteDevice | None = None) -> dict:
+def _verify(
+    onnx_path: Path,
+    spec_name: str,
+    db: dict,
+    threads: int,
+    input_shapes,
+    min_gain: float,
+    device: RemoteDevice | None = None,
+) -> dict:
     """Whole model, default vs tuned. If the tuned build is not faster, keep only the big per-task wins and
     check again; if it still is not faster, disable every tuned entry (their knobs move to "rejected")."""
     tasks = db["tasks"]
