@@ -123,6 +123,39 @@ def fit_linear(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, 
     return t, mean_y - t @ mean_x
 
 
+def _linear_map(
+    out: onnx.ModelProto, b: Block, name: str, acts: dict[str, list[np.ndarray]], ridge: float
+) -> tuple[list[onnx.NodeProto], LayerReport]:
+    """The fitted map x -> T x + b replacing block `b` (a 1x1 conv on images, MatMul + Add otherwise): its nodes,
+    its initializers added to `out`, and its report row (weight_bytes_before left for the caller)."""
+    x, y = _rows(acts[b.entry]), _rows(acts[b.exit])
+    t, bias = fit_linear(x, y, ridge)
+    residual = float(np.linalg.norm(x @ t.T + bias - y) / max(np.linalg.norm(y), 1e-12))
+    rank4 = acts[b.entry][0].ndim == 4
+    w = t.reshape(*t.shape, 1, 1) if rank4 else t.T
+    out.graph.initializer.extend(
+        [
+            numpy_helper.from_array(w.astype(np.float32), f"{name}/T"),
+            numpy_helper.from_array(bias.astype(np.float32), f"{name}/b"),
+        ]
+    )
+    if rank4:
+        conv = helper.make_node(
+            "Conv", [b.entry, f"{name}/T", f"{name}/b"], [b.exit], name=f"{name}/conv", kernel_shape=[1, 1]
+        )
+        new = [conv]
+    else:
+        new = [
+            helper.make_node("MatMul", [b.entry, f"{name}/T"], [f"{name}/mm"], name=f"{name}/matmul"),
+            helper.make_node("Add", [f"{name}/mm", f"{name}/b"], [b.exit], name=f"{name}/add"),
+        ]
+    note = f"{len(b.nodes)} nodes, cosine distance {b.score:.3f}, fit residual {residual:.3f}"
+    layer = LayerReport(
+        f"{b.entry} -> {b.exit}", "block", None, 0, w.nbytes + bias.astype(np.float32).nbytes, note=note
+    )
+    return new, layer
+
+
 def run(model: onnx.ModelProto, cfg: DepthConfig) -> tuple[onnx.ModelProto, PassReport]:
     from edgekit.passes.channel_graph import batch_one, observed_shapes
     from edgekit.passes.structured import prepare
@@ -159,43 +192,10 @@ def run(model: onnx.ModelProto, cfg: DepthConfig) -> tuple[onnx.ModelProto, Pass
     inserted: dict[int, list[onnx.NodeProto]] = {}
     inits = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
     for k, b in enumerate(chosen):
-        x, y = _rows(acts[b.entry]), _rows(acts[b.exit])
-        t, bias = fit_linear(x, y, cfg.ridge)
-        residual = float(np.linalg.norm(x @ t.T + bias - y) / max(np.linalg.norm(y), 1e-12))
-        name = f"depth/{k}"
-        rank4 = acts[b.entry][0].ndim == 4
-        w = t.reshape(*t.shape, 1, 1) if rank4 else t.T
-        out.graph.initializer.extend(
-            [
-                numpy_helper.from_array(w.astype(np.float32), f"{name}/T"),
-                numpy_helper.from_array(bias.astype(np.float32), f"{name}/b"),
-            ]
-        )
-        new = (
-            [
-                helper.make_node(
-                    "Conv", [b.entry, f"{name}/T", f"{name}/b"], [b.exit], name=f"{name}/conv", kernel_shape=[1, 1]
-                )
-            ]
-            if rank4
-            else [
-                helper.make_node("MatMul", [b.entry, f"{name}/T"], [f"{name}/mm"], name=f"{name}/matmul"),
-                helper.make_node("Add", [f"{name}/mm", f"{name}/b"], [b.exit], name=f"{name}/add"),
-            ]
-        )
-        inserted[max(b.nodes)] = new
+        inserted[max(b.nodes)], layer = _linear_map(out, b, f"depth/{k}", acts, cfg.ridge)
+        layer.weight_bytes_before = sum(inits[i].nbytes for m in b.nodes for i in nodes[m].input if i in inits)
+        report.layers.append(layer)
         removed |= set(b.nodes)
-        weights = sum(inits[i].nbytes for m in b.nodes for i in nodes[m].input if i in inits)
-        report.layers.append(
-            LayerReport(
-                f"{b.entry} -> {b.exit}",
-                "block",
-                None,
-                weights,
-                w.nbytes + bias.astype(np.float32).nbytes,
-                note=f"{len(b.nodes)} nodes, cosine distance {b.score:.3f}, fit residual {residual:.3f}",
-            )
-        )
     kept = []
     for i, n in enumerate(nodes):
         if i in inserted:

@@ -155,6 +155,48 @@ def _random_init(module: nn.Module, seed: int) -> nn.Module:
     return fresh
 
 
+def _train_pruned(method, teacher, dense_onnx, ratio, epochs, lr, distill_weight, rounds, rewind_epoch, seed):
+    """(the training-free pruned ONNX at the same ratio, the pruned torch student, its training result or None,
+    the lottery-ticket figures or None) for one pruning method."""
+    from edgekit.passes import prune, structured
+    from edgekit.training.pruning import ChannelMasks, gradual_prune, lottery_ticket
+
+    if method == "structured":
+        free, _ = structured.run(dense_onnx, structured.StructuredConfig(ratio=ratio, round_to=4))
+        student = copy.deepcopy(teacher)
+        masks = ChannelMasks(student, ratio, round_to=4)
+        masks.apply()
+        trained = finetune(
+            student,
+            teacher=teacher,
+            epochs=epochs,
+            lr=lr,
+            distill_weight=distill_weight,
+            seed=seed,
+            after_step=lambda *_: masks.apply(),
+        )
+        return free, student, trained, None
+    # the first conv stays dense (1 input channel: 9 weights per filter), in torch and in ONNX alike
+    free, _ = prune.run(dense_onnx, prune.PruneConfig(ratio=ratio, skip=("first",)))
+    skip = (weight_layers(teacher)[0][0],)
+    if method == "gradual":
+        student = copy.deepcopy(teacher)
+        trained, _ = gradual_prune(
+            student, ratio, epochs, teacher=teacher, lr=lr, seed=seed, distill_weight=distill_weight, skip=skip
+        )
+        return free, student, trained, None
+    ticket = lottery_ticket(
+        lambda: _random_init(teacher, seed),
+        ratio,
+        rounds=rounds,
+        epochs=epochs,
+        rewind_epoch=rewind_epoch,
+        seed=seed,
+        skip=skip,
+    )
+    return free, ticket["model"], None, {k: v for k, v in ticket.items() if k not in ("model", "masks")}
+
+
 def prune_finetune_to_onnx(
     ref: str,
     out: Path,
@@ -176,7 +218,6 @@ def prune_finetune_to_onnx(
     from edgekit.errors import EdgekitError
     from edgekit.fileio import atomic_file, check_output_path
     from edgekit.passes import prune, structured
-    from edgekit.training.pruning import ChannelMasks, gradual_prune, lottery_ticket
 
     structured.check_ratio(ratio)
     if method not in PRUNE_METHODS:
@@ -193,50 +234,14 @@ def prune_finetune_to_onnx(
         "epochs": epochs,
         "accuracy": {"torch_fp32": evaluate(teacher, split.x_test, split.y_test)},
     }
+    free, student, trained, lottery = _train_pruned(
+        method, teacher, dense_onnx, ratio, epochs, lr, distill_weight, rounds, rewind_epoch, seed
+    )
+    if lottery is not None:
+        result["lottery"] = lottery
     if method == "structured":
-        free, _ = structured.run(dense_onnx, structured.StructuredConfig(ratio=ratio, round_to=4))
-        student = copy.deepcopy(teacher)
-        masks = ChannelMasks(student, ratio, round_to=4)
-        masks.apply()
-        trained = finetune(
-            student,
-            teacher=teacher,
-            epochs=epochs,
-            lr=lr,
-            distill_weight=distill_weight,
-            seed=seed,
-            after_step=lambda *_: masks.apply(),
-        )
         model, report = structured.run(_to_onnx(student), structured.StructuredConfig(ratio=ratio, round_to=4))
-    elif method == "gradual":
-        # the first conv stays dense (1 input channel: 9 weights per filter), in torch and in ONNX alike
-        free, _ = prune.run(dense_onnx, prune.PruneConfig(ratio=ratio, skip=("first",)))
-        student = copy.deepcopy(teacher)
-        trained, _ = gradual_prune(
-            student,
-            ratio,
-            epochs,
-            teacher=teacher,
-            lr=lr,
-            seed=seed,
-            distill_weight=distill_weight,
-            skip=(weight_layers(teacher)[0][0],),
-        )
-        model, report = prune.run(_to_onnx(student), prune.PruneConfig(ratio=ratio, skip=("first",)))
     else:
-        free, _ = prune.run(dense_onnx, prune.PruneConfig(ratio=ratio, skip=("first",)))
-        ticket = lottery_ticket(
-            lambda: _random_init(teacher, seed),
-            ratio,
-            rounds=rounds,
-            epochs=epochs,
-            rewind_epoch=rewind_epoch,
-            seed=seed,
-            skip=(weight_layers(teacher)[0][0],),
-        )
-        student = ticket["model"]
-        trained = None
-        result["lottery"] = {k: v for k, v in ticket.items() if k not in ("model", "masks")}
         model, report = prune.run(_to_onnx(student), prune.PruneConfig(ratio=ratio, skip=("first",)))
     onnx_acc, logits = _ort_accuracy(model)
     with torch.no_grad():
@@ -245,7 +250,8 @@ def prune_finetune_to_onnx(
     if not np.allclose(logits, torch_logits, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(torch_logits).max()))):
         raise EdgekitError(
             "the pruned ONNX model does not reproduce the finetuned torch model",
-            "structured finetuning supports models whose convolutions are not tied by residual adds; use compress --structured",
+            "structured finetuning supports models whose convolutions are not tied by residual adds; "
+            "use compress --structured",
         )
     with atomic_file(out) as tmp:
         onnx.save(model, str(tmp))

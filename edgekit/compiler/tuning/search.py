@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,8 @@ from edgekit.compiler.tuning.db import (
     target_string,
     write_db,
 )
+from edgekit.compiler.tuning.device import RemoteDevice, build_one
+from edgekit.compiler.tuning.end_to_end import verify_end_to_end
 from edgekit.errors import EdgekitError
 
 MIN_GAIN = 0.03  # a tuned setting must beat the default by 3% (per task and end to end)
@@ -113,31 +113,6 @@ def _random_args(func) -> list:
             )
         )
     return args
-
-
-def _build_one(func, target, keep_executable: bool = False):
-    import tvm
-
-    exe = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
-    return exe if keep_executable else exe.mod
-
-
-class RemoteDevice:
-    """Candidates built for the board, uploaded over TVM RPC and timed there (`edgekit tune --rpc/--tracker`)."""
-
-    def __init__(self, session, spec) -> None:
-        self.session, self.spec, self.dev = session, spec, session.cpu()
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgekit-tune-rpc-")
-
-    def build(self, func, target):
-        import uuid
-
-        exe = _build_one(func, target, keep_executable=True)
-        name = f"tune-{uuid.uuid4().hex[:12]}.so"  # unique: re-uploading a name can crash the server child
-        path = Path(self._tmp.name) / name
-        exe.export_library(str(path), cc=self.spec.compiler(), options=list(self.spec.link_options))
-        self.session.upload(str(path), name)
-        return self.session.load_module(name)
 
 
 COLD_BYTES = 64 << 20  # argument sets rotated through while timing here: twice this machine's 32 MB L3
@@ -245,7 +220,7 @@ def tune_task(
             sched, result = schedule_prim_func(task["func"], ctx, None if i == 0 else knobs)
             if i > 0 and result.knobs is None:
                 continue  # these knobs failed and the rule fell back to its defaults: nothing new to time
-            mod = device.build(sched, target) if device else _build_one(sched, target)
+            mod = device.build(sched, target) if device else build_one(sched, target)
             outs = timer.outputs(mod)
         except Exception:  # noqa: BLE001 - an invalid setting is skipped, not fatal
             interrupts.check()
@@ -277,127 +252,6 @@ def tune_task(
     else:
         entry["best_us"] = entry["default_us"]
     return entry
-
-
-# ----------------------------------------------------------------------------------------------------------
-# End-to-end check: the whole model, default vs tuned, each timed in its own process, alternating
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _bench_pair(
-    onnx_path: Path,
-    spec_name: str,
-    db_tasks: Mapping[str, dict],
-    threads: int,
-    input_shapes,
-    rounds: int = 6,
-    device: RemoteDevice | None = None,
-) -> dict:
-    if device is not None:
-        return _bench_pair_remote(onnx_path, spec_name, db_tasks, threads, input_shapes, rounds, device)
-    from edgekit.compiler.build import compile_onnx
-    from edgekit.compiler.options import BuildOptions
-    from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
-    from edgekit.measure import run_worker
-
-    with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
-        tmp = Path(tmpdir)
-        arts = {
-            name: compile_onnx(
-                onnx_path,
-                tmp / name,
-                spec_name,
-                BuildOptions(threads=threads, tuning=dict(db_tasks) if name == "tuned" else {}),
-                input_shapes=input_shapes,
-                validate=False,
-                quiet=True,
-            ).artifact
-            for name in ("default", "tuned")
-        }
-        inputs = tmp / "inputs.npz"
-        np.savez(inputs, **random_inputs(resolve_input_specs(load_onnx(onnx_path), input_shapes or {})))
-        probe = run_worker(
-            {
-                "runtime": "tvm",
-                "model": str(arts["default"]),
-                "inputs": str(inputs),
-                "threads": threads,
-                "warmup": 2,
-                "repeat": 5,
-            }
-        )
-        per_call = max(float(np.median(probe["times_ms"])), 1e-3)
-        repeat = int(min(200, max(5, 300.0 / per_call)))  # ~0.3 s of calls per round and variant
-        times: dict[str, list[float]] = {"default": [], "tuned": []}
-        for rnd in range(rounds):
-            for name in ("default", "tuned") if rnd % 2 == 0 else ("tuned", "default"):
-                out = run_worker(
-                    {
-                        "runtime": "tvm",
-                        "model": str(arts[name]),
-                        "inputs": str(inputs),
-                        "threads": threads,
-                        "warmup": 3,
-                        "repeat": repeat,
-                    }
-                )
-                times[name].extend(out["times_ms"])
-    d, t = float(np.median(times["default"])), float(np.median(times["tuned"]))
-    return {
-        "default_ms": round(d, 4),
-        "tuned_ms": round(t, 4),
-        "speedup": round(d / t, 4),
-        "samples": len(times["tuned"]),
-        "threads": threads,
-    }
-
-
-def _bench_pair_remote(
-    onnx_path: Path,
-    spec_name: str,
-    db_tasks: Mapping[str, dict],
-    threads: int,
-    input_shapes,
-    rounds: int,
-    device: RemoteDevice,
-) -> dict:
-    """The same comparison on the board: both whole-model artifacts uploaded, timed alternately over RPC."""
-    from edgekit.compiler.build import compile_onnx
-    from edgekit.compiler.options import BuildOptions
-    from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
-    from edgekit.runners.rpc import RpcRunner
-
-    with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
-        tmp = Path(tmpdir)
-        runners = {
-            name: RpcRunner(
-                compile_onnx(
-                    onnx_path,
-                    tmp / name,
-                    spec_name,
-                    BuildOptions(threads=threads, tuning=dict(db_tasks) if name == "tuned" else {}),
-                    input_shapes=input_shapes,
-                    validate=False,
-                    quiet=True,
-                ).artifact,
-                device.session,
-            )
-            for name in ("default", "tuned")
-        }
-        feeds = random_inputs(resolve_input_specs(load_onnx(onnx_path), input_shapes or {}))
-        times: dict[str, list[float]] = {"default": [], "tuned": []}
-        for rnd in range(rounds):
-            for name in ("default", "tuned") if rnd % 2 == 0 else ("tuned", "default"):
-                times[name].extend(runners[name].time(feeds, 2, 10)[0])
-    d, t = float(np.median(times["default"])), float(np.median(times["tuned"]))
-    return {
-        "default_ms": round(d, 4),
-        "tuned_ms": round(t, 4),
-        "speedup": round(d / t, 4),
-        "samples": len(times["tuned"]),
-        "threads": threads,
-        "device": "rpc",
-    }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -447,6 +301,38 @@ def _open_db(db_path: Path, onnx_path: Path, spec, target, threads: int) -> dict
     return db
 
 
+def _timing_device(spec, device: dict | None) -> RemoteDevice | None:
+    """The board candidates are timed on over TVM RPC (--rpc / --tracker --key), or None for this machine,
+    which must then run the target natively."""
+    if device:
+        from edgekit.runners.rpc import connect
+
+        return RemoteDevice(connect(**device), spec)
+    if spec.tvm.get("kind") != "llvm" or spec.runnable_here != "native":
+        raise EdgekitError(
+            f"target {spec.name} does not run on this machine ({spec.why_not_runnable or 'not native'}), "
+            "so its candidates cannot be timed here",
+            "tune on the board over RPC: edgekit tune ... --tracker HOST:PORT --key KEY (or --rpc HOST:PORT)",
+        )
+    return None
+
+
+def _progress_bar(progress: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from edgekit.progress import stderr
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    return Progress(*columns, console=stderr, disable=not progress, transient=False)
+
+
 def tune_model(
     onnx_path: Path | str,
     target_name: str = "x86_64",
@@ -469,16 +355,7 @@ def tune_model(
     deadline = t_start + budget_s if budget_s else None
     onnx_path = Path(onnx_path)
     spec = load_target(target_name)
-    remote = None
-    if device:  # candidates are timed on the board over TVM RPC (--rpc / --tracker --key)
-        from edgekit.runners.rpc import connect
-
-        remote = RemoteDevice(connect(**device), spec)
-    elif spec.tvm.get("kind") != "llvm" or spec.runnable_here != "native":
-        raise EdgekitError(
-            f"target {spec.name} does not run on this machine ({spec.why_not_runnable or 'not native'}), so its candidates cannot be timed here",
-            "tune on the board over RPC: edgekit tune ... --tracker HOST:PORT --key KEY (or --rpc HOST:PORT)",
-        )
+    remote = _timing_device(spec, device)
     if trials_per_task < 0:
         raise EdgekitError("--trials must be >= 0", "e.g. --trials 16")
     threads = threads or spec.threads or cpu_count()
@@ -502,19 +379,7 @@ def tune_model(
         "budget_exhausted": False,
     }
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from edgekit.progress import stderr
-
-    columns = (
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=stderr, disable=not progress, transient=False) as bar:
+    with _progress_bar(progress) as bar:
         overall = bar.add_task(
             f"tuning {onnx_path.name}", total=len(tunable), completed=resumed, status=f"[dim]{resumed} resumed[/]"
         )
@@ -543,41 +408,10 @@ def tune_model(
         tuned = {k: v["knobs"] for k, v in db["tasks"].items() if v.get("knobs")}
         if verify and tuned and db.get("end_to_end") is None:
             bar.update(overall, status="verifying end to end (default vs tuned)…")
-            db["end_to_end"] = _verify(onnx_path, spec.name, db, threads, input_shapes, min_gain, remote)
+            db["end_to_end"] = verify_end_to_end(onnx_path, spec.name, db, threads, input_shapes, min_gain, remote)
             write_db(db_path, db)
     report["tuned"] = sum(1 for v in db["tasks"].values() if v.get("knobs"))
     report["end_to_end"] = db.get("end_to_end")
     report["seconds"] = round(time.monotonic() - t_start, 1)
     report["task_gains"] = {v["name"]: v["gain"] for v in db["tasks"].values() if v.get("knobs")}
     return report
-
-
-def _verify(
-    onnx_path: Path,
-    spec_name: str,
-    db: dict,
-    threads: int,
-    input_shapes,
-    min_gain: float,
-    device: RemoteDevice | None = None,
-) -> dict:
-    """Whole model, default vs tuned. If the tuned build is not faster, keep only the big per-task wins and
-    check again; if it still is not faster, disable every tuned entry (their knobs move to "rejected")."""
-    tasks = db["tasks"]
-    tuned = {k: v["knobs"] for k, v in tasks.items() if v.get("knobs")}
-    result = _bench_pair(onnx_path, spec_name, tuned, threads, input_shapes, device=device)
-    result["accepted"] = result["speedup"] >= 1.0
-    if not result["accepted"]:
-        strong = {k: v["knobs"] for k, v in tasks.items() if v.get("knobs") and v["gain"] >= 0.10}
-        if strong and len(strong) < len(tuned):
-            retry = _bench_pair(onnx_path, spec_name, strong, threads, input_shapes, device=device)
-            if retry["speedup"] >= 1.0:
-                for k, v in tasks.items():
-                    if v.get("knobs") and k not in strong:
-                        v["rejected"], v["knobs"] = v["knobs"], None
-                return retry | {"accepted": True, "note": "kept only tasks with >= 10% gain", "first_try": result}
-        for v in tasks.values():
-            if v.get("knobs"):
-                v["rejected"], v["knobs"] = v["knobs"], None
-        result["note"] = "tuned model was not faster end to end: all tuned entries disabled (default schedules)"
-    return result

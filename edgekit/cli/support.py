@@ -266,7 +266,8 @@ def print_compress_result(output, result: dict) -> None:
         out.print(table)
         if p.get("macs_before") and p.get("macs_after"):
             out.print(
-                f"MACs {p['macs_before'] / 1e6:.1f} M → {p['macs_after'] / 1e6:.1f} M ({p['macs_before'] / p['macs_after']:.2f}× fewer)"
+                f"MACs {p['macs_before'] / 1e6:.1f} M → {p['macs_after'] / 1e6:.1f} M "
+                f"({p['macs_before'] / p['macs_after']:.2f}× fewer)"
             )
         for reason in p.get("left_dense", []):
             out.print(f"[yellow]left dense[/]: {escape(reason)}")
@@ -297,7 +298,8 @@ def print_compress_result(output, result: dict) -> None:
     if "accuracy" in result:
         a = result["accuracy"]
         out.print(
-            f"digits accuracy ({a['samples']} test images): fp32 ORT {a['fp32_ort']:.2%} | compressed ORT {a['compressed_ort']:.2%} | "
+            f"digits accuracy ({a['samples']} test images): fp32 ORT {a['fp32_ort']:.2%} | "
+            f"compressed ORT {a['compressed_ort']:.2%} | "
             f"compressed TVM {a['compressed_tvm']:.2%}  (drop {a['drop_pt']:.2f} pt)"
         )
 
@@ -312,7 +314,8 @@ def print_prune_finetune(output, result: dict, method: str) -> None:
     if "lottery" in result:
         t = result["lottery"]
         out.print(
-            f"lottery ticket: dense from scratch {t['dense_accuracy']:.2%} | ticket (rewound to epoch {t['rewind_epoch']}) "
+            f"lottery ticket: dense from scratch {t['dense_accuracy']:.2%} | "
+            f"ticket (rewound to epoch {t['rewind_epoch']}) "
             f"{t['ticket_accuracy']:.2%} | same mask, random re-init {t['random_reinit_accuracy']:.2%}"
         )
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from edgekit.cli_support import JsonOpt, TrackerOpt, emit_json, handle_errors, out
+from edgekit.cli.support import JsonOpt, TrackerOpt, emit_json, handle_errors, out
 
 rpc_app = typer.Typer(
     help="TVM RPC server / tracker, for running and timing artifacts on boards.", no_args_is_help=True

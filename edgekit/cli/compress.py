@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgekit.cli_support import (
+from edgekit.cli.support import (
     ForceOpt,
     JsonOpt,
     ShapeOpt,
@@ -243,7 +243,8 @@ def finetune(
         f"wrote {output}: {result['mode']}; weights {result['weight_ratio']:.1f}× smaller, file {result['ratio']:.1f}×"
     )
     out.print(
-        f"digits accuracy: torch fp32 {a['torch_fp32']:.2%} | finetuned torch {a['torch_finetuned']:.2%} | ONNX in onnxruntime {a['onnxruntime']:.2%}"
+        f"digits accuracy: torch fp32 {a['torch_fp32']:.2%} | finetuned torch {a['torch_finetuned']:.2%} | "
+        f"ONNX in onnxruntime {a['onnxruntime']:.2%}"
     )
 
 

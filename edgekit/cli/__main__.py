@@ -1,0 +1,5 @@
+"""`python -m edgekit.cli`: the same command as `edgekit`."""
+
+from edgekit.cli import main
+
+main()
