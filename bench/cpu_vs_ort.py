@@ -109,7 +109,8 @@ def main() -> None:
             bare_s += f"  tuned TVM/ORT {row['tvm_tuned_over_ort']:.2f}x" if "tvm_tuned_over_ort" in row else ""
             bare_s += f"  direct-conv TVM/ORT {row['tvm_direct_over_ort']:.2f}x" if "tvm_direct_over_ort" in row else ""
             print(
-                f"{name:12s} ORT {p50['ort']:8.3f} ms  TVM {p50['tvm']:8.3f} ms  TVM/ORT {row['tvm_over_ort']:.2f}x{extra}{bare_s}  "
+                f"{name:12s} ORT {p50['ort']:8.3f} ms  TVM {p50['tvm']:8.3f} ms  "
+                f"TVM/ORT {row['tvm_over_ort']:.2f}x{extra}{bare_s}  "
                 f"compile {row['compile_s']:.1f}s  max|err| {row['max_abs_vs_ort']:.1e}",
                 flush=True,
             )

@@ -61,7 +61,8 @@ def main() -> None:
         row["openvino_over_ort"] = p50["openvino"] / p50["ort"]
     extra = f"  OpenVINO/ORT {row['openvino_over_ort']:.2f}x" if "openvino" in p50 else ""
     print(
-        f"dbnet_like 640x640  ORT {p50['ort']:.2f} ms  TVM {p50['tvm']:.2f} ms  TVM/ORT {row['tvm_over_ort']:.2f}x{extra}  "
+        f"dbnet_like 640x640  ORT {p50['ort']:.2f} ms  TVM {p50['tvm']:.2f} ms  "
+        f"TVM/ORT {row['tvm_over_ort']:.2f}x{extra}  "
         f"compile {wall:.1f}s wall (build {row['build_s']:.1f}s)  max|err| {row['max_abs_vs_ort']:.1e}"
     )
     out = args.out or HERE / "results" / f"detector.{args.target}.json"

@@ -291,7 +291,8 @@ def write_results(rows: list[dict], target: str) -> Path:
         )
         err = f"{r['tvm']['rel_error']:.1e}" if "rel_error" in r["tvm"] else r["tvm"].get("error", "?")
         lines.append(
-            f"| {r['model']} | {r['precision']} | {fmt(r, 'tvm')} | {fmt(r, 'torch')} | {fmt(r, 'ort_cuda')} | {ratio} | {err} | {'yes' if r['ok'] else 'NO'} |"
+            f"| {r['model']} | {r['precision']} | {fmt(r, 'tvm')} | {fmt(r, 'torch')} | {fmt(r, 'ort_cuda')} | "
+            f"{ratio} | {err} | {'yes' if r['ok'] else 'NO'} |"
         )
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -87,7 +87,8 @@ def ort_runs(model_path: Path, feeds: dict[str, np.ndarray]) -> str | None:
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "in.npz", **feeds)
         code = (
-            "import sys, numpy as np, onnxruntime as ort; s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider']);"
+            "import sys, numpy as np, onnxruntime as ort; "
+            "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider']);"
             "f = dict(np.load(sys.argv[2])); s.run(None, f)"
         )
         proc = subprocess.run(

@@ -7,7 +7,8 @@
 Structured rows remove channels (training-free, L2 + BN criterion, per group); unstructured rows zero weights
 (mask storage): their latency is the dense model's, which the table shows rather than claims. The sparse rows
 prune 1x8 blocks (--prune-block 8), which edgekit's TVM build runs as block-sparse kernels per layer where they pay:
-TVM with that rule vs the same model built --no-sparse vs onnxruntime, one run, each runtime in its own process. Accuracy comes
+TVM with that rule vs the same model built --no-sparse vs onnxruntime, one run, each runtime in its own process. \
+Accuracy comes
 from the digits CNN (training-free, no finetune). Writes bench/results/prune.x86_64-<isa>.{json,png}.
 """
 
@@ -74,7 +75,8 @@ def latency_rows(model: str, ratios: list[float], target: str, args, tmp: Path) 
             }
         rows.append(row)
         print(
-            f"{model:12s} {name:17s} file {row['file_mb']:7.2f} MB  ORT {row['ort_ms']:8.2f} ms ({row['ort_speedup']:.2f}x)"
+            f"{model:12s} {name:17s} file {row['file_mb']:7.2f} MB  "
+            f"ORT {row['ort_ms']:8.2f} ms ({row['ort_speedup']:.2f}x)"
             + (f"  TVM {row['tvm_ms']:8.2f} ms ({row['tvm_speedup']:.2f}x)" if "tvm_ms" in row else "")
             + (f"  MACs {row['macs_ratio']:.2f}x fewer" if row.get("macs_ratio") else ""),
             flush=True,
@@ -143,8 +145,10 @@ def sparse_rows(model: str, target: str, args, tmp: Path) -> list[dict]:
         rows.append(row)
         wb = (row["weight_bytes"] or 0) / max(1, row["dense_weight_bytes"] or 1)
         print(
-            f"{model:12s} {row['variant']:17s} {row['sparse_layers']}/{row['pruned_layers']} layers sparse  ORT {row['ort_ms']:7.2f} ms  "
-            f"TVM dense {row['tvm_dense_ms']:7.2f} ms  TVM rule {row['tvm_ms']:7.2f} ms  ({row['tvm_over_dense']:.2f}x dense, "
+            f"{model:12s} {row['variant']:17s} {row['sparse_layers']}/{row['pruned_layers']} layers sparse  "
+            f"ORT {row['ort_ms']:7.2f} ms  "
+            f"TVM dense {row['tvm_dense_ms']:7.2f} ms  TVM rule {row['tvm_ms']:7.2f} ms  "
+            f"({row['tvm_over_dense']:.2f}x dense, "
             f"{row['tvm_over_ort']:.2f}x ORT)  weights {wb:.2f}x",
             flush=True,
         )
@@ -176,7 +180,8 @@ def accuracy_rows(tmp: Path) -> list[dict]:
             }
         )
         print(
-            f"digits {name:28s} ORT {acc['compressed_ort']:.2%}  TVM {acc['compressed_tvm']:.2%}  (fp32 {acc['fp32_ort']:.2%}, drop {acc['drop_pt']:.1f} pt)",
+            f"digits {name:28s} ORT {acc['compressed_ort']:.2%}  TVM {acc['compressed_tvm']:.2%}  "
+            f"(fp32 {acc['fp32_ort']:.2%}, drop {acc['drop_pt']:.1f} pt)",
             flush=True,
         )
     return rows

@@ -86,7 +86,8 @@ def main() -> None:
     for r in rows:
         r["ort_vs_fp32"] = r["ort_p50_ms"] / base
         print(
-            f"{r['variant']:5s} weights {r['weight_ratio']:5.2f}x  file {r['file_mb']:7.2f} MB  ORT {r['ort_p50_ms']:8.3f} ms "
+            f"{r['variant']:5s} weights {r['weight_ratio']:5.2f}x  file {r['file_mb']:7.2f} MB  "
+            f"ORT {r['ort_p50_ms']:8.3f} ms "
             f"({r['ort_vs_fp32']:.2f}x fp32)"
             + (
                 f"  digits fp32 {r['digits_fp32']:.2%} ORT {r['digits_ort']:.2%} TVM {r['digits_tvm']:.2%} "
@@ -96,7 +97,8 @@ def main() -> None:
             )
         )
     print(
-        f"TVM {args.model}: fp32 {tvm_rows['fp32']:.1f} ms, int8 {tvm_rows['int8']:.1f} ms ({tvm_rows['int8'] / tvm_rows['fp32']:.2f}x)"
+        f"TVM {args.model}: fp32 {tvm_rows['fp32']:.1f} ms, int8 {tvm_rows['int8']:.1f} ms "
+        f"({tvm_rows['int8'] / tvm_rows['fp32']:.2f}x)"
     )
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)

@@ -7,7 +7,8 @@ The target defaults to `host` (this CPU's own ISA: AVX-512 where it has it), sin
 kernels for this CPU too; `--target x86_64` measures the portable AVX2 build.
 
 Sizes: the YOLO-style detector at 320², the DB-style OCR detector at 640², the TF-style classifier at 224², a
-CRNN recognizer at width 160 with a 256-wide (and a 512-wide) bidirectional LSTM, the audio front end on 1 s at 16 kHz, a GRU
+CRNN recognizer at width 160 with a 256-wide (and a 512-wide) bidirectional LSTM, the audio front end on 1 s at \
+16 kHz, a GRU
 keyword spotter over 49 frames (hidden 128), a 128-token model. The detector and OCR models are built here with
 their patterns at small channel counts (not YOLOv8n's or DBNet's exact widths). Writes
 bench/results/realworld.<cpu>.json; every row records the host CPU.

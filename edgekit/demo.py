@@ -55,7 +55,8 @@ def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: boo
     table = [
         (
             "export",
-            f"{onnx_path} ({exported.size_bytes / 1e3:.0f} kB, {exported.nodes} nodes); ORT vs torch max abs {exported.check.max_abs:.1e}",
+            f"{onnx_path} ({exported.size_bytes / 1e3:.0f} kB, {exported.nodes} nodes); "
+            f"ORT vs torch max abs {exported.check.max_abs:.1e}",
         )
     ]
     ok = exported.check.ok
@@ -70,7 +71,8 @@ def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: boo
     table.append(
         (
             f"compress int{bits}",
-            f"{q_path}: {compressed['mode']}, weights {compressed['weight_ratio']:.2f}× smaller, file {compressed['file_ratio']:.2f}×",
+            f"{q_path}: {compressed['mode']}, weights {compressed['weight_ratio']:.2f}× smaller, "
+            f"file {compressed['file_ratio']:.2f}×",
         )
     )
     report: dict = {
@@ -92,7 +94,8 @@ def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: boo
             table.append(
                 (
                     f"validate {variant}",
-                    f"TVM vs ORT max abs {compiled.validation.max_abs:.1e} -> {'ok' if compiled.validation.ok else 'FAIL'}",
+                    f"TVM vs ORT max abs {compiled.validation.max_abs:.1e} -> "
+                    f"{'ok' if compiled.validation.ok else 'FAIL'}",
                 )
             )
         variant_report: dict = {"compile": compiled.meta}
@@ -104,7 +107,8 @@ def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: boo
             table.append(
                 (
                     f"digits accuracy {variant} ({acc['samples']} test images)",
-                    f"{torch_part}ORT {acc['onnxruntime']:.2%} | TVM {acc['tvm']:.2%}; TVM vs ORT max abs {acc['tvm_vs_ort_max_abs']:.1e}",
+                    f"{torch_part}ORT {acc['onnxruntime']:.2%} | TVM {acc['tvm']:.2%}; "
+                    f"TVM vs ORT max abs {acc['tvm_vs_ort_max_abs']:.1e}",
                 )
             )
         report["variants"][variant] = variant_report
@@ -118,7 +122,8 @@ def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: boo
         table.append(
             (
                 f"bench {run.model} {run.runtime}",
-                f"p50 {run.p50_ms:.3f} ms ({run.p50_ms / ort_fp32:.2f}× ORT fp32), peak RSS {run.peak_rss_mb:.0f} MB, {run.size_bytes / 1e3:.0f} kB",
+                f"p50 {run.p50_ms:.3f} ms ({run.p50_ms / ort_fp32:.2f}× ORT fp32), "
+                f"peak RSS {run.peak_rss_mb:.0f} MB, {run.size_bytes / 1e3:.0f} kB",
             )
         )
     report["ok"], report["table"] = ok, table

@@ -76,7 +76,8 @@ def check_output_path(out: Path, force: bool, inputs: tuple[Path | None, ...] = 
     for protected in _protected_dirs():
         if target == protected or target in protected.parents:
             raise EdgekitError(
-                f"output {out} is {'the working directory' if target == Path.cwd().resolve() else 'a protected directory'} ({target})",
+                f"output {out} is "
+                f"{'the working directory' if target == Path.cwd().resolve() else 'a protected directory'} ({target})",
                 "write to a new path, e.g. -o out/model",
             )
     for src in inputs:

@@ -149,7 +149,8 @@ def resolve_input_specs(
     if "" in overrides:
         if len(inputs) != 1:
             raise EdgekitError(
-                f"the model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); a bare --input-shape is ambiguous",
+                f"the model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
+                "a bare --input-shape is ambiguous",
                 "write --input-shape NAME=1,3,224,224 for each input",
             )
         overrides = {inputs[0].name: overrides[""]}
@@ -171,7 +172,8 @@ def resolve_input_specs(
             for given, declared in zip(shape, spec.shape):
                 if isinstance(declared, int) and declared != given:
                     raise EdgekitError(
-                        f"--input-shape for '{spec.name}' is {list(shape)}, but the model fixes it to {list(spec.shape)}",
+                        f"--input-shape for '{spec.name}' is {list(shape)}, "
+                        f"but the model fixes it to {list(spec.shape)}",
                         "only dynamic (named) dimensions can be set with --input-shape",
                     )
             resolved.append(TensorSpec(spec.name, tuple(shape), spec.dtype))

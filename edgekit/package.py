@@ -198,8 +198,10 @@ def _python_runtime(bundle: Path) -> None:
     ]
     (py / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
-        f'[project]\nname = "edgekit-runtime"\nversion = "0.1.0"\ndescription = "Run edgekit artifacts: numpy + the TVM runtime"\n'
-        f'requires-python = ">=3.9"\ndependencies = [{", ".join(pins)}]\n\n[tool.setuptools]\npackages = ["edgekit_runtime"]\n'
+        f'[project]\nname = "edgekit-runtime"\nversion = "0.1.0"\n'
+        f'description = "Run edgekit artifacts: numpy + the TVM runtime"\n'
+        f'requires-python = ">=3.9"\ndependencies = [{", ".join(pins)}]\n\n'
+        f'[tool.setuptools]\npackages = ["edgekit_runtime"]\n'
     )
 
 

@@ -114,22 +114,26 @@ def _place_labels(fig, ax, points: list[tuple[float, float]], labels: list[str],
 def markdown(result: dict) -> str:
     y_label, _ = _quality_label(result)
     host = result["host"]
+    features = ", ".join(
+        f for f in host["features"] if f.startswith(("avx2", "avx512f", "avx512vnni", "neon", "dotprod"))
+    )
     lines = [
         f"# edgekit report: {result['model']} on {result['target']}",
         "",
-        f"Host: {host['cpu']} ({host['cores']} cores; {', '.join(f for f in host['features'] if f.startswith(('avx2', 'avx512f', 'avx512vnni', 'neon', 'dotprod')))}). "
+        f"Host: {host['cpu']} ({host['cores']} cores; {features}). "
         f"Quality: {y_label}, on {result['eval']}. Latency: p50, 2 threads, each runtime in its own process. "
         f"{result['seconds']:.0f} s.",
         "",
         "![quality vs latency](quality_vs_latency.png) ![quality vs size](quality_vs_size.png)",
         "",
-        "| variant | status | file kB | weights kB | quality ORT | quality TVM | ORT ms | TVM ms | validated (max abs) | notes |",
+        "| variant | status | file kB | weights kB | quality ORT | quality TVM | ORT ms | TVM ms | "
+        "validated (max abs) | notes |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     fmt = (lambda v: f"{v:.2%}") if result["quality"] == "accuracy" else (lambda v: f"{v:.4f}")
     for r in result["rows"]:
 
-        def num(key, scale=1.0, digits=1):
+        def num(key, scale=1.0, digits=1, r=r):
             return "–" if r.get(key) is None else f"{r[key] / scale:.{digits}f}"
 
         valid = (
@@ -141,7 +145,8 @@ def markdown(result: dict) -> str:
         notes = "; ".join(r["notes"] + ([r["latency_note"]] if r["latency_note"] else []))
         lines.append(
             f"| {r['variant']} | {r['status']} | {num('file_bytes', 1e3)} | {num('weight_bytes', 1e3)} | "
-            f"{'–' if r['quality'] is None else fmt(r['quality'])} | {'–' if r['quality_tvm'] is None else fmt(r['quality_tvm'])} | "
+            f"{'–' if r['quality'] is None else fmt(r['quality'])} | "
+            f"{'–' if r['quality_tvm'] is None else fmt(r['quality_tvm'])} | "
             f"{num('ort_ms', 1, 3)} | {num('tvm_ms', 1, 3)} | {valid} | {notes} |"
         )
     return "\n".join(lines) + "\n"

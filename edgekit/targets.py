@@ -329,7 +329,8 @@ class TargetSpec:
         if mcpu and cpu_target.kind.name == "llvm" and mcpu not in known:
             # LLVM would print an error, fall back to a generic CPU and build slow code with exit 0
             raise EdgekitError(
-                f"target {self.name}: LLVM does not know the CPU '{mcpu}' for {cpu_config.get('mtriple', 'this triple')}",
+                f"target {self.name}: LLVM does not know the CPU '{mcpu}' "
+                f"for {cpu_config.get('mtriple', 'this triple')}",
                 "use a name from `llc -mcpu=help`, e.g. x86-64-v3, znver4, cortex-a72",
             )
         return target

@@ -45,7 +45,8 @@ def tolerances_for(model, precision: str = "fp32") -> tuple[float, float]:
 
 
 def load_inputs_npz(path: Path, specs) -> list[dict[str, np.ndarray]]:
-    """Inputs for validation from an .npz: arrays named like the model inputs; a leading extra axis means several samples."""
+    """Inputs for validation from an .npz: arrays named like the model inputs; a leading extra axis means several
+    samples."""
     from edgekit.checks import check_array, load_arrays
 
     data = load_arrays(Path(path))

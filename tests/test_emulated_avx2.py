@@ -51,7 +51,8 @@ def images() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def int8_digits(digits_onnx, tmp_path_factory) -> dict[str, Path]:
-    """The digits CNN at int8 in both formats: 7-bit weights (what compress picks for the x86_64 target) and full range."""
+    """The digits CNN at int8 in both formats: 7-bit weights (what compress picks for the x86_64 target) and full
+    range."""
     model = onnx.load(digits_onnx)
     calib = calibration_samples("digits", resolve_input_specs(model, {}), 64)
     out = tmp_path_factory.mktemp("avx2emu")

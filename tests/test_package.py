@@ -97,7 +97,9 @@ C_PROGRAM = r"""
 #include <string.h>
 #include "edgekit.h"
 /* Every misuse a C caller can make returns a status and a message; prints "<case> <status> <message>". */
-static void report(const char* what, edgekit_status s) { printf("%s %d %s\n", what, (int)s, s ? edgekit_last_error() : ""); }
+static void report(const char* what, edgekit_status s) {
+  printf("%s %d %s\n", what, (int)s, s ? edgekit_last_error() : "");
+}
 int main(int argc, char** argv) {
   edgekit_model* m = NULL;
   report("load", edgekit_load(argv[1], &m));
@@ -111,7 +113,8 @@ int main(int argc, char** argv) {
   report("run", edgekit_run(m));
   report("short_output", edgekit_get_output(m, 0, logits, 8));
   report("get", edgekit_get_output(m, 0, logits, sizeof logits));
-  printf("shape ndim %d dim1 %lld dtype %s\n", edgekit_ndim(m, 1, 0), (long long)edgekit_shape(m, 1, 0)[1], edgekit_dtype(m, 1, 0));
+  printf("shape ndim %d dim1 %lld dtype %s\n", edgekit_ndim(m, 1, 0), (long long)edgekit_shape(m, 1, 0)[1],
+         edgekit_dtype(m, 1, 0));
   edgekit_free(m);
   return 0;
 }
@@ -172,7 +175,8 @@ static edgekit_model* load_and_run(const char* dir) {
   edgekit_model* m = NULL;
   float image[64], logits[10];
   for (int i = 0; i < 64; i++) image[i] = (float)(i % 7);
-  if (edgekit_load(dir, &m) || edgekit_set_input(m, 0, image, sizeof image) || edgekit_run(m) || edgekit_get_output(m, 0, logits, sizeof logits)) {
+  if (edgekit_load(dir, &m) || edgekit_set_input(m, 0, image, sizeof image) || edgekit_run(m) ||
+      edgekit_get_output(m, 0, logits, sizeof logits)) {
     fprintf(stderr, "%s\n", edgekit_last_error());
     return NULL;
   }
@@ -405,7 +409,8 @@ def test_torch_free_python_runtime_in_a_fresh_venv(digits_bundle, tmp_path):
     assert pip.returncode == 0, pip.stderr[-2000:]
     script = (
         "import importlib.util, sys, numpy as np, edgekit_runtime as ek\n"
-        "assert not any(importlib.util.find_spec(m) for m in ('torch', 'onnx', 'onnxruntime', 'edgekit')), 'not torch-free'\n"
+        "assert not any(importlib.util.find_spec(m) for m in ('torch', 'onnx', 'onnxruntime', 'edgekit')), "
+        "'not torch-free'\n"
         f"m = ek.load({str(digits_bundle)!r})\n"
         f"x = np.load({str(digits_bundle / 'sample' / 'input_0.npy')!r})\n"
         f"want = np.load({str(digits_bundle / 'sample' / 'output_0.npy')!r})\n"

@@ -226,8 +226,9 @@ def int8_format_warning(model, spec: TargetSpec) -> str | None:
         else ""
     )
     return (
-        f"this int8 model has full-range 8-bit weights, which onnxruntime saturates on {' and '.join(where)} (no VNNI): "
-        f"its results there are not exact integer math{slow}; re-quantize with `edgekit compress --bits 8 --target {spec.name}`"
+        f"this int8 model has full-range 8-bit weights, which onnxruntime saturates on {' and '.join(where)} "
+        f"(no VNNI): its results there are not exact integer math{slow}; "
+        f"re-quantize with `edgekit compress --bits 8 --target {spec.name}`"
     )
 
 
@@ -310,7 +311,10 @@ def compile_onnx(
                 meta["validation"] = report.to_json() | {"samples": len(samples), "executed": spec.runnable_here}
                 _write_bundle(tmp / BUNDLE, samples[0], session, freeze)
             elif validate:
-                skipped_why = f"not validated here: {spec.why_not_runnable}; validate on the target with `edgekit validate` or over --rpc"
+                skipped_why = (
+                    f"not validated here: {spec.why_not_runnable}; "
+                    "validate on the target with `edgekit validate` or over --rpc"
+                )
                 warn(skipped_why, quiet)
                 meta["warnings"].append(skipped_why)
                 meta["validation"] = {"ok": None, "skipped": skipped_why}
@@ -389,7 +393,9 @@ def fixed_output_specs(simplified: onnx.ModelProto) -> list:
 
 
 def _import(model, in_specs, step) -> tuple[bool, object, list]:
-    """ONNX -> (onnxsim with fixed shapes) -> Relax. Returns (onnxsim ran, module, output specs with concrete shapes)."""
+    """ONNX -> (onnxsim with fixed shapes) -> Relax.
+
+    Returns (onnxsim ran, module, output specs with concrete shapes)."""
     step("simplifying with fixed shapes (onnxsim)")
     simplified, did_simplify = simplify(model, {s.name: list(s.shape) for s in in_specs})
     step("importing into TVM Relax")

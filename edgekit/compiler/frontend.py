@@ -34,7 +34,8 @@ def check_supported(model: onnx.ModelProto) -> None:
             where = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
             control = node.op_type in ("If", "Loop", "Scan")
             raise EdgekitError(
-                f"node '{node.name or '<unnamed>'}' uses op {where}{node.op_type}, which TVM's ONNX importer does not support",
+                f"node '{node.name or '<unnamed>'}' uses op {where}{node.op_type}, "
+                "which TVM's ONNX importer does not support",
                 "bind the input its condition or trip count depends on with --freeze NAME=VALUE, so that it folds"
                 if control
                 else "replace or remove that op before compiling (it still runs in onnxruntime)",

@@ -58,7 +58,7 @@ def analyze(mod) -> dict:
                     stats["weight_bytes"] += _bytes(value.shape, tvm.DataType(str(value.dtype))) or 0
             super().visit_call_(call)
 
-    for gv, func in mod.functions.items():
+    for func in mod.functions.values():
         if isinstance(func, relax.Function):
             _Visitor().visit_expr(func)
     return stats

@@ -5,7 +5,8 @@ between the ONNX file and code generation; compiler/build.py drives it.
   2. relax_passes(...)       Relax -> Relax, per target kind and model kind:
        cpu fp32:   [binary layers -> XNOR kernels] -> fold -> scalar max/min as clip -> ConvTranspose as conv ->
                    Conv1d as conv2d -> NHWC (per-conv fallback) -> mean before permute -> [block-pruned 1x1 convs
-                   and MatMuls -> block-sparse kernels] -> [fused inverted-residual blocks] -> [Winograd] -> fast sigmoid -> fast math -> legalize + fuse ("zero")
+                   and MatMuls -> block-sparse kernels] -> [fused inverted-residual blocks] -> [Winograd] ->
+                   fast sigmoid -> fast math -> legalize + fuse ("zero")
        cpu int8:   QDQ layers, QLinear adds / softmaxes / bilinear resizes as integer ops -> expand Q/DQ -> NHWC ->
                    packed u8s8 convs -> legalize + fuse
        gpu:        fold -> scalar max/min as clip -> ConvTranspose as conv -> Conv1d as conv2d (NCHW kept: the

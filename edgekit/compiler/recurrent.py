@@ -179,7 +179,8 @@ def lower_recurrent(model: onnx.ModelProto) -> onnx.ModelProto:
         x_shape = shapes.get(node.input[0])
         if not x_shape or len(x_shape) != 3 or None in x_shape:
             raise EdgekitError(
-                f"node '{node.name or node.op_type}' ({node.op_type}) needs a fixed sequence length and batch to be compiled",
+                f"node '{node.name or node.op_type}' ({node.op_type}) "
+                "needs a fixed sequence length and batch to be compiled",
                 "fix the input shapes with --input-shape NAME=...",
             )
         lowered[i] = lower(node, x_shape, constants)

@@ -60,7 +60,7 @@ def _state_macros(spec: RecurrentSpec):
 def gpu_lstm_func(spec: RecurrentSpec) -> tvm.tirx.PrimFunc:
     t_, b_, h_, d_, v_ = spec.steps, spec.batch, spec.hidden, spec.directions, spec.tile
     gh, nb = spec.gate_width, spec.gate_width // spec.tile
-    dot, (initial_state, step_out, final_state) = _dot_macro(spec), _state_macros(spec)
+    dot, (_, step_out, final_state) = _dot_macro(spec), _state_macros(spec)
 
     @T.prim_func
     def lstm(

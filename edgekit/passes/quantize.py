@@ -217,7 +217,8 @@ class _Reader:
 
 @contextlib.contextmanager
 def _quantizer_errors():
-    """onnxruntime's quantizer runs the model (calibration) and re-checks it: its failures reach the user as one line."""
+    """onnxruntime's quantizer runs the model (calibration) and re-checks it: its failures reach the user as one
+    line."""
     try:
         yield
     except EdgekitError:

@@ -238,7 +238,8 @@ def choose(groups: list[Group], cfg: StructuredConfig) -> None:
         for g in groups:
             g.kept = _kept_count(len(g.classes), cfg.ratio, cfg.round_to)
         return
-    # global: one threshold over every group's normalized scores; each group keeps at least round_to (or all, if smaller)
+    # global: one threshold over every group's normalized scores; each group keeps at least round_to (or all, if
+    # smaller)
     scores = np.concatenate([g.scores for g in groups]) if groups else np.zeros(0)
     drop_total = int(round(len(scores) * cfg.ratio))
     threshold = np.sort(scores)[drop_total - 1] if drop_total else -np.inf

@@ -39,7 +39,8 @@ def _check_reachable(host: str, port: int, what: str) -> None:
         hint = (
             "start one with `edgekit rpc tracker --host 0.0.0.0 --port 9190`"
             if what == "tracker"
-            else "on the board run `edgekit rpc server --host 0.0.0.0 --port 9090` (or TVM's python -m tvm.exec.rpc_server)"
+            else "on the board run `edgekit rpc server --host 0.0.0.0 --port 9090` "
+            "(or TVM's python -m tvm.exec.rpc_server)"
         )
         raise EdgekitError(
             f"cannot reach the RPC {what} at {host}:{port} ({exc.strerror or type(exc).__name__})", hint
@@ -62,7 +63,8 @@ def connect(rpc: str | None = None, tracker: str | None = None, key: str | None 
         if key not in keys:  # a request for an unknown key would block forever
             raise EdgekitError(
                 f"no device with key '{key}' is registered at the tracker {tracker}",
-                f"registered keys: {', '.join(keys) or 'none'}; start one with `edgekit rpc server --tracker {tracker} --key {key}`",
+                f"registered keys: {', '.join(keys) or 'none'}; "
+                f"start one with `edgekit rpc server --tracker {tracker} --key {key}`",
             )
         try:
             return client.request(key, priority=1, session_timeout=timeout_s, max_retry=2)
@@ -173,7 +175,8 @@ def serve(host: str, port: int, key: str, tracker: str | None, threads: int) -> 
             host=host, port=port, port_end=port + 1, key=key, tracker_addr=tracker_addr, silent=True
         )
     print(
-        f"edgekit rpc server listening on {host}:{server.port} (key '{key}'{', tracker ' + tracker if tracker else ''})",
+        f"edgekit rpc server listening on {host}:{server.port} "
+        f"(key '{key}'{', tracker ' + tracker if tracker else ''})",
         flush=True,
     )
     _block(server, pending)

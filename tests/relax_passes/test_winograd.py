@@ -40,14 +40,17 @@ def conv(c: int, stride: int = 1) -> tuple[tvm.IRModule, np.ndarray]:
     # multiples of 576 = 24 * 24, G's largest denominator squared: every term of U is an integer, so U is exact
     # in float64 whatever the summation order (the pass's einsum and the loop below agree bit for bit)
     w = (np.random.default_rng(0).integers(-3, 4, (3, 3, c, c)) * 576).astype("float32")
-    body = lambda bb, x: relax.op.nn.conv2d(
-        x,
-        const(w, "float32"),
-        strides=stride,
-        padding=1,  # noqa: E731
-        data_layout="NHWC",
-        kernel_layout="HWIO",
-    )
+
+    def body(bb, x):
+        return relax.op.nn.conv2d(
+            x,
+            const(w, "float32"),
+            strides=stride,
+            padding=1,
+            data_layout="NHWC",
+            kernel_layout="HWIO",
+        )
+
     return build(body, x=((1, 16, 16, c), "float32")), w
 
 

@@ -103,7 +103,8 @@ def lower_quantized_bilinear_resizes(func: relax.Function) -> tuple[relax.Functi
             {
                 "op": "resize",
                 "status": "lowered",
-                "detail": f"bilinear {shape[2]}x{shape[3]} -> {out_shape[2]}x{out_shape[3]} ({mode}), onnxruntime's sum order",
+                "detail": f"bilinear {shape[2]}x{shape[3]} -> {out_shape[2]}x{out_shape[3]} ({mode}), "
+                "onnxruntime's sum order",
             }
         )
         return relax.op.quantize(new, *expr.args[1:], axis=expr.attrs.axis, out_dtype=expr.attrs.out_dtype)

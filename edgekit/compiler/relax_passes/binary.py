@@ -168,7 +168,8 @@ def _conv_layer(
     if dilation != [1, 1] or len(set(strides)) != 1 or len(set(padding)) != 1 or weight.shape[2] != weight.shape[3]:
         return (
             None,
-            f"strides {strides}, padding {padding}, dilation {dilation}, kernel {weight.shape[2:]}: needs square kernel, equal strides/pads, no dilation",
+            f"strides {strides}, padding {padding}, dilation {dilation}, kernel {weight.shape[2:]}: "
+            "needs square kernel, equal strides/pads, no dilation",
         )
     if padding[0] > 1 or strides[0] > 2:
         return None, f"padding {padding[0]} / stride {strides[0]}: kernel supports pad 0/1, stride 1/2"

@@ -17,8 +17,8 @@ so activations stay uint8 between layers and the kernels are uint8 x int8 -> int
 padding with z_x instead of 0 keeps the activation operand unsigned and the correction a constant).
 MaxPool between Q/DQ with identical parameters becomes a uint8 max pool (monotonic: exact).
 Residual adds of two uint8 tensors take QLinearAdd's arithmetic (qlinear_add.py), softmaxes QLinearSoftmax's
-(qlinear_softmax.py), bilinear resizes onnxruntime's float sum order (bilinear_resize.py); means and everything else stay
-dequantize -> float -> quantize (TVM fuses them).
+(qlinear_softmax.py), bilinear resizes onnxruntime's float sum order (bilinear_resize.py); means and everything else
+stay dequantize -> float -> quantize (TVM fuses them).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ kernel (MlasQLinearAddKernelAvx2Helper, as the x86-64 wheel is compiled: GCC con
     c   = saturate_u8(round_half_even(fma(a, r_a, fma(b, r_b, fixed))))
 
 not (s_a (a - z_a) + s_b (b - z_b)) / s_c + z_c: the two round differently near .5, which put ResNet-18's int8
-logits one quantization step off onnxruntime's. Measured (onnxruntime 1.32.0) on 1.2 M random uint8 pairs over 300 random
-parameter sets (three scales, three zero points): dequantize-add-quantize differed from onnxruntime in 11 outputs, this in 0.
+logits one quantization step off onnxruntime's. Measured (onnxruntime 1.32.0) on 1.2 M random uint8 pairs over 300
+random parameter sets (three scales, three zero points): dequantize-add-quantize differed from onnxruntime in 11
+outputs, this in 0.
 
 The fused multiply-adds run in float64 (Relax has no fma op): a*r_a is exact there (8 x 24 bits), so each sum
 is rounded once to float32 except when its operands' exponents are ~30 apart and the double sum lands on a

@@ -7,10 +7,11 @@ weight a constant:
     matmul(x, W[K, N]) [+ bias]          Gemm and MatMul after import
 
 A layer runs sparse where the share of its non-zero 1 x 8 output-channel blocks is at most MAX_DENSITY and its dense
-work is at least MIN_DENSE_MACS (or its weights MIN_WEIGHT_BYTES), dense otherwise: the sparse kernel does the dense kernel's work per kept block plus an index load, so below the
-break-even it is slower, and unstructured zeros rarely empty a whole block (compress --prune-block 8 prunes
-blocks). The weight then lives in the artifact as the kept blocks and their indices only. Every pruned layer
-(a quarter or more of its weights zero) is reported: which kernel and why.
+work is at least MIN_DENSE_MACS (or its weights MIN_WEIGHT_BYTES), dense otherwise: the sparse kernel does the dense
+kernel's work per kept block plus an index load, so below the break-even it is slower, and unstructured zeros rarely
+empty a whole block (compress --prune-block 8 prunes blocks). The weight then lives in the artifact as the kept
+blocks and their indices only. Every pruned layer (a quarter or more of its weights zero) is reported: which kernel
+and why.
 """
 
 from __future__ import annotations

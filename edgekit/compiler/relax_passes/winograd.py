@@ -10,9 +10,10 @@ transforms and ~1e-6 relative fp32 error. The conv becomes three Relax calls:
 
 Each transform is separable (rows, then columns: B^T d then (B^T d) B) and written as explicit sums over the
 nonzero matrix entries (no multiplies by 0 or 1), picked per position by a Select chain that collapses once
-the position loops are unrolled (the winograd-input / winograd-output rules in cpu.py). The GEMM is an ordinary batched matmul and gets the `dense` rule. The matrices are the standard
-ones for interpolation points 0, +-1, +-2 (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-Networks", 2015); test_winograd checks them against a direct convolution.
+the position loops are unrolled (the winograd-input / winograd-output rules in cpu.py). The GEMM is an ordinary
+batched matmul and gets the `dense` rule. The matrices are the standard ones for interpolation points 0, +-1, +-2
+(Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015); test_winograd checks them against a direct
+convolution.
 """
 
 from __future__ import annotations

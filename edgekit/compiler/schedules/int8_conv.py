@@ -6,7 +6,8 @@ conv2d-u8s7-avx2     the same nest on AVX2 without VNNI, for 7-bit weights: `vpm
                      x up to 12 rows, so that the accumulators fit AVX2's 16 registers
 conv2d-s8s8-sdot     AArch64 +dotprod (rpi5, Jetson Orin): activations shifted to int8 by the padding stage, four
                      `sdot` (4 int32 lanes x 4 channels each) per 16 lanes, 6-row tiles (24 of the 32 q registers)
-conv2d-u8s8-vec      same nest otherwise (full-range weights without VNNI, AArch64 without dotprod): widening vector code
+conv2d-u8s8-vec      same nest otherwise (full-range weights without VNNI, AArch64 without dotprod): widening vector
+                     code
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ MAX_ROW_AVX2 = 12
 LANES_AVX2 = 8
 MAX_ROW_NEON = 6  # 16 int32 lanes are 4 q registers: 6 rows = 24 accumulators + 4 weight vectors + the broadcast
 # ----------------------------------------------------------------------------------------------------------
-# VNNI tensor intrinsic on a register-tile accumulator (scope "global" = stack, see cpu.py) (fixed copy of tvm.s_tir.tensor_intrin.x86.VNNI_DOT_16x4_INTRIN: with LLVM 22 the
-# intrinsic takes <64 x i8> operands, the shipped one passes <16 x i32> and fails LLVM verification)
+# VNNI tensor intrinsic on a register-tile accumulator (scope "global" = stack, see cpu.py) (fixed copy of
+# tvm.s_tir.tensor_intrin.x86.VNNI_DOT_16x4_INTRIN: with LLVM 22 the intrinsic takes <64 x i8> operands, the shipped
+# one passes <16 x i32> and fails LLVM verification)
 # ----------------------------------------------------------------------------------------------------------
 
 VNNI_INTRIN = "edgekit_dot_16x4_u8i8i32_vnni"
