@@ -235,3 +235,16 @@ def test_every_pass_module_has_a_test_file_named_after_it():
         if not (tests / ("test_passes.py" if p.stem == "__init__" else f"test_{p.stem}.py")).exists()
     ]
     assert not missing, missing
+
+
+def test_every_relax_rewrite_has_a_test_file_named_after_it():
+    """tests/relax_passes/test_<module>.py (a before/expected IR test) for each compiler/relax_passes/<module>.py;
+    their shared helpers (relax_passes/__init__.py) are test_init.py."""
+    tests = PACKAGE.parent / "tests" / "relax_passes"
+    missing = [
+        p.name
+        for p in (PACKAGE / "compiler" / "relax_passes").glob("*.py")
+        if not (tests / ("test_init.py" if p.stem == "__init__" else f"test_{p.stem}.py")).exists()
+    ]
+    assert not missing, missing
+
