@@ -247,4 +247,3 @@ def test_every_relax_rewrite_has_a_test_file_named_after_it():
         if not (tests / ("test_init.py" if p.stem == "__init__" else f"test_{p.stem}.py")).exists()
     ]
     assert not missing, missing
-
