@@ -45,6 +45,39 @@ def digits_accuracy(model_ref: str, onnx_path: Path, artifact: Path) -> dict:
     }
 
 
+def _build_variant(
+    model_ref: str, variant: str, path: Path, art: Path, target: str, quiet: bool
+) -> tuple[dict, list[tuple[str, str]], bool]:
+    """One variant compiled and validated (and, for the digits CNN, its accuracy in torch / ORT / TVM): its report,
+    its table rows, and whether every check passed."""
+    compiled = compile_onnx(path, art, target, force=True, quiet=quiet)
+    rules = ", ".join(f"{k} ×{v}" for k, v in compiled.meta["build"]["rules"].items())
+    rows = [(f"compile {variant}", f"{art} in {compiled.meta['build']['seconds']:.1f}s ({rules})")]
+    ok = True
+    if compiled.validation is not None:
+        ok = compiled.validation.ok
+        rows.append(
+            (
+                f"validate {variant}",
+                f"TVM vs ORT max abs {compiled.validation.max_abs:.1e} -> {'ok' if compiled.validation.ok else 'FAIL'}",
+            )
+        )
+    variant_report: dict = {"compile": compiled.meta}
+    if model_ref == "digits_cnn":
+        acc = digits_accuracy(model_ref, path, art)
+        variant_report["accuracy"] = acc
+        ok = ok and acc["predictions_identical"] and acc["tvm_vs_ort_ok"]
+        torch_part = f"torch fp32 {acc['torch']:.2%} | " if variant == "fp32" else ""
+        rows.append(
+            (
+                f"digits accuracy {variant} ({acc['samples']} test images)",
+                f"{torch_part}ORT {acc['onnxruntime']:.2%} | TVM {acc['tvm']:.2%}; "
+                f"TVM vs ORT max abs {acc['tvm_vs_ort_max_abs']:.1e}",
+            )
+        )
+    return variant_report, rows, ok
+
+
 def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: bool = False, bits: int = 8) -> dict:
     """fp32 and a compressed variant, both compiled, validated, measured for accuracy and benchmarked."""
     from edgekit.compress import CompressOptions, compress_file
@@ -84,34 +117,12 @@ def run_demo(model_ref: str, workdir: Path, target: str, repeat: int, quiet: boo
     }
     artifacts = {}
     for variant, path in (("fp32", onnx_path), (f"int{bits}", q_path)):
-        art = workdir / f"{path.stem}.{target}"
-        compiled = compile_onnx(path, art, target, force=True, quiet=quiet)
-        artifacts[variant] = art
-        rules = ", ".join(f"{k} ×{v}" for k, v in compiled.meta["build"]["rules"].items())
-        table.append((f"compile {variant}", f"{art} in {compiled.meta['build']['seconds']:.1f}s ({rules})"))
-        if compiled.validation is not None:
-            ok = ok and compiled.validation.ok
-            table.append(
-                (
-                    f"validate {variant}",
-                    f"TVM vs ORT max abs {compiled.validation.max_abs:.1e} -> "
-                    f"{'ok' if compiled.validation.ok else 'FAIL'}",
-                )
-            )
-        variant_report: dict = {"compile": compiled.meta}
-        if is_digits:
-            acc = digits_accuracy(model_ref, path, art)
-            variant_report["accuracy"] = acc
-            ok = ok and acc["predictions_identical"] and acc["tvm_vs_ort_ok"]
-            torch_part = f"torch fp32 {acc['torch']:.2%} | " if variant == "fp32" else ""
-            table.append(
-                (
-                    f"digits accuracy {variant} ({acc['samples']} test images)",
-                    f"{torch_part}ORT {acc['onnxruntime']:.2%} | TVM {acc['tvm']:.2%}; "
-                    f"TVM vs ORT max abs {acc['tvm_vs_ort_max_abs']:.1e}",
-                )
-            )
-        report["variants"][variant] = variant_report
+        artifacts[variant] = workdir / f"{path.stem}.{target}"
+        report["variants"][variant], rows, variant_ok = _build_variant(
+            model_ref, variant, path, artifacts[variant], target, quiet
+        )
+        table += rows
+        ok = ok and variant_ok
     from edgekit.bench import merge
 
     bench_report = merge([bench(artifacts[v], ("ort", "tvm"), repeat=repeat, quiet=quiet) for v in artifacts])
