@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import last_line
+from edgekit.core.errors import last_line
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgekit.errors import last_line
+from edgekit.core.errors import last_line
 
 HERE = Path(__file__).resolve().parent
 EDGEKIT = [sys.executable, "-c", "from edgekit.cli import main; main()"]

@@ -207,7 +207,7 @@ def _in_process(job: dict) -> dict:
         env=dict(os.environ, TVM_USE_RUNTIME_LIB="1"),
     )
     if proc.returncode != 0:
-        # inline, not edgekit.errors.last_line: the run half has no edgekit on its path
+        # inline, not edgekit.core.errors.last_line: the run half has no edgekit on its path
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

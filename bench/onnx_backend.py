@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgekit.errors import last_line
+from edgekit.core.errors import last_line
 from edgekit.graph import fixed_shapes, random_inputs, real_inputs, resolve_input_specs
 
 HERE = Path(__file__).resolve().parent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from edgekit.errors import EdgekitError  # noqa: E402
+from edgekit.core.errors import EdgekitError  # noqa: E402
 
 
 def load(artifact_dir, threads: int = 0):

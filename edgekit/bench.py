@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.measure import run_worker
 from edgekit.passes.legacy_opset import UPGRADED_KEY
 from edgekit.runtime.lite import cpu_count  # lite: no onnx import at CLI start
@@ -118,7 +118,7 @@ def bench(
         per_round = max(1, repeat // rounds)
         samples: dict[str, list[float]] = {r: [] for r in runtimes}
         rss: dict[str, float | None] = {r: 0.0 for r in runtimes}
-        from edgekit.progress import stderr
+        from edgekit.core.progress import stderr
 
         with stderr.status("benchmarking…") as status:
             for rnd in range(rounds):

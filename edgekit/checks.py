@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 MAX_ELEMENTS = 1 << 28  # 268M elements: 1 GiB of fp32 per tensor
 MIN_OPSET = 1  # opsets 1-6 are upgraded on load (passes/legacy_opset.py)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-import edgekit.interrupts as interrupts
-from edgekit.errors import EdgekitError
-from edgekit.fileio import atomic_file, check_output_path
+import edgekit.core.interrupts as interrupts
+from edgekit.core.errors import EdgekitError
+from edgekit.core.fileio import atomic_file, check_output_path
 from edgekit.graph import TensorSpec, load_onnx, name_unnamed_nodes, random_inputs, resolve_input_specs
 from edgekit.passes import CompressionMethod, MethodContext, PassReport, opset
 from edgekit.passes.options import CompressOptions

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from edgekit.bench import bench, plot
 from edgekit.compiler.build import compile_onnx
+from edgekit.core.fileio import atomic_file
 from edgekit.export import INPUT_NAME, export_model
-from edgekit.fileio import atomic_file
 from edgekit.onnxtools import ort_session
 from edgekit.runtime import load
 from edgekit.validate import compare_outputs

@@ -19,7 +19,7 @@ from edgekit.checks import (
     check_ops_known,
     check_opsets,
 )
-from edgekit.errors import EdgekitError, first_line
+from edgekit.core.errors import EdgekitError, first_line
 
 
 @dataclass(frozen=True)

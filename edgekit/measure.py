@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, last_line
+from edgekit.core.errors import EdgekitError, last_line
 
 
 def run_worker(job: dict) -> dict:

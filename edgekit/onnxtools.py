@@ -15,8 +15,8 @@ from pathlib import Path
 
 import onnx
 
-import edgekit.interrupts as interrupts
-from edgekit.errors import EdgekitError, last_line, message_line
+import edgekit.core.interrupts as interrupts
+from edgekit.core.errors import EdgekitError, last_line, message_line
 
 
 @contextlib.contextmanager

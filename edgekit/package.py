@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
-from edgekit.fileio import atomic_copy, atomic_dir, atomic_file, check_output_path
+from edgekit.core.errors import EdgekitError
+from edgekit.core.fileio import atomic_copy, atomic_dir, atomic_file, check_output_path
 from edgekit.runtime import BUNDLE, LIBRARY, META, read_meta
 from edgekit.runtime.lite import RUNTIME_EXTRA as EXTRA  # 1.3 MB, shipped only for models that call it
 from edgekit.runtime.lite import needs_runtime_extra

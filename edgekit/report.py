@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-import edgekit.interrupts as interrupts
+import edgekit.core.interrupts as interrupts
 from edgekit import __version__
-from edgekit.errors import EdgekitError, first_line, last_line
-from edgekit.fileio import sha256_of
+from edgekit.core.errors import EdgekitError, first_line, last_line
+from edgekit.core.fileio import sha256_of
 from edgekit.targets import DEFAULT_TARGET
 
 # name -> CompressOptions fields (None: the fp32 model itself)
@@ -333,10 +333,10 @@ def run_variant(
 def run_report(cfg: ReportConfig, quiet: bool = False) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgekit.fileio import check_writable
+    from edgekit.core.fileio import check_writable
+    from edgekit.core.progress import stderr
     from edgekit.graph import load_onnx, resolve_input_specs
     from edgekit.onnxtools import ort_session
-    from edgekit.progress import stderr
     from edgekit.report_plot import write_outputs
     from edgekit.targets import host_description, load_target
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgekit.fileio import atomic_file
+from edgekit.core.fileio import atomic_file
 
 
 def pareto(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:

@@ -21,8 +21,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from edgekit.errors import EdgekitError, last_line
-from edgekit.paths import TARGETS_DIR
+from edgekit.core.errors import EdgekitError, last_line
+from edgekit.core.paths import TARGETS_DIR
 
 _HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-import edgekit.interrupts as interrupts
+import edgekit.core.interrupts as interrupts
 from edgekit.comparison import DEFAULT_ATOL, DEFAULT_RTOL, OutputError, ValidationReport, compare_outputs  # noqa: F401 - re-exported
-from edgekit.errors import EdgekitError, message_line
+from edgekit.core.errors import EdgekitError, message_line
 from edgekit.passes.legacy_opset import reference_model
 
 # Models with quantized activations (QuantizeLinear in the graph): onnxruntime runs integer kernels with

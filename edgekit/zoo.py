@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from edgekit.errors import EdgekitError
-from edgekit.paths import MODELS_DIR
+from edgekit.core.errors import EdgekitError
+from edgekit.core.paths import MODELS_DIR
 
 ZOO = ("digits_cnn", "binary_digits", "resnet18", "mobilenetv2", "vit_tiny")
 

@@ -70,11 +70,11 @@ def test_the_cycle_finder_finds_cycles():
 
 def test_leaf_modules_stay_leaves():
     graph = import_graph()
-    for leaf in ("edgekit.compiler.tuning.db", "edgekit.onnxtools", "edgekit.errors", "edgekit.interrupts"):
-        assert graph[leaf] <= {"edgekit.errors", "edgekit.interrupts"}, (leaf, graph[leaf])
-    assert graph["edgekit.interrupts"] == set()
+    for leaf in ("edgekit.compiler.tuning.db", "edgekit.onnxtools", "edgekit.core.errors", "edgekit.core.interrupts"):
+        assert graph[leaf] <= {"edgekit.core.errors", "edgekit.core.interrupts"}, (leaf, graph[leaf])
+    assert graph["edgekit.core.interrupts"] == set()
     # the timing worker loads what it times (onnxruntime, the artifact runtime) and nothing of bench or the tuner
-    assert graph["edgekit.measure"] <= {"edgekit.errors", "edgekit.onnxtools", "edgekit.runtime"}, graph[
+    assert graph["edgekit.measure"] <= {"edgekit.core.errors", "edgekit.onnxtools", "edgekit.runtime"}, graph[
         "edgekit.measure"
     ]
 
@@ -210,7 +210,7 @@ def test_build_options_are_explicit():
         code = ast.unparse(tree)
         assert "import contextvars" not in code and "os.environ" not in code, path
     from edgekit.compiler.options import BuildOptions
-    from edgekit.errors import EdgekitError
+    from edgekit.core.errors import EdgekitError
 
     with pytest.raises(EdgekitError):
         BuildOptions(schedules="fastest")

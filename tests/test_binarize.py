@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from conftest import third_party_cnn
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekit.core.errors import EdgekitError
 from edgekit.datasets import load_digits_split
-from edgekit.errors import EdgekitError
 from edgekit.export import export_model
 from edgekit.onnxtools import ort_session
 from edgekit.passes import passes_applied

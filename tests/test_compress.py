@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.compress import CompressOptions, apply_passes, methods
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.graph import resolve_input_specs
 from edgekit.passes import CompressionMethod, PassReport, passes_applied, record_pass
 

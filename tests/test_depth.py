@@ -12,7 +12,7 @@ import torch
 from prune_models import cbr, export, outputs
 from torch import nn
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 class Deep(nn.Module):

@@ -12,6 +12,7 @@ import onnx
 import pytest
 import torch
 
+from edgekit.core.paths import MODELS_DIR
 from edgekit.datasets import load_digits_split
 from edgekit.finetune import (
     BinaryConv2d,
@@ -23,7 +24,6 @@ from edgekit.finetune import (
     get_binarizer,
 )
 from edgekit.onnxtools import ort_session
-from edgekit.paths import MODELS_DIR
 from edgekit.zoo import load_model
 
 

@@ -142,7 +142,7 @@ def cuda_artifact(zoo_onnx, tmp_path_factory) -> Path:
 @pytest.mark.skipif(not NO_GPU, reason="a GPU is present: the artifact runs")
 def test_without_a_gpu_every_command_refuses_a_cuda_artifact(cuda_artifact, cli, tmp_path):
     import edgekit
-    from edgekit.errors import EdgekitError
+    from edgekit.core.errors import EdgekitError
 
     np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
     assert_one_line_error(cli("run", cuda_artifact, "-i", tmp_path / "x.npy", "-o", tmp_path / "y.npy"), "no CUDA GPU")

@@ -11,7 +11,7 @@ import pytest
 from test_errors import assert_one_line_error
 
 import edgekit
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.targets import CHECKED_FEATURES, TargetCaps, load_target
 
 

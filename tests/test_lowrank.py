@@ -11,7 +11,7 @@ from prune_models import Mlp, export, feed_for, outputs
 from torch import nn
 
 from edgekit.compiler.build import compile_onnx
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 def _low_rank_weights(module: nn.Module, rank: int) -> nn.Module:

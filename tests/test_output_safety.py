@@ -9,8 +9,8 @@ import shutil
 import pytest
 from test_errors import assert_one_line_error
 
-from edgekit.errors import EdgekitError
-from edgekit.fileio import atomic_dir, check_output_path
+from edgekit.core.errors import EdgekitError
+from edgekit.core.fileio import atomic_dir, check_output_path
 
 
 def _snapshot(root):

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from prune_models import Residual, export, feed_for, outputs
 
 from edgekit.compiler.build import compile_onnx
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.passes import prune, sparse_format
 
 # --- unstructured / N:M --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_errors import assert_one_line_error
 from test_robustness import tiny_model
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 @pytest.fixture
@@ -236,7 +236,7 @@ def test_full_or_read_only_disk_is_refused_before_any_work(cli, tiny, tmp_path, 
 
     import edgekit.compiler.build as build
     import edgekit.compress as compress
-    import edgekit.fileio as fileio
+    import edgekit.core.fileio as fileio
 
     def no_work(*_a, **_k):
         raise AssertionError("the model was loaded before the output was checked")

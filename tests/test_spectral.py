@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.spectral import dft_matrix, lower_spectral
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 def _model(nodes, inputs, output_shape, inits=(), opset=17) -> onnx.ModelProto:

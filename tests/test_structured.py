@@ -13,7 +13,7 @@ from realworld import CORPUS, build
 from torch import nn
 
 from edgekit.compiler.build import compile_onnx
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.graph import random_inputs, resolve_input_specs
 from edgekit.passes import structured
 from edgekit.passes.channels import build_channel_graph

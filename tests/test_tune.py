@@ -11,7 +11,7 @@ from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.tuning.db import FORMAT, load_database
 from edgekit.compiler.tuning.search import tune_model
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 TRIALS = 3
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgekit.errors import EdgekitError
-from edgekit.fileio import atomic_dir
+from edgekit.core.errors import EdgekitError
+from edgekit.core.fileio import atomic_dir
 from edgekit.graph import parse_input_shapes, parse_shape
 from edgekit.targets import load_target
 from edgekit.validate import compare_outputs

@@ -24,7 +24,7 @@ from edgekit.cli.support import (
     out,
     print_validation,
 )
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.targets import DEFAULT_TARGET
 
 

@@ -18,7 +18,7 @@ from edgekit.cli.support import (
     print_compress_result,
     print_prune_finetune,
 )
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 @handle_errors
@@ -121,8 +121,8 @@ def compress(
              edgekit compress resnet18.onnx --prune 0.5 --structured --bits 8 --calib random -o r18.p50.int8.onnx
     """
     from edgekit.compress import CompressOptions, compress_file
+    from edgekit.core.progress import stderr
     from edgekit.graph import parse_input_shapes
-    from edgekit.progress import stderr
 
     keep_t = None if keep is None else parse_keep(keep)
     per_layer = {}
@@ -208,8 +208,8 @@ def finetune(
     Example: edgekit finetune digits_cnn --bits 1 --mode weights --binarizer biper -o digits.bwn.onnx
              edgekit finetune digits_cnn --prune 0.9 -o digits.sparse90.onnx      (gradual, cubic schedule)
     """
+    from edgekit.core.progress import stderr
     from edgekit.finetune import finetune_to_onnx
-    from edgekit.progress import stderr
 
     if prune is not None:
         return _prune_finetune(
@@ -251,7 +251,7 @@ def finetune(
 def _prune_finetune(
     model, output, ratio, structured, lottery, epochs, lr, distill, rounds, rewind_epoch, seed, force, json_out
 ) -> None:
-    from edgekit.progress import stderr
+    from edgekit.core.progress import stderr
     from edgekit.training.export import prune_finetune_to_onnx
 
     if structured and lottery:

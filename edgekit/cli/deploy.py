@@ -22,7 +22,7 @@ from edgekit.cli.support import (
     print_package,
     print_validation,
 )
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.targets import DEFAULT_TARGET
 
 
@@ -79,7 +79,7 @@ def run(
     import numpy as np
 
     from edgekit.checks import load_arrays
-    from edgekit.fileio import atomic_file, check_output_path
+    from edgekit.core.fileio import atomic_file, check_output_path
     from edgekit.runners import open_runner
 
     check_output_path(output, force, (input_file, artifact), kind="npy")
@@ -122,8 +122,8 @@ def package(
     Example: edgekit package art.rpi4/ -o bundle/
              qemu-aarch64 -L /usr/aarch64-linux-gnu bundle/bin/edgekit_example bundle
     """
+    from edgekit.core.progress import stderr
     from edgekit.package import package_artifact
-    from edgekit.progress import stderr
 
     with stderr.status(f"packaging {artifact}…"):
         result = package_artifact(artifact, output, fmt, force)

@@ -88,9 +88,9 @@ def export(
 
     Example: edgekit export resnet18 -o resnet18.onnx
     """
+    from edgekit.core.progress import stderr
     from edgekit.export import export_model
     from edgekit.graph import parse_shape
-    from edgekit.progress import stderr
 
     shape = parse_shape(input_shape) if input_shape else None
     with stderr.status(f"exporting {model}…"):

@@ -14,7 +14,7 @@ from edgekit.cli.support import (
     handle_errors,
     out,
 )
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.targets import DEFAULT_TARGET
 
 

@@ -23,9 +23,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-import edgekit.interrupts as interrupts
-from edgekit.errors import EdgekitError, first_line
-from edgekit.interrupts import Terminated
+import edgekit.core.interrupts as interrupts
+from edgekit.core.errors import EdgekitError, first_line
+from edgekit.core.interrupts import Terminated
 
 out = Console()
 err = Console(stderr=True)

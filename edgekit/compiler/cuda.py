@@ -17,8 +17,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import edgekit.interrupts as interrupts
-from edgekit.errors import EdgekitError, last_line
+import edgekit.core.interrupts as interrupts
+from edgekit.core.errors import EdgekitError, last_line
 from edgekit.runtime.lite import FATBIN_SECTION as SECTION
 
 FATBIN_MAGIC = 0xBA55ED50

@@ -8,11 +8,11 @@ import warnings
 
 import onnx
 
-import edgekit.interrupts as interrupts
+import edgekit.core.interrupts as interrupts
 from edgekit.compiler.pool_indices import POOL_INDICES_OP
 from edgekit.compiler.recurrent import EDGEKIT_DOMAIN, RECURRENT_OPS, SEQUENCE_OP
 from edgekit.compiler.spectral import SPECTRAL_OPS
-from edgekit.errors import EdgekitError, message_line
+from edgekit.core.errors import EdgekitError, message_line
 from edgekit.graph import TensorSpec
 
 

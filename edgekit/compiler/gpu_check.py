@@ -206,8 +206,8 @@ def record_kernel_check(artifact, onnx_path, target: str, opts=None, input_shape
     import json
     from pathlib import Path
 
-    from edgekit.errors import EdgekitError
-    from edgekit.fileio import atomic_file
+    from edgekit.core.errors import EdgekitError
+    from edgekit.core.fileio import atomic_file
     from edgekit.targets import load_target
 
     if not load_target(target).is_gpu:

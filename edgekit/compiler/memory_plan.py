@@ -74,7 +74,7 @@ def recording_pipeline(plan: dict):
         try:
             plan.update(analyze(mod))
         except Exception as exc:  # noqa: BLE001 - a report, never a reason to fail the build
-            import edgekit.interrupts as interrupts
+            import edgekit.core.interrupts as interrupts
 
             interrupts.check()
             plan["unavailable"] = f"{type(exc).__name__}: {str(exc)[:120]}"

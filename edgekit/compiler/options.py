@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 SCHEDULES = ("default", "none")
 PRECISIONS = ("fp32", "fp16")  # fp16: GPU targets only (activations and weights in half, accumulation in fp32)

@@ -20,7 +20,7 @@ import onnx
 from onnx import helper
 
 from edgekit.compiler.onnx_builder import NodeBuilder, constant_values, inferred_shapes, replace_nodes
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.kernels.recurrent import GATES, RecurrentSpec, pack_recurrent_weights, sequence_func
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")

@@ -22,7 +22,7 @@ import onnx
 from onnx import helper
 
 from edgekit.compiler.onnx_builder import NodeBuilder, constant_values, inferred_shapes, replace_nodes
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.passes.opset import default_opset
 
 SPECTRAL_OPS = ("DFT", "STFT")

@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, opset, record_pass
 from edgekit.passes.weights import WeightLayer, weight_layers
 

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgekit.errors import EdgekitError, message_line
+from edgekit.core.errors import EdgekitError, message_line
 from edgekit.passes.opset import default_opset
 
 FIRST_SUPPORTED = 7  # onnxruntime's own minimum; older models are converted

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import onnx
 
-from edgekit.errors import EdgekitError, message_line
+from edgekit.core.errors import EdgekitError, message_line
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 

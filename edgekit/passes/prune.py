@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, opset, record_pass, sparse_format
 from edgekit.passes.structured import check_ratio
 from edgekit.passes.weights import weight_layers

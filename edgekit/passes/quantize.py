@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-import edgekit.interrupts as interrupts
-from edgekit.errors import EdgekitError
+import edgekit.core.interrupts as interrupts
+from edgekit.core.errors import EdgekitError
 from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, opset, passes_applied, record_pass
 from edgekit.passes.weights import WeightLayer, weight_layers
 

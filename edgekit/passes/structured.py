@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgekit.errors import EdgekitError, first_line
+from edgekit.core.errors import EdgekitError, first_line
 from edgekit.passes import CompressionMethod, LayerReport, MethodContext, PassReport, record_pass
 from edgekit.passes.channel_graph import ChannelGraph, ModelEdit, batch_one, observed_shapes
 from edgekit.passes.channels import build_channel_graph

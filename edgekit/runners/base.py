@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 class ProgramRunner:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, last_line
-from edgekit.fileio import sha256_of
+from edgekit.core.errors import EdgekitError, last_line
+from edgekit.core.fileio import sha256_of
 from edgekit.runners.base import ProgramRunner, checked_input
 from edgekit.runtime import LIBRARY, META, ArtifactMeta
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, last_line
-from edgekit.fileio import atomic_dir
+from edgekit.core.errors import EdgekitError, last_line
+from edgekit.core.fileio import atomic_dir
 from edgekit.runners.base import ProgramRunner, checked_input
 from edgekit.runtime import LIBRARY, ArtifactMeta
 

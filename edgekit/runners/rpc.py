@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, first_line, last_line
+from edgekit.core.errors import EdgekitError, first_line, last_line
 from edgekit.runners.base import checked_input
 from edgekit.runtime import LIBRARY, read_meta
 
@@ -160,7 +160,7 @@ def serve(host: str, port: int, key: str, tracker: str | None, threads: int) -> 
     """Run a TVM RPC server in the foreground until interrupted."""
     from tvm import rpc as tvm_rpc
 
-    from edgekit.progress import warn
+    from edgekit.core.progress import warn
     from edgekit.runtime import set_threads
 
     check_listen(host, port, key, "server")

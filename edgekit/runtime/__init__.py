@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-import edgekit.interrupts as interrupts
-from edgekit.errors import EdgekitError
+import edgekit.core.interrupts as interrupts
+from edgekit.core.errors import EdgekitError
 from edgekit.graph import TensorSpec
 from edgekit.runtime.lite import Model as LiteModel
 from edgekit.runtime.lite import cpu_count, set_threads  # noqa: F401 - re-exported for the tuner and the RPC server

@@ -121,7 +121,7 @@ def host_features() -> tuple[str, set[str]]:
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
-    """edgekit.errors.message_line(exc, limit, first=True), restated: this file imports nothing of edgekit."""
+    """edgekit.core.errors.message_line(exc, limit, first=True), restated: this file imports nothing of edgekit."""
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:limit]
 

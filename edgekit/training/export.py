@@ -49,7 +49,7 @@ def export_binarized(
 
 def digits_teacher(ref: str) -> nn.Module:
     """The zoo or user model `ref` in eval mode, checked to take digits (N×1×8×8): what finetuning trains on."""
-    from edgekit.errors import EdgekitError
+    from edgekit.core.errors import EdgekitError
     from edgekit.zoo import load_model
 
     loaded = load_model(ref)
@@ -76,10 +76,10 @@ def finetune_to_onnx(
 ) -> dict:
     """Zoo or user model (`file.py:factory`) -> 1/2/4-bit-aware finetuning on digits with KD from its fp32
     self -> packed standard ONNX. Returns accuracies (torch fp32, torch finetuned, onnxruntime) and sizes."""
+    from edgekit.core.errors import EdgekitError
+    from edgekit.core.fileio import atomic_file, check_output_path
     from edgekit.datasets import digits_accuracy, load_digits_split
-    from edgekit.errors import EdgekitError
     from edgekit.export import INPUT_NAME, torch_to_onnx
-    from edgekit.fileio import atomic_file, check_output_path
     from edgekit.onnxtools import ort_session, simplify
     from edgekit.passes.quantize import QuantizeConfig
     from edgekit.passes.quantize import run as quantize_run
@@ -214,9 +214,9 @@ def prune_finetune_to_onnx(
     passes store sparsely (unstructured) or shrink (structured); the training-free figure at the same ratio beside."""
     import onnx
 
+    from edgekit.core.errors import EdgekitError
+    from edgekit.core.fileio import atomic_file, check_output_path
     from edgekit.datasets import load_digits_split
-    from edgekit.errors import EdgekitError
-    from edgekit.fileio import atomic_file, check_output_path
     from edgekit.passes import prune, structured
 
     structured.check_ratio(ratio)

@@ -13,8 +13,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-import edgekit.interrupts as interrupts
-from edgekit.errors import message_line
+import edgekit.core.interrupts as interrupts
+from edgekit.core.errors import message_line
 
 RewriteLog = list  # [{"pass": name, "skipped": reason}]
 

@@ -10,7 +10,7 @@ import tvm
 from tvm import relax
 from tvm.s_tir import Schedule
 
-import edgekit.interrupts as interrupts
+import edgekit.core.interrupts as interrupts
 from edgekit.compiler.relax_passes import binding_of, prim_float
 from edgekit.compiler.schedules.tir import blocks, is_load, iter_kinds
 

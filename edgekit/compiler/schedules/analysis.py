@@ -7,7 +7,7 @@ import tvm
 from tvm import relax
 from tvm.s_tir import Schedule
 
-import edgekit.interrupts as interrupts
+import edgekit.core.interrupts as interrupts
 from edgekit.compiler.schedules.dispatch import pick_rule
 from edgekit.compiler.schedules.tir import block_work, single_reduction
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import tvm
 
-import edgekit.interrupts as interrupts
+import edgekit.core.interrupts as interrupts
 from edgekit.compiler.schedules.analysis import constant_params, task_key
 from edgekit.compiler.schedules.base import Knobs, Rule, RuleContext, RuleResult
 from edgekit.compiler.schedules.dispatch import schedule_prim_func

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import tvm
 from tvm.s_tir import Schedule
 
-import edgekit.interrupts as interrupts
+import edgekit.core.interrupts as interrupts
 from edgekit.compiler.schedules.base import (
     CONST_PARAMS_ATTR,
     Knobs,
@@ -39,7 +39,7 @@ from edgekit.compiler.schedules.tiles import (
     tile_dims,
 )
 from edgekit.compiler.schedules.winograd import WinogradInput, WinogradOutput
-from edgekit.errors import message_line
+from edgekit.core.errors import message_line
 
 CPU_RULES: list[Rule] = [
     WinogradInput(),

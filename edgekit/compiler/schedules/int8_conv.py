@@ -15,7 +15,7 @@ from __future__ import annotations
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
-import edgekit.interrupts as interrupts
+import edgekit.core.interrupts as interrupts
 from edgekit.compiler.relax_passes.pack_int8_convs import (
     CONV_BLOCK_7BIT,
     CONV_BLOCK_S8S8,

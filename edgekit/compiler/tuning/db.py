@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 FORMAT = "edgekit-tuning"
 VERSION = 1

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-import edgekit.interrupts as interrupts
+import edgekit.core.interrupts as interrupts
 from edgekit.compiler.tuning.db import (
     FORMAT,
     VERSION,
@@ -33,7 +33,7 @@ from edgekit.compiler.tuning.db import (
 )
 from edgekit.compiler.tuning.device import RemoteDevice, build_one
 from edgekit.compiler.tuning.end_to_end import verify_end_to_end
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 MIN_GAIN = 0.03  # a tuned setting must beat the default by 3% (per task and end to end)
 
@@ -280,7 +280,7 @@ def _tunable_tasks(onnx_path: Path, spec, target, threads: int, input_shapes) ->
 
 def _open_db(db_path: Path, onnx_path: Path, spec, target, threads: int) -> dict:
     """The database to resume, or a new one if there is none for this exact target and model file."""
-    from edgekit.fileio import sha256_of
+    from edgekit.core.fileio import sha256_of
 
     sha = sha256_of(onnx_path)
     db = read_db(db_path)
@@ -320,7 +320,7 @@ def _timing_device(spec, device: dict | None) -> RemoteDevice | None:
 def _progress_bar(progress: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from edgekit.progress import stderr
+    from edgekit.core.progress import stderr
 
     columns = (
         SpinnerColumn(),

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-import edgekit.interrupts as interrupts
-from edgekit.errors import EdgekitError
+import edgekit.core.interrupts as interrupts
+from edgekit.core.errors import EdgekitError
 
 OutputKind = Literal["artifact", "onnx", "npy", "bundle", "file"]
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 from rich.console import Console
 
-import edgekit.interrupts as interrupts
+import edgekit.core.interrupts as interrupts
 
 stderr = Console(stderr=True)
 
