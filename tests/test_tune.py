@@ -123,7 +123,8 @@ def test_small_models_are_scheduled_single_threaded(digits_onnx):
 
 def test_tasks_are_timed_with_cold_argument_sets(digits_onnx):
     """Each timed call uses the next of several argument copies (> L3 in total), like a layer in a whole model."""
-    from edgekit.compiler.tuning.search import COLD_BYTES, _build_one, _Timer, extract_tasks
+    from edgekit.compiler.tuning.device import build_one
+    from edgekit.compiler.tuning.search import COLD_BYTES, _Timer, extract_tasks
     from edgekit.targets import load_target
 
     spec = load_target("x86_64")
@@ -133,7 +134,7 @@ def test_tasks_are_timed_with_cold_argument_sets(digits_onnx):
     nbytes = sum(a.numpy().nbytes for a in timer.args)
     assert len(timer.sets) == min(16, -(-COLD_BYTES // nbytes)) > 1
     assert len({id(a) for s in timer.sets for a in s}) == len(timer.sets) * len(timer.args)  # distinct buffers
-    mod = _build_one(func, spec.tvm_target())
+    mod = build_one(func, spec.tvm_target())
     timer.calibrate(mod)
     timer.number = 3
     assert timer.once(mod) > 0 and timer._next == 3  # three calls, three argument sets
