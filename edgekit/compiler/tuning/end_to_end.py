@@ -12,6 +12,25 @@ import numpy as np
 from edgekit.compiler.tuning.device import RemoteDevice
 
 
+def _build_pair(onnx_path: Path, tmp: Path, spec_name: str, db_tasks: Mapping[str, dict], threads: int, input_shapes):
+    """The model built twice under tmp/: default schedules and the tuned ones (not validated: timing only)."""
+    from edgekit.compiler.build import compile_onnx
+    from edgekit.compiler.options import BuildOptions
+
+    return {
+        name: compile_onnx(
+            onnx_path,
+            tmp / name,
+            spec_name,
+            BuildOptions(threads=threads, tuning=dict(db_tasks) if name == "tuned" else {}),
+            input_shapes=input_shapes,
+            validate=False,
+            quiet=True,
+        ).artifact
+        for name in ("default", "tuned")
+    }
+
+
 def _bench_pair(
     onnx_path: Path,
     spec_name: str,
@@ -23,25 +42,12 @@ def _bench_pair(
 ) -> dict:
     if device is not None:
         return _bench_pair_remote(onnx_path, spec_name, db_tasks, threads, input_shapes, rounds, device)
-    from edgekit.compiler.build import compile_onnx
-    from edgekit.compiler.options import BuildOptions
     from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
     from edgekit.measure import run_worker
 
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
         tmp = Path(tmpdir)
-        arts = {
-            name: compile_onnx(
-                onnx_path,
-                tmp / name,
-                spec_name,
-                BuildOptions(threads=threads, tuning=dict(db_tasks) if name == "tuned" else {}),
-                input_shapes=input_shapes,
-                validate=False,
-                quiet=True,
-            ).artifact
-            for name in ("default", "tuned")
-        }
+        arts = _build_pair(onnx_path, tmp, spec_name, db_tasks, threads, input_shapes)
         inputs = tmp / "inputs.npz"
         np.savez(inputs, **random_inputs(resolve_input_specs(load_onnx(onnx_path), input_shapes or {})))
         probe = run_worker(
@@ -90,28 +96,13 @@ def _bench_pair_remote(
     device: RemoteDevice,
 ) -> dict:
     """The same comparison on the board: both whole-model artifacts uploaded, timed alternately over RPC."""
-    from edgekit.compiler.build import compile_onnx
-    from edgekit.compiler.options import BuildOptions
     from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
     from edgekit.runners.rpc import RpcRunner
 
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
         tmp = Path(tmpdir)
-        runners = {
-            name: RpcRunner(
-                compile_onnx(
-                    onnx_path,
-                    tmp / name,
-                    spec_name,
-                    BuildOptions(threads=threads, tuning=dict(db_tasks) if name == "tuned" else {}),
-                    input_shapes=input_shapes,
-                    validate=False,
-                    quiet=True,
-                ).artifact,
-                device.session,
-            )
-            for name in ("default", "tuned")
-        }
+        arts = _build_pair(onnx_path, tmp, spec_name, db_tasks, threads, input_shapes)
+        runners = {name: RpcRunner(art, device.session) for name, art in arts.items()}
         feeds = random_inputs(resolve_input_specs(load_onnx(onnx_path), input_shapes or {}))
         times: dict[str, list[float]] = {"default": [], "tuned": []}
         for rnd in range(rounds):
