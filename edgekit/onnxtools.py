@@ -3,20 +3,24 @@ a leaf module, so that those stages import it one way."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
 import onnx
 
 import edgekit.core.interrupts as interrupts
-from edgekit.core.errors import EdgekitError, last_line, message_line
+from edgekit.core.errors import EdgekitError, message_line
 
 
 @contextlib.contextmanager
@@ -28,43 +32,77 @@ def quiet():
         yield
 
 
-def simplify(model: onnx.ModelProto, fixed_shapes: dict[str, list[int]] | None) -> tuple[onnx.ModelProto, bool]:
-    """onnxsim with fixed shapes (TVM's importer needs Shape->Reshape chains folded). Returns (model, ok).
+class _SimplifyServer:
+    """One child process per edgekit process that runs onnxsim request after request.
 
     onnxsim is native code that can die of a signal on a malformed graph (SIGFPE seen on a fuzzed model), so it
-    runs in a child process: a crash there is one error line here, never the end of this process."""
+    runs in a child process: a crash there is one error line here, never the end of this process. The child is
+    kept between calls because starting it is most of the cost: `import onnxsim` takes ~5 s (its package imports
+    torch and sympy), the simplification of a zoo model well under one. Requests and answers are JSON lines."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def _started(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None or self._pid != os.getpid():
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "edgekit.onnxtools", "--serve"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,  # onnxsim's own chatter; errors come back in the answer
+                text=True,
+            )
+            self._pid = os.getpid()
+        return self._proc
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None and self._pid == os.getpid():
+            proc.kill()
+            proc.wait()
+
+    def request(self, src: Path, dst: Path, shapes: dict) -> tuple[int | None, str]:
+        """(signal number if the child died of one, else None; onnxsim's error line, "" if it succeeded)."""
+        with self._lock:
+            proc = self._started()
+            try:
+                proc.stdin.write(json.dumps({"src": str(src), "dst": str(dst), "shapes": shapes}) + "\n")
+                proc.stdin.flush()
+                answer = proc.stdout.readline()
+            except BrokenPipeError:
+                answer = ""
+            except BaseException:  # an interrupt mid-request: the child's state is unknown
+                self.stop()
+                raise
+            if not answer:
+                code = proc.wait()
+                self._proc = None
+                return (-code if code < 0 else None), f"onnxsim's process exited with status {code}"
+            return None, json.loads(answer)["error"]
+
+
+_server = _SimplifyServer()
+atexit.register(_server.stop)
+
+
+def simplify(model: onnx.ModelProto, fixed_shapes: dict[str, list[int]] | None) -> tuple[onnx.ModelProto, bool]:
+    """onnxsim with fixed shapes (TVM's importer needs Shape->Reshape chains folded). Returns (model, ok)."""
     with tempfile.TemporaryDirectory(prefix="edgekit-onnxsim-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, str(src))
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgekit.onnxtools", str(src), str(dst), json.dumps(fixed_shapes or {})],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode < 0:
+        signum, error = _server.request(src, dst, fixed_shapes or {})
+        if signum is not None:
             raise EdgekitError(
-                f"onnxsim crashed (signal {-proc.returncode}) simplifying the model: its shapes or attributes are "
-                "inconsistent",
+                f"onnxsim crashed (signal {signum}) simplifying the model: its shapes or attributes are inconsistent",
                 "check the model with onnx.checker.check_model(model, full_check=True)",
             )
-        if (
-            proc.returncode != 0 or not dst.exists()
-        ):  # onnxsim is an optimisation: say it did not apply, keep the export
-            why = last_line(proc.stderr, 160)
+        if error or not dst.exists():  # onnxsim is an optimisation: say it did not apply, keep the export
+            why = error or "it gave no model"
             print(f"warning: onnxsim could not simplify the model ({why}); keeping it as exported", file=sys.stderr)
             return model, False
         return onnx.load(str(dst)), True
-
-
-def _simplify_child(src: str, dst: str, shapes_json: str) -> int:
-    import onnxsim
-
-    shapes = json.loads(shapes_json) or None
-    with quiet():
-        simplified, ok = onnxsim.simplify(onnx.load(src), overwrite_input_shapes=shapes)
-    if ok:
-        onnx.save(simplified, dst)
-    return 0
 
 
 def ort_error_line(exc: BaseException) -> str:
@@ -116,5 +154,54 @@ def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0, reference
         ) from None
 
 
+def _import_onnxsim_simplify():
+    """onnxsim's `simplify` without its package __init__, which in onnxsim 0.8 imports torch, sympy and a hundred
+    quantization modules (~5 s; the simplifier module alone ~2 s). Any other layout: the plain import."""
+    import importlib.util
+    import types
+
+    try:
+        spec = importlib.util.find_spec("onnxsim")
+        package = types.ModuleType("onnxsim")
+        package.__path__, package.__spec__ = list(spec.submodule_search_locations), spec
+        sys.modules["onnxsim"] = package
+        from onnxsim.onnx_simplifier import simplify as onnxsim_simplify
+
+        return onnxsim_simplify
+    except Exception:  # noqa: BLE001 - another onnxsim layout: import it the documented way
+        for name in [m for m in sys.modules if m == "onnxsim" or m.startswith("onnxsim.")]:
+            del sys.modules[name]
+        import onnxsim
+
+        return onnxsim.simplify
+
+
+def _serve() -> int:
+    """The child's loop: one JSON request per line on stdin, one answer per line on the original stdout (onnxsim's
+    prints go to stderr, so they cannot corrupt an answer). Ctrl-C is the parent's to handle: it kills the child."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    onnxsim_simplify = None
+    for line in sys.stdin:
+        request, error = json.loads(line), ""
+        try:
+            onnxsim_simplify = onnxsim_simplify or _import_onnxsim_simplify()
+            with quiet():
+                simplified, ok = onnxsim_simplify(
+                    onnx.load(request["src"]), overwrite_input_shapes=request["shapes"] or None
+                )
+            if ok:
+                onnx.save(simplified, request["dst"])
+            else:
+                error = "onnxsim's own check of the simplified model failed"
+        except Exception as exc:  # noqa: BLE001 - any onnxsim failure is one line for the parent's warning
+            error = f"{type(exc).__name__}: {message_line(exc, 160)}"
+        answers.write(json.dumps({"error": error}) + "\n")
+        answers.flush()
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(_simplify_child(*sys.argv[1:4]))
+    sys.exit(_serve() if sys.argv[1:] == ["--serve"] else 2)
