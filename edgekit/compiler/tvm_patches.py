@@ -62,12 +62,12 @@ def import_variadic_elementwise_pairwise() -> None:
 
 def import_edgekit_converters() -> None:
     """Teach TVM 0.27's ONNX importer edgekit's ai.edgekit::RecurrentSequence (what compiler/recurrent.py lowers
-    LSTM / GRU / RNN to) and MaxPoolWithIndices (compiler/pool_indices.py), and replace its Upsample and opset 1-9
-    Slice converters (compiler/legacy_ops.py says why): the importer looks converters up by op type in
+    LSTM / GRU / RNN to) and MaxPoolWithIndices (compiler/pool_indices.py), and replace its Upsample, Resize and opset
+    1-9 Slice converters (compiler/legacy_ops.py says why): the importer looks converters up by op type in
     _get_convert_map(), rebuilt per call."""
     from tvm.relax.frontend.onnx import onnx_frontend as frontend
 
-    from edgekit.compiler.legacy_ops import SliceConverter, UpsampleConverter
+    from edgekit.compiler.legacy_ops import ResizeConverter, SliceConverter, UpsampleConverter
     from edgekit.compiler.pool_indices import POOL_INDICES_OP, MaxPoolIndicesConverter
     from edgekit.compiler.recurrent import SEQUENCE_OP, RecurrentSequenceConverter
 
@@ -81,6 +81,7 @@ def import_edgekit_converters() -> None:
             SEQUENCE_OP: RecurrentSequenceConverter,
             POOL_INDICES_OP: MaxPoolIndicesConverter,
             "Upsample": UpsampleConverter,
+            "Resize": ResizeConverter,
             "Slice": SliceConverter,
         }
 
