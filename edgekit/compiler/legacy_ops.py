@@ -23,6 +23,43 @@ def _upsample_scales(inputs: list, attr: dict, params) -> list[float]:
     )
 
 
+def _nearest_index(coords: np.ndarray, rounding: str, downsampling: bool) -> np.ndarray:
+    """onnxruntime's nearest source pixel of each source coordinate (upsamplebase.h, GetNearestPixelFromOriginal);
+    "simple" is opset 10's rule (truncate, ceil when downsampling)."""
+    floor = np.floor(coords)
+    frac = coords - floor
+    if rounding == "round_prefer_floor":
+        return np.where(frac > 0.5, floor + 1, floor)
+    if rounding == "round_prefer_ceil":
+        return np.where(frac >= 0.5, floor + 1, floor)
+    if rounding == "simple":
+        return np.ceil(coords) if downsampling else np.trunc(coords)
+    return floor if rounding == "floor" else np.ceil(coords)
+
+
+def _scaled_size(shape: list[int], scales: list[float]) -> tuple[list[int], bool]:
+    """Output size floor(in x scale) per axis, and whether out / in is each scale exactly in float32 (then TVM's
+    size-based resize2d maps pixels as onnxruntime's scale-based kernel does)."""
+    out = [int(np.floor(d * s)) for d, s in zip(shape, scales)]
+    return out, all(_F32(o) / _F32(d) == _F32(s) for o, d, s in zip(out, shape, scales))
+
+
+def _gather_nearest(x, shape: list[int], out: list[int], scales: list[float], coordinates: str, rounding: str):
+    """NCHW `x` resized to `out` by taking, per spatial axis, the source pixel onnxruntime's nearest mode picks."""
+    from tvm import relax
+
+    from edgekit.compiler.relax_passes.bilinear_resize import source_coordinates
+
+    for axis in (2, 3):
+        if coordinates == "tf_half_pixel_for_nn":
+            coords = (np.arange(out[axis], dtype=_F32) + _F32(0.5)) / _F32(scales[axis])
+        else:
+            coords = source_coordinates(shape[axis], out[axis], coordinates, scales[axis])
+        index = _nearest_index(coords, rounding, scales[axis] < 1)
+        x = relax.op.take(x, relax.const(np.clip(index, 0, shape[axis] - 1).astype("int32")), axis=axis)
+    return x
+
+
 class UpsampleConverter:
     """ONNX Upsample (opset 7-9; Resize replaced it at 10). TVM's converter reads the `scales` attribute of opset 7
     even at opset 9, where the scales are the second input, so every opset 9 export failed ("object of type
@@ -48,8 +85,9 @@ class UpsampleConverter:
                 f"Upsample of a {len(shape)}-D tensor with scales {scales}, mode {mode}: edgekit converts 4-D "
                 "NCHW with unit batch and channel scales >= 1, nearest or linear"
             )
-        out_hw = tuple(int(np.floor(d * s)) for d, s in zip(shape[2:], scales[2:]))
-        if all(_F32(o) / _F32(d) == _F32(s) for o, d, s in zip(out_hw, shape[2:], scales[2:])):
+        out, exact = _scaled_size(shape, scales)
+        out_hw = (out[2], out[3])
+        if exact:
             return relax.op.image.resize2d(
                 inputs[0],
                 roi=None,
@@ -61,11 +99,7 @@ class UpsampleConverter:
             )
         if _UPSAMPLE_MODES[mode] == "linear":
             return ort_bilinear(inputs[0], tuple(shape), out_hw, "asymmetric", (scales[2], scales[3]))
-        out = inputs[0]
-        for axis, (n_in, n_out, scale) in enumerate(zip(shape[2:], out_hw, scales[2:]), start=2):
-            index = np.minimum(np.floor(np.arange(n_out, dtype=_F32) / _F32(scale)), n_in - 1).astype("int32")
-            out = relax.op.take(out, relax.const(index), axis=axis)
-        return out
+        return _gather_nearest(inputs[0], shape, out, scales, "asymmetric", "floor")  # scales >= 1: floor
 
 
 class SliceConverter:
@@ -91,20 +125,6 @@ class SliceConverter:
 
 
 _RESIZE_COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn")
-
-
-def _nearest_index(coords: np.ndarray, rounding: str, downsampling: bool) -> np.ndarray:
-    """onnxruntime's nearest source pixel of each source coordinate (upsamplebase.h, GetNearestPixelFromOriginal);
-    "simple" is opset 10's rule (truncate, ceil when downsampling)."""
-    floor = np.floor(coords)
-    frac = coords - floor
-    if rounding == "round_prefer_floor":
-        return np.where(frac > 0.5, floor + 1, floor)
-    if rounding == "round_prefer_ceil":
-        return np.where(frac >= 0.5, floor + 1, floor)
-    if rounding == "simple":
-        return np.ceil(coords) if downsampling else np.trunc(coords)
-    return floor if rounding == "floor" else np.ceil(coords)
 
 
 class ResizeConverter:
@@ -145,18 +165,16 @@ class ResizeConverter:
     @classmethod
     def _by_scale(cls, inputs: list, attr: dict, params) -> object | None:
         """onnxruntime's resize where the scales are not out / in, else None (TVM's converter computes it)."""
-        from tvm import relax
+        from edgekit.compiler.relax_passes import static_shape
+        from edgekit.compiler.relax_passes.bilinear_resize import ort_bilinear
 
-        from edgekit.compiler.relax_passes.bilinear_resize import ort_bilinear, source_coordinates
-
-        scales = cls._scales(inputs, params)
-        shape = [int(d) for d in inputs[0].ty.shape] if scales else []
-        if not scales or len(shape) != len(scales) or "axes" in attr:
+        scales, dims = cls._scales(inputs, params), static_shape(inputs[0])  # symbolic: TVM's converter says so
+        if not scales or dims is None or len(dims) != len(scales) or "axes" in attr:
             return None
-        out = [int(np.floor(d * s)) for d, s in zip(shape, scales)]
+        shape = list(dims)
+        out, exact = _scaled_size(shape, scales)
         mode = attr.get("mode", b"nearest").decode()
         coordinates = attr.get("coordinate_transformation_mode", b"half_pixel").decode()
-        exact = all(_F32(o) / _F32(d) == _F32(s) for o, d, s in zip(out, shape, scales))
         simple = mode == "nearest" and attr.get("nearest_mode") == b"simple"  # a rounding resize2d does not have
         if coordinates == "align_corners" or (exact and not simple):
             return None
@@ -172,12 +190,4 @@ class ResizeConverter:
         if mode == "linear":
             return ort_bilinear(inputs[0], tuple(shape), (out[2], out[3]), coordinates, (scales[2], scales[3]))
         rounding = attr.get("nearest_mode", b"round_prefer_floor").decode()
-        x = inputs[0]
-        for axis in (2, 3):
-            if coordinates == "tf_half_pixel_for_nn":
-                coords = (np.arange(out[axis], dtype=_F32) + _F32(0.5)) / _F32(scales[axis])
-            else:
-                coords = source_coordinates(shape[axis], out[axis], coordinates, scales[axis])
-            index = _nearest_index(coords, rounding, scales[axis] < 1)
-            x = relax.op.take(x, relax.const(np.clip(index, 0, shape[axis] - 1).astype("int32")), axis=axis)
-        return x
+        return _gather_nearest(inputs[0], shape, out, scales, coordinates, rounding)
