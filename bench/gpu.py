@@ -59,7 +59,7 @@ def _onnx_for(name: str, tmp: Path) -> tuple[Path, dict]:
     import onnx
     from realworld import build
 
-    from edgekit.graph import fixed_shapes
+    from edgekit.onnxkit.graph import fixed_shapes
 
     model = build(name)
     onnx.save(model, path)
@@ -71,8 +71,8 @@ def prepare(out: Path, models: list[str], target: str, tvm_ffi_wheel: Path | Non
     from edgekit.compiler.build import compile_onnx
     from edgekit.compiler.options import BuildOptions
     from edgekit.compress import CompressOptions, compress_file
-    from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.graph import load_onnx, random_inputs, resolve_input_specs
+    from edgekit.onnxkit.tools import ort_session
 
     out.mkdir(parents=True, exist_ok=True)
     entries = []

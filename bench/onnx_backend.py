@@ -37,7 +37,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgekit.core.errors import last_line
-from edgekit.graph import fixed_shapes, random_inputs, real_inputs, resolve_input_specs
+from edgekit.onnxkit.graph import fixed_shapes, random_inputs, real_inputs, resolve_input_specs
 
 HERE = Path(__file__).resolve().parent
 EDGEKIT = [sys.executable, "-c", "from edgekit.cli import main; main()"]

@@ -28,7 +28,7 @@ import onnx
 from edgekit.bench import bench
 from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.options import BuildOptions
-from edgekit.graph import fixed_shapes
+from edgekit.onnxkit.graph import fixed_shapes
 from edgekit.targets import TargetCaps, host_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the corpus builders live beside their tests

@@ -76,8 +76,8 @@ def _scheduled_legacy(onnx_path: Path, target: str):
     from edgekit.compiler.build import cpu_rewrites, has_binary_activations, lower_binary
     from edgekit.compiler.frontend import to_relax
     from edgekit.compiler.schedules import schedule_cpu
-    from edgekit.graph import load_onnx, resolve_input_specs
-    from edgekit.onnxtools import simplify
+    from edgekit.onnxkit.graph import load_onnx, resolve_input_specs
+    from edgekit.onnxkit.tools import simplify
     from edgekit.targets import load_target
 
     spec = load_target(target)

@@ -71,7 +71,7 @@ def bench(
 
     `device` ({"rpc": "host:port"} or {"tracker": ..., "key": ...}) times TVM on a board over RPC;
     without it, artifacts for another CPU run under their emulator and are labelled so."""
-    from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
+    from edgekit.onnxkit.graph import load_onnx, random_inputs, resolve_input_specs
     from edgekit.runtime import LIBRARY, read_meta
 
     model_path = Path(model_path)

@@ -13,7 +13,7 @@ import onnx
 import edgekit.core.interrupts as interrupts
 from edgekit.core.errors import EdgekitError
 from edgekit.core.fileio import atomic_file, check_output_path
-from edgekit.graph import TensorSpec, load_onnx, name_unnamed_nodes, random_inputs, resolve_input_specs
+from edgekit.onnxkit.graph import TensorSpec, load_onnx, name_unnamed_nodes, random_inputs, resolve_input_specs
 from edgekit.passes import CompressionMethod, MethodContext, PassReport, opset
 from edgekit.passes.options import CompressOptions
 from edgekit.passes.quantize import check_not_quantized
@@ -38,7 +38,7 @@ def calibration_samples(source: str | None, specs: list[TensorSpec], count: int)
             )
         x = load_digits_split().x_train[: count - count % shape[0]]
         return [{specs[0].name: x[i : i + shape[0]]} for i in range(0, len(x), shape[0])]
-    from edgekit.checks import check_calibration
+    from edgekit.onnxkit.checks import check_calibration
     from edgekit.validate import load_inputs_npz
 
     samples = load_inputs_npz(Path(source), specs)[:count]
@@ -86,7 +86,7 @@ def methods() -> list[CompressionMethod]:
 def _digits_accuracy_fn(specs: list[TensorSpec]) -> Callable[[onnx.ModelProto], float]:
     """Digits test accuracy of a model in onnxruntime."""
     from edgekit.datasets import digits_accuracy
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.tools import ort_session
 
     def evaluate(model: onnx.ModelProto) -> float:
         session = ort_session(model)
@@ -141,7 +141,7 @@ def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = DEFAUL
     """Digits test accuracy: fp32 in ORT, compressed in ORT and in TVM (compiled here), and torch fp32 if known."""
     from edgekit.compiler.build import compile_onnx
     from edgekit.datasets import accuracy, digits_logits
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.tools import ort_session
     from edgekit.runtime import load
 
     compressed_model = load_onnx(compressed_path)
@@ -175,7 +175,7 @@ def evaluate_digits(fp32_path: Path, compressed_path: Path, target: str = DEFAUL
 def check_runs_in_onnxruntime(model: onnx.ModelProto, specs: list[TensorSpec]) -> None:
     """The promise of every pass: onnxruntime loads and runs the output. Checked once before it is written, so
     a pass that produced a model onnxruntime refuses is an error, never exit 0."""
-    from edgekit.onnxtools import ort_error_line, ort_session
+    from edgekit.onnxkit.tools import ort_error_line, ort_session
 
     session = ort_session(model)
     try:

@@ -9,7 +9,7 @@ from edgekit.bench import bench, plot
 from edgekit.compiler.build import compile_onnx
 from edgekit.core.fileio import atomic_file
 from edgekit.export import INPUT_NAME, export_model
-from edgekit.onnxtools import ort_session
+from edgekit.onnxkit.tools import ort_session
 from edgekit.runtime import load
 from edgekit.validate import compare_outputs
 
@@ -29,7 +29,7 @@ def digits_accuracy(model_ref: str, onnx_path: Path, artifact: Path) -> dict:
     compiled = load(artifact)
     ort_logits, _ = digits_logits(lambda x: session.run(None, {INPUT_NAME: x})[0])
     tvm_logits, _ = digits_logits(lambda x: compiled(x)[0])
-    from edgekit.graph import load_onnx
+    from edgekit.onnxkit.graph import load_onnx
     from edgekit.validate import tolerances_for
 
     atol, rtol = tolerances_for(load_onnx(onnx_path))

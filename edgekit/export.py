@@ -10,7 +10,7 @@ import onnx
 
 from edgekit.core.errors import EdgekitError, first_line, message_line
 from edgekit.core.fileio import atomic_file, check_output_path
-from edgekit.onnxtools import ort_session, quiet, simplify
+from edgekit.onnxkit.tools import ort_session, quiet, simplify
 from edgekit.validate import ValidationReport, compare_outputs
 from edgekit.zoo import load_model
 

@@ -16,7 +16,7 @@ import onnx
 
 from edgekit.compiler.recurrent import RECURRENT_OPS
 from edgekit.compiler.spectral import SPECTRAL_OPS
-from edgekit.graph import TensorSpec, graph_inputs, graph_outputs, load_onnx
+from edgekit.onnxkit.graph import TensorSpec, graph_inputs, graph_outputs, load_onnx
 from edgekit.passes.opset import default_opset
 
 # ops edgekit rewrites before TVM's importer sees them (compiler/recurrent.py, compiler/tvm_patches.py)

@@ -53,7 +53,7 @@ def _worker(job: dict) -> dict:
     if job["runtime"] == "openvino":
         fn = _openvino_call(job, feeds)
     elif job["runtime"] == "ort":
-        from edgekit.onnxtools import ort_session
+        from edgekit.onnxkit.tools import ort_session
 
         session = ort_session(job["model"], threads=job["threads"])
         names = [o.name for o in session.get_outputs()]

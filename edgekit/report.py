@@ -187,7 +187,7 @@ def build_variant(
 
 def eval_set(cfg: ReportConfig, specs) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
     """(input feeds, labels or None): the digits test split, a labelled .npz, or 4 random inputs (no labels)."""
-    from edgekit.graph import random_inputs
+    from edgekit.onnxkit.graph import random_inputs
 
     if cfg.eval == "digits":
         from edgekit.datasets import test_batches
@@ -195,7 +195,7 @@ def eval_set(cfg: ReportConfig, specs) -> tuple[list[dict[str, np.ndarray]], np.
         chunks, labels = test_batches(int(specs[0].shape[0]))
         return [{specs[0].name: c} for c in chunks], labels
     if cfg.eval:
-        from edgekit.checks import load_arrays
+        from edgekit.onnxkit.checks import load_arrays
 
         arrays = load_arrays(Path(cfg.eval))
         if "labels" not in arrays:
@@ -275,7 +275,7 @@ def measure(
     variant: str, onnx_path: Path, artifact: Path, built: dict, cfg: ReportConfig, feeds, labels, reference, row: Row
 ) -> None:
     from edgekit.bench import bench
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.tools import ort_session
     from edgekit.runtime import read_meta
 
     row.file_bytes = onnx_path.stat().st_size
@@ -335,8 +335,8 @@ def run_report(cfg: ReportConfig, quiet: bool = False) -> dict:
 
     from edgekit.core.fileio import check_writable
     from edgekit.core.progress import stderr
-    from edgekit.graph import load_onnx, resolve_input_specs
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.graph import load_onnx, resolve_input_specs
+    from edgekit.onnxkit.tools import ort_session
     from edgekit.report_plot import write_outputs
     from edgekit.targets import host_description, load_target
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 import edgekit.core.interrupts as interrupts
-from edgekit.comparison import DEFAULT_ATOL, DEFAULT_RTOL, OutputError, ValidationReport, compare_outputs  # noqa: F401 - re-exported
 from edgekit.core.errors import EdgekitError, message_line
+from edgekit.onnxkit.comparison import DEFAULT_ATOL, DEFAULT_RTOL, OutputError, ValidationReport, compare_outputs  # noqa: F401 - re-exported
 from edgekit.passes.legacy_opset import reference_model
 
 # Models with quantized activations (QuantizeLinear in the graph): onnxruntime runs integer kernels with
@@ -47,7 +47,7 @@ def tolerances_for(model, precision: str = "fp32") -> tuple[float, float]:
 def load_inputs_npz(path: Path, specs) -> list[dict[str, np.ndarray]]:
     """Inputs for validation from an .npz: arrays named like the model inputs; a leading extra axis means several
     samples."""
-    from edgekit.checks import check_array, load_arrays
+    from edgekit.onnxkit.checks import check_array, load_arrays
 
     data = load_arrays(Path(path))
     for name, arr in data.items():
@@ -96,8 +96,8 @@ def validate_artifact(
     device: dict | None = None,
 ) -> ValidationReport:
     """Run the compiled artifact and onnxruntime on the same inputs; errors are the worst over all samples."""
-    from edgekit.graph import random_inputs
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.graph import random_inputs
+    from edgekit.onnxkit.tools import ort_session
     from edgekit.runners import open_runner
     from edgekit.runtime import read_meta
 
@@ -107,7 +107,7 @@ def validate_artifact(
         if not onnx_path.is_file():
             raise EdgekitError(f"the artifact's source ONNX {onnx_path} is gone", "pass the ONNX file explicitly")
     onnx_path = Path(onnx_path)
-    from edgekit.graph import load_onnx
+    from edgekit.onnxkit.graph import load_onnx
 
     model = load_onnx(onnx_path)  # also: a clear error if it is not a valid model
     frozen = read_meta(artifact_dir).frozen
@@ -124,7 +124,7 @@ def validate_artifact(
 def check_same_interface(model, compiled, onnx_path: Path, frozen: dict | None = None) -> None:
     """The reference model must take and return what the artifact does (same names; shapes where the model fixes
     them), apart from the inputs compile --freeze bound to constants."""
-    from edgekit.graph import graph_inputs, graph_outputs
+    from edgekit.onnxkit.graph import graph_inputs, graph_outputs
 
     def describe(specs) -> str:
         return ", ".join(f"{s.name} {s.dtype}{list(s.shape)}" for s in specs)

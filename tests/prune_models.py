@@ -12,8 +12,8 @@ import onnx
 import torch
 from torch import nn
 
-from edgekit.graph import fixed_shapes, random_inputs, resolve_input_specs
-from edgekit.onnxtools import ort_session
+from edgekit.onnxkit.graph import fixed_shapes, random_inputs, resolve_input_specs
+from edgekit.onnxkit.tools import ort_session
 
 
 def export(module: nn.Module, shape: tuple[int, ...]) -> onnx.ModelProto:

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgekit.core.errors import EdgekitError
 from edgekit.datasets import load_digits_split
 from edgekit.export import export_model
-from edgekit.onnxtools import ort_session
+from edgekit.onnxkit.tools import ort_session
 from edgekit.passes import passes_applied
 from edgekit.passes.binarize import BinarizeConfig, pack_signs, run, unpack_signs
 

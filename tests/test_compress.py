@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.compress import CompressOptions, apply_passes, methods
 from edgekit.core.errors import EdgekitError
-from edgekit.graph import resolve_input_specs
+from edgekit.onnxkit.graph import resolve_input_specs
 from edgekit.passes import CompressionMethod, PassReport, passes_applied, record_pass
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from edgekit.compress import calibration_samples
 from edgekit.datasets import load_digits_split
-from edgekit.graph import resolve_input_specs
+from edgekit.onnxkit.graph import resolve_input_specs
 from edgekit.passes.quantize import QuantizeConfig
 from edgekit.passes.quantize import run as quantize
 

@@ -23,7 +23,7 @@ from edgekit.finetune import (
     fold_binary,
     get_binarizer,
 )
-from edgekit.onnxtools import ort_session
+from edgekit.onnxkit.tools import ort_session
 from edgekit.zoo import load_model
 
 

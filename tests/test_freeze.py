@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from test_errors import assert_one_line_error
 
-from edgekit.onnxtools import ort_session
+from edgekit.onnxkit.tools import ort_session
 from edgekit.passes.freeze import freeze_inputs, parse_freeze
 
 

@@ -19,7 +19,7 @@ from test_errors import assert_one_line_error
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.cuda import fatbin_images
-from edgekit.graph import fixed_shapes
+from edgekit.onnxkit.graph import fixed_shapes
 from edgekit.runtime.lite import FATBIN_SECTION, elf_section
 from edgekit.targets import cuda_device_here
 

@@ -129,7 +129,7 @@ def test_every_gpu_kernel_of_the_corpus_matches_llvm(name, tmp_path, context):
     from realworld import build
 
     from edgekit.compiler.gpu_check import check_model
-    from edgekit.graph import fixed_shapes
+    from edgekit.onnxkit.graph import fixed_shapes
 
     model = build(name)
     onnx.save(model, tmp_path / "m.onnx")

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_errors import assert_one_line_error
 
 from edgekit.compiler.build import compile_onnx
-from edgekit.graph import load_onnx
+from edgekit.onnxkit.graph import load_onnx
 from edgekit.passes.legacy_opset import UPGRADED_KEY
 
 F = TensorProto.FLOAT
@@ -119,7 +119,7 @@ def test_a_per_channel_prelu_slope_stays_per_channel(tmp_path):
         [helper.make_node("PRelu", ["x", "slope"], ["y"])], [numpy_helper.from_array(slope, "slope")], [1, 3, 8, 8]
     )
     onnx.save(model, tmp_path / "old.onnx")
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.tools import ort_session
 
     x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
     got = ort_session(load_onnx(tmp_path / "old.onnx")).run(None, {"x": x})[0]

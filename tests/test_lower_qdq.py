@@ -16,8 +16,8 @@ from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.relax_passes.qdq import lower_qdq
 from edgekit.compress import calibration_samples
 from edgekit.export import export_model
-from edgekit.graph import random_inputs, resolve_input_specs
-from edgekit.onnxtools import ort_session
+from edgekit.onnxkit.graph import random_inputs, resolve_input_specs
+from edgekit.onnxkit.tools import ort_session
 from edgekit.passes.quantize import QuantizeConfig, run
 from edgekit.targets import TargetSpec, load_target
 

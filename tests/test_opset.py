@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgekit.core.errors import EdgekitError
-from edgekit.onnxtools import ort_session
+from edgekit.onnxkit.tools import ort_session
 from edgekit.passes import opset
 
 

@@ -18,7 +18,7 @@ from test_errors import assert_one_line_error
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.datasets import load_digits_split
-from edgekit.onnxtools import ort_session
+from edgekit.onnxkit.tools import ort_session
 from edgekit.package import package_artifact
 
 QEMU = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]

@@ -60,7 +60,7 @@ def test_default_keeps_first_and_last_at_8_bits(digits_onnx):
 def test_blocked_int4_runs_in_onnxruntime(tmp_path):
     from conftest import third_party_cnn
 
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.tools import ort_session
 
     model = third_party_cnn(batch=1)
     q, report = run(model, QuantizeConfig(bits=4, keep=(), block_size=8))

@@ -22,7 +22,7 @@ from realworld import CORPUS, build, detector_with_nms, segnet_unpool
 from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.recurrent import lower_recurrent
 from edgekit.core.errors import EdgekitError
-from edgekit.graph import fixed_shapes
+from edgekit.onnxkit.graph import fixed_shapes
 from edgekit.runtime import load
 
 

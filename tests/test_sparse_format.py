@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.onnxtools import ort_session
+from edgekit.onnxkit.tools import ort_session
 from edgekit.passes import sparse_format
 
 RNG = np.random.default_rng(0)

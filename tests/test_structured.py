@@ -14,7 +14,7 @@ from torch import nn
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.core.errors import EdgekitError
-from edgekit.graph import random_inputs, resolve_input_specs
+from edgekit.onnxkit.graph import random_inputs, resolve_input_specs
 from edgekit.passes import structured
 from edgekit.passes.channels import build_channel_graph
 

@@ -159,7 +159,7 @@ def test_conv_weights_are_prepacked_once_at_compile_time(digits_onnx):
 
     from edgekit.compiler.build import schedule_module
     from edgekit.compiler.frontend import to_relax
-    from edgekit.graph import load_onnx, resolve_input_specs
+    from edgekit.onnxkit.graph import load_onnx, resolve_input_specs
     from edgekit.targets import load_target
 
     model = load_onnx(digits_onnx)
@@ -217,7 +217,7 @@ def test_constant_matmul_weights_are_prepacked_and_activations_are_not(tmp_path)
     from edgekit.compiler.build import prepare_module, schedule_module
     from edgekit.compiler.frontend import to_relax
     from edgekit.compiler.schedules.analysis import constant_params
-    from edgekit.graph import load_onnx, resolve_input_specs
+    from edgekit.onnxkit.graph import load_onnx, resolve_input_specs
     from edgekit.targets import load_target
 
     model = load_onnx(path)

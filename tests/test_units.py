@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from edgekit.core.errors import EdgekitError
 from edgekit.core.fileio import atomic_dir
-from edgekit.graph import parse_input_shapes, parse_shape
+from edgekit.onnxkit.graph import parse_input_shapes, parse_shape
 from edgekit.targets import load_target
 from edgekit.validate import compare_outputs
 

@@ -57,6 +57,6 @@ def prune_channels(graph: ChannelGraph, drop: list[int]) -> onnx.ModelProto:
 
 
 def run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.tools import ort_session
 
     return ort_session(model).run(None, {"x": x})

@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgekit.checks import MAX_ELEMENTS
 from edgekit.cli.support import (
     ForceOpt,
     FreezeOpt,
@@ -25,6 +24,7 @@ from edgekit.cli.support import (
     print_validation,
 )
 from edgekit.core.errors import EdgekitError
+from edgekit.onnxkit.checks import MAX_ELEMENTS
 from edgekit.targets import DEFAULT_TARGET
 
 
@@ -59,7 +59,7 @@ def tune(
              edgekit compile model.onnx --tuning tuning/ -o art/
     """
     from edgekit.compiler.tuning.search import tune_model
-    from edgekit.graph import parse_input_shapes
+    from edgekit.onnxkit.graph import parse_input_shapes
 
     with frozen_model(model, freeze) as tuned_source:  # compile the same --freeze with --tuning to use the database
         report = tune_model(
@@ -200,7 +200,7 @@ def compile_cmd(
     from edgekit.compiler.build import compile_onnx
     from edgekit.compiler.options import BuildOptions
     from edgekit.compiler.tuning.db import load_database
-    from edgekit.graph import parse_input_shapes
+    from edgekit.onnxkit.graph import parse_input_shapes
     from edgekit.targets import load_target
 
     database = load_database(tuning, load_target(target).tvm_target()) if tuning is not None else {}

@@ -122,7 +122,7 @@ def compress(
     """
     from edgekit.compress import CompressOptions, compress_file
     from edgekit.core.progress import stderr
-    from edgekit.graph import parse_input_shapes
+    from edgekit.onnxkit.graph import parse_input_shapes
 
     keep_t = None if keep is None else parse_keep(keep)
     per_layer = {}

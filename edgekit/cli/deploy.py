@@ -78,8 +78,8 @@ def run(
     """
     import numpy as np
 
-    from edgekit.checks import load_arrays
     from edgekit.core.fileio import atomic_file, check_output_path
+    from edgekit.onnxkit.checks import load_arrays
     from edgekit.runners import open_runner
 
     check_output_path(output, force, (input_file, artifact), kind="npy")
@@ -165,7 +165,7 @@ def bench(
     from edgekit.bench import bench as run_bench
     from edgekit.bench import merge
     from edgekit.bench import plot as plot_bench
-    from edgekit.graph import parse_input_shapes
+    from edgekit.onnxkit.graph import parse_input_shapes
 
     names = tuple(r.strip() for r in runtimes.split(",") if r.strip())
     device = {"rpc": rpc, "tracker": tracker, "key": key} if (rpc or tracker) else None

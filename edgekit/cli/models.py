@@ -90,7 +90,7 @@ def export(
     """
     from edgekit.core.progress import stderr
     from edgekit.export import export_model
-    from edgekit.graph import parse_shape
+    from edgekit.onnxkit.graph import parse_shape
 
     shape = parse_shape(input_shape) if input_shape else None
     with stderr.status(f"exporting {model}…"):
@@ -116,8 +116,8 @@ def inspect(
 
     Example: edgekit inspect model.onnx --input-shape 1,3,224,224
     """
-    from edgekit.graph import parse_input_shapes
     from edgekit.inspection import inspect_model
+    from edgekit.onnxkit.graph import parse_input_shapes
 
     report = inspect_model(model, parse_input_shapes(input_shape))
     if json_out:

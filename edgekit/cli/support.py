@@ -77,7 +77,7 @@ def frozen_model(model_path: Path, freeze: list[str] | None) -> Iterator[Path]:
         return
     import onnx
 
-    from edgekit.graph import load_onnx
+    from edgekit.onnxkit.graph import load_onnx
     from edgekit.passes.freeze import freeze_inputs, parse_freeze
 
     model = load_onnx(model_path)

@@ -19,7 +19,6 @@ import onnx
 
 import edgekit.core.interrupts as interrupts
 from edgekit import __version__
-from edgekit.checks import MAX_ELEMENTS, check_shape_inputs, index_bounds
 from edgekit.compiler.frontend import to_relax
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.pipeline import Reports, relax_passes, rules_for, run_passes, target_kind, xnor_passes
@@ -27,8 +26,9 @@ from edgekit.compiler.schedules.base import RuleContext, RuleResult
 from edgekit.core.errors import EdgekitError, last_line
 from edgekit.core.fileio import atomic_dir, check_output_path, sha256_of
 from edgekit.core.progress import native_stderr_captured, steps, warn
-from edgekit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
-from edgekit.onnxtools import ort_session, simplify
+from edgekit.onnxkit.checks import MAX_ELEMENTS, check_shape_inputs, index_bounds
+from edgekit.onnxkit.graph import graph_outputs, load_onnx, random_inputs, resolve_input_specs
+from edgekit.onnxkit.tools import ort_session, simplify
 from edgekit.passes import passes_applied
 from edgekit.passes.legacy_opset import reference_model
 from edgekit.runners import open_runner

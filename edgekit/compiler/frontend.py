@@ -13,7 +13,7 @@ from edgekit.compiler.pool_indices import POOL_INDICES_OP
 from edgekit.compiler.recurrent import EDGEKIT_DOMAIN, RECURRENT_OPS, SEQUENCE_OP
 from edgekit.compiler.spectral import SPECTRAL_OPS
 from edgekit.core.errors import EdgekitError, message_line
-from edgekit.graph import TensorSpec
+from edgekit.onnxkit.graph import TensorSpec
 
 
 def supported_onnx_ops() -> set[str]:

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgekit.graph import copy_subgraph
+from edgekit.onnxkit.graph import copy_subgraph
 
 MAX_UNROLL = 1024
 

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 if TYPE_CHECKING:
-    from edgekit.graph import TensorSpec
+    from edgekit.onnxkit.graph import TensorSpec
     from edgekit.passes.options import CompressOptions
 
 

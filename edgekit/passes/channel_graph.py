@@ -204,8 +204,8 @@ def batch_one(model: onnx.ModelProto) -> onnx.ModelProto:
 def observed_shapes(model: onnx.ModelProto, inferred: onnx.ModelProto) -> dict[str, tuple]:
     """Every tensor's shape from one onnxruntime run at batch 1: shape arithmetic (YOLO grids, Resize to another
     tensor's size) leaves ONNX's static inference with unknown ranks that one real run settles."""
-    from edgekit.graph import random_inputs, resolve_input_specs
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.graph import random_inputs, resolve_input_specs
+    from edgekit.onnxkit.tools import ort_session
 
     elem = {
         vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info) + list(inferred.graph.output)

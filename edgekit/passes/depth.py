@@ -90,7 +90,7 @@ def _ancestors_without_inits(name, producer, nodes, stop, inits) -> set[int] | N
 
 
 def _activations(model: onnx.ModelProto, names: list[str], samples) -> dict[str, list[np.ndarray]]:
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.tools import ort_session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

@@ -16,10 +16,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgekit.checks import load_arrays
 from edgekit.compiler.onnx_builder import constant_node_value
 from edgekit.core.errors import EdgekitError
-from edgekit.graph import copy_subgraph
+from edgekit.onnxkit.checks import load_arrays
+from edgekit.onnxkit.graph import copy_subgraph
 
 MAX_FOLDED_ELEMENTS = 1 << 20  # shape arithmetic and flags, not tensors of activations
 

@@ -50,7 +50,7 @@ def reference_model(path: Path) -> Path | onnx.ModelProto:
 
 def _outputs_of_original(model: onnx.ModelProto, feeds: dict) -> tuple[list | None, str]:
     """The original's outputs from onnxruntime, else onnx.reference; (None, why both failed) where neither runs it."""
-    from edgekit.onnxtools import ort_error_line, ort_session
+    from edgekit.onnxkit.tools import ort_error_line, ort_session
 
     try:
         return ort_session(model).run(None, feeds), ""
@@ -120,8 +120,8 @@ def upgrade_legacy(model: onnx.ModelProto) -> onnx.ModelProto:
             f"edgekit cannot check its conversion to a newer opset ({why})",
             hint,
         )
-    from edgekit.comparison import compare_outputs
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.comparison import compare_outputs
+    from edgekit.onnxkit.tools import ort_session
 
     names = [o.name for o in model.graph.output]
     try:

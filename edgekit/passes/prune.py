@@ -247,7 +247,7 @@ def sweep(
 ) -> dict:
     """One-shot magnitude pruning at each level: output error vs the dense model (and `evaluate(model)` accuracy),
     with the knee: the level after which quality starts to drop fast (Kneedle: the point farthest above the chord)."""
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.tools import ort_session
 
     def outputs(m: onnx.ModelProto) -> list[np.ndarray]:
         session = ort_session(m)

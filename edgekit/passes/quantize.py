@@ -225,7 +225,7 @@ def _quantizer_errors():
         raise
     except Exception as exc:  # noqa: BLE001 - reported to the user
         interrupts.check()
-        from edgekit.onnxtools import ort_error_line
+        from edgekit.onnxkit.tools import ort_error_line
 
         raise EdgekitError(
             f"onnxruntime's int8 quantizer failed on the model: {ort_error_line(exc)}",
@@ -263,7 +263,7 @@ def _ort_int8(
 
     exclude = [name for name, b in bits_by_layer.items() if b > 8]
     reduce_range = _reduce_range(cfg)
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.tools import ort_session
 
     ort_session(model)  # a model onnxruntime cannot load is one error line here, not a traceback from its quantizer
     with tempfile.TemporaryDirectory() as tmp, _quantizer_errors():

@@ -95,7 +95,7 @@ def channel_stats(
     model: onnx.ModelProto, tensors: list[str], samples: list[dict[str, np.ndarray]], axes: dict[str, int]
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(mean, std) over the calibration inputs of each channel of `tensors` (onnxruntime, with them as outputs)."""
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.tools import ort_session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

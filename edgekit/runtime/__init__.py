@@ -16,7 +16,7 @@ import numpy as np
 
 import edgekit.core.interrupts as interrupts
 from edgekit.core.errors import EdgekitError
-from edgekit.graph import TensorSpec
+from edgekit.onnxkit.graph import TensorSpec
 from edgekit.runtime.lite import Model as LiteModel
 from edgekit.runtime.lite import cpu_count, set_threads  # noqa: F401 - re-exported for the tuner and the RPC server
 
@@ -91,7 +91,7 @@ def refuse_if_not_runnable(artifact_dir: Path, target: dict) -> None:
 
 
 def check_index_inputs(feeds: dict[str, np.ndarray], bounds: dict[str, int]) -> None:
-    """Integer inputs that index a dimension of known size (meta.json "index_inputs", from edgekit.checks) must
+    """Integer inputs that index a dimension of known size (meta.json "index_inputs", from edgekit.onnxkit.checks) must
     be in range: compiled code does not bounds-check a gather, and an out-of-range index reads past a buffer."""
     for name, size in bounds.items():
         arr = np.asarray(feeds.get(name, ()))

@@ -32,7 +32,7 @@ def export_binarized(
     import onnx
 
     from edgekit.export import INPUT_NAME, torch_to_onnx
-    from edgekit.onnxtools import simplify
+    from edgekit.onnxkit.tools import simplify
     from edgekit.passes import binarize
 
     folded, mode = fold_binary(model).eval(), model_mode(model)
@@ -80,7 +80,7 @@ def finetune_to_onnx(
     from edgekit.core.fileio import atomic_file, check_output_path
     from edgekit.datasets import digits_accuracy, load_digits_split
     from edgekit.export import INPUT_NAME, torch_to_onnx
-    from edgekit.onnxtools import ort_session, simplify
+    from edgekit.onnxkit.tools import ort_session, simplify
     from edgekit.passes.quantize import QuantizeConfig
     from edgekit.passes.quantize import run as quantize_run
 
@@ -127,7 +127,7 @@ PRUNE_METHODS = ("gradual", "lottery", "structured")
 
 def _to_onnx(model: nn.Module):
     from edgekit.export import INPUT_NAME, torch_to_onnx
-    from edgekit.onnxtools import simplify
+    from edgekit.onnxkit.tools import simplify
 
     graph = torch_to_onnx(model.eval(), torch.zeros(1, 1, 8, 8), 18, dynamic_batch=False)
     return simplify(graph, {INPUT_NAME: [1, 1, 8, 8]})[0]
@@ -137,7 +137,7 @@ def _ort_accuracy(model) -> tuple[float, np.ndarray]:
     """onnxruntime's digits test accuracy of `model`, and its logits."""
     from edgekit.datasets import accuracy, digits_logits
     from edgekit.export import INPUT_NAME
-    from edgekit.onnxtools import ort_session
+    from edgekit.onnxkit.tools import ort_session
 
     session = ort_session(model)
     logits, labels = digits_logits(lambda x: session.run(None, {INPUT_NAME: x})[0])

@@ -42,8 +42,8 @@ def _bench_pair(
 ) -> dict:
     if device is not None:
         return _bench_pair_remote(onnx_path, spec_name, db_tasks, threads, input_shapes, rounds, device)
-    from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
     from edgekit.measure import run_worker
+    from edgekit.onnxkit.graph import load_onnx, random_inputs, resolve_input_specs
 
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:
         tmp = Path(tmpdir)
@@ -96,7 +96,7 @@ def _bench_pair_remote(
     device: RemoteDevice,
 ) -> dict:
     """The same comparison on the board: both whole-model artifacts uploaded, timed alternately over RPC."""
-    from edgekit.graph import load_onnx, random_inputs, resolve_input_specs
+    from edgekit.onnxkit.graph import load_onnx, random_inputs, resolve_input_specs
     from edgekit.runners.rpc import RpcRunner
 
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmpdir:

@@ -51,8 +51,8 @@ def extract_tasks(onnx_path: Path, spec, input_shapes=None):
     from edgekit.compiler.frontend import to_relax
     from edgekit.compiler.options import BuildOptions
     from edgekit.compiler.schedules.analysis import call_counts, task_key
-    from edgekit.graph import load_onnx, resolve_input_specs
-    from edgekit.onnxtools import simplify
+    from edgekit.onnxkit.graph import load_onnx, resolve_input_specs
+    from edgekit.onnxkit.tools import simplify
 
     model = load_onnx(onnx_path)
     in_specs = resolve_input_specs(model, input_shapes or {})

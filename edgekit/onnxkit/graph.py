@@ -11,7 +11,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import load_external_data_for_model
 
-from edgekit.checks import (
+from edgekit.core.errors import EdgekitError, first_line
+from edgekit.onnxkit.checks import (
     MAX_ELEMENTS,
     check_element_counts,
     check_external_data,
@@ -19,7 +20,6 @@ from edgekit.checks import (
     check_ops_known,
     check_opsets,
 )
-from edgekit.core.errors import EdgekitError, first_line
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""onnxtools.simplify: onnxsim in one long-lived child process that a crash cannot take this process down with."""
+"""onnxkit.tools.simplify: onnxsim in one long-lived child process that a crash cannot take this process down with."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import pytest
 from tiny_onnx import Graph
 
-import edgekit.onnxtools as onnxtools
+import edgekit.onnxkit.tools as tools
 from edgekit.core.errors import EdgekitError
 
 
@@ -27,18 +27,18 @@ def _shape_chain() -> object:
 
 
 def test_simplify_folds_shape_chains_in_one_child_kept_between_calls():
-    first, ok = onnxtools.simplify(_shape_chain(), {"x": [1, 4, 6, 6]})
-    pid = onnxtools._server._proc.pid
-    second, ok2 = onnxtools.simplify(_shape_chain(), {"x": [1, 4, 6, 6]})
+    first, ok = tools.simplify(_shape_chain(), {"x": [1, 4, 6, 6]})
+    pid = tools._server._proc.pid
+    second, ok2 = tools.simplify(_shape_chain(), {"x": [1, 4, 6, 6]})
     assert ok and ok2 and [n.op_type for n in first.graph.node] == ["Reshape"] == [n.op_type for n in second.graph.node]
-    assert onnxtools._server._proc.pid == pid
+    assert tools._server._proc.pid == pid
 
 
 def test_a_dead_child_is_started_again():
-    onnxtools.simplify(_shape_chain(), None)
-    onnxtools._server._proc.kill()
-    onnxtools._server._proc.wait()
-    assert onnxtools.simplify(_shape_chain(), None)[1]
+    tools.simplify(_shape_chain(), None)
+    tools._server._proc.kill()
+    tools._server._proc.wait()
+    assert tools.simplify(_shape_chain(), None)[1]
 
 
 def test_a_child_killed_by_a_signal_mid_request_is_one_error(monkeypatch):
@@ -48,14 +48,14 @@ def test_a_child_killed_by_a_signal_mid_request_is_one_error(monkeypatch):
         stdout=subprocess.PIPE,
         text=True,
     )
-    monkeypatch.setattr(onnxtools._server, "_started", lambda: crashing)
+    monkeypatch.setattr(tools._server, "_started", lambda: crashing)
     with pytest.raises(EdgekitError, match=r"onnxsim crashed \(signal 8\)"):
-        onnxtools.simplify(_shape_chain(), None)
+        tools.simplify(_shape_chain(), None)
 
 
 def test_an_onnxsim_error_keeps_the_model_and_says_why(capsys):
     model = _shape_chain()
-    kept, ok = onnxtools.simplify(model, {"not_an_input": [1]})
+    kept, ok = tools.simplify(model, {"not_an_input": [1]})
     assert not ok and kept is model
     warning = capsys.readouterr().err
     assert warning.startswith("warning: onnxsim could not simplify the model (") and warning.count("\n") == 1

@@ -48,7 +48,7 @@ class _SimplifyServer:
     def _started(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None or self._pid != os.getpid():
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "edgekit.onnxtools", "--serve"],
+                [sys.executable, "-m", "edgekit.onnxkit.tools", "--serve"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,  # onnxsim's own chatter; errors come back in the answer
