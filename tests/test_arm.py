@@ -10,6 +10,8 @@ import subprocess
 import pytest
 from test_errors import assert_one_line_error
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 needs_aarch64 = pytest.mark.skipif(
     not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")),
     reason="needs g++-aarch64-linux-gnu and qemu-user (installed by .ci/run)",

@@ -26,10 +26,13 @@ from edgekit.passes.quantize import run as quantize
 
 QEMU = shutil.which("qemu-x86_64")
 AVX2_CPU = "EPYC-Rome"
-pytestmark = pytest.mark.skipif(
-    QEMU is None or platform.machine() != "x86_64",
-    reason="needs qemu-x86_64 (apt-get install -y qemu-user) on an x86_64 host",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        QEMU is None or platform.machine() != "x86_64",
+        reason="needs qemu-x86_64 (apt-get install -y qemu-user) on an x86_64 host",
+    ),
+]
 
 ORT_SCRIPT = """
 import sys, numpy as np, onnxruntime as ort

@@ -26,6 +26,8 @@ from edgekit.finetune import (
 from edgekit.onnxkit.tools import ort_session
 from edgekit.zoo import load_model
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 
 def _grad(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.clone().requires_grad_(True)

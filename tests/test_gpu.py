@@ -23,6 +23,8 @@ from edgekit.onnxkit.graph import fixed_shapes
 from edgekit.runtime.lite import FATBIN_SECTION, elf_section
 from edgekit.targets import cuda_device_here
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 NO_GPU = not cuda_device_here()
 needs_gpu = pytest.mark.skipif(NO_GPU, reason="no CUDA GPU on this machine: the CUDA kernels cannot execute here")
 # CUDA builds compile the kernels with nvcc (the CUDA toolkit; no pip package carries it for every machine)

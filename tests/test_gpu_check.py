@@ -11,6 +11,8 @@ from tvm.script import tirx as T
 
 from edgekit.compiler.gpu_check import check_kernel, check_module, opencl_context
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 
 @pytest.fixture(scope="module")
 def context():

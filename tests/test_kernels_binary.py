@@ -23,6 +23,8 @@ from edgekit.compiler.relax_passes.binary import binary_alpha, lower_binary_laye
 from edgekit.kernels import binary as kb
 from edgekit.kernels import binary_flat as kf
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 X86_V3 = X86_TARGETS["avx2"]  # AVX2, no vector popcount instruction
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
 

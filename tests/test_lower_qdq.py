@@ -21,6 +21,8 @@ from edgekit.onnxkit.tools import ort_session
 from edgekit.passes.quantize import QuantizeConfig, run
 from edgekit.targets import TargetSpec, load_target
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 AVX512_VNNI = X86_TARGETS["avx512"]  # the vpdpbusd rule
 X86_V3 = X86_TARGETS["avx2"]  # no VNNI: the plain vectorized rule (runs on any AVX2 host)
 

@@ -16,6 +16,8 @@ from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.relax_passes import inverted_residual
 from edgekit.kernels import mbconv
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 TARGETS = {"avx512": (X86_TARGETS["avx512"], 16, 24), "avx2": (X86_TARGETS["avx2"], 8, 12)}
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import bench_scripts
 import pytest
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 
 def _survey():
     return bench_scripts.load("onnx_backend")

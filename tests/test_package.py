@@ -21,6 +21,8 @@ from edgekit.datasets import load_digits_split
 from edgekit.onnxkit.tools import ort_session
 from edgekit.package import package_artifact
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 QEMU = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]
 
 

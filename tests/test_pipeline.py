@@ -14,6 +14,8 @@ from edgekit.compiler.build import compile_onnx
 from edgekit.export import export_model
 from edgekit.runtime import BUNDLE
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 
 @pytest.mark.parametrize("name", ["digits_cnn", "vit_tiny", "resnet18", "mobilenetv2"])
 def test_zoo_export_compile_validate(name, tmp_path, cli):

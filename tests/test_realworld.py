@@ -25,6 +25,8 @@ from edgekit.core.errors import EdgekitError
 from edgekit.onnxkit.graph import fixed_shapes
 from edgekit.runtime import load
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 
 def output_scale_ok(result) -> None:
     assert result.validation is not None and result.validation.ok, result.validation

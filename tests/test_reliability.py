@@ -23,6 +23,8 @@ from test_robustness import tiny_model
 
 from edgekit.core.errors import EdgekitError
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 
 @pytest.fixture
 def tiny(tmp_path):

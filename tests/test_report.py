@@ -14,6 +14,8 @@ from test_errors import assert_one_line_error
 from edgekit.report import ReportConfig, run_report
 from edgekit.report_plot import pareto
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 
 def test_pareto_front():
     points = [(1.0, 0.9), (2.0, 0.95), (1.5, 0.8), (3.0, 0.95), (0.5, 0.1)]

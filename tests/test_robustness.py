@@ -20,6 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 EXAMPLES = int(os.environ.get("EDGEKIT_FUZZ_EXAMPLES", "200"))
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 FUZZ = settings(

@@ -11,6 +11,8 @@ import time
 import pytest
 from test_errors import assert_one_line_error
 
+pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
+
 
 def free_port() -> int:
     with socket.socket() as s:
