@@ -83,8 +83,8 @@ def spmm_func(lead: tuple[int, ...], sparse: BlockSparse, with_bias: bool):
         x_rows = T.decl_buffer((rows, k), "float32", data=x.data)
         out_rows = T.decl_buffer((rows, n), "float32", data=out.data)
         for job in T.parallel(groups * tiles):
-            g = T.meta_var(job // tiles)
-            r0 = T.meta_var(T.min((job % tiles) * tile, rows - tile))  # the last tile overlaps its neighbour
+            g = T.meta_var(job % groups)
+            r0 = T.meta_var(T.min((job // groups) * tile, rows - tile))  # the last tile overlaps its neighbour
             acc = T.alloc_buffer((tile, BLOCK), "float32", scope="local")
             for r in T.unroll(tile):
                 for lane in T.vectorized(BLOCK):
