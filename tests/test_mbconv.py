@@ -15,6 +15,7 @@ from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.options import BuildOptions
 from edgekit.compiler.relax_passes import inverted_residual
 from edgekit.kernels import mbconv
+from edgekit.kernels.sparse import BLOCK
 
 pytestmark = pytest.mark.slow  # builds whole models end to end: the slow tier (README: Tests)
 
@@ -35,6 +36,40 @@ def _weights(spec: mbconv.MBConvSpec, seed: int = 0):
     )
 
 
+def _block_prune(w: np.ndarray | None, keep: float, seed: int) -> np.ndarray | None:
+    """Zero all but ~keep of W's 1 x BLOCK output-channel blocks (at least one block per group stays)."""
+    if w is None:
+        return None
+    k, n = w.shape[-2:]
+    kept = np.random.default_rng(seed).random((k, n // BLOCK)) < keep
+    kept[0] = True
+    return (w.reshape(k, n // BLOCK, BLOCK) * kept[:, :, None]).reshape(w.shape).astype(np.float32)
+
+
+def _run_kernel(spec, bands, isa, sparse=(False, False)):
+    target, lanes, acc = TARGETS[isa]
+    w_e, b_e, w_d, b_d, w_p, b_p = _weights(spec)
+    if any(sparse):
+        w_e = _block_prune(w_e, 0.3, 1) if sparse[0] else w_e
+        w_p = _block_prune(w_p, 0.3, 2) if sparse[1] else w_p
+    x = (
+        np.random.default_rng(1)
+        .standard_normal((spec.batch, spec.height, spec.width, spec.in_channels))
+        .astype(np.float32)
+    )
+    want = mbconv.mbconv_reference(spec, x, w_e, b_e, w_d, b_d, w_p, b_p)
+    pe, wd, pp = mbconv.pack_weights(spec, w_e, w_d, w_p, lanes, acc, sparse=sparse)
+    func = mbconv.mbconv_func(spec, lanes, acc, bands, kept=(pe.kept, pp.kept)).with_attr("global_symbol", "main")
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
+    skip_unless_host_runs(target)
+    b_e = b_e if w_e is not None else np.zeros(spec.mid_channels, np.float32)
+    consts = (x, *pe.arrays(), b_e, wd, b_d, *pp.arrays(), b_p)
+    args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in consts]
+    out = tvm.runtime.tensor(np.full(want.shape, np.nan, np.float32))
+    lib["main"](*args, out)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("isa", sorted(TARGETS))
 @pytest.mark.parametrize(
     "spec,bands",
@@ -50,23 +85,20 @@ def _weights(spec: mbconv.MBConvSpec, seed: int = 0):
     ],
 )
 def test_kernel_matches_reference(spec, bands, isa):
-    target, lanes, acc = TARGETS[isa]
-    w_e, b_e, w_d, b_d, w_p, b_p = _weights(spec)
-    x = (
-        np.random.default_rng(1)
-        .standard_normal((spec.batch, spec.height, spec.width, spec.in_channels))
-        .astype(np.float32)
-    )
-    want = mbconv.mbconv_reference(spec, x, w_e, b_e, w_d, b_d, w_p, b_p)
-    we, wd, wp = mbconv.pack_weights(spec, w_e, w_d, w_p, lanes, acc)
-    func = mbconv.mbconv_func(spec, lanes, acc, bands).with_attr("global_symbol", "main")
-    lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
-    skip_unless_host_runs(target)
-    b_e = b_e if w_e is not None else np.zeros(spec.mid_channels, np.float32)
-    args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in (x, we, b_e, wd, b_d, wp, b_p)]
-    out = tvm.runtime.tensor(np.full(want.shape, np.nan, np.float32))
-    lib["main"](*args, out)
-    np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=1e-5)
+    _run_kernel(spec, bands, isa)
+
+
+@pytest.mark.parametrize("isa", sorted(TARGETS))
+@pytest.mark.parametrize(
+    "spec,sparse",
+    [
+        (mbconv.MBConvSpec(1, 16, 16, 16, 48, 16, 1, True), (True, True)),  # residual, both 1x1 convs sparse
+        (mbconv.MBConvSpec(1, 15, 13, 8, 48, 24, 2, False), (True, False)),  # sparse expansion, dense projection
+        (mbconv.MBConvSpec(2, 9, 7, 32, 0, 24, 1, False), (False, True)),  # no expansion, sparse projection
+    ],
+)
+def test_block_sparse_kernel_matches_reference(spec, sparse, isa):
+    _run_kernel(spec, 2, isa, sparse)
 
 
 def test_spec_rejects_what_the_kernel_cannot_do():

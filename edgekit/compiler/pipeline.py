@@ -4,8 +4,9 @@ between the ONNX file and code generation; compiler/build.py drives it.
   1. ONNX_LOWERINGS          ONNX -> ONNX, before TVM's importer (frontend.to_relax): ops the importer lacks
   2. relax_passes(...)       Relax -> Relax, per target kind and model kind:
        cpu fp32:   [binary layers -> XNOR kernels] -> fold -> scalar max/min as clip -> ConvTranspose as conv ->
-                   Conv1d as conv2d -> NHWC (per-conv fallback) -> mean before permute -> [block-pruned 1x1 convs
-                   and MatMuls -> block-sparse kernels] -> [fused inverted-residual blocks] -> [Winograd] ->
+                   Conv1d as conv2d -> NHWC (per-conv fallback) -> mean before permute -> [fused inverted-residual
+                   blocks, their block-pruned 1x1 convs sparse] -> [the other block-pruned 1x1 convs and MatMuls ->
+                   block-sparse kernels] -> [Winograd] ->
                    fast sigmoid -> fast math -> legalize + fuse ("zero")
        cpu int8:   QDQ layers, QLinear adds / softmaxes / bilinear resizes as integer ops -> expand Q/DQ -> NHWC ->
                    packed u8s8 convs -> legalize + fuse
@@ -122,8 +123,9 @@ def cpu_fp32_passes(
     """`threads`: what the fused blocks' row bands are planned for. `log` collects rewrites that failed
     (skipped, with the reason); without one they raise. `sparse_report` gets the per-layer sparse / dense choice."""
     lanes, acc_regs = simd(caps)
+    sparse_report = ([] if sparse_report is None else sparse_report) if opts.sparse else None
     fused_blocks = mutator_pass(
-        lambda mod: InvertedResidualFusion(mod, lanes, acc_regs, threads), "FuseInvertedResiduals", log
+        lambda mod: InvertedResidualFusion(mod, lanes, acc_regs, threads, sparse_report), "FuseInvertedResiduals", log
     )
     return [
         *_front(log),
@@ -131,10 +133,8 @@ def cpu_fp32_passes(
         mutator_pass(MeanBeforePermute, "MeanBeforePermute", log),
         relax.transform.DeadCodeElimination(),
         relax.transform.FoldConstant(),
-        *(
-            [sparse_layers_pass([] if sparse_report is None else sparse_report, log)] if opts.sparse else []
-        ),  # before fusion
         *([fused_blocks, relax.transform.DeadCodeElimination()] if opts.fuse_blocks else []),
+        *([sparse_layers_pass(sparse_report, log)] if sparse_report is not None else []),  # after: see its docstring
         *([mutator_pass(WinogradConv, "WinogradConv", log)] if opts.winograd else []),
         mutator_pass(FastSigmoid, "FastSigmoid", log),
         fast_math(log),

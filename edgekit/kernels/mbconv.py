@@ -17,6 +17,9 @@ buffer a row touches stays in L1/L2.
 Register tiles: R pixels x V channels per GEMM/depthwise step, V = NV vector registers of the target's
 lanes. Tiles overlap at the far edge of a row (start = min(t * R, width - R)) instead of being masked; the
 recomputed pixels store identical values.
+
+Pruned blocks: either 1x1 conv may come block-sparse (kernels/sparse.py's 1 x BLOCK output-channel blocks,
+block-CSR): its GEMM then runs over the kept blocks of each channel group only, with BLOCK-wide tiles.
 """
 
 import math
@@ -26,6 +29,7 @@ import numpy as np
 import tvm
 from tvm.script import tirx as T
 
+from edgekit.kernels import sparse as ks
 from edgekit.kernels.binary import STACK_BYTES, _root_block
 
 KERNEL = 3  # depthwise kernel size (pad 1); the only one MobileNetV2-style blocks use
@@ -88,15 +92,37 @@ def pick_tile(width: int, channels: int, lanes: int, acc_regs: int, row_cap: int
     return Tile(rows, nv, lanes)
 
 
+@dataclass(frozen=True)
+class Pointwise:
+    """A 1x1 conv's weights as the kernel reads them: `values` [blocks, V], V the GEMM tile's channel vector.
+    Dense: every block, channel group cb's K rows at cb * K (`indices` / `indptr` one-element placeholders).
+    Sparse: block-CSR as kernels/sparse.py writes it (V = its BLOCK), the kept blocks only."""
+
+    values: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    sparse: bool
+
+    @property
+    def kept(self) -> int | None:
+        """Kept blocks of a sparse pack (the kernel's buffer sizes); None for a dense one."""
+        return len(self.indices) if self.sparse else None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.values, self.indices, self.indptr
+
+
 def mbconv_func(
     spec: MBConvSpec,
     lanes: int = 16,
     acc_regs: int = ACC_REGS_AVX512,
     bands: int = 1,
     tiling: tuple[Tile, Tile, Tile] | None = None,
+    kept: tuple[int | None, int | None] = (None, None),
 ) -> tvm.tirx.PrimFunc:
-    """The fused block for NHWC float32. Parameters (x, we, be, wd, bd, wp, bp, out): see pack_weights.
-    `bands`: parallel jobs per image (the thread count; each recomputes up to 2 expanded rows at its start)."""
+    """The fused block for NHWC float32. Parameters (x, we, ei, ep, be, wd, bd, wp, pi, pp, bp, out): see
+    pack_weights. `bands`: parallel jobs per image (the thread count; each recomputes up to 2 expanded rows at
+    its start). `kept`: the kept blocks of a block-sparse expansion / projection (Pointwise.kept), None: dense."""
     n_, h_, w_, ci_, cm_, co_, s = (
         spec.batch,
         spec.height,
@@ -108,41 +134,52 @@ def mbconv_func(
     )
     ho, wo = spec.out_h, spec.out_w
     expand = spec.expand_channels > 0
-    et, dt, pt = tiling or tiles(spec, lanes, acc_regs)
+    sparse_e, sparse_p = (k is not None for k in kept)
+    et, dt, pt = tiling or tiles(spec, lanes, acc_regs, (sparse_e, sparse_p))
     bands = max(1, min(bands, ho))
     band = -(-ho // bands)
     elo, ehi = spec.expand_clip
     dlo, dhi = spec.dw_clip
     residual = spec.residual
     wpad = w_ + 2
-    we_shape = (cm_ // et.vec if expand else 1, ci_, et.vec)  # no expansion: a 1-row dummy
+    we_rows = kept[0] if sparse_e else (cm_ // et.vec if expand else 1) * ci_  # no expansion: a 1-group dummy
+    e_csr = ((kept[0],), (cm_ // ks.BLOCK + 1,)) if sparse_e else ((1,), (1,))
+    p_csr = ((kept[1],), (co_ // ks.BLOCK + 1,)) if sparse_p else ((1,), (1,))
+    wp_rows = kept[1] if sparse_p else co_ * cm_ // pt.vec
 
     def clip(v, lo: float, hi: float):
         v = T.max(v, T.float32(lo)) if math.isfinite(lo) else v
         return T.min(v, T.float32(hi)) if math.isfinite(hi) else v
 
     @T.macro
-    def gemm_tile(acc, tl, bias, a, a0, a1, px0, k_n, w, cb):
-        # acc[i, :] = bias + sum_k a[a0, a1, px0 + i, k] * w[cb, k, :]: one register tile of the 1x1 convs
+    def gemm_tile(acc, tl, bias, a, a0, a1, px0, k_n, w, idx, ptr, sparse, cb):
+        # acc[i, :] = bias + sum_k a[a0, a1, px0 + i, k] * W[k, cb's channels]: one register tile of the 1x1
+        # convs; dense W: block cb * k_n + k; sparse: the kept blocks of group cb, at input channel idx[j]
         for i in T.unroll(tl.rows):
             for j in T.unroll(tl.nv):
                 for v in T.vectorized(tl.lanes):
                     acc[i, j * tl.lanes + v] = bias[cb * tl.vec + j * tl.lanes + v]
-        for k in range(k_n):
-            for i in T.unroll(tl.rows):
-                for j in T.unroll(tl.nv):
+        if sparse:
+            for jb in range(ptr[cb], ptr[cb + 1]):
+                for i in T.unroll(tl.rows):
                     for v in T.vectorized(tl.lanes):
-                        acc[i, j * tl.lanes + v] = (
-                            acc[i, j * tl.lanes + v] + a[a0, a1, px0 + i, k] * w[cb, k, j * tl.lanes + v]
-                        )
+                        acc[i, v] = acc[i, v] + a[a0, a1, px0 + i, idx[jb]] * w[jb, v]
+        else:
+            for k in range(k_n):
+                for i in T.unroll(tl.rows):
+                    for j in T.unroll(tl.nv):
+                        for v in T.vectorized(tl.lanes):
+                            acc[i, j * tl.lanes + v] = (
+                                acc[i, j * tl.lanes + v] + a[a0, a1, px0 + i, k] * w[cb * k_n + k, j * tl.lanes + v]
+                            )
 
     @T.macro
-    def expand_row(x, we, be, ring, n, ih, slot):
+    def expand_row(x, we, ei, ep, be, ring, n, ih, slot):
         # ring[slot, 1 + w, :] = act(x[n, ih, w, :] @ we + be): register tiles of et.rows pixels x et.vec channels
         for cb in range(cm_ // et.vec):
             for t in range(-(-w_ // et.rows)):
                 acc = T.alloc_buffer((et.rows, et.vec), "float32", scope="global")
-                gemm_tile(acc, et, be, x, n, ih, T.min(t * et.rows, w_ - et.rows), ci_, we, cb)
+                gemm_tile(acc, et, be, x, n, ih, T.min(t * et.rows, w_ - et.rows), ci_, we, ei, ep, sparse_e, cb)
                 for i in T.unroll(et.rows):
                     for j in T.unroll(et.nv):
                         for v in T.vectorized(et.lanes):
@@ -159,11 +196,15 @@ def mbconv_func(
     @T.prim_func
     def mbconv(
         x: T.Buffer((n_, h_, w_, ci_), "float32"),
-        we: T.Buffer(we_shape, "float32"),
+        we: T.Buffer((we_rows, et.vec), "float32"),
+        ei: T.Buffer(e_csr[0], "int32"),
+        ep: T.Buffer(e_csr[1], "int32"),
         be: T.Buffer((cm_,), "float32"),
         wd: T.Buffer((KERNEL * KERNEL, cm_), "float32"),
         bd: T.Buffer((cm_,), "float32"),
-        wp: T.Buffer((co_ // pt.vec, cm_, pt.vec), "float32"),
+        wp: T.Buffer((wp_rows, pt.vec), "float32"),
+        pi: T.Buffer(p_csr[0], "int32"),
+        pp: T.Buffer(p_csr[1], "int32"),
         bp: T.Buffer((co_,), "float32"),
         out: T.Buffer((n_, ho, wo, co_), "float32"),
     ):
@@ -189,7 +230,7 @@ def mbconv_func(
                                     ring[(ih + 3) % 3, w, c] = T.float32(0)
                         else:
                             if expand:
-                                expand_row(x, we, be, ring, n, ih, ih % 3)
+                                expand_row(x, we, ei, ep, be, ring, n, ih, ih % 3)
                             else:
                                 copy_row(x, ring, n, ih, ih % 3)
                 # depthwise row -> mid
@@ -224,7 +265,9 @@ def mbconv_func(
                 for cb in range(co_ // pt.vec):
                     for t in range(-(-wo // pt.rows)):
                         pacc = T.alloc_buffer((pt.rows, pt.vec), "float32", scope="global")
-                        gemm_tile(pacc, pt, bp, mid, 0, 0, T.min(t * pt.rows, wo - pt.rows), cm_, wp, cb)
+                        gemm_tile(
+                            pacc, pt, bp, mid, 0, 0, T.min(t * pt.rows, wo - pt.rows), cm_, wp, pi, pp, sparse_p, cb
+                        )
                         # the residual branch is outside the vector loops: an `if` inside one scalarizes it
                         if residual:
                             for i in T.unroll(pt.rows):
@@ -258,13 +301,20 @@ def mbconv_func(
     return _root_block(mbconv)
 
 
-def tiles(spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX512) -> tuple[Tile, Tile, Tile]:
-    """(expansion, depthwise, projection) register tiles mbconv_func uses for this spec."""
+def tiles(
+    spec: MBConvSpec, lanes: int = 16, acc_regs: int = ACC_REGS_AVX512, sparse: tuple[bool, bool] = (False, False)
+) -> tuple[Tile, Tile, Tile]:
+    """(expansion, depthwise, projection) register tiles mbconv_func uses for this spec; a sparse GEMM's tile
+    is one BLOCK-wide vector (the width of a kept block)."""
     cm = spec.mid_channels
     return (
-        pick_tile(spec.width, cm, lanes, acc_regs, 14),
+        pick_tile(spec.width, cm, ks.BLOCK, acc_regs, 14, max_nv=1)
+        if sparse[0]
+        else pick_tile(spec.width, cm, lanes, acc_regs, 14),
         pick_tile(spec.out_w, cm, lanes, acc_regs, 4),
-        pick_tile(spec.out_w, spec.out_channels, lanes, acc_regs, 14, max_nv=3),
+        pick_tile(spec.out_w, spec.out_channels, ks.BLOCK, acc_regs, 14, max_nv=1)
+        if sparse[1]
+        else pick_tile(spec.out_w, spec.out_channels, lanes, acc_regs, 14, max_nv=3),
     )
 
 
@@ -276,18 +326,27 @@ def pack_weights(
     lanes: int = 16,
     acc_regs: int = ACC_REGS_AVX512,
     tiling: tuple[Tile, Tile, Tile] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """HWIO weights (1x1xCIxCM, 3x3x1xCM, 1x1xCMxCO) -> the kernel's layouts: we [CM/V, CI, V] (the V lanes
-    of a reduction step contiguous), wd [9, CM], wp [CO/V, CM, V]. No expansion: we is a zero [1, CI, V] dummy."""
-    et, _, pt = tiling or tiles(spec, lanes, acc_regs)
+    sparse: tuple[bool, bool] = (False, False),
+) -> tuple[Pointwise, np.ndarray, Pointwise]:
+    """HWIO weights (1x1xCIxCM, 3x3x1xCM, 1x1xCMxCO) -> the kernel's layouts: the 1x1 convs as Pointwise
+    (dense: [CM/V * CI, V], the V lanes of a reduction step contiguous; sparse: the kept 1 x BLOCK blocks),
+    wd [9, CM]. No expansion: a zero dense [CI, V] dummy. `sparse`: which of expansion / projection go sparse."""
+    et, _, pt = tiling or tiles(spec, lanes, acc_regs, sparse)
     cm, co = spec.mid_channels, spec.out_channels
-    if w_expand is None:
-        we = np.zeros((1, spec.in_channels, et.vec), np.float32)
-    else:
-        we = w_expand.reshape(spec.in_channels, cm // et.vec, et.vec).transpose(1, 0, 2)
-    wd = w_dw.reshape(KERNEL * KERNEL, cm)
-    wp = w_project.reshape(cm, co // pt.vec, pt.vec).transpose(1, 0, 2)
-    return tuple(np.ascontiguousarray(a, dtype=np.float32) for a in (we, wd, wp))
+    w_e = np.zeros((spec.in_channels, et.vec), np.float32) if w_expand is None else w_expand.reshape(-1, cm)
+    wd = np.ascontiguousarray(w_dw.reshape(KERNEL * KERNEL, cm), dtype=np.float32)
+    return _pointwise(w_e, et.vec, sparse[0]), wd, _pointwise(w_project.reshape(cm, co), pt.vec, sparse[1])
+
+
+def _pointwise(w: np.ndarray, vec: int, sparse: bool) -> Pointwise:
+    """W [K, N] -> Pointwise: dense blocks [N/V * K, V], or the kept blocks of kernels/sparse.py's format."""
+    if sparse:
+        b = ks.to_block_sparse(w.astype(np.float32))
+        return Pointwise(b.values, b.indices, b.indptr, True)
+    k, n = w.shape
+    dense = np.ascontiguousarray(w.reshape(k, n // vec, vec).transpose(1, 0, 2).reshape(-1, vec), dtype=np.float32)
+    unused = np.zeros(1, np.int32)
+    return Pointwise(dense, unused, unused, False)
 
 
 def mbconv_reference(

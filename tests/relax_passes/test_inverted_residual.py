@@ -6,13 +6,15 @@ graph: the block spec (shapes, stride, clips, residual), which constant goes to 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
-from edgekit.compiler.relax_passes import inverted_residual, mutator_pass
+from edgekit.compiler.relax_passes import inverted_residual, mutator_pass, sparse
 from edgekit.compiler.relax_passes.inverted_residual import InvertedResidualFusion
 from edgekit.kernels import mbconv
 
@@ -51,10 +53,10 @@ def test_residual_block_becomes_one_mbconv_call(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(inverted_residual, "MIN_EXPANDED_BYTES", 0)
     spec = mbconv.MBConvSpec(1, 8, 8, 16, 32, 16, stride=1, residual=True, expand_clip=(0.0, 6.0), dw_clip=(0.0, 6.0))
     func = mbconv.mbconv_func(spec, LANES, ACC_REGS, 1).without_attr("global_symbol").with_attr("op_pattern", 8)
-    we, wd, wp = mbconv.pack_weights(spec, W_E, W_D, W_P, LANES, ACC_REGS)
+    pe, wd, pp = mbconv.pack_weights(spec, W_E, W_D, W_P, LANES, ACC_REGS)
     bb = relax.BlockBuilder()
     gv = bb.add_func(func, "fused_mbconv")
-    args = [const(a, "float32") for a in (we, B_E, wd, B_D, wp, B_P)]
+    args = [const(a, str(a.dtype)) for a in (*pe.arrays(), B_E, wd, B_D, *pp.arrays(), B_P)]
     expected = build(lambda bb, x: relax.call_tir(gv, [x, *args], relax.TensorType((1, 8, 8, 16), "float32")), x=X)
     expected[gv] = func
 
@@ -65,3 +67,27 @@ def test_residual_block_becomes_one_mbconv_call(monkeypatch: pytest.MonkeyPatch)
 def test_block_below_the_cache_threshold_is_left_alone() -> None:
     before = build(block, x=X)  # 8x8x32 fp32 = 8 kB expanded: the three ops stay
     tvm.ir.assert_structural_equal(run(before), before)
+
+
+def test_block_pruned_expansion_runs_sparse_inside_the_fused_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inverted_residual, "MIN_EXPANDED_BYTES", 0)
+    monkeypatch.setattr(sparse, "MIN_DENSE_MACS", 0)  # 8x8 pixels: lifted over the sparse layers' size floor
+    pruned = W_E.copy()
+    pruned[..., 8:] = 0  # 1x8 blocks: only the first output-channel group of the expansion kept (density 1/4)
+    monkeypatch.setattr(sys.modules[__name__], "W_E", pruned)
+    spec = mbconv.MBConvSpec(1, 8, 8, 16, 32, 16, stride=1, residual=True)
+    pe, wd, pp = mbconv.pack_weights(spec, pruned, W_D, W_P, LANES, ACC_REGS, sparse=(True, False))
+    assert pe.kept == 16 and pp.kept is None  # 16 input channels x 1 kept group; the projection stays dense
+    func = mbconv.mbconv_func(spec, LANES, ACC_REGS, 1, kept=(pe.kept, None))
+    func = func.without_attr("global_symbol").with_attr("op_pattern", 8)
+    bb = relax.BlockBuilder()
+    gv = bb.add_func(func, "fused_mbconv")
+    args = [const(a, str(a.dtype)) for a in (*pe.arrays(), B_E, wd, B_D, *pp.arrays(), B_P)]
+    expected = build(lambda bb, x: relax.call_tir(gv, [x, *args], relax.TensorType((1, 8, 8, 16), "float32")), x=X)
+    expected[gv] = func
+
+    report: list[dict] = []
+    fuse = mutator_pass(lambda mod: InvertedResidualFusion(mod, LANES, ACC_REGS, 1, report), "FuseInvertedResiduals")
+    out = relax.transform.DeadCodeElimination()(fuse(build(block, x=X)))
+    tvm.ir.assert_structural_equal(out, expected)
+    assert [(r["kernel"], r["fused"], r["block_density"]) for r in report] == [("sparse", "mbconv", 0.25)]

@@ -9,6 +9,11 @@ Matches, on NHWC/HWIO convs with constant weights (after ConvertLayout):
 with act = Clip (ReLU6) or ReLU and every intermediate used once. Applied only where the expanded tensor is
 big enough to leave the caches (MIN_EXPANDED_BYTES): there the three separate ops are memory-bound, while
 for small late-stage maps the kernel's per-band recompute of 2 expanded rows would cost more than it saves.
+
+With a sparse report (builds with sparse kernels on), a block-pruned expansion or projection is asked the
+sparse layers' rule (relax_passes/sparse.choose) and, where it pays, runs block-sparse inside the fused kernel;
+every pruned 1x1 conv of a fused block is reported there, marked "fused": "mbconv". This rewrite runs before
+the sparse layers pass: a block whose 1x1 convs went sparse on their own would no longer match.
 """
 
 import dataclasses
@@ -18,8 +23,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from edgekit.compiler.relax_passes import sparse as sparse_rule
 from edgekit.compiler.relax_passes import static_shape
 from edgekit.kernels import mbconv
+from edgekit.kernels import sparse as ks
 
 # The expanded tensor (H x W x CM fp32) at which fusion pays. MobileNetV2: 112x112x96 (4.8 MB) through
 # 28x28x192 (600 KB) measured faster fused (333 vs 385 us, 102 vs 111 us per block on 2 Zen 4 cores); at
@@ -147,11 +154,15 @@ def _use_counts(func: relax.Function) -> dict:
 class InvertedResidualFusion(relax.PyExprMutator):
     """add(conv1x1(act(dw(act(conv1x1(x))))), bias) [+ x] -> call_tir(mbconv kernel)."""
 
-    def __init__(self, mod: tvm.IRModule, lanes: int, acc_regs: int, bands: int) -> None:
+    def __init__(
+        self, mod: tvm.IRModule, lanes: int, acc_regs: int, bands: int, sparse_report: list[dict] | None = None
+    ) -> None:
         """lanes / acc_regs: the target's fp32 vector width and accumulator budget (schedules.tiles.simd);
-        bands: row bands of the kernel, one per thread the build is planned for."""
+        bands: row bands of the kernel, one per thread the build is planned for; sparse_report: where block-pruned
+        1x1 convs may run sparse (None: always dense), and what was chosen for each."""
         super().__init__(mod)
         self._lanes, self._acc_regs, self._bands = lanes, acc_regs, bands
+        self._sparse_report = sparse_report
         self._var2val: dict = {}
         self._uses: dict = {}
         self._residual_blocks: dict = {}  # residual add (the Call) -> its block, matched once per function
@@ -194,22 +205,43 @@ class InvertedResidualFusion(relax.PyExprMutator):
             return self._kernel_call(block)
         return self.visit_expr_post_order(call)
 
+    def _sparse_choice(self, block: _Block) -> tuple[bool, bool]:
+        """Which of the block's 1x1 convs run block-sparse (and their report entries)."""
+        if self._sparse_report is None:
+            return False, False
+        spec, (w_e, _, _, _, w_p, _) = block.spec, block.weights
+        pixels = (spec.batch * spec.height * spec.width, spec.batch * spec.out_h * spec.out_w)
+        chosen = []
+        for w, rows in ((w_e, pixels[0]), (w_p, pixels[1])):
+            entry = None if w is None else sparse_rule.pruned_entry("conv2d", w)
+            if entry is None:
+                chosen.append(False)
+                continue
+            w2 = w.reshape(w.shape[-2:])
+            pays, fields = sparse_rule.choose(w2, rows * w2.size)
+            entry |= fields | {"fused": "mbconv"}
+            if pays:
+                entry |= {"weight_bytes": ks.to_block_sparse(w2).nbytes, "dense_weight_bytes": int(w2.nbytes)}
+            self._sparse_report.append(entry)
+            chosen.append(pays)
+        return chosen[0], chosen[1]
+
     def _kernel_call(self, block: _Block) -> relax.Call:
         spec = block.spec
         lanes, acc_regs = self._lanes, self._acc_regs
+        w_e, b_e, w_d, b_d, w_p, b_p = block.weights
+        pe, wd, pp = mbconv.pack_weights(spec, w_e, w_d, w_p, lanes, acc_regs, sparse=self._sparse_choice(block))
         # private (no global_symbol): TVMScript names every PrimFunc "mbconv", and relax.build needs unique symbols
         func = (
-            mbconv.mbconv_func(spec, lanes, acc_regs, self._bands)
+            mbconv.mbconv_func(spec, lanes, acc_regs, self._bands, kept=(pe.kept, pp.kept))
             .without_attr("global_symbol")
             .with_attr("op_pattern", OPAQUE)
         )
-        w_e, b_e, w_d, b_d, w_p, b_p = block.weights
-        we, wd, wp = mbconv.pack_weights(spec, w_e, w_d, w_p, lanes, acc_regs)
         b_e = np.zeros(spec.mid_channels, np.float32) if b_e is None else b_e
         gv = self.builder_.add_func(func, "fused_mbconv")
         args = [
             self.visit_expr(block.x),
-            *(relax.const(np.ascontiguousarray(a, np.float32)) for a in (we, b_e, wd, b_d, wp, b_p)),
+            *(relax.const(np.ascontiguousarray(a)) for a in (*pe.arrays(), b_e, wd, b_d, *pp.arrays(), b_p)),
         ]
         out = relax.TensorType((spec.batch, spec.out_h, spec.out_w, spec.out_channels), "float32")
         return relax.call_tir(gv, args, out)

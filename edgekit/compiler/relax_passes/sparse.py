@@ -1,6 +1,7 @@
 """Pruned 1x1 convs and MatMul / Gemm layers as block-sparse kernels (edgekit/kernels/sparse.py), chosen per layer.
 
-Run on the NHWC module (after nhwc_layout and FoldConstant), before the fused-block rewrite. Recognized, with the
+Run on the NHWC module (after nhwc_layout, FoldConstant and the fused-block rewrite, which decides the 1x1 convs of its
+blocks itself with `choose`). Recognized, with the
 weight a constant:
 
     conv2d(x, W[1, 1, K, N]) [+ bias]    NHWC / HWIO, stride 1, no padding, groups 1
@@ -50,6 +51,35 @@ def _pointwise_conv(call: relax.Call, weight_shape: tuple[int, ...]) -> str | No
     return None
 
 
+def pruned_entry(op: str, weight: np.ndarray) -> dict | None:
+    """The report entry of a pruned layer (a quarter or more of its weights zero), None for any other."""
+    zeros = 1.0 - np.count_nonzero(weight) / max(1, weight.size)
+    if zeros < REPORTED_ZEROS:
+        return None
+    return {"op": op, "shape": list(weight.shape), "zeros": round(zeros, 4)}
+
+
+def choose(w2: np.ndarray, macs: int) -> tuple[bool, dict]:
+    """Sparse or dense for a pruned weight W [K, N] whose dense product is `macs` MACs: (sparse?, report fields).
+    The fused-block rewrite (inverted_residual.py) asks the same for the 1x1 convs inside its blocks."""
+    density = ks.block_density(w2)
+    if density is None:
+        return False, {"kernel": "dense", "why": f"{w2.shape[1]} output channels: not a multiple of {ks.BLOCK}"}
+    fields = {"block_density": round(density, 4), "dense_macs": macs}
+    if density > MAX_DENSITY:
+        return False, fields | {
+            "kernel": "dense",
+            "why": f"{density:.0%} of 1x{ks.BLOCK} blocks non-zero, above {MAX_DENSITY:.0%}: dense is faster",
+        }
+    if macs < MIN_DENSE_MACS and w2.nbytes < MIN_WEIGHT_BYTES:
+        return False, fields | {
+            "kernel": "dense",
+            "why": f"{macs / 1e6:.2f} M MACs, {w2.nbytes / 1e3:.0f} kB of weights dense: "
+            "too small for a sparse call to beat the fused dense op",
+        }
+    return True, fields | {"kernel": "sparse"}
+
+
 def _layer(call: relax.Call, bias: relax.Expr | None, kernels: KernelTable) -> tuple[relax.Expr | None, dict | None]:
     """(the sparse call or None, the report entry or None for an unpruned layer)."""
     x, w_expr = call.args
@@ -57,10 +87,9 @@ def _layer(call: relax.Call, bias: relax.Expr | None, kernels: KernelTable) -> t
     if weight.dtype != np.float32 or x.ty.dtype != "float32":
         return None, None
     is_conv = call.op.name == "relax.nn.conv2d"
-    zeros = 1.0 - np.count_nonzero(weight) / max(1, weight.size)
-    if zeros < REPORTED_ZEROS:
+    entry = pruned_entry("conv2d" if is_conv else "matmul", weight)
+    if entry is None:
         return None, None
-    entry = {"op": "conv2d" if is_conv else "matmul", "shape": list(weight.shape), "zeros": round(zeros, 4)}
     x_shape = static_shape(x)
     if x_shape is None:
         return None, entry | {"kernel": "dense", "why": "input shape not static"}
@@ -72,23 +101,11 @@ def _layer(call: relax.Call, bias: relax.Expr | None, kernels: KernelTable) -> t
     if why:
         return None, entry | {"kernel": "dense", "why": why}
     w2 = weight.reshape(weight.shape[-2:])  # [K, N]
-    density = ks.block_density(w2)
-    if density is None:
-        return None, entry | {"kernel": "dense", "why": f"{w2.shape[1]} output channels: not a multiple of {ks.BLOCK}"}
     lead = x_shape[:-1]
-    macs = int(np.prod(lead, dtype=np.int64)) * w2.size
-    entry |= {"block_density": round(density, 4), "dense_macs": macs}
-    if density > MAX_DENSITY:
-        return None, entry | {
-            "kernel": "dense",
-            "why": f"{density:.0%} of 1x{ks.BLOCK} blocks non-zero, above {MAX_DENSITY:.0%}: dense is faster",
-        }
-    if macs < MIN_DENSE_MACS and w2.nbytes < MIN_WEIGHT_BYTES:
-        return None, entry | {
-            "kernel": "dense",
-            "why": f"{macs / 1e6:.2f} M MACs, {w2.nbytes / 1e3:.0f} kB of weights dense: "
-            "too small for a sparse call to beat the fused dense op",
-        }
+    sparse_pays, fields = choose(w2, int(np.prod(lead, dtype=np.int64)) * w2.size)
+    entry |= fields
+    if not sparse_pays:
+        return None, entry
     bias_vec = bias_vector(bias, w2.shape[1], len(lead), len(lead) + 1)
     if bias_vec is None:
         return None, entry | {"kernel": "dense", "why": "bias is not per output channel"}
@@ -103,7 +120,7 @@ def _layer(call: relax.Call, bias: relax.Expr | None, kernels: KernelTable) -> t
         relax.const(bias_vec),
     ]
     new = relax.call_tir(func, args, relax.TensorType((*lead, sparse.n), "float32"))
-    return new, entry | {"kernel": "sparse", "weight_bytes": sparse.nbytes, "dense_weight_bytes": int(w2.nbytes)}
+    return new, entry | {"weight_bytes": sparse.nbytes, "dense_weight_bytes": int(w2.nbytes)}
 
 
 def _rewrite(
