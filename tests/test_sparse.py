@@ -12,7 +12,7 @@ import pytest
 import tvm
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.kernels.sparse import BLOCK, block_density, spmm_func, to_block_sparse
+from edgekit.kernels.sparse import BLOCK, Epilogue, block_density, spmm_func, to_block_sparse
 from edgekit.passes.prune import PruneConfig, sparsify
 from edgekit.passes.weights import weight_layers
 
@@ -43,6 +43,28 @@ def test_kernel_matches_numpy(lead, k, n, keep, bias):
     lib["main"](*[tvm.runtime.tensor(a, dev) for a in (x, sparse.values, sparse.indices, sparse.indptr, b)], out)
     np.testing.assert_allclose(out.numpy(), x @ w + (b if bias else 0), rtol=1e-5, atol=1e-5)
     assert sparse.nbytes < w.nbytes * (keep + 0.2) + 64
+
+
+@pytest.mark.parametrize(
+    "epilogue",
+    [Epilogue(clip=(0.0, 6.0)), Epilogue(residual=True), Epilogue((0.0, np.inf), True, add_first=True)],
+    ids=["relu6", "residual", "relu_of_sum"],
+)
+def test_kernel_epilogues_match_numpy(epilogue):
+    lead, k, n = (1, 5, 7), 16, 24
+    w = _block_pruned(k, n, 0.3)
+    sparse = to_block_sparse(w)
+    b, x, res = (RNG.standard_normal(s).astype(np.float32) * 4 for s in (n, (*lead, k), (*lead, n)))
+    func = spmm_func(lead, sparse, True, epilogue)
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target({"kind": "llvm"}))
+    dev = tvm.cpu()
+    out = tvm.runtime.empty((*lead, n), "float32", dev)
+    args = (x, sparse.values, sparse.indices, sparse.indptr, b, *((res,) if epilogue.residual else ()))
+    lib["main"](*[tvm.runtime.tensor(a, dev) for a in args], out)
+    y = x @ w + b
+    lo, hi = epilogue.clip or (-np.inf, np.inf)
+    want = np.clip(y + res, lo, hi) if epilogue.add_first else np.clip(y, lo, hi) + (res if epilogue.residual else 0)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=1e-5)
 
 
 def _model(out_channels: int = 64) -> onnx.ModelProto:

@@ -17,6 +17,7 @@ a channels-first layout that edgekit's NHWC pipeline does not have).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,27 +62,43 @@ def to_block_sparse(w: np.ndarray) -> BlockSparse:
     return BlockSparse(values, ks.astype(np.int32), indptr, k, n)
 
 
-def spmm_func(lead: tuple[int, ...], sparse: BlockSparse, with_bias: bool):
-    """out [*lead, N] = x [*lead, K] @ W (+ bias [N]): a parallel loop over (output group, row tile), the leading
-    dims (N, H, W of an NHWC 1x1 conv; the batch of a MatMul) read as rows of flat views of the same buffers."""
+@dataclass(frozen=True)
+class Epilogue:
+    """What the kernel applies to x @ W + bias before the store: clip(lo, hi) (ReLU6, ReLU: hi inf) and/or adding a
+    same-shaped tensor (a residual), in the graph's order: `add_first` = clip(y + r), else clip(y) + r."""
+
+    clip: tuple[float, float] | None = None
+    residual: bool = False
+    add_first: bool = False
+
+    def key(self) -> str:
+        """The kernel-name suffix (kernels with equal shapes and epilogues are one PrimFunc)."""
+        parts = [f"clip{self.clip[0]:g}_{self.clip[1]:g}"] if self.clip else []
+        parts += ["res" + ("_first" if self.add_first else "")] if self.residual else []
+        return "_".join(parts)
+
+
+def spmm_func(lead: tuple[int, ...], sparse: BlockSparse, with_bias: bool, epilogue: Epilogue = Epilogue()):
+    """out [*lead, N] = epilogue(x [*lead, K] @ W (+ bias [N])): a parallel loop over (row tile, output group),
+    the leading dims (N, H, W of an NHWC 1x1 conv; the batch of a MatMul) read as rows of flat views of the same
+    buffers. With a residual the kernel takes it as a parameter between bias and out."""
     k, n, nnzb = sparse.k, sparse.n, len(sparse.indices)
     rows = int(np.prod(lead, dtype=np.int64))
     groups = n // BLOCK
     tile = min(ROWS, rows)
     tiles = -(-rows // tile)
+    lo, hi = epilogue.clip or (-math.inf, math.inf)
 
-    @T.prim_func
-    def spmm(
-        x: T.Buffer((*lead, k), "float32"),
-        values: T.Buffer((nnzb, BLOCK), "float32"),
-        indices: T.Buffer((nnzb,), "int32"),
-        indptr: T.Buffer((groups + 1,), "int32"),
-        bias: T.Buffer((n,), "float32"),
-        out: T.Buffer((*lead, n), "float32"),
-    ):
+    def clip(v):
+        v = T.max(v, T.float32(lo)) if math.isfinite(lo) else v
+        return T.min(v, T.float32(hi)) if math.isfinite(hi) else v
+
+    @T.macro
+    def body(x, values, indices, indptr, bias, res, out, residual):
         T.func_attr({"tirx.noalias": True, "edgekit.kernel": KERNEL})
         x_rows = T.decl_buffer((rows, k), "float32", data=x.data)
         out_rows = T.decl_buffer((rows, n), "float32", data=out.data)
+        res_rows = T.decl_buffer((rows, n), "float32", data=res.data)
         for job in T.parallel(groups * tiles):
             g = T.meta_var(job % groups)
             r0 = T.meta_var(T.min((job // groups) * tile, rows - tile))  # the last tile overlaps its neighbour
@@ -93,8 +110,45 @@ def spmm_func(lead: tuple[int, ...], sparse: BlockSparse, with_bias: bool):
                 for r in T.unroll(tile):
                     for lane in T.vectorized(BLOCK):
                         acc[r, lane] = acc[r, lane] + x_rows[r0 + r, indices[j]] * values[j, lane]
-            for r in T.unroll(tile):
-                for lane in T.vectorized(BLOCK):
-                    out_rows[r0 + r, g * BLOCK + lane] = acc[r, lane]
+            # Python-level branches (decided when the kernel is built): an `if` inside the vector loop scalarizes it
+            if not residual:
+                for r in T.unroll(tile):
+                    for lane in T.vectorized(BLOCK):
+                        out_rows[r0 + r, g * BLOCK + lane] = clip(acc[r, lane])
+            elif epilogue.add_first:
+                for r in T.unroll(tile):
+                    for lane in T.vectorized(BLOCK):
+                        out_rows[r0 + r, g * BLOCK + lane] = clip(acc[r, lane] + res_rows[r0 + r, g * BLOCK + lane])
+            else:
+                for r in T.unroll(tile):
+                    for lane in T.vectorized(BLOCK):
+                        out_rows[r0 + r, g * BLOCK + lane] = clip(acc[r, lane]) + res_rows[r0 + r, g * BLOCK + lane]
+
+    if epilogue.residual:
+
+        @T.prim_func
+        def spmm_residual(
+            x: T.Buffer((*lead, k), "float32"),
+            values: T.Buffer((nnzb, BLOCK), "float32"),
+            indices: T.Buffer((nnzb,), "int32"),
+            indptr: T.Buffer((groups + 1,), "int32"),
+            bias: T.Buffer((n,), "float32"),
+            res: T.Buffer((*lead, n), "float32"),
+            out: T.Buffer((*lead, n), "float32"),
+        ):
+            body(x, values, indices, indptr, bias, res, out, True)
+
+        return spmm_residual
+
+    @T.prim_func
+    def spmm(
+        x: T.Buffer((*lead, k), "float32"),
+        values: T.Buffer((nnzb, BLOCK), "float32"),
+        indices: T.Buffer((nnzb,), "int32"),
+        indptr: T.Buffer((groups + 1,), "int32"),
+        bias: T.Buffer((n,), "float32"),
+        out: T.Buffer((*lead, n), "float32"),
+    ):
+        body(x, values, indices, indptr, bias, out, out, False)  # `res` unused without a residual
 
     return spmm

@@ -73,3 +73,37 @@ def test_unstructured_zeros_stay_dense() -> None:
     report: list[dict] = []
     tvm.ir.assert_structural_equal(sparse_layers_pass(report)(before), before)
     assert [(r["kernel"], r["block_density"]) for r in report] == [("dense", 0.5)]
+
+
+def _calls(mod: tvm.IRModule) -> list[str]:
+    """The ops and kernels main calls, in order."""
+    names = []
+    for binding in mod["main"].body.blocks[0].bindings:
+        value = binding.value
+        if isinstance(value, relax.Call):
+            names.append(value.args[0].name_hint if value.op.name == "relax.call_tir" else value.op.name)
+    return names
+
+
+def test_relu_and_residual_add_fold_into_the_kernel() -> None:
+    w = pruned_weight()
+
+    def body(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
+        y = bb.emit(relax.op.add(bb.emit(relax.op.matmul(x, const(w, "float32"))), const(BIAS, "float32")))
+        return relax.op.nn.relu(bb.emit(relax.op.add(y, x)))  # ResNet's relu(conv + bias + shortcut)
+
+    out = sparse_layers_pass([])(build(body, x=X))
+    assert _calls(out) == ["block_sparse_4_16_16_3_1_clip0_inf_res_first"]
+    kernel = out["block_sparse_4_16_16_3_1_clip0_inf_res_first"]
+    assert len(kernel.params) == 7  # x, the blocks, indices, indptr, bias, the residual, out
+
+
+def test_an_intermediate_read_twice_stays_outside_the_kernel() -> None:
+    w = pruned_weight()
+
+    def body(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
+        y = bb.emit(relax.op.add(bb.emit(relax.op.matmul(x, const(w, "float32"))), const(BIAS, "float32")))
+        return relax.op.add(bb.emit(relax.op.nn.relu(y)), y)  # y is also read after the relu
+
+    out = relax.transform.DeadCodeElimination()(sparse_layers_pass([])(build(body, x=X)))
+    assert _calls(out) == ["block_sparse_4_16_16_3_1", "relax.nn.relu", "relax.add"]

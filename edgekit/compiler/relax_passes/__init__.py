@@ -103,6 +103,22 @@ def constant_scalar(expr: relax.Expr) -> float | None:
     return float(arr.reshape(-1)[0]) if arr.size == 1 else None
 
 
+def use_counts(func: relax.Function) -> dict:
+    """How often each variable of `func` is read (by bindings and the body): 1 = an intermediate a rewrite may
+    absorb."""
+    counts: dict = {}
+
+    def count(expr) -> None:
+        for var in relax.analysis.free_vars(expr):
+            counts[var] = counts.get(var, 0) + 1
+
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            count(binding.value)
+    count(func.body.body)
+    return counts
+
+
 def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
     """A tensor's shape when every dimension is a known integer; None for unknown rank or symbolic dimensions."""
     shape = getattr(expr.ty, "shape", None)

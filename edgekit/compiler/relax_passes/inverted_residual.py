@@ -24,7 +24,7 @@ import tvm
 from tvm import relax
 
 from edgekit.compiler.relax_passes import sparse as sparse_rule
-from edgekit.compiler.relax_passes import static_shape
+from edgekit.compiler.relax_passes import static_shape, use_counts
 from edgekit.kernels import mbconv
 from edgekit.kernels import sparse as ks
 
@@ -136,20 +136,6 @@ def match_block(projection_add: relax.Expr, var2val, uses) -> _Block | None:
     return _Block(x, spec, w_e, b_e, conv_d.args[1].value.numpy(), bias_d[1], w_p, found[1])
 
 
-def _use_counts(func: relax.Function) -> dict:
-    counts: dict = {}
-
-    def count(expr) -> None:
-        for var in relax.analysis.free_vars(expr):
-            counts[var] = counts.get(var, 0) + 1
-
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            count(binding.value)
-    count(func.body.body)
-    return counts
-
-
 @relax.expr_functor.mutator
 class InvertedResidualFusion(relax.PyExprMutator):
     """add(conv1x1(act(dw(act(conv1x1(x))))), bias) [+ x] -> call_tir(mbconv kernel)."""
@@ -170,7 +156,7 @@ class InvertedResidualFusion(relax.PyExprMutator):
 
     def visit_function_(self, func: relax.Function) -> relax.Expr:  # noqa: D102
         self._var2val = dict(relax.analysis.get_var2val(func))
-        self._uses = _use_counts(func)
+        self._uses = use_counts(func)
         self._residual_blocks, self._fused_into_residual = {}, set()
         for value in self._var2val.values():
             found = self._match_residual(value)

@@ -17,12 +17,21 @@ and why.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from edgekit.compiler.relax_passes import KernelTable, bias_vector, constant_array, skippable_pass, static_shape
+from edgekit.compiler.relax_passes import (
+    KernelTable,
+    bias_vector,
+    constant_array,
+    skippable_pass,
+    static_shape,
+    use_counts,
+)
 from edgekit.kernels import sparse as ks
 
 MAX_DENSITY = 0.4  # kept blocks / all blocks: measured break-even ~0.5-0.6 (bench/prune.py), with a margin
@@ -80,8 +89,15 @@ def choose(w2: np.ndarray, macs: int) -> tuple[bool, dict]:
     return True, fields | {"kernel": "sparse"}
 
 
-def _layer(call: relax.Call, bias: relax.Expr | None, kernels: KernelTable) -> tuple[relax.Expr | None, dict | None]:
+def _layer(
+    call: relax.Call,
+    bias: relax.Expr | None,
+    kernels: KernelTable,
+    epilogue: ks.Epilogue | None = None,
+    residual: relax.Expr | None = None,
+) -> tuple[relax.Expr | None, dict | None]:
     """(the sparse call or None, the report entry or None for an unpruned layer)."""
+    epilogue = epilogue or ks.Epilogue()
     x, w_expr = call.args
     weight = constant_array(w_expr)
     if weight.dtype != np.float32 or x.ty.dtype != "float32":
@@ -110,32 +126,70 @@ def _layer(call: relax.Call, bias: relax.Expr | None, kernels: KernelTable) -> t
     if bias_vec is None:
         return None, entry | {"kernel": "dense", "why": "bias is not per output channel"}
     sparse = ks.to_block_sparse(w2)
-    key = "block_sparse_" + "_".join(map(str, (*lead, sparse.k, sparse.n, len(sparse.indices), int(bias is not None))))
-    func = kernels.get(key, lambda: ks.spmm_func(lead, sparse, bias is not None))
+    dims = (*lead, sparse.k, sparse.n, len(sparse.indices), int(bias is not None))
+    key = "_".join(["block_sparse", *map(str, dims), *([epilogue.key()] if epilogue.key() else [])])
+    func = kernels.get(key, lambda: ks.spmm_func(lead, sparse, bias is not None, epilogue))
     args = [
         x,
         relax.const(sparse.values),
         relax.const(sparse.indices),
         relax.const(sparse.indptr),
         relax.const(bias_vec),
+        *([residual] if residual is not None else []),
     ]
     new = relax.call_tir(func, args, relax.TensorType((*lead, sparse.n), "float32"))
     return new, entry | {"weight_bytes": sparse.nbytes, "dense_weight_bytes": int(w2.nbytes)}
 
 
-def _rewrite(
-    func: relax.Function, op: str, with_bias: bool, kernels: KernelTable, report: list[dict], seen: set
-) -> relax.Function:
-    core = is_op(op)(wildcard(), is_const())
-    bias = is_const()
-    pattern = is_op("relax.add")(core, bias) if with_bias else core
+def _patterns(op: str):
+    """(pattern, its parts) for `op` with each epilogue the kernel can take, biggest first (a smaller pattern
+    matches what a bigger one left): [act](([op + bias] | op) [+ r]), act = clip or relu, r a same-shaped tensor
+    on either side of the add."""
+    for with_bias in (True, False):
+        core, bias = is_op(op)(wildcard(), is_const()), is_const()
+        y = is_op("relax.add")(core, bias) if with_bias else core
+        res = wildcard()
+        parts = {"core": core, "bias": bias if with_bias else None, "y": y, "res": res}
+        sums = [is_op("relax.add")(y, res), is_op("relax.add")(res, y)]
+        for inner, summed in ((sums[0], sums[0]), (sums[1], sums[1]), (y, None)):
+            yield is_op("relax.clip")(inner, wildcard(), wildcard()), parts | {"sum": summed, "act": "clip"}
+            yield is_op("relax.nn.relu")(inner), parts | {"sum": summed, "act": "relu"}
+        for summed in sums:
+            yield summed, parts | {"sum": summed, "act": None}
+        yield y, parts | {"sum": None, "act": None}
+
+
+def _epilogue(m: dict, parts: dict, out_shape: tuple[int, ...]) -> tuple[ks.Epilogue, relax.Expr | None] | None:
+    """The matched epilogue and its residual tensor, or None if the residual is not a same-shaped float32 tensor."""
+    act, residual = m.get(parts["outer"]) if parts["act"] else None, None
+    if parts["sum"] is not None:
+        residual = m[parts["res"]]
+        if static_shape(residual) != out_shape or residual.ty.dtype != "float32":
+            return None
+    clip = None
+    if act is not None:
+        lo_hi = act.args[1:] if parts["act"] == "clip" else None
+        clip = (0.0, math.inf) if lo_hi is None else tuple(float(getattr(v.value, "value", v.value)) for v in lo_hi)
+    return ks.Epilogue(clip, residual is not None, add_first=residual is not None and act is not None), residual
+
+
+def _rewrite(func: relax.Function, pattern, parts: dict, kernels: KernelTable, report: list, seen: set):
+    uses = use_counts(func)
+    var_of = {value: var for var, value in relax.analysis.get_var2val(func).items()}
 
     def rewriter(expr: relax.Expr, m: dict) -> relax.Expr:
-        call = m[core]
-        if call in seen:  # reported (and left dense) by the with-bias match
+        call = m[parts["core"]]
+        if call in seen:  # reported (and left dense) by a bigger match
+            return expr
+        inner = [m[p] for p in (parts["core"], parts["y"], parts["sum"]) if p is not None and not m[p].same_as(expr)]
+        if any(uses.get(var_of.get(e), 0) != 1 for e in inner):
+            return expr  # an intermediate is read elsewhere too: a smaller pattern takes the layer
+        out_shape = static_shape(call)
+        found = _epilogue(m, parts | {"outer": pattern}, out_shape) if out_shape else None
+        if found is None:
             return expr
         seen.add(call)
-        new, entry = _layer(call, m.get(bias) if with_bias else None, kernels)
+        new, entry = _layer(call, m.get(parts["bias"]) if parts["bias"] else None, kernels, *found)
         if entry is not None:
             report.append(entry)
         return expr if new is None else new
@@ -150,8 +204,8 @@ def lower_sparse_layers(mod: tvm.IRModule, report: list[dict]) -> tvm.IRModule:
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
             for op in ("relax.nn.conv2d", "relax.matmul"):
-                for with_bias in (True, False):  # with bias first: the add folds into the kernel
-                    func = _rewrite(func, op, with_bias, kernels, report, seen)
+                for pattern, parts in _patterns(op):
+                    func = _rewrite(func, pattern, parts, kernels, report, seen)
             rewritten[gv] = func
     out = kernels.module()
     for gv, func in rewritten.items():
