@@ -42,6 +42,7 @@ from edgekit.compiler.relax_passes.sparse import sparse_layers_pass
 from edgekit.compiler.relax_passes.winograd import WinogradConv
 from edgekit.compiler.schedules.base import Rule
 from edgekit.compiler.schedules.tiles import simd
+from edgekit.kernels import sparse as sparse_kernel
 from edgekit.targets import TargetCaps
 
 GPU_KINDS = ("cuda", "opencl")
@@ -134,7 +135,11 @@ def cpu_fp32_passes(
         relax.transform.DeadCodeElimination(),
         relax.transform.FoldConstant(),
         *([fused_blocks, relax.transform.DeadCodeElimination()] if opts.fuse_blocks else []),
-        *([sparse_layers_pass(sparse_report, log)] if sparse_report is not None else []),  # after: see its docstring
+        *(
+            [sparse_layers_pass(sparse_report, log, sparse_kernel.tile_rows(lanes, acc_regs))]
+            if sparse_report is not None
+            else []
+        ),  # after the fused blocks: see its docstring
         *([mutator_pass(WinogradConv, "WinogradConv", log)] if opts.winograd else []),
         mutator_pass(FastSigmoid, "FastSigmoid", log),
         fast_math(log),

@@ -93,6 +93,7 @@ def _layer(
     call: relax.Call,
     bias: relax.Expr | None,
     kernels: KernelTable,
+    tile_rows: int,
     epilogue: ks.Epilogue | None = None,
     residual: relax.Expr | None = None,
 ) -> tuple[relax.Expr | None, dict | None]:
@@ -128,7 +129,7 @@ def _layer(
     sparse = ks.to_block_sparse(w2)
     dims = (*lead, sparse.k, sparse.n, len(sparse.indices), int(bias is not None))
     key = "_".join(["block_sparse", *map(str, dims), *([epilogue.key()] if epilogue.key() else [])])
-    func = kernels.get(key, lambda: ks.spmm_func(lead, sparse, bias is not None, epilogue))
+    func = kernels.get(key, lambda: ks.spmm_func(lead, sparse, bias is not None, epilogue, tile_rows))
     args = [
         x,
         relax.const(sparse.values),
@@ -173,7 +174,7 @@ def _epilogue(m: dict, parts: dict, out_shape: tuple[int, ...]) -> tuple[ks.Epil
     return ks.Epilogue(clip, residual is not None, add_first=residual is not None and act is not None), residual
 
 
-def _rewrite(func: relax.Function, pattern, parts: dict, kernels: KernelTable, report: list, seen: set):
+def _rewrite(func: relax.Function, pattern, parts: dict, kernels: KernelTable, tile_rows: int, report: list, seen: set):
     uses = use_counts(func)
     var_of = {value: var for var, value in relax.analysis.get_var2val(func).items()}
 
@@ -189,7 +190,7 @@ def _rewrite(func: relax.Function, pattern, parts: dict, kernels: KernelTable, r
         if found is None:
             return expr
         seen.add(call)
-        new, entry = _layer(call, m.get(parts["bias"]) if parts["bias"] else None, kernels, *found)
+        new, entry = _layer(call, m.get(parts["bias"]) if parts["bias"] else None, kernels, tile_rows, *found)
         if entry is not None:
             report.append(entry)
         return expr if new is None else new
@@ -197,7 +198,8 @@ def _rewrite(func: relax.Function, pattern, parts: dict, kernels: KernelTable, r
     return relax.dpl.rewrite_call(pattern, rewriter, func)
 
 
-def lower_sparse_layers(mod: tvm.IRModule, report: list[dict]) -> tvm.IRModule:
+def lower_sparse_layers(mod: tvm.IRModule, report: list[dict], tile_rows: int = ks.ROWS) -> tvm.IRModule:
+    """`tile_rows`: the kernels' register-tile rows (kernels/sparse.tile_rows of the target)."""
     kernels = KernelTable(mod)
     rewritten = {}
     seen: set = set()
@@ -205,7 +207,7 @@ def lower_sparse_layers(mod: tvm.IRModule, report: list[dict]) -> tvm.IRModule:
         if isinstance(func, relax.Function):
             for op in ("relax.nn.conv2d", "relax.matmul"):
                 for pattern, parts in _patterns(op):
-                    func = _rewrite(func, pattern, parts, kernels, report, seen)
+                    func = _rewrite(func, pattern, parts, kernels, tile_rows, report, seen)
             rewritten[gv] = func
     out = kernels.module()
     for gv, func in rewritten.items():
@@ -213,5 +215,5 @@ def lower_sparse_layers(mod: tvm.IRModule, report: list[dict]) -> tvm.IRModule:
     return relax.transform.DeadCodeElimination()(out)
 
 
-def sparse_layers_pass(report: list[dict], log: list | None = None) -> tvm.transform.Pass:
-    return skippable_pass("SparseLayers", lambda mod: lower_sparse_layers(mod, report), log)
+def sparse_layers_pass(report: list[dict], log: list | None = None, tile_rows: int = ks.ROWS) -> tvm.transform.Pass:
+    return skippable_pass("SparseLayers", lambda mod: lower_sparse_layers(mod, report, tile_rows), log)
