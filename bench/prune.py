@@ -2,7 +2,7 @@
 (dense vs pruned, side by side, each runtime in its own process) and digits accuracy.
 
     python bench/prune.py [--models resnet18,mobilenetv2] [--ratios 0.3,0.5,0.7] [--threads 2] [--quick]
-    python bench/prune.py --sparse-only [--sparse-models mobilenetv2,vit_tiny]
+    python bench/prune.py --sparse-only [--sparse-models mobilenetv2,vit_tiny,bert_encoder]
 
 Structured rows remove channels (training-free, L2 + BN criterion, per group); unstructured rows zero weights
 (mask storage): their latency is the dense model's, which the table shows rather than claims. The sparse rows
@@ -16,15 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
+
+import onnx
 
 from edgekit.bench import bench
 from edgekit.compress import CompressOptions, compress_file
 from edgekit.export import export_model
+from edgekit.onnxkit.graph import fixed_shapes
 from edgekit.targets import TargetCaps, host_description
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the corpus builders live beside their tests
+import realworld  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
+CORPUS_SIZES = {"bert_encoder": {"size": 128, "hidden": 256}}  # sparse-row models built by tests/realworld.py
 
 
 def timed(path: Path, target: str, threads: int, repeat: int, rounds: int, runtimes=("ort", "tvm")) -> dict[str, float]:
@@ -92,18 +100,23 @@ def sparse_rows(model: str, target: str, args, tmp: Path) -> list[dict]:
     from edgekit.runtime import LIBRARY, read_meta
 
     src = tmp / f"{model}.onnx"
-    if not src.exists():
+    shapes = None
+    if model in CORPUS_SIZES:  # a corpus builder (tests/realworld.py) at its benchmark size, batch fixed to 1
+        built = realworld.build(model, **({} if args.quick else CORPUS_SIZES[model]))
+        onnx.save(built, src)
+        shapes = fixed_shapes(built)
+    elif not src.exists():
         export_model(model, src)
     rows = []
     for ratio in (0.9, 0.5):
         pruned = tmp / f"{model}.block{ratio:g}.onnx"
-        compress_file(src, pruned, CompressOptions(bits=None, prune=ratio, prune_block=8), force=True)
+        opts = CompressOptions(bits=None, prune=ratio, prune_block=8)
+        compress_file(src, pruned, opts, force=True, input_shapes=shapes)
         arts = {}
         for name, sparse in (("rule", True), ("dense", False)):
             arts[name] = tmp / f"{model}.block{ratio:g}.{name}"
-            compile_onnx(
-                pruned, arts[name], target, BuildOptions(threads=args.threads, sparse=sparse), quiet=True, force=True
-            )
+            build_opts = BuildOptions(threads=args.threads, sparse=sparse)
+            compile_onnx(pruned, arts[name], target, build_opts, input_shapes=shapes, quiet=True, force=True)
         both = bench(
             arts["rule"],
             ("ort", "tvm"),
@@ -219,7 +232,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--sparse-models", default="mobilenetv2,vit_tiny", help="models of the block-sparse rows")
+    ap.add_argument(
+        "--sparse-models", default="mobilenetv2,vit_tiny,bert_encoder", help="models of the block-sparse rows"
+    )
     ap.add_argument(
         "--sparse-only", action="store_true", help="the block-sparse rows only (results to prune_sparse.*.json)"
     )

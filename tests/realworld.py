@@ -2,7 +2,8 @@
 detector / recognizer (CRNN with a bidirectional LSTM), audio front ends, token models, GRU keyword spotters.
 Small random weights, built here (onnx.helper for what tf2onnx emits, torch's TorchScript exporter for old
 PyTorch exports, with a dynamic batch as such exports usually have): no downloads. `build(name, size)` returns
-an onnx.ModelProto; `CORPUS` lists the names. bench/realworld.py times the same builders at realistic sizes.
+an onnx.ModelProto; `CORPUS` lists the names; a BERT-style text encoder (`bert_encoder`, TRANSFORMERS) is built
+the same way. bench/realworld.py times the same builders at realistic sizes.
 """
 
 from __future__ import annotations
@@ -208,6 +209,43 @@ class _TokenModel(nn.Module):
         return self.fc(self.emb(ids).mean(1))
 
 
+class _BertEncoder(nn.Module):
+    """A BERT-style text encoder (token ids in, hidden states out): token + position embeddings, then post-norm
+    layers of multi-head self-attention (Linear q/k/v, MatMul, Softmax, MatMul, Linear) and a GELU feed-forward
+    (4x hidden), each wrapped in a residual add and a LayerNorm (at opset 13 exported as ReduceMean / Pow / Sqrt
+    arithmetic, as older exports carry it). No attention mask: every token attends to every token."""
+
+    def __init__(self, vocab: int = 1000, hidden: int = 64, layers: int = 4, heads: int = 4, seq: int = 16) -> None:
+        super().__init__()
+        self.heads = heads
+        self.tokens, self.positions = nn.Embedding(vocab, hidden), nn.Parameter(torch.randn(1, seq, hidden) * 0.02)
+        self.norm = nn.LayerNorm(hidden)
+        self.layers = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "qkv": nn.Linear(hidden, 3 * hidden),
+                    "out": nn.Linear(hidden, hidden),
+                    "norm1": nn.LayerNorm(hidden),
+                    "ff1": nn.Linear(hidden, 4 * hidden),
+                    "ff2": nn.Linear(4 * hidden, hidden),
+                    "norm2": nn.LayerNorm(hidden),
+                }
+            )
+            for _ in range(layers)
+        )
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.tokens(ids) + self.positions)
+        b, n, c = x.shape
+        d = c // self.heads
+        for layer in self.layers:
+            q, k, v = layer["qkv"](x).reshape(b, n, 3, self.heads, d).permute(2, 0, 3, 1, 4)
+            attn = torch.softmax(q @ k.transpose(-2, -1) * d**-0.5, dim=-1)
+            x = layer["norm1"](x + layer["out"]((attn @ v).transpose(1, 2).reshape(b, n, c)))
+            x = layer["norm2"](x + layer["ff2"](F.gelu(layer["ff1"](x))))
+        return x
+
+
 class _GruKws(nn.Module):
     """A keyword spotter over MFCC frames: two-layer GRU, the last step's state classified."""
 
@@ -341,12 +379,18 @@ def build(name: str, size: int | None = None, opset: int = 13, hidden: int | Non
         return _torch_onnx(_AudioCnn(), torch.randn(1, 1, size or 4000), opset, "wave", ["scores"])
     if name == "token_model":
         return _torch_onnx(_TokenModel(), torch.randint(0, 100, (1, size or 16)), opset, "ids", ["logits"])
+    if name == "bert_encoder":
+        seq = size or 16
+        return _torch_onnx(
+            _BertEncoder(hidden=hidden or 64, seq=seq), torch.randint(0, 1000, (1, seq)), opset, "ids", ["hidden"]
+        )
     if name == "gru_kws":
         return _torch_onnx(_GruKws(hidden=hidden or 24), torch.randn(1, size or 10, 10), opset, "frames", ["scores"])
     raise KeyError(name)
 
 
 CORPUS = ("tf_classifier", "yolo_like", "ocr_detector", "crnn", "audio_cnn", "token_model", "gru_kws")
+TRANSFORMERS = ("bert_encoder",)  # beside CORPUS: tested by its own tests (test_realworld.py), timed by the benches
 # What a user passes to fix the dynamic batch these exports have (tf2onnx's 'unk__1', torch's 'batch').
 INPUT_NAMES = {
     "tf_classifier": "input_1",
@@ -356,4 +400,5 @@ INPUT_NAMES = {
     "audio_cnn": "wave",
     "token_model": "ids",
     "gru_kws": "frames",
+    "bert_encoder": "ids",
 }

@@ -257,3 +257,17 @@ def test_fused_block_on_aarch64_matches_onnxruntime(tmp_path, any_size):
         tmp_path, _block_model(tmp_path / "block.onnx", stride=2, residual=False, out=24, h=9, w=9), target="aarch64"
     )
     assert "mbconv kernel" in rules.values(), rules
+
+
+def test_block_pruned_block_runs_sparse_inside_the_fused_kernel(tmp_path, any_size, monkeypatch):
+    from edgekit.compiler.relax_passes import sparse
+    from edgekit.compress import CompressOptions, compress_file
+
+    monkeypatch.setattr(sparse, "MIN_DENSE_MACS", 0)  # a 12x12 block is far below the size floor of real layers
+    dense = _block_model(tmp_path / "block.onnx", c=16, expand=64, out=16)
+    pruned = tmp_path / "pruned.onnx"
+    compress_file(dense, pruned, CompressOptions(bits=None, prune=0.9, prune_block=BLOCK))
+    rules = _compile(tmp_path, pruned)  # validated against onnxruntime to 1e-4
+    assert list(rules.values()).count("mbconv kernel") == 1, rules
+    layers = json.loads((tmp_path / "art" / "meta.json").read_text())["build"]["sparse_layers"]
+    assert [(l["kernel"], l.get("fused")) for l in layers] == [("sparse", "mbconv")] * 2, layers

@@ -17,7 +17,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
-from realworld import CORPUS, build, detector_with_nms, segnet_unpool
+from realworld import CORPUS, TRANSFORMERS, build, detector_with_nms, segnet_unpool
 
 from edgekit.compiler.build import compile_onnx
 from edgekit.compiler.recurrent import lower_recurrent
@@ -47,6 +47,34 @@ def test_corpus_model_compiles_and_validates(name, tmp_path):
     assert not [r for r in meta["build"]["rewrites_skipped"] if r["pass"] == "ConvertLayout"], meta["build"][
         "rewrites_skipped"
     ]
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_transformer_compiles_and_validates(name, tmp_path):
+    model = build(name)
+    onnx.save(model, tmp_path / "m.onnx")
+    result = compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", input_shapes=fixed_shapes(model), quiet=True)
+    output_scale_ok(result)
+
+
+def test_block_pruned_encoder_runs_its_matmuls_sparse_and_validates(tmp_path, monkeypatch):
+    """Every Linear of the BERT-style encoder 90 % block-pruned: each runs as a block-sparse kernel (with its bias
+    and, where the graph has them, the residual add folded in) and the model still matches onnxruntime."""
+    from edgekit.compiler.relax_passes import sparse
+    from edgekit.compress import CompressOptions, compress_file
+
+    monkeypatch.setattr(sparse, "MIN_DENSE_MACS", 0)  # test size (16 tokens x 64 wide) is below the size floor
+    model = build("bert_encoder")
+    onnx.save(model, tmp_path / "m.onnx")
+    shapes = fixed_shapes(model)
+    opts = CompressOptions(bits=None, prune=0.9, prune_block=8)
+    compress_file(tmp_path / "m.onnx", tmp_path / "p.onnx", opts, input_shapes=shapes)
+    result = compile_onnx(tmp_path / "p.onnx", tmp_path / "art", "x86_64", input_shapes=shapes, quiet=True)
+    output_scale_ok(result)
+    layers = result.meta["build"]["sparse_layers"]
+    assert len(layers) == 16 and all(l["kernel"] == "sparse" for l in layers), layers  # 4 layers x 4 Linear
+    kernels = [fn for fn in result.meta["build"]["rule_per_function"] if fn.startswith("block_sparse")]
+    assert any(fn.endswith("_res") for fn in kernels), kernels  # the out-projection / FFN residual adds folded in
 
 
 def _compress_then_compile(model: onnx.ModelProto, bits: int, tmp_path, cli, compile_it: bool = True) -> dict:

@@ -102,7 +102,12 @@ def _print_compile_summary(result, tuning: Path | None) -> None:
     if sparse:
         kept = [l for l in sparse if l["kernel"] == "sparse"]
         saved = sum(l["dense_weight_bytes"] - l["weight_bytes"] for l in kept)
-        out.print(f"pruned layers: {len(kept)} of {len(sparse)} block-sparse ({saved / 1e6:.2f} MB of weights dropped)")
+        fused = sum(l.get("fused") == "mbconv" for l in kept)
+        out.print(
+            f"pruned layers: {len(kept)} of {len(sparse)} block-sparse"
+            + (f" ({fused} inside fused inverted-residual blocks)" if fused else "")
+            + f", {saved / 1e6:.2f} MB of weights dropped"
+        )
         for l in [l for l in sparse if l["kernel"] == "dense"][:8]:  # the sparse ones are in meta.json
             out.print(f"  {l['op']} {'x'.join(map(str, l['shape']))}: dense ({l['why']})")
     if tuning is not None:

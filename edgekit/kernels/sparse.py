@@ -91,10 +91,13 @@ def spmm_func(
     with_bias: bool,
     epilogue: Epilogue = Epilogue(),
     rows_per_tile: int = ROWS,
+    out_lead: tuple[int, ...] | None = None,
 ):
-    """out [*lead, N] = epilogue(x [*lead, K] @ W (+ bias [N])): a parallel loop over (row tile, output group),
-    the leading dims (N, H, W of an NHWC 1x1 conv; the batch of a MatMul) read as rows of flat views of the same
-    buffers. With a residual the kernel takes it as a parameter between bias and out."""
+    """out [*out_lead, N] = epilogue(x [*lead, K] @ W (+ bias [N])): a parallel loop over (row tile, output
+    group), the leading dims (N, H, W of an NHWC 1x1 conv; the batch of a MatMul) read as rows of flat views of
+    the buffers; out_lead (default lead) is another shape of the same rows. With a residual the kernel takes it
+    (shaped as out) as a parameter between bias and out."""
+    out_lead = tuple(out_lead or lead)
     k, n, nnzb = sparse.k, sparse.n, len(sparse.indices)
     rows = int(np.prod(lead, dtype=np.int64))
     groups = n // BLOCK
@@ -146,8 +149,8 @@ def spmm_func(
             indices: T.Buffer((nnzb,), "int32"),
             indptr: T.Buffer((groups + 1,), "int32"),
             bias: T.Buffer((n,), "float32"),
-            res: T.Buffer((*lead, n), "float32"),
-            out: T.Buffer((*lead, n), "float32"),
+            res: T.Buffer((*out_lead, n), "float32"),
+            out: T.Buffer((*out_lead, n), "float32"),
         ):
             body(x, values, indices, indptr, bias, res, out, True)
 
@@ -160,7 +163,7 @@ def spmm_func(
         indices: T.Buffer((nnzb,), "int32"),
         indptr: T.Buffer((groups + 1,), "int32"),
         bias: T.Buffer((n,), "float32"),
-        out: T.Buffer((*lead, n), "float32"),
+        out: T.Buffer((*out_lead, n), "float32"),
     ):
         body(x, values, indices, indptr, bias, out, out, False)  # `res` unused without a residual
 

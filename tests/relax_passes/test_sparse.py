@@ -107,3 +107,15 @@ def test_an_intermediate_read_twice_stays_outside_the_kernel() -> None:
 
     out = relax.transform.DeadCodeElimination()(sparse_layers_pass([])(build(body, x=X)))
     assert _calls(out) == ["block_sparse_4_16_16_3_1", "relax.nn.relu", "relax.add"]
+
+
+def test_a_row_keeping_reshape_before_the_residual_add_folds_too() -> None:
+    w = pruned_weight()
+
+    def body(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
+        y = bb.emit(relax.op.add(bb.emit(relax.op.matmul(x, const(w, "float32"))), const(BIAS, "float32")))
+        back = bb.emit(relax.op.reshape(y, (1, 4, 16)))  # a Linear on [B, T, C], flattened by the importer
+        return relax.op.add(relax.op.reshape(x, (1, 4, 16)), back)
+
+    out = relax.transform.DeadCodeElimination()(sparse_layers_pass([])(build(body, x=X)))
+    assert _calls(out) == ["relax.reshape", "block_sparse_4_16_16_3_1_as_1_4_res"]

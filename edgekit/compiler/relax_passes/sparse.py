@@ -96,8 +96,10 @@ def _layer(
     tile_rows: int,
     epilogue: ks.Epilogue | None = None,
     residual: relax.Expr | None = None,
+    out_lead: tuple[int, ...] | None = None,
 ) -> tuple[relax.Expr | None, dict | None]:
-    """(the sparse call or None, the report entry or None for an unpruned layer)."""
+    """(the sparse call or None, the report entry or None for an unpruned layer). `out_lead`: the output's
+    leading dims where a reshape of the product was absorbed (same rows, another shape)."""
     epilogue = epilogue or ks.Epilogue()
     x, w_expr = call.args
     weight = constant_array(w_expr)
@@ -127,9 +129,11 @@ def _layer(
     if bias_vec is None:
         return None, entry | {"kernel": "dense", "why": "bias is not per output channel"}
     sparse = ks.to_block_sparse(w2)
+    out_lead = tuple(out_lead or lead)
     dims = (*lead, sparse.k, sparse.n, len(sparse.indices), int(bias is not None))
-    key = "_".join(["block_sparse", *map(str, dims), *([epilogue.key()] if epilogue.key() else [])])
-    func = kernels.get(key, lambda: ks.spmm_func(lead, sparse, bias is not None, epilogue, tile_rows))
+    view = ["as_" + "_".join(map(str, out_lead))] if out_lead != tuple(lead) else []
+    key = "_".join(["block_sparse", *map(str, dims), *view, *([epilogue.key()] if epilogue.key() else [])])
+    func = kernels.get(key, lambda: ks.spmm_func(lead, sparse, bias is not None, epilogue, tile_rows, out_lead))
     args = [
         x,
         relax.const(sparse.values),
@@ -138,26 +142,36 @@ def _layer(
         relax.const(bias_vec),
         *([residual] if residual is not None else []),
     ]
-    new = relax.call_tir(func, args, relax.TensorType((*lead, sparse.n), "float32"))
+    new = relax.call_tir(func, args, relax.TensorType((*out_lead, sparse.n), "float32"))
     return new, entry | {"weight_bytes": sparse.nbytes, "dense_weight_bytes": int(w2.nbytes)}
 
 
 def _patterns(op: str):
     """(pattern, its parts) for `op` with each epilogue the kernel can take, biggest first (a smaller pattern
     matches what a bigger one left): [act](([op + bias] | op) [+ r]), act = clip or relu, r a same-shaped tensor
-    on either side of the add."""
+    on either side of the add; before the add the product may be reshaped with its rows kept (importers flatten
+    a Linear on [B, T, C] to a 2-D MatMul and reshape back before the residual add)."""
     for with_bias in (True, False):
         core, bias = is_op(op)(wildcard(), is_const()), is_const()
         y = is_op("relax.add")(core, bias) if with_bias else core
-        res = wildcard()
+        res, reshaped = wildcard(), is_op("relax.reshape")(y, wildcard())
         parts = {"core": core, "bias": bias if with_bias else None, "y": y, "res": res}
-        sums = [is_op("relax.add")(y, res), is_op("relax.add")(res, y)]
-        for inner, summed in ((sums[0], sums[0]), (sums[1], sums[1]), (y, None)):
-            yield is_op("relax.clip")(inner, wildcard(), wildcard()), parts | {"sum": summed, "act": "clip"}
-            yield is_op("relax.nn.relu")(inner), parts | {"sum": summed, "act": "relu"}
-        for summed in sums:
-            yield summed, parts | {"sum": summed, "act": None}
-        yield y, parts | {"sum": None, "act": None}
+        sums = [
+            (is_op("relax.add")(*pair), view)
+            for view in (None, reshaped)
+            for pair in (((view or y), res), (res, (view or y)))
+        ]
+        for inner, summed, view in (*((s, s, v) for s, v in sums), (y, None, None)):
+            for act in ("clip", "relu"):
+                pattern = (
+                    is_op("relax.clip")(inner, wildcard(), wildcard())
+                    if act == "clip"
+                    else is_op("relax.nn.relu")(inner)
+                )
+                yield pattern, parts | {"sum": summed, "view": view, "act": act}
+        for summed, view in sums:
+            yield summed, parts | {"sum": summed, "view": view, "act": None}
+        yield y, parts | {"sum": None, "view": None, "act": None}
 
 
 def _epilogue(m: dict, parts: dict, out_shape: tuple[int, ...]) -> tuple[ks.Epilogue, relax.Expr | None] | None:
@@ -182,15 +196,20 @@ def _rewrite(func: relax.Function, pattern, parts: dict, kernels: KernelTable, t
         call = m[parts["core"]]
         if call in seen:  # reported (and left dense) by a bigger match
             return expr
-        inner = [m[p] for p in (parts["core"], parts["y"], parts["sum"]) if p is not None and not m[p].same_as(expr)]
+        steps = (parts["core"], parts["y"], parts["view"], parts["sum"])
+        inner = [m[p] for p in steps if p is not None and not m[p].same_as(expr)]
         if any(uses.get(var_of.get(e), 0) != 1 for e in inner):
             return expr  # an intermediate is read elsewhere too: a smaller pattern takes the layer
-        out_shape = static_shape(call)
-        found = _epilogue(m, parts | {"outer": pattern}, out_shape) if out_shape else None
+        shape = static_shape(call)
+        out_shape = static_shape(m[parts["view"]]) if parts["view"] else shape
+        if not (shape and out_shape and out_shape[-1] == shape[-1] and math.prod(out_shape) == math.prod(shape)):
+            return expr  # the reshape moves values across rows: not a view of the kernel's output
+        found = _epilogue(m, parts | {"outer": pattern}, out_shape)
         if found is None:
             return expr
         seen.add(call)
-        new, entry = _layer(call, m.get(parts["bias"]) if parts["bias"] else None, kernels, tile_rows, *found)
+        bias = m.get(parts["bias"]) if parts["bias"] else None
+        new, entry = _layer(call, bias, kernels, tile_rows, *found, out_lead=out_shape[:-1])
         if entry is not None:
             report.append(entry)
         return expr if new is None else new
