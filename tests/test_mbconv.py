@@ -264,6 +264,7 @@ def test_block_pruned_block_runs_sparse_inside_the_fused_kernel(tmp_path, any_si
     from edgekit.compress import CompressOptions, compress_file
 
     monkeypatch.setattr(sparse, "MIN_DENSE_MACS", 0)  # a 12x12 block is far below the size floor of real layers
+    monkeypatch.setattr(inverted_residual, "MIN_EXPANDED_BYTES_SPARSE", 0)
     dense = _block_model(tmp_path / "block.onnx", c=16, expand=64, out=16)
     pruned = tmp_path / "pruned.onnx"
     compress_file(dense, pruned, CompressOptions(bits=None, prune=0.9, prune_block=BLOCK))

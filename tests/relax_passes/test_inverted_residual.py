@@ -70,7 +70,7 @@ def test_block_below_the_cache_threshold_is_left_alone() -> None:
 
 
 def test_block_pruned_expansion_runs_sparse_inside_the_fused_block(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inverted_residual, "MIN_EXPANDED_BYTES", 0)
+    monkeypatch.setattr(inverted_residual, "MIN_EXPANDED_BYTES_SPARSE", 0)
     monkeypatch.setattr(sparse, "MIN_DENSE_MACS", 0)  # 8x8 pixels: lifted over the sparse layers' size floor
     pruned = W_E.copy()
     pruned[..., 8:] = 0  # 1x8 blocks: only the first output-channel group of the expansion kept (density 1/4)
@@ -91,3 +91,17 @@ def test_block_pruned_expansion_runs_sparse_inside_the_fused_block(monkeypatch: 
     out = relax.transform.DeadCodeElimination()(fuse(build(block, x=X)))
     tvm.ir.assert_structural_equal(out, expected)
     assert [(r["kernel"], r["fused"], r["block_density"]) for r in report] == [("sparse", "mbconv", 0.25)]
+
+
+def test_a_block_with_a_sparse_expansion_fuses_from_the_lower_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sparse, "MIN_DENSE_MACS", 0)
+    pruned = W_E.copy()
+    pruned[..., 8:] = 0
+    monkeypatch.setattr(sys.modules[__name__], "W_E", pruned)
+    before = build(block, x=X)  # 8 kB expanded: below both floors
+    fuse = mutator_pass(lambda mod: InvertedResidualFusion(mod, LANES, ACC_REGS, 1, []), "FuseInvertedResiduals")
+    tvm.ir.assert_structural_equal(fuse(before), before)
+    monkeypatch.setattr(inverted_residual, "MIN_EXPANDED_BYTES_SPARSE", 8 << 10)  # at the sparse floor: fused
+    assert "fused_mbconv" in [gv.name_hint for gv in fuse(before).functions]
+    dense_only = mutator_pass(lambda mod: InvertedResidualFusion(mod, LANES, ACC_REGS, 1), "FuseInvertedResiduals")
+    tvm.ir.assert_structural_equal(dense_only(before), before)  # sparse kernels off: the dense floor applies
