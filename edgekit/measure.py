@@ -37,9 +37,18 @@ def run_worker(job: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# Warm-up runs for at least this long, whatever `warmup` says: on the 2-vCPU cloud hosts this project measures on,
+# a fresh process runs at about half speed for its first 20-90 ms of work (MobileNetV2, 2 threads: 3.0 ms a call
+# for 28 calls, then 1.55 ms; the second vCPU seems to come up late), and a few warm-up calls left that phase in
+# the samples: short rounds read up to 1.7x slow.
+WARMUP_SECONDS = 0.3
+
+
 def _time_calls(fn, warmup: int, repeat: int) -> list[float]:
-    for _ in range(warmup):
+    start, calls = time.perf_counter(), 0
+    while calls < warmup or time.perf_counter() - start < WARMUP_SECONDS:
         fn()
+        calls += 1
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -77,3 +79,14 @@ def test_compare_outputs_agrees_on_the_same_nan_and_infinity_only():
         [1.0, np.nan, -np.inf, -np.inf],
     ):
         assert not compare_outputs({"y": ref}, {"y": np.array(wrong, np.float32)}).ok, wrong
+
+
+def test_benchmark_warm_up_lasts_its_minimum_time_whatever_the_call_count(monkeypatch):
+    from edgekit import measure
+
+    monkeypatch.setattr(measure, "WARMUP_SECONDS", 0.05)
+    calls = []
+    start = time.perf_counter()
+    times = measure._time_calls(lambda: calls.append(time.sleep(0.01)), warmup=0, repeat=3)
+    assert time.perf_counter() - start >= 0.05 + 3 * 0.01
+    assert len(times) == 3 and len(calls) >= 3 + 5  # >= 5 warm-up calls of 10 ms fill the 50 ms

@@ -144,7 +144,7 @@ def bench(
         str, typer.Option("--target", "-t", help="Target when compiling an .onnx for tvm.")
     ] = DEFAULT_TARGET,
     threads: Annotated[int, typer.Option("--threads", help="Threads for every runtime (0 = all cores).")] = 0,
-    warmup: Annotated[int, typer.Option("--warmup")] = 5,
+    warmup: Annotated[int, typer.Option("--warmup", help="Warm-up calls per round (and at least 0.3 s of them).")] = 5,
     repeat: Annotated[int, typer.Option("--repeat")] = 50,
     rounds: Annotated[int, typer.Option("--rounds", help="Alternate runtime order this many times.")] = 2,
     input_shape: ShapeOpt = None,
