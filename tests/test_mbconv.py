@@ -259,16 +259,20 @@ def test_fused_block_on_aarch64_matches_onnxruntime(tmp_path, any_size):
     assert "mbconv kernel" in rules.values(), rules
 
 
-def test_block_pruned_block_runs_sparse_inside_the_fused_kernel(tmp_path, any_size, monkeypatch):
+@pytest.mark.parametrize("target", ["x86_64", "aarch64"])
+def test_block_pruned_block_runs_sparse_inside_the_fused_kernel(target, tmp_path, any_size, monkeypatch):
     from edgekit.compiler.relax_passes import sparse
     from edgekit.compress import CompressOptions, compress_file
+
+    if target == "aarch64" and not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")):
+        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user")
 
     monkeypatch.setattr(sparse, "MIN_DENSE_MACS", 0)  # a 12x12 block is far below the size floor of real layers
     monkeypatch.setattr(inverted_residual, "MIN_EXPANDED_BYTES_SPARSE", 0)
     dense = _block_model(tmp_path / "block.onnx", c=16, expand=64, out=16)
     pruned = tmp_path / "pruned.onnx"
     compress_file(dense, pruned, CompressOptions(bits=None, prune=0.9, prune_block=BLOCK))
-    rules = _compile(tmp_path, pruned)  # validated against onnxruntime to 1e-4
+    rules = _compile(tmp_path, pruned, target)  # validated against onnxruntime to 1e-4 (aarch64: under qemu)
     assert list(rules.values()).count("mbconv kernel") == 1, rules
     layers = json.loads((tmp_path / "art" / "meta.json").read_text())["build"]["sparse_layers"]
     assert [(l["kernel"], l.get("fused")) for l in layers] == [("sparse", "mbconv")] * 2, layers
