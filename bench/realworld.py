@@ -32,7 +32,7 @@ from edgekit.onnxkit.graph import fixed_shapes
 from edgekit.targets import TargetCaps, host_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the corpus builders live beside their tests
-from realworld import CORPUS, build  # noqa: E402
+from realworld import CORPUS, TRANSFORMERS, build  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SIZES = {
@@ -43,13 +43,14 @@ SIZES = {
     "audio_cnn": {"size": 16000},
     "token_model": {"size": 128},
     "gru_kws": {"size": 49, "hidden": 128},
+    "bert_encoder": {"size": 128, "hidden": 256},
 }
 VARIANTS = {"crnn_h512": ("crnn", {"size": 160, "hidden": 512})}  # extra rows: a corpus model at another size
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=",".join([*CORPUS, *VARIANTS]))
+    ap.add_argument("--models", default=",".join([*CORPUS, *TRANSFORMERS, *VARIANTS]))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--target", default="host")
     ap.add_argument("--repeat", type=int, default=30)
