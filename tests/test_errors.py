@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import onnx
+import pytest
 from conftest import third_party_cnn
 from onnx import TensorProto, helper
 
@@ -140,3 +141,15 @@ def test_bad_array_files_are_refused_by_every_command_that_reads_them(cli, tmp_p
         assert (
             not (tmp_path / "y.npy").exists() and not (tmp_path / "art").exists() and not (tmp_path / "q.onnx").exists()
         )
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--prune-block", "8"], "--prune-block needs --prune"),
+        (["--prune", "0.9", "--prune-block", "100"], "bad --prune-block 100"),
+        (["--prune", "0.5", "--structured", "--prune-block", "8"], "--prune-block is for unstructured"),
+    ],
+)
+def test_bad_finetune_prune_block(args, message, cli, tmp_path):
+    assert_one_line_error(cli("finetune", "digits_cnn", *args, "--epochs", "1", "-o", tmp_path / "p.onnx"), message)

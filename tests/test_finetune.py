@@ -157,6 +157,7 @@ def test_cubic_schedule():
         (["--prune", "0.9"], 1.0),
         (["--prune", "0.5", "--structured"], 2.0),
         (["--prune", "0.8", "--lottery", "--rounds", "2"], 1.0),
+        (["--prune", "0.9", "--prune-block", "8"], 2.0),  # 1x8 blocks (what the sparse kernels skip): 97.8 %
     ],
 )
 def test_finetune_prune_reaches_the_accuracy_goals(cli, tmp_path, args, floor_pt):
@@ -173,6 +174,26 @@ def test_finetune_prune_reaches_the_accuracy_goals(cli, tmp_path, args, floor_pt
         assert result["macs_after"] < 0.5 * result["macs_before"]
     else:
         assert any(n.name.startswith("sparse/") for n in model.graph.node)
+    if "--prune-block" in args:
+        assert result["mode"] == "1x8 blocks 90% (layer)" and result["block"] == 8, result
     if "--lottery" in args:
         t = result["lottery"]
         assert t["ticket_accuracy"] >= t["dense_accuracy"] - 0.01 and 0 < t["random_reinit_accuracy"] <= 1
+
+
+def test_block_masks_zero_whole_output_channel_blocks_and_leave_depthwise_dense():
+    from torch import nn
+
+    from edgekit.training.pruning import WeightMasks
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Conv2d(16, 16, 3, groups=16), nn.Linear(16, 10), nn.Linear(10, 8))
+    masks = WeightMasks(model, block=8)
+    masks.prune_to(0.75)
+    assert sorted(masks.layers) == ["0", "3"]  # depthwise and 10 output channels: dense
+    for name in ("0", "3"):
+        w = masks.layers[name].weight.detach()
+        blocks = w.reshape(w.shape[0] // 8, 8, -1)
+        zero = (blocks == 0).all(dim=1)
+        assert torch.equal(zero, (blocks == 0).any(dim=1))  # a block is all zero or all kept
+        assert int(zero.sum()) == round(0.75 * zero.numel())  # the ONNX pass's count: it finds exactly these

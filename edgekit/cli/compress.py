@@ -200,6 +200,12 @@ def finetune(
         int, typer.Option("--rewind-epoch", help="Lottery: the epoch whose weights survivors rewind to.")
     ] = 1,
     rounds: Annotated[int, typer.Option("--rounds", help="Lottery: pruning rounds.")] = 3,
+    finetune_block: Annotated[
+        int,
+        typer.Option(
+            "--prune-block", help="With --prune: whole blocks of B output channels (8: what TVM's sparse kernels skip)."
+        ),
+    ] = 1,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -207,10 +213,16 @@ def finetune(
 
     Example: edgekit finetune digits_cnn --bits 1 --mode weights --binarizer biper -o digits.bwn.onnx
              edgekit finetune digits_cnn --prune 0.9 -o digits.sparse90.onnx      (gradual, cubic schedule)
+             edgekit finetune digits_cnn --prune 0.9 --prune-block 8 -o digits.blocks90.onnx   (1x8 blocks)
     """
     from edgekit.core.progress import stderr
     from edgekit.finetune import finetune_to_onnx
 
+    if finetune_block != 1 and (prune is None or not 1 < finetune_block <= 64):
+        raise EdgekitError(
+            f"bad --prune-block {finetune_block}" if prune is not None else "--prune-block needs --prune R",
+            "e.g. finetune digits_cnn --prune 0.9 --prune-block 8 -o out.onnx (a block of 2-64 output channels)",
+        )
     if prune is not None:
         return _prune_finetune(
             model,
@@ -226,6 +238,7 @@ def finetune(
             seed,
             force,
             json_out,
+            finetune_block,
         )
     lr = lr or 2e-3
     if structured or lottery:
@@ -249,7 +262,7 @@ def finetune(
 
 
 def _prune_finetune(
-    model, output, ratio, structured, lottery, epochs, lr, distill, rounds, rewind_epoch, seed, force, json_out
+    model, output, ratio, structured, lottery, epochs, lr, distill, rounds, rewind_epoch, seed, force, json_out, block=1
 ) -> None:
     from edgekit.core.progress import stderr
     from edgekit.training.export import prune_finetune_to_onnx
@@ -259,7 +272,7 @@ def _prune_finetune(
     method = "structured" if structured else "lottery" if lottery else "gradual"
     with stderr.status(f"pruning-aware finetuning of {model} ({method}, {ratio:g}, {epochs} epochs)…"):
         result = prune_finetune_to_onnx(
-            model, output, ratio, method, epochs, lr, distill, rounds, rewind_epoch, seed, force
+            model, output, ratio, method, epochs, lr, distill, rounds, rewind_epoch, seed, force, block
         )
     if json_out:
         return emit_json(result)

@@ -155,7 +155,7 @@ def _random_init(module: nn.Module, seed: int) -> nn.Module:
     return fresh
 
 
-def _train_pruned(method, teacher, dense_onnx, ratio, epochs, lr, distill_weight, rounds, rewind_epoch, seed):
+def _train_pruned(method, teacher, dense_onnx, ratio, epochs, lr, distill_weight, rounds, rewind_epoch, seed, block=1):
     """(the training-free pruned ONNX at the same ratio, the pruned torch student, its training result or None,
     the lottery-ticket figures or None) for one pruning method."""
     from edgekit.passes import prune, structured
@@ -177,12 +177,20 @@ def _train_pruned(method, teacher, dense_onnx, ratio, epochs, lr, distill_weight
         )
         return free, student, trained, None
     # the first conv stays dense (1 input channel: 9 weights per filter), in torch and in ONNX alike
-    free, _ = prune.run(dense_onnx, prune.PruneConfig(ratio=ratio, skip=("first",)))
+    free, _ = prune.run(dense_onnx, prune.PruneConfig(ratio=ratio, skip=("first",), block=block))
     skip = (weight_layers(teacher)[0][0],)
     if method == "gradual":
         student = copy.deepcopy(teacher)
         trained, _ = gradual_prune(
-            student, ratio, epochs, teacher=teacher, lr=lr, seed=seed, distill_weight=distill_weight, skip=skip
+            student,
+            ratio,
+            epochs,
+            teacher=teacher,
+            lr=lr,
+            seed=seed,
+            distill_weight=distill_weight,
+            skip=skip,
+            block=block,
         )
         return free, student, trained, None
     ticket = lottery_ticket(
@@ -193,6 +201,7 @@ def _train_pruned(method, teacher, dense_onnx, ratio, epochs, lr, distill_weight
         rewind_epoch=rewind_epoch,
         seed=seed,
         skip=skip,
+        block=block,
     )
     return free, ticket["model"], None, {k: v for k, v in ticket.items() if k not in ("model", "masks")}
 
@@ -209,9 +218,11 @@ def prune_finetune_to_onnx(
     rewind_epoch: int = 1,
     seed: int = 0,
     force: bool = False,
+    block: int = 1,
 ) -> dict:
     """Pruning-aware training on digits (gradual, lottery ticket or structured), exported to ONNX that the ONNX
-    passes store sparsely (unstructured) or shrink (structured); the training-free figure at the same ratio beside."""
+    passes store sparsely (unstructured) or shrink (structured); the training-free figure at the same ratio beside.
+    `block` > 1 (gradual / lottery): whole 1 x block output-channel blocks, as compress --prune-block prunes."""
     import onnx
 
     from edgekit.core.errors import EdgekitError
@@ -220,6 +231,8 @@ def prune_finetune_to_onnx(
     from edgekit.passes import prune, structured
 
     structured.check_ratio(ratio)
+    if block != 1 and method == "structured":
+        raise EdgekitError("--prune-block is for unstructured pruning", "drop --structured, or drop --prune-block")
     if method not in PRUNE_METHODS:
         raise EdgekitError(f"unknown pruning method '{method}'", f"choose from {', '.join(PRUNE_METHODS)}")
     check_output_path(out, force, kind="onnx")
@@ -231,18 +244,19 @@ def prune_finetune_to_onnx(
         "output": str(out),
         "method": method,
         "ratio": ratio,
+        "block": block,
         "epochs": epochs,
         "accuracy": {"torch_fp32": evaluate(teacher, split.x_test, split.y_test)},
     }
     free, student, trained, lottery = _train_pruned(
-        method, teacher, dense_onnx, ratio, epochs, lr, distill_weight, rounds, rewind_epoch, seed
+        method, teacher, dense_onnx, ratio, epochs, lr, distill_weight, rounds, rewind_epoch, seed, block
     )
     if lottery is not None:
         result["lottery"] = lottery
     if method == "structured":
         model, report = structured.run(_to_onnx(student), structured.StructuredConfig(ratio=ratio, round_to=4))
     else:
-        model, report = prune.run(_to_onnx(student), prune.PruneConfig(ratio=ratio, skip=("first",)))
+        model, report = prune.run(_to_onnx(student), prune.PruneConfig(ratio=ratio, skip=("first",), block=block))
     onnx_acc, logits = _ort_accuracy(model)
     with torch.no_grad():
         torch_logits = student.eval()(torch.from_numpy(split.x_test)).numpy()

@@ -35,22 +35,35 @@ def cubic_sparsity(step: int, final: float, begin: int, end: int, initial: float
 
 
 class WeightMasks:
-    """One 0/1 mask per Conv2d/Linear weight (all layers but those named in `skip`), re-applied after each step."""
+    """One 0/1 mask per Conv2d/Linear weight (all layers but those named in `skip`), re-applied after each step.
+    `block` > 1: whole blocks of that many output channels at one input position, ranked by their RMS, as the ONNX
+    pass prunes them (passes/prune.block_masks: the same count per layer, so it finds exactly the zeroed blocks);
+    depthwise convs and layers whose output channels `block` does not divide stay dense there and here."""
 
-    def __init__(self, model: nn.Module, skip: tuple[str, ...] = ()) -> None:
-        self.layers = {name: m for name, m in weight_layers(model) if name not in skip}
+    def __init__(self, model: nn.Module, skip: tuple[str, ...] = (), block: int = 1) -> None:
+        self.block = block
+        self.layers = {
+            name: m for name, m in weight_layers(model) if name not in skip and (block == 1 or self._blockable(m))
+        }
         self.masks = {name: torch.ones_like(m.weight, dtype=torch.bool) for name, m in self.layers.items()}
+
+    def _blockable(self, m: nn.Module) -> bool:
+        depthwise = isinstance(m, nn.Conv2d) and m.groups > 1 and m.weight.shape[1] == 1
+        return m.weight.shape[0] % self.block == 0 and not depthwise
 
     @torch.no_grad()
     def prune_to(self, sparsity: float) -> None:
-        """Per-layer magnitude masks at `sparsity` (of each layer's weights; pruned weights stay pruned)."""
+        """Per-layer magnitude masks at `sparsity` (of each layer's weights or blocks; pruned ones stay pruned)."""
         for name, m in self.layers.items():
-            w = m.weight.abs().masked_fill(~self.masks[name], -1.0).flatten()
-            k = int(round(sparsity * w.numel()))
-            mask = torch.ones_like(w, dtype=torch.bool)
+            b = self.block
+            w = m.weight.reshape(m.weight.shape[0] // b, b, -1)  # block = 1: one weight per "block"
+            score = w.pow(2).mean(dim=1).sqrt().masked_fill(~self.masks[name].reshape(w.shape)[:, 0], -1.0).flatten()
+            k = int(round(sparsity * score.numel()))
+            keep = torch.ones_like(score, dtype=torch.bool)
             if k:
-                mask[torch.argsort(w, stable=True)[:k]] = False
-            self.masks[name] = mask.view_as(m.weight) & self.masks[name]
+                keep[torch.argsort(score, stable=True)[:k]] = False
+            mask = keep.view(w.shape[0], 1, -1).expand(w.shape).reshape(m.weight.shape)
+            self.masks[name] = mask & self.masks[name]
         self.apply()
 
     @torch.no_grad()
@@ -72,12 +85,13 @@ def gradual_prune(
     seed: int = 0,
     skip: tuple[str, ...] = (),
     distill_weight: float = 0.5,
+    block: int = 1,
 ):
     """Finetune `model` (in place) while its sparsity rises from 0 to `final` over the first 60% of the steps,
     pruning every 1/20 of that span; the rest of training recovers at the final sparsity."""
     from edgekit.training.loop import finetune
 
-    masks = WeightMasks(model, skip)
+    masks = WeightMasks(model, skip, block)
 
     def after_step(step: int, total: int) -> None:
         end = int(0.6 * total)
@@ -101,6 +115,7 @@ def lottery_ticket(
     lr: float = 5e-3,
     seed: int = 0,
     skip: tuple[str, ...] = (),
+    block: int = 1,
 ) -> dict:
     """Iterative magnitude pruning with rewinding, from a fresh `create()` model: returns the ticket (a trained
     model, its masks, its accuracy), the dense accuracy, and the random re-initialization control."""
@@ -114,7 +129,7 @@ def lottery_ticket(
             snapshot.update(copy.deepcopy(model.state_dict()))
 
     dense = finetune(model, epochs=epochs, lr=lr, seed=seed, after_epoch=remember).test_accuracy
-    masks = WeightMasks(model, skip)
+    masks = WeightMasks(model, skip, block)
     history = []
     for r in range(1, rounds + 1):
         masks.prune_to(1.0 - (1.0 - sparsity) ** (r / rounds))  # the same fraction of what is left, each round
@@ -128,7 +143,7 @@ def lottery_ticket(
         for m in control.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 m.reset_parameters()
-    control_masks = WeightMasks(control, skip)
+    control_masks = WeightMasks(control, skip, block)
     control_masks.masks = {k: v.clone() for k, v in masks.masks.items()}
     control_masks.apply()
     control_acc = finetune(
