@@ -93,8 +93,9 @@ def latency_rows(model: str, ratios: list[float], target: str, args, tmp: Path) 
 
 
 def sparse_rows(model: str, target: str, args, tmp: Path) -> list[dict]:
-    """1x8-block pruning at 90% (sparse kernels) and 50% (below the break-even: the rule keeps dense): TVM with the
-    per-layer rule vs the same pruned model built --no-sparse vs onnxruntime, and the weight bytes of each build."""
+    """1x8-block pruning at 90% (sparse kernels) and 50% (below the break-even: the rule keeps dense), and 2:4 (the
+    2:4 kernel on x86): TVM with the per-layer rule vs the same pruned model built --no-sparse vs onnxruntime, and
+    the weight bytes of each build."""
     from edgekit.compiler.build import compile_onnx
     from edgekit.compiler.options import BuildOptions
     from edgekit.runtime import LIBRARY, read_meta
@@ -108,13 +109,15 @@ def sparse_rows(model: str, target: str, args, tmp: Path) -> list[dict]:
     elif not src.exists():
         export_model(model, src)
     rows = []
-    for ratio in (0.9, 0.5):
-        pruned = tmp / f"{model}.block{ratio:g}.onnx"
-        opts = CompressOptions(bits=None, prune=ratio, prune_block=8)
+    variants = [(f"1x8 blocks {r:.0%}", CompressOptions(bits=None, prune=r, prune_block=8)) for r in (0.9, 0.5)]
+    variants.append(("2:4", CompressOptions(bits=None, nm="2:4")))
+    for variant, opts in variants:
+        tag = variant.replace(" ", "_").replace("%", "").replace(":", "-")
+        pruned = tmp / f"{model}.{tag}.onnx"
         compress_file(src, pruned, opts, force=True, input_shapes=shapes)
         arts = {}
         for name, sparse in (("rule", True), ("dense", False)):
-            arts[name] = tmp / f"{model}.block{ratio:g}.{name}"
+            arts[name] = tmp / f"{model}.{tag}.{name}"
             build_opts = BuildOptions(threads=args.threads, sparse=sparse)
             compile_onnx(pruned, arts[name], target, build_opts, input_shapes=shapes, quiet=True, force=True)
         both = bench(
@@ -142,8 +145,8 @@ def sparse_rows(model: str, target: str, args, tmp: Path) -> list[dict]:
         layers = metas["rule"]["sparse_layers"]
         row = {
             "model": model,
-            "variant": f"1x8 blocks {ratio:.0%}",
-            "sparse_layers": sum(l["kernel"] == "sparse" for l in layers),
+            "variant": variant,
+            "sparse_layers": sum(l["kernel"] != "dense" for l in layers),
             "pruned_layers": len(layers),
             "ort_ms": p50["ort"],
             "tvm_dense_ms": p50["tvm_dense"],

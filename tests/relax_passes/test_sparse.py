@@ -119,3 +119,12 @@ def test_a_row_keeping_reshape_before_the_residual_add_folds_too() -> None:
 
     out = relax.transform.DeadCodeElimination()(sparse_layers_pass([])(build(body, x=X)))
     assert _calls(out) == ["relax.reshape", "block_sparse_4_16_16_3_1_as_1_4_res"]
+
+
+def test_a_two_four_weight_stays_dense_and_says_why() -> None:
+    w = np.ones((16, 16), "float32")
+    w.reshape(4, 4, 16)[:, 2:, :] = 0  # 2 of every 4 input weights kept: every 1x8 block non-zero
+    report: list[dict] = []
+    before = matmul_bias(w)
+    tvm.ir.assert_structural_equal(sparse_layers_pass(report)(before), before)
+    assert report[0]["kernel"] == "dense" and "2:4 pattern" in report[0]["why"], report

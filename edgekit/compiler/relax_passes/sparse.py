@@ -68,6 +68,12 @@ def pruned_entry(op: str, weight: np.ndarray) -> dict | None:
     return {"op": op, "shape": list(weight.shape), "zeros": round(zeros, 4)}
 
 
+def _two_four(w2: np.ndarray) -> bool:
+    """At most 2 non-zeros in every group of 4 along K (compress --nm 2:4), for the report's reason."""
+    k, n = w2.shape
+    return k % 4 == 0 and bool(((w2.reshape(k // 4, 4, n) != 0).sum(axis=1) <= 2).all())
+
+
 def choose(w2: np.ndarray, macs: int) -> tuple[bool, dict]:
     """Sparse or dense for a pruned weight W [K, N] whose dense product is `macs` MACs: (sparse?, report fields).
     The fused-block rewrite (inverted_residual.py) asks the same for the 1x1 convs inside its blocks."""
@@ -78,7 +84,8 @@ def choose(w2: np.ndarray, macs: int) -> tuple[bool, dict]:
     if density > MAX_DENSITY:
         return False, fields | {
             "kernel": "dense",
-            "why": f"{density:.0%} of 1x{ks.BLOCK} blocks non-zero, above {MAX_DENSITY:.0%}: dense is faster",
+            "why": f"{density:.0%} of 1x{ks.BLOCK} blocks non-zero, above {MAX_DENSITY:.0%}: dense is faster"
+            + ("; 2:4 pattern: no 2:4 kernel beats dense here (see README)" if _two_four(w2) else ""),
         }
     if macs < MIN_DENSE_MACS and w2.nbytes < MIN_WEIGHT_BYTES:
         return False, fields | {
