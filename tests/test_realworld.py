@@ -32,7 +32,7 @@ def output_scale_ok(result) -> None:
     assert result.validation is not None and result.validation.ok, result.validation
 
 
-@pytest.mark.parametrize("name", CORPUS)
+@pytest.mark.parametrize("name", CORPUS + TRANSFORMERS)
 def test_corpus_model_compiles_and_validates(name, tmp_path):
     model = build(name)
     path = tmp_path / f"{name}.onnx"
@@ -47,14 +47,6 @@ def test_corpus_model_compiles_and_validates(name, tmp_path):
     assert not [r for r in meta["build"]["rewrites_skipped"] if r["pass"] == "ConvertLayout"], meta["build"][
         "rewrites_skipped"
     ]
-
-
-@pytest.mark.parametrize("name", TRANSFORMERS)
-def test_transformer_compiles_and_validates(name, tmp_path):
-    model = build(name)
-    onnx.save(model, tmp_path / "m.onnx")
-    result = compile_onnx(tmp_path / "m.onnx", tmp_path / "art", "x86_64", input_shapes=fixed_shapes(model), quiet=True)
-    output_scale_ok(result)
 
 
 def test_block_pruned_encoder_runs_its_matmuls_sparse_and_validates(tmp_path, monkeypatch):
@@ -402,7 +394,7 @@ def test_unsupported_recurrent_attributes_are_refused_naming_the_node():
     not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")),
     reason="needs g++-aarch64-linux-gnu and qemu-user (installed by .ci/run)",
 )
-@pytest.mark.parametrize("name", CORPUS)
+@pytest.mark.parametrize("name", CORPUS + TRANSFORMERS)
 def test_corpus_model_cross_compiles_for_aarch64_and_validates_under_qemu(name, tmp_path):
     model = build(name)
     onnx.save(model, tmp_path / "m.onnx")
