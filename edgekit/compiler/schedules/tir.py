@@ -60,10 +60,14 @@ def vectorize_lanes(sch: Schedule, loop, unroll_outer: bool) -> None:
         piece = max(
             (d for d in range(4, LANES + 1) if n % d == 0), key=lambda d: (d % 8 == 0, d % 4 == 0, d), default=1
         )
-        if piece >= 4:
-            o, loop = sch.split(loop, [None, piece])
-            if unroll_outer:
-                sch.unroll(o)
+        if piece < 4:
+            # no register-sized piece divides n (249 = 3 x 83 frames of an STFT): left to LLVM's loop vectorizer.
+            # As one <249 x float> vector of strided loads and log calls LLVM's code generation took 70 s (Zen 4/5
+            # scheduling models) for a 32 x 249 elementwise function
+            return
+        o, loop = sch.split(loop, [None, piece])
+        if unroll_outer:
+            sch.unroll(o)
     if n > 1:
         sch.vectorize(loop)
 
