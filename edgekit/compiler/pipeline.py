@@ -4,7 +4,8 @@ between the ONNX file and code generation; compiler/build.py drives it.
   1. ONNX_LOWERINGS          ONNX -> ONNX, before TVM's importer (frontend.to_relax): ops the importer lacks
   2. relax_passes(...)       Relax -> Relax, per target kind and model kind:
        cpu fp32:   [binary layers -> XNOR kernels] -> fold -> scalar max/min as clip -> ConvTranspose as conv ->
-                   Conv1d as conv2d -> NHWC (per-conv fallback) -> mean before permute -> [fused inverted-residual
+                   Conv1d as conv2d -> NHWC (per-conv fallback) -> mean before permute -> LayerNorm arithmetic as
+                   one kernel -> [fused inverted-residual
                    blocks, their block-pruned 1x1 convs sparse] -> [the other block-pruned 1x1 convs and MatMuls ->
                    block-sparse kernels] -> [Winograd] ->
                    fast sigmoid -> fast math -> legalize + fuse ("zero")
@@ -33,6 +34,7 @@ from edgekit.compiler.relax_passes.conv1d_as_conv2d import Conv1dAsConv2d
 from edgekit.compiler.relax_passes.conv_transpose_as_conv import ConvTransposeAsConv
 from edgekit.compiler.relax_passes.fast_math import FastSigmoid, fast_math
 from edgekit.compiler.relax_passes.inverted_residual import InvertedResidualFusion
+from edgekit.compiler.relax_passes.layer_norm import layer_norm_pass
 from edgekit.compiler.relax_passes.layout import nhwc_layout
 from edgekit.compiler.relax_passes.mean_before_permute import MeanBeforePermute
 from edgekit.compiler.relax_passes.pack_int8_convs import pack_int8_convs
@@ -134,6 +136,7 @@ def cpu_fp32_passes(
         mutator_pass(MeanBeforePermute, "MeanBeforePermute", log),
         relax.transform.DeadCodeElimination(),
         relax.transform.FoldConstant(),
+        layer_norm_pass(lanes, log),
         *([fused_blocks, relax.transform.DeadCodeElimination()] if opts.fuse_blocks else []),
         *(
             [sparse_layers_pass(sparse_report, log, sparse_kernel.tile_rows(lanes, acc_regs))]

@@ -57,6 +57,7 @@ KERNEL_RESULTS = {
     "mbconv": "mbconv kernel",
     "recurrent": "recurrent kernel",
     "block_sparse_matmul": "block-sparse kernel",
+    "layer_norm": "layer-norm kernel",
 }  # the rest: XNOR kernels
 FALLBACK = Fallback()
 KERNEL_ATTR = "edgekit.kernel"  # hand-written TIR (edgekit/kernels): already scheduled
