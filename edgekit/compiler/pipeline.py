@@ -5,7 +5,7 @@ between the ONNX file and code generation; compiler/build.py drives it.
   2. relax_passes(...)       Relax -> Relax, per target kind and model kind:
        cpu fp32:   [binary layers -> XNOR kernels] -> fold -> scalar max/min as clip -> ConvTranspose as conv ->
                    Conv1d as conv2d -> NHWC (per-conv fallback) -> mean before permute -> LayerNorm arithmetic as
-                   one kernel -> [fused inverted-residual
+                   one kernel -> softmax as one kernel -> [fused inverted-residual
                    blocks, their block-pruned 1x1 convs sparse] -> [the other block-pruned 1x1 convs and MatMuls ->
                    block-sparse kernels] -> [Winograd] ->
                    fast sigmoid -> fast math -> legalize + fuse ("zero")
@@ -40,6 +40,7 @@ from edgekit.compiler.relax_passes.mean_before_permute import MeanBeforePermute
 from edgekit.compiler.relax_passes.pack_int8_convs import pack_int8_convs
 from edgekit.compiler.relax_passes.qdq import expand_qdq, qdq_passes
 from edgekit.compiler.relax_passes.scalar_minmax_to_clip import ScalarMinMaxToClip
+from edgekit.compiler.relax_passes.softmax import softmax_pass
 from edgekit.compiler.relax_passes.sparse import sparse_layers_pass
 from edgekit.compiler.relax_passes.winograd import WinogradConv
 from edgekit.compiler.schedules.base import Rule
@@ -137,6 +138,7 @@ def cpu_fp32_passes(
         relax.transform.DeadCodeElimination(),
         relax.transform.FoldConstant(),
         layer_norm_pass(lanes, log),
+        softmax_pass(lanes, log),
         *([fused_blocks, relax.transform.DeadCodeElimination()] if opts.fuse_blocks else []),
         *(
             [sparse_layers_pass(sparse_report, log, sparse_kernel.tile_rows(lanes, acc_regs))]

@@ -58,6 +58,7 @@ KERNEL_RESULTS = {
     "recurrent": "recurrent kernel",
     "block_sparse_matmul": "block-sparse kernel",
     "layer_norm": "layer-norm kernel",
+    "softmax": "softmax kernel",
 }  # the rest: XNOR kernels
 FALLBACK = Fallback()
 KERNEL_ATTR = "edgekit.kernel"  # hand-written TIR (edgekit/kernels): already scheduled
