@@ -27,3 +27,13 @@ def build(body: Body, **params: tuple[Sequence[int], str]) -> tvm.IRModule:
 def const(value, dtype: str) -> relax.Constant:
     """A Relax constant of exactly `dtype` (relax.const infers int64 / float64 from Python lists)."""
     return relax.const(np.asarray(value, dtype), dtype)
+
+
+def calls(mod: tvm.IRModule) -> list[str]:
+    """The ops and kernels (call_tir callees by name) main's dataflow block calls, in order."""
+    names = []
+    for binding in mod["main"].body.blocks[0].bindings:
+        value = binding.value
+        if isinstance(value, relax.Call):
+            names.append(value.args[0].name_hint if value.op.name == "relax.call_tir" else value.op.name)
+    return names

@@ -10,19 +10,10 @@ from tvm import relax
 from edgekit.compiler.relax_passes import constant_array
 from edgekit.compiler.relax_passes.layer_norm import layer_norm_pass
 
-from .ir import build, const
+from .ir import build, calls, const
 
 X = ((2, 5, 16), "float32")
 GAMMA, BETA = np.linspace(0.5, 1.5, 16, dtype="float32"), np.linspace(-1, 1, 16, dtype="float32")
-
-
-def _calls(mod: tvm.IRModule) -> list[str]:
-    out = []
-    for binding in mod["main"].body.blocks[0].bindings:
-        v = binding.value
-        if isinstance(v, relax.Call):
-            out.append(v.args[0].name_hint if v.op.name == "relax.call_tir" else v.op.name)
-    return out
 
 
 def decomposed(bb: relax.BlockBuilder, x: relax.Var, extra_use: bool = False) -> relax.Expr:
@@ -36,7 +27,7 @@ def decomposed(bb: relax.BlockBuilder, x: relax.Var, extra_use: bool = False) ->
 
 def test_layer_norm_arithmetic_becomes_one_kernel_call() -> None:
     out = layer_norm_pass(lanes=8)(build(decomposed, x=X))
-    assert _calls(out) == ["layer_norm_2_5_16_eps1e-05"]
+    assert calls(out) == ["layer_norm_2_5_16_eps1e-05"]
     args = out["main"].body.blocks[0].bindings[0].value.args[1]
     np.testing.assert_array_equal(constant_array(args[1]), GAMMA)  # gamma and beta go to the kernel
     np.testing.assert_array_equal(constant_array(args[2]), BETA)
@@ -51,4 +42,4 @@ def test_layer_norm_op_becomes_the_same_kernel() -> None:
     def body(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
         return relax.op.nn.layer_norm(x, const(GAMMA, "float32"), const(BETA, "float32"), axes=[-1], epsilon=1e-5)
 
-    assert _calls(layer_norm_pass(lanes=16)(build(body, x=X))) == ["layer_norm_2_5_16_eps1e-05"]
+    assert calls(layer_norm_pass(lanes=16)(build(body, x=X))) == ["layer_norm_2_5_16_eps1e-05"]

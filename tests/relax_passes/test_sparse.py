@@ -14,7 +14,7 @@ from edgekit.compiler.relax_passes import KernelTable, sparse
 from edgekit.compiler.relax_passes.sparse import sparse_layers_pass
 from edgekit.kernels.sparse import BlockSparse, spmm_func
 
-from .ir import build, const
+from .ir import build, calls, const
 
 X = ((4, 16), "float32")
 BIAS = np.arange(16, dtype="float32")
@@ -75,16 +75,6 @@ def test_unstructured_zeros_stay_dense() -> None:
     assert [(r["kernel"], r["block_density"]) for r in report] == [("dense", 0.5)]
 
 
-def _calls(mod: tvm.IRModule) -> list[str]:
-    """The ops and kernels main calls, in order."""
-    names = []
-    for binding in mod["main"].body.blocks[0].bindings:
-        value = binding.value
-        if isinstance(value, relax.Call):
-            names.append(value.args[0].name_hint if value.op.name == "relax.call_tir" else value.op.name)
-    return names
-
-
 def test_relu_and_residual_add_fold_into_the_kernel() -> None:
     w = pruned_weight()
 
@@ -93,7 +83,7 @@ def test_relu_and_residual_add_fold_into_the_kernel() -> None:
         return relax.op.nn.relu(bb.emit(relax.op.add(y, x)))  # ResNet's relu(conv + bias + shortcut)
 
     out = sparse_layers_pass([])(build(body, x=X))
-    assert _calls(out) == ["block_sparse_4_16_16_3_1_clip0_inf_res_first"]
+    assert calls(out) == ["block_sparse_4_16_16_3_1_clip0_inf_res_first"]
     kernel = out["block_sparse_4_16_16_3_1_clip0_inf_res_first"]
     assert len(kernel.params) == 7  # x, the blocks, indices, indptr, bias, the residual, out
 
@@ -106,7 +96,7 @@ def test_an_intermediate_read_twice_stays_outside_the_kernel() -> None:
         return relax.op.add(bb.emit(relax.op.nn.relu(y)), y)  # y is also read after the relu
 
     out = relax.transform.DeadCodeElimination()(sparse_layers_pass([])(build(body, x=X)))
-    assert _calls(out) == ["block_sparse_4_16_16_3_1", "relax.nn.relu", "relax.add"]
+    assert calls(out) == ["block_sparse_4_16_16_3_1", "relax.nn.relu", "relax.add"]
 
 
 def test_a_row_keeping_reshape_before_the_residual_add_folds_too() -> None:
@@ -118,7 +108,7 @@ def test_a_row_keeping_reshape_before_the_residual_add_folds_too() -> None:
         return relax.op.add(relax.op.reshape(x, (1, 4, 16)), back)
 
     out = relax.transform.DeadCodeElimination()(sparse_layers_pass([])(build(body, x=X)))
-    assert _calls(out) == ["relax.reshape", "block_sparse_4_16_16_3_1_as_1_4_res"]
+    assert calls(out) == ["relax.reshape", "block_sparse_4_16_16_3_1_as_1_4_res"]
 
 
 def test_a_two_four_weight_stays_dense_and_says_why() -> None:
