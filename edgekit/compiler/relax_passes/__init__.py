@@ -166,3 +166,16 @@ class KernelTable:
 
     def module(self) -> tvm.IRModule:
         return self.builder.get()
+
+
+def rewrite_with_kernels(
+    mod: tvm.IRModule, rewrite: Callable[[relax.Function, KernelTable], relax.Function]
+) -> tvm.IRModule:
+    """`rewrite` run over every Relax function of `mod` with one KernelTable: the module with the rewritten
+    functions and the kernels they call, dead code eliminated."""
+    kernels = KernelTable(mod)
+    rewritten = {gv: rewrite(f, kernels) for gv, f in list(mod.functions.items()) if isinstance(f, relax.Function)}
+    out = kernels.module()
+    for gv, func in rewritten.items():
+        out[gv] = func
+    return relax.transform.DeadCodeElimination()(out)

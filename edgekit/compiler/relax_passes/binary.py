@@ -21,7 +21,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from edgekit.compiler.relax_passes import KernelTable, bias_vector, constant_array
+from edgekit.compiler.relax_passes import KernelTable, bias_vector, constant_array, rewrite_with_kernels
 from edgekit.kernels import binary as kb
 from edgekit.kernels import binary_flat as kf
 
@@ -225,23 +225,18 @@ def lower_binary_layers(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[t
     Returns the new module and a report: one dict per binarized layer, lowered or skipped
     ({"op", "status": "lowered" | "skipped", "detail"/"reason"})."""
     isa = kb.isa_for_target(target)
-    kernels = KernelTable(mod)
     report: list[dict] = []
-    rewritten: dict[relax.GlobalVar, relax.Function] = {}
     seen: set = set()  # layer calls already reported (a skipped layer is matched again by the next pattern)
-    for gv, func in list(mod.functions.items()):
-        if not isinstance(func, relax.Function):
-            continue
+
+    def rewrite(func: relax.Function, kernels: KernelTable) -> relax.Function:
         for op, (kind, lower) in _LAYERS.items():
             # with bias first: once the bare layer is rewritten the add can no longer be folded in
             for with_bias in (True, False):
                 func = _rewrite(func, op, kind, lower, with_bias, isa, kernels, report, seen)
             func = _report_bwn(func, op, kind, report, seen)
-        rewritten[gv] = func
-    out = kernels.module()
-    for gv, func in rewritten.items():
-        out[gv] = func
-    return relax.transform.DeadCodeElimination()(out), report
+        return func
+
+    return rewrite_with_kernels(mod, rewrite), report
 
 
 def _rewrite(

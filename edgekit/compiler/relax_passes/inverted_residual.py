@@ -23,10 +23,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from edgekit.compiler.relax_passes import prim_float, static_shape, use_counts
 from edgekit.compiler.relax_passes import sparse as sparse_rule
-from edgekit.compiler.relax_passes import static_shape, use_counts
 from edgekit.kernels import mbconv
-from edgekit.kernels import sparse as ks
 
 # The expanded tensor (H x W x CM fp32) at which fusion pays. MobileNetV2: 112x112x96 (4.8 MB) through
 # 28x28x192 (600 KB) measured faster fused (333 vs 385 us, 102 vs 111 us per block on 2 Zen 4 cores); at
@@ -85,7 +84,7 @@ def _activation(expr, var2val) -> tuple[relax.Expr, tuple[float, float]] | None:
     clip = _call_of(expr, var2val, "relax.clip")
     if clip is None:
         return None
-    lo, hi = (float(getattr(v.value, "value", v.value)) for v in clip.args[1:])
+    lo, hi = (prim_float(v) for v in clip.args[1:])
     return clip.args[0], (lo, hi)
 
 
@@ -196,32 +195,35 @@ class InvertedResidualFusion(relax.PyExprMutator):
             return self._kernel_call(block)
         return self.visit_expr_post_order(call)
 
-    def _sparse_choice(self, block: _Block) -> tuple[bool, bool]:
-        """Which of the block's 1x1 convs run block-sparse (and their report entries)."""
+    def _sparse_entries(self, block: _Block) -> tuple[dict | None, dict | None]:
+        """The report entries of the block's pruned expansion / projection (None: not pruned, or sparse off),
+        each with the sparse layers' choice for it ("kernel": "sparse" or "dense")."""
         if self._sparse_report is None:
-            return False, False
+            return None, None
         spec, (w_e, _, _, _, w_p, _) = block.spec, block.weights
         pixels = (spec.batch * spec.height * spec.width, spec.batch * spec.out_h * spec.out_w)
-        chosen = []
+        entries = []
         for w, rows in ((w_e, pixels[0]), (w_p, pixels[1])):
             entry = None if w is None else sparse_rule.pruned_entry("conv2d", w)
-            if entry is None:
-                chosen.append(False)
-                continue
-            w2 = w.reshape(w.shape[-2:])
-            pays, fields = sparse_rule.choose(w2, rows * w2.size)
-            entry |= fields | {"fused": "mbconv"}
-            if pays:
-                entry |= {"weight_bytes": ks.to_block_sparse(w2).nbytes, "dense_weight_bytes": int(w2.nbytes)}
-            self._sparse_report.append(entry)
-            chosen.append(pays)
-        return chosen[0], chosen[1]
+            if entry is not None:
+                w2 = w.reshape(w.shape[-2:])
+                entry |= sparse_rule.choose(w2, rows * w2.size)[1] | {"fused": "mbconv"}
+            entries.append(entry)
+        return entries[0], entries[1]
 
     def _kernel_call(self, block: _Block) -> relax.Call:
         spec = block.spec
         lanes, acc_regs = self._lanes, self._acc_regs
         w_e, b_e, w_d, b_d, w_p, b_p = block.weights
-        pe, wd, pp = mbconv.pack_weights(spec, w_e, w_d, w_p, lanes, acc_regs, sparse=self._sparse_choice(block))
+        entries = self._sparse_entries(block)
+        sparse = tuple(e is not None and e["kernel"] == "sparse" for e in entries)
+        pe, wd, pp = mbconv.pack_weights(spec, w_e, w_d, w_p, lanes, acc_regs, sparse=sparse)
+        for entry, packed, w in zip(entries, (pe, pp), (w_e, w_p)):
+            if entry is None:
+                continue
+            if packed.sparse:  # the kept blocks as packed, against the dense weight
+                entry |= {"weight_bytes": sum(a.nbytes for a in packed.arrays()), "dense_weight_bytes": int(w.nbytes)}
+            self._sparse_report.append(entry)
         # private (no global_symbol): TVMScript names every PrimFunc "mbconv", and relax.build needs unique symbols
         func = (
             mbconv.mbconv_func(spec, lanes, acc_regs, self._bands, kept=(pe.kept, pp.kept))

@@ -17,7 +17,15 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from edgekit.compiler.relax_passes import KernelTable, constant_array, skippable_pass, static_shape, use_counts
+from edgekit.compiler.relax_passes import (
+    KernelTable,
+    bias_vector,
+    constant_scalar,
+    rewrite_with_kernels,
+    skippable_pass,
+    static_shape,
+    use_counts,
+)
 from edgekit.kernels import layer_norm as kernel
 
 
@@ -26,16 +34,11 @@ def _last_axis_mean(call: relax.Call, ndim: int) -> bool:
     return bool(call.attrs.keepdims) and len(axes) == 1 and axes[0] % ndim == ndim - 1
 
 
-def _vector(expr: relax.Expr | None, width: int, default: float) -> np.ndarray | None:
+def _vector(expr: relax.Expr | None, shape: tuple[int, ...], default: float) -> np.ndarray | None:
     """A constant broadcast over the last axis only, as a [width] vector (`default` where there is none)."""
     if expr is None:
-        return np.full(width, default, np.float32)
-    value = constant_array(expr).astype(np.float32)
-    if value.size == 1:
-        return np.full(width, value.reshape(()), np.float32)
-    if value.shape[-1] == width and value.size == width:
-        return value.reshape(width)
-    return None
+        return np.full(shape[-1], default, np.float32)
+    return bias_vector(expr, shape[-1], len(shape) - 1, len(shape))
 
 
 def _patterns():
@@ -79,12 +82,12 @@ def _rewrite(func: relax.Function, pattern, parts: dict, kernels: KernelTable, l
         square = value(var).args[0]
         if not (_last_axis_mean(value(mean_x), len(shape)) and _last_axis_mean(value(var), len(shape))):
             return expr
-        two, eps = constant_array(m[parts["two"]]), constant_array(m[parts["eps"]])
-        if two.size != 1 or float(two.reshape(())) != 2.0 or eps.size != 1:
+        eps_value = constant_scalar(m[parts["eps"]])
+        if constant_scalar(m[parts["two"]]) != 2.0 or eps_value is None:
             return expr
         lanes_here = kernel.lanes_for(shape[-1], lanes)
-        gamma = _vector(m.get(parts["gamma"]) if parts["gamma"] else None, shape[-1], 1.0)
-        beta = _vector(m.get(parts["beta"]) if parts["beta"] else None, shape[-1], 0.0)
+        gamma = _vector(m.get(parts["gamma"]) if parts["gamma"] else None, shape, 1.0)
+        beta = _vector(m.get(parts["beta"]) if parts["beta"] else None, shape, 0.0)
         if lanes_here is None or gamma is None or beta is None:
             return expr
         # d feeds the square and the division; every other link feeds one op
@@ -93,7 +96,6 @@ def _rewrite(func: relax.Function, pattern, parts: dict, kernels: KernelTable, l
         ]
         if not used(d, 2) or not all(used(e) for e in inner):
             return expr
-        eps_value = float(eps.reshape(()))
         key = "layer_norm_" + "_".join(map(str, shape)) + f"_eps{eps_value:g}"
         func = kernels.get(key, lambda: kernel.layer_norm_func(shape, eps_value, lanes_here))
         args = [x, relax.const(gamma), relax.const(beta)]
@@ -112,7 +114,7 @@ def _rewrite_op(func: relax.Function, kernels: KernelTable, lanes: int) -> relax
         if shape is None or x.ty.dtype != "float32":
             return expr
         axes = [int(a) % len(shape) for a in expr.attrs.axes]
-        gamma, beta = _vector(gamma, shape[-1], 1.0), _vector(beta, shape[-1], 0.0)
+        gamma, beta = _vector(gamma, shape, 1.0), _vector(beta, shape, 0.0)
         lanes_here = kernel.lanes_for(shape[-1], lanes)
         if axes != [len(shape) - 1] or not (expr.attrs.center and expr.attrs.scale) or lanes_here is None:
             return expr
@@ -128,18 +130,13 @@ def _rewrite_op(func: relax.Function, kernels: KernelTable, lanes: int) -> relax
 
 def fuse_layer_norms(mod: tvm.IRModule, lanes: int) -> tvm.IRModule:
     """`lanes`: the target's fp32 vector width (schedules.tiles.simd)."""
-    kernels = KernelTable(mod)
-    rewritten = {}
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function):
-            for pattern, parts in _patterns():
-                func = _rewrite(func, pattern, parts, kernels, lanes)
-            func = _rewrite_op(func, kernels, lanes)
-            rewritten[gv] = func
-    out = kernels.module()
-    for gv, func in rewritten.items():
-        out[gv] = func
-    return relax.transform.DeadCodeElimination()(out)
+
+    def rewrite(func: relax.Function, kernels: KernelTable) -> relax.Function:
+        for pattern, parts in _patterns():
+            func = _rewrite(func, pattern, parts, kernels, lanes)
+        return _rewrite_op(func, kernels, lanes)
+
+    return rewrite_with_kernels(mod, rewrite)
 
 
 def layer_norm_pass(lanes: int, log: list | None = None) -> tvm.transform.Pass:

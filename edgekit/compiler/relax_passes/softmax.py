@@ -9,10 +9,9 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from edgekit.compiler.relax_passes import KernelTable, skippable_pass, static_shape
+from edgekit.compiler.relax_passes import KernelTable, rewrite_with_kernels, skippable_pass, static_shape
 from edgekit.kernels import softmax as kernel
 
-OPAQUE = 8  # relax OpPatternKind: FuseOps fuses nothing into the kernel (its body has no root block to analyze)
 MIN_ROWS = 8  # a handful of rows (a classifier's 1 x 10 scores): TVM's own op, no parallel loop to pay for
 
 
@@ -24,10 +23,7 @@ def _rewrite(func: relax.Function, kernels: KernelTable, lanes: int) -> relax.Fu
             return expr
         if shape[-1] < lanes or math.prod(shape[:-1]) < MIN_ROWS:
             return expr
-        func = kernels.get(
-            "softmax_" + "_".join(map(str, shape)),
-            lambda: kernel.softmax_func(shape, lanes).with_attr("op_pattern", OPAQUE),
-        )
+        func = kernels.get("softmax_" + "_".join(map(str, shape)), lambda: kernel.softmax_func(shape, lanes))
         return relax.call_tir(func, [x], relax.TensorType(shape, "float32"))
 
     return relax.dpl.rewrite_call(is_op("relax.nn.softmax")(wildcard()), rewriter, func)
@@ -35,12 +31,7 @@ def _rewrite(func: relax.Function, kernels: KernelTable, lanes: int) -> relax.Fu
 
 def lower_softmaxes(mod: tvm.IRModule, lanes: int) -> tvm.IRModule:
     """`lanes`: the target's fp32 vector width (schedules.tiles.simd)."""
-    kernels = KernelTable(mod)
-    rewritten = {gv: _rewrite(f, kernels, lanes) for gv, f in mod.functions.items() if isinstance(f, relax.Function)}
-    out = kernels.module()
-    for gv, func in rewritten.items():
-        out[gv] = func
-    return out
+    return rewrite_with_kernels(mod, lambda func, kernels: _rewrite(func, kernels, lanes))
 
 
 def softmax_pass(lanes: int, log: list | None = None) -> tvm.transform.Pass:

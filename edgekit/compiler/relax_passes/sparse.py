@@ -28,6 +28,8 @@ from edgekit.compiler.relax_passes import (
     KernelTable,
     bias_vector,
     constant_array,
+    prim_float,
+    rewrite_with_kernels,
     skippable_pass,
     static_shape,
     use_counts,
@@ -191,7 +193,7 @@ def _epilogue(m: dict, parts: dict, out_shape: tuple[int, ...]) -> tuple[ks.Epil
     clip = None
     if act is not None:
         lo_hi = act.args[1:] if parts["act"] == "clip" else None
-        clip = (0.0, math.inf) if lo_hi is None else tuple(float(getattr(v.value, "value", v.value)) for v in lo_hi)
+        clip = (0.0, math.inf) if lo_hi is None else tuple(prim_float(v) for v in lo_hi)
     return ks.Epilogue(clip, residual is not None, add_first=residual is not None and act is not None), residual
 
 
@@ -226,19 +228,15 @@ def _rewrite(func: relax.Function, pattern, parts: dict, kernels: KernelTable, t
 
 def lower_sparse_layers(mod: tvm.IRModule, report: list[dict], tile_rows: int = ks.ROWS) -> tvm.IRModule:
     """`tile_rows`: the kernels' register-tile rows (kernels/sparse.tile_rows of the target)."""
-    kernels = KernelTable(mod)
-    rewritten = {}
     seen: set = set()
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function):
-            for op in ("relax.nn.conv2d", "relax.matmul"):
-                for pattern, parts in _patterns(op):
-                    func = _rewrite(func, pattern, parts, kernels, tile_rows, report, seen)
-            rewritten[gv] = func
-    out = kernels.module()
-    for gv, func in rewritten.items():
-        out[gv] = func
-    return relax.transform.DeadCodeElimination()(out)
+
+    def rewrite(func: relax.Function, kernels: KernelTable) -> relax.Function:
+        for op in ("relax.nn.conv2d", "relax.matmul"):
+            for pattern, parts in _patterns(op):
+                func = _rewrite(func, pattern, parts, kernels, tile_rows, report, seen)
+        return func
+
+    return rewrite_with_kernels(mod, rewrite)
 
 
 def sparse_layers_pass(report: list[dict], log: list | None = None, tile_rows: int = ks.ROWS) -> tvm.transform.Pass:
