@@ -29,6 +29,7 @@ import numpy as np
 import tvm
 from tvm.script import tirx as T
 
+from edgekit.kernels import clamp
 from edgekit.kernels import sparse as ks
 from edgekit.kernels.binary import STACK_BYTES, _root_block
 
@@ -147,10 +148,6 @@ def mbconv_func(
     p_csr = ((kept[1],), (co_ // ks.BLOCK + 1,)) if sparse_p else ((1,), (1,))
     wp_rows = kept[1] if sparse_p else co_ * cm_ // pt.vec
 
-    def clip(v, lo: float, hi: float):
-        v = T.max(v, T.float32(lo)) if math.isfinite(lo) else v
-        return T.min(v, T.float32(hi)) if math.isfinite(hi) else v
-
     @T.macro
     def gemm_tile(acc, tl, bias, a, a0, a1, px0, k_n, w, idx, ptr, sparse, cb):
         # acc[i, :] = bias + sum_k a[a0, a1, px0 + i, k] * W[k, cb's channels]: one register tile of the 1x1
@@ -183,8 +180,8 @@ def mbconv_func(
                 for i in T.unroll(et.rows):
                     for j in T.unroll(et.nv):
                         for v in T.vectorized(et.lanes):
-                            ring[slot, 1 + T.min(t * et.rows, w_ - et.rows) + i, cb * et.vec + j * et.lanes + v] = clip(
-                                acc[i, j * et.lanes + v], elo, ehi
+                            ring[slot, 1 + T.min(t * et.rows, w_ - et.rows) + i, cb * et.vec + j * et.lanes + v] = (
+                                clamp(acc[i, j * et.lanes + v], elo, ehi)
                             )
 
     @T.macro
@@ -259,7 +256,7 @@ def mbconv_func(
                             for j in T.unroll(dt.nv):
                                 for v in T.vectorized(dt.lanes):
                                     mid[0, 0, T.min(t * dt.rows, wo - dt.rows) + i, cb * dt.vec + j * dt.lanes + v] = (
-                                        clip(dacc[i, j * dt.lanes + v], dlo, dhi)
+                                        clamp(dacc[i, j * dt.lanes + v], dlo, dhi)
                                     )
                 # projection row -> out (+ bias, + residual)
                 for cb in range(co_ // pt.vec):

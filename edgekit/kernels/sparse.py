@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from tvm.script import tirx as T
 
+from edgekit.kernels import clamp
+
 BLOCK = 8  # one AVX2 / NEON-pair vector of float32; AVX-512 runs it as ymm (the FLOPs saved dwarf the width lost)
 KERNEL = "block_sparse_matmul"  # the edgekit.kernel attribute: schedules/dispatch.py keeps the kernel as written
 ROWS = 8  # output rows per register tile where the target's budget is not given (tile_rows)
@@ -106,8 +108,7 @@ def spmm_func(
     lo, hi = epilogue.clip or (-math.inf, math.inf)
 
     def clip(v):
-        v = T.max(v, T.float32(lo)) if math.isfinite(lo) else v
-        return T.min(v, T.float32(hi)) if math.isfinite(hi) else v
+        return clamp(v, lo, hi)
 
     @T.macro
     def body(x, values, indices, indptr, bias, res, out, residual):
